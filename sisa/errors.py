@@ -1,0 +1,42 @@
+"""Exceptions raised by sisa.
+
+Every message says what is wrong and how to fix it, in one line, so the CLI can
+print it as is.
+"""
+
+from __future__ import annotations
+
+
+class SisaError(Exception):
+    """Base class of every error sisa raises on purpose."""
+
+
+class InputError(SisaError, ValueError):
+    """The caller's data or arguments are not usable (shape, dtype, NaN, ids...)."""
+
+
+class UnknownIdError(InputError, KeyError):
+    """Some sample ids were never in the store."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreError(SisaError):
+    """The store on disk cannot be used as it is."""
+
+
+class CorruptStoreError(StoreError):
+    """A file is missing, or its bytes do not match the hash the manifest records."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's write lock."""
+
+
+class StaleModelError(StoreError):
+    """The store has an unfinished forget; its checkpoints may have seen deleted rows."""
+
+
+class MissingDatasetError(SisaError, FileNotFoundError):
+    """A built-in dataset's package is not installed."""

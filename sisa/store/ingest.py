@@ -1,0 +1,209 @@
+"""Turn whatever the user has into a stream of validated column batches.
+
+Accepted: numpy ``X`` (+ ``y``), pandas DataFrames, pyarrow Tables, and Parquet,
+CSV or Arrow IPC files or directories (read through ``pyarrow.dataset`` in record
+batches, so a file larger than memory streams through).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from ..errors import InputError
+
+SMALL_FLOATS = {pa.float16(), pa.float32(), pa.int8(), pa.uint8(), pa.int16(), pa.uint16(),
+                pa.bool_()}
+
+
+@dataclass
+class Batch:
+    """One validated chunk of rows, columns as numpy arrays."""
+
+    ids: np.ndarray | None  # None: ids are positions in the input
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None
+    deletion_prob: np.ndarray | None
+
+
+@dataclass
+class Source:
+    """A re-iterable description of the input: its columns and its batches."""
+
+    feature_names: list[str]
+    label_name: str
+    label_type: pa.DataType
+    id_name: str | None
+    dtype: np.dtype
+    batches: Iterator[Batch]
+
+
+def _format_for(path: Path) -> str:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    exts = {p.suffix.lower() for p in files if not p.name.startswith((".", "_"))}
+    for fmt, names in (("parquet", {".parquet", ".pq"}), ("csv", {".csv"}),
+                       ("ipc", {".arrow", ".feather", ".ipc"})):
+        if exts & names:
+            return fmt
+    raise InputError(
+        f"cannot tell the format of {path}: expected .parquet, .csv or .arrow/.feather files"
+    )
+
+
+def _to_dataset(data) -> ds.Dataset:
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.exists():
+            raise InputError(f"input {path} does not exist: pass a Parquet, CSV or Arrow path")
+        return ds.dataset(path, format=_format_for(path))
+    if isinstance(data, pa.Table):
+        return ds.dataset(data)
+    if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
+        return ds.dataset(pa.Table.from_pandas(data, preserve_index=False))
+    raise InputError(
+        f"cannot read training data of type {type(data).__name__}: pass numpy arrays X and y, "
+        "a pandas DataFrame, a pyarrow Table, or a Parquet/CSV/Arrow path"
+    )
+
+
+def _check_label(y: np.ndarray, n: int) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise InputError(f"y must be 1-D with one label per row ({n}), got shape {y.shape}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise InputError(f"y holds {int((~np.isfinite(y)).sum())} NaN/inf labels: drop or fix them")
+    if y.dtype.kind == "O" and any(v is None for v in y.tolist()):
+        raise InputError("y holds missing labels: drop or fill those rows first")
+    return y
+
+
+def _check_features(X: np.ndarray, names: list[str], offset: int) -> None:
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        col_list = sorted({names[c] for c in cols.tolist()})[:5]
+        raise InputError(
+            f"{int(bad.sum())} non-finite feature values (NaN or inf), first at row "
+            f"{int(rows[0]) + offset}, in column(s) {col_list}: impute or drop them before ingest"
+        )
+
+
+def _label_type(arr: np.ndarray) -> pa.DataType:
+    if arr.dtype.kind in "iub":
+        return pa.int64()
+    if arr.dtype.kind == "f":
+        return pa.float64()
+    if arr.dtype.kind in "USO":
+        return pa.string()
+    raise InputError(f"labels must be integers, floats or strings, got dtype {arr.dtype}")
+
+
+def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=None) -> Source:
+    """Source over in-memory numpy arrays (one batch)."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise InputError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise InputError(f"X is empty (shape {X.shape}): there is nothing to train on")
+    if X.dtype.kind not in "biuf":
+        raise InputError(
+            f"X must be numeric, got dtype {X.dtype}: encode categorical columns first"
+        )
+    y = _check_label(np.asarray(y), len(X))
+    out_dtype = np.dtype(dtype) if dtype else (
+        np.dtype(np.float64) if X.dtype in (np.float64, np.int64, np.int32, np.uint32,
+                                            np.uint64) else np.dtype(np.float32))
+    names = [f"x{i}" for i in range(X.shape[1])]
+    Xc = np.ascontiguousarray(X, dtype=out_dtype)
+    _check_features(Xc, names, 0)
+    ids = None if sample_ids is None else np.asarray(sample_ids)
+    if ids is not None and ids.shape != (len(X),):
+        raise InputError(f"sample_ids must have one id per row ({len(X)}), got shape {ids.shape}")
+    g = None if groups is None else np.asarray(groups)
+    p = None if deletion_prob is None else np.asarray(deletion_prob, dtype=np.float64)
+    batch = Batch(ids, Xc, y, g, p)
+    return Source(names, "label", _label_type(y), None, out_dtype, iter([batch]))
+
+
+def from_table(
+    data,
+    label: str,
+    *,
+    id_column: str | None = None,
+    group_column: str | None = None,
+    deletion_prob_column: str | None = None,
+    feature_columns: list[str] | None = None,
+    dtype=None,
+    batch_rows: int = 65_536,
+) -> Source:
+    """Source over a DataFrame, Table or file/directory, streamed in record batches."""
+    dataset = _to_dataset(data)
+    schema = dataset.schema
+    special = [c for c in (label, id_column, group_column, deletion_prob_column) if c]
+    missing = [c for c in special + list(feature_columns or []) if c not in schema.names]
+    if missing:
+        raise InputError(f"column(s) {missing} not found; the input has {schema.names}")
+    feats = list(feature_columns) if feature_columns else [
+        n for n in schema.names if n not in special and not n.startswith("__")
+    ]
+    if not feats:
+        raise InputError("the input has no feature columns besides the label/id columns")
+    non_numeric = [
+        f for f in feats
+        if not (pa.types.is_integer(schema.field(f).type) or pa.types.is_floating(schema.field(f).type)
+                or pa.types.is_boolean(schema.field(f).type))
+    ]
+    if non_numeric:
+        raise InputError(
+            f"feature column(s) {non_numeric[:5]} are not numeric: one-hot or ordinal-encode "
+            "them first, or list the numeric ones with feature_columns="
+        )
+    out_dtype = np.dtype(dtype) if dtype else (
+        np.dtype(np.float32) if all(schema.field(f).type in SMALL_FLOATS for f in feats)
+        else np.dtype(np.float64)
+    )
+    ltype = schema.field(label).type
+    label_type = (pa.int64() if pa.types.is_integer(ltype) or pa.types.is_boolean(ltype)
+                  else pa.float64() if pa.types.is_floating(ltype) else pa.string())
+
+    def batches() -> Iterator[Batch]:
+        offset = 0
+        for rb in dataset.to_batches(columns=feats + special, batch_size=batch_rows):
+            n = rb.num_rows
+            if n == 0:
+                continue
+            cols = []
+            for f in feats:
+                col = rb.column(f)
+                if col.null_count:
+                    raise InputError(
+                        f"feature column {f!r} has {col.null_count} missing values near row "
+                        f"{offset}: impute or drop them before ingest"
+                    )
+                cols.append(col.to_numpy(zero_copy_only=False))
+            X = np.column_stack(cols).astype(out_dtype, copy=False)
+            _check_features(X, feats, offset)
+            ycol = rb.column(label)
+            if ycol.null_count:
+                raise InputError(f"label column {label!r} has {ycol.null_count} missing values")
+            y = _check_label(ycol.cast(label_type).to_numpy(zero_copy_only=False), n)
+
+            def col_or_none(name: str | None) -> np.ndarray | None:
+                if not name:
+                    return None
+                c = rb.column(name)
+                if c.null_count:
+                    raise InputError(f"column {name!r} has {c.null_count} missing values")
+                return c.to_numpy(zero_copy_only=False)
+
+            yield Batch(col_or_none(id_column), X, y, col_or_none(group_column),
+                        col_or_none(deletion_prob_column))
+            offset += n
+
+    return Source(feats, label, label_type, id_column, out_dtype, batches())

@@ -1,0 +1,774 @@
+"""The Arrow-backed shard/slice store: the single source of truth for training rows.
+
+Layout under the store URI::
+
+    manifest.json                          the commit point: names every live file + its sha256
+    data/shard=0003/slice=005/<hash>.arrow one uncompressed Arrow IPC file per (shard, slice)
+    index/<hash>.arrow                     sample_id -> (shard, slice), sorted by id
+    audit/tombstones-<hash>.arrow          keyed hashes of deleted ids (never the ids)
+    audit/receipts.jsonl                   append-only log of forget receipts
+    checkpoints/shard=0003/slice=005/<hash>.pkl, model/<hash>.pkl   (written by the engine)
+
+Every file but the manifest is content-addressed and immutable. A change writes
+new files, then replaces the manifest (atomic), then removes the files only the
+old manifest named. A crash before the manifest lands leaves the old state plus
+unreferenced files; after it, the new state plus leftovers. ``collect_garbage``
+(run by ``repair``) removes leftovers either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._crash import crashpoint
+from .._version import __version__
+from ..errors import CorruptStoreError, InputError, StoreError, StoreLockedError, UnknownIdError
+from ..fs import Location
+from . import ingest
+from .assign import AssignmentConfig, assign, spread
+
+FORMAT = "sisa-store/1"
+MANIFEST = "manifest.json"
+ID, LABEL, FEATURES = "sample_id", "label", "features"
+_ORDER = "__order"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def slice_key(shard: int, sl: int) -> str:
+    return f"{shard}/{sl}"
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+@dataclass
+class SliceData:
+    """Rows of one or more slices as numpy arrays (features are zero-copy when local)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class DeleteResult:
+    """What :meth:`Store.delete` changed."""
+
+    deleted: int
+    already_deleted: list
+    changed: dict[int, int]  # shard -> earliest changed slice
+    rows_before: dict[int, int]  # shard -> rows before the delete
+    fingerprint_before: str
+    fingerprint_after: str
+
+
+def ipc_bytes(table: pa.Table) -> pa.Buffer:
+    """Serialise deterministically: same rows and schema give the same bytes."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table.combine_chunks() if table.num_rows else table)
+    return sink.getvalue()
+
+
+def read_ipc(buf: pa.Buffer) -> pa.Table:
+    return pa.ipc.open_file(pa.BufferReader(buf)).read_all()
+
+
+class Store:
+    """An on-disk training set split into ``n_shards`` × ``n_slices`` Arrow files.
+
+    Build one with :meth:`Store.create`, reopen it with :meth:`Store.open`.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> X, y = np.random.default_rng(0).normal(size=(100, 3)), np.arange(100) % 2
+    >>> st = Store.create(tempfile.mkdtemp(), X, y, n_shards=2, n_slices=2)
+    >>> st.n_rows, sorted(st.delete([0, 1]).changed) != []
+    (100, True)
+    """
+
+    def __init__(self, uri: str, manifest: dict) -> None:
+        self.loc = Location(str(uri))
+        self.manifest = manifest
+        self._lock_depth = 0
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------------ opening
+    @property
+    def uri(self) -> str:
+        return self.loc.uri
+
+    @classmethod
+    def exists(cls, uri: str) -> bool:
+        return Location(str(uri)).exists(MANIFEST)
+
+    @classmethod
+    def open(cls, uri: str, *, check_files: bool = True) -> Store:
+        """Open an existing store, checking the manifest's own checksum and that every
+        file it names is present with the recorded size (hashes are checked on read)."""
+        loc = Location(str(uri))
+        if not loc.exists(MANIFEST):
+            raise StoreError(
+                f"no sisa store at {uri} (no {MANIFEST}): check the path, or create one with "
+                "`sisa train` / Store.create"
+            )
+        store = cls(str(uri), _load_manifest(loc))
+        if check_files:
+            store.check_files(hashes=False)
+        return store
+
+    def reload(self) -> None:
+        self.manifest = _load_manifest(self.loc)
+
+    def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
+        """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
+        ``hashes``) altered file."""
+        wanted = None if shards is None else {int(s) for s in shards}
+        for rel, meta in self.referenced_files().items():
+            if wanted is not None and meta.get("shard") not in wanted and "shard" in meta:
+                continue
+            info = self.loc.fs.get_file_info(self.loc.path(rel))
+            if info.size is None or info.type.name == "NotFound":
+                raise CorruptStoreError(
+                    f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
+                    f"backup, or run `sisa repair {self.uri}` if a write was interrupted"
+                )
+            if info.size != meta["bytes"]:
+                raise CorruptStoreError(
+                    f"file {self.loc.path(rel)} has {info.size} bytes, the manifest says "
+                    f"{meta['bytes']}: it was truncated or changed; restore it from backup"
+                )
+            if hashes:
+                self.loc.read_verified(rel, meta["sha256"])
+
+    # ------------------------------------------------------------------ creating
+    @classmethod
+    def create(
+        cls,
+        uri: str,
+        data,
+        y=None,
+        *,
+        label: str | None = None,
+        n_shards: int,
+        n_slices: int,
+        random_state: int = 0,
+        sample_ids=None,
+        id_column: str | None = None,
+        group_column: str | None = None,
+        deletion_prob_column: str | None = None,
+        groups=None,
+        deletion_prob=None,
+        hot_shards: int = 0,
+        hot_threshold: float = 0.5,
+        feature_columns: list[str] | None = None,
+        dtype=None,
+        overwrite: bool = False,
+        memory_budget_mb: int = 256,
+        batch_rows: int = 65_536,
+    ) -> Store:
+        """Ingest rows into a new store.
+
+        Parameters
+        ----------
+        uri : str
+            Local path or URI (``file://``, ``s3://``...). Must not hold a store unless
+            ``overwrite=True``.
+        data : array-like, DataFrame, pyarrow.Table or path
+            Features (with ``y``) or a table/file holding the ``label`` column.
+        y : array-like, optional
+            Labels, when ``data`` is an array.
+        label : str, optional
+            Label column, when ``data`` is a table or file.
+        n_shards, n_slices : int
+            S and R.
+        random_state : int
+            Seed of the keyed assignment hash (and later of training).
+        sample_ids : array-like, optional
+            Stable id per row (int or str). ``id_column`` names a column instead.
+            Default: 0..n-1 in input order.
+        group_column / groups : optional
+            Group key per row: all rows of a group land in one (shard, slice).
+        deletion_prob_column / deletion_prob, hot_shards, hot_threshold : optional
+            Distribution-aware sharding; see :class:`AssignmentConfig`.
+        memory_budget_mb : int
+            Rows are spilled to temporary files beyond this, so inputs larger than
+            memory stream through.
+
+        Returns
+        -------
+        Store
+        """
+        config = AssignmentConfig(int(n_shards), int(n_slices), int(random_state),
+                                  int(hot_shards), float(hot_threshold))
+        if hot_shards and deletion_prob is None and not deletion_prob_column:
+            raise InputError(
+                "hot_shards > 0 needs deletion probabilities: pass deletion_prob= or "
+                "deletion_prob_column="
+            )
+        if label is None:
+            if y is None:
+                raise InputError("pass y= with array data, or label='column' with a table/file")
+            source = ingest.from_arrays(data, y, sample_ids, groups, deletion_prob, dtype)
+        else:
+            source = ingest.from_table(
+                data, label, id_column=id_column, group_column=group_column,
+                deletion_prob_column=deletion_prob_column, feature_columns=feature_columns,
+                dtype=dtype, batch_rows=batch_rows,
+            )
+            if sample_ids is not None:
+                raise InputError("pass sample_ids= with array data, or id_column= with a table")
+        loc = Location(str(uri))
+        if loc.exists(MANIFEST):
+            if not overwrite:
+                raise StoreError(
+                    f"a store already exists at {uri}: open it with Store.open, pick another "
+                    "path, or pass overwrite=True to replace it"
+                )
+            with cls.open(str(uri), check_files=False).lock():
+                loc.delete_all()
+        builder = _Builder(loc, config, source, memory_budget_mb)
+        return builder.build()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> AssignmentConfig:
+        return AssignmentConfig(**self.manifest["assignment"])
+
+    @property
+    def n_shards(self) -> int:
+        return self.manifest["assignment"]["n_shards"]
+
+    @property
+    def n_slices(self) -> int:
+        return self.manifest["assignment"]["n_slices"]
+
+    @property
+    def random_state(self) -> int:
+        return self.manifest["assignment"]["random_state"]
+
+    @property
+    def n_rows(self) -> int:
+        return sum(m["rows"] for m in self.manifest["slices"].values())
+
+    @property
+    def n_features(self) -> int:
+        return len(self.manifest["schema"]["feature_names"])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def slice_rows(self, shard: int, sl: int) -> int:
+        return self.manifest["slices"][slice_key(shard, sl)]["rows"]
+
+    def shard_rows(self, shard: int) -> int:
+        return sum(self.slice_rows(shard, r) for r in range(self.n_slices))
+
+    def shard_sizes(self) -> np.ndarray:
+        return np.array([self.shard_rows(s) for s in range(self.n_shards)])
+
+    def slice_hash(self, shard: int, sl: int) -> str:
+        return self.manifest["slices"][slice_key(shard, sl)]["sha256"]
+
+    def spread(self) -> dict:
+        """Actual balance of shard sizes (expected equal under the uniform hash)."""
+        return spread(self.shard_sizes())
+
+    def referenced_files(self) -> dict[str, dict]:
+        """Every file the manifest vouches for: relative path -> {sha256, bytes, ...}."""
+        return referenced_files(self.manifest)
+
+    # ------------------------------------------------------------------ reading
+    def _read_table(self, rel: str, sha: str) -> pa.Table:
+        return read_ipc(self.loc.read_verified(rel, sha))
+
+    def read_slice_table(self, shard: int, sl: int) -> pa.Table:
+        m = self.manifest["slices"][slice_key(shard, sl)]
+        return self._read_table(m["file"], m["sha256"])
+
+    def read_slice(self, shard: int, sl: int) -> SliceData:
+        """One slice as numpy ``X, y, ids``; hash-checked, zero-copy over mmap locally."""
+        return self._to_numpy(self.read_slice_table(shard, sl))
+
+    def read_slices(self, shard: int, slices: Iterable[int]) -> SliceData:
+        """Several slices of one shard concatenated in slice order."""
+        tables = [self.read_slice_table(shard, r) for r in slices]
+        return self._to_numpy(pa.concat_tables(tables) if tables else self.empty_table())
+
+    def _to_numpy(self, table: pa.Table) -> SliceData:
+        d = self.n_features
+        feats = table.column(FEATURES).combine_chunks()
+        X = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+        y = table.column(LABEL).to_numpy(zero_copy_only=False)
+        ids = table.column(ID).to_numpy(zero_copy_only=False)
+        return SliceData(X, y, ids)
+
+    def empty_table(self) -> pa.Table:
+        return _slice_schema(self.manifest["schema"]).empty_table()
+
+    def read_index(self) -> pa.Table:
+        m = self.manifest["index"]
+        return self._read_table(m["file"], m["sha256"])
+
+    def iter_shard_tables(self, shard: int) -> Iterator[tuple[int, pa.Table]]:
+        for r in range(self.n_slices):
+            yield r, self.read_slice_table(shard, r)
+
+    def locate(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions of ``ids`` in the index: ``(found_mask, shard, slice)``."""
+        index = self.read_index()
+        q = _id_array(ids, self.manifest["schema"]["id_type"])
+        pos = pc.index_in(q, value_set=index.column(ID)).to_numpy(zero_copy_only=False)
+        found = ~np.isnan(pos.astype(np.float64))
+        p = pos[found].astype(np.int64)
+        shard = index.column("shard").to_numpy()[p]
+        sl = index.column("slice").to_numpy()[p]
+        return found, shard, sl
+
+    # ------------------------------------------------------------------ tombstones
+    def tombstone_hashes(self, ids) -> np.ndarray:
+        """Keyed hashes (16 bytes each) under which deleted ids are remembered."""
+        key = bytes.fromhex(self.manifest["audit_key"])
+        return np.array(
+            [hmac.new(key, _id_bytes(v), hashlib.sha256).digest()[:16] for v in ids],
+            dtype="S16",
+        )
+
+    def read_tombstones(self) -> np.ndarray:
+        m = self.manifest.get("tombstones")
+        if not m:
+            return np.array([], dtype="S16")
+        t = self._read_table(m["file"], m["sha256"])
+        return np.array(t.column("h").to_pylist(), dtype="S16")
+
+    # ------------------------------------------------------------------ locking
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Store]:
+        """Exclusive write lock (re-entrant within this object).
+
+        Locally an ``flock`` on ``<store>/.lock``: released by the kernel if the holder
+        dies, so a crashed writer never leaves the store locked. On object stores a
+        lock object plus a generation check at commit.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield self
+            finally:
+                self._lock_depth -= 1
+            return
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
+        if self.loc.is_local:
+            path = self.loc.path(".lock")
+            os.makedirs(self.loc.root, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                info = os.pread(fd, 4096, 0).decode(errors="replace")
+                os.close(fd)
+                raise StoreLockedError(_locked_message(self.uri, info)) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            self._lock_fd = fd
+        else:
+            if self.loc.exists(".lock"):
+                info = self.loc.read_bytes(".lock").to_pybytes().decode(errors="replace")
+                if time.time() - json.loads(info).get("t", 0) < 3600:
+                    raise StoreLockedError(_locked_message(self.uri, info))
+            self.loc.write_atomic(".lock", json.dumps({**holder, "t": time.time()}).encode())
+        self._lock_depth = 1
+        try:
+            if self.loc.exists(MANIFEST):
+                self.reload()  # see what the previous holder committed
+            yield self
+        finally:
+            self._lock_depth = 0
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            elif not self.loc.is_local:
+                self.loc.delete(".lock")
+
+    def _require_lock(self) -> None:
+        if not self._lock_depth:
+            raise StoreError("internal: store writes must run inside `with store.lock():`")
+
+    # ------------------------------------------------------------------ committing
+    def put_blob(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> dict:
+        rel, digest = self.loc.write_content(rel_dir, suffix, data)
+        return {"file": rel, "sha256": digest, "bytes": len(memoryview(data))}
+
+    def get_blob(self, meta: dict) -> pa.Buffer:
+        return self.loc.read_verified(meta["file"], meta["sha256"])
+
+    def commit(self, manifest: dict) -> None:
+        """Atomically make ``manifest`` the store's state, then drop files only the old
+        state used. Refuses if another writer committed since this one last read."""
+        self._require_lock()
+        on_disk = _load_manifest(self.loc)
+        if on_disk["generation"] != self.manifest["generation"]:
+            raise StoreLockedError(
+                f"store {self.uri} was changed by another writer (generation "
+                f"{on_disk['generation']}, expected {self.manifest['generation']}); reopen it "
+                "and retry"
+            )
+        old = self.manifest
+        manifest = dict(manifest)
+        manifest["generation"] = old["generation"] + 1
+        manifest["updated"] = now_iso()
+        manifest["fingerprint"] = fingerprint(manifest)
+        _write_manifest(self.loc, manifest)
+        self.manifest = manifest
+        crashpoint("commit:after-manifest")
+        stale = set(referenced_files(old)) - set(referenced_files(manifest))
+        for rel in sorted(stale):
+            self.loc.delete(rel)
+
+    def collect_garbage(self) -> list[str]:
+        """Remove every file the manifest does not name (leftovers of interrupted
+        writes, which may hold deleted rows). Returns what was removed."""
+        self._require_lock()
+        keep = set(referenced_files(self.manifest)) | {MANIFEST, ".lock", "audit/receipts.jsonl"}
+        removed = [rel for rel in self.loc.list_files() if rel not in keep]
+        for rel in removed:
+            self.loc.delete(rel)
+        return removed
+
+    def unreferenced_files(self) -> list[str]:
+        keep = set(referenced_files(self.manifest)) | {MANIFEST, ".lock", "audit/receipts.jsonl"}
+        return [rel for rel in self.loc.list_files() if rel not in keep]
+
+    # ------------------------------------------------------------------ deleting
+    def delete(self, ids, *, extra: dict | None = None) -> DeleteResult:
+        """Physically remove rows by sample id.
+
+        Each affected slice is rewritten without the rows, the index and tombstones
+        are updated, checkpoints from the earliest affected slice of each shard on are
+        dropped (they saw the rows), and all of it lands in one manifest commit.
+
+        Parameters
+        ----------
+        ids : iterable of int or str
+        extra : dict, optional
+            Keys merged into the same manifest commit (used by ``forget`` to record
+            its pending retrain atomically with the data change).
+
+        Returns
+        -------
+        DeleteResult
+            Ids deleted before are listed in ``already_deleted``, not an error.
+
+        Raises
+        ------
+        UnknownIdError
+            Some ids never existed; nothing is changed.
+        """
+        with self.lock():
+            return self._delete(ids, extra or {})
+
+    def _delete(self, ids, extra: dict) -> DeleteResult:
+        id_type = self.manifest["schema"]["id_type"]
+        q = _id_array(ids, id_type)
+        if len(pc.unique(q)) != len(q):
+            q = pc.unique(q)
+        found, shard, sl = self.locate(q)
+        missing = np.asarray(q.to_pylist(), dtype=object)[~found]
+        already: list = []
+        if len(missing):
+            gone = set(self.read_tombstones().tolist())
+            hashes = self.tombstone_hashes(missing.tolist())
+            known = np.array([h in gone for h in hashes.tolist()], dtype=bool)
+            already = missing[known].tolist()
+            unknown = missing[~known].tolist()
+            if unknown:
+                shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+                raise UnknownIdError(
+                    f"{len(unknown)} sample id(s) are not in store {self.uri} and were never "
+                    f"deleted from it: {shown}; check the ids (nothing was changed)"
+                )
+        q_found = pc.filter(q, pa.array(found))
+        before = self.fingerprint
+        if len(q_found) == 0:
+            return DeleteResult(0, already, {}, {}, before, before)
+
+        new = json.loads(json.dumps(self.manifest))
+        changed: dict[int, int] = {}
+        rows_before = {int(s): self.shard_rows(int(s)) for s in np.unique(shard)}
+        for s, r in sorted(set(zip(shard.tolist(), sl.tolist()))):
+            table = self.read_slice_table(s, r)
+            keep = pc.invert(pc.is_in(table.column(ID), value_set=q_found))
+            kept = table.filter(keep)
+            key = slice_key(s, r)
+            new["slices"][key] = {**self.put_blob(_slice_dir(s, r), ".arrow", ipc_bytes(kept)),
+                                  "rows": kept.num_rows, "shard": s}
+            changed[s] = min(changed.get(s, r), r)
+        crashpoint("delete:after-slices")
+        index = self.read_index()
+        index = index.filter(pc.invert(pc.is_in(index.column(ID), value_set=q_found)))
+        new["index"] = {**self.put_blob("index", ".arrow", ipc_bytes(index)),
+                        "rows": index.num_rows}
+        tomb = np.concatenate([self.read_tombstones(), self.tombstone_hashes(q_found.to_pylist())])
+        tomb_table = pa.table({"h": pa.array(np.sort(tomb).tolist(), pa.binary(16))})
+        new["tombstones"] = {**self.put_blob("audit", ".arrow", ipc_bytes(tomb_table)),
+                             "rows": tomb_table.num_rows}
+        new["n_deleted"] = new.get("n_deleted", 0) + len(q_found)
+        model = new.get("model")
+        if model:
+            model["checkpoints"] = {
+                k: v for k, v in model["checkpoints"].items()
+                if not (v["shard"] in changed and v["slice"] >= changed[v["shard"]])
+            }
+        new.update(extra)
+        crashpoint("delete:before-commit")
+        self.commit(new)
+        crashpoint("delete:after-commit")
+        return DeleteResult(len(q_found), already, changed, rows_before, before, self.fingerprint)
+
+
+# ---------------------------------------------------------------------- helpers
+def _slice_dir(shard: int, sl: int) -> str:
+    return f"data/shard={shard:04d}/slice={sl:03d}"
+
+
+def _slice_schema(schema: dict) -> pa.Schema:
+    ftype = pa.float32() if schema["dtype"] == "float32" else pa.float64()
+    return pa.schema([
+        (ID, pa.int64() if schema["id_type"] == "int64" else pa.string()),
+        (LABEL, pa.type_for_alias(schema["label_type"])),
+        (FEATURES, pa.list_(ftype, len(schema["feature_names"]))),
+    ])
+
+
+def _id_array(ids, id_type: str) -> pa.Array:
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        arr = ids
+    else:
+        arr = pa.array(np.atleast_1d(np.asarray(ids, dtype=object)).tolist())
+    target = pa.int64() if id_type == "int64" else pa.string()
+    try:
+        out = arr.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InputError(
+            f"sample ids of this store are {id_type}; could not read the given ids as such: {exc}"
+        ) from exc
+    if isinstance(out, pa.ChunkedArray):
+        out = out.combine_chunks()
+    if out.null_count:
+        raise InputError("sample ids must not be missing (None/NaN)")
+    return out
+
+
+def _id_bytes(v) -> bytes:
+    return (f"i:{int(v)}" if isinstance(v, (int, np.integer)) else f"s:{v}").encode()
+
+
+def _locked_message(uri: str, info: str) -> str:
+    try:
+        h = json.loads(info)
+        who = f"pid {h.get('pid')} on host {h.get('host')} since {h.get('since')}"
+    except (ValueError, AttributeError):
+        who = "another process"
+    return (
+        f"store {uri} is locked by {who}: wait for that job to finish (one writer per store "
+        "at a time)"
+    )
+
+
+def referenced_files(manifest: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for meta in manifest["slices"].values():
+        out[meta["file"]] = meta
+    for k in ("index", "tombstones"):
+        if manifest.get(k):
+            out[manifest[k]["file"]] = manifest[k]
+    model = manifest.get("model")
+    if model:
+        out[model["estimator"]["file"]] = model["estimator"]
+        for meta in model["checkpoints"].values():
+            out[meta["file"]] = meta
+    return out
+
+
+def fingerprint(manifest: dict) -> str:
+    """Content hash of the training data state: assignment, schema and every slice hash."""
+    slices = [manifest["slices"][k]["sha256"] for k in sorted(manifest["slices"], key=_key_order)]
+    payload = {"assignment": manifest["assignment"], "schema": manifest["schema"],
+               "slices": slices}
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+def _key_order(k: str) -> tuple[int, int]:
+    a, b = k.split("/")
+    return int(a), int(b)
+
+
+def _write_manifest(loc: Location, manifest: dict) -> None:
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    body["checksum"] = hashlib.sha256(canonical_json(body)).hexdigest()
+    loc.write_atomic(MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())
+
+
+def _load_manifest(loc: Location) -> dict:
+    raw = loc.read_bytes(MANIFEST).to_pybytes()
+    try:
+        m = json.loads(raw)
+        ok = m.get("checksum") == hashlib.sha256(
+            canonical_json({k: v for k, v in m.items() if k != "checksum"})
+        ).hexdigest()
+    except (ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise CorruptStoreError(
+            f"manifest {loc.path(MANIFEST)} is corrupt (bad JSON or checksum): restore it from "
+            "backup; sisa will not guess which files are valid"
+        )
+    if m.get("format") != FORMAT:
+        raise StoreError(f"{loc.path(MANIFEST)} has format {m.get('format')!r}, expected {FORMAT}")
+    return m
+
+
+class _Builder:
+    """Two passes: assign and spill batches to local temp files, then write each slice
+    sorted by its hash order. Memory holds at most the budget plus one slice."""
+
+    def __init__(self, loc: Location, config: AssignmentConfig, source: ingest.Source,
+                 budget_mb: int) -> None:
+        self.loc, self.config, self.source = loc, config, source
+        self.budget = budget_mb * 2**20
+        ftype = pa.float32() if source.dtype == np.float32 else pa.float64()
+        self.schema_info = {
+            "feature_names": source.feature_names, "label_name": source.label_name,
+            "label_type": str(source.label_type), "id_name": source.id_name,
+            "dtype": "float32" if ftype == pa.float32() else "float64", "id_type": None,
+        }
+        self.ftype = ftype
+
+    def build(self) -> Store:
+        tmp = Path(tempfile.mkdtemp(prefix="sisa-ingest-"))
+        try:
+            return self._build(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _build(self, tmp: Path) -> Store:
+        S, R = self.config.n_shards, self.config.n_slices
+        buffers: dict[tuple[int, int], list[pa.Table]] = {}
+        chunks: dict[tuple[int, int], list[Path]] = {}
+        all_ids, all_shard, all_slice = [], [], []
+        buffered, n, n_flush = 0, 0, 0
+        d = len(self.source.feature_names)
+        for batch in self.source.batches:
+            m = len(batch.y)
+            ids = batch.ids if batch.ids is not None else np.arange(n, n + m, dtype=np.int64)
+            if ids.dtype.kind == "f":
+                raise InputError("the id column must hold integers or strings, not floats")
+            shard, sl, order = assign(self.config, ids, batch.groups, batch.deletion_prob)
+            id_arr = _id_array(ids, "int64" if ids.dtype.kind in "iu" else "string")
+            all_ids.append(id_arr)
+            all_shard.append(shard)
+            all_slice.append(sl)
+            feats = pa.FixedSizeListArray.from_arrays(pa.array(batch.X.reshape(-1)), d)
+            table = pa.table({ID: id_arr, LABEL: pa.array(batch.y).cast(self.source.label_type),
+                              FEATURES: feats, _ORDER: pa.array(order)})
+            cell = shard.astype(np.int64) * R + sl
+            perm = np.argsort(cell, kind="stable")
+            bounds = np.flatnonzero(np.diff(cell[perm])) + 1
+            for part in np.split(perm, bounds):
+                c = int(cell[part[0]])
+                buffers.setdefault((c // R, c % R), []).append(table.take(part))
+            buffered += table.nbytes
+            n += m
+            if buffered > self.budget:
+                self._spill(tmp, buffers, chunks, n_flush)
+                buffers, buffered, n_flush = {}, 0, n_flush + 1
+        if n == 0:
+            raise InputError("the input has no rows: there is nothing to train on")
+        if S * R > n:
+            raise InputError(
+                f"{S} shards x {R} slices = {S * R} slices for only {n} rows: use fewer shards "
+                "or slices (each slice should hold many rows)"
+            )
+        ids = pa.chunked_array(all_ids).combine_chunks()
+        id_type = "int64" if pa.types.is_integer(ids.type) else "string"
+        self.schema_info["id_type"] = id_type
+        ids = ids.cast(pa.int64() if id_type == "int64" else pa.string())
+        index = pa.table({ID: ids, "shard": np.concatenate(all_shard),
+                          "slice": np.concatenate(all_slice)}).sort_by(ID)
+        sorted_ids = index.column(ID).combine_chunks()
+        dup = pc.equal(sorted_ids[1:], sorted_ids[:-1]) if n > 1 else pa.array([], pa.bool_())
+        if pc.any(dup).as_py():
+            dups = pc.unique(pc.filter(sorted_ids[1:], dup)).to_pylist()
+            raise InputError(
+                f"{len(dups)} duplicate sample id(s), e.g. {dups[:5]}: sample ids must be unique "
+                "(drop duplicate rows or pass a unique id column)"
+            )
+        manifest = self._write_slices(tmp, buffers, chunks, index)
+        _write_manifest(self.loc, manifest)
+        return Store(self.loc.uri, manifest)
+
+    def _spill(self, tmp: Path, buffers, chunks, n_flush: int) -> None:
+        for key, parts in buffers.items():
+            path = tmp / f"{key[0]}_{key[1]}_{n_flush}.arrow"
+            t = pa.concat_tables(parts)
+            with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
+                w.write_table(t)
+            chunks.setdefault(key, []).append(path)
+
+    def _write_slices(self, tmp: Path, buffers, chunks, index: pa.Table) -> dict:
+        S, R = self.config.n_shards, self.config.n_slices
+        schema = _slice_schema(self.schema_info)
+        slices: dict[str, dict] = {}
+        for s in range(S):
+            for r in range(R):
+                parts = [pa.ipc.open_file(pa.memory_map(str(p))).read_all()
+                         for p in chunks.get((s, r), [])]
+                parts += buffers.get((s, r), [])
+                if parts:
+                    t = pa.concat_tables(parts).sort_by([(_ORDER, "ascending"), (ID, "ascending")])
+                    t = t.drop_columns([_ORDER]).cast(schema)
+                else:
+                    t = schema.empty_table()
+                slices[slice_key(s, r)] = {**self._put(_slice_dir(s, r), ipc_bytes(t)),
+                                           "rows": t.num_rows, "shard": s}
+        index_meta = {**self._put("index", ipc_bytes(index)), "rows": index.num_rows}
+        manifest = {
+            "format": FORMAT, "sisa_version": __version__, "generation": 0, "created": now_iso(),
+            "assignment": self.config.to_dict(), "schema": self.schema_info, "slices": slices,
+            "index": index_meta, "tombstones": None, "audit_key": secrets.token_hex(32),
+            "n_deleted": 0, "model": None, "pending": None,
+        }
+        manifest["fingerprint"] = fingerprint(manifest)
+        return manifest
+
+    def _put(self, rel_dir: str, data: pa.Buffer) -> dict:
+        rel, digest = self.loc.write_content(rel_dir, ".arrow", data)
+        return {"file": rel, "sha256": digest, "bytes": len(memoryview(data))}
