@@ -49,6 +49,8 @@ FORMAT = "sisa-store/1"
 MANIFEST = "manifest.json"
 ID, LABEL, FEATURES = "sample_id", "label", "features"
 _ORDER = "__order"
+# Bookkeeping files that are not content-addressed and never hold training rows.
+KEEP = {MANIFEST, ".lock", "audit/receipts.jsonl", "audit/intent.json"}
 
 
 def now_iso() -> str:
@@ -457,18 +459,18 @@ class Store:
         """Remove every file the manifest does not name (leftovers of interrupted
         writes, which may hold deleted rows). Returns what was removed."""
         self._require_lock()
-        keep = set(referenced_files(self.manifest)) | {MANIFEST, ".lock", "audit/receipts.jsonl"}
-        removed = [rel for rel in self.loc.list_files() if rel not in keep]
+        removed = self.unreferenced_files()
         for rel in removed:
             self.loc.delete(rel)
         return removed
 
     def unreferenced_files(self) -> list[str]:
-        keep = set(referenced_files(self.manifest)) | {MANIFEST, ".lock", "audit/receipts.jsonl"}
+        """Files below the store that the manifest does not name (bookkeeping aside)."""
+        keep = set(referenced_files(self.manifest)) | KEEP
         return [rel for rel in self.loc.list_files() if rel not in keep]
 
     # ------------------------------------------------------------------ deleting
-    def delete(self, ids, *, extra: dict | None = None) -> DeleteResult:
+    def delete(self, ids, *, extra=None) -> DeleteResult:
         """Physically remove rows by sample id.
 
         Each affected slice is rewritten without the rows, the index and tombstones
@@ -478,9 +480,9 @@ class Store:
         Parameters
         ----------
         ids : iterable of int or str
-        extra : dict, optional
-            Keys merged into the same manifest commit (used by ``forget`` to record
-            its pending retrain atomically with the data change).
+        extra : callable, optional
+            ``extra(changed) -> dict`` of keys merged into the same manifest commit
+            (``forget`` uses it to journal its retrain atomically with the data change).
 
         Returns
         -------
@@ -493,9 +495,9 @@ class Store:
             Some ids never existed; nothing is changed.
         """
         with self.lock():
-            return self._delete(ids, extra or {})
+            return self._delete(ids, extra or (lambda changed: {}))
 
-    def _delete(self, ids, extra: dict) -> DeleteResult:
+    def _delete(self, ids, extra) -> DeleteResult:
         id_type = self.manifest["schema"]["id_type"]
         q = _id_array(ids, id_type)
         if len(pc.unique(q)) != len(q):
@@ -547,7 +549,7 @@ class Store:
                 k: v for k, v in model["checkpoints"].items()
                 if not (v["shard"] in changed and v["slice"] >= changed[v["shard"]])
             }
-        new.update(extra)
+        new.update(extra(changed))
         crashpoint("delete:before-commit")
         self.commit(new)
         crashpoint("delete:after-commit")

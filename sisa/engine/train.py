@@ -1,0 +1,86 @@
+"""Training one shard: the unit of work a Ray task (or the local backend) runs.
+
+The task gets only the store URI, the shard and the first slice to train. It reads
+its own slices, writes its own content-addressed checkpoints (so a retried task
+rewrites identical files) and returns their small metadata; only the driver
+commits them to the manifest.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from ..errors import SisaError
+from ..fs import sha256_bytes
+from ..store.store import Store
+from . import checkpoints as ck
+from .schedule import Schedule
+
+
+class TrainingError(SisaError):
+    """A shard failed to train; carries the shard, slice and original traceback."""
+
+    def __init__(self, shard: int, sl: int, cause: str, tb: str = "") -> None:
+        super().__init__(f"training shard {shard} failed at slice {sl}: {cause}")
+        self.shard, self.slice, self.original_traceback = shard, sl, tb
+
+    def __reduce__(self):  # survive the trip back through Ray
+        return (type(self), (self.shard, self.slice, str(self).split(": ", 1)[-1],
+                             self.original_traceback))
+
+
+@dataclass
+class ShardResult:
+    shard: int
+    start_slice: int
+    checkpoints: list[dict] = field(default_factory=list)
+    rows_processed: int = 0
+    seconds: float = 0.0
+
+
+def schedule_of(store: Store, prototype) -> Schedule:
+    m = store.manifest["model"]
+    return Schedule(m["schedule"], m["epochs"], store.n_slices, m["incremental"])
+
+
+def train_shard(store_uri: str, shard: int, start_slice: int = 0,
+                write: bool = True) -> ShardResult:
+    """Train ``shard`` from checkpoint ``start_slice - 1`` (or from scratch) through its
+    last slice, writing one checkpoint per slice. With ``write=False`` nothing is
+    written: the result only carries each checkpoint's hash (``verify`` uses this)."""
+    t0 = time.perf_counter()
+    store = Store.open(store_uri, check_files=False)
+    model_meta = store.manifest["model"]
+    prototype = ck.load_verified(store, model_meta["estimator"])
+    sched = schedule_of(store, prototype)
+    classes = model_meta["classes"]
+    model = None
+    if start_slice > 0:
+        prev = ck.checkpoint_meta(store, shard, start_slice - 1)
+        if prev is None:
+            raise TrainingError(shard, start_slice, "the checkpoint before this slice is missing;"
+                                " run `sisa repair` to retrain the shard from scratch")
+        model = ck.load_verified(store, prev)
+    result = ShardResult(shard, start_slice)
+    sl = start_slice
+    try:
+        for sl in range(start_slice, store.n_slices):
+            data = store.read_slices(shard, sched.slices_for(sl))
+            model = sched.step(model, prototype, data.X, data.y, classes, store.random_state,
+                               shard, sl)
+            result.rows_processed += len(data) * sched.passes()
+            blob = ck.dumps(model)
+            meta = (store.put_blob(ck.checkpoint_dir(shard, sl), ".pkl", blob) if write
+                    else {"sha256": sha256_bytes(blob), "bytes": len(blob)})
+            meta.update(shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl),
+                        rows=store.slice_rows(shard, sl))
+            result.checkpoints.append(meta)
+    except SisaError:
+        raise
+    except Exception as exc:
+        raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
+                            traceback.format_exc()) from exc
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,7 @@
+"""forget → verify: exact unlearning, its receipts and audit log, and the proof."""
+
+from .forget import forget, repair
+from .receipts import history
+from .verify import ShardCheck, VerifyReport, verify
+
+__all__ = ["ShardCheck", "VerifyReport", "forget", "history", "repair", "verify"]

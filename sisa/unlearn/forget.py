@@ -1,0 +1,169 @@
+"""forget → exact unlearning of rows, and ``repair`` of an interrupted forget.
+
+A forget runs in four durable steps, each of which a rerun or ``repair`` resumes:
+
+1. ``audit/intent.json`` records the request (and its ids, which the store holds
+   anyway until step 2 lands);
+2. one manifest commit replaces the affected slices, index and tombstones, drops
+   every checkpoint from each affected shard's earliest affected slice on, and
+   journals ``pending``; the superseded files are then deleted and the intent with
+   them;
+3. each affected shard retrains from its last clean checkpoint, committed shard by
+   shard;
+4. the journal is cleared with the receipt in the same commit, and the receipt is
+   appended to ``audit/receipts.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from .._crash import crashpoint
+from ..engine import driver
+from ..engine.train import schedule_of
+from ..errors import InputError, StaleModelError
+from ..store.store import Store, _id_array, now_iso
+from . import receipts
+
+INTENT = "audit/intent.json"
+
+
+def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto",
+           address: str | None = None, num_cpus: float = 1, progress: bool = False) -> dict:
+    """Exactly unlearn the rows with these sample ids; returns the receipt.
+
+    Parameters
+    ----------
+    store : Store
+        A store holding a trained model.
+    ids : iterable of int or str
+        Sample ids to forget, as one batch: each affected shard retrains once.
+    record_ids : bool, default=False
+        Keep the raw ids in the receipt. By default the receipt holds only their
+        sha256, so the audit log itself leaks nothing.
+
+    Returns
+    -------
+    dict
+        The receipt: request id and time, ids sha256, affected (shard, first slice)
+        pairs, shards emptied, rows retrained vs a full retrain, wall time, and the
+        store fingerprints before and after.
+
+    Raises
+    ------
+    UnknownIdError
+        Some ids were never in the store; nothing changes.
+    StaleModelError
+        Another forget is unfinished; run ``repair`` first.
+    """
+    id_list = _id_array(ids, store.manifest["schema"]["id_type"]).to_pylist()
+    if not id_list:
+        raise InputError("no sample ids given: pass at least one id to forget")
+    digest, canon = receipts.ids_digest(id_list)
+    with store.lock():
+        if not store.manifest.get("model"):
+            raise StaleModelError(f"store {store.uri} has no trained model: fit one first")
+        pending = store.manifest.get("pending")
+        if pending:
+            req = pending.get("request", {})
+            if pending["kind"] == "forget" and req.get("ids_sha256") == digest:
+                return _complete(store, backend, address, num_cpus, progress)
+            raise StaleModelError(
+                f"store {store.uri} has an unfinished {pending['kind']}"
+                f"{' (request ' + req['request_id'] + ')' if req else ''}: run `sisa repair "
+                f"{store.uri}` before forgetting more rows"
+            )
+        done = receipts.find(store, ids_sha256=digest)
+        if done is not None and not store.locate(canon)[0].any():
+            return {**done, "replayed": True}  # already forgotten: a no-op
+        request = {"request_id": uuid.uuid4().hex, "requested_at": now_iso(),
+                   "started": time.time(), "ids_sha256": digest, "n_ids": len(canon),
+                   "fingerprint_before": store.fingerprint}
+        if record_ids:
+            request["ids"] = canon
+        store.loc.write_atomic(INTENT, json.dumps({"request": request, "ids": canon}).encode())
+        crashpoint("forget:after-intent")
+
+        def journal(changed: dict[int, int]) -> dict:
+            request["affected"] = sorted([s, k] for s, k in changed.items())
+            return {"pending": {"kind": "forget", "request": request, "rows_processed": 0}}
+
+        result = store.delete(canon, extra=journal)
+        store.loc.delete(INTENT)
+        crashpoint("forget:after-delete")
+        if result.deleted == 0:  # every id was deleted by earlier requests
+            receipt = _receipt(store, request, rows_retrained=0, already=len(canon))
+            receipts.append(store, receipt)
+            return receipt
+        return _complete(store, backend, address, num_cpus, progress,
+                         already=len(result.already_deleted))
+
+
+def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int = 0) -> dict:
+    sched = schedule_of(store, None)
+    R = store.n_slices
+    full = sum(sched.rows([store.slice_rows(s, r) for r in range(R)])
+               for s in range(store.n_shards))
+    affected = request.get("affected", [])
+    receipt = {k: v for k, v in request.items() if k != "started"}
+    receipt.update(
+        affected=affected,
+        shards_emptied=[s for s, _ in affected if store.shard_rows(s) == 0],
+        rows_retrained=int(rows_retrained),
+        rows_full_retrain=int(full),
+        already_deleted=already,
+        wall_time_s=round(time.time() - request["started"], 4),
+        completed_at=now_iso(),
+        fingerprint_after=store.fingerprint,
+    )
+    return receipt
+
+
+def _complete(store: Store, backend, address, num_cpus, progress, already: int = 0) -> dict:
+    """Retrain what the journal says is left, then close it with the receipt."""
+    store.collect_garbage()  # leftovers of an interrupted step may hold deleted rows
+    driver.run(store, backend=backend, address=address, num_cpus=num_cpus, progress=progress,
+               desc="retraining shards")
+    pending = store.manifest["pending"]
+    receipt = _receipt(store, pending["request"], rows_retrained=pending["rows_processed"],
+                       already=already)
+    driver.finish(store, last_receipt=receipt)
+    crashpoint("forget:before-log")
+    receipts.append(store, receipt)
+    return receipt
+
+
+def repair(store: Store, *, backend: str = "auto", address: str | None = None,
+           num_cpus: float = 1, progress: bool = False) -> dict:
+    """Bring an interrupted store to the state its last request asked for.
+
+    Finishes (or redoes) an interrupted forget, retrains shards lacking checkpoints,
+    removes files no manifest names, and logs a receipt that was committed but not
+    yet logged. Safe to run at any time; a healthy store is left as it is.
+    """
+    with store.lock():
+        summary: dict = {"completed_request": None, "retrained_shards": [], "removed_files": []}
+        if store.loc.exists(INTENT) and not store.manifest.get("pending"):
+            intent = json.loads(store.loc.read_bytes(INTENT).to_pybytes())
+            receipt = forget(store, intent["ids"], record_ids="ids" in intent["request"],
+                             backend=backend, address=address, num_cpus=num_cpus,
+                             progress=progress)
+            summary["completed_request"] = receipt["request_id"]
+        store.loc.delete(INTENT)
+        summary["removed_files"] = store.collect_garbage()
+        if store.manifest.get("model"):
+            pending = store.manifest.get("pending")
+            summary["retrained_shards"] = sorted(driver.pending_jobs(store))
+            if pending and pending["kind"] == "forget":
+                receipt = _complete(store, backend, address, num_cpus, progress)
+                summary["completed_request"] = receipt["request_id"]
+            elif pending or summary["retrained_shards"]:
+                driver.run(store, backend=backend, address=address, num_cpus=num_cpus,
+                           progress=progress, desc="repairing shards")
+                driver.finish(store)
+        last = store.manifest.get("last_receipt")
+        if last:
+            receipts.append(store, last)
+        return summary
