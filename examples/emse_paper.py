@@ -155,6 +155,10 @@ def sigma_sweep(ds: Dataset, sigmas: np.ndarray, path: Path) -> None:
             rows.append((rep["r2_wanted"], rep["exp_r2_unwanted"], rep["fair_r2"]))
         r2w, expu, fair = np.array(rows).T
         lowest.append((r2w.min(), c))
+        print(f"\nσ sweep, c={c!r} (ExpR²/Fair R² at σ={SIGMA})")
+        print(f"{'σ':>8}{'R²_W':>10}{'ExpR²_U':>10}{'Fair R²':>10}")
+        for row in zip(s_ok, r2w, expu, fair, strict=True):
+            print("".join(f"{v:>10.3f}" if i else f"{v:>8.3f}" for i, v in enumerate(row)))
         ax.plot(s_ok, r2w, style, color="tab:blue", ms=4, label=f"R²_W, c={c}")
         ax.plot(s_ok, expu, style, color="tab:orange", ms=4, label=f"ExpR²_U, c={c}")
         ax.plot(s_ok, fair, style, color="tab:green", ms=4, label=f"Fair R², c={c}")

@@ -65,7 +65,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import InputError
+from sisa.errors import InputError
 
 __all__ = [
     "SCHEDULES",

@@ -47,7 +47,7 @@ _APT_HINT = "apt-get install -y dataset-fashion-mnist"
 _FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # fields are arrays: compare them explicitly
 class Dataset:
     """A loaded dataset.
 
@@ -439,7 +439,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load(name: str, n_rows: int | None = None, random_state: int = 0, **kwargs: Any) -> Dataset:
+def load(name: str, n_rows: int | None = None, *, sample_seed: int = 0, **kwargs: Any) -> Dataset:
     """Load a built-in dataset by name, optionally subsampled.
 
     Parameters
@@ -449,10 +449,11 @@ def load(name: str, n_rows: int | None = None, random_state: int = 0, **kwargs: 
     n_rows : int, optional
         Keep this many rows, drawn without replacement (original order kept). All rows
         when None or when the dataset is smaller.
-    random_state : int, default=0
+    sample_seed : int, default=0
         Seed of the subsample.
     **kwargs
-        Passed to the loader (e.g. ``dependent=True``, ``kind="t10k"``).
+        Passed to the loader (e.g. ``dependent=True``, ``kind="t10k"``,
+        ``random_state=1``).
 
     Returns
     -------
@@ -472,5 +473,5 @@ def load(name: str, n_rows: int | None = None, random_state: int = 0, **kwargs: 
     ds = DATASETS[key](**kwargs)
     if n_rows is None or int(n_rows) >= len(ds):
         return ds
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(sample_seed)
     return ds.subset(np.sort(rng.choice(len(ds), size=int(n_rows), replace=False)))

@@ -77,19 +77,20 @@ def test_diamonds_encoding_and_corrupted_subset():
 def test_fashion_mnist_test_split():
     ds = load_fashion_mnist("t10k")
     _check(ds, 10000, 784, "classification")
-    assert ds.X.dtype == np.float32 and 0.0 <= ds.X.min() and ds.X.max() == 1.0
+    assert ds.X.dtype == np.float32 and ds.X.min() >= 0.0 and ds.X.max() == 1.0
     assert np.bincount(ds.y).tolist() == [1000] * 10
 
 
 def test_load_dispatch_and_subsampling():
     ds = load("fashion_mnist", n_rows=300, kind="t10k")
     _check(ds, 300, 784, "classification")
-    small = load("diamonds", n_rows=200, random_state=4)
+    small = load("diamonds", n_rows=200, sample_seed=4)
     _check(small, 200, 9, "regression")
     assert small.unwanted.shape == (200,) and small.extras["y_clean"].shape == (200,)
-    np.testing.assert_array_equal(small.X, load("diamonds", n_rows=200, random_state=4).X)
+    np.testing.assert_array_equal(small.X, load("diamonds", n_rows=200, sample_seed=4).X)
     assert len(load("synthetic", n_rows=10_000, n=100)) == 100  # more rows than exist: all
     assert load("synthetic", dependent=True).name == "synthetic-dependent"
+    assert not np.array_equal(load("synthetic", random_state=1).y, load("synthetic").y)
     with pytest.raises(InputError, match="unknown dataset 'iris'"):
         load("iris")
 

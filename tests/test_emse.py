@@ -265,6 +265,7 @@ def test_classifier_original_is_sklearn_stationary_point_and_multiclass():
         (lambda m, X, y: m.fit_original(X, y).unlearn(X, y, X[:0], y[:0]), "empty"),
         (lambda m, X, y: m.set_params(reduction="median").fit_original(X, y), "reduction"),
         (lambda m, X, y: m.set_params(lam=-1).fit_original(X, y), "lam"),
+        (lambda m, X, y: m.set_params(n_threads=0).fit_original(X, y), "n_threads"),
         (lambda m, X, y: m.fit(X, np.r_[y[:-1], np.nan], np.zeros(len(y), bool)), "NaN"),
     ],
 )

@@ -40,7 +40,7 @@ import numbers
 
 import numpy as np
 
-from ..errors import InputError
+from sisa.errors import InputError
 
 __all__ = [
     "DELTA",
@@ -57,7 +57,7 @@ _TINY = 1e-45  # as the challenge: keeps log finite when a probability is 0
 _BUFFER = 2.0  # double-threshold window half-width, in statistic units (challenge)
 _PEAKY_RATIO = 0.01
 _BUCKET = 0.5
-_PAIR_BUDGET = 2_000_000  # (rows x models^2) cells per chunk of the double-threshold sweep
+_PAIR_BUDGET = 1_000_000  # (rows x models^2) cells per chunk of the double-threshold sweep
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -173,22 +173,38 @@ def _as_stats(name: str, x: np.ndarray) -> np.ndarray:
     if a.shape[0] < 2:
         raise InputError(f"{name} has {a.shape[0]} model(s); ε needs at least 2 models per side")
     if not np.isfinite(a).all():
-        raise InputError(f"{name} holds NaN or inf; clip the statistic (logit_confidence is finite)")
+        raise InputError(
+            f"{name} holds NaN or inf; clip the statistic (logit_confidence is finite)"
+        )
     return a
 
 
-def _eps_from_counts(fp, fn, n_neg, n_pos, delta):
-    """ε per rule from error counts: inf = perfect separation, NaN = discarded rule."""
-    fpr = fp / n_neg
-    fnr = fn / n_pos
+def _eps_from_rates(fpr, fnr, delta):
+    """ε per rule: inf = perfect separation, NaN = discarded (exactly one rate is 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         eps = np.fmax(
             np.log(1 - delta - fpr) - np.log(fnr),
             np.log(1 - delta - fnr) - np.log(fpr),
         )
-    eps = np.where(eps < 0, 0.0, eps)  # keeps NaN
-    eps = np.where((fp == 0) != (fn == 0), np.nan, eps)
-    return np.where((fp == 0) & (fn == 0), np.inf, eps)
+    eps = np.where(eps < 0, 0.0, eps)  # keeps NaN (both logs undefined: discarded too)
+    eps = np.where((fpr == 0) != (fnr == 0), np.nan, eps)
+    return np.where((fpr == 0) & (fnr == 0), np.inf, eps)
+
+
+def _eps_tables(n_a: int, n_b: int, delta: float) -> np.ndarray:
+    """ε for every (false positives, false negatives) count, flattened.
+
+    Entry ``side*k*k + fp*k + fn`` with ``k = max(n_a, n_b) + 1``; side 0 when the
+    negatives are the ``n_a`` unlearned models, 1 when they are the reference ones.
+    Rules only differ through these counts, so a lookup replaces the logs.
+    """
+    k = max(n_a, n_b) + 1
+    fp, fn = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    tables = []
+    for n_neg, n_pos in ((n_a, n_b), (n_b, n_a)):
+        t = _eps_from_rates(fp / n_neg, fn / n_pos, delta)
+        tables.append(np.where((fp > n_neg) | (fn > n_pos), np.nan, t))
+    return np.stack(tables).ravel()
 
 
 def _nanmax_rows(x: np.ndarray) -> np.ndarray:
@@ -197,9 +213,11 @@ def _nanmax_rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1).max(axis=1)
 
 
-def _sweep(pooled, is_pos, n_pos, n_neg, delta, double_threshold):
+def _sweep(pooled, is_pos, neg_is_a, n_a, n_b, table, double_threshold):
     """Best ε per row of one chunk. pooled: (c, M) statistics; is_pos: (c, M) bool."""
     c, m = pooled.shape
+    k = max(n_a, n_b) + 1
+    n_pos = np.where(neg_is_a, n_b, n_a)
     order = np.argsort(pooled, axis=1, kind="stable")
     u = np.take_along_axis(pooled, order, axis=1)
     lab = np.take_along_axis(is_pos, order, axis=1)
@@ -209,10 +227,11 @@ def _sweep(pooled, is_pos, n_pos, n_neg, delta, double_threshold):
     # A cut before position i is usable only between distinct values.
     cut_ok = np.ones((c, m + 1), dtype=bool)
     cut_ok[:, 1:m] = u[:, :-1] < u[:, 1:]
-    n_pos_c, n_neg_c = n_pos[:, None], n_neg[:, None]
 
-    # Single threshold: predict positive for positions >= i.
-    eps_single = _eps_from_counts(n_neg_c - cum_neg, cum_pos, n_neg_c, n_pos_c, delta)
+    # Single threshold: predict positive for positions >= i; fp = negatives at >= i.
+    fp = (m - n_pos)[:, None] - cum_neg
+    side = np.where(neg_is_a, 0, k * k)[:, None]
+    eps_single = table[side + fp * k + cum_pos]
     best = _nanmax_rows(np.where(cut_ok, eps_single, np.nan))
     if not double_threshold:
         return best
@@ -227,13 +246,11 @@ def _sweep(pooled, is_pos, n_pos, n_neg, delta, double_threshold):
     width = np.minimum(pos_range, neg_range)[:, None, None]
     peak_max = np.where(peaky_is_pos, hi_pos, hi_neg)[:, None, None]
     cum_peaky = np.where(peaky_is_pos[:, None], cum_pos, cum_neg)
-    n_peaky = np.where(peaky_is_pos, n_pos, n_neg)[:, None, None]
-    n_other = np.where(peaky_is_pos, n_neg, n_pos)[:, None, None]
+    n_peaky = np.where(peaky_is_pos, n_pos, m - n_pos)[:, None, None]
+    other_is_a = peaky_is_pos == neg_is_a  # the non-peaky sample is the unlearned one
 
     inside = cum_peaky[:, None, 1:] - cum_peaky[:, :m, None]  # [c, i, j]: peaky in u_i..u_j
     size = np.arange(1, m + 1)[None, :] - np.arange(m)[:, None]  # j + 1 - i
-    fp = size[None] - inside
-    fn = n_peaky - inside
     # The interval [u_i, u_j] is reachable by some (l, r) of the challenge's window iff
     # r in [u_j, u_{j+1}) ∩ [pmax-2, pmax+2] ∩ (u_{i-1}+w-2, u_i+w+2] is not empty.
     u_prev = np.concatenate([np.full((c, 1), -np.inf), u[:, :-1]], axis=1)
@@ -250,7 +267,10 @@ def _sweep(pooled, is_pos, n_pos, n_neg, delta, double_threshold):
         & cut_ok[:, None, 1:]
         & (r_lo <= r_hi + 1e-9 * (1 + np.abs(r_lo)))
     )
-    eps_double = _eps_from_counts(fp, fn, n_other, n_peaky, delta)
+    # fp = other-sample rows inside; fn = peaky rows outside.
+    key = np.where(other_is_a, 0, k * k)[:, None, None] + (size[None] - inside) * k
+    key += n_peaky - inside
+    eps_double = table[np.where(ok, key, 0)]
     return np.maximum(best, _nanmax_rows(np.where(ok, eps_double, np.nan)))
 
 
@@ -322,8 +342,6 @@ def per_example_epsilon(
         return out
 
     ref_is_pos = np.median(b, axis=0) > np.median(a, axis=0)
-    n_pos = np.where(ref_is_pos, n_b, n_a)
-    n_neg = np.where(ref_is_pos, n_a, n_b)
     pooled = np.concatenate([a, b], axis=0).T  # (n_rows, M)
     from_ref = np.arange(n_a + n_b) >= n_a
     is_pos = from_ref[None, :] == ref_is_pos[:, None]
@@ -341,10 +359,13 @@ def per_example_epsilon(
 
     todo = np.flatnonzero(~constant & ~peaky)
     m = n_a + n_b
+    table = _eps_tables(n_a, n_b, float(delta))
     chunk = max(1, _PAIR_BUDGET // (m * m)) if double_threshold else max(1, 50_000 // m)
     for start in range(0, len(todo), chunk):
         rows = todo[start : start + chunk]
-        best = _sweep(pooled[rows], is_pos[rows], n_pos[rows], n_neg[rows], delta, double_threshold)
+        best = _sweep(
+            pooled[rows], is_pos[rows], ref_is_pos[rows], n_a, n_b, table, double_threshold
+        )
         out[rows] = np.clip(np.where(np.isneginf(best), 0.0, best), 0.0, eps_max)
     return out
 

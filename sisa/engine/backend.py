@@ -51,7 +51,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
         ray.init(address=address, namespace="sisa", log_to_driver=False,
                  logging_level=logging.WARNING)
     else:
+        # Loopback only: the embedded instance serves this process, not the network.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1",
                  object_store_memory=object_store_mb * 2**20, log_to_driver=False,
                  logging_level=logging.WARNING, namespace="sisa")
     return ray

@@ -129,8 +129,10 @@ def ensure_servable(store: Store) -> None:
                               "with `sisa train` or SISAClassifier.fit")
     pending = store.manifest.get("pending")
     missing = sorted(pending_jobs(store))
-    if pending or missing:
-        what = f"an unfinished {pending['kind']}" if pending else "missing checkpoints"
+    intent = store.loc.exists("audit/intent.json")
+    if pending or missing or intent:
+        what = (f"an unfinished {pending['kind']}" if pending else
+                "an interrupted forget request" if intent else "missing checkpoints")
         raise StaleModelError(
             f"store {store.uri} has {what} (shards {missing[:10]} not retrained): it will not "
             f"predict until it is repaired; run `sisa repair {store.uri}`"

@@ -355,20 +355,16 @@ class Store:
         return found, shard, sl
 
     # ------------------------------------------------------------------ tombstones
-    def tombstone_hashes(self, ids) -> np.ndarray:
+    def tombstone_hashes(self, ids) -> list[bytes]:
         """Keyed hashes (16 bytes each) under which deleted ids are remembered."""
         key = bytes.fromhex(self.manifest["audit_key"])
-        return np.array(
-            [hmac.new(key, _id_bytes(v), hashlib.sha256).digest()[:16] for v in ids],
-            dtype="S16",
-        )
+        return [hmac.new(key, _id_bytes(v), hashlib.sha256).digest()[:16] for v in ids]
 
-    def read_tombstones(self) -> np.ndarray:
+    def read_tombstones(self) -> list[bytes]:
         m = self.manifest.get("tombstones")
         if not m:
-            return np.array([], dtype="S16")
-        t = self._read_table(m["file"], m["sha256"])
-        return np.array(t.column("h").to_pylist(), dtype="S16")
+            return []
+        return self._read_table(m["file"], m["sha256"]).column("h").to_pylist()
 
     # ------------------------------------------------------------------ locking
     @contextlib.contextmanager
@@ -506,9 +502,9 @@ class Store:
         missing = np.asarray(q.to_pylist(), dtype=object)[~found]
         already: list = []
         if len(missing):
-            gone = set(self.read_tombstones().tolist())
+            gone = set(self.read_tombstones())
             hashes = self.tombstone_hashes(missing.tolist())
-            known = np.array([h in gone for h in hashes.tolist()], dtype=bool)
+            known = np.array([h in gone for h in hashes], dtype=bool)
             already = missing[known].tolist()
             unknown = missing[~known].tolist()
             if unknown:
@@ -538,8 +534,8 @@ class Store:
         index = index.filter(pc.invert(pc.is_in(index.column(ID), value_set=q_found)))
         new["index"] = {**self.put_blob("index", ".arrow", ipc_bytes(index)),
                         "rows": index.num_rows}
-        tomb = np.concatenate([self.read_tombstones(), self.tombstone_hashes(q_found.to_pylist())])
-        tomb_table = pa.table({"h": pa.array(np.sort(tomb).tolist(), pa.binary(16))})
+        tomb = sorted(self.read_tombstones() + self.tombstone_hashes(q_found.to_pylist()))
+        tomb_table = pa.table({"h": pa.array(tomb, pa.binary(16))})
         new["tombstones"] = {**self.put_blob("audit", ".arrow", ipc_bytes(tomb_table)),
                              "rows": tomb_table.num_rows}
         new["n_deleted"] = new.get("n_deleted", 0) + len(q_found)

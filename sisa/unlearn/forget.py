@@ -75,6 +75,7 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
                 f"{' (request ' + req['request_id'] + ')' if req else ''}: run `sisa repair "
                 f"{store.uri}` before forgetting more rows"
             )
+        _log_last_receipt(store)  # a crash may have come between the commit and the log
         done = receipts.find(store, ids_sha256=digest)
         if done is not None and not store.locate(canon)[0].any():
             return {**done, "replayed": True}  # already forgotten: a no-op
@@ -124,6 +125,7 @@ def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int =
 def _complete(store: Store, backend, address, num_cpus, progress, already: int = 0) -> dict:
     """Retrain what the journal says is left, then close it with the receipt."""
     store.collect_garbage()  # leftovers of an interrupted step may hold deleted rows
+    store.loc.delete(INTENT)  # the journal in the manifest supersedes it
     driver.run(store, backend=backend, address=address, num_cpus=num_cpus, progress=progress,
                desc="retraining shards")
     pending = store.manifest["pending"]
@@ -163,7 +165,11 @@ def repair(store: Store, *, backend: str = "auto", address: str | None = None,
                 driver.run(store, backend=backend, address=address, num_cpus=num_cpus,
                            progress=progress, desc="repairing shards")
                 driver.finish(store)
-        last = store.manifest.get("last_receipt")
-        if last:
-            receipts.append(store, last)
+        _log_last_receipt(store)
         return summary
+
+
+def _log_last_receipt(store: Store) -> None:
+    last = store.manifest.get("last_receipt")
+    if last:
+        receipts.append(store, last)

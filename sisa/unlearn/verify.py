@@ -108,7 +108,7 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     if not model:
         problems.append("the store holds no trained model")
 
-    tomb = set(store.read_tombstones().tolist())
+    tomb = set(store.read_tombstones())
     data_ids = []
     for s in range(S):
         for r in range(R):
@@ -118,7 +118,7 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
                 checks[s].problems.append(str(exc))
                 continue
             data_ids.append(ids)
-            hits = sum(h in tomb for h in store.tombstone_hashes(ids.to_pylist()).tolist())
+            hits = sum(h in tomb for h in store.tombstone_hashes(ids.to_pylist()))
             if hits:
                 checks[s].problems.append(f"slice {r} holds {hits} deleted id(s)")
     try:

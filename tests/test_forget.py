@@ -1,0 +1,233 @@
+"""Exact unlearning: byte identity with a fresh fit, receipts, verify, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.linear_model import SGDClassifier
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neural_network import MLPClassifier
+from sklearn.tree import DecisionTreeClassifier
+
+from sisa import SISAClassifier, Store
+from sisa.errors import StaleModelError, UnknownIdError
+from sisa.store.store import _write_manifest
+from sisa.unlearn import history, repair, verify
+
+from .conftest import make_classification
+
+ESTIMATORS = {
+    "sgd": SGDClassifier(loss="log_loss"),
+    "mlp": MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.01),
+    "naive-bayes": GaussianNB(),
+    "tree": DecisionTreeClassifier(max_depth=4),
+}
+
+
+def ckpts(model) -> dict[str, str]:
+    return {k: v["sha256"] for k, v in model.store_.manifest["model"]["checkpoints"].items()}
+
+
+def fit(est, X, y, path, ids=None, **kw):
+    params = {"n_shards": 3, "n_slices": 3, "backend": "local", **kw}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SISAClassifier(est, store=str(path), **params).fit(X, y, sample_ids=ids)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_forget_is_byte_identical_to_a_fresh_fit_without_the_rows(tmp_path, name):
+    X, y = make_classification(1500, 6, n_classes=3)
+    ids = np.arange(1500) * 3 + 11
+    U = ids[[4, 90, 500, 501, 1200]]
+    model = fit(ESTIMATORS[name], X, y, tmp_path / "a", ids)
+    before = ckpts(model)
+    receipt = model.forget(U)
+    keep = ~np.isin(ids, U)
+    fresh = fit(ESTIMATORS[name], X[keep], y[keep], tmp_path / "b", ids[keep])
+    assert ckpts(model) == ckpts(fresh)
+    assert ckpts(model) != before
+    assert np.array_equal(model.predict(X), fresh.predict(X))
+    assert np.array_equal(model.predict_proba(X), fresh.predict_proba(X))
+    # only the affected shards were retrained, each from its first affected slice
+    for s in range(3):
+        first = dict(receipt["affected"]).get(s)
+        for r in range(3):
+            k = f"{s}/{r}"
+            assert (before[k] == ckpts(model)[k]) == (first is None or r < first)
+
+
+def test_a_batch_retrains_each_affected_shard_once_and_counts_rows(tmp_path):
+    X, y = make_classification(3000, 5)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a", n_shards=4, n_slices=4)
+    U = list(range(0, 3000, 150))
+    r = model.forget(U)
+    shards = [s for s, _ in r["affected"]]
+    assert len(shards) == len(set(shards))
+    epochs = model.store_.manifest["model"]["epochs"]
+    expect = sum(model.store_.slice_rows(s, k) * epochs
+                 for s, first in r["affected"] for k in range(first, 4))
+    assert r["rows_retrained"] == expect < r["rows_full_retrain"]
+    assert r["rows_full_retrain"] == epochs * (3000 - len(U))
+
+
+def test_receipts_log_history_and_replay(tmp_path):
+    X, y = make_classification(800, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    r1 = model.forget([1, 2, 3])
+    for key in ("request_id", "requested_at", "ids_sha256", "affected", "rows_retrained",
+                "rows_full_retrain", "wall_time_s", "fingerprint_before", "fingerprint_after"):
+        assert key in r1
+    assert "ids" not in r1 and r1["fingerprint_before"] != r1["fingerprint_after"]
+    log = (tmp_path / "a" / "audit" / "receipts.jsonl").read_text()
+    assert '"ids"' not in log and len(log.splitlines()) == 1
+    again = model.forget([3, 2, 1])
+    assert again["replayed"] and again["request_id"] == r1["request_id"]
+    r2 = model.forget(["5"], record_ids=True)
+    assert r2["ids"] == [5]
+    assert [h["request_id"] for h in model.deletions()] == [r1["request_id"], r2["request_id"]]
+    with pytest.raises(UnknownIdError, match="99999"):
+        model.forget([6, 99999])
+    assert model.store_.locate([6])[0].all()
+
+
+def test_a_shard_losing_all_rows_drops_out(tmp_path):
+    X, y = make_classification(900, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    shard0 = np.concatenate([model.store_.read_slice(0, r).ids for r in range(3)])
+    r = model.forget(shard0)
+    assert r["shards_emptied"] == [0]
+    assert model.estimators_[0] is None and all(m is not None for m in model.estimators_[1:])
+    assert model.predict(X).shape == (900,)
+    assert verify(model.store_, backend="local").ok
+
+
+def test_verify_after_100_single_forgets_and_a_1000_id_batch(tmp_path, ray_session):
+    X, y = make_classification(12_000, 8)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a", n_shards=6, n_slices=4,
+                epochs=2)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(12_000)
+    for i in order[:100]:
+        model.forget([int(i)])
+    rep = model.verify(progress=False)
+    assert rep.ok, rep.table()
+    assert rep.deleted_ids_checked == 100 and all(s.retrained for s in rep.shards)
+    model.forget(order[100:1100])
+    rep = model.verify()
+    assert rep.ok, rep.table()
+    assert rep.deleted_ids_checked == 1100
+    assert len(model.deletions()) == 101
+
+
+def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
+    X, y = make_classification(900, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    store = model.store_
+    old_slice = dict(store.manifest["slices"]["1/0"])
+    kept = tmp_path / "old.arrow"
+    shutil.copy(tmp_path / "a" / old_slice["file"], kept)
+    victim = int(store.read_slice(1, 0).ids[0])
+    model.forget([victim])
+    assert verify(store, backend="local").ok
+    # 1. a stale copy of a data file left behind
+    shutil.copy(kept, tmp_path / "a" / "data" / "stale.arrow")
+    rep = verify(store, retrain=False)
+    assert not rep.ok and "not named by the manifest" in rep.problems[0]
+    os.unlink(tmp_path / "a" / "data" / "stale.arrow")
+    # 2. the manifest pointed back at the pre-deletion slice (rows resurrected)
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    m["slices"]["1/0"] = old_slice
+    shutil.copy(kept, tmp_path / "a" / old_slice["file"])
+    _write_manifest(store.loc, m)
+    rep = verify(store, backend="local")
+    problems = " ".join(rep.shards[1].problems)
+    assert "holds 1 deleted id" in problems and "lineage mismatch" in problems
+    assert "retraining from scratch gives a different checkpoint" in problems
+    assert rep.shards[0].ok and "index" in " ".join(rep.problems)
+
+
+def test_verify_sample_and_shards_limit_the_retrain(tmp_path):
+    X, y = make_classification(900, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a", n_shards=4, n_slices=2)
+    rep = verify(model.store_, shards=[2], backend="local")
+    assert [s.retrained for s in rep.shards] == [False, False, True, False] and rep.ok
+    rep = verify(model.store_, sample=2, backend="local", seed=1)
+    assert sum(s.retrained for s in rep.shards) == 2
+
+
+CRASH_SCRIPT = """
+import sys, numpy as np
+from sisa import Store
+from sisa.unlearn import forget
+forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")], backend="local")
+"""
+
+POINTS = ["forget:after-intent", "delete:after-slices", "commit:after-manifest",
+          "forget:after-delete", "train:after-shard-commit", "forget:before-log"]
+
+
+@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("recovery", ["repair", "rerun"])
+def test_kill_9_at_any_point_then_repair_or_rerun_gives_the_exact_result(tmp_path, point,
+                                                                         recovery):
+    X, y = make_classification(1500, 5)
+    U = [3, 400, 777, 1499]
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    keep = np.setdiff1d(np.arange(1500), U)
+    fresh = fit(SGDClassifier(loss="log_loss"), X[keep], y[keep], tmp_path / "b", keep)
+    env = {**os.environ, "SISA_CRASH_AT": point, "SISA_CRASH_MODE": "kill"}
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(tmp_path / "a"),
+                           ",".join(map(str, U))], env=env, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    store = Store.open(tmp_path / "a", check_files=False)
+    if point not in ("forget:before-log",):
+        with pytest.raises(StaleModelError, match="sisa repair"):
+            SISAClassifier.load(str(tmp_path / "a"))
+    if recovery == "repair":
+        repair(store, backend="local")
+    else:
+        model.store_.reload()
+        model.forget(U)
+        repair(store, backend="local")  # clears leftovers if the rerun found nothing to do
+    healed = SISAClassifier.load(str(tmp_path / "a"))
+    assert ckpts(healed) == ckpts(fresh)
+    assert np.array_equal(healed.predict_proba(X), fresh.predict_proba(X))
+    rep = verify(healed.store_, backend="local")
+    assert rep.ok, rep.table()
+    assert len(history(healed.store_)) == 1
+
+
+class DiesOnce(SGDClassifier):
+    """Kills its own worker process once, the first time it trains while ``arm`` exists."""
+
+    def __init__(self, arm=None, loss="log_loss", random_state=None):
+        super().__init__(loss=loss, random_state=random_state)
+        self.arm = arm
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        died = f"{self.arm}.died"
+        if self.arm and os.path.exists(self.arm) and not os.path.exists(died):
+            open(died, "w").close()
+            os.kill(os.getpid(), 9)
+        return super().partial_fit(X, y, classes=classes, sample_weight=sample_weight)
+
+
+def test_a_ray_worker_killed_mid_retrain_is_retried_and_exact(tmp_path, ray_session):
+    X, y = make_classification(1500, 5)
+    arm = str(tmp_path / "arm")
+    model = fit(DiesOnce(arm=arm), X, y, tmp_path / "a", backend="ray")
+    open(arm, "w").close()
+    receipt = model.forget([10, 20, 30, 1000])
+    assert os.path.exists(arm + ".died") and len(receipt["affected"]) >= 2
+    keep = np.setdiff1d(np.arange(1500), [10, 20, 30, 1000])
+    fresh = fit(SGDClassifier(loss="log_loss"), X[keep], y[keep], tmp_path / "b", keep)
+    assert np.array_equal(model.predict_proba(X), fresh.predict_proba(X))
+    assert verify(model.store_, backend="local").ok

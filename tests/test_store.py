@@ -1,0 +1,254 @@
+"""The Arrow-backed store: ingest, read, delete, crash safety, locking, validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sisa._crash import InjectedCrash
+from sisa.errors import CorruptStoreError, InputError, StoreError, StoreLockedError, UnknownIdError
+from sisa.store import Store
+
+from .conftest import make_classification
+
+
+def slice_files(store: Store) -> dict[str, str]:
+    """(shard/slice) -> sha256 of the bytes on disk: the store's content, byte for byte."""
+    return {k: m["sha256"] for k, m in store.manifest["slices"].items()}
+
+
+def test_build_read_and_balance(tmp_path):
+    X, y = make_classification(4000, 5)
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=3)
+    assert st_.n_rows == 4000 and st_.n_features == 5
+    assert st_.spread()["rel_std"] < 0.1
+    seen = np.concatenate([st_.read_slice(s, r).ids for s in range(4) for r in range(3)])
+    assert np.array_equal(np.sort(seen), np.arange(4000))
+    part = st_.read_slice(2, 1)
+    assert part.X.dtype == np.float32 and part.X.shape == (len(part), 5)
+    assert np.array_equal(part.X, X[part.ids]) and np.array_equal(part.y, y[part.ids])
+    both = st_.read_slices(2, range(2))
+    assert len(both) == len(st_.read_slice(2, 0)) + len(part)
+
+
+def test_rows_inside_a_slice_follow_the_hash_not_the_input_order(tmp_path):
+    X, y = make_classification(1000, 3)
+    perm = np.random.default_rng(1).permutation(1000)
+    a = Store.create(tmp_path / "a", X, y, n_shards=2, n_slices=2)
+    b = Store.create(tmp_path / "b", X[perm], y[perm], sample_ids=perm, n_shards=2, n_slices=2)
+    assert slice_files(a) == slice_files(b)
+    assert a.fingerprint == b.fingerprint
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "ipc", "dataframe", "table", "directory"])
+def test_ingest_formats_give_the_same_store(tmp_path, fmt):
+    X, y = make_classification(600, 3)
+    df = pd.DataFrame({"uid": np.arange(600) * 7, "f0": X[:, 0], "f1": X[:, 1], "f2": X[:, 2],
+                       "target": y})
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    src: object = table
+    if fmt == "parquet":
+        src = tmp_path / "d.parquet"
+        pq.write_table(table, src)
+    elif fmt == "csv":
+        src = tmp_path / "d.csv"
+        pacsv.write_csv(table, src)
+    elif fmt == "ipc":
+        src = tmp_path / "d.arrow"
+        with pa.ipc.new_file(src, table.schema) as w:
+            w.write_table(table)
+    elif fmt == "dataframe":
+        src = df
+    elif fmt == "directory":
+        (tmp_path / "dir").mkdir()
+        pq.write_table(table.slice(0, 300), tmp_path / "dir" / "a.parquet")
+        pq.write_table(table.slice(300), tmp_path / "dir" / "b.parquet")
+        src = tmp_path / "dir"
+    st_ = Store.create(tmp_path / "s", src, label="target", id_column="uid", n_shards=3,
+                       n_slices=2, dtype=np.float64, batch_rows=128)
+    ref = Store.create(tmp_path / "ref", X.astype(np.float64), y, sample_ids=np.arange(600) * 7,
+                       n_shards=3, n_slices=2)
+    assert st_.manifest["schema"]["feature_names"] == ["f0", "f1", "f2"]
+    for s in range(3):
+        for r in range(2):
+            a, b = st_.read_slice(s, r), ref.read_slice(s, r)
+            assert np.array_equal(a.ids, b.ids) and np.allclose(a.X, b.X)
+
+
+def test_spilling_to_disk_gives_identical_files(tmp_path):
+    X, y = make_classification(3000, 4)
+    table = pa.table({"f": X[:, 0], "g": X[:, 1], "label": y})
+    a = Store.create(tmp_path / "a", table, label="label", n_shards=3, n_slices=2,
+                     batch_rows=100, memory_budget_mb=0)  # spill after every batch
+    b = Store.create(tmp_path / "b", table, label="label", n_shards=3, n_slices=2)
+    assert slice_files(a) == slice_files(b)
+
+
+@given(data=st.data())
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_delete_equals_building_without_the_rows(tmp_path_factory, data):
+    n = data.draw(st.integers(40, 400))
+    S = data.draw(st.integers(1, 4))
+    R = data.draw(st.integers(1, 3))
+    seed = data.draw(st.integers(0, 99))
+    ids = np.array(data.draw(st.lists(st.integers(0, 10**9), min_size=n, max_size=n,
+                                      unique=True)))
+    U = data.draw(st.lists(st.sampled_from(ids.tolist()), unique=True, max_size=n // 2))
+    rng = np.random.default_rng(seed)
+    X, y = rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 3, n)
+    root = tmp_path_factory.mktemp("prop")
+    full = Store.create(root / "full", X, y, sample_ids=ids, n_shards=S, n_slices=R,
+                        random_state=seed)
+    if U:
+        full.delete(U)
+    keep = ~np.isin(ids, U)
+    rebuilt = Store.create(root / "rebuilt", X[keep], y[keep], sample_ids=ids[keep], n_shards=S,
+                           n_slices=R, random_state=seed)
+    assert slice_files(full) == slice_files(rebuilt)
+    assert full.fingerprint == rebuilt.fingerprint
+    assert full.unreferenced_files() == []
+    # byte for byte, on disk
+    for k, m in full.manifest["slices"].items():
+        assert (full.loc.read_bytes(m["file"]).to_pybytes()
+                == rebuilt.loc.read_bytes(rebuilt.manifest["slices"][k]["file"]).to_pybytes())
+
+
+def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
+    X, y = make_classification(1000, 3)
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=2)
+    res = st_.delete([5, 6, 7])
+    assert res.deleted == 3 and sum(res.changed.values()) >= 0 and res.changed
+    assert st_.n_rows == 997
+    assert st_.delete([5, 8]).already_deleted == [5]
+    before = st_.fingerprint
+    with pytest.raises(UnknownIdError, match="5000, 5001"):
+        st_.delete([9, 5000, 5001])
+    assert Store.open(tmp_path / "s").fingerprint == before  # nothing changed
+    assert st_.locate([9])[0].all()  # 9 was not deleted by the failed call
+
+
+@pytest.mark.parametrize("point", ["delete:after-slices", "delete:before-commit",
+                                   "commit:after-manifest", "delete:after-commit"])
+def test_a_crash_at_any_step_leaves_before_or_after_never_a_mix(tmp_path, monkeypatch, point):
+    X, y = make_classification(2000, 3)
+    U = list(range(0, 2000, 97))
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=3)
+    before = slice_files(st_)
+    keep = np.setdiff1d(np.arange(2000), U)
+    after = slice_files(Store.create(tmp_path / "ref", X[keep], y[keep], sample_ids=keep,
+                                     n_shards=4, n_slices=3))
+    monkeypatch.setenv("SISA_CRASH_AT", point)
+    with pytest.raises(InjectedCrash):
+        st_.delete(U)
+    monkeypatch.delenv("SISA_CRASH_AT")
+    reopened = Store.open(tmp_path / "s")
+    reopened.check_files(hashes=True)
+    assert slice_files(reopened) in (before, after)
+    crashed_after_commit = point in ("commit:after-manifest", "delete:after-commit")
+    assert slice_files(reopened) == (after if crashed_after_commit else before)
+    with reopened.lock():
+        reopened.collect_garbage()
+    assert reopened.unreferenced_files() == []
+    if crashed_after_commit:  # no leftover file may still hold a deleted row
+        held = np.concatenate([reopened.read_slice(s, r).ids for s in range(4) for r in range(3)])
+        assert not np.isin(held, U).any()
+    else:
+        assert reopened.delete(U).deleted == len(U)
+
+
+def test_a_second_writer_gets_a_clear_error_naming_the_holder(tmp_path):
+    X, y = make_classification(500, 3)
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from sisa.store import Store\n"
+         f"s = Store.open({str(tmp_path / 's')!r})\n"
+         "with s.lock():\n    print('locked', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreLockedError, match=f"pid {holder.pid} on host"):
+            st_.delete([1])
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert st_.delete([1]).deleted == 1  # the kernel released the dead holder's lock
+
+
+@pytest.mark.parametrize("make, msg", [
+    (lambda X, y: (np.where(X > 2, np.nan, X), y), "non-finite feature values"),
+    (lambda X, y: (X[:, 0], y), "X must be 2-D"),
+    (lambda X, y: (X[:0], y[:0]), "X is empty"),
+    (lambda X, y: (X, y[:-1]), "one label per row"),
+    (lambda X, y: (X.astype(str), y), "X must be numeric"),
+])
+def test_bad_arrays_are_named(tmp_path, make, msg):
+    X, y = make_classification(200, 3)
+    with pytest.raises(InputError, match=msg):
+        Store.create(tmp_path / "s", *make(X, y), n_shards=2, n_slices=2)
+    assert not Store.exists(tmp_path / "s")
+
+
+def test_bad_layouts_and_ids_are_named(tmp_path):
+    X, y = make_classification(50, 3)
+    with pytest.raises(InputError, match="fewer shards or slices"):
+        Store.create(tmp_path / "s", X, y, n_shards=10, n_slices=6)
+    with pytest.raises(InputError, match="n_shards must be"):
+        Store.create(tmp_path / "s", X, y, n_shards=0, n_slices=1)
+    ids = np.arange(50)
+    ids[7] = 3
+    with pytest.raises(InputError, match=r"duplicate sample id.*\[3\]"):
+        Store.create(tmp_path / "s", X, y, sample_ids=ids, n_shards=2, n_slices=2)
+    df = pd.DataFrame({"a": ["x"] * 50, "b": X[:, 0], "label": y})
+    with pytest.raises(InputError, match=r"\['a'\] are not numeric"):
+        Store.create(tmp_path / "s", df, label="label", n_shards=2, n_slices=2)
+    with pytest.raises(InputError, match="not found"):
+        Store.create(tmp_path / "s", df, label="nope", n_shards=2, n_slices=2)
+    Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    with pytest.raises(StoreError, match="already exists"):
+        Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+
+
+def test_missing_altered_or_corrupt_files_are_named(tmp_path):
+    X, y = make_classification(500, 3)
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    victim = st_.manifest["slices"]["1/0"]["file"]
+    path = tmp_path / "s" / victim
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0xFF  # same size, different bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError, match="hash mismatch.*" + victim.split("/")[-1][:8]):
+        Store.open(tmp_path / "s").read_slice(1, 0)
+    path.unlink()
+    with pytest.raises(CorruptStoreError, match="missing file .*" + victim.split("/")[-1][:8]):
+        Store.open(tmp_path / "s")
+    manifest = tmp_path / "s" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["slices"]["0/0"]["rows"] += 1
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(CorruptStoreError, match="manifest .* is corrupt"):
+        Store.open(tmp_path / "s")
+    with pytest.raises(StoreError, match="no sisa store"):
+        Store.open(tmp_path / "nowhere")
+
+
+def test_write_leaves_no_temporary_files(tmp_path):
+    X, y = make_classification(500, 3)
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_.delete(list(range(20)))
+    names = [p.name for p in (tmp_path / "s").rglob("*")]
+    assert not [n for n in names if ".tmp-" in n]
+    assert os.listdir(tmp_path / "s" / "index") and len(os.listdir(tmp_path / "s" / "index")) == 1
