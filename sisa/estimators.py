@@ -24,6 +24,10 @@ from .errors import InputError
 from .store.store import LABEL, Store
 
 
+# float32 stays float32 (half the store size); anything else becomes float64.
+FLOAT_DTYPES = (np.float64, np.float32)
+
+
 def _is_table_like(X) -> bool:
     return isinstance(X, (str, os.PathLike, Store)) or type(X).__name__ == "Table"
 
@@ -88,7 +92,7 @@ class _SISABase(BaseEstimator):
         self : object
         """
         self._validate_params()
-        self._check_aggregation()
+        self.aggregation_ = self._resolved_aggregation()
         est = self._base_estimator()
         if self.aggregation_ == "soft" and not hasattr(est, "predict_proba"):
             raise InputError(
@@ -100,6 +104,9 @@ class _SISABase(BaseEstimator):
             warn_refit_once(est)
         store = self._build_store(X, y, sample_ids)
         classes = self._classes_from_store(store) if is_classifier(self) else None
+        if classes is not None and len(classes) < 2:
+            raise InputError(f"the training labels hold only 1 class ({classes[0]!r}): a "
+                             "classifier needs at least two classes")
         with store.lock():
             new = dict(store.manifest)  # a fresh fit replaces any previous model
             new["model"] = driver.model_spec(
@@ -127,7 +134,7 @@ class _SISABase(BaseEstimator):
                 raise InputError("with a table or file, pass the label column name as y='col'")
             store = Store.create(uri, X, label=y, overwrite=True, **common)
         else:
-            X, y = validate_data(self, X, y, dtype=None, y_numeric=not is_classifier(self))
+            X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, y_numeric=not is_classifier(self))
             if is_classifier(self):
                 check_classification_targets(y)
             n = X.shape[0]
@@ -187,7 +194,7 @@ class _SISABase(BaseEstimator):
         if is_classifier(est) != (model["task"] == "classification"):
             raise InputError(f"store {uri} holds a {model['task']} model: load it with "
                              f"{'SISAClassifier' if model['task'] == 'classification' else 'SISARegressor'}")
-        est._check_aggregation()
+        est.aggregation_ = est._resolved_aggregation()
         est._set_fitted(store)
         return est
 
@@ -234,7 +241,7 @@ class _SISABase(BaseEstimator):
     # -------------------------------------------------------------- helpers
     def _check_X(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=None)
+        return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -304,13 +311,13 @@ class SISAClassifier(ClassifierMixin, _SISABase):
         return clone(self.estimator) if self.estimator is not None else SGDClassifier(
             loss="log_loss")
 
-    def _check_aggregation(self) -> None:
+    def _resolved_aggregation(self) -> str:
         agg = self.aggregation
         if agg is None:
             agg = "soft" if hasattr(self._base_estimator(), "predict_proba") else "hard"
         if agg not in aggregate.CLASSIFIER_AGGREGATIONS:
             raise InputError(f"aggregation must be 'hard' or 'soft' for a classifier, got {agg!r}")
-        self.aggregation_ = agg
+        return agg
 
     def predict(self, X):
         """Aggregated class prediction (vote, or argmax of the mean probability)."""
@@ -320,8 +327,7 @@ class SISAClassifier(ClassifierMixin, _SISABase):
         return aggregate.vote(self.estimators_, X, self.classes_)
 
     def _soft(self) -> bool:
-        self._check_aggregation()
-        return self.aggregation_ == "soft"
+        return self._resolved_aggregation() == "soft"
 
     @available_if(_soft)
     def predict_proba(self, X):
@@ -350,12 +356,12 @@ class SISARegressor(RegressorMixin, _SISABase):
     def _base_estimator(self):
         return clone(self.estimator) if self.estimator is not None else SGDRegressor()
 
-    def _check_aggregation(self) -> None:
+    def _resolved_aggregation(self) -> str:
         agg = "mean" if self.aggregation is None else self.aggregation
         if agg not in aggregate.REGRESSOR_AGGREGATIONS:
             raise InputError(
                 f"aggregation must be 'mean' or 'median' for a regressor, got {agg!r}")
-        self.aggregation_ = agg
+        return agg
 
     def predict(self, X):
         """Mean or median of the shard models' predictions."""

@@ -26,7 +26,8 @@ def resolve_epochs(estimator, epochs: int | str) -> int:
     """``"auto"``: one pass for naive Bayes (its partial_fit adds counts, so a second
     pass would double them), five passes for gradient-based models."""
     if epochs == "auto":
-        return 1 if type(estimator).__module__.startswith("sklearn.naive_bayes") else 5
+        final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+        return 1 if type(final).__module__.startswith("sklearn.naive_bayes") else 5
     if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1 or 'auto', got {epochs!r}")
     return int(epochs)
@@ -100,5 +101,8 @@ class Schedule:
 
 
 def _set_seed(est, seed: int) -> None:
-    if "random_state" in est.get_params(deep=False):
-        est.set_params(random_state=seed)
+    """Seed every ``random_state`` in the estimator, nested ones (pipelines) included."""
+    keys = [k for k in est.get_params(deep=True)
+            if k == "random_state" or k.endswith("__random_state")]
+    if keys:
+        est.set_params(**dict.fromkeys(keys, seed))
