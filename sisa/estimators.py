@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import weakref
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, is_classifier
@@ -23,7 +24,6 @@ from .engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from .errors import InputError
 from .store.store import LABEL, Store
 
-
 # float32 stays float32 (half the store size); anything else becomes float64.
 FLOAT_DTYPES = (np.float64, np.float32)
 
@@ -33,7 +33,7 @@ def _is_table_like(X) -> bool:
 
 
 class _SISABase(BaseEstimator):
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "estimator": [HasMethods(["fit", "predict"]), None],
         "n_shards": [Interval(Integral, 1, None, closed="left")],
         "n_slices": [Interval(Integral, 1, None, closed="left")],
@@ -192,8 +192,8 @@ class _SISABase(BaseEstimator):
                   random_state=a["random_state"], schedule=model["schedule"],
                   epochs=model["epochs"])
         if is_classifier(est) != (model["task"] == "classification"):
-            raise InputError(f"store {uri} holds a {model['task']} model: load it with "
-                             f"{'SISAClassifier' if model['task'] == 'classification' else 'SISARegressor'}")
+            right = "SISAClassifier" if model["task"] == "classification" else "SISARegressor"
+            raise InputError(f"store {uri} holds a {model['task']} model: load it with {right}")
         est.aggregation_ = est._resolved_aggregation()
         est._set_fitted(store)
         return est

@@ -5,21 +5,30 @@ a rewrite with the same bytes is a no-op and a Ray retry is safe) or the small
 ``manifest.json`` that names them. Commits therefore need only one atomic step:
 replacing the manifest. Locally that is write-to-temp, fsync, ``os.replace``;
 on object stores (no rename) it is a single PUT, which S3 applies atomically.
+
+Object stores have no ``flock``; :class:`ObjectLock` stands in for it there (a
+``.lock`` object with an owner token, a settle-and-read-back check, a heartbeat, and
+a token re-check before every manifest commit).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import secrets
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .errors import CorruptStoreError, StoreError
+from .errors import CorruptStoreError, StoreError, StoreLockedError
 
 
 def sha256_bytes(data: bytes | memoryview | pa.Buffer) -> str:
@@ -27,21 +36,73 @@ def sha256_bytes(data: bytes | memoryview | pa.Buffer) -> str:
     return hashlib.sha256(memoryview(data)).hexdigest()
 
 
+# S3FileSystem options a store URI may carry as ``?key=value`` (typed here, so a typo
+# is an error rather than a silently ignored option). Credentials are refused: the URI
+# travels to every Ray task and into error messages and logs.
+_S3_STR = ("region", "scheme", "endpoint_override", "tls_ca_file_path", "role_arn",
+           "session_name", "external_id")
+_S3_BOOL = ("anonymous", "allow_delayed_open", "background_writes", "force_virtual_addressing",
+            "allow_bucket_creation", "allow_bucket_deletion")
+_S3_FLOAT = ("request_timeout", "connect_timeout")
+_S3_SECRET = ("access_key", "secret_key", "session_token")
+
+
+def _s3_options(uri: str) -> tuple[dict, str]:
+    """``S3FileSystem`` keyword arguments and ``bucket/key`` path for an ``s3://`` URI.
+
+    Precedence: URI query parameters, then ``AWS_ENDPOINT_URL_S3`` /
+    ``AWS_ENDPOINT_URL`` and ``AWS_REGION`` / ``AWS_DEFAULT_REGION``; credentials come
+    from the AWS SDK's usual chain (environment, profile, instance role). Small objects
+    below the upload part size are written with one PutObject (``allow_delayed_open``)
+    rather than a multipart upload: fewer round trips, no dangling upload after a
+    crash, and it works with S3 look-alikes whose multipart support is partial.
+    """
+    parsed = urlparse(uri)
+    if parsed.username or parsed.password:
+        raise StoreError(f"do not put credentials in the store URI {parsed.hostname!r}...: set "
+                         "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile or role)")
+    path = (parsed.netloc + parsed.path).rstrip("/")
+    if not parsed.netloc:
+        raise StoreError(f"storage URI {uri!r} names no bucket: use s3://BUCKET/PATH")
+    kwargs: dict = {"allow_delayed_open": True}
+    for key, value in parse_qsl(parsed.query, keep_blank_values=True):
+        if key in _S3_STR:
+            kwargs[key] = value
+        elif key in _S3_BOOL:
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise StoreError(f"S3 option {key}={value!r} in {uri!r} must be true or false")
+            kwargs[key] = value.lower() in ("1", "true", "yes")
+        elif key in _S3_FLOAT:
+            try:
+                kwargs[key] = float(value)
+            except ValueError:
+                raise StoreError(f"S3 option {key}={value!r} in {uri!r} must be a number") \
+                    from None
+        elif key in _S3_SECRET:
+            raise StoreError(f"do not put {key} in the store URI: set it in the environment "
+                             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)")
+        else:
+            known = ", ".join(sorted(_S3_STR + _S3_BOOL + _S3_FLOAT))
+            raise StoreError(f"unknown S3 option {key!r} in {uri!r}; known: {known}")
+    if "endpoint_override" not in kwargs:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            ep = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+            kwargs["endpoint_override"] = ep.netloc
+            kwargs.setdefault("scheme", ep.scheme)
+    if "region" not in kwargs:
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        elif "endpoint_override" not in kwargs:  # real AWS, region unknown: ask the bucket
+            with contextlib.suppress(OSError, pa.ArrowException):
+                kwargs["region"] = pafs.resolve_s3_region(parsed.netloc)
+    return kwargs, path
+
+
 def _s3_from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
     """S3 with the usual environment honoured (endpoint, region, credentials)."""
-    parsed = urlparse(uri)
-    path = (parsed.netloc + parsed.path).rstrip("/")
-    if parsed.query:  # explicit ?endpoint_override=...&region=... wins
-        return pafs.FileSystem.from_uri(uri)[0], path
-    kwargs: dict = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        ep = urlparse(endpoint)
-        kwargs["endpoint_override"] = ep.netloc or ep.path
-        kwargs["scheme"] = ep.scheme or "https"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
+    kwargs, path = _s3_options(uri)
     return pafs.S3FileSystem(**kwargs), path
 
 
@@ -76,6 +137,11 @@ class Location:
     @property
     def is_local(self) -> bool:
         return self._resolved[2]
+
+    @property
+    def is_flat(self) -> bool:
+        """An object store without real directories (S3, GCS)."""
+        return self.fs.type_name in ("s3", "gcs")
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -139,7 +205,8 @@ class Location:
                     os.unlink(tmp)
             _fsync_dir(parent)
         else:
-            self.fs.create_dir(parent, recursive=True)
+            if not self.is_flat:  # HDFS has real directories; S3/GCS need no markers
+                self.fs.create_dir(parent, recursive=True)
             with self.fs.open_output_stream(target) as f:  # one PUT: atomic on S3
                 f.write(data)
 
@@ -166,14 +233,23 @@ class Location:
             self.write_atomic(rel, old + payload)
 
     def delete(self, rel: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(rel))
-        except FileNotFoundError:
-            pass
 
     def delete_all(self) -> None:
-        if self.fs.get_file_info(self.root).type != pafs.FileType.NotFound:
+        if self.fs.get_file_info(self.root).type == pafs.FileType.NotFound:
+            return
+        if not self.is_local and "/" not in self.root:  # a whole bucket: keep the bucket
+            self.fs.delete_dir_contents(self.root)
+        else:
             self.fs.delete_dir(self.root)
+
+    def file_infos(self, rel: str = "") -> dict[str, pafs.FileInfo]:
+        """Every file below ``rel`` (relative path -> ``FileInfo``) from one recursive
+        listing: on object stores far cheaper than a HEAD request per file."""
+        sel = pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True)
+        n = len(self.root) + 1
+        return {i.path[n:]: i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File}
 
 
 _RESOLVED: dict[str, tuple[pafs.FileSystem, str, bool]] = {}
@@ -206,3 +282,130 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class ObjectLock:
+    """A store's write lock on an object store, where there is no ``flock``.
+
+    Protocol (``.lock`` holds ``{token, pid, host, since, t}``):
+
+    1. If ``.lock`` exists, is fresh (rewritten within :attr:`ttl` seconds) and its
+       holder is not a dead process on this host, refuse with the holder's name.
+    2. PUT our own ``.lock``, wait :attr:`settle` seconds, read it back: if another
+       writer's token is there, it won the race and we refuse. (Without a
+       compare-and-swap this closes the race unless a writer stalls longer than
+       ``settle`` between its check and its PUT.)
+    3. While held, a daemon thread rewrites ``.lock`` every :attr:`heartbeat` seconds,
+       so a long training run never looks stale; a dead holder's lock goes stale
+       after ``ttl``.
+    4. :meth:`check` runs before every manifest commit: a writer whose lock was taken
+       over commits nothing. :meth:`release` stops the heartbeat and deletes ``.lock``
+       only if it is still ours.
+    """
+
+    ttl: float = 300.0
+    heartbeat: float = 30.0
+    settle: float = 0.5
+    name: str = ".lock"
+
+    def __init__(self, loc: Location, uri: str) -> None:
+        self.loc, self.uri = loc, uri
+        self.token = secrets.token_hex(16)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._io = threading.Lock()  # heartbeat vs release
+
+    # -- helpers ---------------------------------------------------------------------
+    def _read(self) -> dict | None:
+        """The current lock object, or None; unreadable content counts as a holder."""
+        try:
+            with self.loc.fs.open_input_stream(self.loc.path(self.name)) as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            info = json.loads(raw)
+            if not isinstance(info, dict):
+                raise ValueError
+        except ValueError:
+            info = {"t": time.time(), "raw": raw[:200].decode(errors="replace")}
+        return info
+
+    def _write(self, since: str) -> None:
+        body = {"token": self.token, "pid": os.getpid(), "host": socket.gethostname(),
+                "since": since, "t": time.time()}
+        self.loc.write_atomic(self.name, json.dumps(body).encode())
+
+    def _is_stale(self, info: dict) -> bool:
+        if time.time() - float(info.get("t", 0)) > self.ttl:
+            return True
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+            try:
+                os.kill(info["pid"], 0)
+            except ProcessLookupError:
+                return True  # its holder died on this very machine
+            except OSError:
+                return False
+        return False
+
+    def _refuse(self, info: dict, why: str = "") -> StoreLockedError:
+        who = (f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')}"
+               if "pid" in info else "another process")
+        expires = time.strftime("%H:%M:%S", time.localtime(float(info.get("t", 0)) + self.ttl))
+        return StoreLockedError(
+            f"store {self.uri} is locked by {who}{why}: wait for that job to finish (one writer "
+            f"per store at a time); if it died, its lock expires at {expires}"
+        )
+
+    # -- protocol --------------------------------------------------------------------
+    def acquire(self, since: str) -> None:
+        """Take the lock or raise :class:`StoreLockedError`."""
+        info = self._read()
+        if info is not None and not self._is_stale(info):
+            raise self._refuse(info)
+        self._write(since)
+        time.sleep(self.settle)
+        info = self._read()
+        if info is None or info.get("token") != self.token:
+            raise self._refuse(info or {}, " (it took the lock at the same moment)")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, args=(since,), daemon=True,
+                                        name=f"sisa-lock-heartbeat-{self.token[:6]}")
+        self._thread.start()
+
+    def _beat(self, since: str) -> None:
+        while not self._stop.wait(self.heartbeat):
+            with self._io:
+                if self._stop.is_set():
+                    return
+                try:
+                    info = self._read()
+                    if info is None or info.get("token") != self.token:
+                        return  # released by delete_all, or taken over: check() will tell
+                    self._write(since)
+                except OSError:
+                    continue  # transient; the next beat (or check()) tries again
+
+    def check(self) -> None:
+        """Raise unless ``.lock`` still carries our token (call before committing)."""
+        info = self._read()
+        if info is None or info.get("token") != self.token:
+            raise StoreLockedError(
+                f"store {self.uri}: this writer lost its lock (the lock object was "
+                + ("removed" if info is None else
+                   f"taken over by pid {info.get('pid')} on host {info.get('host')}")
+                + "), so nothing more was committed; reopen the store and retry"
+            )
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete ``.lock`` if it is still ours."""
+        self._stop.set()
+        with self._io:
+            pass  # wait for a beat in flight
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        with contextlib.suppress(OSError):
+            info = self._read()
+            if info is not None and info.get("token") == self.token:
+                self.loc.delete(self.name)

@@ -97,7 +97,8 @@ def test_spilling_to_disk_gives_identical_files(tmp_path):
 
 
 @given(data=st.data())
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_delete_equals_building_without_the_rows(tmp_path_factory, data):
     n = data.draw(st.integers(40, 400))
     S = data.draw(st.integers(1, 4))
@@ -239,7 +240,7 @@ def test_missing_altered_or_corrupt_files_are_named(tmp_path):
     m = json.loads(manifest.read_text())
     m["slices"]["0/0"]["rows"] += 1
     manifest.write_text(json.dumps(m))
-    with pytest.raises(CorruptStoreError, match="manifest .* is corrupt"):
+    with pytest.raises(CorruptStoreError, match=r"manifest .* is corrupt"):
         Store.open(tmp_path / "s")
     with pytest.raises(StoreError, match="no sisa store"):
         Store.open(tmp_path / "nowhere")

@@ -12,14 +12,32 @@ trustworthy as its manifest: do not open stores from people you do not trust.
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 
 from .._version import __version__
+from ..errors import SisaError
 from ..store.store import Store, canonical_json, slice_key
 
 
 def dumps(obj) -> bytes:
-    return pickle.dumps(obj, protocol=5)
+    """Pickle canonically: the bytes depend only on the values, not on object identity.
+
+    Plain pickling memoizes by ``id()``: whether two equal strings are one object or
+    two (interning, unpickling, cloning) changes the bytes, so the same model could
+    hash differently in two processes. ``fast`` mode turns memoization off.
+    """
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=5)
+    pickler.fast = True
+    try:
+        pickler.dump(obj)
+    except ValueError as exc:  # fast mode refuses reference cycles
+        raise SisaError(
+            f"cannot checkpoint {type(obj).__name__} canonically ({exc}): sisa needs models "
+            "without reference cycles so identical models give identical bytes"
+        ) from exc
+    return buf.getvalue()
 
 
 def load_verified(store: Store, meta: dict):

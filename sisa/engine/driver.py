@@ -10,7 +10,6 @@ and a model that refuses to serve until ``repair`` has done it.
 from __future__ import annotations
 
 import json
-import pickle
 
 from sklearn.base import clone, is_classifier
 
@@ -34,7 +33,7 @@ def model_spec(store: Store, estimator, *, classes, schedule: str, epochs: int,
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     proto = clone(estimator)
     params = {k: repr(v) for k, v in sorted(proto.get_params(deep=False).items())}
-    blob = store.put_blob("model", ".pkl", pickle.dumps(proto, protocol=5))
+    blob = store.put_blob("model", ".pkl", ck.dumps(proto))
     blob.update({"class": f"{type(proto).__module__}.{type(proto).__qualname__}",
                  "params": params})
     return {

@@ -154,11 +154,10 @@ def from_table(
     ]
     if not feats:
         raise InputError("the input has no feature columns besides the label/id columns")
-    non_numeric = [
-        f for f in feats
-        if not (pa.types.is_integer(schema.field(f).type) or pa.types.is_floating(schema.field(f).type)
-                or pa.types.is_boolean(schema.field(f).type))
-    ]
+    def numeric(t: pa.DataType) -> bool:
+        return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+    non_numeric = [f for f in feats if not numeric(schema.field(f).type)]
     if non_numeric:
         raise InputError(
             f"feature column(s) {non_numeric[:5]} are not numeric: one-hot or ordinal-encode "
@@ -194,7 +193,7 @@ def from_table(
                 raise InputError(f"label column {label!r} has {ycol.null_count} missing values")
             y = _check_label(ycol.cast(label_type).to_numpy(zero_copy_only=False), n)
 
-            def col_or_none(name: str | None) -> np.ndarray | None:
+            def col_or_none(name: str | None, rb=rb) -> np.ndarray | None:
                 if not name:
                     return None
                 c = rb.column(name)

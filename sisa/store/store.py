@@ -29,7 +29,6 @@ import secrets
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ import pyarrow.compute as pc
 from .._crash import crashpoint
 from .._version import __version__
 from ..errors import CorruptStoreError, InputError, StoreError, StoreLockedError, UnknownIdError
-from ..fs import Location
+from ..fs import Location, ObjectLock
 from . import ingest
 from .assign import AssignmentConfig, assign, spread
 
@@ -120,6 +119,7 @@ class Store:
         self.manifest = manifest
         self._lock_depth = 0
         self._lock_fd: int | None = None
+        self._object_lock: ObjectLock | None = None
 
     # ------------------------------------------------------------------ opening
     @property
@@ -152,10 +152,11 @@ class Store:
         """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
         ``hashes``) altered file."""
         wanted = None if shards is None else {int(s) for s in shards}
+        listed = {} if self.loc.is_local else self.loc.file_infos()  # 1 LIST, not N HEADs
         for rel, meta in self.referenced_files().items():
             if wanted is not None and meta.get("shard") not in wanted and "shard" in meta:
                 continue
-            info = self.loc.fs.get_file_info(self.loc.path(rel))
+            info = listed.get(rel) or self.loc.fs.get_file_info(self.loc.path(rel))
             if info.size is None or info.type.name == "NotFound":
                 raise CorruptStoreError(
                     f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
@@ -396,12 +397,10 @@ class Store:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(holder).encode(), 0)
             self._lock_fd = fd
-        else:
-            if self.loc.exists(".lock"):
-                info = self.loc.read_bytes(".lock").to_pybytes().decode(errors="replace")
-                if time.time() - json.loads(info).get("t", 0) < 3600:
-                    raise StoreLockedError(_locked_message(self.uri, info))
-            self.loc.write_atomic(".lock", json.dumps({**holder, "t": time.time()}).encode())
+        else:  # object store: token + settle/read-back + heartbeat (see sisa.fs.ObjectLock)
+            obj_lock = ObjectLock(self.loc, self.uri)
+            obj_lock.acquire(holder["since"])
+            self._object_lock = obj_lock
         self._lock_depth = 1
         try:
             if self.loc.exists(MANIFEST):
@@ -413,8 +412,9 @@ class Store:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
                 self._lock_fd = None
-            elif not self.loc.is_local:
-                self.loc.delete(".lock")
+            elif self._object_lock is not None:
+                self._object_lock.release()
+                self._object_lock = None
 
     def _require_lock(self) -> None:
         if not self._lock_depth:
@@ -439,6 +439,8 @@ class Store:
                 f"{on_disk['generation']}, expected {self.manifest['generation']}); reopen it "
                 "and retry"
             )
+        if self._object_lock is not None:
+            self._object_lock.check()  # no CAS on object stores: re-check we still hold it
         old = self.manifest
         manifest = dict(manifest)
         manifest["generation"] = old["generation"] + 1
@@ -521,7 +523,7 @@ class Store:
         new = json.loads(json.dumps(self.manifest))
         changed: dict[int, int] = {}
         rows_before = {int(s): self.shard_rows(int(s)) for s in np.unique(shard)}
-        for s, r in sorted(set(zip(shard.tolist(), sl.tolist()))):
+        for s, r in sorted(set(zip(shard.tolist(), sl.tolist(), strict=True))):
             table = self.read_slice_table(s, r)
             keep = pc.invert(pc.is_in(table.column(ID), value_set=q_found))
             kept = table.filter(keep)
@@ -710,7 +712,7 @@ class _Builder:
                 buffers, buffered, n_flush = {}, 0, n_flush + 1
         if n == 0:
             raise InputError("the input has no rows: there is nothing to train on")
-        if S * R > n:
+        if n < S * R:
             raise InputError(
                 f"{S} shards x {R} slices = {S * R} slices for only {n} rows: use fewer shards "
                 "or slices (each slice should hold many rows)"

@@ -12,8 +12,8 @@ LOG = "audit/receipts.jsonl"
 
 def ids_digest(ids) -> tuple[str, list]:
     """sha256 over the sorted, de-duplicated ids (ints and strings kept apart)."""
-    uniq = sorted({(0, int(v)) if isinstance(v, int) or hasattr(v, "dtype") and v.dtype.kind in
-                   "iu" else (1, str(v)) for v in ids})
+    uniq = sorted({(0, int(v)) if isinstance(v, int) or (hasattr(v, "dtype") and v.dtype.kind in
+                   "iu") else (1, str(v)) for v in ids})
     return hashlib.sha256(canonical_json(uniq)).hexdigest(), [v for _, v in uniq]
 
 

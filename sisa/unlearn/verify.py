@@ -58,7 +58,7 @@ class VerifyReport:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["ok"] = self.ok
-        for s, sd in zip(self.shards, d["shards"]):
+        for s, sd in zip(self.shards, d["shards"], strict=True):
             sd["ok"] = s.ok
         return d
 

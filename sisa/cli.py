@@ -1,0 +1,516 @@
+"""The ``sisa`` command line: train, forget, predict, verify, repair, history, status, plan.
+
+Exit codes: 0 ok, 1 failure (a failed verify, a corrupt store), 2 usage error.
+Errors print one line saying what is wrong and how to fix it; ``--debug`` adds the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, SisaError
+
+EXAMPLES = {
+    "train": "sisa train adult --model sgd --shards 8 --slices 4 --store runs/adult --holdout 0.2",
+    "forget": "sisa forget runs/adult --id 17 --id 42      (or --ids ids.txt)",
+    "predict": "sisa predict runs/adult new_rows.parquet --out predictions.parquet",
+    "verify": "sisa verify runs/adult --sample 4",
+    "repair": "sisa repair runs/adult",
+    "history": "sisa history runs/adult",
+    "status": "sisa status runs/adult",
+    "plan": "sisa plan --rows 1000000 --deletions-per-day 50",
+    "demo": "sisa demo --dataset adult --forget 200",
+}
+BUILTIN = ("synthetic", "adult", "diamonds", "fashion-mnist")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (and still exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def _out(args, obj, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(obj, indent=1, default=str))
+    elif not getattr(args, "quiet", False) or text.startswith(("FAIL", "verify")):
+        print(text)
+
+
+def _open_model(uri: str):
+    from .estimators import SISAClassifier, SISARegressor
+    from .store import Store
+
+    store = Store.open(uri)
+    model = store.manifest.get("model") or {}
+    cls = SISARegressor if model.get("task") == "regression" else SISAClassifier
+    return cls.load(uri)
+
+
+def _backend_kw(args) -> dict:
+    return {"backend": args.backend, "address": args.address}
+
+
+# ---------------------------------------------------------------------------- train
+def _load_builtin(name: str, rows: int | None):
+    from .datasets import load
+
+    return load(name, n_rows=rows)
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Holdout rows chosen by a keyed hash of the row number, so the split is stable."""
+    from .store.assign import keyed_hash
+
+    h = keyed_hash(np.arange(n), seed, "holdout")
+    hold = (h % np.uint64(10_000)) < np.uint64(int(fraction * 10_000))
+    return np.flatnonzero(~hold), np.flatnonzero(hold)
+
+
+def cmd_train(args) -> int:
+    from sklearn.base import is_regressor
+
+    from .estimators import SISAClassifier, SISARegressor
+    from .presets import REGRESSION_PRESETS, from_preset, from_spec
+    from .store import Store
+
+    if not 0 <= args.holdout < 1:
+        raise InputError(f"--holdout must be a fraction in [0, 1), got {args.holdout}")
+    est = from_spec(args.model_spec) if args.model_spec else from_preset(args.model)
+    t0 = time.perf_counter()
+    common = {"n_shards": args.shards, "n_slices": args.slices, "random_state": args.seed,
+              "hot_shards": args.hot_shards, "hot_threshold": args.hot_threshold}
+    hold = None
+    if args.data in BUILTIN:
+        ds = _load_builtin(args.data, args.rows)
+        if ds.task == "regression" and not is_regressor(est):
+            if args.model_spec or args.model != "sgd":
+                raise InputError(f"{args.data} is a regression dataset: pick a regressor "
+                                 f"({', '.join(sorted(REGRESSION_PRESETS))})")
+            est = from_preset("sgd-regressor")
+        tr, te = _split(len(ds.y), args.holdout, args.seed)
+        hold = (ds.X[te], ds.y[te]) if len(te) else None
+        store = Store.create(args.store, ds.X[tr], ds.y[tr], sample_ids=tr,
+                             overwrite=args.overwrite, **common)
+    else:
+        from .store.ingest import _to_dataset
+
+        source = args.data
+        if args.holdout:
+            table = _to_dataset(args.data).to_table()
+            tr, te = _split(table.num_rows, args.holdout, args.seed)
+            source = table.take(tr)
+            test = table.take(te)
+            skip = {args.label, args.id, args.group, args.deletion_prob}
+            feats = [c for c in test.column_names if c not in skip]
+            hold = (np.column_stack([test.column(c).to_numpy(zero_copy_only=False)
+                                     for c in feats]), test.column(args.label).to_numpy())
+        store = Store.create(args.store, source, label=args.label, id_column=args.id,
+                             group_column=args.group, deletion_prob_column=args.deletion_prob,
+                             overwrite=args.overwrite, **common)
+    regression = is_regressor(est)
+    cls = SISARegressor if regression else SISAClassifier
+    model = cls(est, n_shards=args.shards, n_slices=args.slices, random_state=args.seed,
+                store=args.store, ray_address=args.address, backend=args.backend,
+                schedule=args.schedule, epochs=args.epochs if args.epochs else "auto",
+                verbose=not args.quiet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if args.quiet else "default")
+        model.fit(store)
+    result = {"store": args.store, "rows": store.n_rows, "shards": args.shards,
+              "slices": args.slices, "spread": store.spread(),
+              "seconds": round(time.perf_counter() - t0, 2)}
+    if hold is not None:
+        score = float(model.score(*hold))
+        result["holdout"] = {"rows": len(hold[1]), "metric": "r2" if regression else "accuracy",
+                             "score": round(score, 4)}
+        _record_holdout(model.store_, result["holdout"])
+    _out(args, result, f"trained {store.n_rows:,} rows into {args.shards} shards x {args.slices}"
+         f" slices at {args.store} in {result['seconds']}s (shard sizes {store.spread()})"
+         + (f"; holdout {result['holdout']['metric']} {result['holdout']['score']:.4f}"
+            if hold is not None else ""))
+    return 0
+
+
+def _record_holdout(store, holdout: dict) -> None:
+    with store.lock():
+        new = dict(store.manifest)
+        new["holdout"] = {**holdout, "at": "training"}
+        store.commit(new)
+
+
+# ---------------------------------------------------------------------------- forget
+def _read_ids(args) -> list:
+    ids: list = list(args.id or [])
+    if args.ids:
+        text = Path(args.ids).read_text() if args.ids != "-" else sys.stdin.read()
+        ids += [t for t in text.replace(",", "\n").split() if t]
+    if not ids:
+        raise InputError("give the ids to forget with --id X (repeatable) or --ids FILE")
+    return [int(v) if v.lstrip("-").isdigit() else v for v in map(str, ids)]
+
+
+def cmd_forget(args) -> int:
+    from .store import Store
+    from .unlearn import forget
+
+    store = Store.open(args.store)
+    ids = _read_ids(args)
+    if store.manifest["schema"]["id_type"] == "string":
+        ids = [str(v) for v in ids]
+    r = forget(store, ids, record_ids=args.record_ids, progress=not args.quiet,
+               **_backend_kw(args))
+    text = (f"forgot {r['n_ids']} id(s) (request {r['request_id']}): retrained "
+            f"{r['rows_retrained']:,} rows instead of {r['rows_full_retrain']:,} "
+            f"({_ratio(r['rows_full_retrain'], r['rows_retrained'])}) in {r['wall_time_s']}s; "
+            f"shards touched {[s for s, _ in r['affected']]}"
+            + (f"; emptied {r['shards_emptied']}" if r.get("shards_emptied") else "")
+            + (" (already forgotten: replayed receipt)" if r.get("replayed") else "")
+            + f"\nids sha256 {r['ids_sha256']}\nfingerprint {r['fingerprint_before'][:16]} -> "
+            f"{r['fingerprint_after'][:16]}")
+    _out(args, r, text)
+    return 0
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:,.1f}x less" if b else "nothing to retrain"
+
+
+# ---------------------------------------------------------------------------- predict
+def cmd_predict(args) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from .store.ingest import _to_dataset
+
+    model = _open_model(args.store)
+    schema = model.store_.manifest["schema"]
+    table = _to_dataset(args.data).to_table()
+    missing = [c for c in schema["feature_names"] if c not in table.column_names]
+    if missing:
+        raise InputError(f"{args.data} lacks feature column(s) {missing[:5]} the model was trained "
+                         "on")
+    X = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
+                         for c in schema["feature_names"]])
+    cols = {"prediction": model.predict(X)}
+    if schema.get("id_name") and schema["id_name"] in table.column_names:
+        cols = {schema["id_name"]: table.column(schema["id_name"]), **cols}
+    out = pa.table(cols)
+    if args.out.endswith(".csv"):
+        pacsv.write_csv(out, args.out)
+    else:
+        pq.write_table(out, args.out)
+    _out(args, {"rows": out.num_rows, "out": args.out},
+         f"wrote {out.num_rows:,} predictions to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- verify etc.
+def cmd_verify(args) -> int:
+    from .store import Store
+    from .unlearn import verify
+
+    shards = [int(s) for s in args.shards.split(",")] if args.shards else None
+    rep = verify(Store.open(args.store, check_files=False), shards=shards, sample=args.sample,
+                 progress=not args.quiet, **_backend_kw(args))
+    _out(args, rep.to_dict(), rep.table())
+    return 0 if rep.ok else 1
+
+
+def cmd_repair(args) -> int:
+    from .store import Store
+    from .unlearn import repair
+
+    summary = repair(Store.open(args.store, check_files=False), progress=not args.quiet,
+                     **_backend_kw(args))
+    _out(args, summary, f"repaired {args.store}: removed {len(summary['removed_files'])} stray "
+         f"file(s), retrained shards {summary['retrained_shards']}, completed request "
+         f"{summary['completed_request']}")
+    return 0
+
+
+def cmd_history(args) -> int:
+    from .store import Store
+    from .unlearn import history
+
+    rows = history(Store.open(args.store, check_files=False))
+    lines = [f"{'completed':<29} {'request':<32} {'ids':>6} {'rows retrained':>15} {'s':>8}"]
+    lines += [f"{r['completed_at']:<29} {r['request_id']:<32} {r['n_ids']:>6} "
+              f"{r['rows_retrained']:>15,} {r['wall_time_s']:>8}" for r in rows]
+    _out(args, rows, "\n".join(lines) + f"\n{len(rows)} forget request(s)")
+    return 0
+
+
+def status(store) -> dict:
+    model = store.manifest.get("model") or {}
+    sizes = store.shard_sizes()
+    files = store.referenced_files()
+    from .unlearn import history
+
+    return {
+        "store": store.uri, "fingerprint": store.fingerprint, "rows": int(sizes.sum()),
+        "shards": store.n_shards, "slices": store.n_slices, "rows_per_shard": sizes.tolist(),
+        "spread": store.spread(), "deleted_rows": store.manifest.get("n_deleted", 0),
+        "forget_requests": len(history(store)),
+        "model": model.get("estimator", {}).get("class"),
+        "aggregation": model.get("aggregation"), "schedule": model.get("schedule"),
+        "epochs": model.get("epochs"), "holdout": store.manifest.get("holdout"),
+        "bytes": int(sum(m["bytes"] for m in files.values())), "files": len(files),
+        "pending": store.manifest.get("pending"),
+    }
+
+
+def cmd_status(args) -> int:
+    from .store import Store
+
+    s = status(Store.open(args.store))
+    hold = s["holdout"]
+    rows = [("store", s["store"]), ("fingerprint", s["fingerprint"][:32]),
+            ("rows", f"{s['rows']:,} in {s['shards']} shards x {s['slices']} slices"),
+            ("rows per shard", ", ".join(f"{n:,}" for n in s["rows_per_shard"])),
+            ("shard balance", f"min {s['spread']['min']:,}  max {s['spread']['max']:,}  "
+                              f"rel. std {s['spread']['rel_std']:.3f}"),
+            ("deletions", f"{s['deleted_rows']:,} rows in {s['forget_requests']} request(s)"),
+            ("model", f"{s['model']} ({s['aggregation']} aggregation, {s['schedule']} schedule,"
+                      f" {s['epochs']} epoch(s)/slice)"),
+            ("holdout", f"{hold['metric']} {hold['score']:.4f} on {hold['rows']:,} rows (at "
+                        "training)" if hold else "none kept"),
+            ("size", f"{s['bytes'] / 2**20:,.1f} MiB in {s['files']} files"),
+            ("state", "UNFINISHED: run `sisa repair`" if s["pending"] else "ok")]
+    width = max(len(k) for k, _ in rows)
+    _out(args, s, "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .cost import plan
+
+    table = plan(args.rows, args.deletions_per_day, n_shards_options=args.shards,
+                 n_slices_options=args.slices, schedule=args.schedule, epochs=args.epochs)
+    measured = _measure_accuracy(args) if args.measure else {}
+    for row in table:
+        if row["n_shards"] in measured:
+            row["holdout_accuracy"] = measured[row["n_shards"]]
+    head = (f"{'S':>4} {'R':>4} {'rows/slice':>11} {'rows/request':>13} {'rows/day':>14} "
+            f"{'vs monolithic':>14}" + ("  holdout" if measured else ""))
+    lines = [head] + [
+        f"{r['n_shards']:>4} {r['n_slices']:>4} {r['rows_per_slice']:>11,.0f} "
+        f"{r['rows_per_request']:>13,.0f} {r['rows_per_day_batched']:>14,.0f} "
+        f"{r['speedup_vs_monolithic']:>13,.1f}x"
+        + (f"  {r['holdout_accuracy']:.4f}" if "holdout_accuracy" in r else "")
+        for r in table]
+    best = min(table, key=lambda r: (r["rows_per_day_batched"], -r["n_shards"]))
+    lines.append("rows/day assumes one batched forget a day; more shards cost accuracy: "
+                 "measure it with --measure DATA")
+    lines.append(f"cheapest: S={best['n_shards']}, R={best['n_slices']}")
+    _out(args, table, "\n".join(lines))
+    return 0
+
+
+def _measure_accuracy(args) -> dict[int, float]:
+    from .estimators import SISAClassifier
+    from .presets import from_preset
+
+    ds = _load_builtin(args.measure, args.measure_rows)
+    tr, te = _split(len(ds.y), 0.2, 0)
+    out = {}
+    for S in args.shards:
+        m = SISAClassifier(from_preset(args.model), n_shards=S, n_slices=1, backend=args.backend)
+        out[S] = round(float(m.fit(ds.X[tr], ds.y[tr]).score(ds.X[te], ds.y[te])), 4)
+    return out
+
+
+def cmd_demo(args) -> int:
+    """The main job: train on a real dataset, forget rows, verify, print the result."""
+    from .estimators import SISAClassifier
+    from .presets import from_preset
+    from .unlearn import verify
+
+    ds = _load_builtin(args.dataset, args.rows)
+    if ds.task != "classification":
+        raise InputError("the demo trains a classifier: use --dataset adult or fashion-mnist")
+    store = args.store or f"runs/demo-{args.dataset}"
+    tr, te = _split(len(ds.y), 0.2, 0)
+    print(f"[1/4] {ds.name}: {len(tr):,} training rows, {len(te):,} holdout rows, "
+          f"{ds.X.shape[1]} features")
+    t0 = time.perf_counter()
+    clf = SISAClassifier(from_preset("sgd"), n_shards=args.shards, n_slices=args.slices,
+                         store=store, backend=args.backend, verbose=True)
+    clf.fit(ds.X[tr], ds.y[tr], sample_ids=tr)
+    acc = clf.score(ds.X[te], ds.y[te])
+    _record_holdout(clf.store_, {"rows": len(te), "metric": "accuracy", "score": round(acc, 4)})
+    print(f"      trained {args.shards} shards x {args.slices} slices in "
+          f"{time.perf_counter() - t0:.1f}s; holdout accuracy {acc:.4f}")
+    U = np.random.default_rng(0).choice(tr, size=min(args.forget, len(tr) // 2), replace=False)
+    print(f"[2/4] forgetting {len(U)} rows (one batched erasure request)")
+    r = clf.forget(U.tolist(), progress=True)
+    print(f"      retrained {r['rows_retrained']:,} rows instead of {r['rows_full_retrain']:,} "
+          f"({_ratio(r['rows_full_retrain'], r['rows_retrained'])}) in {r['wall_time_s']}s; "
+          f"holdout accuracy now {clf.score(ds.X[te], ds.y[te]):.4f}")
+    print("[3/4] verifying: retrain every shard from scratch, compare checkpoint bytes, scan for "
+          "deleted ids")
+    rep = verify(clf.store_, progress=True)
+    print("\n".join("      " + line for line in rep.table().splitlines()))
+    print(f"[4/4] receipt {r['request_id']} written to {store}/audit/receipts.jsonl; inspect "
+          f"with `sisa status {store}` and `sisa history {store}`")
+    return 0 if rep.ok else 1
+
+
+# ---------------------------------------------------------------------------- parser
+def _add_common(p: argparse.ArgumentParser, backend: bool = False) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    if backend:
+        p.add_argument("--backend", choices=("auto", "ray", "local"), default="auto",
+                       help="where shard tasks run (default: Ray when several shards train)")
+        p.add_argument("--address", default=None,
+                       help="Ray cluster address (default: $RAY_ADDRESS, else embedded Ray)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sisa", description="Exact machine unlearning with SISA: train "
+                     "sharded, sliced models; forget rows; prove it.",
+                     epilog="example: " + EXAMPLES["demo"])
+    from ._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"sisa {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, help_: str, backend: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_,
+                           epilog=f"example: {EXAMPLES[name]}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(p, backend)
+        return p
+
+    p = add("train", "Build a store from DATA and train a SISA model on it.", backend=True)
+    p.add_argument("data", metavar="DATA",
+                   help=f"Parquet/CSV/Arrow file or directory, or a built-in: {', '.join(BUILTIN)}")
+    p.add_argument("--label", help="label column (files)")
+    p.add_argument("--id", help="sample id column (default: row number)")
+    p.add_argument("--group", help="group column: a group's rows share one shard and slice")
+    p.add_argument("--deletion-prob", help="per-row deletion probability column "
+                   "(distribution-aware sharding; use with --hot-shards)")
+    p.add_argument("--hot-shards", type=int, default=0, help="shards reserved for likely "
+                   "deletions (default 0: uniform)")
+    p.add_argument("--hot-threshold", type=float, default=0.5)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", default="sgd", help="preset: sgd, logistic, mlp, "
+                       "naive-bayes, tree, sgd-regressor, ridge, mlp-regressor, tree-regressor")
+    group.add_argument("--model-spec", help='JSON: {"class": "sklearn...", "params": {...}}')
+    p.add_argument("--shards", type=int, default=8, help="S (default 8)")
+    p.add_argument("--slices", type=int, default=4, help="R (default 4)")
+    p.add_argument("--store", required=True, help="store path or URI (s3://... on clusters)")
+    p.add_argument("--holdout", type=float, default=0.0, help="fraction kept out for scoring")
+    p.add_argument("--rows", type=int, default=None, help="subsample a built-in dataset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedule", choices=("streaming", "cumulative"), default="streaming")
+    p.add_argument("--epochs", type=int, default=None, help="passes per slice (default auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace a store already there")
+    p.set_defaults(func=cmd_train)
+
+    p = add("forget", "Exactly unlearn rows by sample id; prints the receipt.", backend=True)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--id", action="append", help="a sample id (repeatable)")
+    p.add_argument("--ids", help="file of ids (whitespace/comma separated; - for stdin)")
+    p.add_argument("--record-ids", action="store_true",
+                   help="keep raw ids in the receipt (default: only their sha256)")
+    p.set_defaults(func=cmd_forget)
+
+    p = add("predict", "Predict rows of DATA with the model in STORE.")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--out", required=True, help="output .parquet or .csv")
+    p.set_defaults(func=cmd_predict)
+
+    p = add("verify", "Prove the store: retrain from scratch and compare bytes, scan for "
+            "deleted ids, check lineage. Exit 1 on any failure.", backend=True)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--shards", help="comma-separated shards to retrain (others: static checks)")
+    p.add_argument("--sample", type=int, help="retrain k random shards")
+    p.set_defaults(func=cmd_verify)
+
+    p = add("repair", "Finish an interrupted forget or training run and remove stray files.",
+            backend=True)
+    p.add_argument("store", metavar="STORE")
+    p.set_defaults(func=cmd_repair)
+
+    p = add("history", "List the forget receipts of STORE.")
+    p.add_argument("store", metavar="STORE")
+    p.set_defaults(func=cmd_history)
+
+    p = add("status", "Show a store: shards, rows, deletions, model, holdout, size.")
+    p.add_argument("store", metavar="STORE")
+    p.set_defaults(func=cmd_status)
+
+    p = add("plan", "Recommend S and R for a deletion rate, from the SISA cost model.",
+            backend=True)
+    p.add_argument("--rows", type=int, required=True, help="training rows N")
+    p.add_argument("--deletions-per-day", type=int, required=True)
+    p.add_argument("--shards", type=lambda s: [int(v) for v in s.split(",")],
+                   default=[1, 2, 4, 8, 16, 32], help="candidate S values, comma-separated")
+    p.add_argument("--slices", type=lambda s: [int(v) for v in s.split(",")],
+                   default=[1, 4, 8, 16], help="candidate R values, comma-separated")
+    p.add_argument("--schedule", choices=("streaming", "cumulative", "refit"),
+                   default="streaming")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--measure", choices=BUILTIN, help="also measure holdout accuracy per S "
+                   "on this built-in dataset")
+    p.add_argument("--measure-rows", type=int, default=20_000)
+    p.add_argument("--model", default="sgd", help="preset used by --measure")
+    p.set_defaults(func=cmd_plan)
+
+    p = add("demo", "The main job: train on a real dataset, forget rows, verify, print.",
+            backend=True)
+    p.add_argument("--dataset", choices=("adult", "fashion-mnist"), default="adult")
+    p.add_argument("--rows", type=int, default=None)
+    p.add_argument("--shards", type=int, default=8)
+    p.add_argument("--slices", type=int, default=4)
+    p.add_argument("--forget", type=int, default=200, help="rows to forget")
+    p.add_argument("--store", default=None, help="default runs/demo-<dataset>")
+    p.set_defaults(func=cmd_demo)
+
+    try:
+        from .compare.cli import add_parser as add_compare
+    except ImportError:  # compare's optional plotting stack is missing
+        add_compare = None
+    if add_compare is not None:
+        add_compare(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (SisaError, ValueError, FileNotFoundError, KeyError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        sys.stderr.write(f"sisa {args.command}: error: {msg}\n")
+        return 2 if isinstance(exc, InputError) else 1
+    except KeyboardInterrupt:
+        sys.stderr.write(f"sisa {args.command}: interrupted; run `sisa repair` on the store if a"
+                         " write was under way\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

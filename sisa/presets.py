@@ -1,0 +1,61 @@
+"""Named model presets for the CLI, and ``--model-spec`` JSON for anything else.
+
+Presets scale features *inside* each shard model (``IncrementalPipeline``), so the
+scaler's statistics are unlearned with the model instead of leaking every row.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier, SGDRegressor
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from .errors import InputError
+from .pipeline import IncrementalPipeline
+
+
+def _scaled(model, incremental: bool = True):
+    cls = IncrementalPipeline if incremental else Pipeline
+    return cls([("scale", StandardScaler()), ("model", model)])
+
+
+PRESETS = {
+    "sgd": lambda: _scaled(SGDClassifier(loss="log_loss", alpha=1e-4)),
+    "logistic": lambda: _scaled(LogisticRegression(max_iter=500), incremental=False),
+    "mlp": lambda: _scaled(MLPClassifier(hidden_layer_sizes=(64,), learning_rate_init=1e-3)),
+    "naive-bayes": lambda: GaussianNB(),
+    "tree": lambda: DecisionTreeClassifier(max_depth=12, min_samples_leaf=5),
+    "sgd-regressor": lambda: _scaled(SGDRegressor(alpha=1e-4)),
+    "ridge": lambda: _scaled(Ridge(alpha=1.0), incremental=False),
+    "mlp-regressor": lambda: _scaled(MLPRegressor(hidden_layer_sizes=(64,))),
+    "tree-regressor": lambda: DecisionTreeRegressor(max_depth=12, min_samples_leaf=5),
+}
+REGRESSION_PRESETS = {"sgd-regressor", "ridge", "mlp-regressor", "tree-regressor"}
+
+
+def from_preset(name: str) -> BaseEstimator:
+    if name not in PRESETS:
+        raise InputError(f"unknown model {name!r}: choose one of {', '.join(PRESETS)} or pass "
+                         "--model-spec with a class path")
+    return PRESETS[name]()
+
+
+def from_spec(spec: str) -> BaseEstimator:
+    """``{"class": "sklearn.linear_model.SGDClassifier", "params": {"alpha": 1e-4}}``."""
+    try:
+        obj = json.loads(spec)
+        module, _, name = obj["class"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**obj.get("params", {}))
+    except (ValueError, KeyError, TypeError, ImportError, AttributeError) as exc:
+        raise InputError(
+            f"bad --model-spec ({type(exc).__name__}: {exc}): expected JSON like "
+            '{"class": "sklearn.linear_model.SGDClassifier", "params": {"alpha": 0.0001}}'
+        ) from exc
