@@ -143,7 +143,7 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
     assert not rep.ok and "not named by the manifest" in rep.problems[0]
     os.unlink(tmp_path / "a" / "data" / "stale.arrow")
     # 2. the manifest pointed back at the pre-deletion slice (rows resurrected)
-    m = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "a" / "manifest.json").read_text())["manifest"]
     m["slices"]["1/0"] = old_slice
     shutil.copy(kept, tmp_path / "a" / old_slice["file"])
     _write_manifest(store.loc, m)

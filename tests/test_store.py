@@ -238,7 +238,7 @@ def test_missing_altered_or_corrupt_files_are_named(tmp_path):
         Store.open(tmp_path / "s")
     manifest = tmp_path / "s" / "manifest.json"
     m = json.loads(manifest.read_text())
-    m["slices"]["0/0"]["rows"] += 1
+    m["manifest"]["slices"]["0/0"]["rows"] += 1
     manifest.write_text(json.dumps(m))
     with pytest.raises(CorruptStoreError, match=r"manifest .* is corrupt"):
         Store.open(tmp_path / "s")

@@ -9,13 +9,11 @@ and a model that refuses to serve until ``repair`` has done it.
 
 from __future__ import annotations
 
-import json
-
 from sklearn.base import clone, is_classifier
 
 from .._crash import crashpoint
 from ..errors import StaleModelError
-from ..store.store import Store, slice_key
+from ..store.store import Store, editable, slice_key
 from . import checkpoints as ck
 from .backend import run_shards
 from .schedule import SCHEDULES, is_incremental
@@ -58,7 +56,7 @@ def drop_checkpoints(model: dict, jobs: dict[int, int]) -> None:
 
 def start(store: Store, kind: str, jobs: dict[int, int], **extra) -> None:
     """Journal a run: drop the checkpoints the jobs will rewrite, mark it pending."""
-    new = json.loads(json.dumps(store.manifest))
+    new = editable(store.manifest)
     drop_checkpoints(new["model"], jobs)
     new["pending"] = {"kind": kind, **extra}
     store.commit(new)
@@ -77,7 +75,7 @@ def pending_jobs(store: Store) -> dict[int, int]:
 
 
 def commit_result(store: Store, res: ShardResult) -> None:
-    new = json.loads(json.dumps(store.manifest))
+    new = editable(store.manifest)
     for meta in res.checkpoints:
         new["model"]["checkpoints"][slice_key(meta["shard"], meta["slice"])] = meta
     if new.get("pending"):
@@ -102,7 +100,7 @@ def finish(store: Store, **extra) -> dict:
     if pending_jobs(store):
         raise StaleModelError(f"store {store.uri}: shards {sorted(pending_jobs(store))} are still"
                               f" pending; run `sisa repair {store.uri}`")
-    new = json.loads(json.dumps(store.manifest))
+    new = editable(store.manifest)
     new["pending"] = None
     new.update(extra)
     store.commit(new)

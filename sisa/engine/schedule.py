@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn import config_context
 from sklearn.base import clone, is_classifier
 
 SCHEDULES = ("streaming", "cumulative")
@@ -88,6 +89,11 @@ class Schedule:
         """Advance ``model`` (None = untrained) by one slice; returns the new model."""
         if len(y) == 0:
             return model  # nothing to learn; the checkpoint repeats the previous state
+        # Rows were validated at ingest; skip sklearn's per-call re-validation.
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            return self._step(model, prototype, X, y, classes, random_state, shard, sl)
+
+    def _step(self, model, prototype, X, y, classes, random_state, shard, sl):
         if not self.incremental:
             est = clone(prototype)
             _set_seed(est, derive_seed(random_state, shard, sl))

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -58,6 +59,18 @@ def now_iso() -> str:
 
 def slice_key(shard: int, sl: int) -> str:
     return f"{shard}/{sl}"
+
+
+def editable(manifest: dict) -> dict:
+    """A copy of ``manifest`` safe to change at the levels sisa edits: the top level,
+    ``slices``, ``model``, its ``checkpoints`` and ``pending``."""
+    new = dict(manifest)
+    new["slices"] = dict(manifest["slices"])
+    if manifest.get("model"):
+        new["model"] = {**manifest["model"], "checkpoints": dict(manifest["model"]["checkpoints"])}
+    if manifest.get("pending"):
+        new["pending"] = dict(manifest["pending"])
+    return new
 
 
 def canonical_json(obj) -> bytes:
@@ -119,7 +132,11 @@ class Store:
         self.manifest = manifest
         self._lock_depth = 0
         self._lock_fd: int | None = None
+        self._index_cache: tuple[str, pa.Table] | None = None
         self._object_lock: ObjectLock | None = None
+
+    def __getstate__(self) -> dict:  # pickled with estimators: no caches, no lock
+        return {**self.__dict__, "_index_cache": None, "_lock_fd": None, "_lock_depth": 0}
 
     # ------------------------------------------------------------------ opening
     @property
@@ -338,7 +355,11 @@ class Store:
 
     def read_index(self) -> pa.Table:
         m = self.manifest["index"]
-        return self._read_table(m["file"], m["sha256"])
+        cached = self._index_cache
+        if cached is None or cached[0] != m["sha256"]:  # immutable file: cache by its hash
+            cached = (m["sha256"], self._read_table(m["file"], m["sha256"]))
+            self._index_cache = cached
+        return cached[1]
 
     def iter_shard_tables(self, shard: int) -> Iterator[tuple[int, pa.Table]]:
         for r in range(self.n_slices):
@@ -348,9 +369,16 @@ class Store:
         """Positions of ``ids`` in the index: ``(found_mask, shard, slice)``."""
         index = self.read_index()
         q = _id_array(ids, self.manifest["schema"]["id_type"])
-        pos = pc.index_in(q, value_set=index.column(ID)).to_numpy(zero_copy_only=False)
-        found = ~np.isnan(pos.astype(np.float64))
-        p = pos[found].astype(np.int64)
+        if pa.types.is_integer(q.type):  # the index is sorted by id: binary search
+            keys = index.column(ID).to_numpy()
+            qs = q.to_numpy()
+            pos = np.minimum(np.searchsorted(keys, qs), max(len(keys) - 1, 0))
+            found = (keys[pos] == qs) if len(keys) else np.zeros(len(qs), bool)
+            p = pos[found]
+        else:
+            pos = pc.index_in(q, value_set=index.column(ID)).to_numpy(zero_copy_only=False)
+            found = ~np.isnan(pos.astype(np.float64))
+            p = pos[found].astype(np.int64)
         shard = index.column("shard").to_numpy()[p]
         sl = index.column("slice").to_numpy()[p]
         return found, shard, sl
@@ -520,7 +548,7 @@ class Store:
         if len(q_found) == 0:
             return DeleteResult(0, already, {}, {}, before, before)
 
-        new = json.loads(json.dumps(self.manifest))
+        new = editable(self.manifest)
         changed: dict[int, int] = {}
         rows_before = {int(s): self.shard_rows(int(s)) for s in np.unique(shard)}
         for s, r in sorted(set(zip(shard.tolist(), sl.tolist(), strict=True))):
@@ -631,21 +659,27 @@ def _key_order(k: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
+_HEAD = re.compile(rb'\{"checksum":"([0-9a-f]{64})","manifest":')
+
+
 def _write_manifest(loc: Location, manifest: dict) -> None:
-    body = {k: v for k, v in manifest.items() if k != "checksum"}
-    body["checksum"] = hashlib.sha256(canonical_json(body)).hexdigest()
-    loc.write_atomic(MANIFEST, json.dumps(body, indent=1, sort_keys=True).encode())
+    """``{"checksum": sha256(body), "manifest": body}``, the checksum over body's exact bytes,
+    so reading verifies it without re-serialising."""
+    body = canonical_json(manifest)
+    digest = hashlib.sha256(body).hexdigest().encode()
+    loc.write_atomic(MANIFEST, b'{"checksum":"' + digest + b'","manifest":' + body + b"}")
 
 
 def _load_manifest(loc: Location) -> dict:
     raw = loc.read_bytes(MANIFEST).to_pybytes()
-    try:
-        m = json.loads(raw)
-        ok = m.get("checksum") == hashlib.sha256(
-            canonical_json({k: v for k, v in m.items() if k != "checksum"})
-        ).hexdigest()
-    except (ValueError, AttributeError):
-        ok = False
+    head = _HEAD.match(raw)
+    body = raw[head.end():-1] if head and raw.endswith(b"}") else b""
+    ok = bool(head) and hashlib.sha256(body).hexdigest().encode() == head.group(1)
+    if ok:
+        try:
+            m = json.loads(body)
+        except ValueError:
+            ok = False
     if not ok:
         raise CorruptStoreError(
             f"manifest {loc.path(MANIFEST)} is corrupt (bad JSON or checksum): restore it from "

@@ -1,0 +1,71 @@
+"""Training benchmark (issue: engine): a sliced SISA fit through Ray on 2 CPUs, the same
+shards trained one after another in one process, and a monolithic fit on all rows.
+
+Run: python benchmarks/train_bench.py [--rows 1000000] [--shards 16] [--slices 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import numpy as np
+from sklearn.linear_model import SGDClassifier
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _data import synthetic_parquet  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--shards", type=int, default=16)
+    ap.add_argument("--slices", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=5)
+    args = ap.parse_args()
+    from sisa import SISAClassifier, Store
+    from sisa.engine import connect
+
+    src = synthetic_parquet(args.rows, 50)
+    root = tempfile.mkdtemp(prefix="sisa-bench-train-")
+    t = time.perf_counter()
+    store = Store.create(f"{root}/store", src, label="label", n_shards=args.shards,
+                         n_slices=args.slices)
+    ingest_s = time.perf_counter() - t
+    t = time.perf_counter()
+    connect(num_cpus=2)
+    ray_init_s = time.perf_counter() - t
+    est = SGDClassifier(loss="log_loss", alpha=1e-5)
+    res = {"rows": store.n_rows, "shards": args.shards, "slices": args.slices,
+           "epochs_per_slice": args.epochs, "ingest_s": round(ingest_s, 2),
+           "ray_init_s": round(ray_init_s, 2)}
+    for backend in ("ray", "local"):
+        m = SISAClassifier(est, n_shards=args.shards, n_slices=args.slices, backend=backend,
+                           epochs=args.epochs)
+        t = time.perf_counter()
+        m.fit(store)
+        res[f"sisa_{backend}_fit_s"] = round(time.perf_counter() - t, 2)
+    data = store.read_slices(0, range(args.slices))  # warm up I/O path
+    X = np.concatenate([store.read_slices(s, range(args.slices)).X for s in range(args.shards)])
+    y = np.concatenate([store.read_slices(s, range(args.slices)).y for s in range(args.shards)])
+    del data
+    mono = SGDClassifier(loss="log_loss", alpha=1e-5, random_state=0)
+    t = time.perf_counter()
+    for _ in range(args.epochs):  # the same passes over the rows as the sliced fit
+        mono.partial_fit(X, y, classes=np.unique(y))
+    res["monolithic_same_passes_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    SGDClassifier(loss="log_loss", alpha=1e-5, random_state=0).fit(X, y)
+    res["monolithic_fit_default_s"] = round(time.perf_counter() - t, 2)
+    print(json.dumps(res, indent=1))
+    print(f"SISA via Ray (2 CPUs, Ray already up): {res['sisa_ray_fit_s']} s | same shards in one "
+          f"process: {res['sisa_local_fit_s']} s | monolithic, same passes: "
+          f"{res['monolithic_same_passes_s']} s | monolithic SGD .fit(): "
+          f"{res['monolithic_fit_default_s']} s | Ray start: {res['ray_init_s']} s")
+
+
+if __name__ == "__main__":
+    main()
