@@ -192,3 +192,24 @@ def test_checkpoints_are_identical_across_processes_and_verify_elsewhere(tmp_pat
 
     rep = verify(Store.open(tmp_path / "a"), backend="local")  # a third process's retrain
     assert rep.ok, rep.table()
+
+
+def test_auto_backend_skips_ray_for_a_single_shard_in_a_fresh_process():
+    code = ("import os, sys; os.environ.pop('RAY_ADDRESS', None)\n"
+            "from sisa.engine.backend import choose_backend\n"
+            "print(choose_backend('auto', 1, None), choose_backend('auto', 3, None), "
+            "'ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["local", "ray", "False"]
+
+
+def test_fashion_mnist_subset_trains_to_a_sensible_accuracy():
+    from sisa.datasets import load
+
+    train = load("fashion-mnist", n_rows=4000)
+    test = load("fashion-mnist", kind="t10k", n_rows=1000)
+    clf = SISAClassifier(SGDClassifier(loss="log_loss", alpha=1e-4), n_shards=4, n_slices=2,
+                         backend="local").fit(train.X, train.y)
+    assert list(clf.classes_) == list(range(10))
+    assert clf.score(test.X, test.y) > 0.7

@@ -61,58 +61,75 @@ def plot_metrics(rep: CompareReport, path: Path) -> Path:
 
 
 def plot_epsilon_hist(rep: CompareReport, path: Path) -> Path:
-    """One histogram of per-row ε̂ per method, on a shared axis from 0 to the cap."""
+    """Per-row ε̂ histograms per method: same seeds (bars), independent seeds (outline)."""
     g = rep.data["gap"]
     cap = g["eps_max"]
     bins = np.arange(0.0, cap + 0.5, 0.5)
     methods = list(rep.data["methods"])
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.0 * len(methods), 3.4), sharey=True)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.0 * len(methods), 3.6), sharey=True)
     for ax, m in zip(axes, methods, strict=True):
-        e = rep.eps[m]
-        ax.hist(np.minimum(e, cap), bins=bins, color=COLORS[m], edgecolor="white")
-        med = float(np.median(e))
-        ax.axvline(med, color="black", ls="--", lw=1)
-        label = "retrain (fresh seeds)" if m == "retrain" else m
-        ax.set_title(f"{label}\nmedian ε̂ = {med:.2f}", fontsize=10)
-        ax.text(0.97, 0.95, f"{int((e == 0).sum())}/{e.size} rows at 0", transform=ax.transAxes,
-                ha="right", va="top", fontsize=8)
+        e, ind = rep.eps[m], rep.eps_indep[m]
+        if m == "retrain":  # its own same-seed reference: only the independent floor
+            title = f"retrain (floor)\ntwo retrains: median {np.median(ind):.2f}"
+        else:
+            ax.hist(np.minimum(e, cap), bins=bins, color=COLORS[m], edgecolor="white")
+            title = (f"{m}\nsame seeds: median {np.median(e):.2f}, "
+                     f"{int((e == 0).sum())}/{e.size} at 0")
+        ax.hist(np.minimum(ind, cap), bins=bins, histtype="step", color="black", lw=1.2,
+                ls="--")
+        ax.set_title(title, fontsize=9.5)
         ax.set_xlim(0, cap + 0.25)
         ax.set_xlabel("per-row ε̂")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("forgotten rows")
+    handles = [plt.Rectangle((0, 0), 1, 1, color="#999999"),
+               plt.Line2D([], [], color="black", ls="--")]
+    fig.legend(handles, ["same seeds (vs reference i)", "independent seeds (vs reference N+i)"],
+               loc="lower center", ncols=2, fontsize=9, frameon=False)
     fig.suptitle(f"Per-row ε̂, N = {g['n_models']} models per side, cap {cap:g} "
                  f"({_title(rep)})", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=_DPI)
     plt.close(fig)
     return path
 
 
 def plot_time_vs_eps(rep: CompareReport, path: Path) -> Path:
-    """Unlearning wall time (log axis) against median ε̂, with the 25-75% range."""
+    """Unlearning wall time (log axis) against median ε̂ (same seeds, 25-75% bars)."""
     methods = rep.data["methods"]
     g = rep.data["gap"]
     times = {m: r["unlearn_time_s"] for m, r in methods.items()}
     positive = [t for t in times.values() if t > 0]
     zero_at = min(positive) / 5 if positive else 1e-4  # "did nothing" drawn left of all
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    floor = methods["retrain"]["epsilon"]["independent"]["median"]
+    fig, ax = plt.subplots(figsize=(8, 5.4))
     for m, r in methods.items():
         e = r["epsilon"]
         t = times[m] if times[m] > 0 else zero_at
-        ax.errorbar(t, e["median"], yerr=[[e["median"] - e["q25"]], [e["q75"] - e["median"]]],
-                    fmt="o", ms=9, color=COLORS[m], capsize=4)
-        label = m + (" (0 s: no unlearning)" if times[m] == 0 else "")
-        label = "retrain (fresh seeds)" if m == "retrain" else label
-        ax.annotate(label, (t, e["median"]), xytext=(8, 6), textcoords="offset points",
-                    fontsize=9)
+        if m != "retrain":
+            ax.errorbar(t, e["median"], yerr=[[e["median"] - e["q25"]], [e["q75"] - e["median"]]],
+                        fmt="o", ms=9, color=COLORS[m], capsize=4)
+        ax.plot(t, e["independent"]["median"], "o", ms=9, mfc="none", mec=COLORS[m], mew=1.5)
+        y = e["independent"]["median"] if m == "retrain" else e["median"]
+        label = {"retrain": "retrain (two retrains)",
+                 "original": "original (0 s: no unlearning)"}.get(m, m)
+        ax.annotate(label, (t, y), xytext=(9, -14 if y >= g["eps_max"] - 0.2 else 6),
+                    textcoords="offset points", fontsize=9, color=COLORS[m])
+    right = max(times.values()) * 8
     ax.axhline(g["eps_max"], color="black", ls=":", lw=1)
-    ax.text(zero_at, g["eps_max"], " cap ≈ ln(N−1)", va="bottom", fontsize=8)
+    ax.axhline(floor, color="#7f7f7f", ls="--", lw=1)
     ax.set_xscale("log")
-    lo, hi = zero_at / 3, max(times.values()) * 6
-    ax.set_xlim(lo, hi)
+    ax.set_xlim(zero_at / 3, right)
     ax.set_ylim(-0.3, g["eps_max"] + 0.6)
     ax.set_xlabel("unlearning wall time (s, log scale)")
-    ax.set_ylabel("median per-row ε̂ (bars: 25-75%)")
+    ax.set_ylabel("median per-row ε̂")
+    ax.legend([plt.Line2D([], [], marker="o", ls="", color="#444444"),
+               plt.Line2D([], [], marker="o", ls="", mfc="none", mec="#444444"),
+               plt.Line2D([], [], color="#7f7f7f", ls="--"),
+               plt.Line2D([], [], color="black", ls=":")],
+              ["same seeds (bars: 25-75% of rows)", "independent seeds",
+               "floor: two independent retrains", "cap ≈ ln(N−1)"], loc="upper center",
+              bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=8, frameon=False)
     ax.set_title(f"Cost vs. forgetting gap ({_title(rep)})", fontsize=11)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

@@ -43,10 +43,12 @@ from sisa.pipeline import IncrementalPipeline
 
 __all__ = [
     "METHODS",
+    "REFERENCE_KIND",
     "Family",
     "Outcome",
     "Split",
     "default_family",
+    "fit_reference",
     "fixed_features",
     "method_metrics",
     "prepare",
@@ -173,7 +175,7 @@ def prepare(dataset: str | Dataset, *, rows: int | None = None, forget: int | No
     Phi, feature_map = fixed_features(ds)
     rng = np.random.default_rng([seed, _SPLIT_STREAM])
     is_test = np.zeros(len(ds), dtype=bool)
-    is_test[rng.permutation(len(ds))[: int(round(TEST_FRACTION * len(ds)))]] = True
+    is_test[rng.permutation(len(ds))[: round(TEST_FRACTION * len(ds))]] = True
     train = np.flatnonzero(~is_test)
     unwanted = np.zeros(len(ds), bool) if ds.unwanted is None else ds.unwanted
     mask = np.zeros(len(train), dtype=bool)
@@ -185,7 +187,7 @@ def prepare(dataset: str | Dataset, *, rows: int | None = None, forget: int | No
             frac = DEFAULT_FORGET_FRACTION if forget_fraction is None else float(forget_fraction)
             if not 0 < frac < 1:
                 raise InputError(f"forget_fraction must be in (0, 1), got {frac!r}")
-            forget = max(1, int(round(frac * len(train))))
+            forget = max(1, round(frac * len(train)))
             rule = f"random {frac:.1%} of the training rows"
         else:
             rule = f"{int(forget)} random training rows"
@@ -381,12 +383,50 @@ def subsample_w(split: Split, seed: int, fraction: float | None) -> np.ndarray:
     if fraction is None:
         return w
     rng = np.random.default_rng([seed, _SPLIT_STREAM, 1])
-    return np.sort(rng.choice(w, max(2, int(round(fraction * len(w)))), replace=False))
+    return np.sort(rng.choice(w, max(2, round(fraction * len(w))), replace=False))
+
+
+REFERENCE_KIND = {"retrain": "monolithic", "sisa": "sisa", "newton": "newton",
+                  "emse": "monolithic", "original": "monolithic"}
+
+
+def fit_reference(kind: str, split: Split, fam: Family, seed: int, *,
+                  subsample: float | None = None):
+    """Fit a reference model (trained without U) for one seed.
+
+    Parameters
+    ----------
+    kind : {"monolithic", "newton", "sisa"}
+        See ``REFERENCE_KIND``.
+    split : Split
+    fam : Family
+    seed : int
+    subsample : float, optional
+        Fraction of W for the monolithic and Newton models (SISA takes all of W).
+
+    Returns
+    -------
+    fitted estimator
+    """
+    X, y = split.X, split.y
+    if kind == "sisa":
+        w = split.w_idx
+        with tempfile.TemporaryDirectory(prefix="sisa-compare-") as tmp, \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*has no partial_fit.*")
+            # Sample ids = row positions in D, as in the fit on D: assignment is keyed by id.
+            return _sisa(fam, seed, Path(tmp)).fit(X[w], y[w], sample_ids=w)
+    w = subsample_w(split, seed, subsample)
+    if kind == "monolithic":
+        return _monolithic(fam).fit_original(X[w], y[w])
+    if kind == "newton":
+        return _newton(fam, seed).fit(X[w], y[w])
+    raise InputError(f"kind must be one of {sorted(set(REFERENCE_KIND.values()))}, got {kind!r}")
 
 
 def train_methods(split: Split, fam: Family, seed: int, *, subsample: float | None = None,
                   methods: tuple[str, ...] = METHODS) -> dict[str, Outcome]:
-    """Train every method for one seed.
+    """Train every method for one seed, with its same-seed reference.
 
     Parameters
     ----------
@@ -408,39 +448,37 @@ def train_methods(split: Split, fam: Family, seed: int, *, subsample: float | No
     w = subsample_w(split, seed, subsample)
     d = np.sort(np.concatenate([w, u]))
     out: dict[str, Outcome] = {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*has no partial_fit.*")
-        start = time.perf_counter()
-        retrain = _monolithic(fam).fit_original(X[w], y[w])
-        out["retrain"] = Outcome(retrain, retrain, time.perf_counter() - start, len(w), 0.0)
-        if "emse" in methods or "original" in methods:
-            emse = _monolithic(fam).fit_original(X[d], y[d])
-            out["original"] = Outcome(copy.deepcopy(emse), retrain, 0.0, 0, None)
-            emse.unlearn(X[w], y[w], X[u], y[u])
-            out["emse"] = Outcome(emse, retrain, emse.unlearn_time_, len(w) + len(u), None,
-                                  {"n_iter": emse.n_iter_, "converged": emse.converged_})
-        if "newton" in methods:
-            newton = _newton(fam, seed).fit(X[d], y[d])
-            newton.remove(np.searchsorted(d, u))
-            ref = _newton(fam, seed).fit(X[w], y[w])
-            out["newton"] = Outcome(newton, ref, newton.removal_time_, len(w),
-                                    newton.epsilon_bound_, {"removal_bound": newton.removal_bound_})
-        if "sisa" in methods:
-            out["sisa"] = _train_sisa(split, fam, seed)
+    start = time.perf_counter()
+    retrain = fit_reference("monolithic", split, fam, seed, subsample=subsample)
+    out["retrain"] = Outcome(retrain, retrain, time.perf_counter() - start, len(w), 0.0)
+    if "emse" in methods or "original" in methods:
+        emse = _monolithic(fam).fit_original(X[d], y[d])
+        out["original"] = Outcome(copy.deepcopy(emse), retrain, 0.0, 0, None)
+        emse.unlearn(X[w], y[w], X[u], y[u])
+        out["emse"] = Outcome(emse, retrain, emse.unlearn_time_, len(w) + len(u), None,
+                              {"n_iter": emse.n_iter_, "converged": emse.converged_})
+    if "newton" in methods:
+        newton = _newton(fam, seed).fit(X[d], y[d])
+        newton.remove(np.searchsorted(d, u))
+        ref = fit_reference("newton", split, fam, seed, subsample=subsample)
+        out["newton"] = Outcome(newton, ref, newton.removal_time_, len(w), newton.epsilon_bound_,
+                                {"removal_bound": newton.removal_bound_})
+    if "sisa" in methods:
+        out["sisa"] = _train_sisa(split, fam, seed)
     return {m: out[m] for m in methods}
 
 
 def _train_sisa(split: Split, fam: Family, seed: int) -> Outcome:
-    X, y, w, u = split.X, split.y, split.w_idx, split.u_idx
-    ids = np.arange(len(y))  # same ids on both sides: assignment is keyed by id
-    with tempfile.TemporaryDirectory(prefix="sisa-compare-") as tmp:
-        model = _sisa(fam, seed, Path(tmp, "d")).fit(X, y, sample_ids=ids)
+    X, y = split.X, split.y
+    with tempfile.TemporaryDirectory(prefix="sisa-compare-") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*has no partial_fit.*")
+        model = _sisa(fam, seed, Path(tmp)).fit(X, y, sample_ids=np.arange(len(y)))
         start = time.perf_counter()
-        receipt = model.forget(ids[u], progress=False)
+        receipt = model.forget(split.u_idx, progress=False)
         elapsed = time.perf_counter() - start
-        ref = _sisa(fam, seed, Path(tmp, "w")).fit(X[w], y[w], sample_ids=ids[w])
-        identical = checkpoint_hashes(model) == checkpoint_hashes(ref)
         rows = _sisa_rows_read(model, receipt)
+    ref = fit_reference("sisa", split, fam, seed)
+    identical = checkpoint_hashes(model) == checkpoint_hashes(ref)
     extra = {"byte_identical": identical, "rows_retrained": receipt["rows_retrained"],
              "rows_full_retrain": receipt["rows_full_retrain"],
              "shards_affected": len(receipt["affected"])}

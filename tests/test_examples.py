@@ -1,0 +1,27 @@
+"""Every example runs as is (at small size)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_runs_and_verifies(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "--rows",
+                          "3000", "--store", str(tmp_path / "st")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "forgot 25 rows" in out.stdout and out.stdout.strip().splitlines()[-1].startswith(
+        "PASS")
+
+
+def test_demo_command_is_the_main_job(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sisa.cli", "demo", "--rows", "3000",
+                          "--forget", "30", "--shards", "3", "--slices", "2", "--store",
+                          str(tmp_path / "demo"), "--backend", "local"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[4/4] receipt" in out.stdout and "PASS" in out.stdout
