@@ -9,10 +9,18 @@ from sisa.baselines.emse import (
     emse_objective,
     resolve_c,
 )
+from sisa.baselines.newton import (
+    CertifiedRemovalClassifier,
+    CertifiedRemovalRegressor,
+    certified_epsilon,
+)
 
 __all__ = [
+    "CertifiedRemovalClassifier",
+    "CertifiedRemovalRegressor",
     "EMSEClassifierUnlearner",
     "EMSEUnlearner",
+    "certified_epsilon",
     "emse_classifier_objective",
     "emse_objective",
     "resolve_c",
