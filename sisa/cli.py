@@ -118,7 +118,7 @@ def cmd_train(args) -> int:
                                      for c in feats]), test.column(args.label).to_numpy())
         store = Store.create(args.store, source, label=args.label, id_column=args.id,
                              group_column=args.group, deletion_prob_column=args.deletion_prob,
-                             overwrite=args.overwrite, **common)
+                             overwrite=args.overwrite, progress=not args.quiet, **common)
     regression = is_regressor(est)
     cls = SISARegressor if regression else SISAClassifier
     model = cls(est, n_shards=args.shards, n_slices=args.slices, random_state=args.seed,

@@ -129,6 +129,14 @@ class _SISABase(BaseEstimator):
             self._check_same_layout(store)
             return store
         uri = self._store_uri()
+        if self.store is not None and Store.exists(uri):
+            from .unlearn import history
+
+            n = len(history(Store.open(uri, check_files=False)))
+            if n:
+                raise InputError(
+                    f"store {uri} holds an audit log of {n} forget request(s); refitting would "
+                    "erase it: pass another store path (or archive and delete this one first)")
         if _is_table_like(X) or isinstance(y, str):
             if not isinstance(y, str):
                 raise InputError("with a table or file, pass the label column name as y='col'")

@@ -231,3 +231,13 @@ def test_a_ray_worker_killed_mid_retrain_is_retried_and_exact(tmp_path, ray_sess
     fresh = fit(SGDClassifier(loss="log_loss"), X[keep], y[keep], tmp_path / "b", keep)
     assert np.array_equal(model.predict_proba(X), fresh.predict_proba(X))
     assert verify(model.store_, backend="local").ok
+
+
+def test_refitting_over_a_store_with_an_audit_log_is_refused(tmp_path):
+    X, y = make_classification(600, 3)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    model.fit(X, y)  # no deletions yet: refitting replaces the store
+    model.forget([1])
+    with pytest.raises(ValueError, match="audit log of 1 forget request"):
+        model.fit(X, y)
+    assert len(history(Store.open(tmp_path / "a"))) == 1

@@ -29,6 +29,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from tqdm.auto import tqdm
 
 from .._crash import crashpoint
 from .._version import __version__
@@ -212,6 +214,7 @@ class Store:
         overwrite: bool = False,
         memory_budget_mb: int = 256,
         batch_rows: int = 65_536,
+        progress: bool = False,
     ) -> Store:
         """Ingest rows into a new store.
 
@@ -240,6 +243,8 @@ class Store:
         memory_budget_mb : int
             Rows are spilled to temporary files beyond this, so inputs larger than
             memory stream through.
+        progress : bool
+            Show rows ingested and slices written.
 
         Returns
         -------
@@ -273,7 +278,7 @@ class Store:
                 )
             with cls.open(str(uri), check_files=False).lock():
                 loc.delete_all()
-        builder = _Builder(loc, config, source, memory_budget_mb)
+        builder = _Builder(loc, config, source, memory_budget_mb, progress)
         return builder.build()
 
     # ------------------------------------------------------------------ properties
@@ -695,8 +700,8 @@ class _Builder:
     sorted by its hash order. Memory holds at most the budget plus one slice."""
 
     def __init__(self, loc: Location, config: AssignmentConfig, source: ingest.Source,
-                 budget_mb: int) -> None:
-        self.loc, self.config, self.source = loc, config, source
+                 budget_mb: int, progress: bool = False) -> None:
+        self.loc, self.config, self.source, self.progress = loc, config, source, progress
         self.budget = budget_mb * 2**20
         ftype = pa.float32() if source.dtype == np.float32 else pa.float64()
         self.schema_info = {
@@ -720,8 +725,11 @@ class _Builder:
         all_ids, all_shard, all_slice = [], [], []
         buffered, n, n_flush = 0, 0, 0
         d = len(self.source.feature_names)
+        bar = tqdm(desc="ingesting", unit="rows", unit_scale=True, disable=not self.progress,
+                   leave=False, file=sys.stderr)
         for batch in self.source.batches:
             m = len(batch.y)
+            bar.update(m)
             ids = batch.ids if batch.ids is not None else np.arange(n, n + m, dtype=np.int64)
             if ids.dtype.kind == "f":
                 raise InputError("the id column must hold integers or strings, not floats")
@@ -744,6 +752,7 @@ class _Builder:
             if buffered > self.budget:
                 self._spill(tmp, buffers, chunks, n_flush)
                 buffers, buffered, n_flush = {}, 0, n_flush + 1
+        bar.close()
         if n == 0:
             raise InputError("the input has no rows: there is nothing to train on")
         if n < S * R:
@@ -781,18 +790,19 @@ class _Builder:
         S, R = self.config.n_shards, self.config.n_slices
         schema = _slice_schema(self.schema_info)
         slices: dict[str, dict] = {}
-        for s in range(S):
-            for r in range(R):
-                parts = [pa.ipc.open_file(pa.memory_map(str(p))).read_all()
-                         for p in chunks.get((s, r), [])]
-                parts += buffers.get((s, r), [])
-                if parts:
-                    t = pa.concat_tables(parts).sort_by([(_ORDER, "ascending"), (ID, "ascending")])
-                    t = t.drop_columns([_ORDER]).cast(schema)
-                else:
-                    t = schema.empty_table()
-                slices[slice_key(s, r)] = {**self._put(_slice_dir(s, r), ipc_bytes(t)),
-                                           "rows": t.num_rows, "shard": s}
+        cells = tqdm([(s, r) for s in range(S) for r in range(R)], desc="writing slices",
+                     unit="slice", disable=not self.progress, leave=False, file=sys.stderr)
+        for s, r in cells:
+            parts = [pa.ipc.open_file(pa.memory_map(str(p))).read_all()
+                     for p in chunks.get((s, r), [])]
+            parts += buffers.get((s, r), [])
+            if parts:
+                t = pa.concat_tables(parts).sort_by([(_ORDER, "ascending"), (ID, "ascending")])
+                t = t.drop_columns([_ORDER]).cast(schema)
+            else:
+                t = schema.empty_table()
+            slices[slice_key(s, r)] = {**self._put(_slice_dir(s, r), ipc_bytes(t)),
+                                       "rows": t.num_rows, "shard": s}
         index_meta = {**self._put("index", ipc_bytes(index)), "rows": index.num_rows}
         manifest = {
             "format": FORMAT, "sisa_version": __version__, "generation": 0, "created": now_iso(),
