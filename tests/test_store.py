@@ -253,3 +253,24 @@ def test_write_leaves_no_temporary_files(tmp_path):
     names = [p.name for p in (tmp_path / "s").rglob("*")]
     assert not [n for n in names if ".tmp-" in n]
     assert os.listdir(tmp_path / "s" / "index") and len(os.listdir(tmp_path / "s" / "index")) == 1
+
+
+def test_group_and_deletion_probability_columns(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 2000
+    p_del = np.where(rng.random(n) < 0.1, 0.8, 0.01)
+    table = pa.table({"user": rng.integers(0, 150, n), "p": p_del, "f": rng.normal(size=n),
+                      "y": rng.integers(0, 2, n)})
+    st_ = Store.create(tmp_path / "g", table, label="y", group_column="user",
+                       feature_columns=["f"], n_shards=4, n_slices=3)
+    where = {}
+    for s in range(4):
+        for r in range(3):
+            for i in st_.read_slice(s, r).ids:
+                where.setdefault(int(table.column("user")[int(i)].as_py()), set()).add((s, r))
+    assert all(len(cells) == 1 for cells in where.values())  # a user's rows share one slice
+    hot = Store.create(tmp_path / "h", table, label="y", deletion_prob_column="p",
+                       feature_columns=["f"], n_shards=5, n_slices=2, hot_shards=1)
+    p = table.column("p").to_numpy()
+    hot_ids = np.concatenate([hot.read_slice(0, r).ids for r in range(2)])
+    assert set(hot_ids.tolist()) == set(np.flatnonzero(p >= 0.5).tolist())
