@@ -96,19 +96,31 @@ class Schedule:
     def _step(self, model, prototype, X, y, classes, random_state, shard, sl):
         if not self.incremental:
             est = clone(prototype)
-            _set_seed(est, derive_seed(random_state, shard, sl))
+            _set_seed(_seeded(est), derive_seed(random_state, shard, sl))
             return est.fit(X, y)
         est = clone(prototype) if model is None else model
         kw = {"classes": classes} if is_classifier(prototype) else {}
+        owners = _seeded(est)
         for p in range(self.passes()):
-            _set_seed(est, derive_seed(random_state, shard, sl, p))
+            _set_seed(owners, derive_seed(random_state, shard, sl, p))
             est.partial_fit(X, y, **kw)
         return est
 
 
-def _set_seed(est, seed: int) -> None:
-    """Seed every ``random_state`` in the estimator, nested ones (pipelines) included."""
-    keys = [k for k in est.get_params(deep=True)
-            if k == "random_state" or k.endswith("__random_state")]
-    if keys:
-        est.set_params(**dict.fromkeys(keys, seed))
+def _seeded(est) -> list:
+    """Every (sub-)estimator with a ``random_state`` parameter, pipelines' steps included."""
+    params = est.get_params(deep=False)
+    found = [est] if "random_state" in params else []
+    for v in params.values():
+        if hasattr(v, "get_params") and not isinstance(v, type):
+            found += _seeded(v)
+        elif isinstance(v, list):  # Pipeline.steps: [(name, estimator), ...]
+            found += [o for item in v if isinstance(item, tuple) and len(item) == 2
+                      and hasattr(item[1], "get_params") for o in _seeded(item[1])]
+    return found
+
+
+def _set_seed(owners: list, seed: int) -> None:
+    # sklearn stores each parameter as the attribute of the same name.
+    for o in owners:
+        o.random_state = seed
