@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _data import synthetic_parquet  # noqa: E402
+from _data import synthetic_parquet
 
 
 def main() -> None:
@@ -30,8 +30,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    from sisa import SISAClassifier, Store
-    from sisa import cost
+    from sisa import SISAClassifier, Store, cost
     from sisa.engine import connect
 
     S, R, E = args.shards, args.slices, args.epochs
@@ -82,7 +81,8 @@ def main() -> None:
     print(json.dumps(res, indent=1))
     print(f"full SISA retrain {res['full_sisa_retrain_s']} s | monolithic retrain "
           f"{res['monolithic_retrain_s']} s | forget 1 id: median {res['forget_1_median_s']} s, "
-          f"{res['forget_1_speedup_vs_full_sisa']}x vs full SISA (ideal {res['forget_1_ideal_speedup']}x)"
+          f"{res['forget_1_speedup_vs_full_sisa']}x vs full SISA "
+          f"(ideal {res['forget_1_ideal_speedup']}x)"
           f" | forget 100 ids: {res['forget_100_s']} s, {res['forget_100_speedup_vs_full_sisa']}x "
           f"(ideal {res['forget_100_ideal_speedup']}x)")
 

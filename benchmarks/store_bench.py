@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _data import synthetic_parquet  # noqa: E402
+from _data import synthetic_parquet
 
 INGEST = """
 import json, resource, sys, time

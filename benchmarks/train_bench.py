@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _data import synthetic_parquet  # noqa: E402
+from _data import synthetic_parquet
 
 
 def main() -> None:

@@ -68,8 +68,9 @@ def wait_for_nodes(ray, n: int, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def tasks_per_node(ray, expected: int, timeout: float = 15.0) -> dict[str, dict[str, int]]:
-    """``{node_id: {state: count}}`` over this job's ``train_shard`` task attempts.
+def shard_tasks(ray, expected: int, timeout: float = 15.0) -> tuple[dict, list[dict]]:
+    """Where this job's ``train_shard`` task attempts ran, from Ray's state API:
+    ``({node_id: {state: count}}, [failed attempts with their error])``.
 
     Task events reach the state API about a second after the fact, so poll (bounded)
     until ``expected`` attempts have finished. Empty if the cluster has no dashboard.
@@ -77,7 +78,7 @@ def tasks_per_node(ray, expected: int, timeout: float = 15.0) -> dict[str, dict[
     try:
         from ray.util.state import list_tasks
     except ImportError:
-        return {}
+        return {}, []
     job_id = ray.get_runtime_context().get_job_id()
     deadline = time.monotonic() + timeout
     rows: list = []
@@ -88,14 +89,19 @@ def tasks_per_node(ray, expected: int, timeout: float = 15.0) -> dict[str, dict[
         except Exception as exc:  # no dashboard / state API: report, don't fail the job
             print(f"note: Ray state API unavailable ({type(exc).__name__}: {exc})",
                   file=sys.stderr)
-            return {}
+            return {}, []
         if sum(t.state == "FINISHED" for t in rows) >= expected or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    out: dict[str, Counter] = {}
+    per_node: dict[str, Counter] = {}
+    failed = []
     for t in rows:
-        out.setdefault(t.node_id or "unscheduled", Counter())[t.state] += 1
-    return {node: dict(c) for node, c in sorted(out.items())}
+        per_node.setdefault(t.node_id or "unscheduled", Counter())[t.state] += 1
+        if t.state == "FAILED":
+            failed.append({"node": t.node_id, "attempt": t.attempt_number,
+                           "error_type": t.error_type,
+                           "error": (t.error_message or "").strip()[-500:]})
+    return {node: dict(c) for node, c in sorted(per_node.items())}, failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         "verify_ok": report.ok,
         "verify_problems": report.problems + [f"shard {s.shard}: {p}" for s in report.shards
                                               for p in s.problems],
-        # fit trains every shard, forget the affected ones, verify every shard again
-        "train_tasks_per_node": tasks_per_node(ray, 2 * args.shards + retrained),
     }
+    # fit trains every shard, forget the affected ones, verify every shard again
+    summary["train_tasks_per_node"], summary["failed_attempts"] = shard_tasks(
+        ray, 2 * args.shards + retrained)
     print(json.dumps(summary, sort_keys=True))
     return 0 if report.ok else 1
 

@@ -483,12 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="default runs/demo-<dataset>")
     p.set_defaults(func=cmd_demo)
 
-    try:
-        from .compare.cli import add_parser as add_compare
-    except ImportError:  # compare's optional plotting stack is missing
-        add_compare = None
-    if add_compare is not None:
-        add_compare(sub)
+    from .compare.cli import add_parser as add_compare
+
+    add_compare(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlparse
@@ -59,8 +60,8 @@ def _s3_options(uri: str) -> tuple[dict, str]:
     """
     parsed = urlparse(uri)
     if parsed.username or parsed.password:
-        raise StoreError(f"do not put credentials in the store URI {parsed.hostname!r}...: set "
-                         "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile or role)")
+        raise StoreError("do not put credentials in the store URI (s3://KEY:SECRET@...): set "
+                         "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or use a profile or role")
     path = (parsed.netloc + parsed.path).rstrip("/")
     if not parsed.netloc:
         raise StoreError(f"storage URI {uri!r} names no bucket: use s3://BUCKET/PATH")
@@ -164,6 +165,25 @@ class Location:
                 f"{self.uri}` or restore the file from backup"
             ) from exc
 
+    def read_stable(self, rel: str, intact: Callable[[bytes], bool]) -> bytes:
+        """Read a small file that writers replace in place (the manifest, the lock) and
+        re-read it, a bounded number of times, while ``intact`` rejects the bytes.
+
+        pyarrow reads an S3 object by sizing it with HEAD and then GETting that many
+        bytes, so a read that races a replace can return the start of the new object cut
+        to the old one's length. S3 itself replaces atomically; such a torn read only
+        needs a retry. Local reads see the old or the new inode and are not retried.
+        """
+        data = self.read_bytes(rel).to_pybytes()
+        if self.is_local:
+            return data
+        for delay in _REREAD_DELAYS:
+            if intact(data):
+                break
+            time.sleep(delay)
+            data = self.read_bytes(rel).to_pybytes()
+        return data
+
     def read_verified(self, rel: str, sha256: str) -> pa.Buffer:
         """Read a file and check it against the hash the manifest vouches for."""
         buf = self.read_bytes(rel)
@@ -207,7 +227,9 @@ class Location:
         else:
             if not self.is_flat:  # HDFS has real directories; S3/GCS need no markers
                 self.fs.create_dir(parent, recursive=True)
-            with self.fs.open_output_stream(target) as f:  # one PUT: atomic on S3
+            # One PutObject below the part size, else a multipart upload that appears
+            # only when completed: either way readers see the old object or the new.
+            with self.fs.open_output_stream(target) as f:
                 f.write(data)
 
     def write_content(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> tuple[str, str]:
@@ -253,6 +275,7 @@ class Location:
 
 
 _RESOLVED: dict[str, tuple[pafs.FileSystem, str, bool]] = {}
+_REREAD_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)  # ~1.6 s in all, then give up
 
 
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
@@ -290,7 +313,8 @@ class ObjectLock:
     Protocol (``.lock`` holds ``{token, pid, host, since, t}``):
 
     1. If ``.lock`` exists, is fresh (rewritten within :attr:`ttl` seconds) and its
-       holder is not a dead process on this host, refuse with the holder's name.
+       holder is not a dead process on this host (same host name, boot and pid
+       namespace), refuse with the holder's name.
     2. PUT our own ``.lock``, wait :attr:`settle` seconds, read it back: if another
        writer's token is there, it won the race and we refuse. (Without a
        compare-and-swap this closes the race unless a writer stalls longer than
@@ -319,27 +343,24 @@ class ObjectLock:
     def _read(self) -> dict | None:
         """The current lock object, or None; unreadable content counts as a holder."""
         try:
-            with self.loc.fs.open_input_stream(self.loc.path(self.name)) as f:
-                raw = f.read()
-        except FileNotFoundError:
+            raw = self.loc.read_stable(self.name, _is_json_object)
+        except (FileNotFoundError, CorruptStoreError):
             return None
-        try:
-            info = json.loads(raw)
-            if not isinstance(info, dict):
-                raise ValueError
-        except ValueError:
-            info = {"t": time.time(), "raw": raw[:200].decode(errors="replace")}
-        return info
+        if _is_json_object(raw):
+            return json.loads(raw)
+        return {"t": time.time(), "raw": raw[:200].decode(errors="replace")}
 
     def _write(self, since: str) -> None:
         body = {"token": self.token, "pid": os.getpid(), "host": socket.gethostname(),
-                "since": since, "t": time.time()}
+                "ns": _pid_namespace(), "since": since, "t": time.time()}
         self.loc.write_atomic(self.name, json.dumps(body).encode())
 
     def _is_stale(self, info: dict) -> bool:
         if time.time() - float(info.get("t", 0)) > self.ttl:
             return True
-        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+        here = _pid_namespace()
+        if (here and info.get("ns") == here and info.get("host") == socket.gethostname()
+                and isinstance(info.get("pid"), int)):
             try:
                 os.kill(info["pid"], 0)
             except ProcessLookupError:
@@ -351,10 +372,13 @@ class ObjectLock:
     def _refuse(self, info: dict, why: str = "") -> StoreLockedError:
         who = (f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')}"
                if "pid" in info else "another process")
-        expires = time.strftime("%H:%M:%S", time.localtime(float(info.get("t", 0)) + self.ttl))
+        expiry = ""
+        if "t" in info:
+            at = time.strftime("%H:%M:%S", time.localtime(float(info["t"]) + self.ttl))
+            expiry = f"; if it died, its lock expires at {at}"
         return StoreLockedError(
             f"store {self.uri} is locked by {who}{why}: wait for that job to finish (one writer "
-            f"per store at a time); if it died, its lock expires at {expires}"
+            f"per store at a time){expiry}"
         )
 
     # -- protocol --------------------------------------------------------------------
@@ -388,7 +412,8 @@ class ObjectLock:
 
     def check(self) -> None:
         """Raise unless ``.lock`` still carries our token (call before committing)."""
-        info = self._read()
+        with self._io:  # not while our own heartbeat is rewriting it
+            info = self._read()
         if info is None or info.get("token") != self.token:
             raise StoreLockedError(
                 f"store {self.uri}: this writer lost its lock (the lock object was "
@@ -409,3 +434,21 @@ class ObjectLock:
             info = self._read()
             if info is not None and info.get("token") == self.token:
                 self.loc.delete(self.name)
+
+
+def _pid_namespace() -> str:
+    """This boot and pid namespace ("" where unknown): a pid means the same process
+    only within them (containers on one host share its name, not its pids)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except ValueError:
+        return False

@@ -21,8 +21,8 @@ Methods: retrain (from scratch on W), sisa (fit on D, then forget U), newton (ce
 removal), emse (fine-tune), original (nothing forgotten). Writes report.json, report.md
 and metrics.png, epsilon_hist.png, time_vs_eps.png to --out.
 
-Examples:
-  sisa compare --dataset adult                 # N=64 models per side, ~2 min on 2 CPUs
+example: sisa compare --dataset adult        # N=64 models per side, ~1.5 min on 2 CPUs
+more:
   sisa compare --dataset synthetic --models 16 --out runs/cmp-synth
   sisa compare --dataset adult --forget 30 --rows 4000 --json > adult.json
 """
@@ -66,10 +66,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="output directory (default: runs/compare-<dataset>)")
     p.add_argument("--rows", type=int, metavar="N",
                    help="subsample the dataset to N rows (default: 1000 synthetic, 8000 "
-                        "adult/diamonds, 4000 fashion-mnist)")
+                        "adult/diamonds, 2000 fashion-mnist)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and U (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, no table")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_from_args)
     return p
 
@@ -96,6 +97,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                   n_models=args.models, n_shards=args.shards, n_slices=args.slices,
                   rows=args.rows, seed=args.seed, out=out, progress=not args.quiet)
     except SisaError as exc:
+        if args.debug:
+            raise
         print(f"sisa compare: error: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -46,11 +46,14 @@ def plot_metrics(rep: CompareReport, path: Path) -> Path:
         for p, v in zip(pos[values < _R2_FLOOR], values[values < _R2_FLOOR], strict=True):
             ax.text(p, _R2_FLOOR + 0.03, f"{v:.3g}", rotation=90, ha="center", va="bottom",
                     fontsize=7, color="white")
+    if low <= _R2_FLOOR:
+        ax.text(1.0, 1.01, f"bars below {_R2_FLOOR:g} are cut; their value is printed on them",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7.5, color="#555555")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, [label for _, label in cols])
     ax.set_ylim(min(low, 0) - 0.05, 1.08)
-    ax.set_ylabel("score (higher is better, except on U)")
-    ax.set_title(f"Metrics per method after unlearning ({_title(rep)})")
+    ax.set_ylabel("score (W, test: higher is better; U: retrain is the target)", fontsize=9)
+    ax.set_title(f"Metrics per method after unlearning ({_title(rep)})", pad=14)
     ax.legend(ncols=len(methods), loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize=9,
               frameon=False)
     ax.grid(axis="y", alpha=0.3)

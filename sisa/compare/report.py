@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,10 +230,14 @@ class CompareReport:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         if figures:
-            from sisa.compare.plots import plot_all
-
-            self.data["figures"] = [p.name for p in plot_all(self, out)]
-            self.files.update({Path(f).stem: out / f for f in self.data["figures"]})
+            try:
+                from sisa.compare.plots import plot_all
+            except ImportError:  # matplotlib is the optional `plots` extra
+                print("note: no figures written; install them with `pip install 'sisa[plots]'`",
+                      file=sys.stderr)
+            else:
+                self.data["figures"] = [p.name for p in plot_all(self, out)]
+                self.files.update({Path(f).stem: out / f for f in self.data["figures"]})
         self.files["json"] = out / "report.json"
         self.files["json"].write_text(self.to_json() + "\n", encoding="utf-8")
         self.files["md"] = out / "report.md"

@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 METHODS = ("retrain", "sisa", "newton", "emse", "original")
-DEFAULT_ROWS = {"synthetic": 1000, "adult": 8000, "diamonds": 8000, "fashion-mnist": 4000}
+DEFAULT_ROWS = {"synthetic": 1000, "adult": 8000, "diamonds": 8000, "fashion-mnist": 2000}
 DEFAULT_FORGET_FRACTION = 0.02
 TEST_FRACTION = 0.25
 # Residual scale of Exponential/Fair R²: in units of y (regression) or of 1 - p_y.

@@ -675,11 +675,18 @@ def _write_manifest(loc: Location, manifest: dict) -> None:
     loc.write_atomic(MANIFEST, b'{"checksum":"' + digest + b'","manifest":' + body + b"}")
 
 
-def _load_manifest(loc: Location) -> dict:
-    raw = loc.read_bytes(MANIFEST).to_pybytes()
+def _manifest_body(raw: bytes) -> bytes | None:
+    """The manifest body if the bytes match their own checksum (a torn object-store read
+    or a corrupted file does not), else None."""
     head = _HEAD.match(raw)
     body = raw[head.end():-1] if head and raw.endswith(b"}") else b""
-    ok = bool(head) and hashlib.sha256(body).hexdigest().encode() == head.group(1)
+    return body if head and hashlib.sha256(body).hexdigest().encode() == head.group(1) else None
+
+
+def _load_manifest(loc: Location) -> dict:
+    raw = loc.read_stable(MANIFEST, lambda b: _manifest_body(b) is not None)  # torn S3 reads
+    body = _manifest_body(raw)
+    ok = body is not None
     if ok:
         try:
             m = json.loads(body)
