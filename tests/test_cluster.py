@@ -362,6 +362,11 @@ def test_ray_job_submit_sisa_cli(cluster, tmp_path):
     assert st.n_rows == 1498 and len(st.manifest["model"]["checkpoints"]) == 4
     report = verify(st, backend="local")  # retrains both shards here: same bytes
     assert report.ok, report.table()
+    # and the auditor's form: `sisa verify` on the S3 store, from another process
+    cli = subprocess.run([str(sisa_cli), "verify", store, "--backend", "local", "--json"],
+                         env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert json.loads(cli.stdout)["ok"] is True
     print(f"\nsisa CLI job {wall:.1f} s")
 
 
