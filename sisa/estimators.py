@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import aggregate
 from .engine import driver
-from .engine.backend import BACKENDS
+from .engine.backend import BACKENDS, choose_backend, connect
 from .engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from .errors import InputError
 from .store.store import LABEL, Store
@@ -102,6 +102,8 @@ class _SISABase(BaseEstimator):
             )
         if not hasattr(est, "partial_fit"):
             warn_refit_once(est)
+        if choose_backend(self.backend, self.n_shards, self.ray_address) == "ray":
+            connect(self.ray_address)  # Ray and its workers start while the store is built
         store = self._build_store(X, y, sample_ids)
         classes = self._classes_from_store(store) if is_classifier(self) else None
         if classes is not None and len(classes) < 2:

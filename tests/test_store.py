@@ -252,7 +252,8 @@ def test_write_leaves_no_temporary_files(tmp_path):
     st_.delete(list(range(20)))
     names = [p.name for p in (tmp_path / "s").rglob("*")]
     assert not [n for n in names if ".tmp-" in n]
-    assert os.listdir(tmp_path / "s" / "index") and len(os.listdir(tmp_path / "s" / "index")) == 1
+    # one live file per index bucket; the replaced ones are gone
+    assert [len(os.listdir(d)) for d in (tmp_path / "s" / "index").iterdir()] == [1]
 
 
 def test_group_and_deletion_probability_columns(tmp_path):
@@ -274,3 +275,47 @@ def test_group_and_deletion_probability_columns(tmp_path):
     p = table.column("p").to_numpy()
     hot_ids = np.concatenate([hot.read_slice(0, r).ids for r in range(2)])
     assert set(hot_ids.tolist()) == set(np.flatnonzero(p >= 0.5).tolist())
+
+
+@pytest.mark.parametrize("id_kind", ["int", "str"])
+def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_path, monkeypatch,
+                                                                        id_kind):
+    """A forget must not rewrite files that grow with the whole store: the index and
+    the tombstones are split by a hash of the id, and a delete rewrites only the
+    buckets its ids fall in."""
+    from sisa.store import store as store_mod
+    from sisa.unlearn import verify
+
+    monkeypatch.setattr(store_mod, "INDEX_BUCKET_ROWS", 64)  # 2000 rows -> 32 buckets
+    X, y = make_classification(2000, 3)
+    ids = np.arange(2000) * 7 + 3
+    sample_ids = ids if id_kind == "int" else np.array([f"user-{i}" for i in ids], dtype=object)
+    st_ = Store.create(tmp_path / "s", X, y, sample_ids=sample_ids, n_shards=4, n_slices=2)
+    B = st_.index_buckets
+    assert B == 32 and sum(p["rows"] for p in st_.manifest["index"]["parts"]) == 2000
+    index = st_.read_index()
+    assert sorted(index.column("sample_id").to_pylist()) == sorted(sample_ids.tolist())
+    # locate agrees with the data files, in query order, for ids spread over buckets
+    query = sample_ids[[1999, 0, 777, 5]].tolist()
+    found, shard, sl = st_.locate([*query, "nope" if id_kind == "str" else 1])
+    assert found.tolist() == [True, True, True, True, False]
+    for q, s, r in zip(query, shard.tolist(), sl.tolist(), strict=True):
+        assert q in st_.read_slice_table(s, r).column("sample_id").to_pylist()
+    # deleting 3 ids rewrites at most 3 index buckets and creates at most 3 tombstone files
+    before = [p["sha256"] for p in st_.manifest["index"]["parts"]]
+    gone = sample_ids[[10, 20, 30]].tolist()
+    st_.delete(gone)
+    after = [p["sha256"] for p in st_.manifest["index"]["parts"]]
+    changed = {b for b in range(B) if before[b] != after[b]}
+    assert changed == set(store_mod.id_buckets(pa.array(gone), B).tolist())
+    assert 1 <= len(st_.manifest["tombstones"]["parts"]) <= 3
+    assert st_.manifest["tombstones"]["rows"] == 3 and st_.n_rows == 1997
+    assert not st_.locate(gone)[0].any()
+    # deleted ids are recognised through their tombstone bucket; unknown ones are not
+    assert st_.delete([gone[0]]).already_deleted == [gone[0]]
+    with pytest.raises(UnknownIdError):
+        st_.delete(["never"] if id_kind == "str" else [10**12])
+    assert not st_.unreferenced_files()
+    rep = verify(st_)  # index matches the data, every id in its bucket, no tombstone hit
+    assert rep.problems == ["the store holds no trained model"] and rep.deleted_ids_checked == 3
+    assert all(s.ok for s in rep.shards)

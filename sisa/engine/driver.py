@@ -89,7 +89,7 @@ def run(store: Store, *, backend="auto", address=None, num_cpus=1, progress=True
         desc="training shards") -> list[ShardResult]:
     """Train every pending shard job, committing each as it finishes."""
     jobs = sorted(pending_jobs(store).items())
-    return run_shards(store.uri, jobs, backend=backend, address=address, num_cpus=num_cpus,
+    return run_shards(store, jobs, backend=backend, address=address, num_cpus=num_cpus,
                       progress=progress, desc=desc,
                       on_result=lambda res: commit_result(store, res))
 

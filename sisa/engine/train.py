@@ -12,6 +12,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from threadpoolctl import threadpool_limits
+
 from ..errors import SisaError
 from ..fs import sha256_bytes
 from ..store.store import Store
@@ -45,13 +47,27 @@ def schedule_of(store: Store, prototype) -> Schedule:
     return Schedule(m["schedule"], m["epochs"], store.n_slices, m["incremental"])
 
 
-def train_shard(store_uri: str, shard: int, start_slice: int = 0,
+def train_shard(store: str | Store, shard: int, start_slice: int = 0,
                 write: bool = True) -> ShardResult:
     """Train ``shard`` from checkpoint ``start_slice - 1`` (or from scratch) through its
     last slice, writing one checkpoint per slice. With ``write=False`` nothing is
-    written: the result only carries each checkpoint's hash (``verify`` uses this)."""
+    written: the result only carries each checkpoint's hash (``verify`` uses this).
+
+    ``store`` is a URI (a Ray task opens it itself) or an open :class:`Store` (in
+    process). Training runs with one BLAS thread either way: a Ray task with
+    ``num_cpus=1`` gets one, and a different thread count can change float results,
+    so the same shard gives the same bytes wherever it trains.
+    """
     t0 = time.perf_counter()
-    store = Store.open(store_uri, check_files=False)
+    if not isinstance(store, Store):
+        store = Store.open(store, check_files=False)
+    with threadpool_limits(limits=1):
+        result = _train(store, shard, start_slice, write)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResult:
     model_meta = store.manifest["model"]
     prototype = ck.load_verified(store, model_meta["estimator"])
     sched = schedule_of(store, prototype)
@@ -82,5 +98,4 @@ def train_shard(store_uri: str, shard: int, start_slice: int = 0,
     except Exception as exc:
         raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
                             traceback.format_exc()) from exc
-    result.seconds = time.perf_counter() - t0
     return result

@@ -4,10 +4,14 @@ Layout under the store URI::
 
     manifest.json                          the commit point: names every live file + its sha256
     data/shard=0003/slice=005/<hash>.arrow one uncompressed Arrow IPC file per (shard, slice)
-    index/<hash>.arrow                     sample_id -> (shard, slice), sorted by id
-    audit/tombstones-<hash>.arrow          keyed hashes of deleted ids (never the ids)
+    index/bucket=0003/<hash>.arrow         sample_id -> (shard, slice), sorted by id
+    audit/tombstones/bucket=0003/<hash>.arrow  keyed hashes of deleted ids (never the ids)
     audit/receipts.jsonl                   append-only log of forget receipts
     checkpoints/shard=0003/slice=005/<hash>.pkl, model/<hash>.pkl   (written by the engine)
+
+The index and the tombstones are split into buckets by a hash of the id (about
+64k ids per bucket), so a forget reads and rewrites the buckets of its ids, not
+files that grow with the whole store.
 
 Every file but the manifest is content-addressed and immutable. A change writes
 new files, then replaces the manifest (atomic), then removes the files only the
@@ -45,9 +49,9 @@ from .._version import __version__
 from ..errors import CorruptStoreError, InputError, StoreError, StoreLockedError, UnknownIdError
 from ..fs import Location, ObjectLock
 from . import ingest
-from .assign import AssignmentConfig, assign, spread
+from .assign import AssignmentConfig, assign, keyed_hash, spread
 
-FORMAT = "sisa-store/1"
+FORMAT = "sisa-store/2"
 MANIFEST = "manifest.json"
 ID, LABEL, FEATURES = "sample_id", "label", "features"
 _ORDER = "__order"
@@ -134,11 +138,11 @@ class Store:
         self.manifest = manifest
         self._lock_depth = 0
         self._lock_fd: int | None = None
-        self._index_cache: tuple[str, pa.Table] | None = None
+        self._index_cache: dict[str, pa.Table] = {}
         self._object_lock: ObjectLock | None = None
 
     def __getstate__(self) -> dict:  # pickled with estimators: no caches, no lock
-        return {**self.__dict__, "_index_cache": None, "_lock_fd": None, "_lock_depth": 0}
+        return {**self.__dict__, "_index_cache": {}, "_lock_fd": None, "_lock_depth": 0}
 
     # ------------------------------------------------------------------ opening
     @property
@@ -358,35 +362,45 @@ class Store:
     def empty_table(self) -> pa.Table:
         return _slice_schema(self.manifest["schema"]).empty_table()
 
+    @property
+    def index_buckets(self) -> int:
+        return len(self.manifest["index"]["parts"])
+
+    def read_index_part(self, bucket: int) -> pa.Table:
+        """One index bucket: the ids hashing to it, sorted, with their (shard, slice)."""
+        m = self.manifest["index"]["parts"][bucket]
+        table = self._index_cache.get(m["sha256"])
+        if table is None:  # immutable file: cache by its hash, keep only live buckets
+            live = {p["sha256"] for p in self.manifest["index"]["parts"]}
+            for sha in [k for k in self._index_cache if k not in live]:
+                del self._index_cache[sha]
+            table = self._index_cache[m["sha256"]] = self._read_table(m["file"], m["sha256"])
+        return table
+
     def read_index(self) -> pa.Table:
-        m = self.manifest["index"]
-        cached = self._index_cache
-        if cached is None or cached[0] != m["sha256"]:  # immutable file: cache by its hash
-            cached = (m["sha256"], self._read_table(m["file"], m["sha256"]))
-            self._index_cache = cached
-        return cached[1]
+        """The whole index (every bucket): ``sample_id, shard, slice``."""
+        return pa.concat_tables([self.read_index_part(b) for b in range(self.index_buckets)])
 
     def iter_shard_tables(self, shard: int) -> Iterator[tuple[int, pa.Table]]:
         for r in range(self.n_slices):
             yield r, self.read_slice_table(shard, r)
 
     def locate(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Positions of ``ids`` in the index: ``(found_mask, shard, slice)``."""
-        index = self.read_index()
+        """Where ``ids`` live: ``(found_mask, shard, slice)``, the last two for found ids
+        only, in query order. Reads only the index buckets of these ids."""
         q = _id_array(ids, self.manifest["schema"]["id_type"])
-        if pa.types.is_integer(q.type):  # the index is sorted by id: binary search
-            keys = index.column(ID).to_numpy()
-            qs = q.to_numpy()
-            pos = np.minimum(np.searchsorted(keys, qs), max(len(keys) - 1, 0))
-            found = (keys[pos] == qs) if len(keys) else np.zeros(len(qs), bool)
-            p = pos[found]
-        else:
-            pos = pc.index_in(q, value_set=index.column(ID)).to_numpy(zero_copy_only=False)
-            found = ~np.isnan(pos.astype(np.float64))
-            p = pos[found].astype(np.int64)
-        shard = index.column("shard").to_numpy()[p]
-        sl = index.column("slice").to_numpy()[p]
-        return found, shard, sl
+        buckets = id_buckets(q, self.index_buckets)
+        found = np.zeros(len(q), bool)
+        shard = np.zeros(len(q), np.int64)
+        sl = np.zeros(len(q), np.int64)
+        for b in np.unique(buckets).tolist():
+            at = np.flatnonzero(buckets == b)
+            part = self.read_index_part(b)
+            ok, pos = _find(part.column(ID), q.take(pa.array(at)))
+            found[at] = ok
+            shard[at[ok]] = part.column("shard").to_numpy()[pos]
+            sl[at[ok]] = part.column("slice").to_numpy()[pos]
+        return found, shard[found], sl[found]
 
     # ------------------------------------------------------------------ tombstones
     def tombstone_hashes(self, ids) -> list[bytes]:
@@ -394,11 +408,14 @@ class Store:
         key = bytes.fromhex(self.manifest["audit_key"])
         return [hmac.new(key, _id_bytes(v), hashlib.sha256).digest()[:16] for v in ids]
 
-    def read_tombstones(self) -> list[bytes]:
-        m = self.manifest.get("tombstones")
-        if not m:
-            return []
-        return self._read_table(m["file"], m["sha256"]).column("h").to_pylist()
+    def read_tombstones(self, buckets: Iterable[int] | None = None) -> list[bytes]:
+        """Keyed hashes of every deleted id (or of those in ``buckets``)."""
+        parts = (self.manifest.get("tombstones") or {}).get("parts", {})
+        keys = sorted(parts, key=int) if buckets is None else [str(b) for b in buckets]
+        out: list[bytes] = []
+        for k in (k for k in keys if k in parts):
+            out += self._read_table(parts[k]["file"], parts[k]["sha256"]).column("h").to_pylist()
+        return out
 
     # ------------------------------------------------------------------ locking
     @contextlib.contextmanager
@@ -537,8 +554,9 @@ class Store:
         missing = np.asarray(q.to_pylist(), dtype=object)[~found]
         already: list = []
         if len(missing):
-            gone = set(self.read_tombstones())
             hashes = self.tombstone_hashes(missing.tolist())
+            gone = set(self.read_tombstones(
+                set(hash_buckets(hashes, self.index_buckets).tolist())))
             known = np.array([h in gone for h in hashes], dtype=bool)
             already = missing[known].tolist()
             unknown = missing[~known].tolist()
@@ -565,14 +583,24 @@ class Store:
                                   "rows": kept.num_rows, "shard": s}
             changed[s] = min(changed.get(s, r), r)
         crashpoint("delete:after-slices")
-        index = self.read_index()
-        index = index.filter(pc.invert(pc.is_in(index.column(ID), value_set=q_found)))
-        new["index"] = {**self.put_blob("index", ".arrow", ipc_bytes(index)),
-                        "rows": index.num_rows}
-        tomb = sorted(self.read_tombstones() + self.tombstone_hashes(q_found.to_pylist()))
-        tomb_table = pa.table({"h": pa.array(tomb, pa.binary(16))})
-        new["tombstones"] = {**self.put_blob("audit", ".arrow", ipc_bytes(tomb_table)),
-                             "rows": tomb_table.num_rows}
+        B = self.index_buckets
+        parts = list(new["index"]["parts"])
+        for b in np.unique(id_buckets(q_found, B)).tolist():
+            part = self.read_index_part(b)
+            part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=q_found)))
+            parts[b] = {**self.put_blob(_index_dir(b), ".arrow", ipc_bytes(part)),
+                        "rows": part.num_rows}
+        new["index"] = {"parts": parts, "rows": sum(p["rows"] for p in parts)}
+        gone = self.tombstone_hashes(q_found.to_pylist())
+        where = hash_buckets(gone, B)
+        tparts = dict((new.get("tombstones") or {}).get("parts", {}))
+        for b in np.unique(where).tolist():
+            added = [gone[i] for i in np.flatnonzero(where == b)]
+            hashes = sorted(self.read_tombstones([b]) + added)
+            table = pa.table({"h": pa.array(hashes, pa.binary(16))})
+            tparts[str(b)] = {**self.put_blob(_tombstone_dir(b), ".arrow", ipc_bytes(table)),
+                              "rows": table.num_rows}
+        new["tombstones"] = {"parts": tparts, "rows": sum(p["rows"] for p in tparts.values())}
         new["n_deleted"] = new.get("n_deleted", 0) + len(q_found)
         model = new.get("model")
         if model:
@@ -590,6 +618,52 @@ class Store:
 # ---------------------------------------------------------------------- helpers
 def _slice_dir(shard: int, sl: int) -> str:
     return f"data/shard={shard:04d}/slice={sl:03d}"
+
+
+def _index_dir(bucket: int) -> str:
+    return f"index/bucket={bucket:04d}"
+
+
+def _tombstone_dir(bucket: int) -> str:
+    return f"audit/tombstones/bucket={bucket:04d}"
+
+
+INDEX_BUCKET_ROWS = 1 << 16
+MAX_INDEX_BUCKETS = 4096
+
+
+def n_index_buckets(n_rows: int) -> int:
+    """A power of two giving buckets of at most ~64k ids (up to 4096 buckets)."""
+    b = 1
+    while b * INDEX_BUCKET_ROWS < n_rows and b < MAX_INDEX_BUCKETS:
+        b *= 2
+    return b
+
+
+def id_buckets(ids: pa.Array, n_buckets: int) -> np.ndarray:
+    """Index bucket of each id: a hash of the id alone, so it never moves."""
+    if n_buckets == 1:
+        return np.zeros(len(ids), np.int64)
+    h = keyed_hash(ids.to_numpy(zero_copy_only=False), 0, "index")
+    return (h % np.uint64(n_buckets)).astype(np.int64)
+
+
+def hash_buckets(hashes: list[bytes], n_buckets: int) -> np.ndarray:
+    """Tombstone bucket of each keyed id hash (already uniform: use its first bytes)."""
+    return np.array([int.from_bytes(h[:8], "little") % n_buckets for h in hashes], np.int64)
+
+
+def _find(keys: pa.ChunkedArray | pa.Array, q: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(found, positions of the found ones)`` of ``q`` in sorted, unique ``keys``."""
+    if pa.types.is_integer(q.type):  # sorted by id: binary search
+        k = keys.to_numpy()
+        qs = q.to_numpy()
+        pos = np.minimum(np.searchsorted(k, qs), max(len(k) - 1, 0))
+        found = (k[pos] == qs) if len(k) else np.zeros(len(qs), bool)
+        return found, pos[found]
+    pos = pc.index_in(q, value_set=keys).to_numpy(zero_copy_only=False)
+    found = ~np.isnan(pos.astype(np.float64))
+    return found, pos[found].astype(np.int64)
 
 
 def _slice_schema(schema: dict) -> pa.Schema:
@@ -640,9 +714,10 @@ def referenced_files(manifest: dict) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for meta in manifest["slices"].values():
         out[meta["file"]] = meta
-    for k in ("index", "tombstones"):
-        if manifest.get(k):
-            out[manifest[k]["file"]] = manifest[k]
+    for meta in manifest["index"]["parts"]:
+        out[meta["file"]] = meta
+    for meta in (manifest.get("tombstones") or {}).get("parts", {}).values():
+        out[meta["file"]] = meta
     model = manifest.get("model")
     if model:
         out[model["estimator"]["file"]] = model["estimator"]
@@ -810,7 +885,16 @@ class _Builder:
                 t = schema.empty_table()
             slices[slice_key(s, r)] = {**self._put(_slice_dir(s, r), ipc_bytes(t)),
                                        "rows": t.num_rows, "shard": s}
-        index_meta = {**self._put("index", ipc_bytes(index)), "rows": index.num_rows}
+        B = n_index_buckets(index.num_rows)
+        bucket = id_buckets(index.column(ID).combine_chunks(), B)
+        order = np.argsort(bucket, kind="stable")  # by bucket, still by id within one
+        ends = np.searchsorted(bucket[order], np.arange(B + 1))
+        index = index.take(pa.array(order))
+        parts = []
+        for b in range(B):
+            part = index.slice(ends[b], ends[b + 1] - ends[b])
+            parts.append({**self._put(_index_dir(b), ipc_bytes(part)), "rows": part.num_rows})
+        index_meta = {"parts": parts, "rows": index.num_rows}
         manifest = {
             "format": FORMAT, "sisa_version": __version__, "generation": 0, "created": now_iso(),
             "assignment": self.config.to_dict(), "schema": self.schema_info, "slices": slices,

@@ -69,7 +69,7 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
         if pending:
             req = pending.get("request", {})
             if pending["kind"] == "forget" and req.get("ids_sha256") == digest:
-                return _complete(store, backend, address, num_cpus, progress)
+                return _complete(store, backend, address, num_cpus, progress, resumed=True)
             raise StaleModelError(
                 f"store {store.uri} has an unfinished {pending['kind']}"
                 f"{' (request ' + req['request_id'] + ')' if req else ''}: run `sisa repair "
@@ -122,10 +122,12 @@ def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int =
     return receipt
 
 
-def _complete(store: Store, backend, address, num_cpus, progress, already: int = 0) -> dict:
+def _complete(store: Store, backend, address, num_cpus, progress, already: int = 0,
+              resumed: bool = False) -> dict:
     """Retrain what the journal says is left, then close it with the receipt."""
-    store.collect_garbage()  # leftovers of an interrupted step may hold deleted rows
-    store.loc.delete(INTENT)  # the journal in the manifest supersedes it
+    if resumed:  # leftovers of the interrupted step may hold deleted rows
+        store.collect_garbage()
+        store.loc.delete(INTENT)  # the journal in the manifest supersedes it
     driver.run(store, backend=backend, address=address, num_cpus=num_cpus, progress=progress,
                desc="retraining shards")
     pending = store.manifest["pending"]
@@ -159,7 +161,7 @@ def repair(store: Store, *, backend: str = "auto", address: str | None = None,
             pending = store.manifest.get("pending")
             summary["retrained_shards"] = sorted(driver.pending_jobs(store))
             if pending and pending["kind"] == "forget":
-                receipt = _complete(store, backend, address, num_cpus, progress)
+                receipt = _complete(store, backend, address, num_cpus, progress, resumed=True)
                 summary["completed_request"] = receipt["request_id"]
             elif pending or summary["retrained_shards"]:
                 driver.run(store, backend=backend, address=address, num_cpus=num_cpus,

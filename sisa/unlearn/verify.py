@@ -24,7 +24,7 @@ import pyarrow as pa
 from ..engine import checkpoints as ck
 from ..engine.backend import run_shards
 from ..errors import SisaError
-from ..store.store import ID, Store, slice_key
+from ..store.store import ID, Store, id_buckets, slice_key
 from .forget import INTENT
 
 
@@ -126,6 +126,13 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
         held = pa.chunked_array(data_ids, type=index_ids.type)
         if not np.array_equal(np.sort(index_ids.to_numpy()), np.sort(held.to_numpy())):
             problems.append("the index does not list exactly the ids the data files hold")
+        B = store.index_buckets
+        misplaced = [b for b in range(B)
+                     if (id_buckets(store.read_index_part(b).column(ID).combine_chunks(), B)
+                         != b).any()]
+        if misplaced:
+            problems.append(f"index bucket(s) {misplaced[:5]} hold ids of other buckets: "
+                            "locate would miss them")
     except SisaError as exc:
         problems.append(str(exc))
     if model:
@@ -166,7 +173,7 @@ def _targets(S: int, shards, sample, seed) -> list[int]:
 
 
 def _retrain(store, checks, targets, backend, address, num_cpus, progress) -> None:
-    results = run_shards(store.uri, [(s, 0) for s in targets], backend=backend, address=address,
+    results = run_shards(store, [(s, 0) for s in targets], backend=backend, address=address,
                          num_cpus=num_cpus, progress=progress, desc="verifying shards",
                          write=False)
     cks = store.manifest["model"]["checkpoints"]
