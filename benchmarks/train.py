@@ -1,7 +1,7 @@
 """Training benchmark (issue: engine): a sliced SISA fit through Ray on 2 CPUs, the same
 shards trained one after another in one process, and a monolithic fit on all rows.
 
-Run: python benchmarks/train_bench.py [--rows 1000000] [--shards 16] [--slices 8]
+Run: python benchmarks/train.py [--rows 1000000] [--shards 16] [--slices 8]
 """
 
 from __future__ import annotations

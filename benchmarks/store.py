@@ -1,7 +1,7 @@
 """Store benchmark (issue: foundation): ingest 1M x 50 float32 from Parquet into 16 x 8
 slices with bounded memory, read one slice, delete 10 scattered ids.
 
-Run: python benchmarks/store_bench.py [--rows 1000000]
+Run: python benchmarks/store.py [--rows 1000000]
 """
 
 from __future__ import annotations
