@@ -383,7 +383,8 @@ def _add_common(p: argparse.ArgumentParser, backend: bool = False) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     if backend:
         p.add_argument("--backend", choices=("auto", "ray", "local"), default="auto",
-                       help="where shard tasks run (default: Ray when several shards train)")
+                       help="where shard tasks run (default auto: this process, or Ray for "
+                            "several shards when a cluster is set or Ray would save time)")
         p.add_argument("--address", default=None,
                        help="Ray cluster address (default: $RAY_ADDRESS, else embedded Ray)")
 

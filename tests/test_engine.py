@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -54,8 +55,6 @@ def test_fitting_twice_gives_byte_identical_checkpoints(tmp_path, estimator):
 def test_ray_and_in_process_training_are_byte_identical(tmp_path, ray_session, estimator):
     """Ray tasks get one BLAS thread; in-process training is held to one as well, so an
     MLP's float results (matrix products) do not depend on where a shard trained."""
-    from sklearn.neural_network import MLPClassifier
-
     est = MLPClassifier((128,), max_iter=5, random_state=0) if estimator else None
     X, y = make_classification(3000, 6)
     a = SISAClassifier(est, n_shards=4, n_slices=3, store=str(tmp_path / "a"),
@@ -205,10 +204,55 @@ def test_auto_backend_skips_ray_for_a_single_shard_in_a_fresh_process():
     code = ("import os, sys; os.environ.pop('RAY_ADDRESS', None)\n"
             "from sisa.engine.backend import choose_backend\n"
             "print(choose_backend('auto', 1, None), choose_backend('auto', 3, None), "
-            "'ray' in sys.modules)")
+            "choose_backend('auto', 3, 'ray://h:10001'), 'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["local", "ray", "False"]
+    assert out == ["local", "adaptive", "ray", "False"]
+
+
+ADAPTIVE = """
+import json, sys
+from sisa import Store
+from sisa.engine import backend, driver
+backend.RAY_START_S = float(sys.argv[2])
+store = Store.open(sys.argv[1])
+with store.lock():
+    driver.start(store, "fit", {s: 0 for s in range(store.n_shards)})
+    driver.run(store, progress=False)
+    driver.finish(store)
+ray = sys.modules.get("ray")
+print(json.dumps({"ray": bool(ray and ray.is_initialized()),
+                  "ckpts": sorted(m["sha256"] for m in
+                                  store.manifest["model"]["checkpoints"].values())}))
+"""
+
+
+def test_auto_backend_starts_ray_only_when_it_pays_and_bytes_do_not_change(tmp_path):
+    """In a process without Ray, "auto" trains shards here and starts Ray for the rest
+    only once the measured time per shard says Ray's start-up will be repaid."""
+    X, y = make_classification(2000, 5)
+    ref = SISAClassifier(n_shards=4, n_slices=2, store=str(tmp_path / "s"),
+                         backend="local").fit(X, y)
+    want = sorted(m["sha256"] for m in ref.store_.manifest["model"]["checkpoints"].values())
+    runs = {}
+    for label, start_cost in (("never pays", "1e9"), ("always pays", "0")):
+        out = subprocess.run([sys.executable, "-c", ADAPTIVE, str(tmp_path / "s"), start_cost],
+                             capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs[label] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs["never pays"]["ray"] is False  # 4 small shards: all in process
+    assert runs["always pays"]["ray"] is True  # shard 1 here, then Ray for the rest
+    assert runs["never pays"]["ckpts"] == runs["always pays"]["ckpts"] == want
+
+
+def test_ray_pays_rule():
+    from sisa.engine.backend import RAY_START_S, _ray_pays
+
+    assert not _ray_pays(0.2, 1, 15, 2)  # 15 x 0.2 s, half saved: 1.5 s < start-up
+    assert _ray_pays(2.0, 1, 15, 2)  # 15 x 2 s, half saved: 15 s > start-up
+    assert not _ray_pays(100.0, 1, 1, 2)  # one job left: nothing runs in parallel
+    assert not _ray_pays(100.0, 1, 10, 1)  # one CPU: nothing runs in parallel
+    assert _ray_pays(RAY_START_S, 1, 2, 2) is False and _ray_pays(RAY_START_S, 1, 3, 2)
 
 
 def test_fashion_mnist_subset_trains_to_a_sensible_accuracy():

@@ -3,10 +3,12 @@
 Callers never touch Ray. ``run_shards`` picks:
 - ``"local"``: in this process, one shard after another;
 - ``"ray"``: one Ray task per shard (``num_cpus`` each, retried on failure);
-- ``"auto"`` (default): Ray when more than one shard must train or a cluster address
-  is set; otherwise local, so a single-shard retrain neither pays Ray's 2-4 s
-  start-up in a fresh CLI process nor a task round trip later. Both give identical
-  bytes.
+- ``"auto"`` (default): one shard trains in this process; several go to Ray if a
+  cluster address is set or Ray is already up. In a process without Ray, shards
+  train here one by one until the measured time per shard says that the rest, spread
+  over this machine's CPUs, would save more than Ray's start-up costs; then Ray
+  starts and takes the rest. A small forget from the CLI never pays Ray's ~5 s
+  start-up, a big fit does once. Every path gives identical bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from ..store.store import Store
 from .train import ShardResult, TrainingError, train_shard
 
 BACKENDS = ("auto", "ray", "local")
+# Embedded Ray's start-up plus its workers' first imports, measured on the reference
+# machine (2 cores): 5-6 s. Ray is started only when it should save more than this.
+RAY_START_S = 6.0
 
 
 def cluster_address(address: str | None = None) -> str | None:
@@ -84,14 +89,18 @@ def _warm_workers(ray) -> None:
 
 
 def choose_backend(backend: str, n_jobs: int, address: str | None) -> str:
-    """``"auto"``: Ray when several shards can train in parallel or a cluster is named;
-    one shard on the local machine trains in this process (no task round trip, no
-    store re-open), with the same bytes."""
+    """Where ``n_jobs`` shard jobs run: ``"local"``, ``"ray"``, or (``"auto"`` in a
+    process without Ray) ``"adaptive"``: here first, Ray once it pays (module doc)."""
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
-    return "ray" if n_jobs > 1 or cluster_address(address) else "local"
+    if cluster_address(address):
+        return "ray"
+    if n_jobs <= 1:
+        return "local"
+    ray = sys.modules.get("ray")
+    return "ray" if ray is not None and ray.is_initialized() else "adaptive"
 
 
 def run_shards(
@@ -128,16 +137,32 @@ def run_shards(
         bar.update(1)
         bar.set_postfix(rows_per_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}")
 
+    uri = store.uri if isinstance(store, Store) else store
     try:
-        if kind == "local":
-            for shard, start in jobs:
-                done(train_shard(store, shard, start, write))
-        else:
-            uri = store.uri if isinstance(store, Store) else store
+        if kind == "ray":
             _run_ray(uri, jobs, address, num_cpus, max_retries, write, done)
+            return sorted(out, key=lambda r: r.shard)
+        cpus = os.cpu_count() or 1
+        for i, (shard, start) in enumerate(jobs):
+            done(train_shard(store, shard, start, write))
+            left = jobs[i + 1:]
+            if kind == "adaptive" and _ray_pays(time.perf_counter() - t0, i + 1, len(left),
+                                                cpus / num_cpus):
+                bar.set_description(f"{desc} (Ray started)")
+                _run_ray(uri, left, address, num_cpus, max_retries, write, done)
+                break
     finally:
         bar.close()
     return sorted(out, key=lambda r: r.shard)
+
+
+def _ray_pays(elapsed: float, done: int, left: int, slots: float) -> bool:
+    """Would ``left`` more jobs, at the mean time per job so far, finish sooner on
+    ``slots`` parallel Ray workers after paying :data:`RAY_START_S`?"""
+    if left < 2 or slots < 2:
+        return False
+    per_job = elapsed / done
+    return per_job * left * (1 - 1 / min(slots, left)) > RAY_START_S
 
 
 _REMOTES: dict = {}
