@@ -21,7 +21,7 @@ from . import aggregate
 from .engine import driver
 from .engine.backend import BACKENDS, choose_backend, connect
 from .engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
-from .errors import InputError
+from .errors import InputError, SisaError, StaleModelError
 from .store.store import LABEL, Store
 
 # float32 stays float32 (half the store size); anything else becomes float64.
@@ -172,9 +172,17 @@ class _SISABase(BaseEstimator):
                   for s in range(store.n_shards) for r in range(store.n_slices)]
         return np.unique(np.concatenate([lab.to_numpy(zero_copy_only=False) for lab in labels]))
 
-    def _set_fitted(self, store: Store) -> None:
+    def _set_fitted(self, store: Store, strict: bool = True) -> None:
+        """Load the shard models; with ``strict=False`` a store that may not serve (an
+        unfinished forget) leaves this model refusing to predict instead of raising."""
         self.store_ = store
-        self.estimators_ = driver.final_models(store)
+        try:
+            self.estimators_ = driver.final_models(store)
+            self._unservable = None
+        except SisaError as exc:
+            if strict:
+                raise
+            self.estimators_, self._unservable = None, str(exc)
         self.n_features_in_ = store.n_features
         names = store.manifest["schema"]["feature_names"]
         if names and not all(n.startswith("x") and n[1:].isdigit() for n in names):
@@ -226,10 +234,12 @@ class _SISABase(BaseEstimator):
         from .unlearn import forget
 
         check_is_fitted(self)
-        receipt = forget(self.store_, ids, record_ids=record_ids, backend=self.backend,
-                         address=self.ray_address, num_cpus=self.num_cpus,
-                         progress=self.verbose if progress is None else progress)
-        self._set_fitted(self.store_)
+        try:
+            receipt = forget(self.store_, ids, record_ids=record_ids, backend=self.backend,
+                             address=self.ray_address, num_cpus=self.num_cpus,
+                             progress=self.verbose if progress is None else progress)
+        finally:  # reload even on failure: never keep serving models that saw the rows
+            self._set_fitted(self.store_, strict=False)
         return receipt
 
     def verify(self, *, shards=None, sample: int | None = None, progress: bool | None = None):
@@ -238,7 +248,8 @@ class _SISABase(BaseEstimator):
         from .unlearn import verify
 
         check_is_fitted(self)
-        return verify(self.store_, shards=shards, sample=sample,
+        return verify(self.store_, shards=shards, sample=sample, backend=self.backend,
+                      address=self.ray_address, num_cpus=self.num_cpus,
                       progress=self.verbose if progress is None else progress)
 
     def deletions(self) -> list[dict]:
@@ -251,6 +262,10 @@ class _SISABase(BaseEstimator):
     # -------------------------------------------------------------- helpers
     def _check_X(self, X):
         check_is_fitted(self)
+        if self.estimators_ is None:
+            raise StaleModelError(
+                f"this model will not predict: {getattr(self, '_unservable', '')}; after "
+                "`sisa repair` (or rerunning the same forget), call model.refresh()")
         return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
 
     def __sklearn_tags__(self):

@@ -212,7 +212,7 @@ class Location:
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if self.is_local:
-            os.makedirs(parent, exist_ok=True)
+            _makedirs_durable(parent)
             tmp = f"{target}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
             try:
                 with open(tmp, "wb") as f:
@@ -245,11 +245,14 @@ class Location:
         payload = (line.rstrip("\n") + "\n").encode()
         if self.is_local:
             target = self.path(rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            _makedirs_durable(os.path.dirname(target))
+            new = not os.path.exists(target)
             with open(target, "ab") as f:
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
+            if new:
+                _fsync_dir(os.path.dirname(target))
         else:
             old = self.read_bytes(rel).to_pybytes() if self.exists(rel) else b""
             self.write_atomic(rel, old + payload)
@@ -294,6 +297,20 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
             "gs:// or hdfs://"
         ) from exc
     return fs, path.rstrip("/"), False
+
+
+def _makedirs_durable(path: str) -> None:
+    """Create missing directories and fsync each new one's parent: a file fsynced
+    inside a new directory is lost on power failure if the directory entry is."""
+    missing = []
+    p = path
+    while p and not os.path.isdir(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    if missing:
+        os.makedirs(path, exist_ok=True)
+        for d in reversed(missing):
+            _fsync_dir(os.path.dirname(d) or ".")
 
 
 def _fsync_dir(path: str) -> None:

@@ -241,3 +241,88 @@ def test_refitting_over_a_store_with_an_audit_log_is_refused(tmp_path):
     with pytest.raises(ValueError, match="audit log of 1 forget request"):
         model.fit(X, y)
     assert len(history(Store.open(tmp_path / "a"))) == 1
+
+
+def test_unknown_ids_leave_nothing_behind_and_the_model_keeps_serving(tmp_path):
+    X, y = make_classification(600, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    before = model.store_.fingerprint
+    with pytest.raises(UnknownIdError, match="99999"):
+        model.forget([6, 99999])
+    assert not (tmp_path / "a" / "audit" / "intent.json").exists()  # no stray raw ids
+    assert SISAClassifier.load(str(tmp_path / "a")).store_.fingerprint == before
+    assert verify(model.store_, backend="local").ok
+    model.predict(X[:5])
+
+
+def test_a_failed_forget_leaves_the_model_refusing_to_predict_until_repaired(tmp_path,
+                                                                             monkeypatch):
+    X, y = make_classification(600, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    ref = fit(SGDClassifier(loss="log_loss"), X[1:], y[1:], tmp_path / "ref",
+              ids=np.arange(1, 600))
+    monkeypatch.setenv("SISA_CRASH_AT", "train:after-shard-commit")
+    with pytest.raises(Exception, match="injected crash"):
+        model.forget([0])
+    monkeypatch.delenv("SISA_CRASH_AT")
+    with pytest.raises(StaleModelError, match="will not predict"):
+        model.predict(X[:5])  # the in-memory models saw row 0
+    with pytest.raises(StaleModelError):
+        SISAClassifier.load(str(tmp_path / "a"))
+    repair(Store.open(tmp_path / "a"), backend="local")
+    model.refresh()
+    assert ckpts(model) == ckpts(ref)
+    assert np.array_equal(model.predict_proba(X), ref.predict_proba(X))
+
+
+def test_a_leftover_intent_of_another_request_is_not_overwritten(tmp_path):
+    X, y = make_classification(600, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    out = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(tmp_path / "a"), "5"],
+                         env={**os.environ, "SISA_CRASH_AT": "forget:after-intent",
+                              "SISA_CRASH_MODE": "kill"}, capture_output=True)
+    assert out.returncode == -9
+    with pytest.raises(StaleModelError, match="run `sisa repair"):
+        model.forget([7])  # would otherwise drop the interrupted request for id 5
+    repair(Store.open(tmp_path / "a"), backend="local")
+    store = Store.open(tmp_path / "a")
+    assert not store.locate([5])[0].any() and len(history(store)) == 1
+
+
+def test_receipts_hash_the_ids_under_the_store_key(tmp_path):
+    import hashlib
+
+    from sisa.store.store import canonical_json
+    from sisa.unlearn.receipts import ids_digest
+
+    X, y = make_classification(600, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    r = model.forget([417])
+    # guessing ids against a plain sha256 would find 417; the keyed digest gives no handle
+    plain = {hashlib.sha256(canonical_json([[0, i]])).hexdigest() for i in range(1000)}
+    assert r["ids_sha256"] not in plain
+    assert ids_digest(model.store_, [417])[0] == r["ids_sha256"]  # the store can recompute it
+
+
+def test_verify_fails_on_a_restored_backup_and_on_entries_outside_the_grid(tmp_path):
+    X, y = make_classification(600, 4)
+    model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
+    backup = tmp_path / "backup"
+    shutil.copytree(tmp_path / "a", backup)
+    model.forget([417])
+    assert verify(model.store_, backend="local").ok
+    # a pre-forget backup restored under the audit log: row 417 is back
+    log = (tmp_path / "a" / "audit" / "receipts.jsonl").read_bytes()
+    shutil.rmtree(tmp_path / "a")
+    shutil.copytree(backup, tmp_path / "a")
+    (tmp_path / "a" / "audit").mkdir(exist_ok=True)
+    (tmp_path / "a" / "audit" / "receipts.jsonl").write_bytes(log)
+    rep = verify(Store.open(tmp_path / "a"), backend="local")
+    assert not rep.ok and any("a backup from before it" in p for p in rep.problems)
+    # a manifest naming a shard beyond the grid (e.g. an old slice smuggled back in)
+    store = Store.open(backup)
+    m = json.loads((backup / "manifest.json").read_text())["manifest"]
+    m["slices"]["3/0"] = m["slices"]["0/0"]
+    _write_manifest(store.loc, m)
+    rep = verify(Store.open(backup), retrain=False)
+    assert any("outside its 3 x 3 grid" in p for p in rep.problems)

@@ -319,3 +319,68 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     rep = verify(st_)  # index matches the data, every id in its bucket, no tombstone hit
     assert rep.problems == ["the store holds no trained model"] and rep.deleted_ids_checked == 3
     assert all(s.ok for s in rep.shards)
+
+
+def test_a_boolean_mask_or_float_ids_are_refused_not_cast(tmp_path):
+    """pyarrow casts True/False to 1/0: a mask passed as ids would delete ids 0 and 1."""
+    X, y = make_classification(200, 3)
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    for bad, msg in ((X[:, 0] > 0, "bool values.*ids\\[mask\\]"), ([1.0, 2.0], "double"),
+                     ([2**70], "could not read"), (["a"], "could not read")):
+        with pytest.raises(InputError, match=msg):
+            st_.delete(bad)
+    assert st_.n_rows == 200 and Store.open(tmp_path / "s").n_rows == 200
+
+
+def test_threads_sharing_one_store_take_turns_and_lose_no_delete(tmp_path):
+    import threading
+
+    X, y = make_classification(1000, 3)
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=2)
+    errors: list = []
+
+    def delete(ids) -> None:
+        try:
+            for i in ids:
+                st_.delete([int(i)])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=delete, args=(range(k, 200, 4),)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    fresh = Store.open(tmp_path / "s")
+    fresh.check_files()
+    assert fresh.n_rows == 800 and not fresh.locate(list(range(200)))[0].any()
+    assert not fresh.unreferenced_files()
+    # a thread that does not hold the lock cannot commit behind the holder's back
+    with pytest.raises(StoreError, match="must run inside"):
+        st_.commit(dict(st_.manifest))
+
+
+def test_overwrite_replaces_a_corrupt_store(tmp_path):
+    X, y = make_classification(200, 3)
+    Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    (tmp_path / "s" / "manifest.json").write_text("{garbage")
+    with pytest.raises(CorruptStoreError):
+        Store.open(tmp_path / "s")
+    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2, overwrite=True)
+    assert Store.open(tmp_path / "s").fingerprint == st_.fingerprint
+
+
+def test_ids_and_groups_are_the_same_whatever_array_carries_them(tmp_path):
+    X, y = make_classification(300, 3)
+    ids = np.arange(300) * 3 + 1
+    a = Store.create(tmp_path / "a", X, y, sample_ids=ids.astype(object), n_shards=3,
+                     n_slices=2)
+    b = Store.create(tmp_path / "b", X, y, sample_ids=ids, n_shards=3, n_slices=2)
+    assert a.fingerprint == b.fingerprint and a.manifest["schema"]["id_type"] == "int64"
+    with pytest.raises(InputError, match="groups must have one key per row"):
+        Store.create(tmp_path / "c", X, y, groups=np.zeros((300, 2)), n_shards=3, n_slices=2)
+    table = pa.table({"f": X[:, 0], "y": y})
+    with pytest.raises(InputError, match="cannot also be features"):
+        Store.create(tmp_path / "d", table, label="y", feature_columns=["f", "y"],
+                     n_shards=3, n_slices=2)

@@ -104,6 +104,16 @@ def _label_type(arr: np.ndarray) -> pa.DataType:
     raise InputError(f"labels must be integers, floats or strings, got dtype {arr.dtype}")
 
 
+def _as_keys(values: np.ndarray) -> np.ndarray:
+    """Object arrays holding only integers become int64, so ids 1, 2, 3 are the same ids
+    (same hash, same store) whichever array type carried them."""
+    if values.dtype.kind == "O" and values.size and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+            for v in values.ravel().tolist()):
+        return values.astype(np.int64)
+    return values
+
+
 def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=None) -> Source:
     """Source over in-memory numpy arrays (one batch)."""
     X = np.asarray(X)
@@ -122,11 +132,16 @@ def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=No
     names = [f"x{i}" for i in range(X.shape[1])]
     Xc = np.ascontiguousarray(X, dtype=out_dtype)
     _check_features(Xc, names, 0)
-    ids = None if sample_ids is None else np.asarray(sample_ids)
+    ids = None if sample_ids is None else _as_keys(np.asarray(sample_ids))
     if ids is not None and ids.shape != (len(X),):
         raise InputError(f"sample_ids must have one id per row ({len(X)}), got shape {ids.shape}")
-    g = None if groups is None else np.asarray(groups)
+    g = None if groups is None else _as_keys(np.asarray(groups))
+    if g is not None and g.shape != (len(X),):
+        raise InputError(f"groups must have one key per row ({len(X)}), got shape {g.shape}")
     p = None if deletion_prob is None else np.asarray(deletion_prob, dtype=np.float64)
+    if p is not None and p.shape != (len(X),):
+        raise InputError(f"deletion_prob must have one value per row ({len(X)}), got shape "
+                         f"{p.shape}")
     batch = Batch(ids, Xc, y, g, p)
     return Source(names, "label", _label_type(y), None, out_dtype, iter([batch]))
 
@@ -152,10 +167,15 @@ def from_table(
     feats = list(feature_columns) if feature_columns else [
         n for n in schema.names if n not in special and not n.startswith("__")
     ]
+    clash = [f for f in feats if f in special]
+    if clash:
+        raise InputError(f"column(s) {clash} are the label/id/group/deletion-probability "
+                         "column and cannot also be features: drop them from feature_columns")
     if not feats:
         raise InputError("the input has no feature columns besides the label/id columns")
     def numeric(t: pa.DataType) -> bool:
         return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
 
     non_numeric = [f for f in feats if not numeric(schema.field(f).type)]
     if non_numeric:

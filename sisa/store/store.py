@@ -35,6 +35,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,12 +138,21 @@ class Store:
         self.loc = Location(str(uri))
         self.manifest = manifest
         self._lock_depth = 0
+        self._lock_owner: int | None = None
+        self._thread_lock = threading.RLock()  # threads sharing this object take turns
         self._lock_fd: int | None = None
         self._index_cache: dict[str, pa.Table] = {}
         self._object_lock: ObjectLock | None = None
 
     def __getstate__(self) -> dict:  # pickled with estimators: no caches, no lock
-        return {**self.__dict__, "_index_cache": {}, "_lock_fd": None, "_lock_depth": 0}
+        state = {**self.__dict__, "_index_cache": {}, "_lock_fd": None, "_lock_depth": 0,
+                 "_lock_owner": None, "_object_lock": None}
+        del state["_thread_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.RLock()
 
     # ------------------------------------------------------------------ opening
     @property
@@ -280,7 +290,13 @@ class Store:
                     f"a store already exists at {uri}: open it with Store.open, pick another "
                     "path, or pass overwrite=True to replace it"
                 )
-            with cls.open(str(uri), check_files=False).lock():
+            try:
+                old = cls.open(str(uri), check_files=False)
+            except StoreLockedError:
+                raise
+            except StoreError:  # corrupt or another format: replacing it is the way out
+                old = cls(str(uri), {})
+            with old.lock():
                 loc.delete_all()
         builder = _Builder(loc, config, source, memory_budget_mb, progress)
         return builder.build()
@@ -420,12 +436,17 @@ class Store:
     # ------------------------------------------------------------------ locking
     @contextlib.contextmanager
     def lock(self) -> Iterator[Store]:
-        """Exclusive write lock (re-entrant within this object).
+        """Exclusive write lock: re-entrant in the thread holding it; other threads using
+        this object wait for it, other objects and processes get :class:`StoreLockedError`.
 
         Locally an ``flock`` on ``<store>/.lock``: released by the kernel if the holder
         dies, so a crashed writer never leaves the store locked. On object stores a
         lock object plus a generation check at commit.
         """
+        with self._thread_lock:
+            yield from self._lock()
+
+    def _lock(self) -> Iterator[Store]:
         if self._lock_depth:
             self._lock_depth += 1
             try:
@@ -451,13 +472,13 @@ class Store:
             obj_lock = ObjectLock(self.loc, self.uri)
             obj_lock.acquire(holder["since"])
             self._object_lock = obj_lock
-        self._lock_depth = 1
+        self._lock_depth, self._lock_owner = 1, threading.get_ident()
         try:
-            if self.loc.exists(MANIFEST):
+            if self.manifest and self.loc.exists(MANIFEST):
                 self.reload()  # see what the previous holder committed
             yield self
         finally:
-            self._lock_depth = 0
+            self._lock_depth, self._lock_owner = 0, None
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
@@ -467,7 +488,7 @@ class Store:
                 self._object_lock = None
 
     def _require_lock(self) -> None:
-        if not self._lock_depth:
+        if not self._lock_depth or self._lock_owner != threading.get_ident():
             raise StoreError("internal: store writes must run inside `with store.lock():`")
 
     # ------------------------------------------------------------------ committing
@@ -545,9 +566,13 @@ class Store:
         with self.lock():
             return self._delete(ids, extra or (lambda changed: {}))
 
-    def _delete(self, ids, extra) -> DeleteResult:
-        id_type = self.manifest["schema"]["id_type"]
-        q = _id_array(ids, id_type)
+    def check_ids(self, ids) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray, list]:
+        """Resolve ids for a delete without changing anything.
+
+        Returns ``(unique ids, found mask, shard, slice, already deleted ids)``; raises
+        :class:`UnknownIdError` naming ids that are neither stored nor tombstoned.
+        """
+        q = _id_array(ids, self.manifest["schema"]["id_type"])
         if len(pc.unique(q)) != len(q):
             q = pc.unique(q)
         found, shard, sl = self.locate(q)
@@ -566,6 +591,10 @@ class Store:
                     f"{len(unknown)} sample id(s) are not in store {self.uri} and were never "
                     f"deleted from it: {shown}; check the ids (nothing was changed)"
                 )
+        return q, found, shard, sl, already
+
+    def _delete(self, ids, extra) -> DeleteResult:
+        q, found, shard, sl, already = self.check_ids(ids)
         q_found = pc.filter(q, pa.array(found))
         before = self.fingerprint
         if len(q_found) == 0:
@@ -676,14 +705,18 @@ def _slice_schema(schema: dict) -> pa.Schema:
 
 
 def _id_array(ids, id_type: str) -> pa.Array:
-    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
-        arr = ids
-    else:
-        arr = pa.array(np.atleast_1d(np.asarray(ids, dtype=object)).tolist())
-    target = pa.int64() if id_type == "int64" else pa.string()
     try:
-        out = arr.cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        arr = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(
+            np.atleast_1d(np.asarray(ids, dtype=object)).tolist())
+        if not (pa.types.is_integer(arr.type) or pa.types.is_string(arr.type)
+                or pa.types.is_large_string(arr.type) or pa.types.is_null(arr.type)):
+            # a boolean mask or float ids would cast "successfully" to the wrong ids
+            raise InputError(
+                f"sample ids must be integers or strings, got {arr.type} values: pass the ids "
+                "themselves (for a boolean mask, ids[mask])")
+        out = arr.cast(pa.int64() if id_type == "int64" else pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError,
+            OverflowError) as exc:
         raise InputError(
             f"sample ids of this store are {id_type}; could not read the given ids as such: {exc}"
         ) from exc
@@ -773,7 +806,10 @@ def _load_manifest(loc: Location) -> dict:
             "backup; sisa will not guess which files are valid"
         )
     if m.get("format") != FORMAT:
-        raise StoreError(f"{loc.path(MANIFEST)} has format {m.get('format')!r}, expected {FORMAT}")
+        raise StoreError(
+            f"{loc.path(MANIFEST)} has format {m.get('format')!r}; this sisa reads {FORMAT}: "
+            "rebuild the store from the source data (Store.create(..., overwrite=True), or a "
+            "new `sisa train`), or open it with the sisa version that wrote it")
     return m
 
 

@@ -61,7 +61,7 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
     id_list = _id_array(ids, store.manifest["schema"]["id_type"]).to_pylist()
     if not id_list:
         raise InputError("no sample ids given: pass at least one id to forget")
-    digest, canon = receipts.ids_digest(id_list)
+    digest, canon = receipts.ids_digest(store, id_list)
     with store.lock():
         if not store.manifest.get("model"):
             raise StaleModelError(f"store {store.uri} has no trained model: fit one first")
@@ -75,6 +75,12 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
                 f"{' (request ' + req['request_id'] + ')' if req else ''}: run `sisa repair "
                 f"{store.uri}` before forgetting more rows"
             )
+        if store.loc.exists(INTENT):
+            left = json.loads(store.loc.read_bytes(INTENT).to_pybytes())["request"]
+            if left["ids_sha256"] != digest:  # never overwrite another unfinished request
+                raise StaleModelError(
+                    f"store {store.uri}: an interrupted forget (request {left['request_id']}) "
+                    f"left {INTENT}; run `sisa repair {store.uri}` to finish it first")
         _log_last_receipt(store)  # a crash may have come between the commit and the log
         done = receipts.find(store, ids_sha256=digest)
         if done is not None and not store.locate(canon)[0].any():
@@ -84,6 +90,7 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
                    "fingerprint_before": store.fingerprint}
         if record_ids:
             request["ids"] = canon
+        store.check_ids(canon)  # unknown ids: raise before anything is written
         store.loc.write_atomic(INTENT, json.dumps({"request": request, "ids": canon}).encode())
         crashpoint("forget:after-intent")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 
 from ..store.store import Store, canonical_json
@@ -10,11 +11,19 @@ from ..store.store import Store, canonical_json
 LOG = "audit/receipts.jsonl"
 
 
-def ids_digest(ids) -> tuple[str, list]:
-    """sha256 over the sorted, de-duplicated ids (ints and strings kept apart)."""
+def ids_digest(store: Store, ids) -> tuple[str, list]:
+    """HMAC-SHA256, under the store's audit key, of the sorted, de-duplicated ids (ints
+    and strings kept apart); and those ids.
+
+    Keyed like the tombstones: a plain sha256 of one small id is reversed by trying
+    every id, so a receipt shown to a third party would leak what was forgotten. Who
+    holds the store (and so the key) and the ids can recompute it.
+    """
     uniq = sorted({(0, int(v)) if isinstance(v, int) or (hasattr(v, "dtype") and v.dtype.kind in
                    "iu") else (1, str(v)) for v in ids})
-    return hashlib.sha256(canonical_json(uniq)).hexdigest(), [v for _, v in uniq]
+    key = bytes.fromhex(store.manifest["audit_key"])
+    digest = hmac.new(key, canonical_json(uniq), hashlib.sha256).hexdigest()
+    return digest, [v for _, v in uniq]
 
 
 def history(store: Store) -> list[dict]:

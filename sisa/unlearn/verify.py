@@ -26,6 +26,7 @@ from ..engine.backend import run_shards
 from ..errors import SisaError
 from ..store.store import ID, Store, id_buckets, slice_key
 from .forget import INTENT
+from .receipts import history
 
 
 @dataclass
@@ -107,6 +108,7 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
                         f"{leftovers[0]} (may hold deleted rows): run `sisa repair`")
     if not model:
         problems.append("the store holds no trained model")
+    problems += _audit_problems(store)
 
     tomb = set(store.read_tombstones())
     data_ids = []
@@ -142,6 +144,33 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
             _retrain(store, checks, targets, backend, address, num_cpus, progress)
     return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb),
                         round(time.perf_counter() - t0, 3))
+
+
+def _audit_problems(store: Store) -> list[str]:
+    """The manifest names exactly the S x R grid, and the store is the state the audit
+    log says the last forget left (a restored pre-forget backup is not)."""
+    out = []
+    grid = {slice_key(s, r) for s in range(store.n_shards) for r in range(store.n_slices)}
+    extra = sorted(set(store.manifest["slices"]) - grid)
+    model = store.manifest.get("model")
+    extra += sorted(set(model["checkpoints"]) - grid) if model else []
+    if extra:
+        out.append(f"the manifest names entries outside its {store.n_shards} x "
+                   f"{store.n_slices} grid ({extra[:3]}): it was edited; restore it from backup")
+    tomb_rows = (store.manifest.get("tombstones") or {}).get("rows", 0)
+    if tomb_rows != store.manifest.get("n_deleted", 0):
+        out.append(f"{tomb_rows} tombstones but {store.manifest.get('n_deleted', 0)} deleted "
+                   "rows recorded: the manifest was edited")
+    log = history(store)
+    if log and not store.manifest.get("pending"):
+        last = log[-1]
+        if last.get("fingerprint_after") != store.fingerprint:
+            out.append(f"the data are not the state the last forget (request "
+                       f"{last['request_id']}) left: a backup from before it was restored, or "
+                       "rows changed outside `forget`; deleted rows may be back")
+        if tomb_rows < sum(r["n_ids"] - r.get("already_deleted", 0) for r in log):
+            out.append("fewer tombstones than rows the audit log says were forgotten")
+    return out
 
 
 def _check_checkpoints(store: Store, checks: list[ShardCheck]) -> None:
