@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 def _out(args, obj, text: str) -> None:
     if getattr(args, "json", False):
         print(json.dumps(obj, indent=1, default=str))
-    elif not getattr(args, "quiet", False) or text.startswith(("FAIL", "verify")):
+    elif not getattr(args, "quiet", False):
         print(text)
 
 
@@ -88,6 +88,14 @@ def cmd_train(args) -> int:
     if not 0 <= args.holdout < 1:
         raise InputError(f"--holdout must be a fraction in [0, 1), got {args.holdout}")
     est = from_spec(args.model_spec) if args.model_spec else from_preset(args.model)
+    if args.epochs is not None and args.epochs < 1:
+        raise InputError(f"--epochs must be at least 1, got {args.epochs} (omit it for auto)")
+    if hasattr(est, "_validate_params"):  # bad estimator params: fail before writing data
+        try:
+            est._validate_params()
+        except ValueError as exc:
+            raise InputError(f"invalid model parameters: {exc}") from None
+    existed = Store.exists(args.store)
     t0 = time.perf_counter()
     common = {"n_shards": args.shards, "n_slices": args.slices, "random_state": args.seed,
               "hot_shards": args.hot_shards, "hot_threshold": args.hot_threshold}
@@ -127,7 +135,12 @@ def cmd_train(args) -> int:
                 verbose=not args.quiet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore" if args.quiet else "default")
-        model.fit(store)
+        try:
+            model.fit(store)
+        except Exception:
+            if not existed:  # leave no half-trained store behind: the command can be rerun
+                store.loc.delete_all()
+            raise
     result = {"store": args.store, "rows": store.n_rows, "shards": args.shards,
               "slices": args.slices, "spread": store.spread(),
               "seconds": round(time.perf_counter() - t0, 2)}
@@ -154,7 +167,11 @@ def _record_holdout(store, holdout: dict) -> None:
 def _read_ids(args) -> list:
     ids: list = list(args.id or [])
     if args.ids:
-        text = Path(args.ids).read_text() if args.ids != "-" else sys.stdin.read()
+        try:
+            text = Path(args.ids).read_text() if args.ids != "-" else sys.stdin.read()
+        except OSError as exc:
+            raise InputError(f"cannot read the ids file {args.ids!r} ({exc.strerror}): pass a "
+                             "file with one id per line, or - for stdin") from None
         ids += [t for t in text.replace(",", "\n").split() if t]
     if not ids:
         raise InputError("give the ids to forget with --id X (repeatable) or --ids FILE")
@@ -203,8 +220,15 @@ def cmd_predict(args) -> int:
         raise InputError(f"{args.data} lacks feature column(s) {missing[:5]} the model was trained "
                          "on")
     X = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
-                         for c in schema["feature_names"]])
-    cols = {"prediction": model.predict(X)}
+                         for c in schema["feature_names"]]).astype(np.float64)
+    bad = [c for c, ok in zip(schema["feature_names"], np.isfinite(X).all(axis=0), strict=True)
+           if not ok]
+    if bad:
+        raise InputError(f"{args.data}: feature column(s) {bad[:5]} hold NaN or infinite values: "
+                         "impute or drop those rows before predicting")
+    with warnings.catch_warnings():  # columns were picked by name above, in training order
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        cols = {"prediction": model.predict(X)}
     if schema.get("id_name") and schema["id_name"] in table.column_names:
         cols = {schema["id_name"]: table.column(schema["id_name"]), **cols}
     out = pa.table(cols)
@@ -225,7 +249,11 @@ def cmd_verify(args) -> int:
     shards = [int(s) for s in args.shards.split(",")] if args.shards else None
     rep = verify(Store.open(args.store, check_files=False), shards=shards, sample=args.sample,
                  progress=not args.quiet, **_backend_kw(args))
-    _out(args, rep.to_dict(), rep.table())
+    if args.quiet and not args.json:  # quiet: nothing on success, the failures otherwise
+        if not rep.ok:
+            print("\n".join(ln for ln in rep.table().splitlines() if "FAIL" in ln))
+    else:
+        _out(args, rep.to_dict(), rep.table())
     return 0 if rep.ok else 1
 
 
@@ -235,9 +263,15 @@ def cmd_repair(args) -> int:
 
     summary = repair(Store.open(args.store, check_files=False), progress=not args.quiet,
                      **_backend_kw(args))
-    _out(args, summary, f"repaired {args.store}: removed {len(summary['removed_files'])} stray "
-         f"file(s), retrained shards {summary['retrained_shards']}, completed request "
-         f"{summary['completed_request']}")
+    done = [f"removed {len(summary['removed_files'])} stray file(s)"] * bool(
+        summary["removed_files"])
+    done += [f"dropped damaged checkpoints ({'; '.join(summary['damaged_checkpoints'])})"] * bool(
+        summary["damaged_checkpoints"])
+    done += [f"retrained shards {summary['retrained_shards']}"] * bool(summary["retrained_shards"])
+    done += [f"finished forget request {summary['completed_request']}"] * bool(
+        summary["completed_request"])
+    _out(args, summary, f"repaired {args.store}: " + ("; ".join(done) if done else
+                                                      "nothing to repair, the store is whole"))
     return 0
 
 
@@ -294,6 +328,9 @@ def cmd_status(args) -> int:
     return 0
 
 
+MIN_ROWS_PER_SLICE = 100  # below this a slice is too small to train a model step on
+
+
 def cmd_plan(args) -> int:
     from .cost import plan
 
@@ -311,9 +348,14 @@ def cmd_plan(args) -> int:
         f"{r['speedup_vs_monolithic']:>13,.1f}x"
         + (f"  {r['holdout_accuracy']:.4f}" if "holdout_accuracy" in r else "")
         for r in table]
-    best = min(table, key=lambda r: (r["rows_per_day_batched"], -r["n_shards"]))
-    lines.append("rows/day assumes one batched forget a day; more shards cost accuracy: "
-                 "measure it with --measure DATA")
+    usable = [r for r in table if r["rows_per_slice"] >= MIN_ROWS_PER_SLICE]
+    if not usable:
+        raise InputError(f"every candidate leaves fewer than {MIN_ROWS_PER_SLICE} rows per "
+                         "slice: pass smaller --shards/--slices values")
+    best = min(usable, key=lambda r: (r["rows_per_day_batched"], -r["n_shards"]))
+    lines.append(f"rows/day assumes one batched forget a day; layouts with fewer than "
+                 f"{MIN_ROWS_PER_SLICE} rows per slice are not recommended; more shards cost "
+                 "accuracy: measure it with --measure DATASET (a built-in name)")
     lines.append(f"cheapest: S={best['n_shards']}, R={best['n_slices']}")
     _out(args, table, "\n".join(lines))
     return 0
@@ -511,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if len(msg) > 400:  # a library error quoting thousands of values
+            msg = msg[:400] + " ..."
         sys.stderr.write(f"sisa {args.command}: error: {msg}\n")
         return 2 if isinstance(exc, InputError) else 1
     except KeyboardInterrupt:

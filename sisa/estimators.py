@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, 
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import aggregate
@@ -106,6 +106,11 @@ class _SISABase(BaseEstimator):
             connect(self.ray_address)  # Ray and its workers start while the store is built
         store = self._build_store(X, y, sample_ids)
         classes = self._classes_from_store(store) if is_classifier(self) else None
+        if classes is not None and type_of_target(classes) == "continuous":
+            raise InputError(
+                f"the labels hold {len(classes):,} distinct non-integer values, like a "
+                "regression target: a classifier needs discrete classes; use a regressor "
+                "(SISARegressor; on the CLI a regression preset) or encode the label")
         if classes is not None and len(classes) < 2:
             raise InputError(f"the training labels hold only 1 class ({classes[0]!r}): a "
                              "classifier needs at least two classes")

@@ -93,3 +93,47 @@ def test_plan_recommends_and_measures(tmp_path):
                           "1,4", "--slices", "1,4", "--json", cwd=tmp_path).stdout)
     by = {(r["n_shards"], r["n_slices"]): r["rows_per_request"] for r in out}
     assert by[(4, 4)] < by[(4, 1)] < by[(1, 1)]
+
+
+def _csv(path, n=400, label=None):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 3))
+    y = (X[:, 0] > 0).astype(np.int64) if label is None else label
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "label": y}), path)
+    return path
+
+
+def test_train_refuses_a_foreign_directory_and_leaves_no_store_when_training_fails(tmp_path):
+    data = _csv(tmp_path / "d.parquet")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not sisa's")
+    out = sisa("train", str(data), "--label", "label", "--store", "mine", "--backend", "local",
+               "--quiet", cwd=tmp_path, check=False)
+    assert out.returncode == 1 and "not empty and holds no sisa store" in out.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "not sisa's"
+    # a continuous label for a classifier: one line, exit 2, and nothing left behind
+    out = sisa("train", str(data), "--label", "a", "--store", "st", "--backend", "local",
+               "--quiet", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "distinct non-integer values" in out.stderr and not (tmp_path / "st").exists()
+    out = sisa("train", str(data), "--label", "label", "--store", "st", "--epochs", "0",
+               cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "--epochs" in out.stderr and not (tmp_path / "st").exists()
+
+
+def test_repair_rebuilds_a_lost_checkpoint_and_refuses_lost_data(tmp_path):
+    data = _csv(tmp_path / "d.parquet")
+    sisa("train", str(data), "--label", "label", "--store", "st", "--shards", "2", "--slices",
+         "2", "--backend", "local", "--quiet", cwd=tmp_path)
+    assert sisa("verify", "st", "--quiet", "--backend", "local", cwd=tmp_path).stdout == ""
+    st = Store.open(tmp_path / "st")
+    (tmp_path / "st" / st.manifest["model"]["checkpoints"]["1/0"]["file"]).unlink()
+    out = sisa("verify", "st", "--quiet", "--backend", "local", cwd=tmp_path, check=False)
+    assert out.returncode == 1 and "FAIL" in out.stdout
+    out = sisa("repair", "st", "--backend", "local", cwd=tmp_path)
+    assert "shard 1 from slice 0" in out.stdout and "retrained shards [1]" in out.stdout
+    sisa("verify", "st", "--quiet", "--backend", "local", cwd=tmp_path)
+    with open(tmp_path / "st" / st.manifest["slices"]["0/1"]["file"], "r+b") as f:
+        f.truncate(50)
+    out = sisa("repair", "st", "--backend", "local", cwd=tmp_path, check=False)
+    assert out.returncode == 1 and "restore the store from backup" in out.stderr

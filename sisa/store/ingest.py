@@ -201,9 +201,11 @@ def from_table(
             for f in feats:
                 col = rb.column(f)
                 if col.null_count:
+                    first = offset + int(np.flatnonzero(
+                        col.is_null().to_numpy(zero_copy_only=False))[0])
                     raise InputError(
-                        f"feature column {f!r} has {col.null_count} missing values near row "
-                        f"{offset}: impute or drop them before ingest"
+                        f"feature column {f!r} has {col.null_count} missing value(s), the first "
+                        f"at row {first}: impute or drop them before ingest"
                     )
                 cols.append(col.to_numpy(zero_copy_only=False))
             X = np.column_stack(cols).astype(out_dtype, copy=False)

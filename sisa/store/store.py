@@ -284,6 +284,13 @@ class Store:
             if sample_ids is not None:
                 raise InputError("pass sample_ids= with array data, or id_column= with a table")
         loc = Location(str(uri))
+        if loc.is_local and os.path.exists(loc.root) and not os.path.isdir(loc.root):
+            raise StoreError(f"store path {uri} is a file: a store is a directory; pick "
+                             "another path")
+        if not loc.exists(MANIFEST) and loc.list_files():
+            # never mix a store into, or let repair later sweep, files that are not ours
+            raise StoreError(f"{uri} is not empty and holds no sisa store: pick a new or "
+                             "empty path (if it is a half-built store, delete it first)")
         if loc.exists(MANIFEST):
             if not overwrite:
                 raise StoreError(

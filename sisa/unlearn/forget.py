@@ -23,8 +23,8 @@ import uuid
 from .._crash import crashpoint
 from ..engine import driver
 from ..engine.train import schedule_of
-from ..errors import InputError, StaleModelError
-from ..store.store import Store, _id_array, now_iso
+from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError
+from ..store.store import Store, _id_array, editable, now_iso
 from . import receipts
 
 INTENT = "audit/intent.json"
@@ -155,7 +155,8 @@ def repair(store: Store, *, backend: str = "auto", address: str | None = None,
     yet logged. Safe to run at any time; a healthy store is left as it is.
     """
     with store.lock():
-        summary: dict = {"completed_request": None, "retrained_shards": [], "removed_files": []}
+        summary: dict = {"completed_request": None, "retrained_shards": [], "removed_files": [],
+                         "damaged_checkpoints": _drop_damaged_checkpoints(store)}
         if store.loc.exists(INTENT) and not store.manifest.get("pending"):
             intent = json.loads(store.loc.read_bytes(INTENT).to_pybytes())
             receipt = forget(store, intent["ids"], record_ids="ids" in intent["request"],
@@ -176,6 +177,34 @@ def repair(store: Store, *, backend: str = "auto", address: str | None = None,
                 driver.finish(store)
         _log_last_receipt(store)
         return summary
+
+
+def _drop_damaged_checkpoints(store: Store) -> list[str]:
+    """Hash-check every file the manifest names. A missing or altered checkpoint is
+    dropped with the later ones of its shard, to be retrained from the data; anything
+    else (data, index, tombstones, the estimator) cannot be rebuilt and raises."""
+    model = store.manifest.get("model") or {"checkpoints": {}}
+    ckpt_files = {m["file"]: m for m in model["checkpoints"].values()}
+    bad_ck: dict[int, int] = {}
+    bad_other: list[str] = []
+    for rel, meta in store.referenced_files().items():
+        try:
+            store.loc.read_verified(rel, meta["sha256"])
+        except (SisaError, OSError):
+            if rel in ckpt_files:
+                s, r = ckpt_files[rel]["shard"], ckpt_files[rel]["slice"]
+                bad_ck[s] = min(bad_ck.get(s, r), r)
+            else:
+                bad_other.append(rel)
+    if bad_other:
+        raise CorruptStoreError(
+            f"{len(bad_other)} file(s) that cannot be rebuilt are missing or damaged, e.g. "
+            f"{store.loc.path(bad_other[0])}: restore the store from backup")
+    if bad_ck:
+        new = editable(store.manifest)
+        driver.drop_checkpoints(new["model"], bad_ck)
+        store.commit(new)
+    return [f"shard {s} from slice {r}" for s, r in sorted(bad_ck.items())]
 
 
 def _log_last_receipt(store: Store) -> None:

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from ..engine import checkpoints as ck
 from ..engine.backend import run_shards
-from ..errors import SisaError
+from ..errors import InputError, SisaError
 from ..store.store import ID, Store, id_buckets, slice_key
 from .forget import INTENT
 from .receipts import history
@@ -194,7 +194,7 @@ def _targets(S: int, shards, sample, seed) -> list[int]:
         chosen = sorted({int(s) for s in shards})
         bad = [s for s in chosen if not 0 <= s < S]
         if bad:
-            raise ValueError(f"shards {bad} do not exist: this store has shards 0..{S - 1}")
+            raise InputError(f"shards {bad} do not exist: this store has shards 0..{S - 1}")
         return chosen
     if sample is not None:
         return sorted(random.Random(seed).sample(range(S), min(int(sample), S)))
