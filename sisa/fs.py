@@ -278,7 +278,7 @@ class Location:
 
 
 _RESOLVED: dict[str, tuple[pafs.FileSystem, str, bool]] = {}
-_REREAD_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)  # ~1.6 s in all, then give up
+_REREAD_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # ~3 s in all, then give up
 
 
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:

