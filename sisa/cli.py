@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -46,6 +47,15 @@ def _out(args, obj, text: str) -> None:
         print(json.dumps(obj, indent=1, default=str))
     elif not getattr(args, "quiet", False):
         print(text)
+
+
+@contextlib.contextmanager
+def _columns_by_name():
+    """The CLI builds X from columns picked by name, in training order: silence
+    scikit-learn's warning that a plain array carries no names."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        yield
 
 
 def _open_model(uri: str):
@@ -96,6 +106,12 @@ def cmd_train(args) -> int:
         except ValueError as exc:
             raise InputError(f"invalid model parameters: {exc}") from None
     existed = Store.exists(args.store)
+    if existed and not args.overwrite:
+        raise InputError(f"a store already exists at {args.store}: pass --overwrite to replace "
+                         "it, or pick another --store")
+    if args.data not in BUILTIN and not args.label:
+        raise InputError(f"--label COL is required with a data file: name the label column of "
+                         f"{args.data}")
     t0 = time.perf_counter()
     common = {"n_shards": args.shards, "n_slices": args.slices, "random_state": args.seed,
               "hot_shards": args.hot_shards, "hot_threshold": args.hot_threshold}
@@ -115,17 +131,19 @@ def cmd_train(args) -> int:
         from .store.ingest import _to_dataset
 
         source = args.data
+        feats = args.features.split(",") if args.features else None
         if args.holdout:
             table = _to_dataset(args.data).to_table()
             tr, te = _split(table.num_rows, args.holdout, args.seed)
             source = table.take(tr)
             test = table.take(te)
             skip = {args.label, args.id, args.group, args.deletion_prob}
-            feats = [c for c in test.column_names if c not in skip]
+            cols = feats or [c for c in test.column_names if c not in skip]
             hold = (np.column_stack([test.column(c).to_numpy(zero_copy_only=False)
-                                     for c in feats]), test.column(args.label).to_numpy())
+                                     for c in cols]), test.column(args.label).to_numpy())
         store = Store.create(args.store, source, label=args.label, id_column=args.id,
                              group_column=args.group, deletion_prob_column=args.deletion_prob,
+                             feature_columns=feats,
                              overwrite=args.overwrite, progress=not args.quiet, **common)
     regression = is_regressor(est)
     cls = SISARegressor if regression else SISAClassifier
@@ -145,7 +163,8 @@ def cmd_train(args) -> int:
               "slices": args.slices, "spread": store.spread(),
               "seconds": round(time.perf_counter() - t0, 2)}
     if hold is not None:
-        score = float(model.score(*hold))
+        with _columns_by_name():
+            score = float(model.score(*hold))
         result["holdout"] = {"rows": len(hold[1]), "metric": "r2" if regression else "accuracy",
                              "score": round(score, 4)}
         _record_holdout(model.store_, result["holdout"])
@@ -226,8 +245,7 @@ def cmd_predict(args) -> int:
     if bad:
         raise InputError(f"{args.data}: feature column(s) {bad[:5]} hold NaN or infinite values: "
                          "impute or drop those rows before predicting")
-    with warnings.catch_warnings():  # columns were picked by name above, in training order
-        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    with _columns_by_name():
         cols = {"prediction": model.predict(X)}
     if schema.get("id_name") and schema["id_name"] in table.column_names:
         cols = {schema["id_name"]: table.column(schema["id_name"]), **cols}
@@ -451,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA",
                    help=f"Parquet/CSV/Arrow file or directory, or a built-in: {', '.join(BUILTIN)}")
     p.add_argument("--label", help="label column (files)")
+    p.add_argument("--features", metavar="COL,COL",
+                   help="feature columns (default: every column but label/id/group/prob)")
     p.add_argument("--id", help="sample id column (default: row number)")
     p.add_argument("--group", help="group column: a group's rows share one shard and slice")
     p.add_argument("--deletion-prob", help="per-row deletion probability column "

@@ -236,7 +236,10 @@ class Location:
         """Store ``data`` under a name derived from its hash; returns (relative path, sha256)."""
         digest = sha256_bytes(data)
         rel = f"{rel_dir}/{digest[:32]}{suffix}"
-        if not self.exists(rel):  # same name, same bytes: skip (idempotent retries)
+        info = self.fs.get_file_info(self.path(rel))
+        # same name, same size: the bytes of an earlier attempt (a retried task); skip.
+        # Other sizes mean a damaged leftover: write it again.
+        if info.type == pafs.FileType.NotFound or info.size != len(memoryview(data)):
             self.write_atomic(rel, data)
         return rel, digest
 

@@ -137,3 +137,15 @@ def test_repair_rebuilds_a_lost_checkpoint_and_refuses_lost_data(tmp_path):
         f.truncate(50)
     out = sisa("repair", "st", "--backend", "local", cwd=tmp_path, check=False)
     assert out.returncode == 1 and "restore the store from backup" in out.stderr
+
+
+def test_train_names_cli_options_in_its_errors_and_takes_features(tmp_path):
+    data = _csv(tmp_path / "d.parquet")
+    out = sisa("train", str(data), "--store", "st", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "--label COL is required" in out.stderr
+    sisa("train", str(data), "--label", "label", "--features", "a,b", "--store", "st",
+         "--backend", "local", "--quiet", "--holdout", "0.2", cwd=tmp_path)
+    assert Store.open(tmp_path / "st").manifest["schema"]["feature_names"] == ["a", "b"]
+    out = sisa("train", str(data), "--label", "label", "--store", "st", cwd=tmp_path,
+               check=False)
+    assert out.returncode == 2 and "--overwrite" in out.stderr

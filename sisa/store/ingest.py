@@ -181,7 +181,7 @@ def from_table(
     if non_numeric:
         raise InputError(
             f"feature column(s) {non_numeric[:5]} are not numeric: one-hot or ordinal-encode "
-            "them first, or list the numeric ones with feature_columns="
+            "them first, or name the numeric ones (feature_columns=..., or --features on the CLI)"
         )
     out_dtype = np.dtype(dtype) if dtype else (
         np.dtype(np.float32) if all(schema.field(f).type in SMALL_FLOATS for f in feats)
