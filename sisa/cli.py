@@ -123,10 +123,15 @@ def cmd_train(args) -> int:
                 raise InputError(f"{args.data} is a regression dataset: pick a regressor "
                                  f"({', '.join(sorted(REGRESSION_PRESETS))})")
             est = from_preset("sgd-regressor")
+        import pyarrow as pa
+
         tr, te = _split(len(ds.y), args.holdout, args.seed)
         hold = (ds.X[te], ds.y[te]) if len(te) else None
-        store = Store.create(args.store, ds.X[tr], ds.y[tr], sample_ids=tr,
-                             overwrite=args.overwrite, **common)
+        # a table, so the store keeps the dataset's column names (predict matches on them)
+        table = pa.table({**{n: ds.X[tr, i] for i, n in enumerate(ds.feature_names)},
+                          "label": ds.y[tr], "sample_id": tr})
+        store = Store.create(args.store, table, label="label", id_column="sample_id",
+                             overwrite=args.overwrite, progress=not args.quiet, **common)
     else:
         from .store.ingest import _to_dataset
 
