@@ -9,7 +9,10 @@ Checks, per shard and for the store as a whole:
 - every checkpoint's lineage hash matches the data it must have been trained on;
 - retraining the shard from scratch on its current rows, with the recorded seeds,
   reproduces every stored checkpoint byte for byte;
-- no forget or training run is left unfinished.
+- no forget or training run is left unfinished;
+- the store agrees with its audit log: exactly the S x R grid, tombstones for every
+  forgotten row, and the data state the last receipt recorded (a restored pre-forget
+  backup fails here).
 """
 
 from __future__ import annotations
