@@ -264,3 +264,21 @@ def test_fashion_mnist_subset_trains_to_a_sensible_accuracy():
                          backend="local").fit(train.X, train.y)
     assert list(clf.classes_) == list(range(10))
     assert clf.score(test.X, test.y) > 0.7
+
+
+def test_adaptive_carries_on_in_process_when_ray_cannot_start(tmp_path, monkeypatch):
+    from sisa.engine import backend
+
+    X, y = make_classification(1200, 4)
+    ref = SISAClassifier(n_shards=3, n_slices=2, store=str(tmp_path / "a"),
+                         backend="local").fit(X, y)
+    monkeypatch.setattr(backend, "choose_backend", lambda *a: "adaptive")
+    monkeypatch.setattr(backend, "RAY_START_S", 0.0)  # Ray would always pay...
+
+    def no_ray(*args, **kwargs):
+        raise RuntimeError("no Ray on this machine")
+
+    monkeypatch.setattr(backend, "connect", no_ray)  # ...but cannot start
+    with pytest.warns(UserWarning, match="could not start Ray"):
+        b = SISAClassifier(n_shards=3, n_slices=2, store=str(tmp_path / "b")).fit(X, y)
+    assert ckpt_hashes(b) == ckpt_hashes(ref)

@@ -18,6 +18,7 @@ import os
 import secrets
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
@@ -148,6 +149,13 @@ def run_shards(
             left = jobs[i + 1:]
             if kind == "adaptive" and _ray_pays(time.perf_counter() - t0, i + 1, len(left),
                                                 cpus / num_cpus):
+                try:
+                    connect(address)
+                except Exception as exc:  # Ray was an optimisation here: carry on in process
+                    warnings.warn(f"could not start Ray ({type(exc).__name__}: {exc}); training "
+                                  "the remaining shards in this process", stacklevel=2)
+                    kind = "local"
+                    continue
                 bar.set_description(f"{desc} (Ray started)")
                 _run_ray(uri, left, address, num_cpus, max_retries, write, done)
                 break
