@@ -106,9 +106,6 @@ def cmd_train(args) -> int:
         except ValueError as exc:
             raise InputError(f"invalid model parameters: {exc}") from None
     existed = Store.exists(args.store)
-    if existed and not args.overwrite:
-        raise InputError(f"a store already exists at {args.store}: pass --overwrite to replace "
-                         "it, or pick another --store")
     if args.data not in BUILTIN and not args.label:
         raise InputError(f"--label COL is required with a data file: name the label column of "
                          f"{args.data}")
@@ -286,13 +283,15 @@ def cmd_repair(args) -> int:
 
     summary = repair(Store.open(args.store, check_files=False), progress=not args.quiet,
                      **_backend_kw(args))
-    done = [f"removed {len(summary['removed_files'])} stray file(s)"] * bool(
-        summary["removed_files"])
-    done += [f"dropped damaged checkpoints ({'; '.join(summary['damaged_checkpoints'])})"] * bool(
-        summary["damaged_checkpoints"])
-    done += [f"retrained shards {summary['retrained_shards']}"] * bool(summary["retrained_shards"])
-    done += [f"finished forget request {summary['completed_request']}"] * bool(
-        summary["completed_request"])
+    done = []
+    if summary["removed_files"]:
+        done.append(f"removed {len(summary['removed_files'])} stray file(s)")
+    if summary["damaged_checkpoints"]:
+        done.append(f"dropped damaged checkpoints ({'; '.join(summary['damaged_checkpoints'])})")
+    if summary["retrained_shards"]:
+        done.append(f"retrained shards {summary['retrained_shards']}")
+    if summary["completed_request"]:
+        done.append(f"finished forget request {summary['completed_request']}")
     _out(args, summary, f"repaired {args.store}: " + ("; ".join(done) if done else
                                                       "nothing to repair, the store is whole"))
     return 0

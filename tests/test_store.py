@@ -219,7 +219,7 @@ def test_bad_layouts_and_ids_are_named(tmp_path):
     with pytest.raises(InputError, match="not found"):
         Store.create(tmp_path / "s", df, label="nope", n_shards=2, n_slices=2)
     Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
-    with pytest.raises(StoreError, match="already exists"):
+    with pytest.raises(InputError, match="already exists"):
         Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
 
 

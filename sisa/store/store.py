@@ -293,9 +293,9 @@ class Store:
                              "empty path (if it is a half-built store, delete it first)")
         if loc.exists(MANIFEST):
             if not overwrite:
-                raise StoreError(
+                raise InputError(
                     f"a store already exists at {uri}: open it with Store.open, pick another "
-                    "path, or pass overwrite=True to replace it"
+                    "path, or replace it with overwrite=True (--overwrite on the CLI)"
                 )
             try:
                 old = cls.open(str(uri), check_files=False)
