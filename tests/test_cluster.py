@@ -460,7 +460,7 @@ def test_launcher_configs_pass_rays_own_validation(name):
         assert cfg["docker"]["image"].split("/")[-1].startswith("sisa:")
         assert "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]
     else:
-        assert any("~/sisa" in c and f"ray[default]=={version}" in c
+        assert any("$HOME/sisa[cluster]" in c and f"ray[default]=={version}" in c
                    for c in cfg["setup_commands"])
         assert all("RAY_AUTH_MODE=token" in cmd for cmd in
                    cfg["head_start_ray_commands"][1:] + cfg["worker_start_ray_commands"][1:])
@@ -494,7 +494,7 @@ def test_kuberay_manifests_enable_token_auth_and_run_the_sisa_image():
 def test_dockerfile_and_readme_cover_the_walkthrough():
     docker = (CLUSTER / "Dockerfile").read_text()
     assert "FROM rayproject/ray:2.60.0-py311" in docker
-    assert "RUN pip install ." in docker and "COPY --chown=ray:users sisa ./sisa" in docker
+    assert "RUN pip install '.[cluster]'" in docker and "COPY --chown=ray:users sisa ./sisa" in docker
     readme = (CLUSTER / "README.md").read_text()
     for needle in ("ray up cluster/aws.yaml", "ray job submit", "-- sisa train",
                    "cluster_job.py", "sisa plan", "s3://", "ray get-auth-token --generate",
