@@ -1,4 +1,18 @@
-"""The audit log: one JSON receipt per forget, appended and fsynced, never rewritten."""
+"""The audit log: one hash-chained, signed JSON receipt per forget.
+
+Every receipt carries ``seq`` (0, 1, ...), ``prev`` (the hash of the receipt before it;
+None for the first), the ``store_id`` and, in a signed store, ``signature``: the owner's
+Ed25519 signature over the receipt's canonical bytes, so a receipt handed to a third
+party proves itself with the public key alone. The forget's final manifest commit holds
+``audit = {"receipts": n, "head": hash of receipt n-1}`` and the whole last receipt; the
+log line is appended after that commit. Hence:
+
+- a receipt removed, reordered or edited breaks ``prev``/``seq``, its signature or the
+  committed head, and :func:`check` names it;
+- a receipt missing at the end (a crash between the commit and the append) and a torn
+  last line (power lost mid-append) are restored from the committed manifest by
+  :func:`sync_log`, which every writer and ``repair`` run; nothing committed is lost.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +20,149 @@ import hashlib
 import hmac
 import json
 
-from ..store.store import Store, canonical_json
+from ..store import ids as idmod
+from ..store import keys
+from ..store.store import Store, audit_files, canonical_json
 
-LOG = "audit/receipts.jsonl"
+
+def log_path(store: Store) -> str:
+    return audit_files(store.manifest)["log"]
 
 
-def ids_digest(store: Store, ids) -> tuple[str, list]:
-    """HMAC-SHA256, under the store's audit key, of the sorted, de-duplicated ids (ints
-    and strings kept apart); and those ids.
+def ids_digest(store: Store, ids):
+    """HMAC-SHA256, under the store's audit key, of the request's distinct ids in sort
+    order; and those ids (the store's Arrow id array).
 
     Keyed like the tombstones: a plain sha256 of one small id is reversed by trying
     every id, so a receipt shown to a third party would leak what was forgotten. Who
-    holds the store (and so the key) and the ids can recompute it.
+    holds the owner's key (or, for an unsigned store, the store) and the ids can
+    recompute it.
     """
-    uniq = sorted({(0, int(v)) if isinstance(v, int) or (hasattr(v, "dtype") and v.dtype.kind in
-                   "iu") else (1, str(v)) for v in ids})
-    key = bytes.fromhex(store.manifest["audit_key"])
-    digest = hmac.new(key, canonical_json(uniq), hashlib.sha256).hexdigest()
-    return digest, [v for _, v in uniq]
+    canon = idmod.unique_sorted(store.id_array(ids))
+    digest = hmac.new(store.audit_key(), b"\n".join(idmod.id_bytes(canon)), hashlib.sha256)
+    return digest.hexdigest(), canon
+
+
+def receipt_hash(receipt: dict) -> str:
+    """The hash that chains receipts: over the canonical bytes, signature excluded."""
+    body = {k: v for k, v in receipt.items() if k != "signature"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def seal(store: Store, receipt: dict) -> tuple[dict, dict]:
+    """Chain (and sign) a receipt onto the store's log; returns the receipt and the
+    manifest's new ``audit`` entry, to be committed together."""
+    audit = store.manifest["audit"]
+    sealed = {**receipt, "seq": audit["receipts"], "prev": audit["head"],
+              "store_id": store.manifest["store_id"]}
+    key = store.signing_key()
+    if key is not None:
+        sealed["signature"] = key.sign(canonical_json(
+            {k: v for k, v in sealed.items() if k != "signature"}))
+    return sealed, {"receipts": audit["receipts"] + 1, "head": receipt_hash(sealed)}
+
+
+def read_log(store: Store) -> tuple[list[dict], list[str]]:
+    """The receipts in the log and what is wrong with its lines (a torn last line, a
+    line that is not a JSON object)."""
+    rel = log_path(store)
+    if not store.loc.exists(rel):
+        return [], []
+    raw = store.loc.read_bytes(rel).to_pybytes()
+    lines = raw.split(b"\n")
+    torn = lines[-1] != b""  # every complete line ends with a line break
+    if not torn:
+        lines.pop()
+    out, problems = [], []
+    for i, line in enumerate(lines):
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if torn and i == len(lines) - 1:
+                problems.append(f"line {i + 1} of the audit log is torn (an append was cut "
+                                "off): run `sisa repair`")
+            else:
+                problems.append(f"line {i + 1} of the audit log is not a receipt: the log was "
+                                "edited")
+            continue
+        if torn and i == len(lines) - 1:  # parses, but its line break never landed
+            problems.append(f"line {i + 1} of the audit log is torn (no line break): run "
+                            "`sisa repair`")
+            continue
+        out.append(obj)
+    return out, problems
 
 
 def history(store: Store) -> list[dict]:
-    """Every receipt in the store's audit log, oldest first."""
-    if not store.loc.exists(LOG):
-        return []
-    text = store.loc.read_bytes(LOG).to_pybytes().decode()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """Every complete receipt in the store's audit log, oldest first."""
+    return read_log(store)[0]
 
 
 def find(store: Store, *, ids_sha256: str | None = None, request_id: str | None = None):
     for r in reversed(history(store)):
-        if (ids_sha256 and r["ids_sha256"] == ids_sha256) or (
-                request_id and r["request_id"] == request_id):
+        if (ids_sha256 and r.get("ids_sha256") == ids_sha256) or (
+                request_id and r.get("request_id") == request_id):
             return r
     return None
 
 
-def append(store: Store, receipt: dict) -> None:
-    """Log a receipt once: a repair that re-finishes a forget does not log it twice."""
-    if find(store, request_id=receipt["request_id"]) is None:
-        store.loc.append_line(LOG, json.dumps(receipt, sort_keys=True))
+def sync_log(store: Store) -> bool:
+    """Make the log hold the committed chain when it is a clean prefix of it: re-append
+    the committed last receipt after a crash before the append, and rewrite a torn last
+    line. A log that disagrees otherwise is left alone for :func:`check` to report.
+    Returns whether the log was changed. Writers call it holding the lock."""
+    committed = store.manifest.get("audit", {}).get("receipts", 0)
+    last = store.manifest.get("last_receipt")
+    log, problems = read_log(store)
+    torn = any("torn" in p for p in problems)
+    if problems and not (torn and len(problems) == 1):
+        return False
+    rel = log_path(store)
+    if len(log) == committed and not torn:
+        return False
+    if len(log) == committed - 1 and last and last["seq"] == committed - 1 and (
+            not log or receipt_hash(log[-1]) == last["prev"]):
+        log.append(last)
+    elif not (len(log) == committed and torn):
+        return False
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in log)
+    if torn or not store.loc.exists(rel):
+        store.loc.write_atomic(rel, text.encode())
+    else:
+        store.loc.append_line(rel, json.dumps(log[-1], sort_keys=True))
+    return True
+
+
+def check(store: Store) -> list[str]:
+    """Everything wrong with the audit log against the committed manifest: a receipt
+    removed, reordered, edited or unsigned, one missing at the end, a torn line."""
+    log, problems = read_log(store)
+    signer = store.signer
+    for i, r in enumerate(log):
+        who = f"receipt {i} (request {r.get('request_id', '?')})"
+        if r.get("seq") != i:
+            problems.append(f"{who} carries seq {r.get('seq')}: a receipt before it was removed "
+                            "or the log was reordered")
+        want_prev = receipt_hash(log[i - 1]) if i else None
+        if r.get("prev") != want_prev:
+            problems.append(f"{who} does not chain to the receipt before it: one was removed, "
+                            "reordered or edited")
+        if r.get("store_id") != store.manifest["store_id"]:
+            problems.append(f"{who} belongs to another store ({r.get('store_id')})")
+        if signer is not None:
+            body = canonical_json({k: v for k, v in r.items() if k != "signature"})
+            if not keys.check_signature(signer, body, r.get("signature") or ""):
+                problems.append(f"{who} does not carry the owner's valid signature: it was "
+                                "edited or forged")
+    audit = store.manifest.get("audit") or {}
+    n = audit.get("receipts", 0)
+    if len(log) != n:
+        problems.append(f"the audit log holds {len(log)} receipt(s) but the manifest commits {n}"
+                        + (": the last was not logged yet; run `sisa repair`"
+                           if len(log) == n - 1 else ": receipts were removed or added"))
+    elif n and receipt_hash(log[-1]) != audit.get("head"):
+        problems.append(f"the last receipt (request {log[-1].get('request_id')}) is not the one "
+                        "the manifest commits: the log was edited")
+    return problems
