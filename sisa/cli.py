@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -30,6 +31,8 @@ EXAMPLES = {
     "status": "sisa status runs/adult",
     "plan": "sisa plan --rows 1000000 --deletions-per-day 50",
     "demo": "sisa demo --dataset adult --forget 200",
+    "keygen": "sisa keygen                 (then: sisa key public > owner.pub)",
+    "key": "sisa key public > owner.pub",
 }
 BUILTIN = ("synthetic", "adult", "diamonds", "fashion-mnist")
 
@@ -105,7 +108,6 @@ def cmd_train(args) -> int:
             est._validate_params()
         except ValueError as exc:
             raise InputError(f"invalid model parameters: {exc}") from None
-    existed = Store.exists(args.store)
     if args.data not in BUILTIN and not args.label:
         raise InputError(f"--label COL is required with a data file: name the label column of "
                          f"{args.data}")
@@ -125,56 +127,75 @@ def cmd_train(args) -> int:
         tr, te = _split(len(ds.y), args.holdout, args.seed)
         hold = (ds.X[te], ds.y[te]) if len(te) else None
         # a table, so the store keeps the dataset's column names (predict matches on them)
-        table = pa.table({**{n: ds.X[tr, i] for i, n in enumerate(ds.feature_names)},
-                          "label": ds.y[tr], "sample_id": tr})
-        store = Store.create(args.store, table, label="label", id_column="sample_id",
-                             overwrite=args.overwrite, progress=not args.quiet, **common)
+        source = pa.table({**{n: ds.X[tr, i] for i, n in enumerate(ds.feature_names)},
+                           "label": ds.y[tr], "sample_id": tr})
+        source_kw = {"label": "label", "id_column": "sample_id"}
     else:
-        from .store.ingest import _to_dataset
 
-        source = args.data
         feats = args.features.split(",") if args.features else None
+        source, id_column, hold = args.data, args.id, None
         if args.holdout:
-            table = _to_dataset(args.data).to_table()
-            tr, te = _split(table.num_rows, args.holdout, args.seed)
-            source = table.take(tr)
-            test = table.take(te)
-            skip = {args.label, args.id, args.group, args.deletion_prob}
-            cols = feats or [c for c in test.column_names if c not in skip]
-            hold = (np.column_stack([test.column(c).to_numpy(zero_copy_only=False)
-                                     for c in cols]), test.column(args.label).to_numpy())
-        store = Store.create(args.store, source, label=args.label, id_column=args.id,
-                             group_column=args.group, deletion_prob_column=args.deletion_prob,
-                             feature_columns=feats,
-                             overwrite=args.overwrite, progress=not args.quiet, **common)
+            source, id_column, hold = _holdout_split(args, feats)
+        source_kw = {"label": args.label, "id_column": id_column, "group_column": args.group,
+                     "deletion_prob_column": args.deletion_prob, "feature_columns": feats}
     regression = is_regressor(est)
     cls = SISARegressor if regression else SISAClassifier
     model = cls(est, n_shards=args.shards, n_slices=args.slices, random_state=args.seed,
                 store=args.store, ray_address=args.address, backend=args.backend,
                 schedule=args.schedule, epochs=args.epochs if args.epochs else "auto",
                 verbose=not args.quiet)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore" if args.quiet else "default")
-        try:
+    # Built and trained beside any store already at --store, published in one step: a bad
+    # row, a bad holdout row or a failed fit leaves the old store exactly as it was.
+    with Store.building(args.store, overwrite=args.overwrite) as store:
+        store.ingest(source, progress=not args.quiet, **source_kw, **common)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore" if args.quiet else "default")
             model.fit(store)
-        except Exception:
-            if not existed:  # leave no half-trained store behind: the command can be rerun
-                store.loc.delete_all()
-            raise
-    result = {"store": args.store, "rows": store.n_rows, "shards": args.shards,
-              "slices": args.slices, "spread": store.spread(),
-              "seconds": round(time.perf_counter() - t0, 2)}
-    if hold is not None:
-        with _columns_by_name():
-            score = float(model.score(*hold))
-        result["holdout"] = {"rows": len(hold[1]), "metric": "r2" if regression else "accuracy",
-                             "score": round(score, 4)}
-        _record_holdout(model.store_, result["holdout"])
+        result = {"store": args.store, "rows": store.n_rows, "shards": args.shards,
+                  "slices": args.slices, "spread": store.spread(),
+                  "seconds": round(time.perf_counter() - t0, 2)}
+        if hold is not None:
+            with _columns_by_name():
+                score = float(model.score(*hold))
+            result["holdout"] = {"rows": len(hold[1]),
+                                 "metric": "r2" if regression else "accuracy",
+                                 "score": round(score, 4)}
+            store.manifest = {**store.manifest, "holdout": {**result["holdout"],
+                                                            "at": "training"}}
+        store.publish()
     _out(args, result, f"trained {store.n_rows:,} rows into {args.shards} shards x {args.slices}"
          f" slices at {args.store} in {result['seconds']}s (shard sizes {store.spread()})"
          + (f"; holdout {result['holdout']['metric']} {result['holdout']['score']:.4f}"
             if hold is not None else ""))
     return 0
+
+
+ROW_ID = "__row"  # the default id column: the row's number in the input file
+
+
+def _holdout_split(args, feats):
+    """Split a data file into training rows and holdout rows, validating the holdout rows
+    before anything is written. Ids stay the row numbers of the *file* (or --id)."""
+    import pyarrow as pa
+
+    from .store.ingest import _to_dataset, from_table
+
+    table = _to_dataset(args.data).to_table()
+    id_column = args.id
+    if not id_column:
+        table = table.append_column(ROW_ID, pa.array(np.arange(table.num_rows), pa.int64()))
+        id_column = ROW_ID
+    tr, te = _split(table.num_rows, args.holdout, args.seed)
+    test = table.take(te)
+    if not len(te):
+        return table.take(tr), id_column, None
+    # the holdout goes through the same checks as training rows (NaN, nulls, types)
+    src = from_table(test, args.label, id_column=id_column, group_column=args.group,
+                     deletion_prob_column=args.deletion_prob, feature_columns=feats)
+    batches = list(src.batches)
+    X = np.concatenate([b.X for b in batches])
+    y = np.concatenate([b.y for b in batches])
+    return table.take(tr), id_column, (X, y)
 
 
 def _record_holdout(store, holdout: dict) -> None:
@@ -185,18 +206,25 @@ def _record_holdout(store, holdout: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- forget
-def _read_ids(args) -> list:
-    ids: list = list(args.id or [])
-    if args.ids:
-        try:
-            text = Path(args.ids).read_text() if args.ids != "-" else sys.stdin.read()
-        except OSError as exc:
-            raise InputError(f"cannot read the ids file {args.ids!r} ({exc.strerror}): pass a "
-                             "file with one id per line, or - for stdin") from None
-        ids += [t for t in text.replace(",", "\n").split() if t]
-    if not ids:
-        raise InputError("give the ids to forget with --id X (repeatable) or --ids FILE")
-    return [int(v) if v.lstrip("-").isdigit() else v for v in map(str, ids)]
+def _read_ids(args, id_type: str, *, flag: str = "id", file_flag: str = "ids"):
+    """The ids of ``--id`` flags and an ``--ids`` file, read by the store's id type (never
+    guessed from how the text looks: on a string store ``007`` is the id "007")."""
+    import pyarrow as pa
+
+    from .store import ids as idmod
+
+    parts = []
+    if getattr(args, flag):
+        parts.append(idmod.parse_text_ids(getattr(args, flag), id_type,
+                                          source=f"--{flag.replace('_', '-')}"))
+    path = getattr(args, file_flag)
+    if path:
+        text = sys.stdin.read() if path == "-" else None
+        parts.append(idmod.read_ids_file(path, id_type, text))
+    if not parts or not sum(len(p) for p in parts):
+        raise InputError(f"give the ids with --{flag.replace('_', '-')} X (repeatable) or "
+                         f"--{file_flag.replace('_', '-')} FILE")
+    return pa.concat_arrays(parts)
 
 
 def cmd_forget(args) -> int:
@@ -204,9 +232,7 @@ def cmd_forget(args) -> int:
     from .unlearn import forget
 
     store = Store.open(args.store)
-    ids = _read_ids(args)
-    if store.manifest["schema"]["id_type"] == "string":
-        ids = [str(v) for v in ids]
+    ids = _read_ids(args, store.manifest["schema"]["id_type"])
     r = forget(store, ids, record_ids=args.record_ids, progress=not args.quiet,
                **_backend_kw(args))
     text = (f"forgot {r['n_ids']} id(s) (request {r['request_id']}): retrained "
@@ -233,6 +259,7 @@ def cmd_predict(args) -> int:
 
     from .store.ingest import _to_dataset
 
+    _check_out(args.out, args.store)  # before any work: a usage error, exit 2
     model = _open_model(args.store)
     schema = model.store_.manifest["schema"]
     table = _to_dataset(args.data).to_table()
@@ -240,6 +267,14 @@ def cmd_predict(args) -> int:
     if missing:
         raise InputError(f"{args.data} lacks feature column(s) {missing[:5]} the model was trained "
                          "on")
+    import pyarrow.types as pat
+
+    text = [c for c in schema["feature_names"] if not (
+        pat.is_integer(t := table.schema.field(c).type) or pat.is_floating(t)
+        or pat.is_boolean(t))]
+    if text:
+        raise InputError(f"{args.data}: feature column(s) {text[:5]} are not numeric: encode "
+                         "them as the training data were encoded")
     X = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
                          for c in schema["feature_names"]]).astype(np.float64)
     bad = [c for c, ok in zip(schema["feature_names"], np.isfinite(X).all(axis=0), strict=True)
@@ -261,20 +296,105 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _is_store_dir(d: str) -> bool:
+    try:
+        with open(os.path.join(d, "manifest.json"), "rb") as f:
+            return b'"format":"sisa-store/' in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+def _check_out(out: str, store: str) -> None:
+    """``--out`` must name a file in an existing folder outside every sisa store: a file
+    written into a store fails its ``verify`` and its ``repair`` deletes it."""
+    from .fs import Location
+
+    path = os.path.expanduser(out)
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise InputError(f"--out {out}: folder {folder} does not exist; create it first or "
+                         "write elsewhere")
+    if os.path.isdir(path):
+        raise InputError(f"--out {out} is a folder: name a .parquet or .csv file")
+    d = os.path.realpath(path)  # through any links, so a link into a store is caught too
+    loc = Location(store)
+    own = loc.root if loc.is_local else None
+    while d != os.path.dirname(d):
+        d = os.path.dirname(d)
+        if d == own or _is_store_dir(d):
+            raise InputError(f"--out {out} is inside the sisa store {d}: files there fail "
+                             "`sisa verify` and `sisa repair` deletes them; write the predictions "
+                             "outside the store")
+
+
 # ---------------------------------------------------------------------------- verify etc.
 def cmd_verify(args) -> int:
     from .store import Store
+    from .store.keys import parse_public
     from .unlearn import verify
 
-    shards = [int(s) for s in args.shards.split(",")] if args.shards else None
-    rep = verify(Store.open(args.store, check_files=False), shards=shards, sample=args.sample,
-                 progress=not args.quiet, **_backend_kw(args))
+    shards = _int_list(args.shards, "--shards") if args.shards else None
+    if args.sample is not None and args.sample < 1:
+        raise InputError(f"--sample must be at least 1, got {args.sample} (omit it to retrain "
+                         "every shard)")
+    public = parse_public(args.public_key) if args.public_key else None
+    store = Store.open(args.store, check_files=False)
+    gone = (_read_ids(args, store.manifest["schema"]["id_type"], flag="forgotten_id",
+                      file_flag="forgotten_ids")
+            if args.forgotten_id or args.forgotten_ids else None)
+    held = [_read_receipt(path) for path in args.receipt or []]
+    rep = verify(store, shards=shards, sample=args.sample, public_key=public,
+                 forgotten_ids=gone, held_receipts=held, progress=not args.quiet,
+                 **_backend_kw(args))
     if args.quiet and not args.json:  # quiet: nothing on success, the failures otherwise
         if not rep.ok:
             print("\n".join(ln for ln in rep.table().splitlines() if "FAIL" in ln))
     else:
         _out(args, rep.to_dict(), rep.table())
     return 0 if rep.ok else 1
+
+
+def _read_receipt(path: str) -> dict:
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--receipt {path}: cannot read a receipt ({exc}): pass the JSON that "
+                         "`sisa forget --json` printed") from None
+    if not isinstance(obj, dict) or "seq" not in obj:
+        raise InputError(f"--receipt {path} is not a sisa receipt (no seq): pass the JSON that "
+                         "`sisa forget --json` printed")
+    return obj
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated integers like 0,3,7; got {text!r}") \
+            from None
+
+
+def cmd_keygen(args) -> int:
+    from .store import keys
+
+    path = args.out or os.environ.get(keys.KEY_FILE_ENV) or str(keys.DEFAULT_KEY_FILE)
+    key = keys.generate()
+    saved = keys.save(key, path)
+    _out(args, {"key_file": str(saved), "public_key": key.public_line},
+         f"wrote {saved} (mode 600: keep it private; stores you build are signed with it)\n"
+         f"public key (give it to auditors: sisa verify --public-key): {key.public_line}")
+    return 0
+
+
+def cmd_key(args) -> int:
+    from .store import keys
+
+    key = keys.configured(args.key_file)
+    if key is None:
+        raise InputError(f"no key configured: make one with `sisa keygen`, or set "
+                         f"${keys.KEY_FILE_ENV}")
+    _out(args, {"public_key": key.public_line}, key.public_line)
+    return 0
 
 
 def cmd_repair(args) -> int:
@@ -516,7 +636,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE")
     p.add_argument("--shards", help="comma-separated shards to retrain (others: static checks)")
     p.add_argument("--sample", type=int, help="retrain k random shards")
+    p.add_argument("--public-key", metavar="KEY",
+                   help="the owner's public key (ed25519:HEX, or a file holding it): the store "
+                        "must be signed by it; needs no private key")
+    p.add_argument("--forgotten-id", action="append", metavar="ID",
+                   help="an id that must be absent from every data file (repeatable)")
+    p.add_argument("--forgotten-ids", metavar="FILE",
+                   help="file of ids that must be absent (as for `sisa forget --ids`)")
+    p.add_argument("--receipt", action="append", metavar="FILE",
+                   help="a receipt you were given (`sisa forget --json`): it must be signed by "
+                        "the owner and in the audit log, so a rolled-back store fails")
     p.set_defaults(func=cmd_verify)
+
+    p = add("keygen", "Make a key file (Ed25519 signing key + audit secret, mode 600) that "
+            "signs the stores you build.")
+    p.add_argument("--out", metavar="FILE", help="where to write it (default $SISA_KEY_FILE, "
+                   "else ~/.config/sisa/key.json)")
+    p.set_defaults(func=cmd_keygen)
+
+    p = add("key", "Print the public half of your key, for `sisa verify --public-key`.")
+    p.add_argument("what", choices=("public",), help="what to print")
+    p.add_argument("--key-file", metavar="FILE", help="default: $SISA_KEY / $SISA_KEY_FILE / "
+                   "~/.config/sisa/key.json")
+    p.set_defaults(func=cmd_key)
 
     p = add("repair", "Finish an interrupted forget or training run and remove stray files.",
             backend=True)

@@ -22,12 +22,21 @@ class UnknownIdError(InputError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class KeyFileError(InputError):
+    """The signing key an operation needs is missing, wrong, or unsafe to use."""
+
+
 class StoreError(SisaError):
     """The store on disk cannot be used as it is."""
 
 
 class CorruptStoreError(StoreError):
     """A file is missing, or its bytes do not match the hash the manifest records."""
+
+
+class UntrustedCodeError(CorruptStoreError):
+    """A store names code sisa will not run: a pickle global or estimator class outside
+    its allow-list (see :mod:`sisa.engine.safe_pickle`)."""
 
 
 class StoreLockedError(StoreError):

@@ -22,7 +22,7 @@ from .engine import driver
 from .engine.backend import BACKENDS, choose_backend, connect
 from .engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from .errors import InputError, SisaError, StaleModelError
-from .store.store import LABEL, Store
+from .store.store import Store
 
 # float32 stays float32 (half the store size); anything else becomes float64.
 FLOAT_DTYPES = (np.float64, np.float32)
@@ -104,7 +104,27 @@ class _SISABase(BaseEstimator):
             warn_refit_once(est)
         if choose_backend(self.backend, self.n_shards, self.ray_address) == "ray":
             connect(self.ray_address)  # Ray and its workers start while the store is built
-        store = self._build_store(X, y, sample_ids)
+        if isinstance(X, Store) or (isinstance(X, (str, os.PathLike)) and y is None):
+            store = X if isinstance(X, Store) else Store.open(str(X))
+            self._check_same_layout(store)
+            with store.lock():
+                self._train(store, est)
+        else:
+            # Built and trained beside any store already there; one manifest write swaps it
+            # in, so a bad row or a failed fit leaves the old store as it was.
+            with Store.building(self._store_uri(), overwrite=True) as store:
+                self._ingest(store, X, y, sample_ids)
+                self._train(store, est)
+                store.publish()
+        self._set_fitted(store)
+        return self
+
+    def _train(self, store: Store, est) -> None:
+        """Record the model spec and train every shard (the caller holds the lock)."""
+        if not is_classifier(self) and store.manifest["schema"]["label_type"] == "string":
+            raise InputError("the labels are strings: a regressor needs numeric labels; use a "
+                             "classifier (SISAClassifier; on the CLI a classification preset) "
+                             "or a numeric label column")
         classes = self._classes_from_store(store) if is_classifier(self) else None
         if classes is not None and type_of_target(classes) == "continuous":
             raise InputError(
@@ -114,40 +134,37 @@ class _SISABase(BaseEstimator):
         if classes is not None and len(classes) < 2:
             raise InputError(f"the training labels hold only 1 class ({classes[0]!r}): a "
                              "classifier needs at least two classes")
-        with store.lock():
-            new = dict(store.manifest)  # a fresh fit replaces any previous model
-            new["model"] = driver.model_spec(
-                store, est, classes=classes, schedule=self.schedule,
-                epochs=resolve_epochs(est, self.epochs), aggregation=self.aggregation_)
-            new["pending"] = None
-            store.commit(new)
-            driver.start(store, "fit", {s: 0 for s in range(store.n_shards)})
-            driver.run(store, backend=self.backend, address=self.ray_address,
-                       num_cpus=self.num_cpus, progress=self.verbose)
-            driver.finish(store)
-        self._set_fitted(store)
-        return self
+        new = dict(store.manifest)  # a fresh fit replaces any previous model
+        new["model"] = driver.model_spec(
+            store, est, classes=classes, schedule=self.schedule,
+            epochs=resolve_epochs(est, self.epochs), aggregation=self.aggregation_)
+        new["pending"] = None
+        store.commit(new)
+        driver.start(store, "fit", {s: 0 for s in range(store.n_shards)})
+        driver.run(store, backend=self.backend, address=self.ray_address,
+                   num_cpus=self.num_cpus, progress=self.verbose)
+        driver.finish(store)
 
-    def _build_store(self, X, y, sample_ids) -> Store:
+    def _ingest(self, store: Store, X, y, sample_ids) -> None:
+        """Fill a staged store with the training rows, refusing to replace an audit log."""
         common = {"n_shards": self.n_shards, "n_slices": self.n_slices,
                   "random_state": self.random_state}
-        if isinstance(X, Store) or (isinstance(X, (str, os.PathLike)) and y is None):
-            store = X if isinstance(X, Store) else Store.open(str(X))
-            self._check_same_layout(store)
-            return store
-        uri = self._store_uri()
-        if self.store is not None and Store.exists(uri):
+        if self.store is not None and Store.exists(store.uri):
             from .unlearn import history
 
-            n = len(history(Store.open(uri, check_files=False)))
+            try:
+                n = len(history(Store.open(store.uri, check_files=False)))
+            except SisaError:  # damaged or another format: nothing to keep
+                n = 0
             if n:
                 raise InputError(
-                    f"store {uri} holds an audit log of {n} forget request(s); refitting would "
-                    "erase it: pass another store path (or archive and delete this one first)")
+                    f"store {store.uri} holds an audit log of {n} forget request(s); refitting "
+                    "would erase it: pass another store path (or archive and delete this one "
+                    "first)")
         if _is_table_like(X) or isinstance(y, str):
             if not isinstance(y, str):
                 raise InputError("with a table or file, pass the label column name as y='col'")
-            store = Store.create(uri, X, label=y, overwrite=True, **common)
+            store.ingest(X, label=y, **common)
         else:
             X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, y_numeric=not is_classifier(self))
             if is_classifier(self):
@@ -158,9 +175,8 @@ class _SISABase(BaseEstimator):
                     f"got n_samples = {n}, fewer than n_shards * n_slices = "
                     f"{self.n_shards * self.n_slices}: use fewer shards or slices"
                 )
-            store = Store.create(uri, X, y, sample_ids=sample_ids, overwrite=True, **common)
+            store.ingest(X, y, sample_ids=sample_ids, **common)
         self.n_features_in_ = store.n_features
-        return store
 
     def _check_same_layout(self, store: Store) -> None:
         got = (store.n_shards, store.n_slices, store.random_state)
@@ -173,9 +189,9 @@ class _SISABase(BaseEstimator):
 
     @staticmethod
     def _classes_from_store(store: Store) -> np.ndarray:
-        labels = [store.read_slice_table(s, r).column(LABEL).unique()
-                  for s in range(store.n_shards) for r in range(store.n_slices)]
-        return np.unique(np.concatenate([lab.to_numpy(zero_copy_only=False) for lab in labels]))
+        # the union of the manifest's per-slice label lists: no slice is read (except
+        # for float labels, which record none)
+        return np.asarray(store.classes())
 
     def _set_fitted(self, store: Store, strict: bool = True) -> None:
         """Load the shard models; with ``strict=False`` a store that may not serve (an
@@ -205,12 +221,17 @@ class _SISABase(BaseEstimator):
         --------
         >>> clf = SISAClassifier.load("runs/adult-store")  # doctest: +SKIP
         """
-        store = Store.open(uri)
+        # a forget committing meanwhile may delete the files of the manifest just read:
+        # rerun on the new manifest rather than report a damaged store
+        return Store.open(uri).read_consistent(lambda store: cls._load(store, uri))
+
+    @classmethod
+    def _load(cls, store: Store, uri: str):
         model = driver.final_models(store) and store.manifest["model"]
-        from .engine.checkpoints import load_verified
+        from .engine.checkpoints import prototype
 
         a = store.manifest["assignment"]
-        est = cls(load_verified(store, model["estimator"]), n_shards=a["n_shards"],
+        est = cls(prototype(store), n_shards=a["n_shards"],
                   n_slices=a["n_slices"], aggregation=model["aggregation"], store=str(uri),
                   random_state=a["random_state"], schedule=model["schedule"],
                   epochs=model["epochs"])
@@ -225,7 +246,7 @@ class _SISABase(BaseEstimator):
         """Reload the shard models from the store (after a forget from another process)."""
         check_is_fitted(self)
         self.store_.reload()
-        self._set_fitted(self.store_)
+        self.store_.read_consistent(self._set_fitted)
         return self
 
     # -------------------------------------------------------------- unlearning

@@ -14,11 +14,15 @@ a token re-check before every manifest commit).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import mmap
 import os
 import secrets
+import shutil
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +34,31 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .errors import CorruptStoreError, StoreError, StoreLockedError
+
+
+class MissingFileError(CorruptStoreError):
+    """A file the manifest names is not there (damage, or a reader that raced a commit:
+    :meth:`sisa.store.Store.read_consistent` tells the two apart)."""
+
+
+class UnsafePathError(CorruptStoreError):
+    """A store path that leaves the store, or a symbolic link inside the store."""
+
+
+def check_rel(rel: str) -> str:
+    """``rel`` if it is a plain relative path that stays inside the store, lexically.
+
+    Every path sisa uses below a store root is built from fixed names and hashes, so a
+    ``..``, an absolute path, a backslash or a NUL can only come from an edited
+    manifest (or a bug); refusing them here covers every read, write and delete.
+    """
+    parts = rel.split("/") if isinstance(rel, str) else None
+    if (parts is None or rel.startswith("/") or "\\" in rel or "\x00" in rel
+            or (rel and any(p in ("", ".", "..") for p in parts))):
+        raise UnsafePathError(
+            f"refusing store path {rel!r}: it would leave the store (.., absolute path, "
+            "backslash or NUL); the manifest naming it was edited, restore it from backup")
+    return rel
 
 
 def sha256_bytes(data: bytes | memoryview | pa.Buffer) -> str:
@@ -145,22 +174,69 @@ class Location:
         return self.fs.type_name in ("s3", "gcs")
 
     def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
+        return f"{self.root}/{check_rel(rel)}" if rel else self.root
+
+    def _no_links(self, rel: str, *, final: bool = True) -> str:
+        """The local path of ``rel`` after checking that no component below the root is
+        a symbolic link (``final=False``: the last component may be one, for callers
+        that act on the link itself, never through it).
+
+        A link inside a store can point anywhere, so reading, writing or deleting
+        through one would touch files outside the store. The root itself was resolved
+        when the location was opened, so a store reached through a link the user made
+        is fine. (This checks a store at rest; it does not defend against someone
+        swapping directories for links while sisa runs.)
+        """
+        path = self.path(rel)
+        if not self.is_local or not rel:
+            return path
+        parts = rel.split("/")
+        cur = self.root
+        for i, part in enumerate(parts):
+            cur = f"{cur}/{part}"
+            if not final and i == len(parts) - 1:
+                break
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                break  # nothing below a missing component exists, links included
+            except NotADirectoryError:
+                break
+            if stat.S_ISLNK(st.st_mode):
+                raise _link_error(cur)
+        return path
 
     # -- reading -----------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
+        if self.is_local:
+            try:
+                os.lstat(self._no_links(rel))
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            return True
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def info(self, rel: str) -> pafs.FileInfo:
+        """``FileInfo`` of one file, refusing links locally (pyarrow's follows them)."""
+        if self.is_local:
+            path = self._no_links(rel)
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return pafs.FileInfo(path, pafs.FileType.NotFound)
+            kind = pafs.FileType.Directory if stat.S_ISDIR(st.st_mode) else pafs.FileType.File
+            return pafs.FileInfo(path, kind, size=st.st_size)
+        return self.fs.get_file_info(self.path(rel))
 
     def read_bytes(self, rel: str) -> pa.Buffer:
         """Whole file as an Arrow buffer; memory-mapped when local (zero-copy)."""
         try:
             if self.is_local:
-                with pa.memory_map(self.path(rel)) as f:
-                    return f.read_buffer()
+                return _map_nofollow(self._no_links(rel))
             with self.fs.open_input_stream(self.path(rel)) as f:
                 return f.read_buffer()
         except FileNotFoundError as exc:
-            raise CorruptStoreError(
+            raise MissingFileError(
                 f"missing file {self.path(rel)}: the store is damaged; run `sisa repair "
                 f"{self.uri}` or restore the file from backup"
             ) from exc
@@ -196,7 +272,14 @@ class Location:
         return buf
 
     def list_files(self, rel: str = "") -> list[str]:
-        """All files below ``rel``, as paths relative to the root (sorted)."""
+        """All files below ``rel``, as paths relative to the root (sorted).
+
+        Locally a symbolic link is listed as an entry of its own and never followed
+        (pyarrow's listing follows links into directories outside the store), so
+        ``verify`` reports it as a stray file and ``repair`` removes the link itself.
+        """
+        if self.is_local:
+            return sorted(_walk_nofollow(self.root, self._no_links(rel)))
         base = self.path(rel)
         if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
             return []
@@ -207,15 +290,22 @@ class Location:
         )
 
     # -- writing -----------------------------------------------------------------------
-    def write_atomic(self, rel: str, data: bytes | pa.Buffer) -> None:
-        """Write a whole file so that readers see the old bytes or the new, never a mix."""
+    def write_atomic(self, rel: str, data: bytes | pa.Buffer, *, mode: int = 0o644) -> None:
+        """Write a whole file so that readers see the old bytes or the new, never a mix.
+
+        Locally the bytes go to a temporary file in ``<root>/.tmp/`` first, so a writer
+        killed before its rename leaves its debris in one folder that the next writer
+        clears (:meth:`clear_temp`) without listing the whole store."""
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if self.is_local:
+            self._no_links(rel)  # not through a linked directory, not onto a link
             _makedirs_durable(parent)
-            tmp = f"{target}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            _makedirs_durable(self.path(TEMP_DIR))
+            tmp = self.path(f"{TEMP_DIR}/{os.getpid()}-{secrets.token_hex(6)}")
             try:
-                with open(tmp, "wb") as f:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+                with open(fd, "wb") as f:
                     f.write(memoryview(data))
                     f.flush()
                     os.fsync(f.fileno())
@@ -232,11 +322,25 @@ class Location:
             with self.fs.open_output_stream(target) as f:
                 f.write(data)
 
+    def clear_temp(self) -> int:
+        """Remove the temporary files of interrupted writes (local stores; object stores
+        have none). Only a writer holding the store's lock may call it."""
+        if not self.is_local:
+            return 0
+        try:
+            names = os.listdir(self.path(TEMP_DIR))
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(f"{TEMP_DIR}/{name}"))
+        return len(names)
+
     def write_content(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> tuple[str, str]:
         """Store ``data`` under a name derived from its hash; returns (relative path, sha256)."""
         digest = sha256_bytes(data)
         rel = f"{rel_dir}/{digest[:32]}{suffix}"
-        info = self.fs.get_file_info(self.path(rel))
+        info = self.info(rel)
         # same name, same size: the bytes of an earlier attempt (a retried task); skip.
         # Other sizes mean a damaged leftover: write it again.
         if info.type == pafs.FileType.NotFound or info.size != len(memoryview(data)):
@@ -247,10 +351,17 @@ class Location:
         """Append one line durably (fsync locally; read-modify-PUT on object stores)."""
         payload = (line.rstrip("\n") + "\n").encode()
         if self.is_local:
-            target = self.path(rel)
+            target = self._no_links(rel)
             _makedirs_durable(os.path.dirname(target))
-            new = not os.path.exists(target)
-            with open(target, "ab") as f:
+            new = not os.path.lexists(target)
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                             0o644)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise _link_error(target) from None
+                raise
+            with open(fd, "ab") as f:
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
@@ -261,11 +372,22 @@ class Location:
             self.write_atomic(rel, old + payload)
 
     def delete(self, rel: str) -> None:
+        """Delete one file. Locally a link is removed itself (``unlink`` never follows
+        the last component); a linked directory on the way is refused, so a delete
+        never reaches outside the store."""
+        if self.is_local:
+            path = self._no_links(rel, final=False)
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(path)
+            return
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(rel))
 
     def delete_all(self) -> None:
         if self.fs.get_file_info(self.root).type == pafs.FileType.NotFound:
+            return
+        if self.is_local:  # rmtree removes links, never what they point to
+            shutil.rmtree(self.root)
             return
         if not self.is_local and "/" not in self.root:  # a whole bucket: keep the bucket
             self.fs.delete_dir_contents(self.root)
@@ -275,11 +397,73 @@ class Location:
     def file_infos(self, rel: str = "") -> dict[str, pafs.FileInfo]:
         """Every file below ``rel`` (relative path -> ``FileInfo``) from one recursive
         listing: on object stores far cheaper than a HEAD request per file."""
+        if self.is_local:
+            return {r: self.info(r) for r in self.list_files(rel)
+                    if not os.path.islink(self.path(r))}
         sel = pafs.FileSelector(self.path(rel), recursive=True, allow_not_found=True)
         n = len(self.root) + 1
         return {i.path[n:]: i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File}
 
 
+    def open_lock_fd(self, rel: str = ".lock") -> int:
+        """Open (creating) the local lock file for reading and writing, never through a
+        link: a ``.lock`` link planted in the store would otherwise have its target
+        truncated and overwritten by the next writer."""
+        path = self._no_links(rel, final=False)
+        os.makedirs(self.root, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _link_error(path) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafePathError(f"{path} is not a regular file: remove it (rm {path}); sisa "
+                                  "recreates its lock file")
+        return fd
+
+
+def _link_error(path: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"{path} is a symbolic link inside the store: sisa never reads, writes or deletes "
+        f"through links (they can point outside the store); remove the link (rm {path}) and "
+        "restore the real file from backup if it was one")
+
+
+def _map_nofollow(path: str) -> pa.Buffer:
+    """Memory-map a file (zero-copy) opened with ``O_NOFOLLOW``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_error(path) from None
+        raise
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return pa.py_buffer(b"")
+        return pa.py_buffer(mmap.mmap(fd, size, access=mmap.ACCESS_READ))
+    finally:
+        os.close(fd)
+
+
+def _walk_nofollow(root: str, base: str):
+    """Paths (relative to ``root``) of every non-directory below ``base``, links
+    included as entries and never followed."""
+    if not os.path.lexists(base):
+        return
+    if not os.path.isdir(base) or os.path.islink(base):
+        yield base[len(root) + 1:]
+        return
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        rel = dirpath[len(root) + 1:]
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames + links:
+            yield f"{rel}/{name}" if rel else name
+
+
+TEMP_DIR = ".tmp"
 _RESOLVED: dict[str, tuple[pafs.FileSystem, str, bool]] = {}
 _REREAD_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # ~3 s in all, then give up
 

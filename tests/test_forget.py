@@ -17,9 +17,10 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from sisa import SISAClassifier, Store
-from sisa.errors import StaleModelError, UnknownIdError
+from sisa.errors import InputError, StaleModelError, UnknownIdError
 from sisa.store.store import _write_manifest
 from sisa.unlearn import history, repair, verify
+from sisa.unlearn.receipts import log_path
 
 from .conftest import make_classification
 
@@ -86,11 +87,13 @@ def test_receipts_log_history_and_replay(tmp_path):
                 "rows_full_retrain", "wall_time_s", "fingerprint_before", "fingerprint_after"):
         assert key in r1
     assert "ids" not in r1 and r1["fingerprint_before"] != r1["fingerprint_after"]
-    log = (tmp_path / "a" / "audit" / "receipts.jsonl").read_text()
+    log = (tmp_path / "a" / log_path(model.store_)).read_text()
     assert '"ids"' not in log and len(log.splitlines()) == 1
     again = model.forget([3, 2, 1])
     assert again["replayed"] and again["request_id"] == r1["request_id"]
-    r2 = model.forget(["5"], record_ids=True)
+    with pytest.raises(InputError, match="pass 5 \\(an int\\)"):  # never parsed from text
+        model.forget(["5"])
+    r2 = model.forget([5], record_ids=True)
     assert r2["ids"] == [5]
     assert [h["request_id"] for h in model.deletions()] == [r1["request_id"], r2["request_id"]]
     with pytest.raises(UnknownIdError, match="99999"):
@@ -146,7 +149,7 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())["manifest"]
     m["slices"]["1/0"] = old_slice
     shutil.copy(kept, tmp_path / "a" / old_slice["file"])
-    _write_manifest(store.loc, m)
+    _write_manifest(store.loc, m, None)
     rep = verify(store, backend="local")
     problems = " ".join(rep.shards[1].problems)
     assert "holds 1 deleted id" in problems and "lineage mismatch" in problems
@@ -312,17 +315,21 @@ def test_verify_fails_on_a_restored_backup_and_on_entries_outside_the_grid(tmp_p
     model.forget([417])
     assert verify(model.store_, backend="local").ok
     # a pre-forget backup restored under the audit log: row 417 is back
-    log = (tmp_path / "a" / "audit" / "receipts.jsonl").read_bytes()
+    rel = log_path(model.store_)
+    log = (tmp_path / "a" / rel).read_bytes()
     shutil.rmtree(tmp_path / "a")
     shutil.copytree(backup, tmp_path / "a")
-    (tmp_path / "a" / "audit").mkdir(exist_ok=True)
-    (tmp_path / "a" / "audit" / "receipts.jsonl").write_bytes(log)
+    (tmp_path / "a" / rel).write_bytes(log)
     rep = verify(Store.open(tmp_path / "a"), backend="local")
     assert not rep.ok and any("a backup from before it" in p for p in rep.problems)
     # a manifest naming a shard beyond the grid (e.g. an old slice smuggled back in)
     store = Store.open(backup)
     m = json.loads((backup / "manifest.json").read_text())["manifest"]
-    m["slices"]["3/0"] = m["slices"]["0/0"]
-    _write_manifest(store.loc, m)
+    src = m["slices"]["0/0"]  # placed where a shard-3 slice would be: entries name their cell
+    rel = src["file"].replace("shard=0000", "shard=0003")
+    (backup / rel).parent.mkdir(parents=True)
+    shutil.copy(backup / src["file"], backup / rel)
+    m["slices"]["3/0"] = {**src, "file": rel}
+    _write_manifest(store.loc, m, None)
     rep = verify(Store.open(backup), retrain=False)
     assert any("outside its 3 x 3 grid" in p for p in rep.problems)

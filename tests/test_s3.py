@@ -28,7 +28,7 @@ from sklearn.linear_model import SGDClassifier
 from sisa import SISAClassifier, Store
 from sisa import fs as sfs
 from sisa.errors import StaleModelError, StoreError, StoreLockedError
-from sisa.store.store import _manifest_body, _write_manifest
+from sisa.store.store import _split_manifest, _write_manifest, audit_files
 from sisa.unlearn import history, repair, verify
 
 from .conftest import make_classification
@@ -246,7 +246,8 @@ def test_kill_9_on_s3_leaves_only_unreferenced_files_and_repair_heals(s3env, uri
     report = verify(healed.store_, backend="local")
     assert report.ok, report.table()
     assert set(s3_keys(s3env, BUCKET, prefix_of(uri))) == (
-        set(healed.store_.referenced_files()) | {"manifest.json", "audit/receipts.jsonl"})
+        set(healed.store_.referenced_files()) | {"manifest.json"}
+        | set(audit_files(healed.store_.manifest).values()))
 
 
 def test_raised_crash_before_commit_on_s3_keeps_the_old_state(s3env, uri, monkeypatch):
@@ -281,7 +282,7 @@ def test_reading_the_manifest_while_it_is_replaced_never_sees_a_torn_copy(s3env,
         i = 0
         while not stop.is_set():
             i += 1
-            _write_manifest(st.loc, {**st.manifest, "pad": "x" * (i % 97)})
+            _write_manifest(st.loc, {**st.manifest, "pad": "x" * (i % 97)}, None)
             time.sleep(0.01)
 
     writer = threading.Thread(target=commit_again_and_again, daemon=True)
@@ -292,7 +293,7 @@ def test_reading_the_manifest_while_it_is_replaced_never_sees_a_torn_copy(s3env,
         deadline = time.monotonic() + 60.0
         while (opened < 30 or not torn) and time.monotonic() < deadline:
             raw = st.loc.read_bytes("manifest.json").to_pybytes()
-            torn += _manifest_body(raw) is None
+            torn += _split_manifest(raw) is None
             assert Store.open(uri, check_files=False).fingerprint == st.fingerprint
             opened += 1
     finally:

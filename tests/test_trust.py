@@ -454,3 +454,35 @@ def test_an_auditor_with_only_the_public_key_checks_a_store_built_elsewhere(tmp_
     # and the auditor's key must be the owner's: another public key fails the honest store
     wrong = third_party_verify(built / "s", other.public_line)
     assert wrong.returncode == 1 and "not by the public key you gave" in wrong.stdout
+
+
+def test_a_held_receipt_exposes_a_rollback_to_an_earlier_signed_state(tmp_path, owner_key):
+    """A writer can restore an older, complete, validly signed store; whoever holds a
+    later receipt (the data subject) sees it is missing from the log."""
+    X, y = make_classification(600, 3)
+    st = tmp_path / "s"
+    model = SISAClassifier(n_shards=3, n_slices=2, store=str(st), backend="local").fit(X, y)
+    first = model.forget([11])
+    shutil.copytree(st, tmp_path / "old")
+    second = model.forget([12])
+    (tmp_path / "r1.json").write_text(json.dumps(first))
+    (tmp_path / "r2.json").write_text(json.dumps(second))
+    public = keys.load(owner_key).public_line
+    args = ("verify", str(st), "--public-key", public, "--backend", "local", "@q")
+    assert cli(*args, "--receipt", str(tmp_path / "r2.json"))[0] == 0
+    shutil.rmtree(st)
+    shutil.copytree(tmp_path / "old", st)  # rolled back: signed, complete, self-consistent
+    assert cli(*args, "--receipt", str(tmp_path / "r1.json"))[0] == 0
+    code, out, _ = cli(*args, "--receipt", str(tmp_path / "r2.json"))
+    assert code == 1 and "rolled back" in out
+    forged = {**second, "n_ids": 5}
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    code, out, _ = cli(*args, "--receipt", str(tmp_path / "forged.json"))
+    assert code == 1 and "not signed by this store's owner" in out
+    # and a data subject can check their own id is gone, with no key at all
+    code, out, _ = cli("verify", str(st), "--public-key", public, "--forgotten-id", "11",
+                       "--backend", "local", "@q")
+    assert code == 0
+    code, out, _ = cli("verify", str(st), "--public-key", public, "--forgotten-id", "12",
+                       "--backend", "local", "@q")
+    assert code == 1 and "said to be forgotten" in out

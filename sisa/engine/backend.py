@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError, SisaError
 from ..store.store import Store
+from . import safe_pickle
 from .train import ShardResult, TrainingError, train_shard
 
 BACKENDS = ("auto", "ray", "local")
@@ -138,10 +139,12 @@ def run_shards(
         bar.update(1)
         bar.set_postfix(rows_per_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}")
 
-    uri = store.uri if isinstance(store, Store) else store
+    # Tasks get the manifest with the URI: they need not re-read it, and a staged store
+    # (a fit not yet published) has its manifest only here.
+    snapshot = (store.uri, store.manifest) if isinstance(store, Store) else store
     try:
         if kind == "ray":
-            _run_ray(uri, jobs, address, num_cpus, max_retries, write, done)
+            _run_ray(snapshot, jobs, address, num_cpus, max_retries, write, done)
             return sorted(out, key=lambda r: r.shard)
         cpus = os.cpu_count() or 1
         for i, (shard, start) in enumerate(jobs):
@@ -157,7 +160,7 @@ def run_shards(
                     kind = "local"
                     continue
                 bar.set_description(f"{desc} (Ray started)")
-                _run_ray(uri, left, address, num_cpus, max_retries, write, done)
+                _run_ray(snapshot, left, address, num_cpus, max_retries, write, done)
                 break
     finally:
         bar.close()
@@ -188,10 +191,12 @@ def _remote_train(ray, num_cpus: float, max_retries: int):
     return _REMOTES[key]
 
 
-def _run_ray(store_uri, jobs, address, num_cpus, max_retries, write, done) -> None:
+def _run_ray(snapshot, jobs, address, num_cpus, max_retries, write, done) -> None:
     ray = connect(address)
     remote = _remote_train(ray, num_cpus, max_retries)
-    pending = {remote.remote(store_uri, s, start, write): s for s, start in jobs}
+    ref = ray.put(snapshot)  # one copy in the object store, not one per task
+    trusted = safe_pickle.trusted_modules()  # the driver's trust, for the worker's loads
+    pending = {remote.remote(ref, s, start, write, trusted): s for s, start in jobs}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         ref = ready[0]

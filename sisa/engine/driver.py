@@ -13,8 +13,9 @@ from sklearn.base import clone, is_classifier
 
 from .._crash import crashpoint
 from ..errors import StaleModelError
-from ..store.store import Store, editable, slice_key
+from ..store.store import INTENT, Store, editable, slice_key
 from . import checkpoints as ck
+from . import spec as _spec
 from .backend import run_shards
 from .schedule import SCHEDULES, is_incremental
 from .train import ShardResult
@@ -26,16 +27,17 @@ def _jsonable(v):
 
 def model_spec(store: Store, estimator, *, classes, schedule: str, epochs: int,
                aggregation: str) -> dict:
-    """The manifest's ``model`` entry; writes the pickled unfitted prototype."""
+    """The manifest's ``model`` entry. The unfitted estimator is recorded as a declarative
+    spec (no pickle: rebuilding it runs no code from the store); ``class`` and ``params``
+    (reprs) are for people. Raises InputError when the spec cannot express a parameter
+    or names a class the store could not rebuild (a module not trusted)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     proto = clone(estimator)
     params = {k: repr(v) for k, v in sorted(proto.get_params(deep=False).items())}
-    blob = store.put_blob("model", ".pkl", ck.dumps(proto))
-    blob.update({"class": f"{type(proto).__module__}.{type(proto).__qualname__}",
-                 "params": params})
     return {
-        "estimator": blob,
+        "estimator": {"class": f"{type(proto).__module__}.{type(proto).__qualname__}",
+                      "params": params, "spec": _spec.check(proto)},
         "task": "classification" if is_classifier(proto) else "regression",
         "classes": None if classes is None else [_jsonable(c) for c in classes],
         "schedule": schedule,
@@ -126,7 +128,7 @@ def ensure_servable(store: Store) -> None:
                               "with `sisa train` or SISAClassifier.fit")
     pending = store.manifest.get("pending")
     missing = sorted(pending_jobs(store))
-    intent = store.loc.exists("audit/intent.json")
+    intent = store.loc.exists(INTENT)
     if pending or missing or intent:
         what = (f"an unfinished {pending['kind']}" if pending else
                 "an interrupted forget request" if intent else "missing checkpoints")

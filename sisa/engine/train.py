@@ -18,6 +18,7 @@ from ..errors import SisaError
 from ..fs import sha256_bytes
 from ..store.store import Store
 from . import checkpoints as ck
+from . import safe_pickle
 from .schedule import Schedule
 
 
@@ -47,19 +48,26 @@ def schedule_of(store: Store, prototype) -> Schedule:
     return Schedule(m["schedule"], m["epochs"], store.n_slices, m["incremental"])
 
 
-def train_shard(store: str | Store, shard: int, start_slice: int = 0,
-                write: bool = True) -> ShardResult:
+def train_shard(store: str | Store | tuple[str, dict], shard: int, start_slice: int = 0,
+                write: bool = True, trusted: tuple[str, ...] = ()) -> ShardResult:
     """Train ``shard`` from checkpoint ``start_slice - 1`` (or from scratch) through its
     last slice, writing one checkpoint per slice. With ``write=False`` nothing is
     written: the result only carries each checkpoint's hash (``verify`` uses this).
 
-    ``store`` is a URI (a Ray task opens it itself) or an open :class:`Store` (in
-    process). Training runs with one BLAS thread either way: a Ray task with
+    ``store`` is an open :class:`Store` (in process), a ``(uri, manifest)`` snapshot
+    (what a Ray task gets: every file it reads is still hash-checked against that
+    manifest), or a URI, opened here. Training runs with one BLAS thread either way: a Ray task with
     ``num_cpus=1`` gets one, and a different thread count can change float results,
     so the same shard gives the same bytes wherever it trains.
+
+    ``trusted`` carries the driver's trusted modules (its own estimator package) to a
+    Ray worker, which loads the spec and checkpoints with the same allow-list.
     """
     t0 = time.perf_counter()
-    if not isinstance(store, Store):
+    safe_pickle.trust_for_session(trusted)
+    if isinstance(store, tuple):
+        store = Store(*store)
+    elif not isinstance(store, Store):
         store = Store.open(store, check_files=False)
     with threadpool_limits(limits=1):
         result = _train(store, shard, start_slice, write)
@@ -69,7 +77,7 @@ def train_shard(store: str | Store, shard: int, start_slice: int = 0,
 
 def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResult:
     model_meta = store.manifest["model"]
-    prototype = ck.load_verified(store, model_meta["estimator"])
+    prototype = ck.prototype(store)  # from the manifest's spec: no pickle
     sched = schedule_of(store, prototype)
     classes = model_meta["classes"]
     model = None

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from ..errors import InputError
+from . import ids as idmod
 
 SMALL_FLOATS = {pa.float16(), pa.float32(), pa.int8(), pa.uint8(), pa.int16(), pa.uint16(),
                 pa.bool_()}
@@ -26,7 +27,7 @@ SMALL_FLOATS = {pa.float16(), pa.float32(), pa.int8(), pa.uint8(), pa.int16(), p
 class Batch:
     """One validated chunk of rows, columns as numpy arrays."""
 
-    ids: np.ndarray | None  # None: ids are positions in the input
+    ids: np.ndarray | pa.Array | None  # None: ids are row numbers in the input
     X: np.ndarray
     y: np.ndarray
     groups: np.ndarray | None
@@ -43,6 +44,7 @@ class Source:
     id_name: str | None
     dtype: np.dtype
     batches: Iterator[Batch]
+    id_type: str = idmod.INT  # row numbers unless the input names its ids
 
 
 def _format_for(path: Path) -> str:
@@ -62,6 +64,10 @@ def _to_dataset(data) -> ds.Dataset:
         path = Path(data)
         if not path.exists():
             raise InputError(f"input {path} does not exist: pass a Parquet, CSV or Arrow path")
+        if (path / "manifest.json").is_file():
+            raise InputError(f"input {path} is a sisa store, not a data file: pass the raw "
+                             "Parquet/CSV/Arrow rows (to retrain on a store, use the API: "
+                             "SISAClassifier(...).fit(Store.open(path)))")
         return ds.dataset(path, format=_format_for(path))
     if isinstance(data, pa.Table):
         return ds.dataset(data)
@@ -132,9 +138,10 @@ def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=No
     names = [f"x{i}" for i in range(X.shape[1])]
     Xc = np.ascontiguousarray(X, dtype=out_dtype)
     _check_features(Xc, names, 0)
-    ids = None if sample_ids is None else _as_keys(np.asarray(sample_ids))
+    ids = None if sample_ids is None else np.asarray(sample_ids)
     if ids is not None and ids.shape != (len(X),):
         raise InputError(f"sample_ids must have one id per row ({len(X)}), got shape {ids.shape}")
+    id_type = idmod.INT if ids is None else idmod.values_id_type(ids)
     g = None if groups is None else _as_keys(np.asarray(groups))
     if g is not None and g.shape != (len(X),):
         raise InputError(f"groups must have one key per row ({len(X)}), got shape {g.shape}")
@@ -143,7 +150,7 @@ def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=No
         raise InputError(f"deletion_prob must have one value per row ({len(X)}), got shape "
                          f"{p.shape}")
     batch = Batch(ids, Xc, y, g, p)
-    return Source(names, "label", _label_type(y), None, out_dtype, iter([batch]))
+    return Source(names, "label", _label_type(y), None, out_dtype, iter([batch]), id_type)
 
 
 def from_table(
@@ -187,6 +194,8 @@ def from_table(
         np.dtype(np.float32) if all(schema.field(f).type in SMALL_FLOATS for f in feats)
         else np.dtype(np.float64)
     )
+    id_type = idmod.column_id_type(schema.field(id_column).type, id_column) if id_column else \
+        idmod.INT
     ltype = schema.field(label).type
     label_type = (pa.int64() if pa.types.is_integer(ltype) or pa.types.is_boolean(ltype)
                   else pa.float64() if pa.types.is_floating(ltype) else pa.string())
@@ -223,8 +232,15 @@ def from_table(
                     raise InputError(f"column {name!r} has {c.null_count} missing values")
                 return c.to_numpy(zero_copy_only=False)
 
-            yield Batch(col_or_none(id_column), X, y, col_or_none(group_column),
-                        col_or_none(deletion_prob_column))
+            ids = None
+            if id_column:
+                ids = rb.column(id_column)
+                if ids.null_count:
+                    raise InputError(f"id column {id_column!r} has {ids.null_count} missing "
+                                     "values: every row needs an id")
+                if pa.types.is_dictionary(ids.type):
+                    ids = ids.dictionary_decode()
+            yield Batch(ids, X, y, col_or_none(group_column), col_or_none(deletion_prob_column))
             offset += n
 
-    return Source(feats, label, label_type, id_column, out_dtype, batches())
+    return Source(feats, label, label_type, id_column, out_dtype, batches(), id_type)

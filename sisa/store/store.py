@@ -47,17 +47,38 @@ from tqdm.auto import tqdm
 
 from .._crash import crashpoint
 from .._version import __version__
-from ..errors import CorruptStoreError, InputError, StoreError, StoreLockedError, UnknownIdError
-from ..fs import Location, ObjectLock
-from . import ingest
+from ..errors import (
+    CorruptStoreError,
+    InputError,
+    KeyFileError,
+    StoreError,
+    StoreLockedError,
+    UnknownIdError,
+)
+from ..fs import Location, MissingFileError, ObjectLock
+from . import ids as idmod
+from . import ingest, keys
 from .assign import AssignmentConfig, assign, keyed_hash, spread
+from .layout import check_manifest_paths, slice_labels, union
 
-FORMAT = "sisa-store/2"
+FORMAT = "sisa-store/3"
 MANIFEST = "manifest.json"
 ID, LABEL, FEATURES = "sample_id", "label", "features"
 _ORDER = "__order"
-# Bookkeeping files that are not content-addressed and never hold training rows.
-KEEP = {MANIFEST, ".lock", "audit/receipts.jsonl", "audit/intent.json"}
+INTENT = "audit/intent.json"
+# Bookkeeping files that are not content-addressed and never hold training rows (the audit
+# log and a keyless store's audit key are named per store; see `audit_files`).
+KEEP = {MANIFEST, ".lock", INTENT}
+
+
+def audit_files(manifest: dict) -> dict[str, str]:
+    """The store's own audit log and (unsigned stores only) audit-key file. Named by the
+    store id, so a store built over an old one never appends to the old one's log."""
+    sid = manifest["store_id"]
+    out = {"log": f"audit/receipts-{sid}.jsonl"}
+    if not manifest.get("signer"):
+        out["key"] = f"audit/key-{sid}"
+    return out
 
 
 def now_iso() -> str:
@@ -106,6 +127,8 @@ class DeleteResult:
     rows_before: dict[int, int]  # shard -> rows before the delete
     fingerprint_before: str
     fingerprint_after: str
+    # {"removed": [...]} when the delete took a classifier's last rows of some class
+    classes_changed: dict | None = None
 
 
 def ipc_bytes(table: pa.Table) -> pa.Buffer:
@@ -143,10 +166,13 @@ class Store:
         self._lock_fd: int | None = None
         self._index_cache: dict[str, pa.Table] = {}
         self._object_lock: ObjectLock | None = None
+        self._key: keys.KeyPair | None = None  # the owner's key, looked up on first need
+        self._audit_key: bytes | None = None
+        self.staged = False  # commits stay in memory until `publish` (a fit being built)
 
     def __getstate__(self) -> dict:  # pickled with estimators: no caches, no lock
         state = {**self.__dict__, "_index_cache": {}, "_lock_fd": None, "_lock_depth": 0,
-                 "_lock_owner": None, "_object_lock": None}
+                 "_lock_owner": None, "_object_lock": None, "_key": None, "_audit_key": None}
         del state["_thread_lock"]
         return state
 
@@ -178,20 +204,48 @@ class Store:
             store.check_files(hashes=False)
         return store
 
+    def read_consistent(self, fn, attempts: int = 8):
+        """``fn(self)``, rerun on the newest manifest while a file it needs is missing
+        because another process committed meanwhile.
+
+        A reader holds no lock: it reads the manifest of generation g, and a writer may
+        commit g+1 and delete g's superseded files before the reader opens them. Every
+        file is immutable and named by its hash, so a missing file means either that
+        race (the generation moved on: retry on the new manifest, all of ``fn`` again
+        so nothing mixes two generations) or real damage (same generation: raise).
+        Bounded: a store changing faster than ``attempts`` reads is reported.
+        """
+        for attempt in range(attempts):
+            try:
+                return fn(self)
+            except MissingFileError:
+                generation = self.manifest.get("generation")
+                if self._lock_depth or attempt == attempts - 1:
+                    raise  # a lock holder sees no other writer: this is damage
+                self.reload()
+                if self.manifest.get("generation") == generation:
+                    raise
+        raise AssertionError("unreachable")
+
     def reload(self) -> None:
         self.manifest = _load_manifest(self.loc)
 
     def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
         """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
-        ``hashes``) altered file."""
+        ``hashes``) altered file. A file missing because a writer committed (and removed
+        it) after this store's manifest was read is not damage: the check reruns on the
+        new manifest (see :meth:`read_consistent`)."""
+        self.read_consistent(lambda st: st._check_files(hashes, shards))
+
+    def _check_files(self, hashes: bool, shards: Iterable[int] | None) -> None:
         wanted = None if shards is None else {int(s) for s in shards}
         listed = {} if self.loc.is_local else self.loc.file_infos()  # 1 LIST, not N HEADs
         for rel, meta in self.referenced_files().items():
             if wanted is not None and meta.get("shard") not in wanted and "shard" in meta:
                 continue
-            info = listed.get(rel) or self.loc.fs.get_file_info(self.loc.path(rel))
+            info = listed.get(rel) or self.loc.info(rel)
             if info.size is None or info.type.name == "NotFound":
-                raise CorruptStoreError(
+                raise MissingFileError(
                     f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
                     f"backup, or run `sisa repair {self.uri}` if a write was interrupted"
                 )
@@ -264,6 +318,78 @@ class Store:
         -------
         Store
         """
+        with cls.building(uri, overwrite=overwrite) as store:
+            store.ingest(data, y, label=label, n_shards=n_shards, n_slices=n_slices,
+                         random_state=random_state, sample_ids=sample_ids, id_column=id_column,
+                         group_column=group_column, deletion_prob_column=deletion_prob_column,
+                         groups=groups, deletion_prob=deletion_prob, hot_shards=hot_shards,
+                         hot_threshold=hot_threshold, feature_columns=feature_columns,
+                         dtype=dtype, memory_budget_mb=memory_budget_mb, batch_rows=batch_rows,
+                         progress=progress)
+            store.publish()
+        return store
+
+    @classmethod
+    @contextlib.contextmanager
+    def building(cls, uri: str, *, overwrite: bool = False) -> Iterator[Store]:
+        """Build a new store at ``uri`` beside whatever is there, and switch to it in one
+        step.
+
+        Yields a staged :class:`Store` holding the location's write lock: fill it with
+        :meth:`ingest`, train on it (its commits stay in memory), then :meth:`publish`
+        it, which writes the new manifest (the one atomic switch) and removes the
+        replaced store's files. If anything fails before that, every file the build
+        wrote is removed and a store already at ``uri`` is left byte for byte as it was.
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile
+        >>> X, y = np.random.default_rng(0).normal(size=(100, 3)), np.arange(100) % 2
+        >>> with Store.building(tempfile.mkdtemp()) as st:
+        ...     _ = st.ingest(X, y, n_shards=2, n_slices=2)
+        ...     st.publish()
+        >>> st.n_rows
+        100
+        """
+        loc = Location(str(uri))
+        if loc.is_local and os.path.exists(loc.root) and not os.path.isdir(loc.root):
+            raise StoreError(f"store path {uri} is a file: a store is a directory; pick "
+                             "another path")
+        before = set(loc.list_files())
+        if MANIFEST not in before and before - {".lock"}:
+            # never mix a store into, or let repair later sweep, files that are not ours
+            raise StoreError(f"{uri} is not empty and holds no sisa store: pick a new or "
+                             "empty path (if it is a half-built store, delete it first)")
+        if MANIFEST in before and not overwrite:
+            raise InputError(
+                f"a store already exists at {uri}: open it with Store.open, pick another "
+                "path, or replace it with overwrite=True (--overwrite on the CLI)"
+            )
+        made_root = loc.is_local and not os.path.exists(loc.root)
+        store = cls(str(uri), {})
+        with store.lock():
+            store.staged = True
+            try:
+                yield store
+            finally:
+                if store.staged:  # failed (or never published): remove what the build wrote
+                    for rel in sorted(set(loc.list_files()) - before - {".lock"}):
+                        loc.delete(rel)
+                    if made_root:
+                        shutil.rmtree(loc.root, ignore_errors=True)
+                    store.staged = False
+
+    def ingest(self, data, y=None, *, label: str | None = None, n_shards: int, n_slices: int,
+               random_state: int = 0, sample_ids=None, id_column: str | None = None,
+               group_column: str | None = None, deletion_prob_column: str | None = None,
+               groups=None, deletion_prob=None, hot_shards: int = 0, hot_threshold: float = 0.5,
+               feature_columns: list[str] | None = None, dtype=None,
+               memory_budget_mb: int = 256, batch_rows: int = 65_536,
+               progress: bool = False) -> Store:
+        """Build the data of a staged store (see :meth:`building`); every row is read and
+        validated before anything is published. Parameters as in :meth:`create`."""
+        if not self.staged:
+            raise StoreError("internal: ingest needs a staged store (use Store.building)")
         config = AssignmentConfig(int(n_shards), int(n_slices), int(random_state),
                                   int(hot_shards), float(hot_threshold))
         if hot_shards and deletion_prob is None and not deletion_prob_column:
@@ -276,37 +402,38 @@ class Store:
                 raise InputError("pass y= with array data, or label='column' with a table/file")
             source = ingest.from_arrays(data, y, sample_ids, groups, deletion_prob, dtype)
         else:
+            if sample_ids is not None:
+                raise InputError("pass sample_ids= with array data, or id_column= with a table")
             source = ingest.from_table(
                 data, label, id_column=id_column, group_column=group_column,
                 deletion_prob_column=deletion_prob_column, feature_columns=feature_columns,
                 dtype=dtype, batch_rows=batch_rows,
             )
-            if sample_ids is not None:
-                raise InputError("pass sample_ids= with array data, or id_column= with a table")
-        loc = Location(str(uri))
-        if loc.is_local and os.path.exists(loc.root) and not os.path.isdir(loc.root):
-            raise StoreError(f"store path {uri} is a file: a store is a directory; pick "
-                             "another path")
-        if not loc.exists(MANIFEST) and loc.list_files():
-            # never mix a store into, or let repair later sweep, files that are not ours
-            raise StoreError(f"{uri} is not empty and holds no sisa store: pick a new or "
-                             "empty path (if it is a half-built store, delete it first)")
-        if loc.exists(MANIFEST):
-            if not overwrite:
-                raise InputError(
-                    f"a store already exists at {uri}: open it with Store.open, pick another "
-                    "path, or replace it with overwrite=True (--overwrite on the CLI)"
-                )
-            try:
-                old = cls.open(str(uri), check_files=False)
-            except StoreLockedError:
-                raise
-            except StoreError:  # corrupt or another format: replacing it is the way out
-                old = cls(str(uri), {})
-            with old.lock():
-                loc.delete_all()
-        builder = _Builder(loc, config, source, memory_budget_mb, progress)
-        return builder.build()
+        key = keys.configured()
+        store_id = secrets.token_hex(16)
+        manifest = _Builder(self.loc, config, source, memory_budget_mb, progress, store_id,
+                            key).build()
+        if key is None:  # unsigned: the audit key lives beside the data, owner-only
+            self.loc.write_atomic(audit_files(manifest)["key"], secrets.token_hex(32).encode(),
+                                  mode=0o600)
+        published = self.manifest
+        manifest["generation"] = published["generation"] + 1 if published else 0
+        self.manifest, self._key, self._audit_key = manifest, key, None
+        self._index_cache.clear()
+        return self
+
+    def publish(self) -> None:
+        """Make a staged store the store at its location: one manifest write, then the
+        files of the store it replaces (data, checkpoints, audit log) are removed."""
+        self._require_lock()
+        if not self.staged or not self.manifest:
+            raise StoreError("internal: nothing staged to publish (use Store.building)")
+        manifest = {**self.manifest, "updated": now_iso()}
+        manifest["fingerprint"] = fingerprint(manifest)
+        _write_manifest(self.loc, manifest, self._key)
+        self.manifest, self.staged = manifest, False
+        crashpoint("publish:after-manifest")
+        self.collect_garbage()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -411,7 +538,7 @@ class Store:
     def locate(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where ``ids`` live: ``(found_mask, shard, slice)``, the last two for found ids
         only, in query order. Reads only the index buckets of these ids."""
-        q = _id_array(ids, self.manifest["schema"]["id_type"])
+        q = self.id_array(ids)
         buckets = id_buckets(q, self.index_buckets)
         found = np.zeros(len(q), bool)
         shard = np.zeros(len(q), np.int64)
@@ -426,10 +553,64 @@ class Store:
         return found, shard[found], sl[found]
 
     # ------------------------------------------------------------------ tombstones
-    def tombstone_hashes(self, ids) -> list[bytes]:
+    # ------------------------------------------------------------------ keys
+    @property
+    def signer(self) -> str | None:
+        """The hex Ed25519 public key that signs this store, or None (unsigned)."""
+        signer = self.manifest.get("signer")
+        return signer["public_key"] if signer else None
+
+    def signing_key(self) -> keys.KeyPair | None:
+        """The owner's key, required to change a signed store (None for unsigned ones)."""
+        if self.signer is None:
+            return None
+        if self._key is None:
+            key = keys.configured()
+            if key is None or key.public_hex != self.signer:
+                raise KeyFileError(_wrong_key(self.uri, self.signer, key))
+            self._key = key
+        return self._key
+
+    def audit_key(self) -> bytes:
+        """The key of the keyed hashes of deleted ids. Never in the manifest or a pickle:
+        derived from the owner's key file for signed stores, else read from the store's
+        0600 audit-key file."""
+        if self._audit_key is None:
+            if self.signer is not None:
+                self._audit_key = self.signing_key().audit_key(self.manifest["store_id"])
+            else:
+                rel = audit_files(self.manifest)["key"]
+                if not self.loc.exists(rel):
+                    raise CorruptStoreError(f"the audit key file {self.loc.path(rel)} is missing: "
+                                            "restore the store from backup")
+                self._audit_key = bytes.fromhex(self.loc.read_bytes(rel).to_pybytes().decode())
+        return self._audit_key
+
+    def has_audit_key(self) -> bool:
+        """Whether this process can compute the keyed id hashes (a third party checking a
+        signed store with only its public key cannot)."""
+        try:
+            self.audit_key()
+            return True
+        except (KeyFileError, CorruptStoreError):
+            return False
+
+    def keyed_id_hashes(self, ids) -> list[bytes]:
         """Keyed hashes (16 bytes each) under which deleted ids are remembered."""
-        key = bytes.fromhex(self.manifest["audit_key"])
-        return [hmac.new(key, _id_bytes(v), hashlib.sha256).digest()[:16] for v in ids]
+        arr = self.id_array(ids)
+        key = self.audit_key()
+        return [hmac.new(key, b, hashlib.sha256).digest()[:16] for b in idmod.id_bytes(arr)]
+
+    def tombstones_digest(self) -> str:
+        """One hash over the tombstone files' hashes: what a receipt commits of the set of
+        deleted ids (a swapped tombstone file changes it)."""
+        parts = (self.manifest.get("tombstones") or {}).get("parts", {})
+        return hashlib.sha256(canonical_json(sorted(p["sha256"] for p in parts.values())
+                                             )).hexdigest()
+
+    def id_array(self, ids) -> pa.Array:
+        """``ids`` as this store's Arrow id array (the one id boundary: :mod:`sisa.store.ids`)."""
+        return idmod.to_store_ids(ids, self.manifest["schema"]["id_type"])
 
     def read_tombstones(self, buckets: Iterable[int] | None = None) -> list[bytes]:
         """Keyed hashes of every deleted id (or of those in ``buckets``)."""
@@ -463,9 +644,7 @@ class Store:
             return
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
         if self.loc.is_local:
-            path = self.loc.path(".lock")
-            os.makedirs(self.loc.root, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self.loc.open_lock_fd()  # O_NOFOLLOW: a planted .lock link is refused
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -481,12 +660,16 @@ class Store:
             self._object_lock = obj_lock
         self._lock_depth, self._lock_owner = 1, threading.get_ident()
         try:
+            self.loc.clear_temp()  # debris of a writer killed mid-write: never ours to keep
             if self.manifest and self.loc.exists(MANIFEST):
                 self.reload()  # see what the previous holder committed
             yield self
         finally:
             self._lock_depth, self._lock_owner = 0, None
             if self._lock_fd is not None:
+                # an idle store's lock file is empty: a refused or failed command leaves
+                # every byte of the store as it found it
+                os.ftruncate(self._lock_fd, 0)
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -508,8 +691,15 @@ class Store:
 
     def commit(self, manifest: dict) -> None:
         """Atomically make ``manifest`` the store's state, then drop files only the old
-        state used. Refuses if another writer committed since this one last read."""
+        state used. Refuses if another writer committed since this one last read.
+
+        In a staged store (a fit being built beside the published state) the commit only
+        replaces the in-memory manifest; :meth:`publish` writes it."""
         self._require_lock()
+        if self.staged:
+            self.manifest = {**manifest, "generation": self.manifest["generation"],
+                             "fingerprint": fingerprint(manifest)}
+            return
         on_disk = _load_manifest(self.loc)
         if on_disk["generation"] != self.manifest["generation"]:
             raise StoreLockedError(
@@ -524,7 +714,7 @@ class Store:
         manifest["generation"] = old["generation"] + 1
         manifest["updated"] = now_iso()
         manifest["fingerprint"] = fingerprint(manifest)
-        _write_manifest(self.loc, manifest)
+        _write_manifest(self.loc, manifest, self.signing_key())
         self.manifest = manifest
         crashpoint("commit:after-manifest")
         stale = set(referenced_files(old)) - set(referenced_files(manifest))
@@ -542,7 +732,8 @@ class Store:
 
     def unreferenced_files(self) -> list[str]:
         """Files below the store that the manifest does not name (bookkeeping aside)."""
-        keep = set(referenced_files(self.manifest)) | KEEP
+        keep = set(referenced_files(self.manifest)) | KEEP | set(audit_files(self.manifest)
+                                                                  .values())
         return [rel for rel in self.loc.list_files() if rel not in keep]
 
     # ------------------------------------------------------------------ deleting
@@ -579,14 +770,14 @@ class Store:
         Returns ``(unique ids, found mask, shard, slice, already deleted ids)``; raises
         :class:`UnknownIdError` naming ids that are neither stored nor tombstoned.
         """
-        q = _id_array(ids, self.manifest["schema"]["id_type"])
+        q = self.id_array(ids)
         if len(pc.unique(q)) != len(q):
             q = pc.unique(q)
         found, shard, sl = self.locate(q)
         missing = np.asarray(q.to_pylist(), dtype=object)[~found]
         already: list = []
         if len(missing):
-            hashes = self.tombstone_hashes(missing.tolist())
+            hashes = self.keyed_id_hashes(pc.filter(q, pa.array(~found)))
             gone = set(self.read_tombstones(
                 set(hash_buckets(hashes, self.index_buckets).tolist())))
             known = np.array([h in gone for h in hashes], dtype=bool)
@@ -607,39 +798,61 @@ class Store:
         if len(q_found) == 0:
             return DeleteResult(0, already, {}, {}, before, before)
 
+        # Compute the remaining rows before writing anything: a delete that leaves a
+        # classifier fewer than two classes is refused with the store untouched.
+        kept = self._kept_rows(q_found, shard, sl)
+        classes, removed = self._classes_after(kept)
         new = editable(self.manifest)
         changed: dict[int, int] = {}
         rows_before = {int(s): self.shard_rows(int(s)) for s in np.unique(shard)}
-        for s, r in sorted(set(zip(shard.tolist(), sl.tolist(), strict=True))):
-            table = self.read_slice_table(s, r)
-            keep = pc.invert(pc.is_in(table.column(ID), value_set=q_found))
-            kept = table.filter(keep)
-            key = slice_key(s, r)
-            new["slices"][key] = {**self.put_blob(_slice_dir(s, r), ".arrow", ipc_bytes(kept)),
-                                  "rows": kept.num_rows, "shard": s}
+        label_type = self.manifest["schema"]["label_type"]
+        for (s, r), table in kept.items():
+            new["slices"][slice_key(s, r)] = {
+                **self.put_blob(_slice_dir(s, r), ".arrow", ipc_bytes(table)),
+                "rows": table.num_rows, "shard": s, "labels": slice_labels(table, label_type)}
             changed[s] = min(changed.get(s, r), r)
         crashpoint("delete:after-slices")
         B = self.index_buckets
-        parts = list(new["index"]["parts"])
-        for b in np.unique(id_buckets(q_found, B)).tolist():
-            part = self.read_index_part(b)
-            part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=q_found)))
-            parts[b] = {**self.put_blob(_index_dir(b), ".arrow", ipc_bytes(part)),
-                        "rows": part.num_rows}
+        n_left = sum(p["rows"] for p in self.manifest["index"]["parts"]) - len(q_found)
+        if n_index_buckets(n_left) != B:
+            # The bucket count follows the row count; a delete that crosses a power of two
+            # re-buckets the whole index and the tombstones (keyed by the same count), so
+            # the store holds the files a fresh build of the remaining rows would.
+            B = n_index_buckets(n_left)
+            index = self.read_index().sort_by(ID)  # as the builder has it: sorted by id
+            index = index.filter(pc.invert(pc.is_in(index.column(ID), value_set=q_found)))
+            parts = [{**self.put_blob(_index_dir(b), ".arrow", ipc_bytes(part)),
+                      "rows": part.num_rows} for b, part in enumerate(_bucketed(index, B))]
+            old_tombs, tparts = self.read_tombstones(), {}
+        else:
+            parts = list(new["index"]["parts"])
+            for b in np.unique(id_buckets(q_found, B)).tolist():
+                part = self.read_index_part(b)
+                part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=q_found)))
+                parts[b] = {**self.put_blob(_index_dir(b), ".arrow", ipc_bytes(part)),
+                            "rows": part.num_rows}
+            old_tombs, tparts = None, dict((new.get("tombstones") or {}).get("parts", {}))
         new["index"] = {"parts": parts, "rows": sum(p["rows"] for p in parts)}
-        gone = self.tombstone_hashes(q_found.to_pylist())
+        gone = self.keyed_id_hashes(q_found)
+        if old_tombs is not None:
+            gone = old_tombs + gone
         where = hash_buckets(gone, B)
-        tparts = dict((new.get("tombstones") or {}).get("parts", {}))
         for b in np.unique(where).tolist():
             added = [gone[i] for i in np.flatnonzero(where == b)]
-            hashes = sorted(self.read_tombstones([b]) + added)
+            hashes = sorted(added + (self.read_tombstones([b]) if old_tombs is None else []))
             table = pa.table({"h": pa.array(hashes, pa.binary(16))})
             tparts[str(b)] = {**self.put_blob(_tombstone_dir(b), ".arrow", ipc_bytes(table)),
                               "rows": table.num_rows}
         new["tombstones"] = {"parts": tparts, "rows": sum(p["rows"] for p in tparts.values())}
         new["n_deleted"] = new.get("n_deleted", 0) + len(q_found)
         model = new.get("model")
-        if model:
+        if model and classes is not None and classes != model["classes"]:
+            # The class list is part of what a fresh fit learns (classes_, the columns of
+            # predict_proba, every partial_fit call): every shard retrains from scratch.
+            model["classes"] = classes
+            model["checkpoints"] = {}
+            changed = {s: 0 for s in range(self.n_shards)}
+        elif model:
             model["checkpoints"] = {
                 k: v for k, v in model["checkpoints"].items()
                 if not (v["shard"] in changed and v["slice"] >= changed[v["shard"]])
@@ -648,7 +861,71 @@ class Store:
         crashpoint("delete:before-commit")
         self.commit(new)
         crashpoint("delete:after-commit")
-        return DeleteResult(len(q_found), already, changed, rows_before, before, self.fingerprint)
+        return DeleteResult(len(q_found), already, changed, rows_before, before, self.fingerprint,
+                            {"removed": removed} if removed else None)
+
+    def _kept_rows(self, q_found: pa.Array, shard: np.ndarray, sl: np.ndarray
+                   ) -> dict[tuple[int, int], pa.Table]:
+        """(shard, slice) -> the slice's rows without ``q_found``, for every slice holding
+        one of them (read, not written)."""
+        out = {}
+        for s, r in sorted(set(zip(shard.tolist(), sl.tolist(), strict=True))):
+            table = self.read_slice_table(s, r)
+            out[(s, r)] = table.filter(pc.invert(pc.is_in(table.column(ID), value_set=q_found)))
+        return out
+
+    def _classes_after(self, kept: dict[tuple[int, int], pa.Table]) -> tuple[list | None, list]:
+        """``(class list once the rows are gone, classes that vanish)`` for a store holding
+        a classifier, ``(None, [])`` otherwise. Raises :class:`InputError` (nothing is
+        written yet) if fewer than two classes would remain: a fresh fit would refuse."""
+        model = self.manifest.get("model")
+        if not model or model.get("task") != "classification" or model.get("classes") is None:
+            return None, []
+        classes = self._label_union(kept)
+        left = set(classes)
+        removed = [c for c in model["classes"] if c not in left]
+        if len(classes) < 2:
+            raise InputError(
+                f"forgetting these rows would leave {len(classes)} class ({classes[:1]}) in "
+                f"store {self.uri}, and a classifier needs at least two (a fresh fit on the "
+                "remaining rows would refuse too): nothing was changed; forget fewer rows, or "
+                "delete the whole store")
+        return classes, removed
+
+    def class_change(self, ids) -> dict | None:
+        """What deleting ``ids`` would do to the model's class list, without writing:
+        ``{"removed": [...]}`` if some class loses its last rows, else None.
+
+        Raises
+        ------
+        InputError
+            Fewer than two classes would remain for a classifier.
+        """
+        model = self.manifest.get("model")
+        if not model or model.get("task") != "classification":
+            return None
+        q, found, shard, sl, _ = self.check_ids(ids)
+        kept = self._kept_rows(pc.filter(q, pa.array(found)), shard, sl)
+        removed = self._classes_after(kept)[1]
+        return {"removed": removed} if removed else None
+
+    def classes(self) -> list:
+        """Sorted distinct labels of the stored rows, from the manifest's per-slice label
+        lists (read from the data only for slices that record none: float labels)."""
+        return self._label_union({})
+
+    def _label_union(self, kept: dict) -> list:
+        """Union of every slice's labels, ``kept`` replacing the slices it names."""
+        lists = []
+        for key, meta in self.manifest["slices"].items():
+            cell = _key_order(key)
+            if cell in kept or meta.get("labels") is None:  # float labels: read them
+                table = kept.get(cell)
+                table = self.read_slice_table(*cell) if table is None else table
+                lists.append(pc.unique(table.column(LABEL)).to_pylist())
+            else:
+                lists.append(meta["labels"])
+        return union(lists)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -684,6 +961,16 @@ def id_buckets(ids: pa.Array, n_buckets: int) -> np.ndarray:
     return (h % np.uint64(n_buckets)).astype(np.int64)
 
 
+def _bucketed(index: pa.Table, n_buckets: int) -> list[pa.Table]:
+    """The index (sorted by id) split into its ``n_buckets`` buckets, each still sorted by
+    id: one layout for a build and for a delete that re-buckets."""
+    bucket = id_buckets(index.column(ID).combine_chunks(), n_buckets)
+    order = np.argsort(bucket, kind="stable")  # by bucket, still by id within one
+    ends = np.searchsorted(bucket[order], np.arange(n_buckets + 1))
+    index = index.take(pa.array(order))
+    return [index.slice(ends[b], ends[b + 1] - ends[b]) for b in range(n_buckets)]
+
+
 def hash_buckets(hashes: list[bytes], n_buckets: int) -> np.ndarray:
     """Tombstone bucket of each keyed id hash (already uniform: use its first bytes)."""
     return np.array([int.from_bytes(h[:8], "little") % n_buckets for h in hashes], np.int64)
@@ -711,33 +998,6 @@ def _slice_schema(schema: dict) -> pa.Schema:
     ])
 
 
-def _id_array(ids, id_type: str) -> pa.Array:
-    try:
-        arr = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(
-            np.atleast_1d(np.asarray(ids, dtype=object)).tolist())
-        if not (pa.types.is_integer(arr.type) or pa.types.is_string(arr.type)
-                or pa.types.is_large_string(arr.type) or pa.types.is_null(arr.type)):
-            # a boolean mask or float ids would cast "successfully" to the wrong ids
-            raise InputError(
-                f"sample ids must be integers or strings, got {arr.type} values: pass the ids "
-                "themselves (for a boolean mask, ids[mask])")
-        out = arr.cast(pa.int64() if id_type == "int64" else pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError,
-            OverflowError) as exc:
-        raise InputError(
-            f"sample ids of this store are {id_type}; could not read the given ids as such: {exc}"
-        ) from exc
-    if isinstance(out, pa.ChunkedArray):
-        out = out.combine_chunks()
-    if out.null_count:
-        raise InputError("sample ids must not be missing (None/NaN)")
-    return out
-
-
-def _id_bytes(v) -> bytes:
-    return (f"i:{int(v)}" if isinstance(v, (int, np.integer)) else f"s:{v}").encode()
-
-
 def _locked_message(uri: str, info: str) -> str:
     try:
         h = json.loads(info)
@@ -760,7 +1020,6 @@ def referenced_files(manifest: dict) -> dict[str, dict]:
         out[meta["file"]] = meta
     model = manifest.get("model")
     if model:
-        out[model["estimator"]["file"]] = model["estimator"]
         for meta in model["checkpoints"].values():
             out[meta["file"]] = meta
     return out
@@ -779,45 +1038,76 @@ def _key_order(k: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-_HEAD = re.compile(rb'\{"checksum":"([0-9a-f]{64})","manifest":')
+_HEAD = re.compile(rb'\{"checksum":"([0-9a-f]{64})","signature":"([0-9a-f]*)","manifest":')
 
 
-def _write_manifest(loc: Location, manifest: dict) -> None:
-    """``{"checksum": sha256(body), "manifest": body}``, the checksum over body's exact bytes,
-    so reading verifies it without re-serialising."""
+def _write_manifest(loc: Location, manifest: dict, key: keys.KeyPair | None) -> None:
+    """``{"checksum": sha256(body), "signature": ed25519(body), "manifest": body}`` over
+    body's exact bytes, so reading verifies both without re-serialising. A signed store
+    (``manifest["signer"]``) is only ever written with its owner's key."""
     body = canonical_json(manifest)
     digest = hashlib.sha256(body).hexdigest().encode()
-    loc.write_atomic(MANIFEST, b'{"checksum":"' + digest + b'","manifest":' + body + b"}")
+    signer = manifest.get("signer")
+    sig = b""
+    if signer:
+        if key is None or key.public_hex != signer["public_key"]:
+            raise KeyFileError(_wrong_key(loc.uri, signer["public_key"], key))
+        sig = key.sign(body).encode()
+    loc.write_atomic(MANIFEST, b'{"checksum":"' + digest + b'","signature":"' + sig
+                     + b'","manifest":' + body + b"}")
 
 
-def _manifest_body(raw: bytes) -> bytes | None:
-    """The manifest body if the bytes match their own checksum (a torn object-store read
-    or a corrupted file does not), else None."""
+def _wrong_key(uri: str, public_hex: str, key: keys.KeyPair | None) -> str:
+    have = f"your key is ed25519:{key.public_hex[:16]}..." if key else "no key is configured"
+    return (f"store {uri} is signed by ed25519:{public_hex[:16]}... and {have}: point "
+            f"${keys.KEY_FILE_ENV} at its owner's key file (only the owner can change a signed "
+            "store)")
+
+
+def _split_manifest(raw: bytes) -> tuple[bytes, str] | None:
+    """``(body, signature hex)`` if the bytes match their own checksum (a torn object-store
+    read or a corrupted file does not), else None."""
     head = _HEAD.match(raw)
     body = raw[head.end():-1] if head and raw.endswith(b"}") else b""
-    return body if head and hashlib.sha256(body).hexdigest().encode() == head.group(1) else None
+    if head and hashlib.sha256(body).hexdigest().encode() == head.group(1):
+        return body, head.group(2).decode()
+    return None
 
 
 def _load_manifest(loc: Location) -> dict:
-    raw = loc.read_stable(MANIFEST, lambda b: _manifest_body(b) is not None)  # torn S3 reads
-    body = _manifest_body(raw)
-    ok = body is not None
-    if ok:
-        try:
-            m = json.loads(body)
-        except ValueError:
-            ok = False
-    if not ok:
+    raw = loc.read_stable(MANIFEST, lambda b: _split_manifest(b) is not None)  # torn S3 reads
+    parts = _split_manifest(raw)
+    m = None
+    if parts is not None:
+        with contextlib.suppress(ValueError):
+            m = json.loads(parts[0])
+    if not isinstance(m, dict):
+        fmt = re.search(rb'"format":"(sisa-store/[0-9]+)"', raw)
+        if fmt and fmt.group(1).decode() != FORMAT:
+            raise StoreError(_old_format(loc, fmt.group(1).decode()))
         raise CorruptStoreError(
             f"manifest {loc.path(MANIFEST)} is corrupt (bad JSON or checksum): restore it from "
             "backup; sisa will not guess which files are valid"
         )
     if m.get("format") != FORMAT:
-        raise StoreError(
-            f"{loc.path(MANIFEST)} has format {m.get('format')!r}; this sisa reads {FORMAT}: "
-            "rebuild the store from the source data (Store.create(..., overwrite=True), or a "
-            "new `sisa train`), or open it with the sisa version that wrote it")
+        raise StoreError(_old_format(loc, m.get("format")))
+    signer = m.get("signer")
+    if signer and not keys.check_signature(signer["public_key"], parts[0], parts[1]):
+        raise CorruptStoreError(
+            f"manifest {loc.path(MANIFEST)} does not carry a valid signature of the key it names "
+            "(ed25519:" + signer["public_key"][:16] + "...): it was changed by someone without "
+            "the owner's key; restore the store from backup")
+    if not signer and parts[1]:
+        raise CorruptStoreError(f"manifest {loc.path(MANIFEST)} carries a signature but names no "
+                                "signer: it was edited; restore the store from backup")
+    check_manifest_paths(m, loc.path(MANIFEST))  # no entry may name a path outside the store
     return m
+
+
+def _old_format(loc: Location, fmt) -> str:
+    return (f"{loc.path(MANIFEST)} has format {fmt!r}; this sisa reads {FORMAT}: rebuild the "
+            "store from the source data (`sisa train ... --overwrite`, or "
+            "Store.create(..., overwrite=True)), or open it with the sisa version that wrote it")
 
 
 class _Builder:
@@ -825,8 +1115,10 @@ class _Builder:
     sorted by its hash order. Memory holds at most the budget plus one slice."""
 
     def __init__(self, loc: Location, config: AssignmentConfig, source: ingest.Source,
-                 budget_mb: int, progress: bool = False) -> None:
+                 budget_mb: int, progress: bool, store_id: str,
+                 key: keys.KeyPair | None) -> None:
         self.loc, self.config, self.source, self.progress = loc, config, source, progress
+        self.store_id, self.key = store_id, key
         self.budget = budget_mb * 2**20
         ftype = pa.float32() if source.dtype == np.float32 else pa.float64()
         self.schema_info = {
@@ -836,14 +1128,15 @@ class _Builder:
         }
         self.ftype = ftype
 
-    def build(self) -> Store:
+    def build(self) -> dict:
+        """Write the slices and the index; returns the new (unpublished) manifest."""
         tmp = Path(tempfile.mkdtemp(prefix="sisa-ingest-"))
         try:
             return self._build(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _build(self, tmp: Path) -> Store:
+    def _build(self, tmp: Path) -> dict:
         S, R = self.config.n_shards, self.config.n_slices
         buffers: dict[tuple[int, int], list[pa.Table]] = {}
         chunks: dict[tuple[int, int], list[Path]] = {}
@@ -855,11 +1148,11 @@ class _Builder:
         for batch in self.source.batches:
             m = len(batch.y)
             bar.update(m)
-            ids = batch.ids if batch.ids is not None else np.arange(n, n + m, dtype=np.int64)
-            if ids.dtype.kind == "f":
-                raise InputError("the id column must hold integers or strings, not floats")
-            shard, sl, order = assign(self.config, ids, batch.groups, batch.deletion_prob)
-            id_arr = _id_array(ids, "int64" if ids.dtype.kind in "iu" else "string")
+            id_arr = idmod.to_store_ids(
+                batch.ids if batch.ids is not None else np.arange(n, n + m, dtype=np.int64),
+                self.source.id_type)
+            shard, sl, order = assign(self.config, idmod.as_numpy(id_arr), batch.groups,
+                                      batch.deletion_prob)
             all_ids.append(id_arr)
             all_shard.append(shard)
             all_slice.append(sl)
@@ -885,10 +1178,8 @@ class _Builder:
                 f"{S} shards x {R} slices = {S * R} slices for only {n} rows: use fewer shards "
                 "or slices (each slice should hold many rows)"
             )
-        ids = pa.chunked_array(all_ids).combine_chunks()
-        id_type = "int64" if pa.types.is_integer(ids.type) else "string"
-        self.schema_info["id_type"] = id_type
-        ids = ids.cast(pa.int64() if id_type == "int64" else pa.string())
+        self.schema_info["id_type"] = self.source.id_type
+        ids = pa.chunked_array(all_ids, idmod.arrow_type(self.source.id_type)).combine_chunks()
         index = pa.table({ID: ids, "shard": np.concatenate(all_shard),
                           "slice": np.concatenate(all_slice)}).sort_by(ID)
         sorted_ids = index.column(ID).combine_chunks()
@@ -899,9 +1190,17 @@ class _Builder:
                 f"{len(dups)} duplicate sample id(s), e.g. {dups[:5]}: sample ids must be unique "
                 "(drop duplicate rows or pass a unique id column)"
             )
-        manifest = self._write_slices(tmp, buffers, chunks, index)
-        _write_manifest(self.loc, manifest)
-        return Store(self.loc.uri, manifest)
+        slices, index_meta = self._write_slices(tmp, buffers, chunks, index)
+        manifest = {
+            "format": FORMAT, "sisa_version": __version__, "generation": 0, "created": now_iso(),
+            "store_id": self.store_id,
+            "signer": {"alg": keys.ALG, "public_key": self.key.public_hex} if self.key else None,
+            "assignment": self.config.to_dict(), "schema": self.schema_info, "slices": slices,
+            "index": index_meta, "tombstones": None, "n_deleted": 0, "model": None,
+            "pending": None, "audit": {"receipts": 0, "head": None}, "last_receipt": None,
+        }
+        manifest["fingerprint"] = fingerprint(manifest)
+        return manifest
 
     def _spill(self, tmp: Path, buffers, chunks, n_flush: int) -> None:
         for key, parts in buffers.items():
@@ -926,26 +1225,14 @@ class _Builder:
                 t = t.drop_columns([_ORDER]).cast(schema)
             else:
                 t = schema.empty_table()
+            # the slice's distinct labels: the class set is a union of manifest entries
             slices[slice_key(s, r)] = {**self._put(_slice_dir(s, r), ipc_bytes(t)),
-                                       "rows": t.num_rows, "shard": s}
-        B = n_index_buckets(index.num_rows)
-        bucket = id_buckets(index.column(ID).combine_chunks(), B)
-        order = np.argsort(bucket, kind="stable")  # by bucket, still by id within one
-        ends = np.searchsorted(bucket[order], np.arange(B + 1))
-        index = index.take(pa.array(order))
-        parts = []
-        for b in range(B):
-            part = index.slice(ends[b], ends[b + 1] - ends[b])
-            parts.append({**self._put(_index_dir(b), ipc_bytes(part)), "rows": part.num_rows})
+                                       "rows": t.num_rows, "shard": s,
+                                       "labels": slice_labels(t, self.schema_info["label_type"])}
+        parts = [{**self._put(_index_dir(b), ipc_bytes(part)), "rows": part.num_rows}
+                 for b, part in enumerate(_bucketed(index, n_index_buckets(index.num_rows)))]
         index_meta = {"parts": parts, "rows": index.num_rows}
-        manifest = {
-            "format": FORMAT, "sisa_version": __version__, "generation": 0, "created": now_iso(),
-            "assignment": self.config.to_dict(), "schema": self.schema_info, "slices": slices,
-            "index": index_meta, "tombstones": None, "audit_key": secrets.token_hex(32),
-            "n_deleted": 0, "model": None, "pending": None,
-        }
-        manifest["fingerprint"] = fingerprint(manifest)
-        return manifest
+        return slices, index_meta
 
     def _put(self, rel_dir: str, data: pa.Buffer) -> dict:
         rel, digest = self.loc.write_content(rel_dir, ".arrow", data)

@@ -10,8 +10,8 @@ A forget runs in four durable steps, each of which a rerun or ``repair`` resumes
    them;
 3. each affected shard retrains from its last clean checkpoint, committed shard by
    shard;
-4. the journal is cleared with the receipt in the same commit, and the receipt is
-   appended to ``audit/receipts.jsonl``.
+4. the journal is cleared in the same commit that chains the (signed) receipt onto the
+   audit log's committed head; the receipt is then appended to the log.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from .._crash import crashpoint
 from ..engine import driver
 from ..engine.train import schedule_of
 from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError
-from ..store.store import Store, _id_array, editable, now_iso
+from ..store.store import INTENT, Store, editable, now_iso
 from . import receipts
-
-INTENT = "audit/intent.json"
 
 
 def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto",
@@ -58,11 +56,10 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
     StaleModelError
         Another forget is unfinished; run ``repair`` first.
     """
-    id_list = _id_array(ids, store.manifest["schema"]["id_type"]).to_pylist()
-    if not id_list:
+    if len(store.id_array(ids)) == 0:
         raise InputError("no sample ids given: pass at least one id to forget")
-    digest, canon = receipts.ids_digest(store, id_list)
     with store.lock():
+        digest, canon = receipts.ids_digest(store, ids)
         if not store.manifest.get("model"):
             raise StaleModelError(f"store {store.uri} has no trained model: fit one first")
         pending = store.manifest.get("pending")
@@ -76,22 +73,25 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
                 f"{store.uri}` before forgetting more rows"
             )
         if store.loc.exists(INTENT):
-            left = json.loads(store.loc.read_bytes(INTENT).to_pybytes())["request"]
+            left = _read_intent(store)["request"]
             if left["ids_sha256"] != digest:  # never overwrite another unfinished request
                 raise StaleModelError(
                     f"store {store.uri}: an interrupted forget (request {left['request_id']}) "
                     f"left {INTENT}; run `sisa repair {store.uri}` to finish it first")
-        _log_last_receipt(store)  # a crash may have come between the commit and the log
+            store.collect_garbage()  # its half-written files: leave what `repair` would
+        receipts.sync_log(store)  # a crash may have come between the commit and the log
         done = receipts.find(store, ids_sha256=digest)
         if done is not None and not store.locate(canon)[0].any():
             return {**done, "replayed": True}  # already forgotten: a no-op
+        ids_list = canon.to_pylist()
         request = {"request_id": uuid.uuid4().hex, "requested_at": now_iso(),
                    "started": time.time(), "ids_sha256": digest, "n_ids": len(canon),
                    "fingerprint_before": store.fingerprint}
         if record_ids:
-            request["ids"] = canon
+            request["ids"] = ids_list
         store.check_ids(canon)  # unknown ids: raise before anything is written
-        store.loc.write_atomic(INTENT, json.dumps({"request": request, "ids": canon}).encode())
+        request.update(_class_change(store, canon))  # refuses <2 classes before any write
+        store.loc.write_atomic(INTENT, json.dumps({"request": request, "ids": ids_list}).encode())
         crashpoint("forget:after-intent")
 
         def journal(changed: dict[int, int]) -> dict:
@@ -102,11 +102,48 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
         store.loc.delete(INTENT)
         crashpoint("forget:after-delete")
         if result.deleted == 0:  # every id was deleted by earlier requests
-            receipt = _receipt(store, request, rows_retrained=0, already=len(canon))
-            receipts.append(store, receipt)
-            return receipt
+            return _close(store, _receipt(store, request, rows_retrained=0,
+                                          already=len(canon)))
         return _complete(store, backend, address, num_cpus, progress,
                          already=len(result.already_deleted))
+
+
+def _class_change(store: Store, ids) -> dict:
+    """Receipt fields for a forget that takes the last rows of a class: the class list is
+    part of what a fresh fit learns, so every shard retrains from slice 0 and the
+    receipt says why it cost more. Raises InputError (before anything is written) if a
+    classifier would keep fewer than two classes."""
+    change = store.class_change(ids)
+    if not change:
+        return {}
+    return {"classes_changed": change,
+            "reason": f"class(es) {change['removed']} lost their last rows: the model's class "
+                      "list changes, so every shard retrains from its first slice"}
+
+
+def _read_intent(store: Store) -> dict:
+    try:
+        intent = json.loads(store.loc.read_bytes(INTENT).to_pybytes())
+        if not isinstance(intent["request"]["ids_sha256"], str):
+            raise TypeError("ids_sha256 is not a string")
+        return intent
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptStoreError(f"{store.loc.path(INTENT)} is not a forget request ({exc}): "
+                                "it was damaged or edited; restore the store from backup") from None
+
+
+def _close(store: Store, receipt: dict) -> dict:
+    """Chain and sign the receipt, commit it with the journal cleared, then log it."""
+    sealed, audit = receipts.seal(store, receipt)
+    if store.manifest.get("pending"):
+        driver.finish(store, last_receipt=sealed, audit=audit)
+    else:
+        new = editable(store.manifest)
+        new.update(last_receipt=sealed, audit=audit)
+        store.commit(new)
+    crashpoint("forget:before-log")
+    receipts.sync_log(store)
+    return sealed
 
 
 def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int = 0) -> dict:
@@ -125,6 +162,7 @@ def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int =
         wall_time_s=round(time.time() - request["started"], 4),
         completed_at=now_iso(),
         fingerprint_after=store.fingerprint,
+        tombstones_after=store.tombstones_digest(),
     )
     return receipt
 
@@ -138,12 +176,8 @@ def _complete(store: Store, backend, address, num_cpus, progress, already: int =
     driver.run(store, backend=backend, address=address, num_cpus=num_cpus, progress=progress,
                desc="retraining shards")
     pending = store.manifest["pending"]
-    receipt = _receipt(store, pending["request"], rows_retrained=pending["rows_processed"],
-                       already=already)
-    driver.finish(store, last_receipt=receipt)
-    crashpoint("forget:before-log")
-    receipts.append(store, receipt)
-    return receipt
+    return _close(store, _receipt(store, pending["request"],
+                                  rows_retrained=pending["rows_processed"], already=already))
 
 
 def repair(store: Store, *, backend: str = "auto", address: str | None = None,
@@ -158,7 +192,7 @@ def repair(store: Store, *, backend: str = "auto", address: str | None = None,
         summary: dict = {"completed_request": None, "retrained_shards": [], "removed_files": [],
                          "damaged_checkpoints": _drop_damaged_checkpoints(store)}
         if store.loc.exists(INTENT) and not store.manifest.get("pending"):
-            intent = json.loads(store.loc.read_bytes(INTENT).to_pybytes())
+            intent = _read_intent(store)
             receipt = forget(store, intent["ids"], record_ids="ids" in intent["request"],
                              backend=backend, address=address, num_cpus=num_cpus,
                              progress=progress)
@@ -175,7 +209,7 @@ def repair(store: Store, *, backend: str = "auto", address: str | None = None,
                 driver.run(store, backend=backend, address=address, num_cpus=num_cpus,
                            progress=progress, desc="repairing shards")
                 driver.finish(store)
-        _log_last_receipt(store)
+        summary["log_restored"] = receipts.sync_log(store)
         return summary
 
 
@@ -206,8 +240,3 @@ def _drop_damaged_checkpoints(store: Store) -> list[str]:
         store.commit(new)
     return [f"shard {s} from slice {r}" for s, r in sorted(bad_ck.items())]
 
-
-def _log_last_receipt(store: Store) -> None:
-    last = store.manifest.get("last_receipt")
-    if last:
-        receipts.append(store, last)

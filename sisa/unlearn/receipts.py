@@ -135,6 +135,12 @@ def sync_log(store: Store) -> bool:
     return True
 
 
+def signature_ok(public_hex: str, receipt: dict) -> bool:
+    """Whether ``receipt`` carries a valid signature by ``public_hex``."""
+    body = canonical_json({k: v for k, v in receipt.items() if k != "signature"})
+    return keys.check_signature(public_hex, body, receipt.get("signature") or "")
+
+
 def check(store: Store) -> list[str]:
     """Everything wrong with the audit log against the committed manifest: a receipt
     removed, reordered, edited or unsigned, one missing at the end, a torn line."""
@@ -151,9 +157,7 @@ def check(store: Store) -> list[str]:
                             "reordered or edited")
         if r.get("store_id") != store.manifest["store_id"]:
             problems.append(f"{who} belongs to another store ({r.get('store_id')})")
-        if signer is not None:
-            body = canonical_json({k: v for k, v in r.items() if k != "signature"})
-            if not keys.check_signature(signer, body, r.get("signature") or ""):
+        if signer is not None and not signature_ok(signer, r):
                 problems.append(f"{who} does not carry the owner's valid signature: it was "
                                 "edited or forged")
     audit = store.manifest.get("audit") or {}

@@ -12,7 +12,16 @@ Checks, per shard and for the store as a whole:
 - no forget or training run is left unfinished;
 - the store agrees with its audit log: exactly the S x R grid, tombstones for every
   forgotten row, and the data state the last receipt recorded (a restored pre-forget
-  backup fails here).
+  backup fails here);
+- the audit log is the chain the manifest commits: no receipt removed, reordered or
+  edited, each signed by the store's owner (signed stores);
+- with ``public_key``, the manifest is signed by that key, so whoever can write the
+  store cannot have changed anything above without the owner's private key.
+
+What an unsigned store proves: the same checks, but against accidents only; whoever can
+write it can recompute every hash. What a verifier without the owner's key file cannot
+check: the keyed-hash scan for deleted ids (it needs the audit key); it can instead be
+given the ids themselves (``forgotten_ids``) and check that none is stored.
 """
 
 from __future__ import annotations
@@ -23,12 +32,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..engine import checkpoints as ck
 from ..engine.backend import run_shards
 from ..errors import InputError, SisaError
-from ..store.store import ID, Store, id_buckets, slice_key
-from .forget import INTENT
+from ..store.layout import slice_labels, union
+from ..store.store import ID, INTENT, LABEL, Store, id_buckets, slice_key
+from . import receipts
 from .receipts import history
 
 
@@ -54,6 +65,8 @@ class VerifyReport:
     problems: list[str]
     deleted_ids_checked: int
     seconds: float
+    signed_by: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +87,9 @@ class VerifyReport:
                          f"{'PASS' if s.ok else 'FAIL: ' + '; '.join(s.problems)}")
         for p in self.problems:
             lines.append(f"store: FAIL: {p}")
+        lines.append("signed by: " + (f"ed25519:{self.signed_by}" if self.signed_by else
+                                      "nobody (unsigned store)"))
+        lines += [f"note: {n}" for n in self.notes]
         lines.append(f"deleted ids checked absent: {self.deleted_ids_checked:,}")
         lines.append(f"{'PASS' if self.ok else 'FAIL'} in {self.seconds:.1f}s")
         return "\n".join(lines)
@@ -81,7 +97,8 @@ class VerifyReport:
 
 def verify(store: Store, *, shards=None, sample: int | None = None, retrain: bool = True,
            backend: str = "auto", address: str | None = None, num_cpus: float = 1,
-           progress: bool = False, seed: int | None = None) -> VerifyReport:
+           progress: bool = False, seed: int | None = None, public_key: str | None = None,
+           forgotten_ids=None, held_receipts: list[dict] | None = None) -> VerifyReport:
     """Check a store and its model; see the module docstring for what is proven.
 
     Parameters
@@ -93,9 +110,19 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
         Retrain ``sample`` shards drawn at random, for big stores.
     retrain : bool, default=True
         Set False to skip the byte-identity retrain (fast structural checks only).
+    public_key : str, optional
+        The owner's Ed25519 public key (64 hex digits, see :func:`sisa.store.keys.parse_public`):
+        the manifest must be signed by it. Needs no private key and no audit key.
+    forgotten_ids : iterable of int or str, optional
+        Ids said to be forgotten: each must be absent from the index and every data file.
+    held_receipts : list of dict, optional
+        Receipts someone was handed (a data subject, an auditor): each must be signed by
+        the store's owner and stand in its audit log, so a store rolled back to a state
+        from before them fails.
     """
     t0 = time.perf_counter()
     store.reload()
+    wanted_gone = None if forgotten_ids is None else store.id_array(forgotten_ids)
     S, R = store.n_shards, store.n_slices
     checks = [ShardCheck(s, store.shard_rows(s)) for s in range(S)]
     problems: list[str] = []
@@ -111,21 +138,43 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
                         f"{leftovers[0]} (may hold deleted rows): run `sisa repair`")
     if not model:
         problems.append("the store holds no trained model")
+    notes: list[str] = []
+    problems += _trust_problems(store, public_key, notes)
     problems += _audit_problems(store)
+    problems += receipts.check(store)
+    problems += _held_receipt_problems(store, held_receipts or [])
 
-    tomb = set(store.read_tombstones())
+    scan = store.has_audit_key()
+    tomb = set(store.read_tombstones()) if scan else set()
+    if not scan:
+        notes.append("the keyed scan for deleted ids needs the owner's key file (the audit key) "
+                     "and was skipped; the signed manifest commits the tombstone files checked "
+                     "here, and `--forgotten-ids` checks given ids directly")
     data_ids = []
+    data_labels: list[list] = []
     for s in range(S):
         for r in range(R):
             try:
-                ids = store.read_slice_table(s, r).column(ID)
+                table = store.read_slice_table(s, r)
+                ids = table.column(ID)
             except SisaError as exc:
                 checks[s].problems.append(str(exc))
                 continue
             data_ids.append(ids)
-            hits = sum(h in tomb for h in store.tombstone_hashes(ids.to_pylist()))
+            data_labels.append(_labels_of(store, s, r, table, checks[s].problems))
+            hits = sum(h in tomb for h in store.keyed_id_hashes(ids)) if scan else 0
             if hits:
                 checks[s].problems.append(f"slice {r} holds {hits} deleted id(s)")
+            if wanted_gone is not None:
+                back = pc.sum(pc.is_in(ids, value_set=wanted_gone)).as_py() or 0
+                if back:
+                    checks[s].problems.append(f"slice {r} holds {back} of the ids said to be "
+                                              "forgotten")
+    if wanted_gone is not None:
+        if store.locate(wanted_gone)[0].any():
+            problems.append("the index still lists ids said to be forgotten")
+        notes.append(f"{len(wanted_gone):,} given id(s) checked absent from the index and "
+                     "every data file")
     try:
         index_ids = store.read_index().column(ID)
         held = pa.chunked_array(data_ids, type=index_ids.type)
@@ -140,13 +189,73 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
                             "locate would miss them")
     except SisaError as exc:
         problems.append(str(exc))
+    if len(data_labels) == S * R:  # every slice was read: the data's class set is known
+        problems += _class_problems(store, data_labels)
     if model:
         _check_checkpoints(store, checks)
         targets = _targets(S, shards, sample, seed)
         if retrain and targets:
             _retrain(store, checks, targets, backend, address, num_cpus, progress)
     return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb),
-                        round(time.perf_counter() - t0, 3))
+                        round(time.perf_counter() - t0, 3), store.signer, notes)
+
+
+def _labels_of(store: Store, s: int, r: int, table: pa.Table, problems: list[str]) -> list:
+    """The slice's distinct labels, read from its data; a ``labels`` entry in the manifest
+    that disagrees with them is a problem (the class set is built from those entries)."""
+    labels = pc.unique(table.column(LABEL)).to_pylist()
+    want = slice_labels(table, store.manifest["schema"]["label_type"])
+    got = store.manifest["slices"][slice_key(s, r)].get("labels", "missing")
+    if got != want:
+        problems.append(f"slice {r}: the manifest's label list ({str(got)[:60]}) is not the "
+                        "slice's labels: the manifest was edited; restore it from backup")
+    return labels
+
+
+def _class_problems(store: Store, data_labels: list[list]) -> list[str]:
+    """A classifier's class list must be the one a fresh fit on the data would learn,
+    derived here from the rows themselves (not from the model or the manifest): a class
+    kept after its last rows were forgotten still shows in ``classes_`` and
+    ``predict_proba``, and a retrain with the stored list would reproduce it."""
+    model = store.manifest.get("model")
+    if not model or model.get("task") != "classification":
+        return []
+    expected = union(data_labels)
+    if model.get("classes") != expected:
+        return [f"the model's classes {str(model.get('classes'))[:80]} are not the classes of "
+                f"the data {str(expected)[:80]}: a fresh fit would learn other classes; refit "
+                "the model on this store or restore it from backup"]
+    return []
+
+
+def _held_receipt_problems(store: Store, held: list[dict]) -> list[str]:
+    out = []
+    chain = {r.get("seq"): receipts.receipt_hash(r) for r in history(store)}
+    for r in held:
+        who = f"the receipt you hold (request {r.get('request_id')}, seq {r.get('seq')})"
+        if store.signer and not receipts.signature_ok(store.signer, r):
+            out.append(f"{who} is not signed by this store's owner")
+        elif chain.get(r.get("seq")) != receipts.receipt_hash(r):
+            out.append(f"{who} is not in this store's audit log: the store was rolled back to "
+                       "an earlier state or replaced; deleted rows may be back")
+    return out
+
+
+def _trust_problems(store: Store, public_key: str | None, notes: list[str]) -> list[str]:
+    """Who signed the store (the signature itself was checked when it was read)."""
+    signer = store.signer
+    if public_key is not None and signer != public_key:
+        return ["the store is " + ("unsigned" if signer is None else
+                f"signed by ed25519:{signer[:16]}...") + ", not by the public key you gave: "
+                "it was built or rewritten by someone else"]
+    if signer is None:
+        notes.append("unsigned store: these checks catch damage and mistakes, not a writer "
+                     "who recomputes every hash; sign stores with a key (`sisa keygen`) and "
+                     "verify them with --public-key")
+    elif public_key is None:
+        notes.append("the signature matches the key the store names; pass --public-key with "
+                     "the owner's key to know who that is")
+    return []
 
 
 def _audit_problems(store: Store) -> list[str]:
@@ -165,14 +274,22 @@ def _audit_problems(store: Store) -> list[str]:
         out.append(f"{tomb_rows} tombstones but {store.manifest.get('n_deleted', 0)} deleted "
                    "rows recorded: the manifest was edited")
     log = history(store)
-    if log and not store.manifest.get("pending"):
-        last = log[-1]
-        if last.get("fingerprint_after") != store.fingerprint:
-            out.append(f"the data are not the state the last forget (request "
-                       f"{last['request_id']}) left: a backup from before it was restored, or "
-                       "rows changed outside `forget`; deleted rows may be back")
-        if tomb_rows < sum(r["n_ids"] - r.get("already_deleted", 0) for r in log):
-            out.append("fewer tombstones than rows the audit log says were forgotten")
+    committed = store.manifest.get("last_receipt")
+    last = log[-1] if log else committed
+    pending = store.manifest.get("pending")
+    if last and not pending and last.get("fingerprint_after") != store.fingerprint:
+        out.append(f"the data are not the state the last forget (request "
+                   f"{last.get('request_id')}) left: a backup from before it was restored, "
+                   "or rows changed outside `forget`; deleted rows may be back")
+    if committed and not pending and committed.get("tombstones_after") != \
+            store.tombstones_digest():
+        out.append(f"the tombstones are not the set the last forget (request "
+                   f"{committed.get('request_id')}) committed: they were swapped or edited")
+    def count(v) -> int:  # the log is untrusted input: an edited field is not a crash
+        return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+    if tomb_rows < sum(count(r.get("n_ids")) - count(r.get("already_deleted")) for r in log):
+        out.append("fewer tombstones than rows the audit log says were forgotten")
     return out
 
 
