@@ -6,7 +6,6 @@ scaler's statistics are unlearned with the model instead of leaking every row.
 
 from __future__ import annotations
 
-import importlib
 import json
 
 from sklearn.base import BaseEstimator
@@ -17,7 +16,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from .errors import InputError
+from .engine import spec as _spec
+from .errors import InputError, UntrustedCodeError
 from .pipeline import IncrementalPipeline
 
 
@@ -48,14 +48,32 @@ def from_preset(name: str) -> BaseEstimator:
 
 
 def from_spec(spec: str) -> BaseEstimator:
-    """``{"class": "sklearn.linear_model.SGDClassifier", "params": {"alpha": 1e-4}}``."""
+    """``{"class": "sklearn.linear_model.SGDClassifier", "params": {"alpha": 1e-4}}``.
+
+    Only scikit-learn-compatible estimator classes (subclasses of ``BaseEstimator``) are
+    instantiated, never functions or other classes (``subprocess.Popen``, ``os.system``,
+    builtins). The command line is the user's own: a class from the user's package is
+    trusted for this process (training and its Ray tasks rebuild it); loading the store
+    in a later process needs ``SISA_TRUSTED_MODULES=<module>``.
+    """
+    example = ('expected JSON like {"class": "sklearn.linear_model.SGDClassifier", '
+               '"params": {"alpha": 0.0001}}')
     try:
         obj = json.loads(spec)
-        module, _, name = obj["class"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        return cls(**obj.get("params", {}))
-    except (ValueError, KeyError, TypeError, ImportError, AttributeError) as exc:
-        raise InputError(
-            f"bad --model-spec ({type(exc).__name__}: {exc}): expected JSON like "
-            '{"class": "sklearn.linear_model.SGDClassifier", "params": {"alpha": 0.0001}}'
-        ) from exc
+    except ValueError as exc:
+        raise InputError(f"bad --model-spec ({exc}): {example}") from None
+    path = obj.get("class") if isinstance(obj, dict) else None
+    if not isinstance(path, str) or not isinstance(obj.get("params", {}), dict):
+        raise InputError(f"bad --model-spec: {example}")
+    module = path.partition(":")[0] if ":" in path else path.rpartition(".")[0]
+    own = (bool(module) and module.split(".")[0] not in ("sklearn", "sisa")
+           and not _spec.safe_pickle.never_trusted(module))
+    try:
+        est = _spec.from_spec(obj, trusted=(module,) if own else ())
+    except UntrustedCodeError as exc:
+        raise InputError(f"--model-spec must name a scikit-learn estimator class: {exc}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputError(f"bad --model-spec ({type(exc).__name__}: {exc}): {example}") from None
+    if own:
+        _spec.safe_pickle.trust_for_session([module])
+    return est

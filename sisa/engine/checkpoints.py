@@ -1,12 +1,22 @@
-"""Checkpoints: pickled shard models, loaded only when the manifest vouches for them.
+"""Checkpoints: pickled shard models, unpickled only through sisa's allow-list.
 
 Why pickle and not ``skops.io``: the checkpoint must round-trip *every* attribute
 of any scikit-learn estimator bit for bit (optimizer state, RandomState, Cython loss
-objects) so a retrain from it is byte-identical to an uninterrupted fit; skops
-refuses types it does not know and needs per-type trust lists. Pickle's risk is
-running code from an untrusted file, so sisa never unpickles a file unless its
-sha256 matches the manifest, which sisa itself wrote. A store is therefore as
-trustworthy as its manifest: do not open stores from people you do not trust.
+objects) so a retrain from it is byte-identical to an uninterrupted fit. But a hash
+in the manifest proves nothing about who wrote a file (whoever can write the store
+can re-hash it), so loading never runs code from the store:
+
+* checkpoints go through :func:`sisa.engine.safe_pickle.loads`, which calls only
+  allow-listed *objects*: scikit-learn classes (not its functions), sisa's
+  estimator classes, and the exact numpy / scipy.sparse reconstructors, types and
+  random generators that checkpoints contain. Not whole modules: ``numpy.load``
+  unpickles without limits, ``scipy.io.netcdf_file`` writes files, ``sisa.cli.main``
+  runs commands. Anything else is an :class:`~sisa.errors.UntrustedCodeError`.
+* the unfitted estimator is not pickled at all: the manifest holds a declarative
+  spec (:mod:`sisa.engine.spec`) from which ``verify`` and ``load`` rebuild it,
+  instantiating only scikit-learn estimator classes.
+* a model built from your own estimator package loads when you trust that module:
+  ``SISA_TRUSTED_MODULES=mypkg`` (comma-separated; a name covers its submodules).
 """
 
 from __future__ import annotations
@@ -16,8 +26,10 @@ import io
 import pickle
 
 from .._version import __version__
-from ..errors import SisaError
+from ..errors import CorruptStoreError, SisaError
 from ..store.store import Store, canonical_json, slice_key
+from . import safe_pickle
+from . import spec as _spec
 
 
 def dumps(obj) -> bytes:
@@ -41,8 +53,25 @@ def dumps(obj) -> bytes:
 
 
 def load_verified(store: Store, meta: dict):
-    """Unpickle a blob after checking its hash against the manifest entry."""
-    return pickle.loads(store.get_blob(meta))  # get_blob raises on any mismatch
+    """Unpickle a blob after checking its hash against the manifest entry, calling only
+    allow-listed globals (:func:`sisa.engine.safe_pickle.loads`)."""
+    data = store.get_blob(meta)  # raises on any mismatch
+    return safe_pickle.loads(data, source=f"checkpoint {store.loc.path(meta['file'])}")
+
+
+def estimator_spec(store: Store) -> dict:
+    """The manifest's declarative estimator spec (no pickle: see :mod:`sisa.engine.spec`)."""
+    est = store.manifest["model"]["estimator"]
+    if "spec" not in est:
+        raise CorruptStoreError(
+            f"store {store.uri} records its estimator as a pickle (an older sisa), which sisa "
+            "no longer loads: retrain it with `sisa train ... --overwrite`")
+    return est["spec"]
+
+
+def prototype(store: Store):
+    """The unfitted estimator, rebuilt from the manifest's spec without running store code."""
+    return _spec.from_spec(estimator_spec(store))
 
 
 def checkpoint_dir(shard: int, sl: int) -> str:
@@ -51,12 +80,12 @@ def checkpoint_dir(shard: int, sl: int) -> str:
 
 def lineage(store: Store, shard: int, sl: int) -> str:
     """What checkpoint (shard, sl) must have been trained on, as one hash: the data of
-    slices 0..sl, the estimator (class, params, pickled prototype), the seed, the
+    slices 0..sl, the estimator (class, params, declarative spec), the seed, the
     schedule and sisa's version."""
     model = store.manifest["model"]
     payload = {
         "slices": [store.slice_hash(shard, r) for r in range(sl + 1)],
-        "estimator": model["estimator"]["sha256"],
+        "estimator": hashlib.sha256(canonical_json(estimator_spec(store))).hexdigest(),
         "estimator_class": model["estimator"]["class"],
         "params": model["estimator"]["params"],
         "classes": model["classes"],
