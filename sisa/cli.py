@@ -555,7 +555,9 @@ def cmd_demo(args) -> int:
           "deleted ids")
     rep = verify(clf.store_, progress=True)
     print("\n".join("      " + line for line in rep.table().splitlines()))
-    print(f"[4/4] receipt {r['request_id']} written to {store}/audit/receipts.jsonl; inspect "
+    from .unlearn.receipts import log_path
+
+    print(f"[4/4] receipt {r['request_id']} written to {store}/{log_path(clf.store_)}; inspect "
           f"with `sisa status {store}` and `sisa history {store}`")
     return 0 if rep.ok else 1
 

@@ -15,7 +15,7 @@ from sisa import Store
 from sisa.cli import build_parser
 
 SUBCOMMANDS = ["train", "forget", "predict", "verify", "repair", "history", "status", "plan",
-               "demo", "compare"]
+               "demo", "compare", "keygen", "key"]
 
 
 def sisa(*args: str, cwd=None, check: bool = True) -> subprocess.CompletedProcess:

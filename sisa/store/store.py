@@ -6,7 +6,7 @@ Layout under the store URI::
     data/shard=0003/slice=005/<hash>.arrow one uncompressed Arrow IPC file per (shard, slice)
     index/bucket=0003/<hash>.arrow         sample_id -> (shard, slice), sorted by id
     audit/tombstones/bucket=0003/<hash>.arrow  keyed hashes of deleted ids (never the ids)
-    audit/receipts.jsonl                   append-only log of forget receipts
+    audit/receipts-<store id>.jsonl        hash-chained, signed log of forget receipts
     checkpoints/shard=0003/slice=005/<hash>.pkl, model/<hash>.pkl   (written by the engine)
 
 The index and the tombstones are split into buckets by a hash of the id (about
