@@ -445,6 +445,8 @@ def status(store) -> dict:
         "epochs": model.get("epochs"), "holdout": store.manifest.get("holdout"),
         "bytes": int(sum(m["bytes"] for m in files.values())), "files": len(files),
         "pending": store.manifest.get("pending"),
+        "signed_by": f"ed25519:{store.signer}" if store.signer else None,
+        "id_type": store.manifest["schema"]["id_type"],
     }
 
 
@@ -464,6 +466,9 @@ def cmd_status(args) -> int:
             ("holdout", f"{hold['metric']} {hold['score']:.4f} on {hold['rows']:,} rows (at "
                         "training)" if hold else "none kept"),
             ("size", f"{s['bytes'] / 2**20:,.1f} MiB in {s['files']} files"),
+            ("sample ids", s["id_type"]),
+            ("signed by", s["signed_by"] or "nobody (unsigned: `sisa keygen`, then rebuild, "
+                                            "to sign)"),
             ("state", "UNFINISHED: run `sisa repair`" if s["pending"] else "ok")]
     width = max(len(k) for k, _ in rows)
     _out(args, s, "\n".join(f"{k:<{width}}  {v}" for k, v in rows))

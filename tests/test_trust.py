@@ -82,7 +82,7 @@ def owner_key(monkeypatch, tmp_path):
     monkeypatch.delenv(keys.KEY_ENV, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = tmp_path / "owner.key"
-    code, out, err = cli("keygen", "--out", str(path), "@q")
+    code, _out, err = cli("keygen", "--out", str(path), "@q")
     assert code == 0, err
     monkeypatch.setenv(keys.KEY_FILE_ENV, str(path))
     return path
@@ -153,8 +153,8 @@ def test_default_ids_are_the_files_row_numbers_with_a_holdout(tmp_path, keyless)
 # ------------------------------------------------------------------ 4. a failed overwrite
 def bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
     good = small_table(400, ids=np.arange(400))
-    nan = good.set_column(0, "f0", pa.array([np.nan] + good.column("f0").to_pylist()[1:]))
-    null = good.set_column(1, "f1", pa.array([None] + good.column("f1").to_pylist()[1:]))
+    nan = good.set_column(0, "f0", pa.array([np.nan, *good.column("f0").to_pylist()[1:]]))
+    null = good.set_column(1, "f1", pa.array([None, *good.column("f1").to_pylist()[1:]]))
     dup = good.set_column(good.column_names.index("uid"), "uid", pa.array([0, *range(399)]))
     (tmp_path / "badcell.csv").write_text("f0,f1,f2,y,uid\n" + "\n".join(
         f"{i * 0.1},{'oops' if i == 7 else 1.0},0.5,{i % 2},{i}" for i in range(400)))
@@ -198,7 +198,7 @@ def test_an_api_refit_from_a_bad_table_keeps_the_old_store(tmp_path, keyless):
                            backend="local").fit(X, y)
     before = tree_digest(tmp_path / "s")
     bad = small_table(400)
-    bad = bad.set_column(0, "f0", pa.array([np.nan] + bad.column("f0").to_pylist()[1:]))
+    bad = bad.set_column(0, "f0", pa.array([np.nan, *bad.column("f0").to_pylist()[1:]]))
     with pytest.raises(InputError, match="non-finite"):
         SISAClassifier(n_shards=2, n_slices=2, store=str(tmp_path / "s"),
                        backend="local").fit(bad, "y")
@@ -271,7 +271,7 @@ def test_a_torn_last_line_is_recovered_by_repair_losing_nothing(tmp_path, keyles
     full = b"".join(lines)
     path.write_bytes(full[:-25])  # power lost in the middle of the last append
     for argv in (["status"], ["history"], ["verify"], ["forget", "--id", "100"]):
-        code, out, err = cli(*argv[:1], str(tmp_path / "s"), *argv[1:], "@q")
+        _code, _out, err = cli(*argv[:1], str(tmp_path / "s"), *argv[1:], "@q")
         assert "Traceback" not in err and "JSONDecodeError" not in err, err
         assert len(err.strip().splitlines()) <= 1
     assert cli("repair", str(tmp_path / "s"), "@q")[0] == 0
