@@ -225,6 +225,24 @@ def test_gadgets_are_refused_before_anything_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("field,value", [("left_child", 10**9), ("right_child", 0),
+                                         ("feature", 10**6), ("feature", -5)])
+def test_a_tree_pointing_outside_its_arrays_is_refused(field, value):
+    # made only of allowed objects, but predict would read out of bounds (a segfault)
+    X, y = _data()
+    tree = DecisionTreeClassifier(max_depth=2).fit(X, y)
+    state = tree.tree_.__getstate__()
+    state["nodes"] = state["nodes"].copy()
+    state["nodes"][field][0] = value
+    tree.tree_.__setstate__(state)
+    with pytest.raises(UntrustedCodeError, match="outside its arrays"):
+        safe_pickle.loads(dumps(tree))
+    hgb = HistGradientBoostingClassifier(max_iter=2).fit(X, y)
+    hgb._predictors[0][0].nodes["left"][0] = 60_000
+    with pytest.raises(UntrustedCodeError, match="outside its arrays"):
+        safe_pickle.loads(dumps(hgb))
+
+
 # ------------------------------------------------------------------ forged stores
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):

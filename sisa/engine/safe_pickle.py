@@ -22,7 +22,9 @@ allow_pickle=True)`` (a nested, unrestricted unpickle), all of ``scipy``
 Whatever the trust, :data:`NEVER_TRUSTED` modules (``os``, ``subprocess``,
 ``builtins``' ``eval``...) and ``numpy.memmap`` / ``numpy.load`` and friends are refused.
 A refused global raises :class:`~sisa.errors.UntrustedCodeError` before anything
-is called; modules are imported only once their name passed the check.
+is called; modules are imported only once their name passed the check. After loading,
+decision trees are bounds-checked (:func:`check_native_state`): Cython trusts their
+node arrays, so a forged index made only of allowed objects would read out of bounds.
 """
 
 from __future__ import annotations
@@ -61,11 +63,15 @@ def _denied_objects() -> tuple:
     """Refused even from a trusted module: reading, writing or mapping files, or a nested
     unrestricted unpickle (``numpy.load(allow_pickle=True)``)."""
     import numpy as np
+    import scipy.io
+    import scipy.io.wavfile
 
     return (np.memmap, np.load, np.save, np.savez, np.savez_compressed, np.fromfile,
             np.loadtxt, np.genfromtxt, np.savetxt, np.lib.format.open_memmap,
-            np.ctypeslib.load_library, eval, exec, compile, open, __import__, getattr,
-            setattr, delattr, globals, vars, input, breakpoint)
+            np.ctypeslib.load_library, scipy.io.netcdf_file, scipy.io.loadmat,
+            scipy.io.savemat, scipy.io.mmread, scipy.io.mmwrite, scipy.io.wavfile.read,
+            scipy.io.wavfile.write, eval, exec, compile, open, __import__, getattr, setattr,
+            delattr, globals, vars, input, breakpoint)
 
 
 _SESSION: set[str] = set()  # modules of estimators this process was handed directly
@@ -139,11 +145,11 @@ def allowed_objects() -> dict[tuple[str, str], object]:
     return table
 
 
-def _refuse(module: str, name: str, source: str, why: str = "",
-            never: bool = False) -> UntrustedCodeError:
-    fix = ("sisa never loads it"
-           if never or _within(module, NEVER_TRUSTED) else
-           f"if you trust this store and that module, add it with {TRUST_ENV}={module}")
+def _refuse(module: str, name: str, source: str, why: str = "", never: bool = False,
+            fix: str | None = None) -> UntrustedCodeError:
+    if fix is None:
+        fix = ("sisa never loads it" if never or _within(module, NEVER_TRUSTED) else
+               f"if you trust this store and that module, add it with {TRUST_ENV}={module}")
     return UntrustedCodeError(f"{source} names {module}.{name}, which is not on sisa's "
                               f"allow-list{why}; {fix}")
 
@@ -159,7 +165,7 @@ def _walk(module: str, name: str):
         obj = importlib.import_module(module)
         for part in parts:
             obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError):
+    except (ImportError, AttributeError, ValueError, TypeError):  # TypeError: "..x"
         return None
     return obj
 
@@ -221,24 +227,28 @@ def resolve(module: str, name: str, *, trusted: Iterable[str] = (), source: str 
     if _within(module, trusted_modules(trusted)):
         obj = _walk(module, name)
         if obj is None:
-            raise _refuse(module, name, source, " (it does not exist)")
+            raise _refuse(module, name, source, "", fix=f"{module} is trusted but has no "
+                          f"importable {name}: check the name and that the package is installed")
         if _is_denied(obj):
             raise _refuse(module, name, source, " (it reads or writes files)", never=True)
         if classes_only and not isinstance(obj, type):
-            raise _refuse(module, name, source, " (it is not a class)")
+            raise _refuse(module, name, source, "", fix="it is not a class; name an estimator "
+                          "class")
         return obj
-    if module == "numpy" or _within(module, ("scipy.special",)):
-        obj = _walk(module, name) if "." not in name else None
+    if _within(module, ("numpy", "scipy")):
+        obj = _walk(module, name)  # importing a numpy/scipy module has no side effects
         import numpy as np
 
         if _is_denied(obj):
             raise _refuse(module, name, source, " (it reads or writes files)", never=True)
+        if module != "numpy" and not _within(module, ("scipy.special",)):
+            obj = None  # ufuncs and scalar types: only numpy's own and scipy.special's
         if isinstance(obj, np.ufunc) and not classes_only:
             return obj  # arithmetic only
         if isinstance(obj, type) and issubclass(obj, np.generic):
             return obj  # np.float64 as a value (e.g. a dtype= parameter)
-    if _sklearn_or_sisa(module):
-        obj = _walk(module, name)
+    if _sklearn_or_sisa(module) and not _within(module, DENIED_SKLEARN_MODULES):
+        obj = _walk(module, name)  # imports only sklearn/sisa modules, never denied ones
         if _is_allowed_class(obj, module):
             return obj
         if not classes_only and obj is not None and _is_cython_helper(obj, module, name):
@@ -276,6 +286,73 @@ class _Unpickler(pickle.Unpickler):
                                  "never writes: the file was forged; restore it from backup")
 
 
+def _children_ok(left, right, n: int, leaf) -> bool:
+    import numpy as np
+
+    idx = np.arange(len(left))
+    inner = ~leaf
+    # sklearn appends children after their parent, so child > parent: no cycles either
+    return bool((left[inner] > idx[inner]).all() and (right[inner] > idx[inner]).all()
+                and (left[inner] < n).all() and (right[inner] < n).all())
+
+
+def check_native_state(obj, source: str = "the pickle") -> None:
+    """Refuse decision trees whose node arrays point outside themselves.
+
+    Cython code trusts a tree's state: a forged child or feature index made only of
+    allowed objects would read outside its arrays at ``predict`` (a crash, or worse).
+    ``sklearn.tree`` trees and histogram-boosting predictors are checked; other native
+    state (k-NN ball/KD trees) is covered by the manifest signature only.
+    """
+    import numpy as np
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.tree._tree import Tree
+
+    def bad(what: str) -> UntrustedCodeError:
+        return UntrustedCodeError(f"{source} holds a {what} whose nodes point outside its "
+                                  "arrays: the file was forged; restore the store from backup")
+
+    seen: set[int] = set()
+    stack: list[tuple[object, int | None]] = [(obj, None)]
+    while stack:
+        o, n_features = stack.pop()
+        if id(o) in seen or isinstance(o, (np.ndarray, np.generic, str, bytes, int, float)):
+            continue
+        seen.add(id(o))
+        if isinstance(o, Tree):
+            st = o.__getstate__()
+            nodes, n = st["nodes"], int(st["node_count"])
+            leaf = nodes["left_child"] == -1
+            feat = nodes["feature"][~leaf]
+            if (n < 1 or len(nodes) != n or not (leaf == (nodes["right_child"] == -1)).all()
+                    or not _children_ok(nodes["left_child"], nodes["right_child"], n, leaf)
+                    or (feat < 0).any() or (feat >= o.n_features).any()
+                    or (n_features is not None and o.n_features != n_features)):
+                raise bad("decision tree")
+            continue
+        if isinstance(o, TreePredictor):
+            nodes = o.nodes
+            leaf = nodes["is_leaf"].astype(bool)
+            inner = nodes[~leaf]
+            cat = inner[inner["is_categorical"].astype(bool)]
+            if (len(nodes) < 1
+                    or not _children_ok(nodes["left"].astype(np.int64),
+                                        nodes["right"].astype(np.int64), len(nodes), leaf)
+                    or (n_features is not None and (inner["feature_idx"] >= n_features).any())
+                    or (inner["feature_idx"] < 0).any()
+                    or (cat["bitset_idx"] >= min(len(o.raw_left_cat_bitsets),
+                                                 len(o.binned_left_cat_bitsets))).any()):
+                raise bad("histogram-boosting tree")
+            continue
+        if isinstance(o, dict):
+            stack.extend((v, n_features) for v in o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend((v, n_features) for v in o)
+        elif hasattr(o, "__dict__"):
+            nf = getattr(o, "n_features_in_", n_features)
+            stack.extend((v, nf if isinstance(nf, int) else None) for v in vars(o).values())
+
+
 def loads(data: bytes, *, trusted: Iterable[str] = (), source: str = "the pickle"):
     """Unpickle ``data`` calling only allow-listed globals.
 
@@ -296,7 +373,9 @@ def loads(data: bytes, *, trusted: Iterable[str] = (), source: str = "the pickle
         The bytes are not a valid pickle.
     """
     try:
-        return _Unpickler(io.BytesIO(data), tuple(trusted), source).load()
+        obj = _Unpickler(io.BytesIO(data), tuple(trusted), source).load()
+        check_native_state(obj, source)
+        return obj
     except SisaError:
         raise
     except Exception as exc:  # a malformed pickle can raise nearly anything

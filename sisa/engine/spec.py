@@ -178,10 +178,10 @@ def _decode(v, trusted: tuple[str, ...], where: str):
         if tag == "float":
             return float(body)  # "nan", "inf", "-inf"
         if tag == "scalar":
-            return np.dtype(body).type(_decode(v["value"], trusted, where))
+            return _dtype(body, where).type(_decode(v["value"], trusted, where))
         if tag == "ndarray":
             data = [_decode(x, trusted, where) for x in body["data"]]
-            arr = np.array(data, dtype=np.dtype(body["dtype"]))
+            arr = np.array(data, dtype=_dtype(body["dtype"], where))
             arr = arr.reshape(body["shape"], order=body.get("order", "C"))
             return np.asfortranarray(arr) if body.get("order") == "F" else arr
         if tag == "callable":
@@ -213,6 +213,18 @@ def own_modules(spec) -> set[str]:
 
     visit(spec)
     return out
+
+
+def _dtype(text, where: str) -> np.dtype:
+    """Only the plain dtypes :func:`to_spec` writes: no object arrays from a spec."""
+    try:
+        dt = np.dtype(str(text))
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or not _plain_dtype(dt):
+        raise UntrustedCodeError(f"{where}: dtype {text!r} is not one sisa records (numbers, "
+                                 "booleans, text)")
+    return dt
 
 
 def check(estimator) -> dict:
