@@ -160,8 +160,8 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
     part = st.read_slice(1, 1)
     assert np.array_equal(part.X, X[part.ids]) and np.array_equal(part.y, y[part.ids])
 
-    def live() -> set[str]:
-        return set(st.referenced_files()) | {"manifest.json"}
+    def live() -> set[str]:  # the unsigned store's audit key is the one file beside them
+        return set(st.referenced_files()) | {"manifest.json", audit_files(st.manifest)["key"]}
 
     assert set(s3_keys(s3env, BUCKET, prefix_of(uri))) == live()
     res = st.delete([0, 1, 2, 500])
@@ -176,8 +176,8 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
     # overwrite=True replaces the store in place
     st2 = Store.create(uri, X[:300], y[:300], n_shards=2, n_slices=2, overwrite=True)
     assert Store.open(uri).n_rows == 300
-    assert set(s3_keys(s3env, BUCKET, prefix_of(uri))) == (set(st2.referenced_files())
-                                                            | {"manifest.json"})
+    assert set(s3_keys(s3env, BUCKET, prefix_of(uri))) == (  # the old store's files are gone
+        set(st2.referenced_files()) | {"manifest.json", audit_files(st2.manifest)["key"]})
 
 
 def test_check_files_on_s3_names_a_missing_or_resized_object(s3env, uri):
