@@ -241,6 +241,13 @@ def test_a_tree_pointing_outside_its_arrays_is_refused(field, value):
     hgb._predictors[0][0].nodes["left"][0] = 60_000
     with pytest.raises(UntrustedCodeError, match="outside its arrays"):
         safe_pickle.loads(dumps(hgb))
+    knn = KNeighborsClassifier(algorithm="kd_tree").fit(X, y)
+    state = list(knn._tree.__getstate__())
+    state[1] = state[1].copy()
+    state[1][0] = 10**7
+    knn._tree.__setstate__(tuple(state))
+    with pytest.raises(UntrustedCodeError, match="outside its arrays"):
+        safe_pickle.loads(dumps(knn))
 
 
 # ------------------------------------------------------------------ forged stores

@@ -23,8 +23,9 @@ Whatever the trust, :data:`NEVER_TRUSTED` modules (``os``, ``subprocess``,
 ``builtins``' ``eval``...) and ``numpy.memmap`` / ``numpy.load`` and friends are refused.
 A refused global raises :class:`~sisa.errors.UntrustedCodeError` before anything
 is called; modules are imported only once their name passed the check. After loading,
-decision trees are bounds-checked (:func:`check_native_state`): Cython trusts their
-node arrays, so a forged index made only of allowed objects would read out of bounds.
+trees (decision, boosting, k-NN) are bounds-checked (:func:`check_native_state`):
+Cython trusts their node arrays, so a forged index made only of allowed objects would
+read out of bounds.
 """
 
 from __future__ import annotations
@@ -296,17 +297,40 @@ def _children_ok(left, right, n: int, leaf) -> bool:
                 and (left[inner] < n).all() and (right[inner] < n).all())
 
 
+def _binary_tree_ok(state: tuple) -> bool:
+    """A k-NN tree's ``__getstate__``: every index stays inside the arrays it indexes."""
+    import numpy as np
+
+    data, idx, nodes, bounds, n_nodes, metric = (state[0], state[1], state[2], state[3],
+                                                 state[6], state[11])
+    if data.ndim != 2 or idx.ndim != 1 or len(idx) != len(data) or len(nodes) != n_nodes:
+        return False
+    n, d = data.shape
+    i = np.arange(n_nodes)
+    inner = nodes["is_leaf"] == 0
+    vec, mat = metric.__getstate__()[1:3]
+    return bool(np.array_equal(np.sort(idx), np.arange(n))  # a permutation of the rows
+                and (nodes["idx_start"] >= 0).all() and (nodes["idx_end"] <= n).all()
+                and (nodes["idx_start"] <= nodes["idx_end"]).all()
+                and (2 * i[inner] + 2 < n_nodes).all()  # children of node i: 2i+1, 2i+2
+                and bounds.ndim == 3 and bounds.shape[1:] == (n_nodes, d)
+                and len(vec) in (1, d) and mat.shape in ((1, 1), (d, d)))
+
+
 def check_native_state(obj, source: str = "the pickle") -> None:
     """Refuse decision trees whose node arrays point outside themselves.
 
     Cython code trusts a tree's state: a forged child or feature index made only of
     allowed objects would read outside its arrays at ``predict`` (a crash, or worse).
-    ``sklearn.tree`` trees and histogram-boosting predictors are checked; other native
-    state (k-NN ball/KD trees) is covered by the manifest signature only.
+    ``sklearn.tree`` trees, histogram-boosting predictors and k-NN ball/KD trees (with
+    their distance metric) are checked.
     """
     import numpy as np
     from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.neighbors import BallTree, KDTree
     from sklearn.tree._tree import Tree
+
+    BinaryTree = (KDTree, BallTree)
 
     def bad(what: str) -> UntrustedCodeError:
         return UntrustedCodeError(f"{source} holds a {what} whose nodes point outside its "
@@ -343,6 +367,10 @@ def check_native_state(obj, source: str = "the pickle") -> None:
                     or (cat["bitset_idx"] >= min(len(o.raw_left_cat_bitsets),
                                                  len(o.binned_left_cat_bitsets))).any()):
                 raise bad("histogram-boosting tree")
+            continue
+        if isinstance(o, BinaryTree):
+            if not _binary_tree_ok(o.__getstate__()):
+                raise bad("k-NN ball/KD tree")
             continue
         if isinstance(o, dict):
             stack.extend((v, n_features) for v in o.values())
