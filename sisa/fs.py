@@ -300,6 +300,7 @@ class Location:
         parent = target.rsplit("/", 1)[0]
         if self.is_local:
             self._no_links(rel)  # not through a linked directory, not onto a link
+            self._no_links(TEMP_DIR)  # nor through a planted .tmp link
             _makedirs_durable(parent)
             _makedirs_durable(self.path(TEMP_DIR))
             tmp = self.path(f"{TEMP_DIR}/{os.getpid()}-{secrets.token_hex(6)}")
@@ -328,7 +329,7 @@ class Location:
         if not self.is_local:
             return 0
         try:
-            names = os.listdir(self.path(TEMP_DIR))
+            names = os.listdir(self._no_links(TEMP_DIR))  # a .tmp link: refused, not emptied
         except FileNotFoundError:
             return 0
         for name in names:

@@ -1,0 +1,127 @@
+"""What a store's manifest may name, and the label sets it records per slice.
+
+Paths: every file a manifest names is built by sisa from fixed folder names and the
+file's own hash, so each kind has one exact shape. A manifest is checked against
+those shapes when it is loaded, before any file is read or deleted: an entry such as
+``"file": "../../x"`` (or a name whose hash is not the entry's sha256) is an edited
+manifest, and acting on it would read or delete files outside the store.
+
+Labels: each slice entry carries ``"labels"``, the sorted distinct labels of its rows
+(int or string label types), so the class set of the whole store is a union of
+manifest entries rather than a scan of every slice. Float labels (regression
+targets) and slices with very many distinct labels record ``None``; whoever needs
+their set reads the data.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import CorruptStoreError
+
+_HEX32 = r"([0-9a-f]{32})"
+SLICE_FILE = re.compile(rf"data/shard=(\d{{4,}})/slice=(\d{{3,}})/{_HEX32}\.arrow")
+CHECKPOINT_FILE = re.compile(rf"checkpoints/shard=(\d{{4,}})/slice=(\d{{3,}})/{_HEX32}\.pkl")
+INDEX_FILE = re.compile(rf"index/bucket=(\d{{4,}})/{_HEX32}\.arrow")
+TOMBSTONE_FILE = re.compile(rf"audit/tombstones/bucket=(\d{{4,}})/{_HEX32}\.arrow")
+MODEL_FILE = re.compile(rf"model/{_HEX32}\.pkl")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_STORE_ID = re.compile(r"[0-9a-f]{32}")
+_KEY = re.compile(r"(\d+)/(\d+)")
+
+# Above this many distinct labels in one slice the label is no class label (an integer
+# regression target, an id): the manifest records None instead of a list that could
+# grow with the rows.
+MAX_SLICE_LABELS = 4096
+
+
+def check_manifest_paths(m: dict, where: str) -> None:
+    """Raise :class:`CorruptStoreError` naming the first entry of manifest ``m`` whose
+    file is not exactly the path sisa would have written for it.
+
+    Parameters
+    ----------
+    m : dict
+        The manifest body.
+    where : str
+        The manifest's path, for the message.
+    """
+    def bad(entry: str, meta, shape: str) -> CorruptStoreError:
+        f = meta.get("file") if isinstance(meta, dict) else meta
+        return CorruptStoreError(
+            f"manifest {where}: {entry} names file {f!r}, which is not a store path of the form "
+            f"{shape} named by its sha256: the manifest was edited; restore the store from "
+            "backup (nothing was read or deleted)")
+
+    def check(entry: str, meta, pattern: re.Pattern, shape: str, *want: int) -> None:
+        if not isinstance(meta, dict) or not isinstance(meta.get("file"), str) \
+                or not isinstance(meta.get("sha256"), str) or not _SHA256.fullmatch(meta["sha256"]):
+            raise bad(entry, meta, shape)
+        hit = pattern.fullmatch(meta["file"])
+        if (hit is None or hit.group(hit.lastindex) != meta["sha256"][:32]
+                or tuple(int(g) for g in hit.groups()[:-1]) != want):
+            raise bad(entry, meta, shape)
+
+    def cell(key) -> tuple[int, int]:
+        hit = _KEY.fullmatch(key) if isinstance(key, str) else None
+        if hit is None:
+            raise CorruptStoreError(f"manifest {where}: entry key {key!r} is not 'shard/slice': "
+                                    "the manifest was edited; restore the store from backup")
+        return int(hit.group(1)), int(hit.group(2))
+
+    try:
+        for key, meta in (m.get("slices") or {}).items():
+            check(f"slice {key}", meta, SLICE_FILE, "data/shard=NNNN/slice=NNN/<hash>.arrow",
+                  *cell(key))
+        for b, meta in enumerate((m.get("index") or {}).get("parts") or []):
+            check(f"index bucket {b}", meta, INDEX_FILE, "index/bucket=NNNN/<hash>.arrow", b)
+        for key, meta in ((m.get("tombstones") or {}).get("parts") or {}).items():
+            if not (isinstance(key, str) and key.isdigit()):
+                raise bad(f"tombstone bucket {key!r}", meta, "a bucket number")
+            check(f"tombstone bucket {key}", meta, TOMBSTONE_FILE,
+                  "audit/tombstones/bucket=NNNN/<hash>.arrow", int(key))
+        model = m.get("model")
+        if model:
+            est = model.get("estimator")
+            if isinstance(est, dict) and "file" in est:  # a pickled prototype (older layouts)
+                check("the estimator", est, MODEL_FILE, "model/<hash>.pkl")
+            for key, meta in (model.get("checkpoints") or {}).items():
+                check(f"checkpoint {key}", meta, CHECKPOINT_FILE,
+                      "checkpoints/shard=NNNN/slice=NNN/<hash>.pkl", *cell(key))
+    except (AttributeError, TypeError) as exc:  # a list where a dict belongs, and so on
+        raise CorruptStoreError(f"manifest {where} is malformed ({exc}): the manifest was "
+                                "edited; restore the store from backup") from None
+    sid = m.get("store_id")
+    if sid is not None and not (isinstance(sid, str) and _STORE_ID.fullmatch(sid)):
+        # the audit log and key file are named by the store id
+        raise CorruptStoreError(f"manifest {where}: store_id {sid!r} is not 32 hex digits: "
+                                "the manifest was edited; restore the store from backup")
+
+
+# ---------------------------------------------------------------------- labels
+def records_labels(label_type: str) -> bool:
+    """Label types whose distinct values the manifest records per slice."""
+    return label_type in ("int64", "string", "large_string")
+
+
+def slice_labels(table: pa.Table, label_type: str, column: str = "label") -> list | None:
+    """Sorted distinct labels of one slice as JSON values, or None (float labels, or
+    more than :data:`MAX_SLICE_LABELS` of them)."""
+    if not records_labels(label_type):
+        return None
+    values = pc.unique(table.column(column)).to_pylist()
+    if len(values) > MAX_SLICE_LABELS:
+        return None
+    return sorted(values)
+
+
+def union(label_lists) -> list:
+    """Sorted union of label lists, ordered as ``np.unique`` orders them (the order a
+    fresh fit gives ``classes_``)."""
+    out: set = set()
+    for labels in label_lists:
+        out.update(labels)
+    return sorted(out)
