@@ -7,7 +7,8 @@ Layout under the store URI::
     index/bucket=0003/<hash>.arrow         sample_id -> (shard, slice), sorted by id
     audit/tombstones/bucket=0003/<hash>.arrow  keyed hashes of deleted ids (never the ids)
     audit/receipts-<store id>.jsonl        hash-chained, signed log of forget receipts
-    checkpoints/shard=0003/slice=005/<hash>.pkl, model/<hash>.pkl   (written by the engine)
+    checkpoints/shard=0003/slice=005/<hash>.pkl   (written by the engine; the estimator itself
+                                           is a declarative spec in the manifest)
 
 The index and the tombstones are split into buckets by a hash of the id (about
 64k ids per bucket), so a forget reads and rewrites the buckets of its ids, not

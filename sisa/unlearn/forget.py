@@ -21,6 +21,7 @@ import time
 import uuid
 
 from .._crash import crashpoint
+from ..engine import checkpoints as ck
 from ..engine import driver
 from ..engine.train import schedule_of
 from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError
@@ -214,16 +215,23 @@ def repair(store: Store, *, backend: str = "auto", address: str | None = None,
 
 
 def _drop_damaged_checkpoints(store: Store) -> list[str]:
-    """Hash-check every file the manifest names. A missing or altered checkpoint is
-    dropped with the later ones of its shard, to be retrained from the data; anything
-    else (data, index, tombstones, the estimator) cannot be rebuilt and raises."""
+    """Hash-check every file the manifest names, and load every checkpoint through the
+    restricted unpickler. A missing, altered or unloadable checkpoint (a forged pickle
+    whose hash was recomputed included) is dropped with the later ones of its shard, to
+    be retrained from the data; anything else (data, index, tombstones) cannot be rebuilt
+    and raises."""
     model = store.manifest.get("model") or {"checkpoints": {}}
+    if store.manifest.get("model"):
+        ck.prototype(store)  # a spec that cannot be rebuilt safely cannot be retrained from
     ckpt_files = {m["file"]: m for m in model["checkpoints"].values()}
     bad_ck: dict[int, int] = {}
     bad_other: list[str] = []
     for rel, meta in store.referenced_files().items():
         try:
-            store.loc.read_verified(rel, meta["sha256"])
+            if rel in ckpt_files:
+                ck.load_verified(store, meta)
+            else:
+                store.loc.read_verified(rel, meta["sha256"])
         except (SisaError, OSError):
             if rel in ckpt_files:
                 s, r = ckpt_files[rel]["shard"], ckpt_files[rel]["slice"]
