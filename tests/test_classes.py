@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.naive_bayes import GaussianNB
 
@@ -204,3 +206,36 @@ def test_a_class_removing_forget_killed_at_any_point_is_repaired_exactly(tmp_pat
     assert model.classes_.tolist() == [0, 1] and ckpts(model) == ckpts(fresh)
     assert history(model.store_)[-1]["classes_changed"] == {"removed": [2]}
     assert verify(model.store_, backend="local").ok
+
+
+@given(data=st.data())
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_deletes_across_any_bucket_count_leave_a_fresh_builds_index(tmp_path_factory, data):
+    """With 16 ids per bucket, random stores and deletes cross several bucket counts."""
+    n = data.draw(st.integers(20, 300))
+    ids = np.array(data.draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n,
+                                      unique=True)))
+    batches = data.draw(st.lists(st.lists(st.sampled_from(ids.tolist()), unique=True,
+                                          min_size=1, max_size=n // 3), max_size=3))
+    rng = np.random.default_rng(n)
+    X, y = rng.normal(size=(n, 2)).astype(np.float32), rng.integers(0, 3, n)
+    root = tmp_path_factory.mktemp("buckets")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(store_mod, "INDEX_BUCKET_ROWS", 16)
+        full = Store.create(root / "full", X, y, sample_ids=ids, n_shards=2, n_slices=2)
+        gone: set = set()
+        for batch in batches:
+            full.delete(batch)
+            gone |= set(batch)
+        keep = ~np.isin(ids, list(gone))
+        if keep.sum() < 4:
+            return
+        fresh = Store.create(root / "fresh", X[keep], y[keep], sample_ids=ids[keep],
+                             n_shards=2, n_slices=2)
+        assert full.manifest["index"] == fresh.manifest["index"]
+        assert index_and_data(root / "full") == index_and_data(root / "fresh")
+        tombs = full.manifest["tombstones"]
+        assert (tombs or {"rows": 0})["rows"] == len(gone)
+        if gone:
+            assert sorted(full.delete(sorted(gone)).already_deleted) == sorted(gone)

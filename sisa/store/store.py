@@ -968,8 +968,10 @@ def _bucketed(index: pa.Table, n_buckets: int) -> list[pa.Table]:
     bucket = id_buckets(index.column(ID).combine_chunks(), n_buckets)
     order = np.argsort(bucket, kind="stable")  # by bucket, still by id within one
     ends = np.searchsorted(bucket[order], np.arange(n_buckets + 1))
-    index = index.take(pa.array(order))
-    return [index.slice(ends[b], ends[b + 1] - ends[b]) for b in range(n_buckets)]
+    # `take`, not `slice`: Arrow IPC pads a sliced buffer with the bytes that follow it in
+    # its parent, so a slice's file would depend on its neighbours; a taken (or filtered)
+    # table owns its buffers and serialises the same however it was derived.
+    return [index.take(pa.array(order[ends[b]:ends[b + 1]])) for b in range(n_buckets)]
 
 
 def hash_buckets(hashes: list[bytes], n_buckets: int) -> np.ndarray:
