@@ -433,15 +433,20 @@ def _link_error(path: str) -> UnsafePathError:
 
 
 def _map_nofollow(path: str) -> pa.Buffer:
-    """Memory-map a file (zero-copy) opened with ``O_NOFOLLOW``."""
+    """Memory-map a regular file (zero-copy) opened with ``O_NOFOLLOW``. ``O_NONBLOCK``
+    keeps a FIFO planted under a store's file name from hanging the reader."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _link_error(path) from None
         raise
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePathError(f"{path} is not a regular file: it was replaced; remove it "
+                                  f"(rm -r {path}) and restore the store's file from backup")
+        size = st.st_size
         if size == 0:
             return pa.py_buffer(b"")
         return pa.py_buffer(mmap.mmap(fd, size, access=mmap.ACCESS_READ))

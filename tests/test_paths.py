@@ -299,3 +299,18 @@ def test_a_planted_temp_folder_link_is_neither_emptied_nor_written_through(store
         with pytest.raises(UnsafePathError, match=r"\.tmp is a symbolic link"):
             action()
     assert os.listdir(outside) == ["keep"] and (outside / "keep").read_bytes() == b"user data"
+
+
+def test_a_fifo_or_folder_under_a_file_name_is_refused_without_hanging(store_dir):
+    st_ = Store.open(store_dir)
+    for i, key in enumerate(("0/0", "1/1")):
+        rel = st_.manifest["model"]["checkpoints"][key]["file"]
+        (store_dir / rel).unlink()
+        if i == 0:
+            os.mkfifo(store_dir / rel)
+        else:
+            (store_dir / rel).mkdir()
+        with pytest.raises(UnsafePathError, match="not a regular file"):
+            st_.loc.read_bytes(rel)
+    rep = verify(Store.open(store_dir, check_files=False), retrain=False)
+    assert not rep.ok
