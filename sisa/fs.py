@@ -356,12 +356,21 @@ class Location:
             _makedirs_durable(os.path.dirname(target))
             new = not os.path.lexists(target)
             try:
-                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
-                             0o644)
+                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_NONBLOCK, 0o644)  # a planted FIFO: an error, not a hang
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     raise _link_error(target) from None
+                if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+                    raise UnsafePathError(f"{target} is not a regular file: remove it (rm "
+                                          f"{target}) and restore the store's file from "
+                                          "backup") from None
                 raise
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise UnsafePathError(f"{target} is not a regular file: remove it (rm {target}) "
+                                      "and restore the store's file from backup")
+            os.set_blocking(fd, True)
             with open(fd, "ab") as f:
                 f.write(payload)
                 f.flush()
