@@ -101,6 +101,9 @@ def cmd_train(args) -> int:
     if not 0 <= args.holdout < 1:
         raise InputError(f"--holdout must be a fraction in [0, 1), got {args.holdout}")
     est = from_spec(args.model_spec) if args.model_spec else from_preset(args.model)
+    if not (hasattr(est, "fit") and hasattr(est, "predict")):
+        raise InputError(f"--model-spec names {type(est).__name__}, which does not predict: "
+                         "name a classifier or regressor (or a Pipeline ending in one)")
     if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {args.epochs} (omit it for auto)")
     if hasattr(est, "_validate_params"):  # bad estimator params: fail before writing data
@@ -132,7 +135,12 @@ def cmd_train(args) -> int:
         source_kw = {"label": "label", "id_column": "sample_id"}
     else:
 
-        feats = args.features.split(",") if args.features else None
+        feats = None
+        if args.features is not None:
+            feats = args.features.split(",")
+            if not all(feats):
+                raise InputError(f"--features {args.features!r} has an empty column name: "
+                                 "pass column names separated by commas, like a,b,c")
         source, id_column, hold = args.data, args.id, None
         if args.holdout:
             source, id_column, hold = _holdout_split(args, feats)
@@ -177,22 +185,29 @@ def _holdout_split(args, feats):
     """Split a data file into training rows and holdout rows, validating the holdout rows
     before anything is written. Ids stay the row numbers of the *file* (or --id)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    from .store.ingest import _to_dataset, from_table
+    from .store.ingest import from_table, read_table
 
-    table = _to_dataset(args.data).to_table()
+    table = read_table(args.data)
     id_column = args.id
     if not id_column:
         table = table.append_column(ROW_ID, pa.array(np.arange(table.num_rows), pa.int64()))
         id_column = ROW_ID
+    columns = {"id_column": id_column, "group_column": args.group,
+               "deletion_prob_column": args.deletion_prob, "feature_columns": feats}
+    # every row, holdout included, passes the ingest checks under its row number in the
+    # file before anything is written; ids must be unique across both parts too
+    for _ in from_table(table, args.label, **columns).batches:
+        pass
+    ids = table.column(id_column)
+    if pc.count_distinct(ids, mode="all").as_py() != table.num_rows:
+        raise InputError(f"id column {id_column!r} holds duplicate ids: sample ids must be "
+                         "unique across the whole file (training and holdout rows)")
     tr, te = _split(table.num_rows, args.holdout, args.seed)
-    test = table.take(te)
     if not len(te):
         return table.take(tr), id_column, None
-    # the holdout goes through the same checks as training rows (NaN, nulls, types)
-    src = from_table(test, args.label, id_column=id_column, group_column=args.group,
-                     deletion_prob_column=args.deletion_prob, feature_columns=feats)
-    batches = list(src.batches)
+    batches = list(from_table(table.take(te), args.label, **columns).batches)
     X = np.concatenate([b.X for b in batches])
     y = np.concatenate([b.y for b in batches])
     return table.take(tr), id_column, (X, y)
@@ -257,12 +272,14 @@ def cmd_predict(args) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from .store.ingest import _to_dataset
+    from .store.ingest import read_table
 
     _check_out(args.out, args.store)  # before any work: a usage error, exit 2
     model = _open_model(args.store)
     schema = model.store_.manifest["schema"]
-    table = _to_dataset(args.data).to_table()
+    table = read_table(args.data)
+    if table.num_rows == 0:
+        raise InputError(f"{args.data} has no rows: there is nothing to predict")
     missing = [c for c in schema["feature_names"] if c not in table.column_names]
     if missing:
         raise InputError(f"{args.data} lacks feature column(s) {missing[:5]} the model was trained "
@@ -378,6 +395,12 @@ def cmd_keygen(args) -> int:
     from .store import keys
 
     path = args.out or os.environ.get(keys.KEY_FILE_ENV) or str(keys.DEFAULT_KEY_FILE)
+    target = Path(path).expanduser().resolve()
+    inside = next((p for p in target.parents if (p / "manifest.json").is_file()), None)
+    if inside is not None:
+        raise InputError(f"--out {path} is inside the sisa store {inside}: a private key must "
+                         "never travel with a store; keep it outside (default "
+                         f"{keys.DEFAULT_KEY_FILE})")
     key = keys.generate()
     saved = keys.save(key, path)
     _out(args, {"key_file": str(saved), "public_key": key.public_line},

@@ -30,6 +30,10 @@ class StoreError(SisaError):
     """The store on disk cannot be used as it is."""
 
 
+class LocationError(StoreError, InputError):
+    """The path or URI given names no store, or no place a store can be (a usage error)."""
+
+
 class CorruptStoreError(StoreError):
     """A file is missing, or its bytes do not match the hash the manifest records."""
 

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .errors import CorruptStoreError, StoreError, StoreLockedError
+from .errors import CorruptStoreError, LocationError, StoreLockedError
 
 
 class MissingFileError(CorruptStoreError):
@@ -89,31 +89,31 @@ def _s3_options(uri: str) -> tuple[dict, str]:
     """
     parsed = urlparse(uri)
     if parsed.username or parsed.password:
-        raise StoreError("do not put credentials in the store URI (s3://KEY:SECRET@...): set "
+        raise LocationError("do not put credentials in the store URI (s3://KEY:SECRET@...): set "
                          "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or use a profile or role")
     path = (parsed.netloc + parsed.path).rstrip("/")
     if not parsed.netloc:
-        raise StoreError(f"storage URI {uri!r} names no bucket: use s3://BUCKET/PATH")
+        raise LocationError(f"storage URI {uri!r} names no bucket: use s3://BUCKET/PATH")
     kwargs: dict = {"allow_delayed_open": True}
     for key, value in parse_qsl(parsed.query, keep_blank_values=True):
         if key in _S3_STR:
             kwargs[key] = value
         elif key in _S3_BOOL:
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise StoreError(f"S3 option {key}={value!r} in {uri!r} must be true or false")
+                raise LocationError(f"S3 option {key}={value!r} in {uri!r} must be true or false")
             kwargs[key] = value.lower() in ("1", "true", "yes")
         elif key in _S3_FLOAT:
             try:
                 kwargs[key] = float(value)
             except ValueError:
-                raise StoreError(f"S3 option {key}={value!r} in {uri!r} must be a number") \
+                raise LocationError(f"S3 option {key}={value!r} in {uri!r} must be a number") \
                     from None
         elif key in _S3_SECRET:
-            raise StoreError(f"do not put {key} in the store URI: set it in the environment "
+            raise LocationError(f"do not put {key} in the store URI: set it in the environment "
                              "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)")
         else:
             known = ", ".join(sorted(_S3_STR + _S3_BOOL + _S3_FLOAT))
-            raise StoreError(f"unknown S3 option {key!r} in {uri!r}; known: {known}")
+            raise LocationError(f"unknown S3 option {key!r} in {uri!r}; known: {known}")
     if "endpoint_override" not in kwargs:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
@@ -494,7 +494,7 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str, bool]:
         else:
             fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise StoreError(
+        raise LocationError(
             f"cannot open storage URI {uri!r}: {exc}; use a local path, file://, s3://, "
             "gs:// or hdfs://"
         ) from exc

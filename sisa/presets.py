@@ -6,6 +6,7 @@ scaler's statistics are unlearned with the model instead of leaking every row.
 
 from __future__ import annotations
 
+import importlib
 import json
 
 from sklearn.base import BaseEstimator
@@ -47,6 +48,28 @@ def from_preset(name: str) -> BaseEstimator:
     return PRESETS[name]()
 
 
+def _public_paths(obj):
+    """Users write scikit-learn's public paths (``sklearn.linear_model.SGDClassifier``);
+    the spec names where a class is defined (``sklearn.linear_model._stochastic_gradient``).
+    Resolve re-exports of sklearn/sisa classes (importing those packages runs no user
+    code); anything else is left for the allow-list to judge."""
+    if isinstance(obj, list):
+        return [_public_paths(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: _public_paths(v) for k, v in obj.items()}
+    path = out.get("class")
+    if isinstance(path, str) and ":" not in path and path.split(".")[0] in ("sklearn", "sisa"):
+        module, _, name = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            cls = None
+        if isinstance(cls, type):
+            out["class"] = f"{cls.__module__}.{cls.__qualname__}"
+    return out
+
+
 def from_spec(spec: str) -> BaseEstimator:
     """``{"class": "sklearn.linear_model.SGDClassifier", "params": {"alpha": 1e-4}}``.
 
@@ -65,6 +88,8 @@ def from_spec(spec: str) -> BaseEstimator:
     path = obj.get("class") if isinstance(obj, dict) else None
     if not isinstance(path, str) or not isinstance(obj.get("params", {}), dict):
         raise InputError(f"bad --model-spec: {example}")
+    obj = _public_paths(obj)
+    path = obj["class"]
     module = path.partition(":")[0] if ":" in path else path.rpartition(".")[0]
     own = (bool(module) and module.split(".")[0] not in ("sklearn", "sisa")
            and not _spec.safe_pickle.never_trusted(module))

@@ -109,7 +109,7 @@ def test_train_refuses_a_foreign_directory_and_leaves_no_store_when_training_fai
     (tmp_path / "mine" / "notes.txt").write_text("not sisa's")
     out = sisa("train", str(data), "--label", "label", "--store", "mine", "--backend", "local",
                "--quiet", cwd=tmp_path, check=False)
-    assert out.returncode == 1 and "not empty and holds no sisa store" in out.stderr
+    assert out.returncode == 2 and "not empty and holds no sisa store" in out.stderr
     assert (tmp_path / "mine" / "notes.txt").read_text() == "not sisa's"
     # a continuous label for a classifier: one line, exit 2, and nothing left behind
     out = sisa("train", str(data), "--label", "a", "--store", "st", "--backend", "local",

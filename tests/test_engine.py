@@ -282,3 +282,23 @@ def test_adaptive_carries_on_in_process_when_ray_cannot_start(tmp_path, monkeypa
     with pytest.warns(UserWarning, match="could not start Ray"):
         b = SISAClassifier(n_shards=3, n_slices=2, store=str(tmp_path / "b")).fit(X, y)
     assert ckpt_hashes(b) == ckpt_hashes(ref)
+
+
+def test_every_random_state_is_seeded_whatever_the_composite_holds():
+    """A spec read from JSON gives Pipeline steps as lists: a list step once escaped
+    seeding, so a CLI `--model-spec` pipeline with a tree trained non-deterministically
+    (found by `sisa verify`)."""
+    from sklearn.ensemble import RandomForestClassifier, VotingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    from sisa.engine.schedule import _seeded
+
+    for est in (
+        Pipeline([["s", StandardScaler()], ["m", DecisionTreeClassifier()]]),
+        Pipeline([("s", StandardScaler()), ("m", DecisionTreeClassifier())]),
+        VotingClassifier([["a", DecisionTreeClassifier()], ("b", RandomForestClassifier())]),
+    ):
+        keys = [k for k in est.get_params(deep=True) if k.split("__")[-1] == "random_state"]
+        assert len(_seeded(est)) == len(keys) > 0, est

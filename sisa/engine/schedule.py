@@ -114,9 +114,13 @@ def _seeded(est) -> list:
     for v in params.values():
         if hasattr(v, "get_params") and not isinstance(v, type):
             found += _seeded(v)
-        elif isinstance(v, list):  # Pipeline.steps: [(name, estimator), ...]
-            found += [o for item in v if isinstance(item, tuple) and len(item) == 2
-                      and hasattr(item[1], "get_params") for o in _seeded(item[1])]
+        elif isinstance(v, (list, tuple)):
+            # Pipeline.steps, ColumnTransformer.transformers, VotingClassifier.estimators:
+            # (name, estimator[, ...]) items, as tuples or as lists (a spec read from JSON
+            # has no tuples: a list step left unseeded made the fit non-deterministic)
+            found += [o for item in v if isinstance(item, (list, tuple))
+                      for sub in item[1:2] if hasattr(sub, "get_params")
+                      and not isinstance(sub, type) for o in _seeded(sub)]
     return found
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +107,12 @@ def to_store_ids(values, id_type: str) -> pa.Array:
         if values.null_count:
             raise InputError("sample ids must not be missing (None/null)")
         return _cast(values, want)
-    if isinstance(values, (str, bytes, int, np.generic)) or values is None:
-        values = [values]  # one id
-    arr = np.asarray(values) if isinstance(values, np.ndarray) else None
+    if isinstance(values, Mapping):
+        raise InputError("sample ids must be a list (or array) of ids, not a mapping: pass "
+                         "list(d) or list(d.values())")
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        values = [values]  # one id (a wrong one is named below)
+    arr = np.atleast_1d(values) if isinstance(values, np.ndarray) else None
     if arr is not None and arr.dtype.kind in "bf":
         what = "bool" if arr.dtype.kind == "b" else f"float ({arr.dtype})"
         raise InputError(f"sample ids must be integers or strings, got {what} values: pass the "

@@ -7,6 +7,7 @@ batches, so a file larger than memory streams through).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,16 +60,40 @@ def _format_for(path: Path) -> str:
     )
 
 
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError,
+                 UnicodeDecodeError)
+
+
+@contextlib.contextmanager
+def reading(what) -> Iterator[None]:
+    """Arrow's errors on a malformed file, as one line naming the file and the fix."""
+    try:
+        yield
+    except _ARROW_ERRORS as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"cannot read {what} ({first}): check that it is a valid, non-empty "
+                         "Parquet, CSV (with a header row) or Arrow file") from None
+
+
+def read_table(data) -> pa.Table:
+    """The whole input as one table (for holdout splits and predictions)."""
+    dataset = _to_dataset(data)
+    with reading(data if isinstance(data, (str, os.PathLike)) else "the input"):
+        return dataset.to_table()
+
+
 def _to_dataset(data) -> ds.Dataset:
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.exists():
             raise InputError(f"input {path} does not exist: pass a Parquet, CSV or Arrow path")
-        if (path / "manifest.json").is_file():
-            raise InputError(f"input {path} is a sisa store, not a data file: pass the raw "
-                             "Parquet/CSV/Arrow rows (to retrain on a store, use the API: "
-                             "SISAClassifier(...).fit(Store.open(path)))")
-        return ds.dataset(path, format=_format_for(path))
+        store = next((p for p in (path, *path.resolve().parents)
+                      if (p / "manifest.json").is_file()), None)
+        if store is not None:
+            raise InputError(f"input {path} is {'a' if store == path else 'inside a'} sisa store "
+                             f"({store}), not a data file: pass the raw Parquet/CSV/Arrow rows")
+        with reading(path):
+            return ds.dataset(path, format=_format_for(path))
     if isinstance(data, pa.Table):
         return ds.dataset(data)
     if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
@@ -77,6 +102,16 @@ def _to_dataset(data) -> ds.Dataset:
         f"cannot read training data of type {type(data).__name__}: pass numpy arrays X and y, "
         "a pandas DataFrame, a pyarrow Table, or a Parquet/CSV/Arrow path"
     )
+
+
+def _dtype(dtype) -> np.dtype:
+    try:
+        out = np.dtype(dtype)
+    except TypeError:
+        out = None
+    if out not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
+    return out
 
 
 def _check_label(y: np.ndarray, n: int) -> np.ndarray:
@@ -132,7 +167,7 @@ def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=No
             f"X must be numeric, got dtype {X.dtype}: encode categorical columns first"
         )
     y = _check_label(np.asarray(y), len(X))
-    out_dtype = np.dtype(dtype) if dtype else (
+    out_dtype = _dtype(dtype) if dtype else (
         np.dtype(np.float64) if X.dtype in (np.float64, np.int64, np.int32, np.uint32,
                                             np.uint64) else np.dtype(np.float32))
     names = [f"x{i}" for i in range(X.shape[1])]
@@ -180,6 +215,10 @@ def from_table(
                          "column and cannot also be features: drop them from feature_columns")
     if not feats:
         raise InputError("the input has no feature columns besides the label/id columns")
+    twice = sorted({f for f in feats if feats.count(f) > 1})
+    if twice:
+        raise InputError(f"feature column(s) {twice} are named more than once: name each once")
+
     def numeric(t: pa.DataType) -> bool:
         return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
@@ -190,7 +229,7 @@ def from_table(
             f"feature column(s) {non_numeric[:5]} are not numeric: one-hot or ordinal-encode "
             "them first, or name the numeric ones (feature_columns=..., or --features on the CLI)"
         )
-    out_dtype = np.dtype(dtype) if dtype else (
+    out_dtype = _dtype(dtype) if dtype else (
         np.dtype(np.float32) if all(schema.field(f).type in SMALL_FLOATS for f in feats)
         else np.dtype(np.float64)
     )
@@ -202,7 +241,12 @@ def from_table(
 
     def batches() -> Iterator[Batch]:
         offset = 0
-        for rb in dataset.to_batches(columns=feats + special, batch_size=batch_rows):
+        stream = iter(dataset.to_batches(columns=feats + special, batch_size=batch_rows))
+        while True:
+            with reading(data if isinstance(data, (str, os.PathLike)) else "the input"):
+                rb = next(stream, None)
+            if rb is None:
+                break
             n = rb.num_rows
             if n == 0:
                 continue
@@ -221,7 +265,10 @@ def from_table(
             _check_features(X, feats, offset)
             ycol = rb.column(label)
             if ycol.null_count:
-                raise InputError(f"label column {label!r} has {ycol.null_count} missing values")
+                first = offset + int(np.flatnonzero(
+                    ycol.is_null().to_numpy(zero_copy_only=False))[0])
+                raise InputError(f"label column {label!r} has {ycol.null_count} missing "
+                                 f"value(s), the first at row {first}: drop or fill those rows")
             y = _check_label(ycol.cast(label_type).to_numpy(zero_copy_only=False), n)
 
             def col_or_none(name: str | None, rb=rb) -> np.ndarray | None:

@@ -117,6 +117,9 @@ def load(path: str | os.PathLike) -> KeyPair:
                         "key with `sisa keygen`") from None
     with os.fdopen(fd) as f:
         mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise KeyFileError(f"key file {p} is not a regular file: pass the path of the file "
+                               "`sisa keygen` wrote")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyFileError(f"key file {p} is readable by other users (mode "
                             f"{stat.S_IMODE(mode):o}): run `chmod 600 {p}`")

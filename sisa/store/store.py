@@ -52,6 +52,7 @@ from ..errors import (
     CorruptStoreError,
     InputError,
     KeyFileError,
+    LocationError,
     StoreError,
     StoreLockedError,
     UnknownIdError,
@@ -196,7 +197,7 @@ class Store:
         file it names is present with the recorded size (hashes are checked on read)."""
         loc = Location(str(uri))
         if not loc.exists(MANIFEST):
-            raise StoreError(
+            raise LocationError(
                 f"no sisa store at {uri} (no {MANIFEST}): check the path, or create one with "
                 "`sisa train` / Store.create"
             )
@@ -354,12 +355,12 @@ class Store:
         """
         loc = Location(str(uri))
         if loc.is_local and os.path.exists(loc.root) and not os.path.isdir(loc.root):
-            raise StoreError(f"store path {uri} is a file: a store is a directory; pick "
+            raise LocationError(f"store path {uri} is a file: a store is a directory; pick "
                              "another path")
         before = set(loc.list_files())
         if MANIFEST not in before and before - {".lock"}:
             # never mix a store into, or let repair later sweep, files that are not ours
-            raise StoreError(f"{uri} is not empty and holds no sisa store: pick a new or "
+            raise LocationError(f"{uri} is not empty and holds no sisa store: pick a new or "
                              "empty path (if it is a half-built store, delete it first)")
         if MANIFEST in before and not overwrite:
             raise InputError(
@@ -367,6 +368,7 @@ class Store:
                 "path, or replace it with overwrite=True (--overwrite on the CLI)"
             )
         made_root = loc.is_local and not os.path.exists(loc.root)
+        dirs_before = _local_dirs(loc)
         store = cls(str(uri), {})
         with store.lock():
             store.staged = True
@@ -376,6 +378,9 @@ class Store:
                 if store.staged:  # failed (or never published): remove what the build wrote
                     for rel in sorted(set(loc.list_files()) - before - {".lock"}):
                         loc.delete(rel)
+                    for d in sorted(_local_dirs(loc) - dirs_before, reverse=True):
+                        with contextlib.suppress(OSError):  # deepest first; only if empty
+                            os.rmdir(d)
                     if made_root:
                         shutil.rmtree(loc.root, ignore_errors=True)
                     store.staged = False
@@ -785,7 +790,7 @@ class Store:
             already = missing[known].tolist()
             unknown = missing[~known].tolist()
             if unknown:
-                shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+                shown = ", ".join(map(repr, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
                 raise UnknownIdError(
                     f"{len(unknown)} sample id(s) are not in store {self.uri} and were never "
                     f"deleted from it: {shown}; check the ids (nothing was changed)"
@@ -999,6 +1004,13 @@ def _slice_schema(schema: dict) -> pa.Schema:
         (LABEL, pa.type_for_alias(schema["label_type"])),
         (FEATURES, pa.list_(ftype, len(schema["feature_names"]))),
     ])
+
+
+def _local_dirs(loc: Location) -> set[str]:
+    """Every folder below a local store's root (object stores have none)."""
+    if not loc.is_local or not os.path.isdir(loc.root):
+        return set()
+    return {d for d, _, _ in os.walk(loc.root, followlinks=False)} - {loc.root}
 
 
 def _locked_message(uri: str, info: str) -> str:

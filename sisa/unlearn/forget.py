@@ -90,8 +90,9 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
                    "fingerprint_before": store.fingerprint}
         if record_ids:
             request["ids"] = ids_list
-        store.check_ids(canon)  # unknown ids: raise before anything is written
+        _, _, shard, sl, _ = store.check_ids(canon)  # unknown ids: raise before any write
         request.update(_class_change(store, canon))  # refuses <2 classes before any write
+        _check_resume_points(store, shard, sl)
         store.loc.write_atomic(INTENT, json.dumps({"request": request, "ids": ids_list}).encode())
         crashpoint("forget:after-intent")
 
@@ -120,6 +121,26 @@ def _class_change(store: Store, ids) -> dict:
     return {"classes_changed": change,
             "reason": f"class(es) {change['removed']} lost their last rows: the model's class "
                       "list changes, so every shard retrains from its first slice"}
+
+
+def _check_resume_points(store: Store, shard, sl) -> None:
+    """The checkpoints the retrain will resume from must load, or the deletion would be
+    committed and then stop half way: check them before anything is written."""
+    starts: dict[int, int] = {}
+    for s, r in zip(shard.tolist(), sl.tolist(), strict=True):
+        starts[s] = min(starts.get(s, r), r)
+    for s, r in sorted(starts.items()):
+        meta = ck.checkpoint_meta(store, s, r - 1) if r > 0 else None
+        if r > 0 and meta is None:
+            continue  # already missing: the journal retrains the shard from its first gap
+        try:
+            if meta is not None:
+                ck.load_verified(store, meta)
+        except SisaError as exc:
+            raise CorruptStoreError(
+                f"the checkpoint shard {s} would resume from (slice {r - 1}) is damaged "
+                f"({str(exc)[:120]}): run `sisa repair {store.uri}` (it retrains it from the "
+                "data), then forget again; nothing was changed") from None
 
 
 def _read_intent(store: Store) -> dict:

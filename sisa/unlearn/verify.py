@@ -124,6 +124,7 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     store.reload()
     wanted_gone = None if forgotten_ids is None else store.id_array(forgotten_ids)
     S, R = store.n_shards, store.n_slices
+    targets = _targets(S, shards, sample, seed)  # bad arguments fail before any work
     checks = [ShardCheck(s, store.shard_rows(s)) for s in range(S)]
     problems: list[str] = []
     model = store.manifest.get("model")
@@ -193,7 +194,6 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
         problems += _class_problems(store, data_labels)
     if model:
         _check_checkpoints(store, checks)
-        targets = _targets(S, shards, sample, seed)
         if retrain and targets:
             _retrain(store, checks, targets, backend, address, num_cpus, progress)
     return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb),
@@ -310,13 +310,21 @@ def _check_checkpoints(store: Store, checks: list[ShardCheck]) -> None:
 
 
 def _targets(S: int, shards, sample, seed) -> list[int]:
+    def whole(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
     if shards is not None:
+        if isinstance(shards, (str, bytes)) or not all(whole(s) for s in shards):
+            raise InputError(f"shards must be a list of shard numbers (ints), got {shards!r}")
         chosen = sorted({int(s) for s in shards})
         bad = [s for s in chosen if not 0 <= s < S]
         if bad:
             raise InputError(f"shards {bad} do not exist: this store has shards 0..{S - 1}")
         return chosen
     if sample is not None:
+        if not whole(sample) or sample < 1:
+            raise InputError(f"sample must be a whole number of shards >= 1, got {sample!r} "
+                             "(omit it to retrain every shard)")
         return sorted(random.Random(seed).sample(range(S), min(int(sample), S)))
     return list(range(S))
 
