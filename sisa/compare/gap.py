@@ -16,7 +16,6 @@ the estimates (bootstrap intervals, permutation tests) run as Ray tasks too.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 from sisa.compare.epsilon import (
     epsilon_interval,
     forgetting_quality,
+    per_example_epsilon,
     permutation_pvalue,
 )
 from sisa.compare.run import METHODS, REFERENCE_KIND, Family, Scenario, seed_run, warm_start
@@ -186,8 +186,6 @@ def _run_ray(plan, fam, jobs, n_models, chunk, address, bar, out, side_tasks) ->
 
 def _interval(a, b, n_boot, n_perm, seed, with_p):
     ci = epsilon_interval(a, b, n_boot=n_boot, random_state=seed)
-    from sisa.compare.epsilon import per_example_epsilon
-
     eps = per_example_epsilon(a, b)
     ci["forgetting_quality"] = forgetting_quality(eps, a.shape[0])
     ci["eps_per_row"] = np.round(eps, 4).tolist()
@@ -244,7 +242,3 @@ def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100, n_perm: int = 
         bar.close()
     return res
 
-
-def elapsed(t0: float) -> float:
-    """Seconds since ``t0`` (``time.perf_counter``)."""
-    return time.perf_counter() - t0
