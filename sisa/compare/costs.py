@@ -26,7 +26,7 @@ from sisa.compare.run import (
     statistic,
     unlearn_all,
 )
-from sisa.metrics import exponential_r2
+from sisa.metrics import expected_calibration_error, exponential_r2
 
 __all__ = ["NOISE_SWEEP", "cost_run", "single_row", "summary_stats"]
 
@@ -73,9 +73,11 @@ def cost_run(fam: Family, *, rows: int | None = None, repeats: int = 5, seed: in
                         "n_forget": int(sc.forget.sum()), "repeats": repeats}}
         requests = {}
         fits: dict[str, list] = {"original_fit_s": [], "sisa_fit_s": []}
+        shard_ece: list[float] = []
         for label, s in ((f"{fraction:.0%}", sc), ("1 row", single_row(sc))):
             per: dict[str, dict[str, list]] = {m: {k: [] for k in (
-                "time_s", "acc_w", "acc_u", "acc_test", "exp_r2_w", "exp_r2_u", "fair_r2")}
+                "time_s", "acc_w", "acc_u", "acc_test", "exp_r2_w", "exp_r2_u", "fair_r2",
+                "ece_test")}
                 for m in METHODS}
             for r in range(repeats):
                 res = unlearn_all(s, fam, seed + r)
@@ -95,10 +97,18 @@ def cost_run(fam: Family, *, rows: int | None = None, repeats: int = 5, seed: in
                     per[m]["exp_r2_w"].append(ew)
                     per[m]["exp_r2_u"].append(eu)
                     per[m]["fair_r2"].append(ew * (1.0 - eu))
+                    p1 = expit(statistic(model, s.X_test, np.ones(len(s.y_test))))
+                    per[m]["ece_test"].append(expected_calibration_error(s.y_test, p1))
+                    if m == "sisa" and label != "1 row":
+                        # The shards themselves: converged fits are calibrated too.
+                        shard_ece.append(np.mean([expected_calibration_error(
+                            s.y_test, sh.predict_proba(s.X_test)[:, -1])
+                            for sh in model.estimators_ if sh is not None]))
             requests[label] = {m: {k: summary_stats(v) for k, v in d.items()}
                                for m, d in per.items()}
         out["requests"] = requests
         out["fits"] = {k: summary_stats(v) for k, v in fits.items()}
+        out["sisa_shard_ece_test"] = summary_stats(shard_ece)
         out["noise"] = _noise_sweep(sc, fam, noise_sweep, seed)
     return out
 

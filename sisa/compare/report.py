@@ -176,7 +176,7 @@ class CompareReport:
         c = self.data["costs"]
         labels = list(c["requests"])
         head = (["method"] + [f"time, {lab} request" for lab in labels]
-                + ["acc W", "acc U", "acc test", "Fair R²"])
+                + ["acc W", "acc U", "acc test", "ECE test", "Fair R²"])
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         first = c["requests"][labels[0]]
         for m in first:
@@ -186,6 +186,7 @@ class CompareReport:
                 row.append(f"{_ms(t['median'])} [{_ms(t['min'])}–{_ms(t['max'])}]")
             row += [f"{first[m][k]['mean']:.4f} ± {first[m][k]['sd']:.4f}"
                     for k in ("acc_w", "acc_u", "acc_test")]
+            row.append(f"{first[m]['ece_test']['mean']:.4f}")
             row.append(f"{first[m]['fair_r2']['mean']:.3f}")
             lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)
@@ -275,7 +276,9 @@ class CompareReport:
             f"Fit on D: monolithic {_ms(fits['original_fit_s']['median'])}, SISA "
             f"{_ms(fits['sisa_fit_s']['median'])} (S = {d['family']['n_shards']}, R = "
             f"{d['family']['n_slices']}). Times: median [min–max]; retrain is a cold refit "
-            "on W; accuracies mean ± sd over the seeds (2% request).",
+            "on W; accuracies mean ± sd over the seeds (2% request). ECE: expected "
+            "calibration error on the test rows (10 bins); SISA's shards alone: "
+            f"{c['sisa_shard_ece_test']['mean']:.4f}.",
             "",
             self.cost_table(),
             "",
