@@ -11,6 +11,8 @@ Learning model?", arXiv 2410.09935, 2024, whose full text we did not have):
 * ``fair_r2``: ``exponential_r2(W) * (1 - exponential_r2(U))``: high only when the model
   explains the wanted rows *and* does not explain the unwanted ones.
 * ``accuracy``: fraction of equal labels, for classifiers.
+* ``expected_calibration_error``: binary ECE, the mean gap between confidence and
+  accuracy over equal-width confidence bins, weighted by the bins' sizes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from sklearn.metrics import r2_score
 
 from sisa.errors import InputError
 
-__all__ = ["accuracy", "exponential_r2", "fair_r2", "r2", "unlearning_report"]
+__all__ = [
+    "accuracy",
+    "expected_calibration_error",
+    "exponential_r2",
+    "fair_r2",
+    "r2",
+    "unlearning_report",
+]
 
 
 def _as_1d(a: Any, name: str, *, numeric: bool = True) -> np.ndarray:
@@ -173,6 +182,47 @@ def accuracy(y: Any, y_pred: Any) -> float:
     """
     yt, yp = _pair(y, y_pred, ("y", "y_pred"), numeric=False)
     return float(np.mean(yt == yp))
+
+
+def expected_calibration_error(y: Any, proba: Any, n_bins: int = 10) -> float:
+    """Expected calibration error of binary probabilities.
+
+    Each row's confidence is ``max(p, 1 - p)`` and its prediction ``p > 0.5``; rows go to
+    ``n_bins`` equal-width confidence bins on [0.5, 1]; ECE is the size-weighted mean of
+    ``|accuracy - mean confidence|`` over the bins. 0 = perfectly calibrated.
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        Labels in {0, 1}.
+    proba : array-like of shape (n,)
+        Probability of class 1.
+    n_bins : int, default=10
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(expected_calibration_error([1, 1, 0, 0], [0.9, 0.9, 0.1, 0.6]), 3)
+    0.225
+    """
+    yt, p = _pair(y, proba, ("y", "proba"))
+    if not set(np.unique(yt)) <= {0.0, 1.0}:
+        raise InputError("y must hold labels 0 and 1: encode the binary task first")
+    if (p < 0).any() or (p > 1).any():
+        raise InputError("proba must be probabilities in [0, 1]: pass predict_proba[:, 1]")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise InputError(f"n_bins must be a positive integer, got {n_bins!r}")
+    conf = np.maximum(p, 1.0 - p)
+    correct = (p > 0.5) == (yt == 1)
+    bins = np.minimum(((conf - 0.5) * 2 * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        m = bins == b
+        ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
 
 
 def unlearning_report(

@@ -1,4 +1,4 @@
-"""Tests for sisa.compare: split, model family, ε runs, report, CLI."""
+"""Tests for sisa.compare: features, forget sets, the SISA statistic, one seed, the report."""
 
 from __future__ import annotations
 
@@ -7,19 +7,22 @@ import json
 
 import numpy as np
 import pytest
+from scipy.special import expit
 
-from sisa.compare import cli, per_example_epsilon
-from sisa.compare.gap import run_gap, snap_float_noise
+from sisa.aggregate import mean_proba
+from sisa.baselines.linear import L2LogisticRegression
+from sisa.compare import cli
+from sisa.compare.head2head import run
+from sisa.compare.report import verdict
 from sisa.compare.run import (
     METHODS,
-    checkpoint_hashes,
-    default_family,
-    fixed_features,
-    method_metrics,
-    prepare,
-    train_methods,
+    SCENARIOS,
+    Family,
+    adult_features,
+    ensemble_logit,
+    make_scenario,
+    seed_run,
 )
-from sisa.datasets import Dataset
 from sisa.errors import InputError
 
 
@@ -30,146 +33,109 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 @pytest.fixture(scope="module")
-def synth():
-    split = prepare("synthetic", rows=300)
-    return split, default_family(split, n_shards=3, n_slices=2)
+def adult():
+    return adult_features(1200, seed=0)
 
 
-# -- pieces -------------------------------------------------------------------------------------
+def test_features_are_standardised_on_test_rows_only(adult):
+    Xtr, _, Xte, _, _, info = adult
+    assert len(Xte) == 300 and len(Xtr) == 900 and Xtr.shape[1] == info["n_features"]
+    live = Xte.std(axis=0) > 0
+    np.testing.assert_allclose(Xte.mean(axis=0), 0, atol=1e-9)
+    np.testing.assert_allclose(Xte.std(axis=0)[live], 1, atol=1e-9)
+    assert np.abs(Xtr.mean(axis=0)).max() > 1e-3  # training rows did not set the scaling
 
 
-def test_prepare_synthetic_forgets_the_unwanted_rows_and_tests_on_wanted_ones(synth):
-    split, _ = synth
-    info = split.info
-    assert info["forget_rule"] == "the dataset's unwanted rows"
-    assert info["n_train"] + round(0.25 * 300) == 300
-    assert 0.25 < split.forget.mean() < 0.45
-    # Test rows follow the wanted curve sin(pi x) (column 0 is x): unwanted ones left out.
-    assert np.abs(split.y_test - np.sin(np.pi * split.X_test[:, 0])).max() < 0.6
-    assert len(split.y_test) == info["n_test"]
+def test_forget_sets(adult):
+    Xtr, ytr, Xte, yte, names, _ = adult
+    sc = {s: make_scenario(s, Xtr, ytr, Xte, yte, names, seed=1) for s in SCENARIOS}
+    assert sc["random"].forget.sum() == 18 and np.array_equal(sc["random"].y, ytr)
+    flipped = sc["mislabeled"].u_idx
+    np.testing.assert_array_equal(sc["mislabeled"].y[flipped], 1 - ytr[flipped])
+    assert (sc["mislabeled"].y[~sc["mislabeled"].forget] == ytr[~sc["mislabeled"].forget]).all()
+    col = names.index("native-country=Mexico")
+    sub = sc["subgroup"]
+    assert (Xtr[sub.u_idx, col] > Xtr[:, col].min()).all()
+    assert (Xtr[sub.w_idx, col] == Xtr[:, col].min()).all()
+    dup = sc["duplicated"]
+    assert len(dup.y) == len(ytr) + 4 * len(dup.stat_rows) and dup.forget.sum() == 5 * 9
+    for r in dup.stat_rows:  # every copy of a duplicated row is in U
+        same = (dup.X[r] == dup.X).all(axis=1)
+        assert same.sum() == 5 and dup.forget[same].all()
+    inj = sc["injected"]
+    assert inj.injected == Xtr.shape[1] and (inj.y[inj.u_idx] == 1).all()
+    assert (inj.X[inj.u_idx, -1] == 1).all() and (inj.X[inj.w_idx, -1] == 0).all()
+    assert (inj.X_test[:, -1] == 0).all()
+    with pytest.raises(InputError, match="scenario must be one of"):
+        make_scenario("outliers", Xtr, ytr, Xte, yte, names)
 
 
-def test_prepare_random_forget_is_seeded_and_validated():
-    a = prepare("synthetic", rows=200, forget=10, seed=3)
-    b = prepare("synthetic", rows=200, forget=10, seed=3)
-    assert a.forget.sum() == 10 and np.array_equal(a.forget, b.forget)
-    c = prepare("synthetic", rows=200, forget_fraction=0.1)
-    assert c.info["forget_rule"].startswith("random 10.0%")
-    with pytest.raises(InputError, match="not both"):
-        prepare("synthetic", forget=5, forget_fraction=0.1)
-    with pytest.raises(InputError, match="forget must be between"):
-        prepare("synthetic", rows=200, forget=1)
-
-
-def test_fixed_features_learn_nothing_from_rows():
+def test_ensemble_logit_is_the_vote_log_odds_and_never_clamped():
     rng = np.random.default_rng(0)
-    img = Dataset(rng.random((3, 784)).astype(np.float32), np.arange(3), [], "classification",
-                  "fashion-mnist", "")
-    Phi, _ = fixed_features(img)
-    assert Phi.shape == (3, 196)
-    assert np.isclose(Phi[0, 0], img.X[0, [0, 1, 28, 29]].mean())
-    # Row by row: a row's features do not depend on which other rows are present.
-    Phi1, _ = fixed_features(img.subset(np.array([1])))
-    np.testing.assert_array_equal(Phi1[0], Phi[1])
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] > 0).astype(int)
+    models = [L2LogisticRegression(lam=1.0).fit(X[i::3], y[i::3]) for i in range(3)]
+    p = mean_proba(models, X, np.array([0, 1]))[:, 1]
+    z = ensemble_logit(models, X, y)
+    ok = (p > 1e-6) & (p < 1 - 1e-6)
+    np.testing.assert_allclose(z[ok], np.where(y == 1, 1, -1)[ok] * np.log(p / (1 - p))[ok],
+                               rtol=1e-6)
+    far = np.array([[40.0, 0.0, 0.0]])  # p rounds to 1: 1 - p would clamp the log-odds
+    assert expit(models[0].decision_function(far))[0] == 1.0
+    assert np.isfinite(ensemble_logit(models, far, np.array([1]))).all()
+    assert ensemble_logit(models, far, np.array([1]))[0] > 40
 
 
-def test_snap_float_noise_only_merges_float_noise():
-    ref = np.array([[1.0, 100.0], [2.0, -3.0]])
-    unl = ref + np.array([[1e-12, 1e-6], [0.0, 1e-14]])
-    snapped, _ = snap_float_noise(unl, ref)
-    assert snapped[0, 0] == 1.0 and snapped[1, 1] == -3.0
-    assert snapped[0, 1] == unl[0, 1]  # 1e-8 relative: kept
+def test_one_seed_every_method_and_sisa_byte_identity(adult):
+    Xtr, ytr, Xte, yte, names, _ = adult
+    sc = make_scenario("injected", Xtr, ytr, Xte, yte, names)
+    out = seed_run(sc, Family(), 0, 8, check_bytes=True)
+    assert set(out["stats"]) == set(METHODS)
+    assert set(out["ref"]) == set(out["ref2"]) == {"monolithic", "noisy", "sisa"}
+    assert out["extra"]["sisa_byte_identical"] is True
+    assert np.isfinite(out["extra"]["certified_epsilon"])
+    w = out["injected_weight"]
+    assert w["retrain"] == 0 and w["sisa"] == 0 and abs(w["newton"]) < 1e-8
+    assert w["original"] > 0.1 and w["finetune"] > 0.1
+    # The references are independent of the unlearned seed: retrain(0) differs from ref(8).
+    assert not np.allclose(out["stats"]["retrain"], out["ref"]["monolithic"])
+    assert all(0.5 < a[2] <= 1 for a in out["acc"].values())  # test accuracies
 
 
-def test_train_methods_one_seed(synth):
-    split, fam = synth
-    out = train_methods(split, fam, seed=0)
-    assert tuple(out) == METHODS
-    assert out["sisa"].extra["byte_identical"]
-    assert checkpoint_hashes(out["sisa"].model) == checkpoint_hashes(out["sisa"].reference)
-    assert out["newton"].formal_epsilon == 0.0  # least squares: the Newton step is exact
-    assert out["original"].time_s == 0 and out["original"].rows_read == 0
-    m = {k: method_metrics(o.model, split, fam.sigma) for k, o in out.items()}
-    # The EMSE example's story: the mixed fit explains W poorly, the fine-tune repairs it.
-    assert m["original"]["r2_wanted"] < 0.6 < 0.9 < m["emse"]["r2_wanted"]
-    assert m["sisa"]["r2_wanted"] > 0.9 and m["retrain"]["r2_wanted"] > 0.9
-    assert m["retrain"]["fair_r2"] > m["original"]["fair_r2"]
+def test_verdict_rules():
+    floor = {"eps": 1.0, "lo": 0.9, "hi": 1.1}
+    assert verdict({"eps": 2.0, "lo": 1.8, "hi": 2.2, "p_value": 0.02}, floor) == "above floor"
+    assert verdict({"eps": 1.1, "lo": 1.0, "hi": 1.3, "p_value": 0.02}, floor) == \
+        "distinguishable"
+    assert verdict({"eps": 2.0, "lo": 1.8, "hi": 2.2, "p_value": 0.3}, floor) == "at floor"
 
 
-def test_classification_metrics_use_one_minus_p_true():
-    split = prepare("adult", rows=1200)
-    fam = default_family(split, n_shards=2, n_slices=2)
-    out = train_methods(split, fam, seed=0, methods=("retrain",))
-    m = method_metrics(out["retrain"].model, split, sigma=fam.sigma)
-    assert set(m) == {"accuracy_wanted", "accuracy_unwanted", "accuracy_test", "exp_r2_wanted",
-                      "exp_r2_unwanted", "fair_r2"}
-    assert m["accuracy_test"] > 0.75
-    w = ~split.forget
-    p = out["retrain"].model.predict_proba(split.X[w])[:, 1]
-    r = 1 - np.where(split.y[w] == 1, p, 1 - p)  # probability mass off the true class
-    assert m["exp_r2_wanted"] == pytest.approx(np.mean(np.exp(-(r**2) / (2 * fam.sigma**2))))
+def test_run_end_to_end_writes_a_consistent_report(tmp_path):
+    rep = run(n_models=5, eps_rows=700, cost_rows=700, scenarios=("random", "duplicated"),
+              sisa_scenarios=("duplicated",), repeats=2, n_boot=3, n_perm=3, backend="local",
+              out=tmp_path, progress=False, figures=False)
+    d = json.loads((tmp_path / "report.json").read_text())
+    assert set(d["scenarios"]) == {"random", "duplicated"}
+    assert "sisa" not in d["scenarios"]["random"]["methods"]
+    assert d["scenarios"]["duplicated"]["methods"]["sisa"]["reference"] == "sisa"
+    assert set(d["scenarios"]["duplicated"]["floors"]) == {"monolithic", "noisy", "sisa"}
+    for s in d["scenarios"].values():
+        for r in s["methods"].values():
+            assert r["eps"]["lo"] <= r["eps"]["eps"] <= r["eps"]["hi"] + 1e-9
+            assert 0 < r["eps"]["p_value"] <= 1
+            assert r["acc"]["test"]["n"] == 5
+    assert d["sisa_check"]["seeds_checked"] == 2 and rep.sisa_ok
+    assert set(d["costs"]["requests"]) == {"2%", "1 row"}
+    md = (tmp_path / "report.md").read_text()
+    assert "Deviations from the challenge" in md and "byte-identity" in md
+    assert md.count("| original |") == 3  # two forget sets and the cost table
 
 
-# -- the SISA floor -----------------------------------------------------------------------------
-
-
-def test_sisa_forget_is_byte_identical_per_seed_and_its_epsilon_is_exactly_zero(synth,
-                                                                               ray_session):
-    split, fam = synth
-    gap = run_gap(split, fam, n_models=6, progress=False)
-    assert gap.sisa_identical == [True] * 6
-    unl, ref, _ = gap.stats["sisa"]
-    np.testing.assert_array_equal(unl, ref)  # identical models, identical statistics
-    # The estimator agrees: identical samples are at the floor, 0 on every row (unsnapped).
-    assert (gap.eps["sisa"] == 0).all() and (gap.eps_raw["sisa"] == 0).all()
-    assert (per_example_epsilon(unl, ref) == 0).all()
-    # Approximate methods and doing nothing are not at the floor.
-    assert np.median(gap.eps["emse"]) > 0.5
-    assert np.median(gap.eps["original"]) > 0.5
-    # The independent-seeds floor is positive even for exact methods.
-    assert np.median(gap.eps_indep["retrain"]) > 0
-
-
-# -- end to end ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("dataset", "rows", "extra"), [
-    ("synthetic", 300, []),
-    ("adult", 1200, ["--forget-fraction", "0.03"]),
-])
-def test_cli_end_to_end(tmp_path, ray_session, capsys, dataset, rows, extra):
-    out = tmp_path / dataset
-    args = _parse(["--dataset", dataset, "--models", "6", "--rows", str(rows), "--shards", "3",
-                   "--out", str(out), "--quiet", "--json", *extra])
-    assert cli.run_from_args(args) == 0
-    printed = json.loads(capsys.readouterr().out)
-    for name in ("report.json", "report.md", "metrics.png", "epsilon_hist.png",
-                 "time_vs_eps.png"):
-        assert (out / name).stat().st_size > 0
-    rep = json.loads((out / "report.json").read_text())
-    assert rep == printed
-    assert rep["sisa_check"]["ok"] and rep["sisa_check"]["seeds_byte_identical"] == 6
-    methods = rep["methods"]
-    assert list(methods) == list(METHODS)
-    assert set(methods["sisa"]["eps_per_row"]) == {0.0}
-    assert methods["sisa"]["epsilon"]["forgetting_quality"] == 1.0
-    assert methods["emse"]["epsilon"]["median"] > 0
-    assert methods["original"]["epsilon"]["median"] > 0
-    assert methods["newton"]["formal_epsilon"] is not None
-    md = (out / "report.md").read_text()
-    assert all(f"| {m} |" in md for m in METHODS if m != "retrain")
-    assert "SISA check** (passed)" in md
-
-
-def test_cli_help_has_an_example_and_errors_are_one_line(capsys, monkeypatch, tmp_path):
-    parser = argparse.ArgumentParser(prog="sisa")
-    sub = cli.add_parser(parser.add_subparsers())
-    assert "sisa compare --dataset adult" in sub.format_help()
-    assert cli.run_from_args(_parse(["--dataset", "synthetic", "--models", "2", "--quiet",
-                                     "--out", str(tmp_path)])) == 1
-    err = capsys.readouterr().err
-    assert "n_models must be an integer >= 4" in err and err.count("\n") == 1
-    monkeypatch.setenv("SISA_ADULT_PATH", str(tmp_path / "missing.data"))
-    assert cli.run_from_args(_parse(["--dataset", "adult", "--quiet",
-                                     "--out", str(tmp_path)])) == 1
-    assert "pip install" in capsys.readouterr().err
+def test_cli_parses_lists_and_errors_are_one_line(capsys, tmp_path):
+    args = _parse(["--forget-sets", "random,mislabeled", "--models", "8", "--local"])
+    assert args.forget_sets == ("random", "mislabeled") and args.models == 8 and args.local
+    assert _parse([]).models == 256
+    args = _parse(["--forget-sets", "outliers", "--out", str(tmp_path), "--quiet", "--local"])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sisa compare: error:") and "outliers" in err and "\n" not in err

@@ -129,7 +129,7 @@ def test_matches_challenge_reference_on_lattice_data():
     a = np.round(rng.normal(size=(24, 10)) / 0.05) * 0.05
     scale = rng.uniform(0.5, 2.0, size=10)
     b = np.round((rng.normal(size=(24, 10)) * scale + 0.6) / 0.05) * 0.05
-    ours = E.per_example_epsilon(a, b, eps_max=50)
+    ours = E.per_example_epsilon(a, b, eps_max=50, scale="absolute", double_cuts=None)
     np.testing.assert_allclose(ours, _challenge_eps(a, b), atol=1e-9)
     assert ours.max() > 0.5  # the comparison is not vacuous
 
@@ -140,7 +140,7 @@ def test_never_below_challenge_reference_on_continuous_data():
     rng = np.random.default_rng(5)
     a = rng.normal(size=(24, 8)) * 0.3
     b = rng.normal(size=(24, 8)) * 0.3 + 0.2
-    ours = E.per_example_epsilon(a, b, eps_max=50)
+    ours = E.per_example_epsilon(a, b, eps_max=50, scale="absolute", double_cuts=None)
     ref = _challenge_eps(a, b)
     assert (ours >= ref - 1e-9).all()
     assert np.abs(ours - ref).mean() < 0.1
@@ -181,6 +181,71 @@ def test_max_epsilon():
     assert E.max_epsilon(512) == 7.0
     assert E.max_epsilon(64) == 5.0
     assert E.max_epsilon(3) == 1.0
+
+
+def test_challenge_port_on_a_fixed_example():
+    # A fixed 6 x 6 example worked through the challenge's metric.py (the port above): the
+    # single threshold at 0.45 leaves 1 of 6 negatives above and 1 of 6 positives below,
+    # log((1 - δ - 1/6) / (1/6)) = log(5 - 6δ), and no interval rule does better.
+    neg = np.array([[0.0], [0.1], [0.2], [0.3], [0.4], [0.5]])
+    pos = np.array([[0.4], [0.5], [0.6], [0.7], [0.8], [0.9]])
+    ref = _challenge_eps(neg, pos)
+    ours = E.per_example_epsilon(neg, pos, eps_max=50, scale="absolute", double_cuts=None)
+    assert ref[0] == pytest.approx(math.log((1 - 1e-5 - 1 / 6) / (1 / 6)))
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+# -- scale, power, intervals --------------------------------------------------------------------
+
+
+def test_relative_floor_is_the_same_at_any_scale_and_absolute_is_not():
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=(64, 150)), rng.normal(size=(64, 150))
+    rel = [E.per_example_epsilon(a * s, b * s).mean() for s in (0.01, 1.0, 100.0)]
+    assert rel[0] == pytest.approx(rel[1]) and rel[2] == pytest.approx(rel[1])
+    absolute = [E.per_example_epsilon(a * s, b * s, scale="absolute").mean()
+                for s in (0.01, 1.0, 100.0)]
+    assert absolute[0] - absolute[2] > 0.1  # the challenge's window: the floor moves
+
+    # Independent draws at each spread: every floor inside the others' intervals.
+    cis = []
+    for s in (0.01, 1.0, 100.0):
+        x, y = rng.normal(size=(64, 150)) * s, rng.normal(size=(64, 150)) * s
+        cis.append(E.epsilon_interval(x, y, n_boot=30, random_state=1))
+    for c in cis:
+        assert all(o["lo"] <= c["eps"] <= o["hi"] for o in cis)
+
+
+def test_known_shift_is_detected_and_no_shift_is_not():
+    rng = np.random.default_rng(12)
+    ref, ref2 = rng.normal(size=(128, 40)), rng.normal(size=(128, 40))
+    floor = E.epsilon_interval(ref, ref2, n_boot=40)
+    shifted = E.epsilon_interval(rng.normal(size=(128, 40)) + 0.75, ref, n_boot=40)
+    assert shifted["lo"] > floor["hi"]
+    assert E.permutation_pvalue(rng.normal(size=(128, 40)) + 0.75, ref, n_perm=19) == 0.05
+    assert E.permutation_pvalue(rng.normal(size=(128, 40)), ref, n_perm=19) > 0.05
+    assert floor["lo"] <= floor["eps"] <= floor["hi"]
+
+
+def test_fewer_double_cuts_never_exceed_every_cut():
+    rng = np.random.default_rng(13)
+    a, b = rng.normal(size=(48, 30)), rng.normal(size=(48, 30)) * 1.5 + 0.3
+    full = E.per_example_epsilon(a, b, double_cuts=None)
+    for k in (4, 16, 96):
+        assert (E.per_example_epsilon(a, b, double_cuts=k) <= full + 1e-12).all()
+    np.testing.assert_array_equal(E.per_example_epsilon(a, b, double_cuts=96), full)
+
+
+def test_detectable_shift_reports_a_monotone_curve():
+    out = E.detectable_shift(64, 30, shifts=(0.0, 0.5, 2.0), n_boot=10)
+    eps = [row[1] for row in out["curve"]]
+    assert eps == sorted(eps)
+    assert out["smallest"] in (0.5, 2.0)
+
+
+def test_final_score_is_the_challenges_product():
+    assert E.final_score(0.5, 0.8, 0.8, 0.81, 0.9) == pytest.approx(0.45)
+    assert E.final_score(1.0, 0.9, 0.9, 0.9, 0.9) == 1.0
 
 
 # -- scores -------------------------------------------------------------------------------------
@@ -239,6 +304,12 @@ def test_summarize():
         lambda: E.forgetting_quality(np.array([0.1]), 1),
         lambda: E.summarize(np.array([0.1]), bin_width=0),
         lambda: E.max_epsilon(1),
+        lambda: E.per_example_epsilon(np.zeros((3, 2)), np.zeros((3, 2)), scale="log"),
+        lambda: E.per_example_epsilon(np.zeros((3, 2)), np.zeros((3, 2)), double_cuts=1),
+        lambda: E.epsilon_interval(np.zeros((3, 2)), np.zeros((3, 2)), n_boot=0),
+        lambda: E.epsilon_interval(np.zeros((3, 2)), np.zeros((3, 2)), level=1.0),
+        lambda: E.permutation_pvalue(np.zeros((3, 2)), np.zeros((3, 2)), n_perm=0),
+        lambda: E.final_score(0.5, 0.8, 0.0, 0.8, 0.8),
     ],
 )
 def test_invalid_inputs_raise(call):

@@ -92,3 +92,20 @@ def test_unlearning_report_classification():
 def test_bad_inputs_raise_input_error(call, message):
     with pytest.raises(InputError, match=message):
         call()
+
+
+def test_expected_calibration_error():
+    from sisa.metrics import expected_calibration_error as ece
+
+    # Hand case: bin [0.9, 0.95) holds 3 correct rows at 0.9 (gap 0.1), bin [0.6, 0.65)
+    # one wrong row at 0.6 (gap 0.6): (3 * 0.1 + 0.6) / 4.
+    assert ece([1, 1, 0, 0], [0.9, 0.9, 0.1, 0.6]) == pytest.approx(0.225)
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=200_000)
+    y = (rng.uniform(size=p.size) < p).astype(int)
+    assert ece(y, p) < 0.01  # labels drawn from p: calibrated
+    assert ece(y, np.where(p > 0.5, 0.99, 0.01)) > 0.2  # overconfident
+    with pytest.raises(InputError, match="labels 0 and 1"):
+        ece([0, 2], [0.1, 0.2])
+    with pytest.raises(InputError, match="probabilities"):
+        ece([0, 1], [0.1, 1.2])

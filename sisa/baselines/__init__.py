@@ -9,6 +9,7 @@ from sisa.baselines.emse import (
     emse_objective,
     resolve_c,
 )
+from sisa.baselines.linear import L2LogisticRegression
 from sisa.baselines.newton import (
     CertifiedRemovalClassifier,
     CertifiedRemovalRegressor,
@@ -20,6 +21,7 @@ __all__ = [
     "CertifiedRemovalRegressor",
     "EMSEClassifierUnlearner",
     "EMSEUnlearner",
+    "L2LogisticRegression",
     "certified_epsilon",
     "emse_classifier_objective",
     "emse_objective",

@@ -1,32 +1,40 @@
 """Head-to-head comparison of unlearning methods, and the empirical ε gap.
 
-``run`` trains retrain / SISA / Newton certified removal / EMSE / the untouched
-original on one split and one model family, measures cost and metrics, and estimates
-per-row ε against N models per side (see ``docs/compare.md``).
+``run`` trains ten methods (retrain, SISA, Newton with and without noise, the PRU,
+EMSE, fine-tune, NegGrad+, random relabelling, do nothing) on one model family and
+several forget sets, and estimates each one's ε against N independent reference models,
+next to its own floor (see ``docs/compare.md``).
 """
 
 from sisa.compare.epsilon import (
+    detectable_shift,
+    epsilon_interval,
+    final_score,
     forgetting_quality,
     logit_confidence,
     max_epsilon,
     per_example_epsilon,
+    permutation_pvalue,
     residual,
     summarize,
 )
-from sisa.compare.gap import GapResult, run_gap
+from sisa.compare.head2head import run
 from sisa.compare.report import CompareReport
-from sisa.compare.run import METHODS, run
+from sisa.compare.run import METHODS, SCENARIOS
 
 __all__ = [
     "METHODS",
+    "SCENARIOS",
     "CompareReport",
-    "GapResult",
+    "detectable_shift",
+    "epsilon_interval",
+    "final_score",
     "forgetting_quality",
     "logit_confidence",
     "max_epsilon",
     "per_example_epsilon",
+    "permutation_pvalue",
     "residual",
     "run",
-    "run_gap",
     "summarize",
 ]

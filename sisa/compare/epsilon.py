@@ -10,24 +10,37 @@ false-negative rate FNR bounds an (ε, δ) guarantee from below by::
 
     ε >= max(log((1 - δ - FPR) / FNR), log((1 - δ - FNR) / FPR))
 
-The estimate is the largest such value over two families of rules:
+The estimate is the largest such value over the challenge's two families of rules:
 
 * single threshold: "positive" (the sample with the larger median) iff ``s >= t``;
 * double threshold: the *peakier* sample (smaller range) iff ``l <= s <= r``, with the
   challenge's window: ``r`` within ±2 of the peaky sample's maximum and ``r - l``
   within ±2 of its range.
 
-Where the challenge sweeps 100 thresholds per unit, this module sweeps every cut
-between distinct pooled values, which reaches every rate pair the grid can (so it is
-never lower) and does not depend on the statistic's scale. Edge cases follow the
-challenge: FPR = FNR = 0 is perfect separation (ε = cap); a rule where exactly one
-rate is 0 is discarded (too few samples to tell); if one sample's range is under 1%
-of the other's (a collapsed, "peaky" distribution) ε = cap.
+Deviations from the challenge's code, all on by default and each switchable:
+
+* ``scale="relative"``: the ±2 window is in units of each row's pooled standard
+  deviation, not of the statistic, so the floor (two samples of one distribution)
+  does not depend on the statistic's spread (``scale="absolute"``: the challenge);
+* thresholds: every cut between distinct pooled values for single thresholds, and
+  ``double_cuts`` order statistics as interval ends (``None``: every cut), where the
+  challenge sweeps a grid of 100 thresholds per unit. With every cut the sweep reaches
+  every rate pair the grid can (so it is never lower; on values on a 0.01 lattice it
+  is the challenge's value exactly).
+
+Edge cases follow the challenge: FPR = FNR = 0 is perfect separation (ε = cap); a rule
+where exactly one rate is 0 is discarded (too few samples to tell); if one sample's
+range is under 1% of the other's (a collapsed, "peaky" distribution) ε = cap.
 
 N models per side can only resolve ε up to about ``ln(N - 1)`` (the smallest
 nonzero rate is 1/N), so the default cap is ``max_epsilon(N) = ceil(ln(N - 1))``,
-the challenge's ``max_ε`` (7 for N = 512, 5 for N = 64). Pass ``eps_max=50`` for the
+the challenge's ``max_ε`` (7 for N = 512, 6 for N = 256). Pass ``eps_max=50`` for the
 challenge's per-example clip; :func:`forgetting_quality` scores both alike.
+
+Aggregates: :func:`epsilon_interval` (mean per-row ε with a bootstrap confidence
+interval over models and rows), :func:`permutation_pvalue` (are the two sets of models
+exchangeable?), :func:`final_score` (the challenge's ranking score) and
+:func:`detectable_shift` (the power of a given N).
 
 ε needs randomness on both sides: a deterministic training run gives point masses,
 and any difference between them is "perfect separation".
@@ -44,10 +57,15 @@ from sisa.errors import InputError
 
 __all__ = [
     "DELTA",
+    "DOUBLE_CUTS",
+    "detectable_shift",
+    "epsilon_interval",
+    "final_score",
     "forgetting_quality",
     "logit_confidence",
     "max_epsilon",
     "per_example_epsilon",
+    "permutation_pvalue",
     "residual",
     "summarize",
 ]
@@ -57,6 +75,7 @@ _TINY = 1e-45  # as the challenge: keeps log finite when a probability is 0
 _BUFFER = 2.0  # double-threshold window half-width, in statistic units (challenge)
 _PEAKY_RATIO = 0.01
 _BUCKET = 0.5
+DOUBLE_CUTS = 32
 _PAIR_BUDGET = 1_000_000  # (rows x models^2) cells per chunk of the double-threshold sweep
 
 
@@ -213,7 +232,8 @@ def _nanmax_rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1).max(axis=1)
 
 
-def _sweep(pooled, is_pos, neg_is_a, n_a, n_b, table, double_threshold):
+def _sweep(pooled, is_pos, neg_is_a, n_a, n_b, table, double_threshold, cuts=None,
+           buffer=_BUFFER):
     """Best ε per row of one chunk. pooled: (c, M) statistics; is_pos: (c, M) bool."""
     c, m = pooled.shape
     k = max(n_a, n_b) + 1
@@ -249,22 +269,27 @@ def _sweep(pooled, is_pos, neg_is_a, n_a, n_b, table, double_threshold):
     n_peaky = np.where(peaky_is_pos, n_pos, m - n_pos)[:, None, None]
     other_is_a = peaky_is_pos == neg_is_a  # the non-peaky sample is the unlearned one
 
-    inside = cum_peaky[:, None, 1:] - cum_peaky[:, :m, None]  # [c, i, j]: peaky in u_i..u_j
-    size = np.arange(1, m + 1)[None, :] - np.arange(m)[:, None]  # j + 1 - i
+    # Interval [u_i, u_j] for i in I (left ends) and j in J (right ends): every cut, or
+    # ``double_cuts`` evenly spaced order statistics (the O(N^2) part made O(K^2)).
+    idx = np.arange(m) if cuts is None or cuts >= m else np.unique(
+        np.round(np.linspace(0, m - 1, cuts)).astype(np.int64))
+    inside = cum_peaky[:, None, idx + 1] - cum_peaky[:, idx, None]  # [c, i, j]
+    size = (idx + 1)[None, :] - idx[:, None]  # j + 1 - i
     # The interval [u_i, u_j] is reachable by some (l, r) of the challenge's window iff
     # r in [u_j, u_{j+1}) ∩ [pmax-2, pmax+2] ∩ (u_{i-1}+w-2, u_i+w+2] is not empty.
-    u_prev = np.concatenate([np.full((c, 1), -np.inf), u[:, :-1]], axis=1)
-    u_next = np.concatenate([u[:, 1:], np.full((c, 1), np.inf)], axis=1)
+    u_prev = np.concatenate([np.full((c, 1), -np.inf), u[:, :-1]], axis=1)[:, idx]
+    u_next = np.concatenate([u[:, 1:], np.full((c, 1), np.inf)], axis=1)[:, idx]
+    ui = u[:, idx]
     r_lo = np.maximum(
-        np.maximum(u[:, None, :], peak_max - _BUFFER), u_prev[:, :, None] + width - _BUFFER
+        np.maximum(ui[:, None, :], peak_max - buffer), u_prev[:, :, None] + width - buffer
     )
     r_hi = np.minimum(
-        np.minimum(u_next[:, None, :], peak_max + _BUFFER), u[:, :, None] + width + _BUFFER
+        np.minimum(u_next[:, None, :], peak_max + buffer), ui[:, :, None] + width + buffer
     )
     ok = (
         (size[None] > 0)
-        & cut_ok[:, :m, None]
-        & cut_ok[:, None, 1:]
+        & cut_ok[:, idx, None]
+        & cut_ok[:, None, idx + 1]
         & (r_lo <= r_hi + 1e-9 * (1 + np.abs(r_lo)))
     )
     # fp = other-sample rows inside; fn = peaky rows outside.
@@ -281,8 +306,10 @@ def per_example_epsilon(
     eps_max: float | None = None,
     *,
     double_threshold: bool = True,
+    scale: str = "relative",
+    double_cuts: int | None = DOUBLE_CUTS,
 ) -> np.ndarray:
-    """Empirical ε for each row, as the NeurIPS 2023 unlearning challenge computes it.
+    """Empirical ε for each row, with the NeurIPS 2023 unlearning challenge's rules.
 
     Parameters
     ----------
@@ -298,8 +325,19 @@ def per_example_epsilon(
         Default ``max_epsilon(max(n_models_a, n_models_b))``, above every finite
         value the samples can produce.
     double_threshold : bool, default=True
-        Also sweep the challenge's interval rules (costs O(N²) per row instead of
-        O(N log N)).
+        Also sweep the challenge's interval rules.
+    scale : {"relative", "absolute"}, default="relative"
+        Units of the double-threshold window (±2 around the peakier sample's maximum
+        and range). "absolute": statistic units, as the challenge; the floor then
+        depends on the statistic's spread (two samples of one Gaussian give a median
+        ε̂ of 2.08 at sd 0.3 but 1.39 at sd 10 for N = 64). "relative": each row is
+        first divided by the pooled standard deviation of its two samples, so the
+        window is ±2 sd and identical distributions give the same floor at any scale.
+        Single thresholds are scale-free either way.
+    double_cuts : int or None, default=32
+        Interval ends considered: every cut between distinct values (None; O(N²) per
+        row) or this many evenly spaced order statistics of the pooled sample
+        (O(K²) per row; a subset of the rules, so never above the every-cut value).
 
     Returns
     -------
@@ -330,7 +368,16 @@ def per_example_epsilon(
         )
     if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 < delta < 1:
         raise InputError(f"delta must be in (0, 1), got {delta!r}")
+    if scale not in ("relative", "absolute"):
+        raise InputError(f"scale must be 'relative' or 'absolute', got {scale!r}")
+    if double_cuts is not None and (isinstance(double_cuts, bool) or not isinstance(
+            double_cuts, numbers.Integral) or double_cuts < 2):
+        raise InputError(f"double_cuts must be an integer >= 2 or None, got {double_cuts!r}")
     n_a, n_b = a.shape[0], b.shape[0]
+    if scale == "relative":
+        sd = np.concatenate([a, b], axis=0).std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        a, b = a / sd, b / sd
     if eps_max is None:
         eps_max = max_epsilon(max(n_a, n_b))
     elif isinstance(eps_max, bool) or not isinstance(eps_max, numbers.Real) or not eps_max > 0:
@@ -360,11 +407,13 @@ def per_example_epsilon(
     todo = np.flatnonzero(~constant & ~peaky)
     m = n_a + n_b
     table = _eps_tables(n_a, n_b, float(delta))
-    chunk = max(1, _PAIR_BUDGET // (m * m)) if double_threshold else max(1, 50_000 // m)
+    kk = m if double_cuts is None else min(m, int(double_cuts))
+    chunk = max(1, _PAIR_BUDGET // (kk * kk)) if double_threshold else max(1, 50_000 // m)
     for start in range(0, len(todo), chunk):
         rows = todo[start : start + chunk]
         best = _sweep(
-            pooled[rows], is_pos[rows], ref_is_pos[rows], n_a, n_b, table, double_threshold
+            pooled[rows], is_pos[rows], ref_is_pos[rows], n_a, n_b, table, double_threshold,
+            double_cuts,
         )
         out[rows] = np.clip(np.where(np.isneginf(best), 0.0, best), 0.0, eps_max)
     return out
@@ -457,3 +506,158 @@ def summarize(eps: np.ndarray, bin_width: float = _BUCKET) -> dict[str, object]:
         "bin_edges": edges.tolist(),
         "counts": counts.astype(int).tolist(),
     }
+
+
+# -- uncertainty, tests and power ---------------------------------------------------------------
+
+
+def _rng(random_state) -> np.random.Generator:
+    return random_state if isinstance(random_state, np.random.Generator) else \
+        np.random.default_rng(random_state)
+
+
+def epsilon_interval(stats_a: np.ndarray, stats_b: np.ndarray, *, n_boot: int = 100,
+                     level: float = 0.95, random_state=0, **kwargs) -> dict[str, float]:
+    """Mean per-row ε̂ with a percentile bootstrap confidence interval.
+
+    Each replicate resamples the models of each side and the rows, all with
+    replacement, and recomputes every per-row ε: the interval covers both the
+    finite number of models (the estimator's own noise) and the choice of rows. The
+    percentile interval is shifted by the replicates' mean bias (see the code).
+
+    Parameters
+    ----------
+    stats_a, stats_b : array of shape (n_models, n_rows)
+        As for :func:`per_example_epsilon`.
+    n_boot : int, default=100
+    level : float, default=0.95
+    random_state : int or Generator, default=0
+    **kwargs
+        Passed to :func:`per_example_epsilon`.
+
+    Returns
+    -------
+    dict
+        ``eps`` (the mean over rows of the full-sample ε), ``lo``, ``hi``, ``median``
+        (median per-row ε), ``n_boot``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.normal(size=(64, 20)), rng.normal(size=(64, 20))
+    >>> ci = epsilon_interval(a, b, n_boot=20)
+    >>> ci["lo"] <= ci["eps"] <= ci["hi"]
+    True
+    """
+    a, b = _as_stats("stats_a", stats_a), _as_stats("stats_b", stats_b)
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 1:
+        raise InputError(f"n_boot must be a positive integer, got {n_boot!r}")
+    rng = _rng(random_state)
+    kwargs.setdefault("eps_max", max_epsilon(max(a.shape[0], b.shape[0])))
+    eps = per_example_epsilon(a, b, **kwargs)
+    reps = np.empty(n_boot)
+    for k in range(n_boot):
+        rows = rng.integers(0, a.shape[1], a.shape[1])
+        ia, ib = rng.integers(0, a.shape[0], a.shape[0]), rng.integers(0, b.shape[0], b.shape[0])
+        reps[k] = per_example_epsilon(a[np.ix_(ia, rows)], b[np.ix_(ib, rows)], **kwargs).mean()
+    tail = (1 - level) / 2
+    # Resampling models with replacement duplicates some, and ties make two samples
+    # look more separable: the replicates run high (by ~0.2 at N = 256). The interval
+    # is the percentile interval shifted by that bias, so it is centred on the estimate.
+    bias = reps.mean() - eps.mean()
+    lo, hi = np.quantile(reps, [tail, 1 - tail]) - bias
+    return {"eps": float(eps.mean()), "lo": float(max(lo, 0.0)), "hi": float(hi),
+            "median": float(np.median(eps)), "n_boot": int(n_boot)}
+
+
+def permutation_pvalue(stats_a: np.ndarray, stats_b: np.ndarray, *, n_perm: int = 100,
+                       random_state=0, observed: float | None = None, **kwargs) -> float:
+    """p-value of "the two sets of models come from one distribution".
+
+    Permutation test on the mean per-row ε̂: the pooled models are split at random
+    into two sets of the original sizes (one split for all rows, since a model is the
+    unit of randomness) ``n_perm`` times; ``p = (1 + #{ε̂_perm >= ε̂}) / (1 + n_perm)``.
+
+    Parameters
+    ----------
+    stats_a, stats_b : array of shape (n_models, n_rows)
+    n_perm : int, default=100
+        The smallest reachable p is ``1 / (1 + n_perm)``.
+    random_state : int or Generator, default=0
+    observed : float, optional
+        The observed mean ε̂, if already computed.
+    **kwargs
+        Passed to :func:`per_example_epsilon`.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> a = rng.normal(size=(32, 10))
+    >>> permutation_pvalue(a, a + 3.0, n_perm=19)
+    0.05
+    """
+    a, b = _as_stats("stats_a", stats_a), _as_stats("stats_b", stats_b)
+    if isinstance(n_perm, bool) or not isinstance(n_perm, numbers.Integral) or n_perm < 1:
+        raise InputError(f"n_perm must be a positive integer, got {n_perm!r}")
+    rng = _rng(random_state)
+    kwargs.setdefault("eps_max", max_epsilon(max(a.shape[0], b.shape[0])))
+    obs = per_example_epsilon(a, b, **kwargs).mean() if observed is None else observed
+    pooled = np.concatenate([a, b], axis=0)
+    n_a = a.shape[0]
+    hits = 0
+    for _ in range(n_perm):
+        order = rng.permutation(pooled.shape[0])
+        val = per_example_epsilon(pooled[order[:n_a]], pooled[order[n_a:]], **kwargs).mean()
+        hits += val >= obs - 1e-12
+    return float((1 + hits) / (1 + n_perm))
+
+
+def final_score(forget_quality: float, retain_acc: float, retain_acc_ref: float,
+                test_acc: float, test_acc_ref: float) -> float:
+    """The challenge's final score (``main.py``): forgetting quality times the
+    retain-accuracy ratio times the test-accuracy ratio (unlearned / retrained means).
+
+    Examples
+    --------
+    >>> final_score(0.5, 0.8, 0.8, 0.81, 0.9)
+    0.45
+    """
+    if retain_acc_ref <= 0 or test_acc_ref <= 0:
+        raise InputError("reference accuracies must be > 0 to form the challenge's ratios")
+    return float(forget_quality * (retain_acc / retain_acc_ref) * (test_acc / test_acc_ref))
+
+
+def detectable_shift(n_models: int, n_rows: int, *, shifts=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75,
+                     1.0, 1.5, 2.0), n_boot: int = 50, random_state=0,
+                     **kwargs) -> dict[str, object]:
+    """Power check: the smallest mean shift (in standard deviations of the statistic)
+    that N models per side tell apart from no shift.
+
+    Gaussian statistics, ``n_rows`` rows, N models a side; a shift counts as detected
+    when the lower end of its ε̂ interval is above the upper end of the no-shift
+    (floor) interval, the same criterion the report applies to methods.
+
+    Returns
+    -------
+    dict
+        ``smallest`` (None if no shift in ``shifts`` is detected), ``floor`` (interval
+        dict) and ``curve`` (list of ``[shift, eps, lo, hi]``).
+    """
+    rng = _rng(random_state)
+    ref = rng.normal(size=(n_models, n_rows))
+    floor = epsilon_interval(ref, rng.normal(size=(n_models, n_rows)), n_boot=n_boot,
+                             random_state=rng, **kwargs)
+    curve, smallest = [], None
+    for d in shifts:
+        ci = epsilon_interval(rng.normal(size=(n_models, n_rows)) + d, ref, n_boot=n_boot,
+                              random_state=rng, **kwargs)
+        curve.append([float(d), ci["eps"], ci["lo"], ci["hi"]])
+        if smallest is None and ci["lo"] > floor["hi"]:
+            smallest = float(d)
+    return {"smallest": smallest, "floor": floor, "curve": curve}

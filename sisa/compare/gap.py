@@ -1,242 +1,244 @@
-"""The ε gap: N unlearned models against N reference models per method, on Ray.
+"""The ε runs on Ray: N unlearned models per method against N independent references.
 
-For seed ``i`` one Ray task trains every method (:func:`sisa.compare.run.train_methods`)
-and returns, for each forgotten row, the statistic under
+Protocol (the NeurIPS 2023 challenge's, with the deviations listed in the report):
+seeds ``0 .. N-1`` give each method's unlearned models, seeds ``N .. 2N-1`` the
+references (trained without U, never seeing it), seeds ``2N .. 3N-1`` a second set of
+references. A method's ε̂ compares its unlearned models with the references; its
+**floor** compares the references with the second set (two samples of the reference
+distribution: what ε̂ reads when there is nothing to find). Each method is measured
+against references of its own kind (``REFERENCE_KIND``): the monolithic retrain for the
+monolithic methods, the noisy retrain for the certified Newton, SISA fit on W for SISA.
 
-* the method's unlearned model (seed ``i``);
-* its same-seed reference (seed ``i``), trained without U:
-
-  - ``sisa``: SISA fit on W with ``random_state=i`` and the same sample ids (the task
-    also checks forget(U) byte-identical to it);
-  - ``newton``: the certified-removal model fit on ``W_i`` with noise seed ``i``;
-  - ``retrain``, ``emse``, ``original``: the monolithic model fit on ``W_i``;
-
-* the same kind of reference trained with the fresh seed ``N + i``.
-
-Two estimates per method follow: **same seeds** (unlearned ``i`` vs reference ``i``,
-the headline: 0 only for a method that reproduces its reference exactly) and
-**independent seeds** (unlearned ``i`` vs reference ``N + i``, the NeurIPS-2023
-protocol; for ``retrain`` it compares two independent retrains, i.e. the estimator's
-finite-sample floor). ``W_i`` is a seeded subsample of W: the randomness of the
-otherwise deterministic monolithic fits. SISA always trains on all rows; its
-randomness is its seed.
+Training runs as Ray tasks, one per chunk of seeds of one forget set (one CPU each);
+the estimates (bootstrap intervals, permutation tests) run as Ray tasks too.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from sisa.compare.epsilon import forgetting_quality, max_epsilon, per_example_epsilon, summarize
-from sisa.compare.run import (
-    METHODS,
-    REFERENCE_KIND,
-    Family,
-    Split,
-    fit_reference,
-    statistic,
-    train_methods,
+from sisa.compare.epsilon import (
+    epsilon_interval,
+    forgetting_quality,
+    per_example_epsilon,
+    permutation_pvalue,
 )
-from sisa.engine.backend import connect
+from sisa.compare.run import METHODS, REFERENCE_KIND, Family, Scenario, seed_run, warm_start
 from sisa.errors import InputError
 
-__all__ = ["FLOAT_RTOL", "GapResult", "run_gap", "seed_statistics", "snap_float_noise"]
+__all__ = ["ScenarioRuns", "estimate", "run_epsilon"]
 
-FLOAT_RTOL = 1e-9  # same-seed statistics closer than this are float noise, not signal
-
-
-def snap_float_noise(unlearned: np.ndarray, reference: np.ndarray,
-                     rtol: float = FLOAT_RTOL) -> tuple[np.ndarray, np.ndarray]:
-    """Set each unlearned statistic equal to its same-seed reference when they agree to
-    ``rtol`` (relative, and at least absolute ``rtol``).
-
-    The estimator ranks values, so differences of 1e-13 (two solvers reaching the same
-    optimum) would otherwise count as signal: an exact method would score at the
-    finite-sample floor instead of 0. Pairs further apart are left as they are.
-
-    Parameters
-    ----------
-    unlearned, reference : ndarray of shape (N, n_rows)
-        Row ``i`` of both comes from seed ``i``.
-    rtol : float, default=1e-9
-
-    Returns
-    -------
-    (ndarray, ndarray)
-
-    Examples
-    --------
-    >>> a = np.array([[1.0, 2.0]]); b = a + np.array([[1e-13, 1e-3]])
-    >>> snap_float_noise(b, a)[0].tolist()
-    [[1.0, 2.001]]
-    """
-    close = np.abs(unlearned - reference) <= rtol * np.maximum(1.0, np.abs(reference))
-    return np.where(close, reference, unlearned), reference
+CHECK_SEEDS = 2  # seeds per forget set whose SISA forget is also checked byte for byte
 
 
 @dataclass
-class GapResult:
-    """Statistics and per-row ε of every method.
+class ScenarioRuns:
+    """Everything the N seeds of one forget set produced.
 
     Attributes
     ----------
-    n_models : int
-        N models per side.
-    seeds : list of int
-    stats : dict of str to (ndarray, ndarray, ndarray)
-        Per method, the statistics under the unlearned models, the same-seed
-        references and the fresh-seed references, each of shape (N, |U|).
-    sisa_identical : list of bool
-        Per seed: SISA's forget(U) checkpoints byte-identical to its fit on W.
-    unlearn_time_s : dict of str to float
-        Median over seeds of each method's unlearning time (the tasks share the CPUs).
-    wall_time_s : float
-    eps : dict of str to ndarray
-        Per-row ε, same seeds, after :func:`snap_float_noise`; shape (|U|,).
-    eps_raw : dict of str to ndarray
-        The same without snapping.
-    eps_indep : dict of str to ndarray
-        Per-row ε against the fresh-seed references.
+    scenario : Scenario
+    methods : tuple of str
+    stats : dict of str to ndarray of shape (N, n_stat_rows)
+        Unlearned models' statistics per method.
+    ref, ref2 : dict of str to ndarray of shape (N, n_stat_rows)
+        Reference statistics per kind (seeds N.., 2N..).
+    acc : dict of str to ndarray of shape (N, 3)
+        Accuracy on W, U, test per method and seed.
+    times : dict of str to ndarray of shape (N,)
+    injected_weight : dict of str to ndarray of shape (N,)
+    extra : list of dict
+        Per seed: certified ε, SISA rows retrained, byte identity (checked seeds).
     """
 
-    n_models: int
-    seeds: list[int]
-    stats: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-    sisa_identical: list[bool]
-    unlearn_time_s: dict[str, float]
-    wall_time_s: float = 0.0
-    eps: dict[str, np.ndarray] = field(default_factory=dict)
-    eps_raw: dict[str, np.ndarray] = field(default_factory=dict)
-    eps_indep: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def eps_max(self) -> float:
-        return max_epsilon(self.n_models)
-
-    def estimate(self) -> None:
-        """Fill ``eps``, ``eps_raw`` and ``eps_indep`` from ``stats``."""
-        for m, (unl, ref, fresh) in self.stats.items():
-            self.eps[m] = per_example_epsilon(*snap_float_noise(unl, ref))
-            self.eps_raw[m] = per_example_epsilon(unl, ref)
-            self.eps_indep[m] = per_example_epsilon(unl, fresh)
-
-    def summary(self, method: str) -> dict:
-        """Median, quantiles, histogram and forgetting quality of one method's ε."""
-        out = summarize(self.eps[method])
-        out["forgetting_quality"] = forgetting_quality(self.eps[method], self.n_models)
-        unl, ref, _ = self.stats[method]
-        out["stats_identical"] = bool(np.array_equal(unl, ref))
-        out["max_abs_paired_diff"] = float(np.abs(unl - ref).max())
-        out["median_raw"] = float(np.median(self.eps_raw[method]))
-        indep = self.eps_indep[method]
-        out["independent"] = {
-            "median": float(np.median(indep)), "q95": float(np.quantile(indep, 0.95)),
-            "forgetting_quality": forgetting_quality(indep, self.n_models)}
-        return out
+    scenario: Scenario
+    methods: tuple[str, ...]
+    stats: dict[str, np.ndarray]
+    ref: dict[str, np.ndarray]
+    ref2: dict[str, np.ndarray]
+    acc: dict[str, np.ndarray]
+    times: dict[str, np.ndarray]
+    injected_weight: dict[str, np.ndarray]
+    extra: list[dict] = field(default_factory=list)
 
 
-def seed_statistics(split: Split, fam: Family, seed: int, fresh_seed: int,
-                    subsample: float | None) -> dict:
-    """Train every method for one seed; return the statistics of the forgotten rows.
+def _chunk(sc: Scenario, fam: Family, seeds: list[int], n_models: int,
+           methods: tuple[str, ...], theta0) -> list[dict]:
+    return [seed_run(sc, fam, s, n_models, methods=methods, theta0=theta0,
+                     check_bytes="sisa" in methods and s < CHECK_SEEDS) for s in seeds]
+
+
+def _collect(sc: Scenario, methods: tuple[str, ...], results: list[dict]) -> ScenarioRuns:
+    results = sorted(results, key=lambda r: r["seed"])
+    kinds = sorted({REFERENCE_KIND[m] for m in methods})
+
+    def stack(key, names):
+        return {k: np.stack([r[key][k] for r in results]) for k in names}
+
+    inj = stack("injected_weight", methods) if sc.injected is not None else {}
+    return ScenarioRuns(sc, methods, stack("stats", methods), stack("ref", kinds),
+                        stack("ref2", kinds), stack("acc", methods), stack("times", methods),
+                        inj, [r["extra"] for r in results])
+
+
+def run_epsilon(scenarios: dict[str, Scenario], fam: Family, *, n_models: int = 256,
+                methods: dict[str, tuple[str, ...]] | None = None, chunk: int = 16,
+                backend: str = "ray", address: str | None = None,
+                progress: bool = True, side_tasks: list | None = None
+                ) -> tuple[dict[str, ScenarioRuns], list]:
+    """Train N seeds of every method on every forget set.
 
     Parameters
     ----------
-    split : Split
+    scenarios : dict of str to Scenario
     fam : Family
-    seed : int
-    fresh_seed : int
-        Seed of the independent references.
-    subsample : float or None
-        Fraction of W the monolithic and Newton models train on.
-
-    Returns
-    -------
-    dict
-        ``seed``, ``stats`` (method -> (unlearned, reference, fresh reference), each of
-        shape (|U|,)), ``sisa_identical``, ``times``.
-    """
-    u = split.u_idx
-    with threadpool_limits(limits=1):  # one CPU per Ray task
-        outs = train_methods(split, fam, seed, subsample=subsample)
-        fresh = {k: statistic(fit_reference(k, split, fam, fresh_seed, subsample=subsample),
-                              split, u) for k in sorted(set(REFERENCE_KIND.values()))}
-        stats = {m: (statistic(o.model, split, u), statistic(o.reference, split, u),
-                     fresh[REFERENCE_KIND[m]]) for m, o in outs.items()}
-    return {"seed": seed, "stats": stats, "sisa_identical": outs["sisa"].extra["byte_identical"],
-            "times": {m: o.time_s for m, o in outs.items()}}
-
-
-def run_gap(split: Split, fam: Family, *, n_models: int = 64, seed: int = 0,
-            subsample: float | None = 0.5, progress: bool = True, address: str | None = None,
-            backend: str = "ray") -> GapResult:
-    """Train N seeds of every method (one Ray task per seed) and estimate per-row ε.
-
-    Parameters
-    ----------
-    split : Split
-    fam : Family
-    n_models : int, default=64
-        N, models per side; seeds ``seed .. seed+N-1`` (fresh references: the next N).
-    seed : int, default=0
-    subsample : float or None, default=0.5
-        Fraction of W each monolithic and Newton model trains on.
-    progress : bool, default=True
-        A tqdm bar on stderr.
-    address : str, optional
-        Ray cluster address (default: the Ray already running, else an embedded one).
+    n_models : int, default=256
+        N per side.
+    methods : dict of str to tuple of str, optional
+        Methods per forget set (default: all of ``METHODS`` everywhere).
+    chunk : int, default=16
+        Seeds per Ray task.
     backend : {"ray", "local"}, default="ray"
-        "local" runs the seeds one after another in this process (debugging).
+        "local": in this process, one seed after another (tests, debugging).
+    address : str, optional
+        Ray cluster (default: the running one, else an embedded local Ray).
+    progress : bool, default=True
+    side_tasks : list of (callable, args), optional
+        Extra functions to run as tasks next to the seeds (their results are returned).
 
     Returns
     -------
-    GapResult
+    (dict of str to ScenarioRuns, list)
     """
     if backend not in ("ray", "local"):
         raise InputError(f"backend must be 'ray' or 'local', got {backend!r}")
-    t0 = time.perf_counter()
-    jobs = [(seed + i, seed + n_models + i) for i in range(n_models)]
-    bar = tqdm(total=n_models, desc="ε runs", unit="seed", disable=not progress, leave=False,
-               file=sys.stderr)
+    methods = methods or {}
+    plan = [(name, sc, methods.get(name, METHODS)) for name, sc in scenarios.items()]
+    jobs = [(name, list(range(s, min(s + chunk, n_models)))) for name, _, _ in plan
+            for s in range(0, n_models, chunk)]
+    side_tasks = side_tasks or []
+    bar = tqdm(total=len(plan) * n_models, desc="ε runs", unit="model", disable=not progress,
+               leave=False, file=sys.stderr)
+    out: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
     try:
         if backend == "local":
-            results = []
-            for s, f in jobs:
-                results.append(seed_statistics(split, fam, s, f, subsample))
-                bar.update(1)
+            side = [fn(*args) for fn, args in side_tasks]
+            for name, sc, meth in plan:
+                theta0 = warm_start(sc, fam)
+                for s in range(n_models):
+                    out[name] += _chunk(sc, fam, [s], n_models, meth, theta0)
+                    bar.update(1)
         else:
-            results = _run_ray(split, fam, jobs, subsample, address, bar)
+            side = _run_ray(plan, fam, jobs, n_models, chunk, address, bar, out, side_tasks)
     finally:
         bar.close()
-    results.sort(key=lambda r: r["seed"])
-    stats = {m: tuple(np.stack([r["stats"][m][k] for r in results]) for k in range(3))
-             for m in METHODS}
-    gap = GapResult(n_models, [r["seed"] for r in results], stats,
-                    [bool(r["sisa_identical"]) for r in results],
-                    {m: float(np.median([r["times"][m] for r in results])) for m in METHODS})
-    gap.estimate()
-    gap.wall_time_s = time.perf_counter() - t0
-    return gap
+    return {name: _collect(sc, meth, out[name]) for name, sc, meth in plan}, side
 
 
-def _run_ray(split, fam, jobs, subsample, address, bar) -> list[dict]:
-    ray = connect(address)
-    task = ray.remote(num_cpus=1, max_retries=1)(seed_statistics)
-    split_ref, fam_ref = ray.put(split), ray.put(fam)  # shipped once, not once per task
-    pending = [task.remote(split_ref, fam_ref, s, f, subsample) for s, f in jobs]
-    results = []
+def _ray_wait(ray, pending, on_ready):
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            results.append(ray.get(ready[0]))
-            bar.update(1)
+            on_ready(ready[0], ray.get(ready[0]))
     except ray.exceptions.RayTaskError as exc:
         for ref in pending:
             ray.cancel(ref)
         cause = exc.cause if isinstance(exc.cause, Exception) else None
         raise (cause or exc) from None
-    return results
+
+
+def _run_ray(plan, fam, jobs, n_models, chunk, address, bar, out, side_tasks) -> list:
+    from sisa.engine.backend import connect
+
+    ray = connect(address)
+    task = ray.remote(num_cpus=1, max_retries=1)(_chunk)
+    fam_ref = ray.put(fam)
+    refs = {name: ray.put(sc) for name, sc, _ in plan}
+    meth = {name: m for name, _, m in plan}
+    warm = ray.remote(num_cpus=1)(warm_start)
+    theta = {name: warm.remote(refs[name], fam_ref) for name, _, _ in plan}
+    # Side tasks (the full-data cost run) first: they are long and should not finish last.
+    side_refs = [ray.remote(num_cpus=1, max_retries=0)(fn).remote(*args)
+                 for fn, args in side_tasks]
+    pending, where = [], {}
+    for name, seeds in jobs:
+        ref = task.remote(refs[name], fam_ref, seeds, n_models, meth[name], theta[name])
+        where[ref] = name
+        pending.append(ref)
+
+    def done(ref, value):
+        out[where[ref]] += value
+        bar.update(len(value))
+
+    _ray_wait(ray, pending, done)
+    side = []
+    _ray_wait(ray, list(side_refs), lambda ref, value: side.append((ref, value)))
+    order = {r: i for i, r in enumerate(side_refs)}
+    return [v for _, v in sorted(side, key=lambda rv: order[rv[0]])]
+
+
+# -- estimates ----------------------------------------------------------------------------------
+
+
+def _interval(a, b, n_boot, n_perm, seed, with_p):
+    ci = epsilon_interval(a, b, n_boot=n_boot, random_state=seed)
+    eps = per_example_epsilon(a, b)
+    ci["forgetting_quality"] = forgetting_quality(eps, a.shape[0])
+    ci["eps_per_row"] = np.round(eps, 4).tolist()
+    if with_p:
+        ci["p_value"] = permutation_pvalue(a, b, n_perm=n_perm, random_state=seed + 1,
+                                           observed=float(eps.mean()))
+    return ci
+
+
+def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100, n_perm: int = 50,
+             backend: str = "ray", address: str | None = None, progress: bool = True
+             ) -> dict[str, dict]:
+    """ε̂ with interval and p-value per (forget set, method), and the floor per kind.
+
+    Returns
+    -------
+    dict
+        ``{scenario: {"methods": {m: interval}, "floors": {kind: interval}}}``; an
+        interval has ``eps``, ``lo``, ``hi``, ``median``, ``forgetting_quality``,
+        ``eps_per_row`` and (methods) ``p_value``.
+    """
+    jobs = []
+    for name, r in runs.items():
+        for m in r.methods:
+            jobs.append((name, "methods", m, r.stats[m], r.ref[REFERENCE_KIND[m]], True))
+        for k in r.ref:
+            jobs.append((name, "floors", k, r.ref[k], r.ref2[k], False))
+    res: dict[str, dict] = {name: {"methods": {}, "floors": {}} for name in runs}
+    bar = tqdm(total=len(jobs), desc="estimates", unit="ε̂", disable=not progress, leave=False,
+               file=sys.stderr)
+    try:
+        if backend == "local":
+            for i, (name, part, key, a, b, p) in enumerate(jobs):
+                res[name][part][key] = _interval(a, b, n_boot, n_perm, 1000 + i, p)
+                bar.update(1)
+        else:
+            from sisa.engine.backend import connect
+
+            ray = connect(address)
+            task = ray.remote(num_cpus=1, max_retries=1)(_interval)
+            pending, where = [], {}
+            for i, (name, part, key, a, b, p) in enumerate(jobs):
+                ref = task.remote(a, b, n_boot, n_perm, 1000 + i, p)
+                where[ref] = (name, part, key)
+                pending.append(ref)
+
+            def done(ref, value):
+                name, part, key = where[ref]
+                res[name][part][key] = value
+                bar.update(1)
+
+            _ray_wait(ray, pending, done)
+    finally:
+        bar.close()
+    return res
+

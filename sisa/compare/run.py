@@ -1,211 +1,220 @@
-"""Head-to-head comparison: one split, one model family, five ways to forget U.
+"""Head-to-head comparison: one model family, one protocol, ten ways to (not) forget U.
 
-Methods (same data, same L2-regularised linear model family):
+Every method uses the same model: :mod:`sisa.baselines.linear`'s L2 logistic regression
+(``lam`` = 1, i.e. scikit-learn's ``C = 1``), fit to its optimum on the same fixed
+features. The methods:
 
-* ``retrain``: the monolithic model fit from scratch on W (the reference);
-* ``sisa``: a SISA ensemble fit on D, then ``forget(U)``; its own exact reference is
-  SISA fit on W with the same ``random_state`` and sample ids;
-* ``newton``: Guo et al.'s certified removal (one Newton step), with its formal ε;
-* ``emse``: the monolithic model fit on D, then EMSE fine-tuned;
-* ``original``: the model fit on D, untouched (the "did nothing" floor).
+* ``retrain``: refit from scratch on W (exact; the reference);
+* ``sisa``: a SISA ensemble of those models (S shards x R slices, soft vote) fit on D,
+  then ``forget(U)`` (exact);
+* ``newton``: Guo et al.'s one Newton step, without noise (no certificate);
+* ``newton_noisy``: the same with their loss perturbation, hence a certified ε;
+* ``pru``: Izzo et al.'s projective residual update;
+* ``emse``: the EMSE objective (log-loss on W, ``-log(1 - p_y)`` on U) by L-BFGS;
+* ``finetune``, ``neggrad``, ``relabel``: SGD on W; NegGrad+; random relabelling, all
+  with one shared budget (:data:`sisa.baselines.linear.SGD_BUDGET`);
+* ``original``: the model fit on D, untouched (do nothing).
 
-:func:`train_methods` trains all five for one seed; the metrics run uses it once on
-the full W, the ε runs of :mod:`sisa.compare.gap` once per seed.
+Randomness: a convex model fit to its optimum is a deterministic function of its data,
+so each seed ``i`` trains on its own random subsample ``W_i`` (a fraction ``subsample``
+of W) plus all of U, for every method alike; SISA's seed also keys its shard assignment.
+The noisy Newton models also draw their perturbation from the seed.
+
+Forget sets (:func:`make_scenario`): ``random`` rows, a coherent ``subgroup`` (one value
+of a categorical feature), ``mislabeled`` (label-flipped) rows, ``duplicated`` rows
+(each present ``k`` times) and ``injected`` (Izzo et al.'s feature-injection test: a
+feature non-zero only on U).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.linear_model import Ridge, SGDClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+from scipy.special import log_expit, logsumexp
+from threadpoolctl import threadpool_limits
 
-from sisa.aggregate import aligned_proba
-from sisa.baselines.emse import EMSEClassifierUnlearner, EMSEUnlearner
-from sisa.baselines.newton import CertifiedRemovalClassifier, CertifiedRemovalRegressor
-from sisa.compare.epsilon import DELTA, logit_confidence, residual
-from sisa.datasets import Dataset, load
-from sisa.engine.train import schedule_of
+from sisa.baselines import linear as L
+from sisa.baselines.newton import certified_epsilon
+from sisa.compare.epsilon import DELTA
+from sisa.datasets import load
 from sisa.errors import InputError
-from sisa.estimators import SISAClassifier, SISARegressor
-from sisa.metrics import exponential_r2, unlearning_report
-from sisa.pipeline import IncrementalPipeline
+from sisa.estimators import SISAClassifier
 
 __all__ = [
     "METHODS",
     "REFERENCE_KIND",
+    "SCENARIOS",
     "Family",
-    "Outcome",
-    "Split",
-    "default_family",
-    "fit_reference",
-    "fixed_features",
-    "method_metrics",
-    "prepare",
-    "run",
+    "Scenario",
+    "adult_features",
+    "checkpoint_hashes",
+    "ensemble_logit",
+    "make_scenario",
+    "seed_run",
     "statistic",
-    "train_methods",
 ]
 
-METHODS = ("retrain", "sisa", "newton", "emse", "original")
-DEFAULT_ROWS = {"synthetic": 1000, "adult": 8000, "diamonds": 8000, "fashion-mnist": 2000}
-DEFAULT_FORGET_FRACTION = 0.02
+METHODS = ("retrain", "sisa", "newton", "newton_noisy", "pru", "emse", "finetune",
+           "neggrad", "relabel", "original")
+# Which reference distribution each method is measured against (and whose floor).
+REFERENCE_KIND = {m: "monolithic" for m in METHODS}
+REFERENCE_KIND.update({"sisa": "sisa", "newton_noisy": "noisy"})
+SCENARIOS = ("random", "subgroup", "mislabeled", "duplicated", "injected")
 TEST_FRACTION = 0.25
-# Residual scale of Exponential/Fair R²: in units of y (regression) or of 1 - p_y.
-DEFAULT_SIGMA = {"regression": 0.5, "classification": 0.25}
-_ADULT_LOG1P = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss",
-                "hours-per-week")
-_SPLIT_STREAM = 0x5EED  # keeps the split's random stream apart from the loaders' own seeds
+SUBGROUP = "native-country=Mexico"  # 2.0% of Adult: one value of a categorical feature
+_LOG1P = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week")
+_STREAM = 0x5EED  # keeps the split's random stream apart from the loaders' own seeds
+# SISA's throwaway stores live in memory where there is a tmpfs: the store fsyncs every
+# commit for durability, which here is pure cost (a third of a fit on disk).
+_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 # -- data ---------------------------------------------------------------------------------------
 
 
-def fixed_features(ds: Dataset) -> tuple[np.ndarray, str]:
-    """A feature map fixed in advance, learned from no row (so it cannot leak U).
+def adult_features(rows: int | None = None, seed: int = 0):
+    """Adult with a feature map learned from no training row.
 
-    Parameters
-    ----------
-    ds : Dataset
-        A built-in dataset.
+    log1p of the six heavy-tailed numeric columns, one-hot categoricals, then every
+    column standardised with the mean and standard deviation of the *test* rows, so
+    the map cannot leak U (or any training row) and all methods see the same features.
 
     Returns
     -------
-    Phi : ndarray of shape (n, d)
-    description : str
+    (X_train, y_train, X_test, y_test, feature_names, info)
     """
-    if ds.name.startswith("synthetic"):
-        return (PolynomialFeatures(7, include_bias=False).fit_transform(ds.X),
-                "x, x², …, x⁷ (PolynomialFeatures(7))")
-    if ds.name == "diamonds":
-        cols = [ds.feature_names.index(c) for c in ("carat", "cut", "color", "clarity")]
-        return (PolynomialFeatures(2, include_bias=False).fit_transform(ds.X[:, cols]),
-                "degree-2 polynomial of carat, cut, color, clarity")
-    if ds.name == "adult":
-        X = ds.X.copy()
-        cols = [ds.feature_names.index(c) for c in _ADULT_LOG1P]
-        X[:, cols] = np.log1p(X[:, cols])  # heavy-tailed counts and dollars
-        return X, "log1p of the 6 numeric columns, one-hot categoricals as they are"
-    if ds.name == "fashion-mnist":
-        img = ds.X.reshape(-1, 14, 2, 14, 2).astype(np.float64)
-        return img.mean(axis=(2, 4)).reshape(len(ds.X), -1), "2x2 average pooling (14x14 pixels)"
-    raise InputError(f"no fixed feature map for dataset {ds.name!r}: use a built-in dataset")
+    if rows is not None and rows < 200:
+        raise InputError(f"rows must be at least 200 (or None for all of Adult), got {rows}")
+    ds = load("adult", n_rows=rows, sample_seed=seed)
+    X = ds.X.copy()
+    cols = [ds.feature_names.index(c) for c in _LOG1P]
+    X[:, cols] = np.log1p(X[:, cols])
+    rng = np.random.default_rng([seed, _STREAM])
+    is_test = np.zeros(len(X), dtype=bool)
+    is_test[rng.permutation(len(X))[: round(TEST_FRACTION * len(X))]] = True
+    mu, sd = X[is_test].mean(axis=0), X[is_test].std(axis=0)
+    X = (X - mu) / np.where(sd > 0, sd, 1.0)
+    info = {"dataset": "adult", "rows": len(X), "n_features": X.shape[1],
+            "feature_map": "log1p of the 6 numeric columns, one-hot categoricals, all "
+                           "standardised with test-row statistics (no training row used)"}
+    return X[~is_test], ds.y[~is_test], X[is_test], ds.y[is_test], list(ds.feature_names), info
 
 
 @dataclass(frozen=True, eq=False)
-class Split:
-    """Training rows D (with the forget mask U), wanted test rows, and their story.
+class Scenario:
+    """A training set D, the rows U to forget, and the rows whose ε is measured.
 
     Attributes
     ----------
+    name : str
     X, y : ndarray
-        D, after the fixed feature map.
+        D (with duplicates, flipped labels or the injected column, as the scenario says).
     forget : ndarray of bool, shape (len(D),)
         U; W is ``~forget``.
+    stat_rows : ndarray of int
+        Rows of D whose statistic enters ε (the distinct rows of U).
     X_test, y_test : ndarray
-        Held-out rows, the dataset's unwanted rows left out (test = the wanted task).
-    task : {"classification", "regression"}
-    classes : ndarray or None
-        Sorted labels of D (classification).
+    injected : int or None
+        Column of the injected feature (``injected`` scenario).
     info : dict
-        Dataset name, sizes, how U was chosen, the feature map.
     """
 
+    name: str
     X: np.ndarray
     y: np.ndarray
     forget: np.ndarray
+    stat_rows: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
-    task: str
-    classes: np.ndarray | None
+    injected: int | None = None
     info: dict = field(default_factory=dict)
-
-    @property
-    def u_idx(self) -> np.ndarray:
-        return np.flatnonzero(self.forget)
 
     @property
     def w_idx(self) -> np.ndarray:
         return np.flatnonzero(~self.forget)
 
+    @property
+    def u_idx(self) -> np.ndarray:
+        return np.flatnonzero(self.forget)
 
-def prepare(dataset: str | Dataset, *, rows: int | None = None, forget: int | None = None,
-            forget_fraction: float | None = None, seed: int = 0) -> Split:
-    """Load, map features, split train/test and choose U.
 
-    U is, in order of precedence: ``forget`` random training rows; a random
-    ``forget_fraction`` of them; the dataset's own unwanted rows (synthetic,
-    diamonds); else a random 2%.
+def make_scenario(name: str, X: np.ndarray, y: np.ndarray, X_test: np.ndarray,
+                  y_test: np.ndarray, feature_names: list[str], *, fraction: float = 0.02,
+                  copies: int = 5, seed: int = 0) -> Scenario:
+    """Build one forget set.
 
     Parameters
     ----------
-    dataset : str or Dataset
-        A built-in name ("synthetic", "adult", "diamonds", "fashion-mnist") or a
-        loaded built-in dataset.
-    rows : int, optional
-        Subsample to this many rows (default per dataset, see ``DEFAULT_ROWS``).
-    forget : int, optional
-    forget_fraction : float, optional
+    name : {"random", "subgroup", "mislabeled", "duplicated", "injected"}
+        ``random``: a random ``fraction`` of the rows. ``subgroup``: every row with
+        ``native-country=Mexico`` (2% of Adult). ``mislabeled``: a random ``fraction``
+        whose labels are flipped in D. ``duplicated``: ``fraction / 2`` of the rows,
+        each present ``copies`` times in D (U holds every copy; ε is measured on the
+        distinct rows). ``injected``: a random
+        ``fraction / 2`` of the positive rows get a new feature equal to 1 (0 on every
+        other row, test included), so the model can key on it; exact deletion sets its
+        weight to 0.
+    X, y, X_test, y_test : ndarray
+    feature_names : list of str
+    fraction : float, default=0.02
+    copies : int, default=5
     seed : int, default=0
-        Seeds the subsample, the split and U.
 
     Returns
     -------
-    Split
+    Scenario
     """
-    if forget is not None and forget_fraction is not None:
-        raise InputError("pass forget (a row count) or forget_fraction, not both")
-    if isinstance(dataset, Dataset):
-        ds = dataset
+    if not 0 < fraction < 0.5:
+        raise InputError(f"fraction must be in (0, 0.5), got {fraction!r}")
+    rng = np.random.default_rng([seed, _STREAM, SCENARIOS.index(name) if name in SCENARIOS
+                                 else 99])
+    n = len(y)
+    y = np.asarray(y).copy()
+    injected = None
+    if name in ("random", "mislabeled"):
+        u = rng.choice(n, max(2, round(fraction * n)), replace=False)
+        if name == "mislabeled":
+            y[u] = 1 - y[u]
+        rule = (f"random {fraction:.1%} of the training rows"
+                + (", labels flipped in D" if name == "mislabeled" else ""))
+    elif name == "subgroup":
+        col = feature_names.index(SUBGROUP)
+        u = np.flatnonzero(X[:, col] > X[:, col].min())
+        rule = f"every training row with {SUBGROUP}"
+    elif name == "duplicated":
+        k = max(2, round(fraction / 2 * n))
+        u0 = rng.choice(n, k, replace=False)
+        X = np.vstack([X, np.repeat(X[u0], copies - 1, axis=0)])
+        y = np.concatenate([y, np.repeat(y[u0], copies - 1)])
+        u = np.concatenate([u0, np.arange(n, len(y))])
+        rule = f"{k} random rows ({k / n:.1%}), each present {copies} times in D"
+    elif name == "injected":
+        pos = np.flatnonzero(y == 1)
+        u = rng.choice(pos, max(2, round(fraction / 2 * n)), replace=False)
+        col = np.zeros((n, 1))
+        col[u] = 1.0
+        X = np.hstack([X, col])
+        X_test = np.hstack([X_test, np.zeros((len(X_test), 1))])
+        injected = X.shape[1] - 1
+        rule = (f"random {len(u) / n:.1%} of the positive rows, with an injected feature "
+                "= 1 on them and 0 everywhere else")
     else:
-        key = dataset.lower().replace("_", "-")
-        n = DEFAULT_ROWS.get(key) if rows is None else int(rows)
-        ds = (load(key, n=n, random_state=seed) if key == "synthetic"
-              else load(key, n_rows=n, sample_seed=seed))
-    Phi, feature_map = fixed_features(ds)
-    rng = np.random.default_rng([seed, _SPLIT_STREAM])
-    is_test = np.zeros(len(ds), dtype=bool)
-    is_test[rng.permutation(len(ds))[: round(TEST_FRACTION * len(ds))]] = True
-    train = np.flatnonzero(~is_test)
-    unwanted = np.zeros(len(ds), bool) if ds.unwanted is None else ds.unwanted
-    mask = np.zeros(len(train), dtype=bool)
-    if forget is None and forget_fraction is None and ds.unwanted is not None:
-        mask = unwanted[train]
-        rule = "the dataset's unwanted rows"
-    else:
-        if forget is None:
-            frac = DEFAULT_FORGET_FRACTION if forget_fraction is None else float(forget_fraction)
-            if not 0 < frac < 1:
-                raise InputError(f"forget_fraction must be in (0, 1), got {frac!r}")
-            forget = max(1, round(frac * len(train)))
-            rule = f"random {frac:.1%} of the training rows"
-        else:
-            rule = f"{int(forget)} random training rows"
-        if not 2 <= int(forget) <= len(train) // 2:
-            raise InputError(f"forget must be between 2 and {len(train) // 2} rows "
-                             f"(half of the {len(train)} training rows), got {forget}")
-        mask[rng.choice(len(train), int(forget), replace=False)] = True
-    if not 2 <= mask.sum() <= len(train) - 20:
-        raise InputError(f"U has {int(mask.sum())} of {len(train)} training rows: need at least 2 "
-                         "rows to forget and 20 to keep; pass --forget N or more --rows")
-    test = is_test & ~unwanted
-    y = ds.y
-    classes = np.unique(y[train]) if ds.task == "classification" else None
-    info = {"dataset": ds.name, "description": ds.description, "task": ds.task,
-            "feature_map": feature_map, "n_features": int(Phi.shape[1]),
-            "n_train": len(train), "n_forget": int(mask.sum()),
-            "n_wanted": int((~mask).sum()), "n_test": int(test.sum()), "forget_rule": rule}
-    return Split(Phi[train], y[train], mask, Phi[test], y[test], ds.task, classes, info)
+        raise InputError(f"scenario must be one of {', '.join(SCENARIOS)}; got {name!r}")
+    forget = np.zeros(len(y), dtype=bool)
+    forget[u] = True
+    stat_rows = np.sort(u0 if name == "duplicated" else u)
+    if forget.sum() < 2 or (~forget).sum() < 20:
+        raise InputError(f"forget set {name!r} has {int(forget.sum())} of {len(y)} rows: "
+                         "use more --rows")
+    info = {"scenario": name, "rule": rule, "n_train": len(y), "n_forget": int(forget.sum()),
+            "n_stat_rows": len(stat_rows), "n_test": len(y_test)}
+    return Scenario(name, X, y, forget, stat_rows, X_test, np.asarray(y_test), injected, info)
 
 
 # -- model family -------------------------------------------------------------------------------
@@ -213,421 +222,237 @@ def prepare(dataset: str | Dataset, *, rows: int | None = None, forget: int | No
 
 @dataclass(frozen=True)
 class Family:
-    """The model family every method uses, and its settings.
+    """Settings shared by every method.
 
     Attributes
     ----------
-    task : {"classification", "regression"}
-    sigma : float
-        Residual scale of Exponential/Fair R² (and of the regression EMSE objective).
+    lam : float
+        L2 penalty (sum-of-losses form; 1 = scikit-learn's C = 1), every model and shard.
+    noise_std : float
+        σ of the certified Newton's loss perturbation.
     n_shards, n_slices : int
         SISA's S and R.
-    max_norm : float
-        Row-norm bound of the Newton method, shared by both sides of every comparison.
-    sisa_estimator : estimator
-        Sub-model cloned for every SISA shard.
-    emse : dict
-        Parameters of the monolithic model (``EMSE*Unlearner``), which also gives
-        ``retrain`` and ``original``.
-    newton : dict
-        Parameters of ``CertifiedRemoval*``.
+    subsample : float
+        Fraction of W each seed trains on (the source of seed-to-seed randomness).
+    budget : SGDBudget
+        Passes, batch and step of fine-tune, NegGrad+ and relabelling.
+    emse_iter : int
+        L-BFGS iterations of EMSE.
     """
 
-    task: str
-    sigma: float
-    n_shards: int
-    n_slices: int
-    max_norm: float
-    sisa_estimator: Any
-    emse: dict
-    newton: dict
+    lam: float = 1.0
+    noise_std: float = 1.0
+    n_shards: int = 5
+    n_slices: int = 1
+    subsample: float = 0.9
+    budget: L.SGDBudget = L.SGD_BUDGET
+    emse_iter: int = 20
 
     def describe(self) -> dict[str, str]:
-        """One line per method: what is trained, for the report."""
-        if self.task == "classification":
-            mono = ("L2 logistic regression (sklearn LogisticRegression, C=1, on features "
-                    "standardised inside the model)")
-        else:
-            mono = "least squares (on features standardised inside the model)"
+        """One line per method, for the report."""
+        b = self.budget
+        sgd = f"minibatch SGD, {b.epochs} passes, batch {b.batch}, step {b.step}"
         return {
-            "retrain": f"{mono}, fit on W",
-            "sisa": (f"SISA, S={self.n_shards} x R={self.n_slices}, shards = "
-                     f"{_describe(self.sisa_estimator)}; fit on D, forget(U)"),
-            "newton": ("CertifiedRemoval" + ("Classifier" if self.task == "classification"
-                                             else "Regressor")
-                       + f"(lam={self.newton['lam']:g}, noise_std={self.newton['noise_std']:g})"
-                       + ", fit on D, one Newton step removes U"),
-            "emse": f"{mono}, fit on D, then EMSE fine-tune ({_describe_emse(self.emse)})",
-            "original": f"{mono}, fit on D, nothing forgotten",
+            "retrain": "refit on W from scratch (Newton's method to the optimum)",
+            "sisa": (f"SISA, S={self.n_shards} x R={self.n_slices}, shards = the same L2 "
+                     "logistic regression, soft vote; fit on D, forget(U)"),
+            "newton": "one Newton step on W's objective (Guo et al.), no noise",
+            "newton_noisy": (f"the same with loss perturbation b ~ N(0, {self.noise_std:g}²) "
+                             "in every fit (Guo et al.'s certified removal)"),
+            "pru": "projective residual update (Izzo et al.): leave-k-out step projected "
+                   "on span(U)",
+            "emse": f"EMSE objective from the original, L-BFGS, {self.emse_iter} iterations",
+            "finetune": f"fine-tune on W: {sgd}",
+            "neggrad": f"NegGrad+ (0.95 x W's loss - 0.05 x U's loss): {sgd}",
+            "relabel": f"random relabelling of U, then {sgd} on W ∪ U",
+            "original": "the model fit on D, nothing forgotten",
         }
 
 
-def _describe(est: Any) -> str:
-    if isinstance(est, Pipeline):
-        return " -> ".join(type(step).__name__ for _, step in est.steps)
-    return type(est).__name__
+def _sisa(fam: Family, seed: int, store: Path) -> SISAClassifier:
+    return SISAClassifier(L.L2LogisticRegression(fam.lam), n_shards=fam.n_shards,
+                          n_slices=fam.n_slices, store=str(store), random_state=seed,
+                          backend="local")
 
 
-def _describe_emse(params: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items() if k != "n_threads")
-
-
-def default_family(split: Split, *, n_shards: int = 5, n_slices: int = 2,
-                   sigma: float | None = None, sisa_estimator: Any = None) -> Family:
-    """The model family for a split's task (the choices are documented in docs/compare.md).
-
-    Classification: L2 logistic regression everywhere; SISA shards are
-    ``IncrementalPipeline(StandardScaler, SGDClassifier(loss="log_loss"))`` so each
-    shard learns its own scaling. Regression: least squares; SISA shards are
-    ``Pipeline(StandardScaler, Ridge(1e-3))``, refit per slice (closed form: SGD
-    underfits a degree-7 polynomial on a few hundred rows).
-
-    Parameters
-    ----------
-    split : Split
-    n_shards, n_slices : int, default=5, 2
-    sigma : float, optional
-        Default ``DEFAULT_SIGMA[task]``.
-    sisa_estimator : estimator, optional
-        Replace the SISA sub-model.
-
-    Returns
-    -------
-    Family
-    """
-    sigma = DEFAULT_SIGMA[split.task] if sigma is None else float(sigma)
-    if not sigma > 0:
-        raise InputError(f"sigma must be > 0, got {sigma!r}")
-    max_norm = float(np.linalg.norm(split.X, axis=1).max()) or 1.0
-    if split.task == "classification":
-        est = IncrementalPipeline([("scale", StandardScaler()),
-                                   ("sgd", SGDClassifier(loss="log_loss", alpha=1e-4))])
-        # "sum" weighs each forgotten row like one kept row; "mean" with lam=1 would weigh
-        # 2% of the rows like the other 98% and wreck the model (accuracy 0.85 -> 0.60).
-        emse = {"reduction": "sum", "lam": 1.0, "alpha": 1.0, "n_threads": 1}
-        newton = {"lam": 1e-4, "noise_std": 1.0}
-    else:
-        est = Pipeline([("scale", StandardScaler()), ("ridge", Ridge(alpha=1e-3))])
-        emse = {"sigma": sigma, "reduction": "mean", "lam": 1.0, "n_threads": 1}
-        # The Newton step is exact for least squares (certified ε = 0 without noise).
-        newton = {"lam": 1e-8, "noise_std": 0.0}
-    return Family(split.task, sigma, int(n_shards), int(n_slices), max_norm,
-                  est if sisa_estimator is None else sisa_estimator, emse, newton)
-
-
-# -- training -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """One method's result for one seed.
-
-    Attributes
-    ----------
-    model : estimator
-        After unlearning.
-    reference : estimator
-        What it should be indistinguishable from.
-    time_s : float
-        Wall time of the unlearning step alone.
-    rows_read : int
-        Distinct training rows the unlearning step reads.
-    formal_epsilon : float or None
-        A proven bound, when the method has one (None: no guarantee).
-    extra : dict
-    """
-
-    model: Any
-    reference: Any
-    time_s: float
-    rows_read: int
-    formal_epsilon: float | None
-    extra: dict = field(default_factory=dict)
-
-
-def _monolithic(fam: Family):
-    cls = EMSEClassifierUnlearner if fam.task == "classification" else EMSEUnlearner
-    return cls(**fam.emse)
-
-
-def _newton(fam: Family, seed: int):
-    cls = (CertifiedRemovalClassifier if fam.task == "classification"
-           else CertifiedRemovalRegressor)
-    return cls(**fam.newton, delta=DELTA, max_norm=fam.max_norm, random_state=seed)
-
-
-def _sisa(fam: Family, seed: int, store: Path):
-    cls = SISAClassifier if fam.task == "classification" else SISARegressor
-    return cls(clone(fam.sisa_estimator), n_shards=fam.n_shards, n_slices=fam.n_slices,
-               store=str(store), random_state=seed, backend="local")
-
-
-def checkpoint_hashes(model: SISAClassifier | SISARegressor) -> dict[str, str]:
+def checkpoint_hashes(model: SISAClassifier) -> dict[str, str]:
     """``{"shard/slice": sha256}`` of a fitted SISA model's checkpoints."""
     return {k: v["sha256"] for k, v in model.store_.manifest["model"]["checkpoints"].items()}
 
 
-def _sisa_rows_read(model, receipt: dict) -> int:
-    store = model.store_
-    sched = schedule_of(store, None)
-    rows = 0
-    for shard, first in receipt["affected"]:
-        read = {s for r in range(first, store.n_slices) for s in sched.slices_for(r)}
-        rows += sum(store.slice_rows(shard, s) for s in read)
-    return rows
+def ensemble_logit(models: list, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Log-odds of the true class under the soft vote of binary shard models.
 
-
-def subsample_w(split: Split, seed: int, fraction: float | None) -> np.ndarray:
-    """Indices of the W rows a monolithic model trains on for this seed (all if None)."""
-    w = split.w_idx
-    if fraction is None:
-        return w
-    rng = np.random.default_rng([seed, _SPLIT_STREAM, 1])
-    return np.sort(rng.choice(w, max(2, round(fraction * len(w))), replace=False))
-
-
-REFERENCE_KIND = {"retrain": "monolithic", "sisa": "sisa", "newton": "newton",
-                  "emse": "monolithic", "original": "monolithic"}
-
-
-def fit_reference(kind: str, split: Split, fam: Family, seed: int, *,
-                  subsample: float | None = None):
-    """Fit a reference model (trained without U) for one seed.
-
-    Parameters
-    ----------
-    kind : {"monolithic", "newton", "sisa"}
-        See ``REFERENCE_KIND``.
-    split : Split
-    fam : Family
-    seed : int
-    subsample : float, optional
-        Fraction of W for the monolithic and Newton models (SISA takes all of W).
-
-    Returns
-    -------
-    fitted estimator
+    ``log p_y - log(1 - p_y)`` with ``p = mean σ(z_s)``, computed from the shards'
+    logits by log-sum-exp, so it is never clamped by rounding ``1 - p`` to 0.
     """
-    X, y = split.X, split.y
-    if kind == "sisa":
-        w = split.w_idx
-        with tempfile.TemporaryDirectory(prefix="sisa-compare-") as tmp, \
-                warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*has no partial_fit.*")
-            # Sample ids = row positions in D, as in the fit on D: assignment is keyed by id.
-            return _sisa(fam, seed, Path(tmp)).fit(X[w], y[w], sample_ids=w)
-    w = subsample_w(split, seed, subsample)
+    s = np.where(np.asarray(y) > 0, 1.0, -1.0)
+    live = [m for m in models if m is not None]
+    z = np.stack([m.decision_function(X) if len(m.classes_) == 2 else
+                  np.full(len(X), 50.0 if m.classes_[0] == 1 else -50.0) for m in live])
+    return logsumexp(log_expit(s * z), axis=0) - logsumexp(log_expit(-s * z), axis=0)
+
+
+def statistic(model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The ε statistic: the true class's logit (``±z``; log-odds for SISA's ensemble).
+
+    ``model`` is a parameter vector ``θ`` or a fitted :class:`SISAClassifier`.
+    """
+    if isinstance(model, np.ndarray):
+        return np.where(np.asarray(y) > 0, 1.0, -1.0) * L.decision(model, X)
+    return ensemble_logit(model.estimators_, X, y)
+
+
+def _accuracy(model, X, y) -> float:
+    return float((statistic(model, X, y) > 0).mean())
+
+
+def _subsample(sc: Scenario, fam: Family, seed: int) -> np.ndarray:
+    """Rows of W this seed trains on."""
+    w = sc.w_idx
+    rng = np.random.default_rng([seed, _STREAM, 1])
+    return np.sort(rng.choice(w, max(2, round(fam.subsample * len(w))), replace=False))
+
+
+def _noise(fam: Family, d: int, seed: int, std: float | None = None) -> np.ndarray:
+    """Guo et al.'s perturbation ``b`` on the weights; none on the unpenalised intercept
+    (a large one there leaves the objective without a minimum)."""
+    b = np.random.default_rng([seed, _STREAM, 2]).normal(
+        0.0, fam.noise_std if std is None else std, d + 1)
+    b[-1] = 0.0
+    return b
+
+
+def fit_reference(kind: str, sc: Scenario, fam: Family, seed: int, theta0=None):
+    """A model trained without U for seed ``seed``: ``monolithic``, ``noisy`` or ``sisa``."""
+    w = _subsample(sc, fam, seed)
     if kind == "monolithic":
-        return _monolithic(fam).fit_original(X[w], y[w])
-    if kind == "newton":
-        return _newton(fam, seed).fit(X[w], y[w])
-    raise InputError(f"kind must be one of {sorted(set(REFERENCE_KIND.values()))}, got {kind!r}")
+        return L.fit_logistic(sc.X[w], sc.y[w], fam.lam, theta0=theta0)
+    if kind == "noisy":
+        return L.fit_logistic(sc.X[w], sc.y[w], fam.lam, theta0=theta0,
+                              noise=_noise(fam, sc.X.shape[1], seed))
+    if kind == "sisa":
+        with tempfile.TemporaryDirectory(prefix="sisa-compare-", dir=_TMP) as tmp, \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*partial_fit.*")
+            return _sisa(fam, seed, Path(tmp)).fit(sc.X[w], sc.y[w], sample_ids=w)
+    raise InputError(f"kind must be 'monolithic', 'noisy' or 'sisa', got {kind!r}")
 
 
-def train_methods(split: Split, fam: Family, seed: int, *, subsample: float | None = None,
-                  methods: tuple[str, ...] = METHODS) -> dict[str, Outcome]:
-    """Train every method for one seed, with its same-seed reference.
-
-    Parameters
-    ----------
-    split : Split
-    fam : Family
-    seed : int
-        SISA's ``random_state``, the Newton noise seed, and the W subsample's seed.
-    subsample : float, optional
-        Monolithic methods train on this fraction of W (plus all of U); None = all of W.
-        SISA always uses all rows: its randomness is its ``random_state``.
-    methods : tuple of str
-        Which methods to train.
+def unlearn_all(sc: Scenario, fam: Family, seed: int, methods: tuple[str, ...] = METHODS,
+                theta0=None, check_bytes: bool = False) -> dict:
+    """Train the original(s) of one seed and run every method.
 
     Returns
     -------
-    dict of str to Outcome
+    dict
+        ``models`` (method -> θ or SISAClassifier), ``times`` (unlearning wall time, s),
+        ``extra`` (certified ε, SISA receipt, byte identity when ``check_bytes``).
     """
-    X, y, u = split.X, split.y, split.u_idx
-    w = subsample_w(split, seed, subsample)
+    w = _subsample(sc, fam, seed)
+    u = sc.u_idx
     d = np.sort(np.concatenate([w, u]))
-    out: dict[str, Outcome] = {}
-    start = time.perf_counter()
-    retrain = fit_reference("monolithic", split, fam, seed, subsample=subsample)
-    out["retrain"] = Outcome(retrain, retrain, time.perf_counter() - start, len(w), 0.0)
-    if "emse" in methods or "original" in methods:
-        emse = _monolithic(fam).fit_original(X[d], y[d])
-        out["original"] = Outcome(copy.deepcopy(emse), retrain, 0.0, 0, None)
-        emse.unlearn(X[w], y[w], X[u], y[u])
-        out["emse"] = Outcome(emse, retrain, emse.unlearn_time_, len(w) + len(u), None,
-                              {"n_iter": emse.n_iter_, "converged": emse.converged_})
-    if "newton" in methods:
-        newton = _newton(fam, seed).fit(X[d], y[d])
-        newton.remove(np.searchsorted(d, u))
-        ref = fit_reference("newton", split, fam, seed, subsample=subsample)
-        out["newton"] = Outcome(newton, ref, newton.removal_time_, len(w), newton.epsilon_bound_,
-                                {"removal_bound": newton.removal_bound_})
+    X, y = sc.X, sc.y
+    rng = np.random.default_rng([seed, _STREAM, 3])
+    models, times, extra = {}, {}, {}
+    mono = [m for m in methods if REFERENCE_KIND[m] == "monolithic" and m != "retrain"]
+    if mono:
+        t0 = time.perf_counter()
+        orig = L.fit_logistic(X[d], y[d], fam.lam, theta0=theta0)
+        extra["original_fit_s"] = time.perf_counter() - t0
+        runs = {
+            "original": lambda: orig.copy(),
+            "newton": lambda: L.newton_removal(orig, X[w], y[w], fam.lam)[0],
+            "pru": lambda: L.projective_residual_update(orig, X[d], y[d],
+                                                        np.isin(d, u), fam.lam),
+            "emse": lambda: L.emse_unlearn(orig, X[w], y[w], X[u], y[u], fam.lam,
+                                           max_iter=fam.emse_iter),
+            "finetune": lambda: L.finetune(orig, X[w], y[w], fam.lam, rng, fam.budget),
+            "neggrad": lambda: L.neggrad_plus(orig, X[w], y[w], X[u], y[u], fam.lam, rng,
+                                              fam.budget),
+            "relabel": lambda: L.random_relabel(orig, X[w], y[w], X[u], y[u], fam.lam, rng,
+                                                fam.budget),
+        }
+        for m in mono:
+            t0 = time.perf_counter()
+            models[m] = runs[m]()
+            times[m] = time.perf_counter() - t0
+    if "retrain" in methods:
+        t0 = time.perf_counter()
+        models["retrain"] = fit_reference("monolithic", sc, fam, seed, theta0)
+        times["retrain"] = time.perf_counter() - t0
+    if "newton_noisy" in methods:
+        b = _noise(fam, X.shape[1], seed)
+        orig_n = L.fit_logistic(X[d], y[d], fam.lam, theta0=theta0, noise=b)
+        t0 = time.perf_counter()
+        models["newton_noisy"], beta = L.newton_removal(orig_n, X[w], y[w], fam.lam, noise=b)
+        times["newton_noisy"] = time.perf_counter() - t0
+        extra["certified_epsilon"] = certified_epsilon(beta, fam.noise_std, DELTA)
     if "sisa" in methods:
-        out["sisa"] = _train_sisa(split, fam, seed)
-    return {m: out[m] for m in methods}
+        with tempfile.TemporaryDirectory(prefix="sisa-compare-", dir=_TMP) as tmp, \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*partial_fit.*")
+            t0 = time.perf_counter()
+            model = _sisa(fam, seed, Path(tmp)).fit(X[d], y[d], sample_ids=d)
+            extra["sisa_fit_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            receipt = model.forget(u, progress=False)
+            times["sisa"] = time.perf_counter() - t0
+            extra["sisa_rows_retrained"] = int(receipt["rows_retrained"])
+            if check_bytes:
+                ref = fit_reference("sisa", sc, fam, seed)
+                extra["sisa_byte_identical"] = checkpoint_hashes(model) == checkpoint_hashes(ref)
+        models["sisa"] = model
+    return {"models": models, "times": times, "extra": extra}
 
 
-def _train_sisa(split: Split, fam: Family, seed: int) -> Outcome:
-    X, y = split.X, split.y
-    with tempfile.TemporaryDirectory(prefix="sisa-compare-") as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*has no partial_fit.*")
-        model = _sisa(fam, seed, Path(tmp)).fit(X, y, sample_ids=np.arange(len(y)))
-        start = time.perf_counter()
-        receipt = model.forget(split.u_idx, progress=False)
-        elapsed = time.perf_counter() - start
-        rows = _sisa_rows_read(model, receipt)
-    ref = fit_reference("sisa", split, fam, seed)
-    identical = checkpoint_hashes(model) == checkpoint_hashes(ref)
-    extra = {"byte_identical": identical, "rows_retrained": receipt["rows_retrained"],
-             "rows_full_retrain": receipt["rows_full_retrain"],
-             "shards_affected": len(receipt["affected"])}
-    return Outcome(model, ref, elapsed, rows, 0.0 if identical else None, extra)
+def seed_run(sc: Scenario, fam: Family, seed: int, n_models: int, *,
+             methods: tuple[str, ...] = METHODS, check_bytes: bool = False,
+             theta0=None) -> dict:
+    """Everything one seed contributes to the ε runs of one scenario.
 
-
-# -- statistics and metrics ---------------------------------------------------------------------
-
-
-def _proba(model, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    return aligned_proba(model, X, classes)
-
-
-def statistic(model, split: Split, rows: np.ndarray) -> np.ndarray:
-    """The ε statistic of ``rows`` of D under ``model``.
-
-    Logit-scaled confidence for classifiers, residual ``y - f(x)`` for regressors.
-
-    Parameters
-    ----------
-    model : fitted estimator
-    split : Split
-    rows : ndarray of int
-        Row positions in D.
+    Seed ``seed`` (in ``0 .. N-1`` from the run's base) gives the unlearned models;
+    ``seed + N`` and ``seed + 2N`` give two independent references of each kind (the
+    estimate compares unlearned with the first, the floor the first with the second).
 
     Returns
     -------
-    ndarray of shape (len(rows),)
+    dict
+        ``stats`` (method -> statistic of the stat rows), ``ref`` and ``ref2`` (kind ->
+        statistic), ``acc`` (method -> [acc W, acc U, acc test]), ``times``,
+        ``injected_weight`` (method -> weight on the injected feature, if any), ``extra``.
     """
-    X, y = split.X[rows], split.y[rows]
-    if split.task == "classification":
-        p = _proba(model, X, split.classes)
-        return logit_confidence(p, np.searchsorted(split.classes, y))
-    return residual(model.predict(X), y)
+    with threadpool_limits(limits=1):
+        out = unlearn_all(sc, fam, seed, methods, theta0=theta0, check_bytes=check_bytes)
+        rows = sc.stat_rows
+        Xs, ys = sc.X[rows], sc.y[rows]
+        kinds = sorted({REFERENCE_KIND[m] for m in methods})
+        ref, ref2 = {}, {}
+        for k in kinds:
+            for store, s in ((ref, seed + n_models), (ref2, seed + 2 * n_models)):
+                store[k] = statistic(fit_reference(k, sc, fam, s, theta0), Xs, ys)
+        w = sc.w_idx
+        stats, acc, inj = {}, {}, {}
+        for m, model in out["models"].items():
+            stats[m] = statistic(model, Xs, ys)
+            acc[m] = [_accuracy(model, sc.X[w], sc.y[w]), _accuracy(model, Xs, ys),
+                      _accuracy(model, sc.X_test, sc.y_test)]
+            if sc.injected is not None:
+                inj[m] = injected_weight(model, sc.injected)
+    return {"seed": seed, "stats": stats, "ref": ref, "ref2": ref2, "acc": acc,
+            "times": out["times"], "injected_weight": inj, "extra": out["extra"]}
 
 
-def method_metrics(model, split: Split, sigma: float) -> dict[str, float]:
-    """Metrics of one model on W, U and the test rows.
-
-    Regression: R², Exponential R² and Fair R² (:mod:`sisa.metrics`). Classification:
-    accuracy, and Exponential/Fair R² on the residual ``r = 1 - p_y`` (sisa's
-    convention: the probability mass the model leaves off the true class).
-
-    Parameters
-    ----------
-    model : fitted estimator
-    split : Split
-    sigma : float
-
-    Returns
-    -------
-    dict of str to float
-    """
-    sets = [(split.X[~split.forget], split.y[~split.forget]),
-            (split.X[split.forget], split.y[split.forget]), (split.X_test, split.y_test)]
-    if split.task == "regression":
-        (xw, yw), (xu, yu), (xt, yt) = sets
-        return unlearning_report(yw, model.predict(xw), yu, model.predict(xu), yt,
-                                 model.predict(xt), sigma=sigma, task="regression")
-    preds, p_true = [], []
-    for X, y in sets:
-        p = _proba(model, X, split.classes)
-        preds.append(split.classes[p.argmax(axis=1)])
-        p_true.append(p[np.arange(len(y)), np.searchsorted(split.classes, y)])
-    out = unlearning_report(sets[0][1], preds[0], sets[1][1], preds[1], sets[2][1], preds[2],
-                            task="classification")
-    out["exp_r2_wanted"] = exponential_r2(np.ones_like(p_true[0]), p_true[0], sigma)
-    out["exp_r2_unwanted"] = exponential_r2(np.ones_like(p_true[1]), p_true[1], sigma)
-    out["fair_r2"] = out["exp_r2_wanted"] * (1.0 - out["exp_r2_unwanted"])
-    return out
+def injected_weight(model, col: int) -> float:
+    """Weight on feature ``col``: ``θ[col]``, or the mean over SISA's shards."""
+    if isinstance(model, np.ndarray):
+        return float(model[col])
+    live = [m for m in model.estimators_ if m is not None and len(m.classes_) == 2]
+    return float(np.mean([m.coef_[0, col] for m in live]))
 
 
-# -- orchestration ------------------------------------------------------------------------------
-
-
-def run(dataset: str | Dataset = "adult", *, forget: int | None = None,
-        forget_fraction: float | None = None, n_models: int = 64, n_shards: int = 5,
-        n_slices: int = 2, rows: int | None = None, seed: int = 0,
-        out: str | os.PathLike | None = None, sigma: float | None = None,
-        subsample: float = 0.5, sisa_estimator: Any = None, progress: bool = True,
-        ray_address: str | None = None, figures: bool = True):
-    """Run the head-to-head comparison and write the report.
-
-    Parameters
-    ----------
-    dataset : str or Dataset, default="adult"
-        "synthetic", "adult", "diamonds" or "fashion-mnist".
-    forget, forget_fraction : optional
-        How many rows to forget; see :func:`prepare`.
-    n_models : int, default=64
-        N models per side in the ε runs (at least 4); ε resolves up to ``ln(N - 1)``.
-    n_shards, n_slices : int, default=5, 2
-        SISA's S and R.
-    rows : int, optional
-        Subsample of the dataset (default ``DEFAULT_ROWS``).
-    seed : int, default=0
-        Split, U, the metrics run's seed; the ε runs use seeds ``seed .. seed+N-1``.
-    out : path, optional
-        Output directory (``report.json``, ``report.md``, figures). None: write nothing.
-    sigma : float, optional
-        Exponential/Fair R² scale (default 0.5 for regression, 0.25 for 1 - p_y).
-    subsample : float, default=0.5
-        Fraction of W each monolithic model of the ε runs trains on (their randomness).
-    sisa_estimator : estimator, optional
-        Replace SISA's default shard model.
-    progress : bool, default=True
-        Progress bars on stderr.
-    ray_address : str, optional
-        Ray cluster for the ε runs (default: an embedded local Ray).
-    figures : bool, default=True
-        Write the PNG figures (with ``out``).
-
-    Returns
-    -------
-    CompareReport
-
-    Examples
-    --------
-    >>> from sisa import compare
-    >>> rep = compare.run("synthetic", n_models=8, out="runs/cmp")  # doctest: +SKIP
-    >>> print(rep.to_markdown())  # doctest: +SKIP
-    """
-    from sisa.compare.gap import run_gap
-    from sisa.compare.report import CompareReport
-
-    if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 4:
-        raise InputError(f"n_models must be an integer >= 4 (ε resolves up to ln(N-1)), "
-                         f"got {n_models!r}")
-    if not 0 < subsample <= 1:
-        raise InputError(f"subsample must be in (0, 1], got {subsample!r}")
-    t0 = time.perf_counter()
-    split = prepare(dataset, rows=rows, forget=forget, forget_fraction=forget_fraction,
-                    seed=seed)
-    if split.info["n_wanted"] < 2 * n_shards * n_slices:
-        raise InputError(f"W has {split.info['n_wanted']} rows, too few for {n_shards} shards "
-                         f"x {n_slices} slices: use fewer --shards/--slices or more --rows")
-    fam = default_family(split, n_shards=n_shards, n_slices=n_slices, sigma=sigma,
-                         sisa_estimator=sisa_estimator)
-    outcomes = train_methods(split, fam, seed)
-    metrics_s = time.perf_counter() - t0
-    gap = run_gap(split, fam, n_models=n_models, seed=seed, subsample=subsample,
-                  progress=progress, address=ray_address)
-    config = {"dataset": split.info["dataset"], "n_models": n_models, "n_shards": n_shards,
-              "n_slices": n_slices, "rows": rows, "seed": seed, "sigma": fam.sigma,
-              "subsample": subsample, "forget": forget, "forget_fraction": forget_fraction}
-    report = CompareReport.build(split, fam, outcomes, gap, config,
-                                 timings={"metrics_run_s": metrics_s,
-                                          "epsilon_runs_s": gap.wall_time_s})
-    report.timings["total_s"] = time.perf_counter() - t0
-    if out is not None:
-        report.write(out, figures=figures)
-    return report
+def warm_start(sc: Scenario, fam: Family) -> np.ndarray:
+    """The optimum on all of D: every per-seed fit starts here (its optimum is unique,
+    so this only saves Newton iterations)."""
+    with threadpool_limits(limits=1):
+        return L.fit_logistic(sc.X, sc.y, fam.lam)
