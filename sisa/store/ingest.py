@@ -109,7 +109,7 @@ def _dtype(dtype) -> np.dtype:
         out = np.dtype(dtype)
     except TypeError:
         out = None
-    if out not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if out is None or out.name not in ("float32", "float64"):  # dtype == None is True
         raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
     return out
 

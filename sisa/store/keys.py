@@ -111,15 +111,16 @@ def load(path: str | os.PathLike) -> KeyPair:
     """Read a key file; refuses one that other users can read, as ssh does."""
     p = Path(path).expanduser()
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not hang
     except OSError as exc:
         raise KeyFileError(f"cannot open key file {p} ({exc.strerror}): check the path, or make a "
                         "key with `sisa keygen`") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise KeyFileError(f"key file {p} is not a regular file: pass the path of the file "
+                           "`sisa keygen` wrote")
     with os.fdopen(fd) as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise KeyFileError(f"key file {p} is not a regular file: pass the path of the file "
-                               "`sisa keygen` wrote")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyFileError(f"key file {p} is readable by other users (mode "
                             f"{stat.S_IMODE(mode):o}): run `chmod 600 {p}`")
