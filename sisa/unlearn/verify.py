@@ -38,7 +38,7 @@ from ..engine import checkpoints as ck
 from ..engine.backend import run_shards
 from ..errors import InputError, SisaError
 from ..store.layout import slice_labels, union
-from ..store.store import ID, INTENT, LABEL, Store, id_buckets, slice_key
+from ..store.store import ID, INTENT, LABEL, QUEUE_FILE, Store, id_buckets, slice_key
 from . import receipts
 from .receipts import history
 
@@ -139,6 +139,11 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     if not model:
         problems.append("the store holds no trained model")
     notes: list[str] = []
+    queued = [f for f in store.loc.list_files()
+              if QUEUE_FILE.fullmatch(f)]
+    if queued:  # reported, not failed: no receipt claims them yet (docs/serve.md)
+        notes.append(f"{len(queued)} erasure request(s) queued by `sisa serve` and not yet "
+                     "processed: their rows are still in the store until their receipts land")
     problems += _trust_problems(store, public_key, notes)
     problems += _audit_problems(store)
     problems += receipts.check(store)
