@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -330,3 +331,31 @@ def test_kill9_after_202_loses_nothing(store, token_file, crash, data, tmp_path)
     assert sorted(listed) == sorted(rids)  # none lost, none done twice
     assert _queued(store) == []
     assert verify(Store.open(str(store)), backend="local", retrain=crash is None).ok
+
+
+@pytest.mark.parametrize("point", ["forget:after-intent", "forget:after-delete"])
+def test_repair_keeps_the_batch_request_list(store, monkeypatch, point):
+    """A batch interrupted at the intent or the journal still names its requests when
+    `repair` (what `sisa serve` runs on start) finishes it."""
+    from sisa._crash import InjectedCrash
+    from sisa.unlearn import forget, repair
+
+    s = Store.open(str(store))
+    requests = [{"request_id": "a" * 32, "ids_sha256": "x", "n_ids": 1}]
+    monkeypatch.setenv("SISA_CRASH_AT", point)
+    with pytest.raises(InjectedCrash):
+        forget(s, [int(IDS[7])], backend="local", requests=requests)
+    monkeypatch.delenv("SISA_CRASH_AT")
+    repair(Store.open(str(store)), backend="local")
+    (receipt,) = history(Store.open(str(store)))
+    assert receipt["requests"] == requests
+
+
+def test_verify_reports_queued_erasures_without_failing(store):
+    (store / "queue").mkdir()
+    (store / "queue" / ("c" * 32 + ".json")).write_text(
+        json.dumps({"request_id": "c" * 32, "queued_at": "t", "ids": [int(IDS[0])]}))
+    report = verify(Store.open(str(store)), backend="local", retrain=False)
+    assert report.ok and any("queued by `sisa serve`" in n for n in report.notes)
+    (store / "queue" / "other.json").write_text("{}")  # not the queue's shape: a stray
+    assert not verify(Store.open(str(store)), backend="local", retrain=False).ok
