@@ -359,3 +359,32 @@ def test_verify_reports_queued_erasures_without_failing(store):
     assert report.ok and any("queued by `sisa serve`" in n for n in report.notes)
     (store / "queue" / "other.json").write_text("{}")  # not the queue's shape: a stray
     assert not verify(Store.open(str(store)), backend="local", retrain=False).ok
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SISA_SERVE_KILL_TRIALS"),
+                    reason="opt-in sweep: SISA_SERVE_KILL_TRIALS=20 (about 10 s a trial)")
+def test_kill9_at_random_moments(store, token_file):
+    """SIGKILL the server at a random moment after a burst of 202s (waiting, or inside a
+    batch), restart, repeat: every accepted request ends done in exactly one receipt."""
+    rng = np.random.default_rng(int(os.environ.get("SISA_SERVE_KILL_SEED", "0")))
+    accepted: list[str] = []
+    pool = list(rng.permutation(IDS)[:2000])
+    for _ in range(int(os.environ["SISA_SERVE_KILL_TRIALS"])):
+        srv = Server(store, token_file, "--batch-window", str(rng.uniform(0, 0.5)))
+        cl = srv.client(ERASE)
+        for _ in range(int(rng.integers(1, 8))):
+            accepted.append(cl.erase([int(pool.pop())]))
+        time.sleep(float(rng.uniform(0, 2.0)))
+        srv.kill()
+    srv = ThreadServer(store, token_file, batch_window=0.1)
+    try:
+        done = [srv.client().wait(rid, timeout=120) for rid in accepted]
+    finally:
+        srv.stop()
+    assert all(d["state"] == "done" for d in done)
+    listed = [q["request_id"] for r in history(Store.open(str(store)))
+              for q in r.get("requests", ())]
+    assert sorted(listed) == sorted(accepted)
+    assert _queued(store) == []
+    assert verify(Store.open(str(store)), backend="local").ok
