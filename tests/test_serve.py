@@ -356,7 +356,7 @@ def test_verify_reports_queued_erasures_without_failing(store):
     (store / "queue" / ("c" * 32 + ".json")).write_text(
         json.dumps({"request_id": "c" * 32, "queued_at": "t", "ids": [int(IDS[0])]}))
     report = verify(Store.open(str(store)), backend="local", retrain=False)
-    assert report.ok and any("queued by `sisa serve`" in n for n in report.notes)
+    assert report.ok and any("queue of `sisa serve`" in n for n in report.notes)
     (store / "queue" / "other.json").write_text("{}")  # not the queue's shape: a stray
     assert not verify(Store.open(str(store)), backend="local", retrain=False).ok
 

@@ -142,8 +142,9 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     queued = [f for f in store.loc.list_files()
               if QUEUE_FILE.fullmatch(f)]
     if queued:  # reported, not failed: no receipt claims them yet (docs/serve.md)
-        notes.append(f"{len(queued)} erasure request(s) queued by `sisa serve` and not yet "
-                     "processed: their rows are still in the store until their receipts land")
+        notes.append(f"{len(queued)} erasure request(s) in the queue of `sisa serve` "
+                     "(waiting, or failed with a reason): no receipt claims them yet, so their "
+                     "rows may still be in the store")
     problems += _trust_problems(store, public_key, notes)
     problems += _audit_problems(store)
     problems += receipts.check(store)
