@@ -33,6 +33,8 @@ EXAMPLES = {
     "demo": "sisa demo --dataset adult --forget 200",
     "keygen": "sisa keygen                 (then: sisa key public > owner.pub)",
     "key": "sisa key public > owner.pub",
+    "serve": "sisa serve runs/adult --token-file tokens.txt --batch-window 5",
+    "erase": "sisa erase --server http://127.0.0.1:8080 --id 17 --wait   (token: $SISA_TOKEN)",
 }
 BUILTIN = ("synthetic", "adult", "diamonds", "fashion-mnist")
 
@@ -311,6 +313,53 @@ def cmd_predict(args) -> int:
     _out(args, {"rows": out.num_rows, "out": args.out},
          f"wrote {out.num_rows:,} predictions to {args.out}")
     return 0
+
+
+# ---------------------------------------------------------------------------- serve
+def cmd_serve(args) -> int:
+    from .serve import Limits, serve
+
+    def announce(service, recovered) -> None:
+        if not args.quiet:
+            extra = (f"; finished interrupted request {recovered['completed_request']}"
+                     if recovered["completed_request"] else "")
+            sys.stderr.write(f"serving {args.store} (model {service.model[1][:16]}) on "
+                             f"http://{args.host}:{args.port}; {recovered['resumed']} queued "
+                             f"erasure(s) resumed{extra}\n")
+            sys.stderr.flush()
+
+    serve(args.store, host=args.host, port=args.port, batch_window=args.batch_window,
+          max_batch=args.max_batch, token_file=args.token_file, backend=args.backend,
+          address=args.address, limits=Limits(args.max_body, args.max_ids, args.max_rows),
+          announce=announce)
+    return 0
+
+
+def cmd_erase(args) -> int:
+    from .client import Client
+
+    client = Client(args.server, token=_token(args))
+    ids = _read_ids(args, client.health()["id_type"])  # typed by the store, not the text
+    rid = client.erase(ids.to_pylist())
+    if not args.wait:
+        _out(args, {"request_id": rid, "state": "queued"}, f"queued erasure request {rid}")
+        return 0
+    st = client.wait(rid, timeout=args.timeout)
+    if st["state"] == "failed":
+        raise SisaError(f"erasure request {rid} failed: {st['reason']}")
+    _out(args, st, f"erasure request {rid} done: receipt {st['receipt']['request_id']} "
+         f"(seq {st['receipt'].get('seq')}), ids sha256 {st['receipt']['ids_sha256'][:16]}...")
+    return 0
+
+
+def _token(args) -> str | None:
+    if args.token_file:
+        try:
+            return open(args.token_file, encoding="utf-8").read().strip()
+        except OSError as exc:
+            raise InputError(f"cannot read --token-file {args.token_file} ({exc.strerror})"
+                             ) from None
+    return None
 
 
 def _is_store_dir(d: str) -> bool:
@@ -730,6 +779,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows in the batch request (after a 1-row request)")
     p.add_argument("--store", default=None, help="default runs/demo-<dataset>")
     p.set_defaults(func=cmd_demo)
+
+    p = add("serve", "Serve predictions and erasure requests over HTTP (docs/serve.md).",
+            backend=True)
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; "
+                   "another needs --token-file)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--batch-window", type=float, default=2.0, metavar="SECONDS",
+                   help="wait this long after the oldest queued request before a batch "
+                        "(default 2)")
+    p.add_argument("--max-batch", type=int, default=100, metavar="N",
+                   help="start a batch at once when N requests are queued (default 100)")
+    p.add_argument("--token-file", metavar="FILE", help="bearer tokens, one 'SCOPES TOKEN' a "
+                   "line, scopes predict and/or erase (mode 600)")
+    p.add_argument("--max-body", type=int, default=1 << 20, help="bytes per request body")
+    p.add_argument("--max-ids", type=int, default=10_000, help="ids per erasure request")
+    p.add_argument("--max-rows", type=int, default=10_000, help="rows per prediction request")
+    p.set_defaults(func=cmd_serve)
+
+    p = add("erase", "Send an erasure request to a `sisa serve` endpoint.")
+    p.add_argument("--server", required=True, metavar="URL")
+    p.add_argument("--id", action="append", help="a sample id (repeatable)")
+    p.add_argument("--ids", help="file of ids (as for `sisa forget --ids`)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="file holding the bearer token (default $SISA_TOKEN)")
+    p.add_argument("--wait", action="store_true", help="wait until done; print the receipt")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.set_defaults(func=cmd_erase)
 
     from .compare.cli import add_parser as add_compare
 

@@ -71,6 +71,10 @@ INTENT = "audit/intent.json"
 # Bookkeeping files that are not content-addressed and never hold training rows (the audit
 # log and a keyless store's audit key are named per store; see `audit_files`).
 KEEP = {MANIFEST, ".lock", INTENT}
+# `sisa serve`'s durable erasure queue (sisa.serve): one file per accepted request, holding
+# its raw ids until its receipt is committed, like INTENT. Only this exact shape is
+# bookkeeping; anything else under queue/ is a stray file like any other.
+QUEUE_FILE = re.compile(r"queue/[0-9a-f]{32}\.json")
 
 
 def audit_files(manifest: dict) -> dict[str, str]:
@@ -740,7 +744,8 @@ class Store:
         """Files below the store that the manifest does not name (bookkeeping aside)."""
         keep = set(referenced_files(self.manifest)) | KEEP | set(audit_files(self.manifest)
                                                                   .values())
-        return [rel for rel in self.loc.list_files() if rel not in keep]
+        return [rel for rel in self.loc.list_files()
+                if rel not in keep and not QUEUE_FILE.fullmatch(rel)]
 
     # ------------------------------------------------------------------ deleting
     def delete(self, ids, *, extra=None) -> DeleteResult:

@@ -30,7 +30,8 @@ from . import receipts
 
 
 def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto",
-           address: str | None = None, num_cpus: float = 1, progress: bool = False) -> dict:
+           address: str | None = None, num_cpus: float = 1, progress: bool = False,
+           requests: list[dict] | None = None) -> dict:
     """Exactly unlearn the rows with these sample ids; returns the receipt.
 
     Parameters
@@ -42,6 +43,10 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
     record_ids : bool, default=False
         Keep the raw ids in the receipt. By default the receipt holds only their
         sha256, so the audit log itself leaks nothing.
+    requests : list of dict, optional
+        The service requests this batch answers (``sisa serve``: request id, keyed ids
+        digest and count of each, no raw ids). Recorded in the intent, the journal and the
+        signed receipt, so a batch finished by ``repair`` after a crash still names them.
 
     Returns
     -------
@@ -90,6 +95,8 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
                    "fingerprint_before": store.fingerprint}
         if record_ids:
             request["ids"] = ids_list
+        if requests:
+            request["requests"] = requests
         _, _, shard, sl, _ = store.check_ids(canon)  # unknown ids: raise before any write
         request.update(_class_change(store, canon))  # refuses <2 classes before any write
         _check_resume_points(store, shard, sl)
@@ -217,7 +224,7 @@ def repair(store: Store, *, backend: str = "auto", address: str | None = None,
             intent = _read_intent(store)
             receipt = forget(store, intent["ids"], record_ids="ids" in intent["request"],
                              backend=backend, address=address, num_cpus=num_cpus,
-                             progress=progress)
+                             progress=progress, requests=intent["request"].get("requests"))
             summary["completed_request"] = receipt["request_id"]
         store.loc.delete(INTENT)
         summary["removed_files"] = store.collect_garbage()

@@ -38,7 +38,7 @@ from ..engine import checkpoints as ck
 from ..engine.backend import run_shards
 from ..errors import InputError, SisaError
 from ..store.layout import slice_labels, union
-from ..store.store import ID, INTENT, LABEL, Store, id_buckets, slice_key
+from ..store.store import ID, INTENT, LABEL, QUEUE_FILE, Store, id_buckets, slice_key
 from . import receipts
 from .receipts import history
 
@@ -140,6 +140,12 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     if not model:
         problems.append("the store holds no trained model")
     notes: list[str] = []
+    queued = [f for f in store.loc.list_files()
+              if QUEUE_FILE.fullmatch(f)]
+    if queued:  # reported, not failed: no receipt claims them yet (docs/serve.md)
+        notes.append(f"{len(queued)} erasure request(s) in the queue of `sisa serve` "
+                     "(waiting, or failed with a reason): no receipt claims them yet, so their "
+                     "rows may still be in the store")
     problems += _trust_problems(store, public_key, notes)
     problems += _audit_problems(store)
     problems += receipts.check(store)
