@@ -33,7 +33,7 @@ ids = np.arange(len(train.y))  # stable sample ids: what an erasure request name
 
 # The network is data (a list of layers), so the store records it declaratively and a
 # checkpoint holds only numpy arrays: loading the store never runs code from it.
-cnn = TorchClassifier(SMALL_CNN_LAYERS, optimizer="adam", lr=2e-3, batch_size=64)
+cnn = TorchClassifier(SMALL_CNN_LAYERS, optimizer="adam", lr=4e-3, batch_size=64)
 clf = SISAClassifier(cnn, n_shards=args.shards, n_slices=args.slices, epochs=args.epochs,
                      store=args.store, backend=args.backend)
 t = time.perf_counter()

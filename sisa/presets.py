@@ -35,7 +35,7 @@ PRESETS = {
     "tree": lambda: DecisionTreeClassifier(max_depth=12, min_samples_leaf=5),
     # PyTorch (pip install 'sisa[torch]'): a small CNN for square grey images (features
     # are the pixels, e.g. fashion-mnist) and an MLP on standardised features.
-    "cnn": lambda: TorchClassifier(SMALL_CNN_LAYERS, lr=1e-3, batch_size=64),
+    "cnn": lambda: TorchClassifier(SMALL_CNN_LAYERS, lr=4e-3, batch_size=64),
     "torch-mlp": lambda: _scaled(TorchClassifier(
         [{"layer": "linear", "out_features": 64}, "relu", {"layer": "linear"}], lr=1e-3)),
     "sgd-regressor": lambda: _scaled(SGDRegressor(alpha=1e-4)),
