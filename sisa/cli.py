@@ -683,7 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hot-threshold", type=float, default=0.5)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--model", default="sgd", help="preset: sgd, logistic, mlp, "
-                       "naive-bayes, tree, sgd-regressor, ridge, mlp-regressor, tree-regressor")
+                       "naive-bayes, tree, cnn, torch-mlp (PyTorch, sisa[torch]), "
+                       "sgd-regressor, ridge, mlp-regressor, tree-regressor")
     group.add_argument("--model-spec", help='JSON: {"class": "sklearn...", "params": {...}}')
     p.add_argument("--shards", type=int, default=8, help="S (default 8)")
     p.add_argument("--slices", type=int, default=4, help="R (default 4)")

@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from .deep import SMALL_CNN_LAYERS, TorchClassifier
 from .engine import spec as _spec
 from .errors import InputError, UntrustedCodeError
 from .pipeline import IncrementalPipeline
@@ -33,6 +34,11 @@ PRESETS = {
     "mlp": lambda: _scaled(MLPClassifier(hidden_layer_sizes=(64,), learning_rate_init=1e-3)),
     "naive-bayes": lambda: GaussianNB(),
     "tree": lambda: DecisionTreeClassifier(max_depth=12, min_samples_leaf=5),
+    # PyTorch (pip install 'sisa[torch]'): a small CNN for square grey images (features
+    # are the pixels, e.g. fashion-mnist) and an MLP on standardised features.
+    "cnn": lambda: TorchClassifier(SMALL_CNN_LAYERS, lr=4e-3, batch_size=64),
+    "torch-mlp": lambda: _scaled(TorchClassifier(
+        [{"layer": "linear", "out_features": 64}, "relu", {"layer": "linear"}], lr=1e-3)),
     "sgd-regressor": lambda: _scaled(SGDRegressor(alpha=1e-4)),
     "ridge": lambda: _scaled(Ridge(alpha=1.0), incremental=False),
     "mlp-regressor": lambda: _scaled(MLPRegressor(hidden_layer_sizes=(64,))),

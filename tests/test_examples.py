@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,3 +27,13 @@ def test_demo_command_is_the_main_job(tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[4/4] receipt" in out.stdout and "PASS" in out.stdout
+
+
+def test_deep_fashion_mnist_example_runs_and_verifies(tmp_path):
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "deep_fashion_mnist.py"),
+                          "--rows", "800", "--epochs", "1", "--shards", "2", "--slices", "2",
+                          "--backend", "local", "--store", str(tmp_path / "st")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "forgot 50 row(s)" in out.stdout and "PASS" in out.stdout

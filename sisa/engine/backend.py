@@ -179,21 +179,39 @@ def _ray_pays(elapsed: float, done: int, left: int, slots: float) -> bool:
 _REMOTES: dict = {}
 
 
-def _remote_train(ray, num_cpus: float, max_retries: int):
+def gpus_per_task(manifest: dict | None) -> int:
+    """1 when the store's shard model trains on a GPU (an estimator in its spec, pipeline
+    steps included, has ``device="cuda..."``, e.g. :class:`sisa.deep.TorchClassifier`),
+    else 0: Ray then places each shard task on a GPU worker."""
+    def cuda(v) -> bool:
+        if isinstance(v, dict):
+            params = v.get("params")
+            if isinstance(params, dict) and str(params.get("device", "")).startswith("cuda"):
+                return True
+            return any(cuda(x) for x in v.values())
+        return isinstance(v, list) and any(cuda(x) for x in v)
+
+    model = (manifest or {}).get("model") or {}
+    return int(cuda(model.get("estimator", {}).get("spec")))
+
+
+def _remote_train(ray, num_cpus: float, max_retries: int, num_gpus: int = 0):
     """The Ray task wrapping ``train_shard``, made once per options: wrapping exports
     the function to the cluster again (~10 ms), which a 1-row forget should not pay.
     (Ray re-exports a remote function by itself after a new ``ray.init``.)"""
-    key = (num_cpus, max_retries)
+    key = (num_cpus, max_retries, num_gpus)
     if key not in _REMOTES:
         # Application errors are retried too: on shared storage most are transient I/O.
-        _REMOTES[key] = ray.remote(num_cpus=num_cpus, max_retries=max_retries,
+        _REMOTES[key] = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus,
+                                   max_retries=max_retries,
                                    retry_exceptions=True)(train_shard)
     return _REMOTES[key]
 
 
 def _run_ray(snapshot, jobs, address, num_cpus, max_retries, write, done) -> None:
     ray = connect(address)
-    remote = _remote_train(ray, num_cpus, max_retries)
+    gpus = gpus_per_task(snapshot[1] if isinstance(snapshot, tuple) else None)
+    remote = _remote_train(ray, num_cpus, max_retries, gpus)
     ref = ray.put(snapshot)  # one copy in the object store, not one per task
     trusted = safe_pickle.trusted_modules()  # the driver's trust, for the worker's loads
     pending = {remote.remote(ref, s, start, write, trusted): s for s, start in jobs}
