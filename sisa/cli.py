@@ -207,6 +207,9 @@ def _holdout_split(args, feats):
         raise InputError(f"id column {id_column!r} holds duplicate ids: sample ids must be "
                          "unique across the whole file (training and holdout rows)")
     tr, te = _split(table.num_rows, args.holdout, args.seed)
+    if not len(tr):
+        raise InputError(f"--holdout {args.holdout} keeps every one of the {table.num_rows:,} "
+                         "rows out of training: use a smaller fraction, like 0.2")
     if not len(te):
         return table.take(tr), id_column, None
     batches = list(from_table(table.take(te), args.label, **columns).batches)
@@ -834,6 +837,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"sisa {args.command}: interrupted; run `sisa repair` on the store if a"
                          " write was under way\n")
+        return 1
+    except Exception as exc:  # a bug, or a store damaged in a way no check foresaw
+        if args.debug:
+            traceback.print_exc()
+        first = (str(exc).splitlines() or [""])[0][:300]
+        sys.stderr.write(f"sisa {args.command}: error: unexpected {type(exc).__name__}: {first} "
+                         "(a damaged store or a bug in sisa; rerun with --debug for the "
+                         "traceback and report it)\n")
         return 1
 
 

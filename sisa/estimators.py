@@ -132,7 +132,8 @@ class _SISABase(BaseEstimator):
                 "regression target: a classifier needs discrete classes; use a regressor "
                 "(SISARegressor; on the CLI a regression preset) or encode the label")
         if classes is not None and len(classes) < 2:
-            raise InputError(f"the training labels hold only 1 class ({classes[0]!r}): a "
+            raise InputError(f"the training labels hold only 1 class "
+                             f"({np.asarray(classes[0]).item()!r}): a "
                              "classifier needs at least two classes")
         new = dict(store.manifest)  # a fresh fit replaces any previous model
         new["model"] = driver.model_spec(

@@ -477,7 +477,7 @@ TRAIN_FLAGS = {  # train flags, over the existing store S (--overwrite): name ->
     "holdout-1.5": ("--holdout 1.5", r"\[0, 1\)"), "holdout-nan": ("--holdout nan",
                                                                    r"\[0, 1\)"),
     "holdout-inf": ("--holdout inf", r"\[0, 1\)"),
-    "holdout-all": ("--holdout 0.9999", "no rows"),
+    "holdout-all": ("--holdout 0.9999", "keeps every one of the"),
     "epochs-0": ("--epochs 0", "--epochs must be at least 1"),
     "epochs-neg": ("--epochs=-3", "--epochs must be at least 1"),
     "model-unknown": ("--model nosuch", "unknown model 'nosuch'"),

@@ -486,3 +486,58 @@ def test_a_held_receipt_exposes_a_rollback_to_an_earlier_signed_state(tmp_path, 
     code, out, _ = cli("verify", str(st), "--public-key", public, "--forgotten-id", "12",
                        "--backend", "local", "@q")
     assert code == 1 and "said to be forgotten" in out
+
+
+# ------------------------------------------------------------------ found by the review
+def test_a_generator_of_ids_is_read_once_and_forgets_every_id(tmp_path, keyless):
+    X, y = make_classification(400, 3)
+    model = SISAClassifier(n_shards=2, n_slices=2, store=str(tmp_path / "s"),
+                           backend="local").fit(X, y)
+    receipt = model.forget(i for i in [3, 6])  # was: consumed by a length check, 0 ids
+    assert receipt["n_ids"] == 2 and not model.store_.locate([3, 6])[0].any()
+
+
+@pytest.mark.parametrize("edit", ["signer-str", "signer-list", "signer-key-int", "audit-str",
+                                  "seq-list", "receipt-signature-int"])
+def test_malformed_fields_fail_verify_with_a_reason_not_a_traceback(tmp_path, owner_key, edit):
+    model = forgotten_store(tmp_path, 2)
+    st = tmp_path / "s"
+    public = keys.load(owner_key).public_line
+    raw = json.loads((st / MANIFEST).read_text())
+    m = raw["manifest"]
+    if edit.startswith(("signer", "audit")):
+        m["signer" if edit.startswith("signer") else "audit"] = {
+            "signer-str": "abc", "signer-list": [1], "signer-key-int": {"alg": "ed25519",
+                                                                        "public_key": 5},
+            "audit-str": "x"}[edit]
+        body = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+        (st / MANIFEST).write_bytes(  # only the plain checksum recomputed: no key needed
+            b'{"checksum":"' + hashlib.sha256(body).hexdigest().encode() + b'","signature":"'
+            + raw["signature"].encode() + b'","manifest":' + body + b"}")
+    else:
+        path, lines = log_lines(model.store_)
+        r = json.loads(lines[0])
+        if edit == "seq-list":
+            r["seq"] = [0]
+        else:
+            r["signature"] = 5
+        lines[0] = (json.dumps(r) + "\n").encode()
+        path.write_bytes(b"".join(lines))
+    code, out, err = cli("verify", str(st), "--public-key", public, "--backend", "local", "@q")
+    assert code == 1 and "Traceback" not in err and "unexpected" not in err, (out, err)
+    assert (out + err).strip()
+
+
+def test_bad_public_key_and_receipt_files_are_usage_errors(tmp_path, owner_key):
+    forgotten_store(tmp_path, 1)
+    (tmp_path / "pk.json").write_text('{"public_key": 5}')
+    (tmp_path / "latin1").write_bytes(b"\xff\xfe\x00")
+    (tmp_path / "r.json").write_text('{"seq": 0, "signature": 5}')
+    public = keys.load(owner_key).public_line
+    for argv in (["--public-key", str(tmp_path)], ["--public-key", str(tmp_path / "pk.json")],
+                 ["--public-key", str(tmp_path / "latin1")]):
+        code, _, err = cli("verify", str(tmp_path / "s"), *argv, "--backend", "local", "@q")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "public key" in err, err
+    code, out, err = cli("verify", str(tmp_path / "s"), "--public-key", public, "--receipt",
+                         str(tmp_path / "r.json"), "--backend", "local", "@q")
+    assert code == 1 and "not signed by this store's owner" in out, (out, err)

@@ -139,7 +139,8 @@ def to_store_ids(values, id_type: str) -> pa.Array:
 def _what(v) -> str:
     if v is None:
         return "missing"
-    return f"a {type(v).__name__}"
+    name = type(v).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _fix(id_type: str, v=None) -> str:
@@ -177,7 +178,7 @@ def parse_text_ids(texts: Iterable[str], id_type: str, *, source: str = "--id") 
                     "write it in ASCII digits, without leading zeros or a + sign")
             raise InputError(f"{source} {t!r} is not an integer id (this store's ids are "
                              f"integers): {hint}")
-        v = int(t)
+        v = int(t) if len(t) <= 21 else _INT64[1] + 1  # (int() of 5000 digits raises)
         if not _INT64[0] <= v <= _INT64[1]:
             raise InputError(f"{source} {t} is out of range: integer ids fit in a signed 64-bit "
                              "integer")

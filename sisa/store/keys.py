@@ -146,12 +146,14 @@ def parse_public(text: str) -> str:
     """A public key given as ``ed25519:<hex>`` (or a file holding it, or a key file):
     returns the 64-hex key."""
     t = text.strip()
-    if not t.startswith(f"{ALG}:") and os.path.exists(os.path.expanduser(t)):
-        raw = Path(t).expanduser().read_text().strip()
-        if raw.startswith("{"):  # a key file: take its public half
-            obj = json.loads(raw)
-            raw = obj.get("public_key", "")
-        t = raw
+    if not t.startswith(f"{ALG}:") and os.path.isfile(os.path.expanduser(t)):
+        try:
+            raw = Path(t).expanduser().read_text(encoding="utf-8").strip()
+            if raw.startswith("{"):  # a key file: take its public half
+                raw = json.loads(raw).get("public_key", "")
+        except (OSError, ValueError, AttributeError):
+            raw = ""
+        t = raw if isinstance(raw, str) else ""
     hexpart = t[len(ALG) + 1:] if t.startswith(f"{ALG}:") else ""
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(hexpart))
@@ -162,6 +164,10 @@ def parse_public(text: str) -> str:
 
 
 def check_signature(public_hex: str, data: bytes, signature_hex: str) -> bool:
+    """Whether ``signature_hex`` signs ``data`` under ``public_hex`` (any malformed input,
+    as an edited store may hold, is simply not a valid signature)."""
+    if not (isinstance(public_hex, str) and isinstance(signature_hex, str)):
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex)).verify(
             bytes.fromhex(signature_hex), data)

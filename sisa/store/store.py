@@ -1112,6 +1112,19 @@ def _load_manifest(loc: Location) -> dict:
     if m.get("format") != FORMAT:
         raise StoreError(_old_format(loc, m.get("format")))
     signer = m.get("signer")
+    if signer is not None and not (
+            isinstance(signer, dict) and signer.get("alg") == keys.ALG
+            and isinstance(signer.get("public_key"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", signer["public_key"])):
+        raise CorruptStoreError(f"manifest {loc.path(MANIFEST)} names a malformed signer "
+                                f"({str(signer)[:60]}): it was edited; restore the store from "
+                                "backup")
+    audit = m.get("audit")
+    if not (isinstance(audit, dict) and isinstance(audit.get("receipts"), int)
+            and (audit.get("head") is None or isinstance(audit.get("head"), str))
+            and isinstance(m.get("last_receipt") or {}, dict)):
+        raise CorruptStoreError(f"manifest {loc.path(MANIFEST)} has a malformed audit section: "
+                                "it was edited; restore the store from backup")
     if signer and not keys.check_signature(signer["public_key"], parts[0], parts[1]):
         raise CorruptStoreError(
             f"manifest {loc.path(MANIFEST)} does not carry a valid signature of the key it names "

@@ -62,7 +62,8 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
     StaleModelError
         Another forget is unfinished; run ``repair`` first.
     """
-    if len(store.id_array(ids)) == 0:
+    ids = store.id_array(ids)  # once: a generator given as ids is read one time only
+    if len(ids) == 0:
         raise InputError("no sample ids given: pass at least one id to forget")
     with store.lock():
         digest, canon = receipts.ids_digest(store, ids)

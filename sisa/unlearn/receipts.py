@@ -137,8 +137,10 @@ def sync_log(store: Store) -> bool:
 
 def signature_ok(public_hex: str, receipt: dict) -> bool:
     """Whether ``receipt`` carries a valid signature by ``public_hex``."""
+    if not isinstance(receipt, dict):
+        return False
     body = canonical_json({k: v for k, v in receipt.items() if k != "signature"})
-    return keys.check_signature(public_hex, body, receipt.get("signature") or "")
+    return keys.check_signature(public_hex, body, receipt.get("signature"))
 
 
 def check(store: Store) -> list[str]:

@@ -236,7 +236,8 @@ def _class_problems(store: Store, data_labels: list[list]) -> list[str]:
 
 def _held_receipt_problems(store: Store, held: list[dict]) -> list[str]:
     out = []
-    chain = {r.get("seq"): receipts.receipt_hash(r) for r in history(store)}
+    chain = {r["seq"]: receipts.receipt_hash(r) for r in history(store)
+             if isinstance(r.get("seq"), int)}
     for r in held:
         who = f"the receipt you hold (request {r.get('request_id')}, seq {r.get('seq')})"
         if store.signer and not receipts.signature_ok(store.signer, r):
@@ -281,7 +282,7 @@ def _audit_problems(store: Store) -> list[str]:
                    "rows recorded: the manifest was edited")
     log = history(store)
     committed = store.manifest.get("last_receipt")
-    last = log[-1] if log else committed
+    last = committed or (log[-1] if log else None)  # the signed one first
     pending = store.manifest.get("pending")
     if last and not pending and last.get("fingerprint_after") != store.fingerprint:
         out.append(f"the data are not the state the last forget (request "
