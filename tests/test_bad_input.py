@@ -22,7 +22,6 @@ The count and method are recorded in docs/trust.md ("Bad-input sweep").
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -30,7 +29,6 @@ import os
 import re
 import shlex
 import shutil
-import stat
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,9 +40,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from sisa import SISAClassifier, SISARegressor, Store
-from sisa.cli import _split, main
+from sisa.cli import _split
 from sisa.errors import InputError, SisaError, StoreError
 from sisa.store import keys
+
+from .conftest import run_cli as cli
+from .conftest import tree_digest
 
 N_ROWS = 400
 STORES = ("S", "T", "R")  # templates: int ids (row numbers), string ids, S before a forget
@@ -58,31 +59,6 @@ FIX_WORDS = re.compile(
 
 
 # ---------------------------------------------------------------------------- helpers
-def cli(*argv: str) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def tree_digest(root: Path) -> str:
-    """Every file's path, mode and bytes under ``root`` (or of ``root`` if a file)."""
-    h = hashlib.sha256()
-    if not root.exists() and not root.is_symlink():
-        return "absent"
-    if root.is_file():
-        return hashlib.sha256(root.read_bytes()).hexdigest()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.is_symlink():
-            h.update(str(p.relative_to(root)).encode() + b"\0"
-                     + oct(stat.S_IMODE(p.stat().st_mode)).encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
 def _table(n: int = N_ROWS, **extra) -> dict:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, 3))

@@ -25,8 +25,6 @@ a store signed with a key made by ``sisa keygen --out`` and passed as ``SISA_KEY
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -45,12 +43,12 @@ import pytest
 from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
-from sisa.cli import main
 from sisa.store import keys
 from sisa.store.store import INTENT
 from sisa.unlearn import history
 
-from .conftest import make_classification
+from .conftest import make_classification, tree_digest
+from .conftest import run_cli as cli_in_process
 
 KILLS = int(os.environ.get("SISA_CRASH_KILLS", "10"))
 SEED = int(os.environ.get("SISA_CRASH_SEED", "20261201"))
@@ -69,14 +67,6 @@ TIMEOUT = 600
 
 
 # ---------------------------------------------------------------------------- helpers
-def tree_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
-
-
 def checkpoints(store: Path) -> dict[str, str]:
     m = json.loads((store / "manifest.json").read_text())["manifest"]
     return {k: v["sha256"] for k, v in m["model"]["checkpoints"].items()}
@@ -96,16 +86,6 @@ def forget_argv(store: Path, ids: list[int]) -> list[str]:
 
 def repair_argv(store: Path) -> list[str]:
     return ["repair", str(store), "--backend", "local", "--quiet"]
-
-
-def cli_in_process(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 @dataclass

@@ -7,7 +7,6 @@ minute on two cores. Skipped only when torch is not installed; CI installs it.
 from __future__ import annotations
 
 import pickle
-import pickletools
 
 import numpy as np
 import pytest
@@ -29,7 +28,7 @@ from sisa.errors import InputError, UntrustedCodeError  # noqa: E402
 from sisa.presets import PRESETS  # noqa: E402
 from sisa.store import Store  # noqa: E402
 
-from .conftest import make_classification  # noqa: E402
+from .conftest import make_classification, pickle_globals  # noqa: E402
 
 MLP = [{"layer": "linear", "out_features": 16}, "relu", {"layer": "linear"}]
 # 8x8 digits: conv -> 8x4x4 -> dropout (seeded like the rest) -> 4 classes
@@ -55,16 +54,6 @@ def _hashes(model) -> dict[str, str]:
     return {k: v["sha256"] for k, v in model.store_.manifest["model"]["checkpoints"].items()}
 
 
-def _globals(data: bytes) -> set[tuple[str, str]]:
-    out, strings = set(), []
-    for op, arg, _ in pickletools.genops(data):
-        if "UNICODE" in op.name or "STRING" in op.name:
-            strings.append(arg)
-        elif op.name == "STACK_GLOBAL":
-            out.add((strings[-2], strings[-1]))
-    return out
-
-
 # ----------------------------------------------------------------- the estimator alone
 @pytest.mark.parametrize("name", list(CASES))
 def test_checkpoint_is_plain_canonical_and_resumes_exactly(name):
@@ -74,7 +63,7 @@ def test_checkpoint_is_plain_canonical_and_resumes_exactly(name):
     a.partial_fit(X, y, classes=np.unique(y))
     blob = dumps(a)
     # no torch object in the pickle: only sisa's class and numpy's array reconstructors
-    assert not any(m.startswith("torch") for m, _ in _globals(blob)), _globals(blob)
+    assert not any(m.startswith("torch") for m, _ in pickle_globals(blob)), pickle_globals(blob)
     b = safe_pickle.loads(blob)  # the restricted unpickler, torch not allow-listed
     assert dumps(b) == blob  # same values, same bytes
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))

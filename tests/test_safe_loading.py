@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import pickletools
 import shutil
 import subprocess
 import warnings
@@ -51,6 +50,8 @@ from sisa.presets import from_spec as cli_spec
 from sisa.store import Store
 from sisa.store import store as store_mod
 from sisa.unlearn import verify
+
+from .conftest import pickle_globals
 
 ESTIMATORS = {
     **{f"preset:{k}": f for k, f in PRESETS.items()},
@@ -116,18 +117,6 @@ def _data(n=240, d=4, seed=0, regression=False):
     return X, y
 
 
-def _globals(data: bytes) -> set[tuple[str, str]]:
-    out, strings = set(), []
-    for op, arg, _ in pickletools.genops(data):
-        if "UNICODE" in op.name or "STRING" in op.name:
-            strings.append(arg)
-        elif op.name == "STACK_GLOBAL":
-            out.add((strings[-2], strings[-1]))
-        elif op.name in ("GLOBAL", "INST"):
-            out.add(tuple(arg.split(" ", 1)))
-    return out
-
-
 def _models(name):
     """Unfitted, fitted and partially fitted models of one entry of ESTIMATORS."""
     est = ESTIMATORS[name]()
@@ -152,7 +141,7 @@ def test_the_allow_list_is_exactly_what_checkpoints_need():
     for name in ESTIMATORS:
         for m in _models(name):
             blob = dumps(m)
-            seen |= _globals(blob)
+            seen |= pickle_globals(blob)
             assert dumps(safe_pickle.loads(blob)) == blob, name  # bit-exact round trip
     outside = {g for g in seen if g[0].split(".")[0] not in ("sklearn", "sisa")}
     assert outside <= ALLOWED_NAMES

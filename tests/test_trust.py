@@ -19,36 +19,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from sisa import SISAClassifier, Store
-from sisa.cli import main
 from sisa.errors import InputError
 from sisa.store import keys
 from sisa.store.store import ID, MANIFEST, _write_manifest, audit_files
 from sisa.unlearn import receipts, repair, verify
 
-from .conftest import make_classification
+from .conftest import make_classification, run_cli, tree_digest
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["--quiet" if a == "@q" else a for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def tree_digest(root: Path) -> str:
-    """Every file's path and bytes under ``root``: a store 'byte for byte unchanged'."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
+    """Run the CLI in this process (``@q`` stands for ``--quiet``)."""
+    return run_cli(*["--quiet" if a == "@q" else a for a in argv])
 
 
 def write_table(path: Path, table: pa.Table) -> Path:
