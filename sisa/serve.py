@@ -613,7 +613,9 @@ def build_app(service: Service, tokens: dict[str, frozenset[str]] | None):
         try:
             rid = await run_in_threadpool(service.submit, doc["ids"])
         except InputError as exc:  # wrong id type, unknown ids: nothing was queued
-            raise HTTPError(422, str(exc).splitlines()[0]) from None
+            # the message names the store's path: a client has no business knowing it
+            msg = str(exc).splitlines()[0].replace(str(service.reader.uri), "the store")
+            raise HTTPError(422, msg) from None
         return JSONResponse({"request_id": rid, "state": "queued"}, status_code=202,
                             headers={"Location": f"/v1/erasures/{rid}"})
 
