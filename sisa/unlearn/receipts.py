@@ -100,10 +100,10 @@ def history(store: Store) -> list[dict]:
     return read_log(store)[0]
 
 
-def find(store: Store, *, ids_sha256: str | None = None, request_id: str | None = None):
+def find(store: Store, *, ids_sha256: str):
+    """The latest logged receipt of a request with these ids (a forget replayed), or None."""
     for r in reversed(history(store)):
-        if (ids_sha256 and r.get("ids_sha256") == ids_sha256) or (
-                request_id and r.get("request_id") == request_id):
+        if r.get("ids_sha256") == ids_sha256:
             return r
     return None
 
