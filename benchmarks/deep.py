@@ -4,7 +4,7 @@ For every S in --shards and R in --slices: test accuracy of the aggregate (soft 
 vote), fit time, and the time of forgetting 1 row (mean of --single requests, each its
 own forget) and a batch of --batch rows, against retraining the monolithic CNN from
 scratch on what is left; next to the cost model's ideal speed-up
-(``sisa.cost.speedup_vs_monolithic``). The monolithic CNN gets the same budget: E epochs
+(``sisa.engine.cost.speedup_vs_monolithic``). The monolithic CNN gets the same budget: E epochs
 over all rows, where each shard model makes E passes over its rows (streaming schedule,
 ``epochs=E`` per slice). Every model trains with one torch thread; SISA's shards run as
 Ray tasks on the machine's CPUs, forgets of one shard in process.
@@ -44,10 +44,10 @@ def _args() -> argparse.Namespace:
 
 def main() -> None:
     args = _args()
-    from sisa import SISAClassifier, aggregate, cost
+    from sisa import SISAClassifier, aggregate
     from sisa.datasets import load
     from sisa.deep import SMALL_CNN_LAYERS, TorchClassifier
-    from sisa.engine import connect
+    from sisa.engine import connect, cost
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

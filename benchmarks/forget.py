@@ -32,8 +32,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    from sisa import SISAClassifier, Store, cost
-    from sisa.engine import connect
+    from sisa import SISAClassifier, Store
+    from sisa.engine import connect, cost
 
     S, R, E, P = args.shards, args.slices, args.epochs, 2
     src = synthetic_parquet(args.rows, 50)

@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sisa import SISAClassifier
 from sisa.datasets import load
-from sisa.pipeline import IncrementalPipeline
+from sisa.engine.pipeline import IncrementalPipeline
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--rows", type=int, default=None, help="subsample for a quick run")

@@ -96,8 +96,8 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def cmd_train(args) -> int:
     from sklearn.base import is_regressor
 
+    from .engine.presets import REGRESSION_PRESETS, from_preset, from_spec
     from .estimators import SISAClassifier, SISARegressor
-    from .presets import REGRESSION_PRESETS, from_preset, from_spec
     from .store import Store
 
     if not 0 <= args.holdout < 1:
@@ -376,7 +376,7 @@ def _is_store_dir(d: str) -> bool:
 def _check_out(out: str, store: str) -> None:
     """``--out`` must name a file in an existing folder outside every sisa store: a file
     written into a store fails its ``verify`` and its ``repair`` deletes it."""
-    from .fs import Location
+    from .store.fs import Location
 
     path = os.path.expanduser(out)
     folder = os.path.dirname(path) or "."
@@ -554,7 +554,7 @@ MIN_ROWS_PER_SLICE = 100  # below this a slice is too small to train a model ste
 
 
 def cmd_plan(args) -> int:
-    from .cost import plan
+    from .engine.cost import plan
 
     table = plan(args.rows, args.deletions_per_day, n_shards_options=args.shards,
                  n_slices_options=args.slices, schedule=args.schedule, epochs=args.epochs)
@@ -584,8 +584,8 @@ def cmd_plan(args) -> int:
 
 
 def _measure_accuracy(args) -> dict[int, float]:
+    from .engine.presets import from_preset
     from .estimators import SISAClassifier
-    from .presets import from_preset
 
     ds = _load_builtin(args.measure, args.measure_rows)
     tr, te = _split(len(ds.y), 0.2, 0)
@@ -598,8 +598,8 @@ def _measure_accuracy(args) -> dict[int, float]:
 
 def cmd_demo(args) -> int:
     """The main job: train on a real dataset, forget rows, verify, print the result."""
+    from .engine.presets import from_preset
     from .estimators import SISAClassifier
-    from .presets import from_preset
     from .unlearn import verify
 
     ds = _load_builtin(args.dataset, args.rows)

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from sisa import SISAClassifier, Store
-from sisa import fs as sfs
+from sisa.store import fs as sfs
 from sisa.unlearn import repair, verify
 
 from .test_s3 import S3_ENV_KEYS, moto_s3, s3_keys

@@ -1,4 +1,4 @@
-"""Tests for sisa.cost: closed forms against hand computation and Monte Carlo."""
+"""Tests for sisa.engine.cost: closed forms against hand computation and Monte Carlo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sisa import cost
+from sisa.engine import cost
 from sisa.errors import InputError
 
 SCHEDULES = ("streaming", "cumulative", "refit")

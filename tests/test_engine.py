@@ -177,7 +177,7 @@ import sys, json, numpy as np
 from sklearn.preprocessing import StandardScaler
 from sklearn.neural_network import MLPClassifier
 from sisa import SISAClassifier
-from sisa.pipeline import IncrementalPipeline
+from sisa.engine.pipeline import IncrementalPipeline
 rng = np.random.default_rng(0)
 X = rng.normal(size=(900, 5)) * [1, 10, 100, 1, 1]; y = (X[:, 0] > 0).astype(int)
 pipe = IncrementalPipeline([("scale", StandardScaler()),

@@ -22,8 +22,8 @@ from sklearn.linear_model import SGDClassifier
 from sisa import SISAClassifier, Store
 from sisa.cli import main
 from sisa.errors import CorruptStoreError, StaleModelError
-from sisa.fs import Location, UnsafePathError
 from sisa.store import store as store_mod
+from sisa.store.fs import Location, UnsafePathError
 from sisa.unlearn import forget, repair, verify
 
 from .conftest import make_classification

@@ -26,8 +26,8 @@ import pytest
 from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
-from sisa import fs as sfs
 from sisa.errors import StaleModelError, StoreError, StoreLockedError
+from sisa.store import fs as sfs
 from sisa.store.store import _split_manifest, _write_manifest, audit_files
 from sisa.unlearn import history, repair, verify
 

@@ -42,11 +42,11 @@ import sisa.cli
 from sisa import SISAClassifier
 from sisa.engine import safe_pickle
 from sisa.engine.checkpoints import dumps
+from sisa.engine.presets import PRESETS
+from sisa.engine.presets import from_spec as cli_spec
 from sisa.engine.schedule import Schedule
 from sisa.engine.spec import from_spec, to_spec
 from sisa.errors import InputError, UntrustedCodeError
-from sisa.presets import PRESETS
-from sisa.presets import from_spec as cli_spec
 from sisa.store import Store
 from sisa.store import store as store_mod
 from sisa.unlearn import verify
@@ -368,7 +368,7 @@ def test_spec_values_round_trip_exactly():
 def test_a_fit_stores_the_spec_and_no_pickled_prototype(pristine):
     st = Store.open(str(pristine / "st"))
     est = st.manifest["model"]["estimator"]
-    assert est["class"] == "sisa.pipeline.IncrementalPipeline" and "steps" in est["params"]
+    assert est["class"] == "sisa.engine.pipeline.IncrementalPipeline" and "steps" in est["params"]
     assert "file" not in est and not (pristine / "st" / "model").exists()
     assert dumps(from_spec(est["spec"])) == dumps(PRESETS["sgd"]())
 

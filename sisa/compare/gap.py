@@ -15,11 +15,9 @@ the estimates (bootstrap intervals, permutation tests) run as Ray tasks too.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from sisa.compare.epsilon import (
     epsilon_interval,
@@ -29,6 +27,8 @@ from sisa.compare.epsilon import (
 )
 from sisa.compare.run import METHODS, REFERENCE_KIND, Family, Scenario, seed_run, warm_start
 from sisa.errors import InputError
+
+from ..progress import bar as progress_bar
 
 __all__ = ["ScenarioRuns", "estimate", "run_epsilon"]
 
@@ -121,8 +121,8 @@ def run_epsilon(scenarios: dict[str, Scenario], fam: Family, *, n_models: int = 
     jobs = [(name, list(range(s, min(s + chunk, n_models)))) for name, _, _ in plan
             for s in range(0, n_models, chunk)]
     side_tasks = side_tasks or []
-    bar = tqdm(total=len(plan) * n_models, desc="ε runs", unit="model", disable=not progress,
-               leave=False, file=sys.stderr)
+    bar = progress_bar(total=len(plan) * n_models, desc="ε runs", unit="model",
+                       enabled=progress)
     out: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
     try:
         if backend == "local":
@@ -214,8 +214,7 @@ def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100, n_perm: int = 
         for k in r.ref:
             jobs.append((name, "floors", k, r.ref[k], r.ref2[k], False))
     res: dict[str, dict] = {name: {"methods": {}, "floors": {}} for name in runs}
-    bar = tqdm(total=len(jobs), desc="estimates", unit="ε̂", disable=not progress, leave=False,
-               file=sys.stderr)
+    bar = progress_bar(total=len(jobs), desc="estimates", unit="ε̂", enabled=progress)
     try:
         if backend == "local":
             for i, (name, part, key, a, b, p) in enumerate(jobs):

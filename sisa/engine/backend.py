@@ -21,9 +21,8 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 
-from tqdm.auto import tqdm
-
 from ..errors import InputError, SisaError
+from ..progress import bar as progress_bar
 from ..store.store import Store
 from . import safe_pickle
 from .train import ShardResult, TrainingError, train_shard
@@ -126,8 +125,7 @@ def run_shards(
     if not jobs:
         return []
     kind = choose_backend(backend, len(jobs), address)
-    bar = tqdm(total=len(jobs), desc=desc, unit="shard", disable=not progress, leave=False,
-               file=sys.stderr)
+    bar = progress_bar(total=len(jobs), desc=desc, unit="shard", enabled=progress)
     t0, rows, out = time.perf_counter(), 0, []
 
     def done(res: ShardResult) -> None:

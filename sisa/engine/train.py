@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from threadpoolctl import threadpool_limits
 
 from ..errors import SisaError
-from ..fs import sha256_bytes
+from ..store.fs import sha256_bytes
 from ..store.store import Store
 from . import checkpoints as ck
 from . import safe_pickle

@@ -34,7 +34,6 @@ import re
 import secrets
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -44,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm.auto import tqdm
 
 from .._crash import crashpoint
 from .._version import __version__
@@ -57,10 +55,11 @@ from ..errors import (
     StoreLockedError,
     UnknownIdError,
 )
-from ..fs import Location, MissingFileError, ObjectLock
+from ..progress import bar as progress_bar
 from . import ids as idmod
 from . import ingest, keys
 from .assign import AssignmentConfig, assign, keyed_hash, spread
+from .fs import Location, MissingFileError, ObjectLock
 from .layout import check_manifest_paths, slice_labels, union
 
 FORMAT = "sisa-store/3"
@@ -664,7 +663,7 @@ class Store:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(holder).encode(), 0)
             self._lock_fd = fd
-        else:  # object store: token + settle/read-back + heartbeat (see sisa.fs.ObjectLock)
+        else:  # object store: token + settle/read-back + heartbeat (see sisa.store.fs.ObjectLock)
             obj_lock = ObjectLock(self.loc, self.uri)
             obj_lock.acquire(holder["since"])
             self._object_lock = obj_lock
@@ -1176,8 +1175,8 @@ class _Builder:
         all_ids, all_shard, all_slice = [], [], []
         buffered, n, n_flush = 0, 0, 0
         d = len(self.source.feature_names)
-        bar = tqdm(desc="ingesting", unit="rows", unit_scale=True, disable=not self.progress,
-                   leave=False, file=sys.stderr)
+        bar = progress_bar(desc="ingesting", unit="rows", unit_scale=True,
+                           enabled=self.progress)
         for batch in self.source.batches:
             m = len(batch.y)
             bar.update(m)
@@ -1247,8 +1246,8 @@ class _Builder:
         S, R = self.config.n_shards, self.config.n_slices
         schema = _slice_schema(self.schema_info)
         slices: dict[str, dict] = {}
-        cells = tqdm([(s, r) for s in range(S) for r in range(R)], desc="writing slices",
-                     unit="slice", disable=not self.progress, leave=False, file=sys.stderr)
+        cells = progress_bar([(s, r) for s in range(S) for r in range(R)],
+                             desc="writing slices", unit="slice", enabled=self.progress)
         for s, r in cells:
             parts = [pa.ipc.open_file(pa.memory_map(str(p))).read_all()
                      for p in chunks.get((s, r), [])]

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .errors import CorruptStoreError, LocationError, StoreLockedError
+from ..errors import CorruptStoreError, LocationError, StoreLockedError
 
 
 class MissingFileError(CorruptStoreError):

@@ -17,9 +17,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from .deep import SMALL_CNN_LAYERS, TorchClassifier
-from .engine import spec as _spec
-from .errors import InputError, UntrustedCodeError
+from ..deep import SMALL_CNN_LAYERS, TorchClassifier
+from ..errors import InputError, UntrustedCodeError
+from . import spec as _spec
 from .pipeline import IncrementalPipeline
 
 

@@ -65,7 +65,7 @@ from typing import Literal
 
 import numpy as np
 
-from sisa.errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "SCHEDULES",
