@@ -58,7 +58,7 @@ def main() -> None:
         "read_slice_ms_median": round(1000 * float(np.median(times)), 2),
         "read_slice_ms_max": round(1000 * max(times), 2), "slice_rows": len(part),
         "delete_10_ids_s": round(delete_s, 3), "slices_rewritten": len(cells),
-        "shards_changed": len(res.changed),
+        "shards_changed": len(res.plan),
     }
     print(json.dumps(result, indent=1))
     print(f"ingest {result['rows']:,} rows: {result['ingest_seconds']} s, peak RSS "

@@ -68,13 +68,17 @@ def _open_model(uri: str):
     from .store import Store
 
     store = Store.open(uri)
-    model = store.manifest.get("model") or {}
+    model = store.manifest.model or {}
     cls = SISARegressor if model.get("task") == "regression" else SISAClassifier
     return cls.load(uri)
 
 
-def _backend_kw(args) -> dict:
-    return {"backend": args.backend, "address": args.address}
+def _settings(args):
+    """The execution settings of a command's ``--backend``/``--address``/``--quiet``."""
+    from .engine.settings import ExecutionSettings
+
+    return ExecutionSettings(backend=args.backend, address=args.address,
+                             progress=not args.quiet)
 
 
 # ---------------------------------------------------------------------------- train
@@ -170,8 +174,7 @@ def cmd_train(args) -> int:
             result["holdout"] = {"rows": len(hold[1]),
                                  "metric": "r2" if regression else "accuracy",
                                  "score": round(score, 4)}
-            store.manifest = {**store.manifest, "holdout": {**result["holdout"],
-                                                            "at": "training"}}
+            store.commit(store.manifest.with_holdout({**result["holdout"], "at": "training"}))
         store.publish()
     _out(args, result, f"trained {store.n_rows:,} rows into {args.shards} shards x {args.slices}"
          f" slices at {args.store} in {result['seconds']}s (shard sizes {store.spread()})"
@@ -220,9 +223,7 @@ def _holdout_split(args, feats):
 
 def _record_holdout(store, holdout: dict) -> None:
     with store.lock():
-        new = dict(store.manifest)
-        new["holdout"] = {**holdout, "at": "training"}
-        store.commit(new)
+        store.commit(store.manifest.with_holdout({**holdout, "at": "training"}))
 
 
 # ---------------------------------------------------------------------------- forget
@@ -252,9 +253,8 @@ def cmd_forget(args) -> int:
     from .unlearn import forget
 
     store = Store.open(args.store)
-    ids = _read_ids(args, store.manifest["schema"]["id_type"])
-    r = forget(store, ids, record_ids=args.record_ids, progress=not args.quiet,
-               **_backend_kw(args))
+    ids = _read_ids(args, store.manifest.id_type)
+    r = forget(store, ids, record_ids=args.record_ids, settings=_settings(args))
     text = (f"forgot {r['n_ids']} id(s) (request {r['request_id']}): retrained "
             f"{r['rows_retrained']:,} rows instead of {r['rows_full_retrain']:,} "
             f"({_ratio(r['rows_full_retrain'], r['rows_retrained'])}) in {r['wall_time_s']}s; "
@@ -281,7 +281,7 @@ def cmd_predict(args) -> int:
 
     _check_out(args.out, args.store)  # before any work: a usage error, exit 2
     model = _open_model(args.store)
-    schema = model.store_.manifest["schema"]
+    schema = model.store_.manifest.schema
     table = read_table(args.data)
     if table.num_rows == 0:
         raise InputError(f"{args.data} has no rows: there is nothing to predict")
@@ -332,9 +332,9 @@ def cmd_serve(args) -> int:
             sys.stderr.flush()
 
     serve(args.store, host=args.host, port=args.port, batch_window=args.batch_window,
-          max_batch=args.max_batch, token_file=args.token_file, backend=args.backend,
-          address=args.address, limits=Limits(args.max_body, args.max_ids, args.max_rows),
-          announce=announce)
+          max_batch=args.max_batch, token_file=args.token_file,
+          settings=_settings(args).replace(progress=False),
+          limits=Limits(args.max_body, args.max_ids, args.max_rows), announce=announce)
     return 0
 
 
@@ -408,13 +408,12 @@ def cmd_verify(args) -> int:
                          "every shard)")
     public = parse_public(args.public_key) if args.public_key else None
     store = Store.open(args.store, check_files=False)
-    gone = (_read_ids(args, store.manifest["schema"]["id_type"], flag="forgotten_id",
+    gone = (_read_ids(args, store.manifest.id_type, flag="forgotten_id",
                       file_flag="forgotten_ids")
             if args.forgotten_id or args.forgotten_ids else None)
     held = [_read_receipt(path) for path in args.receipt or []]
     rep = verify(store, shards=shards, sample=args.sample, public_key=public,
-                 forgotten_ids=gone, held_receipts=held, progress=not args.quiet,
-                 **_backend_kw(args))
+                 forgotten_ids=gone, held_receipts=held, settings=_settings(args))
     if args.quiet and not args.json:  # quiet: nothing on success, the failures otherwise
         if not rep.ok:
             print("\n".join(ln for ln in rep.table().splitlines() if "FAIL" in ln))
@@ -476,8 +475,7 @@ def cmd_repair(args) -> int:
     from .store import Store
     from .unlearn import repair
 
-    summary = repair(Store.open(args.store, check_files=False), progress=not args.quiet,
-                     **_backend_kw(args))
+    summary = repair(Store.open(args.store, check_files=False), settings=_settings(args))
     done = []
     if summary["removed_files"]:
         done.append(f"removed {len(summary['removed_files'])} stray file(s)")
@@ -505,7 +503,7 @@ def cmd_history(args) -> int:
 
 
 def status(store) -> dict:
-    model = store.manifest.get("model") or {}
+    model = store.manifest.model or {}
     sizes = store.shard_sizes()
     files = store.referenced_files()
     from .unlearn import history
@@ -513,15 +511,15 @@ def status(store) -> dict:
     return {
         "store": store.uri, "fingerprint": store.fingerprint, "rows": int(sizes.sum()),
         "shards": store.n_shards, "slices": store.n_slices, "rows_per_shard": sizes.tolist(),
-        "spread": store.spread(), "deleted_rows": store.manifest.get("n_deleted", 0),
+        "spread": store.spread(), "deleted_rows": store.manifest.n_deleted,
         "forget_requests": len(history(store)),
         "model": model.get("estimator", {}).get("class"),
         "aggregation": model.get("aggregation"), "schedule": model.get("schedule"),
         "epochs": model.get("epochs"), "holdout": store.manifest.get("holdout"),
         "bytes": int(sum(m["bytes"] for m in files.values())), "files": len(files),
-        "pending": store.manifest.get("pending"),
+        "pending": store.manifest.pending,
         "signed_by": f"ed25519:{store.signer}" if store.signer else None,
-        "id_type": store.manifest["schema"]["id_type"],
+        "id_type": store.manifest.id_type,
     }
 
 

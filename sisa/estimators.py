@@ -19,10 +19,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import aggregate
 from .engine import driver
-from .engine.backend import BACKENDS, choose_backend, connect
+from .engine.backend import choose, connect
 from .engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
+from .engine.settings import BACKENDS, ExecutionSettings
 from .errors import InputError, SisaError, StaleModelError
-from .store.store import Store
+from .store import RetrainPlan, Store
 
 # float32 stays float32 (half the store size); anything else becomes float64.
 FLOAT_DTYPES = (np.float64, np.float32)
@@ -102,7 +103,7 @@ class _SISABase(BaseEstimator):
             )
         if not hasattr(est, "partial_fit"):
             warn_refit_once(est)
-        if choose_backend(self.backend, self.n_shards, self.ray_address) == "ray":
+        if choose(self._settings(), self.n_shards) == "ray":
             connect(self.ray_address)  # Ray and its workers start while the store is built
         if isinstance(X, Store) or (isinstance(X, (str, os.PathLike)) and y is None):
             store = X if isinstance(X, Store) else Store.open(str(X))
@@ -121,7 +122,7 @@ class _SISABase(BaseEstimator):
 
     def _train(self, store: Store, est) -> None:
         """Record the model spec and train every shard (the caller holds the lock)."""
-        if not is_classifier(self) and store.manifest["schema"]["label_type"] == "string":
+        if not is_classifier(self) and store.manifest.schema["label_type"] == "string":
             raise InputError("the labels are strings: a regressor needs numeric labels; use a "
                              "classifier (SISAClassifier; on the CLI a classification preset) "
                              "or a numeric label column")
@@ -135,16 +136,17 @@ class _SISABase(BaseEstimator):
             raise InputError(f"the training labels hold only 1 class "
                              f"({np.asarray(classes[0]).item()!r}): a "
                              "classifier needs at least two classes")
-        new = dict(store.manifest)  # a fresh fit replaces any previous model
-        new["model"] = driver.model_spec(
-            store, est, classes=classes, schedule=self.schedule,
-            epochs=resolve_epochs(est, self.epochs), aggregation=self.aggregation_)
-        new["pending"] = None
-        store.commit(new)
-        driver.start(store, "fit", {s: 0 for s in range(store.n_shards)})
-        driver.run(store, backend=self.backend, address=self.ray_address,
-                   num_cpus=self.num_cpus, progress=self.verbose)
-        driver.finish(store)
+        spec = driver.model_spec(est, classes=classes, schedule=self.schedule,
+                                 epochs=resolve_epochs(est, self.epochs),
+                                 aggregation=self.aggregation_)
+        store.commit(store.manifest.with_model(spec))  # a fresh fit replaces any model
+        driver.train(store, self._settings(), restart=RetrainPlan.everything(store.n_shards))
+
+    def _settings(self, progress: bool | None = None) -> ExecutionSettings:
+        """Where this model's tasks run, from its parameters."""
+        return ExecutionSettings(backend=self.backend, address=self.ray_address,
+                                 num_cpus=self.num_cpus,
+                                 progress=self.verbose if progress is None else progress)
 
     def _ingest(self, store: Store, X, y, sample_ids) -> None:
         """Fill a staged store with the training rows, refusing to replace an audit log."""
@@ -206,10 +208,10 @@ class _SISABase(BaseEstimator):
                 raise
             self.estimators_, self._unservable = None, str(exc)
         self.n_features_in_ = store.n_features
-        names = store.manifest["schema"]["feature_names"]
+        names = store.manifest.schema["feature_names"]
         if names and not all(n.startswith("x") and n[1:].isdigit() for n in names):
             self.feature_names_in_ = np.asarray(names, dtype=object)
-        classes = store.manifest["model"]["classes"]
+        classes = store.manifest.model["classes"]
         if classes is not None:
             self.classes_ = np.asarray(classes)
 
@@ -228,10 +230,10 @@ class _SISABase(BaseEstimator):
 
     @classmethod
     def _load(cls, store: Store, uri: str):
-        model = driver.final_models(store) and store.manifest["model"]
+        model = driver.final_models(store) and store.manifest.model
         from .engine.checkpoints import prototype
 
-        a = store.manifest["assignment"]
+        a = store.manifest.assignment
         est = cls(prototype(store), n_shards=a["n_shards"],
                   n_slices=a["n_slices"], aggregation=model["aggregation"], store=str(uri),
                   random_state=a["random_state"], schedule=model["schedule"],
@@ -262,9 +264,8 @@ class _SISABase(BaseEstimator):
 
         check_is_fitted(self)
         try:
-            receipt = forget(self.store_, ids, record_ids=record_ids, backend=self.backend,
-                             address=self.ray_address, num_cpus=self.num_cpus,
-                             progress=self.verbose if progress is None else progress)
+            receipt = forget(self.store_, ids, record_ids=record_ids,
+                             settings=self._settings(progress))
         finally:  # reload even on failure: never keep serving models that saw the rows
             self._set_fitted(self.store_, strict=False)
         return receipt
@@ -275,9 +276,8 @@ class _SISABase(BaseEstimator):
         from .unlearn import verify
 
         check_is_fitted(self)
-        return verify(self.store_, shards=shards, sample=sample, backend=self.backend,
-                      address=self.ray_address, num_cpus=self.num_cpus,
-                      progress=self.verbose if progress is None else progress)
+        return verify(self.store_, shards=shards, sample=sample,
+                      settings=self._settings(progress))
 
     def deletions(self) -> list[dict]:
         """Every forget receipt recorded for this model's store, oldest first."""
@@ -363,13 +363,15 @@ class SISAClassifier(ClassifierMixin, _SISABase):
         return clone(self.estimator) if self.estimator is not None else SGDClassifier(
             loss="log_loss")
 
+    _parameter_constraints: ClassVar[dict] = {
+        **_SISABase._parameter_constraints,
+        "aggregation": [StrOptions(set(aggregate.CLASSIFIER_AGGREGATIONS)), None],
+    }
+
     def _resolved_aggregation(self) -> str:
-        agg = self.aggregation
-        if agg is None:
-            agg = "soft" if hasattr(self._base_estimator(), "predict_proba") else "hard"
-        if agg not in aggregate.CLASSIFIER_AGGREGATIONS:
-            raise InputError(f"aggregation must be 'hard' or 'soft' for a classifier, got {agg!r}")
-        return agg
+        if self.aggregation is not None:
+            return self.aggregation
+        return "soft" if hasattr(self._base_estimator(), "predict_proba") else "hard"
 
     def predict(self, X):
         """Aggregated class prediction (vote, or argmax of the mean probability)."""
@@ -408,12 +410,13 @@ class SISARegressor(RegressorMixin, _SISABase):
     def _base_estimator(self):
         return clone(self.estimator) if self.estimator is not None else SGDRegressor()
 
+    _parameter_constraints: ClassVar[dict] = {
+        **_SISABase._parameter_constraints,
+        "aggregation": [StrOptions(set(aggregate.REGRESSOR_AGGREGATIONS)), None],
+    }
+
     def _resolved_aggregation(self) -> str:
-        agg = "mean" if self.aggregation is None else self.aggregation
-        if agg not in aggregate.REGRESSOR_AGGREGATIONS:
-            raise InputError(
-                f"aggregation must be 'mean' or 'median' for a regressor, got {agg!r}")
-        return agg
+        return "mean" if self.aggregation is None else self.aggregation
 
     def predict(self, X):
         """Mean or median of the shard models' predictions."""

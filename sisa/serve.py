@@ -36,9 +36,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .engine.settings import ExecutionSettings
 from .errors import InputError, SisaError, StoreLockedError
 from .store import Store
-from .store.store import QUEUE_FILE, now_iso
+from .store.layout import QUEUE_FILE
+from .store.manifest import now_iso
 from .unlearn import forget, receipts, repair
 
 log = logging.getLogger("sisa.serve")
@@ -198,17 +200,17 @@ class Service:
         Seconds the worker waits after the oldest queued request for others to join it.
     max_batch : int
         A batch starts as soon as this many requests are queued.
-    backend : str
-        Where retraining runs (``auto``, ``local``, ``ray``).
+    settings : ExecutionSettings, optional
+        Where retraining runs (default: ``ExecutionSettings()``).
     """
 
     def __init__(self, uri: str, *, batch_window: float = 2.0, max_batch: int = 100,
-                 backend: str = "auto", address: str | None = None,
+                 settings: ExecutionSettings | None = None,
                  limits: Limits | None = None) -> None:
         self.uri = uri
         self.batch_window = batch_window
         self.max_batch = max_batch
-        self.backend, self.address = backend, address
+        self.settings = settings or ExecutionSettings()
         self.limits = limits or Limits()
         self.metrics = Metrics()
         self.store = Store.open(uri)  # the worker's writer
@@ -231,7 +233,7 @@ class Service:
     def start(self) -> dict:
         """Finish any interrupted forget (as ``sisa repair``), resume the queue, load the
         model and start the worker. Returns what was recovered."""
-        summary = repair(self.store, backend=self.backend, address=self.address)
+        summary = repair(self.store, settings=self.settings)
         self._index_log()
         resumed = 0
         for entry in self.queue.entries():
@@ -297,7 +299,7 @@ class Service:
         return int(self.model[0].n_features_in_)
 
     def feature_names(self) -> list[str]:
-        return list(self.model[0].store_.manifest["schema"]["feature_names"])
+        return list(self.model[0].store_.manifest.schema["feature_names"])
 
     def submit(self, ids: list) -> str:
         """Validate ids by the store's id type (unknown ids too), queue them durably, and
@@ -371,8 +373,7 @@ class Service:
         try:
             self.forget_running = True
             with self._locked():
-                receipt = forget(self.store, ids, backend=self.backend, address=self.address,
-                                 requests=requests)
+                receipt = forget(self.store, ids, settings=self.settings, requests=requests)
         except StoreLockedError as exc:  # another writer: try the batch again later
             log.warning("store busy, retrying the batch: %s", exc)
             with self.cond:
@@ -391,7 +392,7 @@ class Service:
         except SisaError:
             # an interrupted forget leaves a journal: finish it, then see what landed
             with contextlib.suppress(SisaError), self._locked():
-                repair(self.store, backend=self.backend, address=self.address)
+                repair(self.store, settings=self.settings)
             self._index_log()
             landed = [r for r in batch if r.request_id in self.done_by_log]
             if len(landed) == len(batch):
@@ -632,7 +633,7 @@ def build_app(service: Service, tokens: dict[str, frozenset[str]] | None):
         depth, _ = service.queue_depth()
         ok = service.worker is not None and service.worker.is_alive()
         return JSONResponse({"ok": ok, "model": service.model[1], "queue_depth": depth,
-                             "id_type": service.reader.manifest["schema"]["id_type"]},
+                             "id_type": service.reader.manifest.id_type},
                             status_code=200 if ok else 503)
 
     async def metrics(request: Request):
@@ -650,8 +651,7 @@ def build_app(service: Service, tokens: dict[str, frozenset[str]] | None):
 
 def make_server(uri: str, *, host: str = "127.0.0.1", port: int = 8080,
                 batch_window: float = 2.0, max_batch: int = 100, token_file: str | None = None,
-                backend: str = "auto", address: str | None = None,
-                limits: Limits | None = None):
+                settings: ExecutionSettings | None = None, limits: Limits | None = None):
     """Check the options, start the :class:`Service` (repair, resume the queue, worker) and
     return it with a ``uvicorn.Server`` not yet running. ``server.run()`` serves until
     SIGINT/SIGTERM (main thread) or ``server.should_exit = True``; then call
@@ -664,8 +664,8 @@ def make_server(uri: str, *, host: str = "127.0.0.1", port: int = 8080,
     if tokens is None and not is_loopback(host):
         raise InputError(f"refusing to serve on {host} without --token-file: anyone who can "
                          "reach it could erase rows; pass --token-file FILE")
-    service = Service(uri, batch_window=batch_window, max_batch=max_batch, backend=backend,
-                      address=address, limits=limits)
+    service = Service(uri, batch_window=batch_window, max_batch=max_batch, settings=settings,
+                      limits=limits)
     recovered = service.start()
 
     class _Server(uvicorn.Server):

@@ -99,3 +99,12 @@ def pickle_globals(data: bytes) -> set[tuple[str, str]]:
         elif op.name in ("GLOBAL", "INST"):
             out.add(tuple(arg.split(" ", 1)))
     return out
+
+
+def _local():
+    from sisa.engine import ExecutionSettings
+
+    return ExecutionSettings(backend="local")
+
+
+LOCAL = _local()  # settings for tasks run in the test's own process

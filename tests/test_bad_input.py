@@ -44,8 +44,8 @@ from sisa.cli import _split
 from sisa.errors import InputError, SisaError, StoreError
 from sisa.store import keys
 
+from .conftest import LOCAL, tree_digest
 from .conftest import run_cli as cli
-from .conftest import tree_digest
 
 N_ROWS = 400
 STORES = ("S", "T", "R")  # templates: int ids (row numbers), string ids, S before a forget
@@ -757,7 +757,7 @@ def _forget_model(ids, st: str = "S") -> Callable[[Ctx], object]:
 def _forget_fn(ids, st: str = "S") -> Callable[[Ctx], object]:
     from sisa.unlearn import forget
 
-    return lambda c: forget(c.store(st), ids, backend="local")
+    return lambda c: forget(c.store(st), ids, settings=LOCAL)
 
 
 RNG = np.random.default_rng(1)

@@ -17,10 +17,11 @@ from sklearn.naive_bayes import GaussianNB
 
 from sisa import SISAClassifier, SISARegressor, Store
 from sisa.errors import InputError
-from sisa.store import store as store_mod
+from sisa.store import deletion
+from sisa.store import index as store_mod
 from sisa.unlearn import history, verify
 
-from .conftest import make_classification, make_regression
+from .conftest import LOCAL, make_classification, make_regression
 
 
 def fit(est, X, y, path, ids=None, cls=SISAClassifier):
@@ -63,7 +64,7 @@ def test_forgetting_every_row_of_a_class_equals_a_fresh_fit_without_it(tmp_path,
     assert "every shard retrains" in receipt["reason"]
     assert receipt["affected"] == [[s, 0] for s in range(3)]
     assert history(model.store_)[-1]["classes_changed"] == {"removed": [gone]}
-    assert verify(model.store_, backend="local").ok
+    assert verify(model.store_, settings=LOCAL).ok
     # a later ordinary forget is incremental again
     assert model.forget([ids[keep][0]]).get("classes_changed") is None
 
@@ -86,11 +87,10 @@ def test_verify_derives_the_classes_from_the_data(tmp_path, monkeypatch):
     X, y = make_classification(600, 4, n_classes=3)
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
     with monkeypatch.context() as m:  # the old behaviour: the class list never changes
-        m.setattr(Store, "_classes_after", lambda self, kept: (None, []))
-        m.setattr(Store, "class_change", lambda self, ids: None)
+        m.setattr(deletion, "_classes_after", lambda store, kept: (None, []))
         model.forget(np.flatnonzero(y == 2))
     assert model.classes_.tolist() == [0, 1, 2]
-    rep = verify(model.store_, backend="local")
+    rep = verify(model.store_, settings=LOCAL)
     assert any("model's classes [0, 1, 2] are not the classes of the data [0, 1]" in p
                for p in rep.problems), rep.problems
 
@@ -113,7 +113,7 @@ def test_regression_targets_change_nothing_global(tmp_path):
     assert model.store_.manifest["slices"]["0/0"]["labels"] is None  # float: not recorded
     r = model.forget([1, 2, 3])
     assert "classes_changed" not in r and model.store_.manifest["model"]["classes"] is None
-    assert verify(model.store_, backend="local").ok
+    assert verify(model.store_, settings=LOCAL).ok
 
 
 def test_the_class_set_comes_from_the_manifest_without_reading_slices(tmp_path, monkeypatch):
@@ -176,8 +176,11 @@ def test_float_labels_of_a_classifier_are_read_from_the_data(tmp_path):
 CRASH = """
 import sys
 from sisa import Store
+from sisa.engine import ExecutionSettings
 from sisa.unlearn import forget
-forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")], backend="local")
+
+forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")],
+       settings=ExecutionSettings(backend="local"))
 """
 
 
@@ -198,14 +201,14 @@ def test_a_class_removing_forget_killed_at_any_point_is_repaired_exactly(tmp_pat
     proc = subprocess.run([sys.executable, "-c", CRASH, str(tmp_path / "a"),
                            ",".join(map(str, U))], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
-    repair(Store.open(tmp_path / "a", check_files=False), backend="local")
+    repair(Store.open(tmp_path / "a", check_files=False), settings=LOCAL)
     model.refresh()
     keep = y != 2
     fresh = fit(SGDClassifier(loss="log_loss"), X[keep], y[keep], tmp_path / "b",
                 np.flatnonzero(keep))
     assert model.classes_.tolist() == [0, 1] and ckpts(model) == ckpts(fresh)
     assert history(model.store_)[-1]["classes_changed"] == {"removed": [2]}
-    assert verify(model.store_, backend="local").ok
+    assert verify(model.store_, settings=LOCAL).ok
 
 
 @given(data=st.data())

@@ -37,6 +37,7 @@ from sisa import SISAClassifier, Store
 from sisa.store import fs as sfs
 from sisa.unlearn import repair, verify
 
+from .conftest import LOCAL
 from .test_s3 import S3_ENV_KEYS, moto_s3, s3_keys
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -359,7 +360,7 @@ def test_ray_job_submit_sisa_cli(cluster, tmp_path):
         (proc.stdout + proc.stderr)[-4000:]
     st = Store.open(store)
     assert st.n_rows == 1498 and len(st.manifest["model"]["checkpoints"]) == 4
-    report = verify(st, backend="local")  # retrains both shards here: same bytes
+    report = verify(st, settings=LOCAL)  # retrains both shards here: same bytes
     assert report.ok, report.table()
     # and the auditor's form: `sisa verify` on the S3 store, from another process
     cli = subprocess.run([str(sisa_cli), "verify", store, "--backend", "local", "--json"],
@@ -410,10 +411,10 @@ def test_node_killed_mid_training_leaves_an_intact_store(cluster):
             stderr[-4000:]
         outcome = f"failed with: {stderr.strip().splitlines()[-1]}"
     st = Store.open(store)  # manifest and every file it names are there
-    report = verify(st, backend="local")  # an MLP retrained here: the same bytes as on Ray
+    report = verify(st, settings=LOCAL)  # an MLP retrained here: the same bytes as on Ray
     if not report.ok:
-        repair(st, backend="local")
-        report = verify(Store.open(store), backend="local")
+        repair(st, settings=LOCAL)
+        report = verify(Store.open(store), settings=LOCAL)
     assert report.ok, report.table()
     print(f"\nnode killed at {killed_at:.1f} s, job {wall:.1f} s: {outcome}")
 

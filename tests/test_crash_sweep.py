@@ -44,7 +44,7 @@ from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.store import keys
-from sisa.store.store import INTENT
+from sisa.store.layout import INTENT
 from sisa.unlearn import history
 
 from .conftest import make_classification, tree_digest

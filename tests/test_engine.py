@@ -19,7 +19,7 @@ from sisa.engine import TrainingError, derive_seed
 from sisa.engine.schedule import Schedule
 from sisa.errors import CorruptStoreError
 
-from .conftest import make_classification, make_regression
+from .conftest import LOCAL, make_classification, make_regression
 
 
 def ckpt_hashes(model) -> dict[str, str]:
@@ -196,15 +196,16 @@ def test_checkpoints_are_identical_across_processes_and_verify_elsewhere(tmp_pat
     from sisa import Store
     from sisa.unlearn import verify
 
-    rep = verify(Store.open(tmp_path / "a"), backend="local")  # a third process's retrain
+    rep = verify(Store.open(tmp_path / "a"), settings=LOCAL)  # a third process's retrain
     assert rep.ok, rep.table()
 
 
 def test_auto_backend_skips_ray_for_a_single_shard_in_a_fresh_process():
     code = ("import os, sys; os.environ.pop('RAY_ADDRESS', None)\n"
-            "from sisa.engine.backend import choose_backend\n"
-            "print(choose_backend('auto', 1, None), choose_backend('auto', 3, None), "
-            "choose_backend('auto', 3, 'ray://h:10001'), 'ray' in sys.modules)")
+            "from sisa.engine import ExecutionSettings as E\n"
+            "from sisa.engine.backend import choose\n"
+            "print(choose(E(), 1), choose(E(), 3), choose(E(address='ray://h:10001'), 3), "
+            "'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["local", "adaptive", "ray", "False"]
@@ -213,13 +214,13 @@ def test_auto_backend_skips_ray_for_a_single_shard_in_a_fresh_process():
 ADAPTIVE = """
 import json, sys
 from sisa import Store
-from sisa.engine import backend, driver
+from sisa.engine import ExecutionSettings, backend, driver
+from sisa.store import RetrainPlan
+
 backend.RAY_START_S = float(sys.argv[2])
 store = Store.open(sys.argv[1])
 with store.lock():
-    driver.start(store, "fit", {s: 0 for s in range(store.n_shards)})
-    driver.run(store, progress=False)
-    driver.finish(store)
+    driver.train(store, ExecutionSettings(), restart=RetrainPlan.everything(store.n_shards))
 ray = sys.modules.get("ray")
 print(json.dumps({"ray": bool(ray and ray.is_initialized()),
                   "ckpts": sorted(m["sha256"] for m in
@@ -272,7 +273,7 @@ def test_adaptive_carries_on_in_process_when_ray_cannot_start(tmp_path, monkeypa
     X, y = make_classification(1200, 4)
     ref = SISAClassifier(n_shards=3, n_slices=2, store=str(tmp_path / "a"),
                          backend="local").fit(X, y)
-    monkeypatch.setattr(backend, "choose_backend", lambda *a: "adaptive")
+    monkeypatch.setattr(backend, "choose", lambda *a: "adaptive")
     monkeypatch.setattr(backend, "RAY_START_S", 0.0)  # Ray would always pay...
 
     def no_ray(*args, **kwargs):

@@ -18,11 +18,11 @@ from sklearn.tree import DecisionTreeClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.errors import InputError, StaleModelError, UnknownIdError
-from sisa.store.store import _write_manifest
+from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import history, repair, verify
 from sisa.unlearn.receipts import log_path
 
-from .conftest import make_classification
+from .conftest import LOCAL, make_classification
 
 ESTIMATORS = {
     "sgd": SGDClassifier(loss="log_loss"),
@@ -109,7 +109,7 @@ def test_a_shard_losing_all_rows_drops_out(tmp_path):
     assert r["shards_emptied"] == [0]
     assert model.estimators_[0] is None and all(m is not None for m in model.estimators_[1:])
     assert model.predict(X).shape == (900,)
-    assert verify(model.store_, backend="local").ok
+    assert verify(model.store_, settings=LOCAL).ok
 
 
 def test_verify_after_100_single_forgets_and_a_1000_id_batch(tmp_path, ray_session):
@@ -139,7 +139,7 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
     shutil.copy(tmp_path / "a" / old_slice["file"], kept)
     victim = int(store.read_slice(1, 0).ids[0])
     model.forget([victim])
-    assert verify(store, backend="local").ok
+    assert verify(store, settings=LOCAL).ok
     # 1. a stale copy of a data file left behind
     shutil.copy(kept, tmp_path / "a" / "data" / "stale.arrow")
     rep = verify(store, retrain=False)
@@ -150,7 +150,7 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
     m["slices"]["1/0"] = old_slice
     shutil.copy(kept, tmp_path / "a" / old_slice["file"])
     _write_manifest(store.loc, m, None)
-    rep = verify(store, backend="local")
+    rep = verify(store, settings=LOCAL)
     problems = " ".join(rep.shards[1].problems)
     assert "holds 1 deleted id" in problems and "lineage mismatch" in problems
     assert "retraining from scratch gives a different checkpoint" in problems
@@ -160,17 +160,20 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
 def test_verify_sample_and_shards_limit_the_retrain(tmp_path):
     X, y = make_classification(900, 4)
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a", n_shards=4, n_slices=2)
-    rep = verify(model.store_, shards=[2], backend="local")
+    rep = verify(model.store_, shards=[2], settings=LOCAL)
     assert [s.retrained for s in rep.shards] == [False, False, True, False] and rep.ok
-    rep = verify(model.store_, sample=2, backend="local", seed=1)
+    rep = verify(model.store_, sample=2, settings=LOCAL, seed=1)
     assert sum(s.retrained for s in rep.shards) == 2
 
 
 CRASH_SCRIPT = """
 import sys, numpy as np
 from sisa import Store
+from sisa.engine import ExecutionSettings
 from sisa.unlearn import forget
-forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")], backend="local")
+
+forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")],
+       settings=ExecutionSettings(backend="local"))
 """
 
 POINTS = ["forget:after-intent", "delete:after-slices", "commit:after-manifest",
@@ -195,15 +198,15 @@ def test_kill_9_at_any_point_then_repair_or_rerun_gives_the_exact_result(tmp_pat
         with pytest.raises(StaleModelError, match="sisa repair"):
             SISAClassifier.load(str(tmp_path / "a"))
     if recovery == "repair":
-        repair(store, backend="local")
+        repair(store, settings=LOCAL)
     else:
         model.store_.reload()
         model.forget(U)
-        repair(store, backend="local")  # clears leftovers if the rerun found nothing to do
+        repair(store, settings=LOCAL)  # clears leftovers if the rerun found nothing to do
     healed = SISAClassifier.load(str(tmp_path / "a"))
     assert ckpts(healed) == ckpts(fresh)
     assert np.array_equal(healed.predict_proba(X), fresh.predict_proba(X))
-    rep = verify(healed.store_, backend="local")
+    rep = verify(healed.store_, settings=LOCAL)
     assert rep.ok, rep.table()
     assert len(history(healed.store_)) == 1
 
@@ -233,7 +236,7 @@ def test_a_ray_worker_killed_mid_retrain_is_retried_and_exact(tmp_path, ray_sess
     keep = np.setdiff1d(np.arange(1500), [10, 20, 30, 1000])
     fresh = fit(SGDClassifier(loss="log_loss"), X[keep], y[keep], tmp_path / "b", keep)
     assert np.array_equal(model.predict_proba(X), fresh.predict_proba(X))
-    assert verify(model.store_, backend="local").ok
+    assert verify(model.store_, settings=LOCAL).ok
 
 
 def test_refitting_over_a_store_with_an_audit_log_is_refused(tmp_path):
@@ -254,7 +257,7 @@ def test_unknown_ids_leave_nothing_behind_and_the_model_keeps_serving(tmp_path):
         model.forget([6, 99999])
     assert not (tmp_path / "a" / "audit" / "intent.json").exists()  # no stray raw ids
     assert SISAClassifier.load(str(tmp_path / "a")).store_.fingerprint == before
-    assert verify(model.store_, backend="local").ok
+    assert verify(model.store_, settings=LOCAL).ok
     model.predict(X[:5])
 
 
@@ -272,7 +275,7 @@ def test_a_failed_forget_leaves_the_model_refusing_to_predict_until_repaired(tmp
         model.predict(X[:5])  # the in-memory models saw row 0
     with pytest.raises(StaleModelError):
         SISAClassifier.load(str(tmp_path / "a"))
-    repair(Store.open(tmp_path / "a"), backend="local")
+    repair(Store.open(tmp_path / "a"), settings=LOCAL)
     model.refresh()
     assert ckpts(model) == ckpts(ref)
     assert np.array_equal(model.predict_proba(X), ref.predict_proba(X))
@@ -287,7 +290,7 @@ def test_a_leftover_intent_of_another_request_is_not_overwritten(tmp_path):
     assert out.returncode == -9
     with pytest.raises(StaleModelError, match="run `sisa repair"):
         model.forget([7])  # would otherwise drop the interrupted request for id 5
-    repair(Store.open(tmp_path / "a"), backend="local")
+    repair(Store.open(tmp_path / "a"), settings=LOCAL)
     store = Store.open(tmp_path / "a")
     assert not store.locate([5])[0].any() and len(history(store)) == 1
 
@@ -295,7 +298,7 @@ def test_a_leftover_intent_of_another_request_is_not_overwritten(tmp_path):
 def test_receipts_hash_the_ids_under_the_store_key(tmp_path):
     import hashlib
 
-    from sisa.store.store import canonical_json
+    from sisa.store.manifest import canonical_json
     from sisa.unlearn.receipts import ids_digest
 
     X, y = make_classification(600, 4)
@@ -313,14 +316,14 @@ def test_verify_fails_on_a_restored_backup_and_on_entries_outside_the_grid(tmp_p
     backup = tmp_path / "backup"
     shutil.copytree(tmp_path / "a", backup)
     model.forget([417])
-    assert verify(model.store_, backend="local").ok
+    assert verify(model.store_, settings=LOCAL).ok
     # a pre-forget backup restored under the audit log: row 417 is back
     rel = log_path(model.store_)
     log = (tmp_path / "a" / rel).read_bytes()
     shutil.rmtree(tmp_path / "a")
     shutil.copytree(backup, tmp_path / "a")
     (tmp_path / "a" / rel).write_bytes(log)
-    rep = verify(Store.open(tmp_path / "a"), backend="local")
+    rep = verify(Store.open(tmp_path / "a"), settings=LOCAL)
     assert not rep.ok and any("a backup from before it" in p for p in rep.problems)
     # a manifest naming a shard beyond the grid (e.g. an old slice smuggled back in)
     store = Store.open(backup)

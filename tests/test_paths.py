@@ -22,11 +22,11 @@ from sklearn.linear_model import SGDClassifier
 from sisa import SISAClassifier, Store
 from sisa.cli import main
 from sisa.errors import CorruptStoreError, StaleModelError
-from sisa.store import store as store_mod
+from sisa.store import manifest as manifest_mod
 from sisa.store.fs import Location, UnsafePathError
 from sisa.unlearn import forget, repair, verify
 
-from .conftest import make_classification
+from .conftest import LOCAL, make_classification
 
 
 def fit(path, n=600, **kw):
@@ -73,7 +73,7 @@ def write_manifest(path, edit) -> None:
     st_ = Store.open(path, check_files=False)
     m = copy.deepcopy(st_.manifest)
     edit(m)
-    store_mod._write_manifest(st_.loc, m, None)
+    manifest_mod.write(st_.loc, m, None)
 
 
 def _entry(m: dict, kind: str) -> dict:
@@ -118,9 +118,9 @@ def test_a_manifest_naming_a_path_outside_the_store_is_refused_before_any_read_o
     before = tree_digest(store_dir.parent.parent)
     # every entry point loads the manifest first, and loading it refuses the entry
     for action in (lambda: Store.open(store_dir),
-                   lambda: repair(Store.open(store_dir, check_files=False), backend="local"),
+                   lambda: repair(Store.open(store_dir, check_files=False), settings=LOCAL),
                    lambda: forget(Store.open(store_dir, check_files=False), [5],
-                                  backend="local"),
+                                  settings=LOCAL),
                    lambda: SISAClassifier.load(str(store_dir))):
         with pytest.raises(CorruptStoreError, match=f"{kind}.* names file .*restore the store"):
             action()
@@ -191,7 +191,7 @@ def test_repair_removes_planted_links_never_their_targets(store_dir, built):
     st_ = Store.open(store_dir)
     rep = verify(st_, retrain=False)
     assert any("not named by the manifest" in p for p in rep.problems)
-    summary = repair(st_, backend="local")
+    summary = repair(st_, settings=LOCAL)
     assert sorted(summary["removed_files"]) == ["checkpoints/evil", "data/evil.arrow"]
     assert (outside / "keep.arrow").read_bytes() == b"user data"
     assert verify(Store.open(store_dir), retrain=False).ok
@@ -233,11 +233,12 @@ def test_predict_out_inside_a_store_or_in_a_missing_folder_is_a_usage_error(stor
 WRITER = textwrap.dedent("""
     import sys, time
     from sisa import Store
+    from sisa.engine import ExecutionSettings
     from sisa.unlearn import forget
     uri, seconds = sys.argv[1], float(sys.argv[2])
     store, n, t0 = Store.open(uri), 0, time.time()
     while time.time() - t0 < seconds:
-        forget(store, [100 + n], backend="local")
+        forget(store, [100 + n], settings=ExecutionSettings(backend="local"))
         n += 1
     print(n)
 """)
@@ -293,8 +294,8 @@ def test_a_planted_temp_folder_link_is_neither_emptied_nor_written_through(store
     (outside / "keep").write_bytes(b"user data")
     shutil.rmtree(store_dir / ".tmp", ignore_errors=True)
     os.symlink(outside, store_dir / ".tmp")
-    for action in (lambda: repair(Store.open(store_dir), backend="local"),
-                   lambda: forget(Store.open(store_dir), [7], backend="local"),
+    for action in (lambda: repair(Store.open(store_dir), settings=LOCAL),
+                   lambda: forget(Store.open(store_dir), [7], settings=LOCAL),
                    lambda: Location(str(store_dir)).write_atomic("audit/x", b"x")):
         with pytest.raises(UnsafePathError, match=r"\.tmp is a symbolic link"):
             action()

@@ -28,10 +28,12 @@ from sklearn.linear_model import SGDClassifier
 from sisa import SISAClassifier, Store
 from sisa.errors import StaleModelError, StoreError, StoreLockedError
 from sisa.store import fs as sfs
-from sisa.store.store import _split_manifest, _write_manifest, audit_files
+from sisa.store import lock as slock
+from sisa.store.manifest import split as _split_manifest
+from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import history, repair, verify
 
-from .conftest import make_classification
+from .conftest import LOCAL, make_classification
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -100,7 +102,7 @@ def uri(s3env, request) -> str:
 @pytest.fixture(autouse=True)
 def fast_lock(monkeypatch):
     """Settle 50 ms instead of 500 ms: one writer at a time here, and moto answers fast."""
-    monkeypatch.setattr(sfs.ObjectLock, "settle", 0.05)
+    monkeypatch.setattr(slock.ObjectLock, "settle", 0.05)
 
 
 def fit(X, y, store: str, ids=None, **kw) -> SISAClassifier:
@@ -161,7 +163,7 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
     assert np.array_equal(part.X, X[part.ids]) and np.array_equal(part.y, y[part.ids])
 
     def live() -> set[str]:  # the unsigned store's audit key is the one file beside them
-        return set(st.referenced_files()) | {"manifest.json", audit_files(st.manifest)["key"]}
+        return set(st.referenced_files()) | {"manifest.json", st.manifest.audit_files()["key"]}
 
     assert set(s3_keys(s3env, BUCKET, prefix_of(uri))) == live()
     res = st.delete([0, 1, 2, 500])
@@ -177,7 +179,7 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
     st2 = Store.create(uri, X[:300], y[:300], n_shards=2, n_slices=2, overwrite=True)
     assert Store.open(uri).n_rows == 300
     assert set(s3_keys(s3env, BUCKET, prefix_of(uri))) == (  # the old store's files are gone
-        set(st2.referenced_files()) | {"manifest.json", audit_files(st2.manifest)["key"]})
+        set(st2.referenced_files()) | {"manifest.json", st2.manifest.audit_files()["key"]})
 
 
 def test_check_files_on_s3_names_a_missing_or_resized_object(s3env, uri):
@@ -200,9 +202,9 @@ def test_fit_forget_verify_repair_load_on_s3_is_byte_identical_to_local(s3env, u
     keep = np.setdiff1d(np.arange(1200), U)
     fresh = fit(X[keep], y[keep], str(tmp_path / "local"), ids=keep)
     assert ckpts(model) == ckpts(fresh)  # S3 and local stores give the same bytes
-    report = verify(model.store_, backend="local")
+    report = verify(model.store_, settings=LOCAL)
     assert report.ok, report.table()
-    assert repair(Store.open(uri), backend="local")["removed_files"] == []
+    assert repair(Store.open(uri), settings=LOCAL)["removed_files"] == []
     loaded = SISAClassifier.load(uri)
     assert np.array_equal(loaded.predict_proba(X), fresh.predict_proba(X))
     assert [r["request_id"] for r in history(loaded.store_)] == [receipt["request_id"]]
@@ -212,8 +214,10 @@ def test_fit_forget_verify_repair_load_on_s3_is_byte_identical_to_local(s3env, u
 CRASH_SCRIPT = """
 import sys
 from sisa import Store
+from sisa.engine import ExecutionSettings
 from sisa.unlearn import forget
-forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")], backend="local")
+forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")],
+       settings=ExecutionSettings(backend="local"))
 """
 
 
@@ -237,17 +241,17 @@ def test_kill_9_on_s3_leaves_only_unreferenced_files_and_repair_heals(s3env, uri
         assert store.fingerprint == before and leftovers
     with pytest.raises(StaleModelError, match="sisa repair"):
         SISAClassifier.load(uri)
-    repair(store, backend="local")  # redoes or finishes the forget, collects the rest
+    repair(store, settings=LOCAL)  # redoes or finishes the forget, collects the rest
     assert not Store.open(uri).unreferenced_files()
     keep = np.setdiff1d(np.arange(900), U)
     fresh = fit(X[keep], y[keep], str(tmp_path / "fresh"), ids=keep)
     healed = SISAClassifier.load(uri)
     assert ckpts(healed) == ckpts(fresh)
-    report = verify(healed.store_, backend="local")
+    report = verify(healed.store_, settings=LOCAL)
     assert report.ok, report.table()
     assert set(s3_keys(s3env, BUCKET, prefix_of(uri))) == (
         set(healed.store_.referenced_files()) | {"manifest.json"}
-        | set(audit_files(healed.store_.manifest).values()))
+        | set(healed.store_.manifest.audit_files().values()))
 
 
 def test_raised_crash_before_commit_on_s3_keeps_the_old_state(s3env, uri, monkeypatch):
@@ -327,21 +331,21 @@ def test_object_lock_stale_and_dead_holders_are_taken_over(s3env, uri, monkeypat
     with pytest.raises(StoreLockedError, match="host elsewhere"), st.lock():
         pass
     # the same lock once older than the TTL: taken over
-    monkeypatch.setattr(sfs.ObjectLock, "ttl", 0.5)
+    monkeypatch.setattr(slock.ObjectLock, "ttl", 0.5)
     time.sleep(0.6)
     with st.lock():
         st.delete([1])
     # a holder on this host whose pid is gone: taken over at once
-    monkeypatch.setattr(sfs.ObjectLock, "ttl", 300.0)
+    monkeypatch.setattr(slock.ObjectLock, "ttl", 300.0)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     # same host name but another pid namespace (a sibling container): its pid means
     # nothing here, so only the TTL can free it
-    sibling = {**other, "pid": int(dead), "host": sfs.socket.gethostname(), "ns": "other"}
+    sibling = {**other, "pid": int(dead), "host": slock.socket.gethostname(), "ns": "other"}
     st.loc.write_atomic(".lock", json.dumps(sibling).encode())
     with pytest.raises(StoreLockedError, match="locked by"), st.lock():
         pass
-    mine = {**sibling, "ns": sfs._pid_namespace()}
+    mine = {**sibling, "ns": slock._pid_namespace()}
     st.loc.write_atomic(".lock", json.dumps(mine).encode())
     with st.lock():
         st.delete([2])
@@ -365,8 +369,8 @@ def test_a_writer_whose_lock_was_taken_over_commits_nothing(s3env, uri):
 def test_object_lock_race_and_heartbeat(s3env, uri, monkeypatch):
     X, y = make_classification(300, 3)
     st = Store.create(uri, X, y, n_shards=2, n_slices=2)
-    monkeypatch.setattr(sfs.ObjectLock, "settle", 0.3)
-    monkeypatch.setattr(sfs.ObjectLock, "heartbeat", 0.2)
+    monkeypatch.setattr(slock.ObjectLock, "settle", 0.3)
+    monkeypatch.setattr(slock.ObjectLock, "heartbeat", 0.2)
     # another writer's PUT lands while we settle: it wins, we refuse
     def rival_puts(seconds: float) -> None:
         st.loc.write_atomic(".lock", json.dumps({"token": "r" * 32, "pid": 1, "host": "h",

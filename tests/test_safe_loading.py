@@ -48,10 +48,10 @@ from sisa.engine.schedule import Schedule
 from sisa.engine.spec import from_spec, to_spec
 from sisa.errors import InputError, UntrustedCodeError
 from sisa.store import Store
-from sisa.store import store as store_mod
+from sisa.store import manifest as manifest_mod
 from sisa.unlearn import verify
 
-from .conftest import pickle_globals
+from .conftest import LOCAL, pickle_globals
 
 ESTIMATORS = {
     **{f"preset:{k}": f for k, f in PRESETS.items()},
@@ -260,9 +260,9 @@ def _rewrite_manifest(st_dir, edit) -> None:
     if m.get("signer"):
         m["signer"] = None
     try:
-        store_mod._write_manifest(st.loc, m, None)
+        manifest_mod.write(st.loc, m, None)
     except TypeError:  # before signing existed
-        store_mod._write_manifest(st.loc, m)
+        manifest_mod.write(st.loc, m)
 
 
 def _forge_checkpoint(st_dir, key: str, payload: bytes, drop_later: bool = False) -> None:
@@ -323,7 +323,7 @@ def test_a_forged_store_is_refused_by_every_entry_point(pristine, tmp_path, payl
             SISAClassifier.load(str(st))
     else:  # a forged checkpoint is damage: repair drops it and retrains it from the data
         assert codes["repair"] == 0, err
-        assert verify(Store.open(st), backend="local").ok
+        assert verify(Store.open(st), settings=LOCAL).ok
         SISAClassifier.load(str(st))
     assert not marker.exists()
 

@@ -25,7 +25,7 @@ from sisa.client import Client
 from sisa.serve import Limits, make_server
 from sisa.unlearn import history, verify
 
-from .conftest import make_classification
+from .conftest import LOCAL, make_classification
 
 N, D = 3000, 10
 IDS = np.arange(N) * 7 + 3  # not row numbers: ids must cross the boundary as ids
@@ -344,7 +344,7 @@ def test_repair_keeps_the_batch_request_list(store, monkeypatch, point):
     requests = [{"request_id": "a" * 32, "ids_sha256": "x", "n_ids": 1}]
     monkeypatch.setenv("SISA_CRASH_AT", point)
     with pytest.raises(InjectedCrash):
-        forget(s, [int(IDS[7])], backend="local", requests=requests)
+        forget(s, [int(IDS[7])], settings=LOCAL, requests=requests)
     monkeypatch.delenv("SISA_CRASH_AT")
     repair(Store.open(str(store)), backend="local")
     (receipt,) = history(Store.open(str(store)))

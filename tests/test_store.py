@@ -130,7 +130,7 @@ def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
     X, y = make_classification(1000, 3)
     st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=2)
     res = st_.delete([5, 6, 7])
-    assert res.deleted == 3 and sum(res.changed.values()) >= 0 and res.changed
+    assert res.deleted == 3 and sum(res.plan.values()) >= 0 and res.plan
     assert st_.n_rows == 997
     assert st_.delete([5, 8]).already_deleted == [5]
     before = st_.fingerprint
@@ -283,7 +283,7 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     """A forget must not rewrite files that grow with the whole store: the index and
     the tombstones are split by a hash of the id, and a delete rewrites only the
     buckets its ids fall in."""
-    from sisa.store import store as store_mod
+    from sisa.store import index as store_mod
     from sisa.unlearn import verify
 
     monkeypatch.setattr(store_mod, "INDEX_BUCKET_ROWS", 64)  # 2000 rows -> 32 buckets

@@ -21,10 +21,12 @@ import pytest
 from sisa import SISAClassifier, Store
 from sisa.errors import InputError
 from sisa.store import keys
-from sisa.store.store import ID, MANIFEST, _write_manifest, audit_files
+from sisa.store.layout import ID
+from sisa.store.manifest import MANIFEST
+from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import receipts, repair, verify
 
-from .conftest import make_classification, run_cli, tree_digest
+from .conftest import LOCAL, make_classification, run_cli, tree_digest
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
@@ -87,7 +89,7 @@ def test_string_ids_are_never_parsed_as_numbers(tmp_path, keyless):
     (tmp_path / "ids.txt").write_text("a b\nx,y\n")
     assert cli("forget", str(tmp_path / "s"), "--ids", str(tmp_path / "ids.txt"), "@q")[0] == 0
     assert present("a b", "x,y") == [False, False]
-    assert verify(Store.open(tmp_path / "s"), backend="local").ok
+    assert verify(Store.open(tmp_path / "s"), settings=LOCAL).ok
     # the API is strict the same way: an int is not a string id
     model = SISAClassifier.load(str(tmp_path / "s"))
     with pytest.raises(InputError, match="are strings: pass '7'"):
@@ -170,7 +172,7 @@ def test_a_failed_overwrite_leaves_the_store_byte_for_byte(tmp_path, keyless):
         code, _, err = cli("train", *argv, "--store", str(st), "--overwrite", "@q")
         assert code == 2 and len(err.strip().splitlines()) == 1, (name, err)
         assert tree_digest(st) == before, name
-    assert verify(Store.open(st), backend="local").ok
+    assert verify(Store.open(st), settings=LOCAL).ok
 
 
 def test_an_api_refit_from_a_bad_table_keeps_the_old_store(tmp_path, keyless):
@@ -197,10 +199,10 @@ def test_debris_of_a_killed_write_is_cleared_by_the_next_writer(tmp_path, keyles
                            backend="local").fit(X, y)
     debris = tmp_path / "s" / ".tmp" / "12345-deadbeef"
     debris.write_bytes(b"half of a slice")  # what SIGKILL between write and rename leaves
-    assert not verify(model.store_, backend="local").ok
+    assert not verify(model.store_, settings=LOCAL).ok
     model.forget([5])
     assert not debris.exists()
-    assert verify(model.store_, backend="local").ok
+    assert verify(model.store_, settings=LOCAL).ok
 
 
 # ------------------------------------------------------------------ 8. a tamper-evident log
@@ -259,7 +261,7 @@ def test_a_torn_last_line_is_recovered_by_repair_losing_nothing(tmp_path, keyles
     fresh = Store.open(tmp_path / "s")
     assert receipts.check(fresh) == [] and len(receipts.history(fresh)) >= 2
     assert path.read_bytes().startswith(full)  # the committed receipts, byte for byte
-    assert verify(fresh, backend="local").ok
+    assert verify(fresh, settings=LOCAL).ok
 
 
 def test_a_receipt_lost_before_the_append_fails_verify_until_repair(tmp_path, keyless):
@@ -268,7 +270,7 @@ def test_a_receipt_lost_before_the_append_fails_verify_until_repair(tmp_path, ke
     path.write_bytes(b"".join(lines[:-1]))  # killed between the commit and the append
     rep = verify(Store.open(tmp_path / "s"), retrain=False)
     assert any("run `sisa repair`" in p for p in rep.problems)
-    assert repair(Store.open(tmp_path / "s"), backend="local")["log_restored"]
+    assert repair(Store.open(tmp_path / "s"), settings=LOCAL)["log_restored"]
     assert path.read_bytes() == b"".join(lines)
     assert verify(Store.open(tmp_path / "s"), retrain=False).ok
 
@@ -288,7 +290,7 @@ def test_a_swapped_tombstone_fails_verify_even_with_the_manifest_rehashed(tmp_pa
 
 
 def _ipc(table):
-    from sisa.store.store import ipc_bytes
+    from sisa.store.layout import ipc_bytes
     return ipc_bytes(table)
 
 
@@ -298,9 +300,9 @@ def test_the_audit_key_is_in_no_manifest_and_no_pickle(tmp_path, keyless):
     store = model.store_
     key_hex = store.audit_key().hex().encode()
     for p in (tmp_path / "s").rglob("*"):
-        if p.is_file() and p.name != Path(audit_files(store.manifest)["key"]).name:
+        if p.is_file() and p.name != Path(store.manifest.audit_files()["key"]).name:
             assert key_hex not in p.read_bytes(), p
-    key_file = tmp_path / "s" / audit_files(store.manifest)["key"]
+    key_file = tmp_path / "s" / store.manifest.audit_files()["key"]
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
 
@@ -308,7 +310,7 @@ def test_a_signed_store_keeps_its_audit_key_out_of_the_store(tmp_path, owner_key
     model = forgotten_store(tmp_path, 1)
     store = model.store_
     assert store.signer == keys.load(owner_key).public_hex
-    assert "key" not in audit_files(store.manifest)
+    assert "key" not in store.manifest.audit_files()
     assert not list((tmp_path / "s" / "audit").glob("key-*"))
     assert stat.S_IMODE(owner_key.stat().st_mode) == 0o600
     key_hex = store.audit_key().hex().encode()

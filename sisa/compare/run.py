@@ -277,7 +277,7 @@ def _sisa(fam: Family, seed: int, store: Path) -> SISAClassifier:
 
 def checkpoint_hashes(model: SISAClassifier) -> dict[str, str]:
     """``{"shard/slice": sha256}`` of a fitted SISA model's checkpoints."""
-    return {k: v["sha256"] for k, v in model.store_.manifest["model"]["checkpoints"].items()}
+    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def ensemble_logit(models: list, X: np.ndarray, y: np.ndarray) -> np.ndarray:

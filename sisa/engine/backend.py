@@ -1,14 +1,15 @@
-"""Where shard tasks run: an embedded local Ray, a Ray cluster, or this process.
+"""Where tasks run: an embedded local Ray, a Ray cluster, or this process.
 
-Callers never touch Ray. ``run_shards`` picks:
-- ``"local"``: in this process, one shard after another;
-- ``"ray"``: one Ray task per shard (``num_cpus`` each, retried on failure);
-- ``"auto"`` (default): one shard trains in this process; several go to Ray if a
-  cluster address is set or Ray is already up. In a process without Ray, shards
-  train here one by one until the measured time per shard says that the rest, spread
+Callers never touch Ray: :func:`map_tasks` runs a list of calls where an
+:class:`~sisa.engine.settings.ExecutionSettings` says:
+- ``"local"``: in this process, one task after another;
+- ``"ray"``: one Ray task per call (``num_cpus`` each, retried on failure);
+- ``"auto"`` (default): one task runs in this process; several go to Ray if a
+  cluster address is set or Ray is already up. In a process without Ray, tasks
+  run here one by one until the measured time per task says that the rest, spread
   over this machine's CPUs, would save more than Ray's start-up costs; then Ray
   starts and takes the rest. A small forget from the CLI never pays Ray's ~5 s
-  start-up, a big fit does once. Every path gives identical bytes.
+  start-up, a big fit does once. Every path gives identical results.
 """
 
 from __future__ import annotations
@@ -18,23 +19,17 @@ import os
 import secrets
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from ..errors import InputError, SisaError
+from ..errors import SisaError
 from ..progress import bar as progress_bar
-from ..store.store import Store
-from . import safe_pickle
-from .train import ShardResult, TrainingError, train_shard
+from .settings import ExecutionSettings
 
-BACKENDS = ("auto", "ray", "local")
 # Embedded Ray's start-up plus its workers' first imports, measured on the reference
 # machine (2 cores): 5-6 s. Ray is started only when it should save more than this.
 RAY_START_S = 6.0
-
-
-def cluster_address(address: str | None = None) -> str | None:
-    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None,
@@ -47,7 +42,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
     and token auth with a fresh in-memory token so nothing is written to ``$HOME``.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = cluster_address(address)
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if not address and "RAY_AUTH_MODE" not in os.environ:
         os.environ["RAY_AUTH_MODE"] = "token"
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
@@ -89,80 +84,88 @@ def _warm_workers(ray) -> None:
     _WARMING[:] = [task.remote() for _ in range(n)]
 
 
-def choose_backend(backend: str, n_jobs: int, address: str | None) -> str:
-    """Where ``n_jobs`` shard jobs run: ``"local"``, ``"ray"``, or (``"auto"`` in a
-    process without Ray) ``"adaptive"``: here first, Ray once it pays (module doc)."""
-    if backend not in BACKENDS:
-        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend != "auto":
-        return backend
-    if cluster_address(address):
+def choose(settings: ExecutionSettings, n_tasks: int) -> str:
+    """Where ``n_tasks`` tasks run: ``"local"``, ``"ray"``, or (``"auto"`` in a process
+    without Ray) ``"adaptive"``: here first, Ray once it pays (module doc)."""
+    if settings.backend != "auto":
+        return settings.backend
+    if settings.cluster:
         return "ray"
-    if n_jobs <= 1:
+    if n_tasks <= 1:
         return "local"
     ray = sys.modules.get("ray")
     return "ray" if ray is not None and ray.is_initialized() else "adaptive"
 
 
-def run_shards(
-    store: Store | str,
-    jobs: Sequence[tuple[int, int]],
-    *,
-    backend: str = "auto",
-    address: str | None = None,
-    num_cpus: float = 1,
-    max_retries: int = 2,
-    progress: bool = True,
-    desc: str = "training shards",
-    write: bool = True,
-    on_result: Callable[[ShardResult], None] | None = None,
-) -> list[ShardResult]:
-    """Train every ``(shard, start_slice)`` in ``jobs``; returns one result per job.
+class TaskError(SisaError):
+    """A task failed (not with a sisa error of its own, which is raised as it is)."""
 
-    ``on_result`` is called in the driver as each shard finishes (used to commit
-    progress, so an interrupted run keeps the shards already done).
+    def __init__(self, index: int, cause: str, tb: str = "") -> None:
+        super().__init__(cause)
+        self.index, self.cause, self.original_traceback = index, cause, tb
+
+
+def map_tasks(fn: Callable, calls: Sequence[tuple], settings: ExecutionSettings, *,
+              shared: tuple = (), desc: str = "tasks", unit: str = "task",
+              units: Sequence[int] | None = None, num_gpus: int = 0,
+              on_result: Callable[[int, object], None] | None = None) -> list:
+    """``[fn(*shared, *args) for args in calls]``, run where ``settings`` says.
+
+    The one way sisa fans work out (shard training, forget, verify, compare). Results
+    come back in ``calls`` order; ``on_result(i, result)`` runs in this process as each
+    task finishes, so a caller can commit progress. ``shared`` objects are sent to the
+    Ray object store once, not once per task. ``units`` (one per call) are what the
+    progress bar counts, default 1 each. A task raising a :class:`~sisa.errors.SisaError`
+    re-raises it here; any other failure is a :class:`TaskError` naming the call.
     """
-    if not jobs:
+    if not calls:
         return []
-    kind = choose_backend(backend, len(jobs), address)
-    bar = progress_bar(total=len(jobs), desc=desc, unit="shard", enabled=progress)
-    t0, rows, out = time.perf_counter(), 0, []
+    kind = choose(settings, len(calls))
+    weights = list(units) if units is not None else [1] * len(calls)
+    bar = progress_bar(total=sum(weights), desc=desc, unit=unit, enabled=settings.progress)
+    results: dict[int, object] = {}
+    t0 = time.perf_counter()
 
-    def done(res: ShardResult) -> None:
-        nonlocal rows
-        rows += res.rows_processed
-        out.append(res)
+    def done(i: int, value) -> None:
+        results[i] = value
         if on_result:
-            on_result(res)
-        bar.update(1)
-        bar.set_postfix(rows_per_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}")
+            on_result(i, value)
+        bar.update(weights[i])
 
-    # Tasks get the manifest with the URI: they need not re-read it, and a staged store
-    # (a fit not yet published) has its manifest only here.
-    snapshot = (store.uri, store.manifest) if isinstance(store, Store) else store
+    todo = list(range(len(calls)))
     try:
-        if kind == "ray":
-            _run_ray(snapshot, jobs, address, num_cpus, max_retries, write, done)
-            return sorted(out, key=lambda r: r.shard)
-        cpus = os.cpu_count() or 1
-        for i, (shard, start) in enumerate(jobs):
-            done(train_shard(store, shard, start, write))
-            left = jobs[i + 1:]
-            if kind == "adaptive" and _ray_pays(time.perf_counter() - t0, i + 1, len(left),
-                                                cpus / num_cpus):
-                try:
-                    connect(address)
-                except Exception as exc:  # Ray was an optimisation here: carry on in process
-                    warnings.warn(f"could not start Ray ({type(exc).__name__}: {exc}); training "
-                                  "the remaining shards in this process", stacklevel=2)
-                    kind = "local"
-                    continue
-                bar.set_description(f"{desc} (Ray started)")
-                _run_ray(snapshot, left, address, num_cpus, max_retries, write, done)
-                break
+        if kind != "ray":
+            cpus = os.cpu_count() or 1
+            while todo:
+                i = todo.pop(0)
+                done(i, _call_here(fn, shared, calls[i], i))
+                if kind == "adaptive" and _ray_pays(time.perf_counter() - t0, len(results),
+                                                    len(todo), cpus / settings.num_cpus):
+                    try:
+                        connect(settings.address)
+                    except Exception as exc:  # Ray was an optimisation here: carry on
+                        warnings.warn(f"could not start Ray ({type(exc).__name__}: {exc}); "
+                                      "running the remaining tasks in this process",
+                                      stacklevel=2)
+                        kind = "local"
+                        continue
+                    bar.set_description(f"{desc} (Ray started)")
+                    kind = "ray"
+                    break
+        if kind == "ray" and todo:
+            _run_ray(fn, shared, calls, todo, settings, num_gpus, done)
     finally:
         bar.close()
-    return sorted(out, key=lambda r: r.shard)
+    return [results[i] for i in range(len(calls))]
+
+
+def _call_here(fn: Callable, shared: tuple, args: tuple, i: int):
+    try:
+        return fn(*shared, *args)
+    except SisaError:
+        raise
+    except Exception as exc:
+        raise TaskError(i, f"{type(exc).__name__}: {exc}", traceback.format_exc()) from exc
 
 
 def _ray_pays(elapsed: float, done: int, left: int, slots: float) -> bool:
@@ -177,59 +180,42 @@ def _ray_pays(elapsed: float, done: int, left: int, slots: float) -> bool:
 _REMOTES: dict = {}
 
 
-def gpus_per_task(manifest: dict | None) -> int:
-    """1 when the store's shard model trains on a GPU (an estimator in its spec, pipeline
-    steps included, has ``device="cuda..."``, e.g. :class:`sisa.deep.TorchClassifier`),
-    else 0: Ray then places each shard task on a GPU worker."""
-    def cuda(v) -> bool:
-        if isinstance(v, dict):
-            params = v.get("params")
-            if isinstance(params, dict) and str(params.get("device", "")).startswith("cuda"):
-                return True
-            return any(cuda(x) for x in v.values())
-        return isinstance(v, list) and any(cuda(x) for x in v)
-
-    model = (manifest or {}).get("model") or {}
-    return int(cuda(model.get("estimator", {}).get("spec")))
-
-
-def _remote_train(ray, num_cpus: float, max_retries: int, num_gpus: int = 0):
-    """The Ray task wrapping ``train_shard``, made once per options: wrapping exports
-    the function to the cluster again (~10 ms), which a 1-row forget should not pay.
-    (Ray re-exports a remote function by itself after a new ``ray.init``.)"""
-    key = (num_cpus, max_retries, num_gpus)
+def _remote(ray, fn: Callable, settings: ExecutionSettings, num_gpus: int):
+    """``fn`` as a Ray task, made once per options: wrapping exports the function to the
+    cluster again (~10 ms), which a 1-row forget should not pay. (Ray re-exports a remote
+    function by itself after a new ``ray.init``.)"""
+    key = (fn, settings.num_cpus, settings.max_retries, num_gpus)
     if key not in _REMOTES:
-        # Application errors are retried too: on shared storage most are transient I/O.
-        _REMOTES[key] = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus,
-                                   max_retries=max_retries,
-                                   retry_exceptions=True)(train_shard)
+        # Application errors are retried too: on shared storage most are transient I/O,
+        # and every sisa task is deterministic, so a retry gives the same result.
+        _REMOTES[key] = ray.remote(num_cpus=settings.num_cpus, num_gpus=num_gpus,
+                                   max_retries=settings.max_retries,
+                                   retry_exceptions=True)(fn)
     return _REMOTES[key]
 
 
-def _run_ray(snapshot, jobs, address, num_cpus, max_retries, write, done) -> None:
-    ray = connect(address)
-    gpus = gpus_per_task(snapshot[1] if isinstance(snapshot, tuple) else None)
-    remote = _remote_train(ray, num_cpus, max_retries, gpus)
-    ref = ray.put(snapshot)  # one copy in the object store, not one per task
-    trusted = safe_pickle.trusted_modules()  # the driver's trust, for the worker's loads
-    pending = {remote.remote(ref, s, start, write, trusted): s for s, start in jobs}
+def _run_ray(fn, shared, calls, todo, settings, num_gpus, done) -> None:
+    ray = connect(settings.address)
+    remote = _remote(ray, fn, settings, num_gpus)
+    refs = [ray.put(obj) for obj in shared]  # one copy in the object store, not one per task
+    pending = {remote.remote(*refs, *calls[i]): i for i in todo}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        ref = ready[0]
-        shard = pending.pop(ref)
+        i = pending.pop(ready[0])
         try:
-            done(ray.get(ref))
+            value = ray.get(ready[0])
         except ray.exceptions.RayTaskError as exc:
             for r in pending:
                 ray.cancel(r)
             cause = exc.cause if isinstance(exc.cause, BaseException) else None
             if isinstance(cause, SisaError):
                 raise cause from None
-            raise TrainingError(shard, -1, str(cause or exc), str(exc)) from None
+            raise TaskError(i, str(cause or exc), str(exc)) from None
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.TaskUnschedulableError) as exc:
             for r in pending:
                 ray.cancel(r)
-            raise TrainingError(shard, -1, f"the Ray worker died after {max_retries} retries "
-                                f"({type(exc).__name__}); the store is unchanged, rerun or "
-                                "`sisa repair` to finish", str(exc)) from None
+            raise TaskError(i, f"the Ray worker died after {settings.max_retries} retries "
+                            f"({type(exc).__name__}); rerun, or `sisa repair` to finish",
+                            str(exc)) from None
+        done(i, value)

@@ -27,7 +27,8 @@ import pickle
 
 from .._version import __version__
 from ..errors import CorruptStoreError, SisaError
-from ..store.store import Store, canonical_json, slice_key
+from ..store.manifest import canonical_json
+from ..store.store import Store
 from . import safe_pickle
 from . import spec as _spec
 
@@ -61,7 +62,7 @@ def load_verified(store: Store, meta: dict):
 
 def estimator_spec(store: Store) -> dict:
     """The manifest's declarative estimator spec (no pickle: see :mod:`sisa.engine.spec`)."""
-    est = store.manifest["model"]["estimator"]
+    est = store.manifest.model["estimator"]
     if "spec" not in est:
         raise CorruptStoreError(
             f"store {store.uri} records its estimator as a pickle (an older sisa), which sisa "
@@ -74,15 +75,11 @@ def prototype(store: Store):
     return _spec.from_spec(estimator_spec(store))
 
 
-def checkpoint_dir(shard: int, sl: int) -> str:
-    return f"checkpoints/shard={shard:04d}/slice={sl:03d}"
-
-
 def lineage(store: Store, shard: int, sl: int) -> str:
     """What checkpoint (shard, sl) must have been trained on, as one hash: the data of
     slices 0..sl, the estimator (class, params, declarative spec), the seed, the
     schedule and sisa's version."""
-    model = store.manifest["model"]
+    model = store.manifest.model
     payload = {
         "slices": [store.slice_hash(shard, r) for r in range(sl + 1)],
         "estimator": hashlib.sha256(canonical_json(estimator_spec(store))).hexdigest(),
@@ -98,6 +95,3 @@ def lineage(store: Store, shard: int, sl: int) -> str:
     }
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
-
-def checkpoint_meta(store: Store, shard: int, sl: int) -> dict | None:
-    return store.manifest["model"]["checkpoints"].get(slice_key(shard, sl))

@@ -1,38 +1,44 @@
 """The driver side of training: record the model spec, run shard jobs, commit results.
 
 What is left to train is read off the manifest itself: for every shard, the first
-slice without a checkpoint. A run first drops the checkpoints it will rewrite and
-journals ``pending = {"kind": ...}``, then commits each shard as it finishes. An
-interrupted run therefore leaves a store that knows exactly what is left to do,
-and a model that refuses to serve until ``repair`` has done it.
+slice without a checkpoint (its :class:`~sisa.store.manifest.RetrainPlan`). A run first
+drops the checkpoints it will rewrite and journals ``pending = {"kind": ...}``, then
+commits each shard as it finishes. An interrupted run therefore leaves a store that
+knows exactly what is left to do, and a model that refuses to serve until ``repair``
+has done it. :func:`train` is the one entry point for fit, forget and repair.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sklearn.base import clone, is_classifier
 
 from .._crash import crashpoint
-from ..errors import StaleModelError
-from ..store.store import INTENT, Store, editable, slice_key
+from ..errors import InputError, StaleModelError
+from ..store.layout import INTENT
+from ..store.manifest import RetrainPlan
+from ..store.store import Store
 from . import checkpoints as ck
+from . import safe_pickle
 from . import spec as _spec
-from .backend import run_shards
+from .backend import TaskError, map_tasks
 from .schedule import SCHEDULES, is_incremental
-from .train import ShardResult
+from .settings import ExecutionSettings
+from .train import ShardResult, TrainingError, train_shard
 
 
 def _jsonable(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def model_spec(store: Store, estimator, *, classes, schedule: str, epochs: int,
-               aggregation: str) -> dict:
+def model_spec(estimator, *, classes, schedule: str, epochs: int, aggregation: str) -> dict:
     """The manifest's ``model`` entry. The unfitted estimator is recorded as a declarative
     spec (no pickle: rebuilding it runs no code from the store); ``class`` and ``params``
     (reprs) are for people. Raises InputError when the spec cannot express a parameter
     or names a class the store could not rebuild (a module not trusted)."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        raise InputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     proto = clone(estimator)
     params = {k: repr(v) for k, v in sorted(proto.get_params(deep=False).items())}
     return {
@@ -48,65 +54,96 @@ def model_spec(store: Store, estimator, *, classes, schedule: str, epochs: int,
     }
 
 
-def drop_checkpoints(model: dict, jobs: dict[int, int]) -> None:
-    """Remove (in a manifest being built) the checkpoints that ``jobs`` will rewrite."""
-    model["checkpoints"] = {
-        k: v for k, v in model["checkpoints"].items()
-        if not (v["shard"] in jobs and v["slice"] >= jobs[v["shard"]])
-    }
+def train(store: Store, settings: ExecutionSettings, *, restart: RetrainPlan | None = None,
+          kind: str = "fit", desc: str = "training shards",
+          close: Callable[[Store], dict] | None = None) -> list[ShardResult]:
+    """Train what the store lacks, committing shard by shard, then clear the journal.
+
+    Parameters
+    ----------
+    store : Store
+        Locked by the caller.
+    settings : ExecutionSettings
+    restart : RetrainPlan, optional
+        Retrain these shards from these slices: their later checkpoints are dropped and
+        the run journalled as ``kind`` first. Without it, the run resumes the journal
+        (a forget's deletion journals its own plan in the commit that deletes the rows).
+    close : callable, optional
+        ``close(store) -> dict`` of manifest fields committed with the journal cleared,
+        once every shard is trained (a forget's sealed receipt).
+
+    Returns
+    -------
+    list of ShardResult
+    """
+    if restart is not None:
+        store.commit(store.manifest.with_run(kind, restart))
+    results = run(store, settings, desc=desc)
+    finish(store, **(close(store) if close else {}))
+    return results
 
 
-def start(store: Store, kind: str, jobs: dict[int, int], **extra) -> None:
-    """Journal a run: drop the checkpoints the jobs will rewrite, mark it pending."""
-    new = editable(store.manifest)
-    drop_checkpoints(new["model"], jobs)
-    new["pending"] = {"kind": kind, **extra}
-    store.commit(new)
+def run(store: Store, settings: ExecutionSettings, *, desc: str = "training shards"
+        ) -> list[ShardResult]:
+    """Train every pending shard job, committing each as it finishes."""
+    return train_shards(store, store.manifest.pending_plan(), settings, desc=desc,
+                        on_result=lambda res: commit_result(store, res))
 
 
-def pending_jobs(store: Store) -> dict[int, int]:
-    """shard -> first slice lacking a checkpoint, for every shard not fully trained."""
-    done = store.manifest["model"]["checkpoints"]
-    jobs = {}
-    for s in range(store.n_shards):
-        for r in range(store.n_slices):
-            if slice_key(s, r) not in done:
-                jobs[s] = r
-                break
-    return jobs
+def train_shards(store: Store, plan: RetrainPlan, settings: ExecutionSettings, *,
+                 desc: str = "training shards", write: bool = True,
+                 on_result: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
+    """Train every shard of ``plan`` from its first slice on, as tasks (one per shard).
+
+    With ``write=False`` nothing is written: each result only carries its checkpoints'
+    hashes (``verify`` uses this). Results come back sorted by shard.
+    """
+    jobs = sorted(plan.items())
+    # Tasks get the manifest with the URI: they need not re-read it, and a staged store
+    # (a fit not yet published) has its manifest only here.
+    snapshot = (store.uri, store.manifest)
+    trusted = safe_pickle.trusted_modules()  # the driver's trust, for the workers' loads
+    try:
+        results = map_tasks(
+            train_shard, [(s, start, write, trusted) for s, start in jobs],
+            settings, shared=(snapshot,), desc=desc,
+            unit="shard", num_gpus=gpus_per_task(store.manifest),
+            on_result=(lambda i, res: on_result(res)) if on_result else None)
+    except TaskError as exc:
+        raise TrainingError(jobs[exc.index][0], -1, exc.cause, exc.original_traceback) from None
+    return sorted(results, key=lambda r: r.shard)
 
 
 def commit_result(store: Store, res: ShardResult) -> None:
-    new = editable(store.manifest)
-    for meta in res.checkpoints:
-        new["model"]["checkpoints"][slice_key(meta["shard"], meta["slice"])] = meta
-    if new.get("pending"):
-        new["pending"]["rows_processed"] = (new["pending"].get("rows_processed", 0)
-                                            + res.rows_processed)
-    store.commit(new)
+    store.commit(store.manifest.with_checkpoints(res.checkpoints, res.rows_processed))
     crashpoint("train:after-shard-commit")
 
 
-def run(store: Store, *, backend="auto", address=None, num_cpus=1, progress=True,
-        desc="training shards") -> list[ShardResult]:
-    """Train every pending shard job, committing each as it finishes."""
-    jobs = sorted(pending_jobs(store).items())
-    return run_shards(store, jobs, backend=backend, address=address, num_cpus=num_cpus,
-                      progress=progress, desc=desc,
-                      on_result=lambda res: commit_result(store, res))
-
-
-def finish(store: Store, **extra) -> dict:
+def finish(store: Store, **fields) -> dict:
     """Clear the journal once no shard is pending; returns what it held."""
-    pending = store.manifest.get("pending") or {}
-    if pending_jobs(store):
-        raise StaleModelError(f"store {store.uri}: shards {sorted(pending_jobs(store))} are still"
+    pending = store.manifest.pending or {}
+    left = store.manifest.pending_plan()
+    if left:
+        raise StaleModelError(f"store {store.uri}: shards {sorted(left)} are still"
                               f" pending; run `sisa repair {store.uri}`")
-    new = editable(store.manifest)
-    new["pending"] = None
-    new.update(extra)
-    store.commit(new)
+    store.commit(store.manifest.with_run_done(**fields))
     return pending
+
+
+def gpus_per_task(manifest) -> int:
+    """1 when the store's shard model trains on a GPU (an estimator in its spec, pipeline
+    steps included, has ``device="cuda..."``, e.g. :class:`sisa.deep.TorchClassifier`),
+    else 0: Ray then places each shard task on a GPU worker."""
+    def cuda(v) -> bool:
+        if isinstance(v, dict):
+            params = v.get("params")
+            if isinstance(params, dict) and str(params.get("device", "")).startswith("cuda"):
+                return True
+            return any(cuda(x) for x in v.values())
+        return isinstance(v, list) and any(cuda(x) for x in v)
+
+    model = manifest.model or {}
+    return int(cuda(model.get("estimator", {}).get("spec")))
 
 
 def final_models(store: Store) -> list:
@@ -115,19 +152,18 @@ def final_models(store: Store) -> list:
     R = store.n_slices
     out = []
     for s in range(store.n_shards):
-        meta = ck.checkpoint_meta(store, s, R - 1)
+        meta = store.manifest.checkpoint(s, R - 1)
         out.append(None if meta is None else ck.load_verified(store, meta))
     return out
 
 
 def ensure_servable(store: Store) -> None:
     """Refuse to serve a model whose store has an unfinished run or lacks checkpoints."""
-    model = store.manifest.get("model")
-    if not model:
+    if not store.manifest.model:
         raise StaleModelError(f"store {store.uri} holds data but no trained model: train one "
                               "with `sisa train` or SISAClassifier.fit")
-    pending = store.manifest.get("pending")
-    missing = sorted(pending_jobs(store))
+    pending = store.manifest.pending
+    missing = sorted(store.manifest.pending_plan())
     intent = store.loc.exists(INTENT)
     if pending or missing or intent:
         what = (f"an unfinished {pending['kind']}" if pending else

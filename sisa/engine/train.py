@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import SisaError
 from ..store.fs import sha256_bytes
+from ..store.layout import checkpoint_dir
 from ..store.store import Store
 from . import checkpoints as ck
 from . import safe_pickle
@@ -43,8 +44,9 @@ class ShardResult:
     seconds: float = 0.0
 
 
-def schedule_of(store: Store, prototype) -> Schedule:
-    m = store.manifest["model"]
+def schedule_of(store: Store) -> Schedule:
+    """The per-slice training schedule of the store's model."""
+    m = store.manifest.model
     return Schedule(m["schedule"], m["epochs"], store.n_slices, m["incremental"])
 
 
@@ -76,13 +78,13 @@ def train_shard(store: str | Store | tuple[str, dict], shard: int, start_slice: 
 
 
 def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResult:
-    model_meta = store.manifest["model"]
+    model_meta = store.manifest.model
     prototype = ck.prototype(store)  # from the manifest's spec: no pickle
-    sched = schedule_of(store, prototype)
+    sched = schedule_of(store)
     classes = model_meta["classes"]
     model = None
     if start_slice > 0:
-        prev = ck.checkpoint_meta(store, shard, start_slice - 1)
+        prev = store.manifest.checkpoint(shard, start_slice - 1)
         if prev is None:
             raise TrainingError(shard, start_slice, "the checkpoint before this slice is missing;"
                                 " run `sisa repair` to retrain the shard from scratch")
@@ -96,7 +98,7 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
                                shard, sl)
             result.rows_processed += len(data) * sched.passes()
             blob = ck.dumps(model)
-            meta = (store.put_blob(ck.checkpoint_dir(shard, sl), ".pkl", blob) if write
+            meta = (store.put_blob(checkpoint_dir(shard, sl), ".pkl", blob) if write
                     else {"sha256": sha256_bytes(blob), "bytes": len(blob)})
             meta.update(shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl),
                         rows=store.slice_rows(shard, sl))

@@ -1,6 +1,9 @@
 """Rows → shards/slices: the Arrow-backed store that holds the training data."""
 
 from .assign import AssignmentConfig, assign, keyed_hash
-from .store import DeleteResult, SliceData, Store
+from .deletion import DeleteResult
+from .manifest import Manifest, RetrainPlan
+from .store import SliceData, Store
 
-__all__ = ["AssignmentConfig", "DeleteResult", "SliceData", "Store", "assign", "keyed_hash"]
+__all__ = ["AssignmentConfig", "DeleteResult", "Manifest", "RetrainPlan", "SliceData", "Store",
+           "assign", "keyed_hash"]

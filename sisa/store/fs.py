@@ -6,9 +6,7 @@ a rewrite with the same bytes is a no-op and a Ray retry is safe) or the small
 replacing the manifest. Locally that is write-to-temp, fsync, ``os.replace``;
 on object stores (no rename) it is a single PUT, which S3 applies atomically.
 
-Object stores have no ``flock``; :class:`ObjectLock` stands in for it there (a
-``.lock`` object with an owner token, a settle-and-read-back check, a heartbeat, and
-a token re-check before every manifest commit).
+The store's write lock lives in :mod:`sisa.store.lock`.
 """
 
 from __future__ import annotations
@@ -16,14 +14,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import mmap
 import os
 import secrets
 import shutil
-import socket
 import stat
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +28,7 @@ from urllib.parse import parse_qsl, urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ..errors import CorruptStoreError, LocationError, StoreLockedError
+from ..errors import CorruptStoreError, LocationError
 
 
 class MissingFileError(CorruptStoreError):
@@ -337,16 +332,18 @@ class Location:
                 os.unlink(self.path(f"{TEMP_DIR}/{name}"))
         return len(names)
 
-    def write_content(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> tuple[str, str]:
-        """Store ``data`` under a name derived from its hash; returns (relative path, sha256)."""
+    def write_content(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> dict:
+        """Store ``data`` under a name derived from its hash; returns the manifest entry
+        ``{"file": relative path, "sha256": ..., "bytes": ...}``."""
         digest = sha256_bytes(data)
         rel = f"{rel_dir}/{digest[:32]}{suffix}"
+        size = len(memoryview(data))
         info = self.info(rel)
         # same name, same size: the bytes of an earlier attempt (a retried task); skip.
         # Other sizes mean a damaged leftover: write it again.
-        if info.type == pafs.FileType.NotFound or info.size != len(memoryview(data)):
+        if info.type == pafs.FileType.NotFound or info.size != size:
             self.write_atomic(rel, data)
-        return rel, digest
+        return {"file": rel, "sha256": digest, "bytes": size}
 
     def append_line(self, rel: str, line: str) -> None:
         """Append one line durably (fsync locally; read-modify-PUT on object stores)."""
@@ -524,150 +521,3 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class ObjectLock:
-    """A store's write lock on an object store, where there is no ``flock``.
-
-    Protocol (``.lock`` holds ``{token, pid, host, since, t}``):
-
-    1. If ``.lock`` exists, is fresh (rewritten within :attr:`ttl` seconds) and its
-       holder is not a dead process on this host (same host name, boot and pid
-       namespace), refuse with the holder's name.
-    2. PUT our own ``.lock``, wait :attr:`settle` seconds, read it back: if another
-       writer's token is there, it won the race and we refuse. (Without a
-       compare-and-swap this closes the race unless a writer stalls longer than
-       ``settle`` between its check and its PUT.)
-    3. While held, a daemon thread rewrites ``.lock`` every :attr:`heartbeat` seconds,
-       so a long training run never looks stale; a dead holder's lock goes stale
-       after ``ttl``.
-    4. :meth:`check` runs before every manifest commit: a writer whose lock was taken
-       over commits nothing. :meth:`release` stops the heartbeat and deletes ``.lock``
-       only if it is still ours.
-    """
-
-    ttl: float = 300.0
-    heartbeat: float = 30.0
-    settle: float = 0.5
-    name: str = ".lock"
-
-    def __init__(self, loc: Location, uri: str) -> None:
-        self.loc, self.uri = loc, uri
-        self.token = secrets.token_hex(16)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._io = threading.Lock()  # heartbeat vs release
-
-    # -- helpers ---------------------------------------------------------------------
-    def _read(self) -> dict | None:
-        """The current lock object, or None; unreadable content counts as a holder."""
-        try:
-            raw = self.loc.read_stable(self.name, _is_json_object)
-        except (FileNotFoundError, CorruptStoreError):
-            return None
-        if _is_json_object(raw):
-            return json.loads(raw)
-        return {"t": time.time(), "raw": raw[:200].decode(errors="replace")}
-
-    def _write(self, since: str) -> None:
-        body = {"token": self.token, "pid": os.getpid(), "host": socket.gethostname(),
-                "ns": _pid_namespace(), "since": since, "t": time.time()}
-        self.loc.write_atomic(self.name, json.dumps(body).encode())
-
-    def _is_stale(self, info: dict) -> bool:
-        if time.time() - float(info.get("t", 0)) > self.ttl:
-            return True
-        here = _pid_namespace()
-        if (here and info.get("ns") == here and info.get("host") == socket.gethostname()
-                and isinstance(info.get("pid"), int)):
-            try:
-                os.kill(info["pid"], 0)
-            except ProcessLookupError:
-                return True  # its holder died on this very machine
-            except OSError:
-                return False
-        return False
-
-    def _refuse(self, info: dict, why: str = "") -> StoreLockedError:
-        who = (f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')}"
-               if "pid" in info else "another process")
-        expiry = ""
-        if "t" in info:
-            at = time.strftime("%H:%M:%S", time.localtime(float(info["t"]) + self.ttl))
-            expiry = f"; if it died, its lock expires at {at}"
-        return StoreLockedError(
-            f"store {self.uri} is locked by {who}{why}: wait for that job to finish (one writer "
-            f"per store at a time){expiry}"
-        )
-
-    # -- protocol --------------------------------------------------------------------
-    def acquire(self, since: str) -> None:
-        """Take the lock or raise :class:`StoreLockedError`."""
-        info = self._read()
-        if info is not None and not self._is_stale(info):
-            raise self._refuse(info)
-        self._write(since)
-        time.sleep(self.settle)
-        info = self._read()
-        if info is None or info.get("token") != self.token:
-            raise self._refuse(info or {}, " (it took the lock at the same moment)")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._beat, args=(since,), daemon=True,
-                                        name=f"sisa-lock-heartbeat-{self.token[:6]}")
-        self._thread.start()
-
-    def _beat(self, since: str) -> None:
-        while not self._stop.wait(self.heartbeat):
-            with self._io:
-                if self._stop.is_set():
-                    return
-                try:
-                    info = self._read()
-                    if info is None or info.get("token") != self.token:
-                        return  # released by delete_all, or taken over: check() will tell
-                    self._write(since)
-                except OSError:
-                    continue  # transient; the next beat (or check()) tries again
-
-    def check(self) -> None:
-        """Raise unless ``.lock`` still carries our token (call before committing)."""
-        with self._io:  # not while our own heartbeat is rewriting it
-            info = self._read()
-        if info is None or info.get("token") != self.token:
-            raise StoreLockedError(
-                f"store {self.uri}: this writer lost its lock (the lock object was "
-                + ("removed" if info is None else
-                   f"taken over by pid {info.get('pid')} on host {info.get('host')}")
-                + "), so nothing more was committed; reopen the store and retry"
-            )
-
-    def release(self) -> None:
-        """Stop the heartbeat and delete ``.lock`` if it is still ours."""
-        self._stop.set()
-        with self._io:
-            pass  # wait for a beat in flight
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        with contextlib.suppress(OSError):
-            info = self._read()
-            if info is not None and info.get("token") == self.token:
-                self.loc.delete(self.name)
-
-
-def _pid_namespace() -> str:
-    """This boot and pid namespace ("" where unknown): a pid means the same process
-    only within them (containers on one host share its name, not its pids)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
-    except OSError:
-        return ""
-
-
-def _is_json_object(raw: bytes) -> bool:
-    try:
-        return isinstance(json.loads(raw), dict)
-    except ValueError:
-        return False

@@ -1,4 +1,16 @@
-"""What a store's manifest may name, and the label sets it records per slice.
+"""The store's layout: file and column names, folders, the slice schema, Arrow IPC
+bytes, what a manifest may name, and the label sets it records per slice.
+
+Layout under the store URI::
+
+    manifest.json                          the commit point (sisa.store.manifest)
+    data/shard=0003/slice=005/<hash>.arrow one uncompressed Arrow IPC file per (shard, slice)
+    index/bucket=0003/<hash>.arrow         sample_id -> (shard, slice), sorted by id
+    audit/tombstones/bucket=0003/<hash>.arrow  keyed hashes of deleted ids (never the ids)
+    audit/receipts-<store id>.jsonl        hash-chained, signed log of forget receipts
+    audit/intent.json                      a forget request being applied (sisa.unlearn)
+    checkpoints/shard=0003/slice=005/<hash>.pkl   one shard model per (shard, slice)
+    queue/<request id>.json                `sisa serve`'s accepted erasure requests
 
 Paths: every file a manifest names is built by sisa from fixed folder names and the
 file's own hash, so each kind has one exact shape. A manifest is checked against
@@ -21,6 +33,55 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import CorruptStoreError
+
+# Columns of a slice file (and of the index: ID, "shard", "slice").
+ID, LABEL, FEATURES = "sample_id", "label", "features"
+INTENT = "audit/intent.json"
+# Bookkeeping files that are not content-addressed and never hold training rows (the audit
+# log and a keyless store's audit key are named per store: Manifest.audit_files).
+KEEP = {"manifest.json", ".lock", INTENT}
+# `sisa serve`'s durable erasure queue (sisa.serve): one file per accepted request, holding
+# its raw ids until its receipt is committed, like INTENT. Only this exact shape is
+# bookkeeping; anything else under queue/ is a stray file like any other.
+QUEUE_FILE = re.compile(r"queue/[0-9a-f]{32}\.json")
+
+
+def slice_dir(shard: int, sl: int) -> str:
+    return f"data/shard={shard:04d}/slice={sl:03d}"
+
+
+def checkpoint_dir(shard: int, sl: int) -> str:
+    return f"checkpoints/shard={shard:04d}/slice={sl:03d}"
+
+
+def index_dir(bucket: int) -> str:
+    return f"index/bucket={bucket:04d}"
+
+
+def tombstone_dir(bucket: int) -> str:
+    return f"audit/tombstones/bucket={bucket:04d}"
+
+
+def slice_schema(schema: dict) -> pa.Schema:
+    """The Arrow schema of a slice file, from the manifest's ``schema`` entry."""
+    ftype = pa.float32() if schema["dtype"] == "float32" else pa.float64()
+    return pa.schema([
+        (ID, pa.int64() if schema["id_type"] == "int64" else pa.string()),
+        (LABEL, pa.type_for_alias(schema["label_type"])),
+        (FEATURES, pa.list_(ftype, len(schema["feature_names"]))),
+    ])
+
+
+def ipc_bytes(table: pa.Table) -> pa.Buffer:
+    """Serialise deterministically: same rows and schema give the same bytes."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table.combine_chunks() if table.num_rows else table)
+    return sink.getvalue()
+
+
+def read_ipc(buf: pa.Buffer) -> pa.Table:
+    return pa.ipc.open_file(pa.BufferReader(buf)).read_all()
 
 _HEX32 = r"([0-9a-f]{32})"
 SLICE_FILE = re.compile(rf"data/shard=(\d{{4,}})/slice=(\d{{3,}})/{_HEX32}\.arrow")

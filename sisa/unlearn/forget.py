@@ -12,6 +12,9 @@ A forget runs in four durable steps, each of which a rerun or ``repair`` resumes
    shard;
 4. the journal is cleared in the same commit that chains the (signed) receipt onto the
    audit log's committed head; the receipt is then appended to the log.
+
+The ids are resolved once (:func:`sisa.store.deletion.resolve`): the receipt's digest,
+the deletion and the retrain plan all come from that one result.
 """
 
 from __future__ import annotations
@@ -23,14 +26,18 @@ import uuid
 from .._crash import crashpoint
 from ..engine import checkpoints as ck
 from ..engine import driver
+from ..engine.settings import ExecutionSettings
 from ..engine.train import schedule_of
 from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError
-from ..store.store import INTENT, Store, editable, now_iso
+from ..store import deletion
+from ..store.layout import INTENT
+from ..store.manifest import RetrainPlan, now_iso
+from ..store.store import Store
 from . import receipts
 
 
-def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto",
-           address: str | None = None, num_cpus: float = 1, progress: bool = False,
+def forget(store: Store, ids, *, record_ids: bool = False,
+           settings: ExecutionSettings | None = None,
            requests: list[dict] | None = None) -> dict:
     """Exactly unlearn the rows with these sample ids; returns the receipt.
 
@@ -41,8 +48,10 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
     ids : iterable of int or str
         Sample ids to forget, as one batch: each affected shard retrains once.
     record_ids : bool, default=False
-        Keep the raw ids in the receipt. By default the receipt holds only their
-        sha256, so the audit log itself leaks nothing.
+        Keep the raw ids in the receipt. By default the receipt holds only their keyed
+        digest, so the audit log itself leaks nothing.
+    settings : ExecutionSettings, optional
+        Where the retrain runs (default: ``ExecutionSettings()``).
     requests : list of dict, optional
         The service requests this batch answers (``sisa serve``: request id, keyed ids
         digest and count of each, no raw ids). Recorded in the intent, the journal and the
@@ -51,7 +60,7 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
     Returns
     -------
     dict
-        The receipt: request id and time, ids sha256, affected (shard, first slice)
+        The receipt: request id and time, ids digest, affected (shard, first slice)
         pairs, shards emptied, rows retrained vs a full retrain, wall time, and the
         store fingerprints before and after.
 
@@ -62,88 +71,89 @@ def forget(store: Store, ids, *, record_ids: bool = False, backend: str = "auto"
     StaleModelError
         Another forget is unfinished; run ``repair`` first.
     """
+    settings = settings or ExecutionSettings()
     ids = store.id_array(ids)  # once: a generator given as ids is read one time only
     if len(ids) == 0:
         raise InputError("no sample ids given: pass at least one id to forget")
     with store.lock():
         digest, canon = receipts.ids_digest(store, ids)
-        if not store.manifest.get("model"):
-            raise StaleModelError(f"store {store.uri} has no trained model: fit one first")
-        pending = store.manifest.get("pending")
-        if pending:
-            req = pending.get("request", {})
-            if pending["kind"] == "forget" and req.get("ids_sha256") == digest:
-                return _complete(store, backend, address, num_cpus, progress, resumed=True)
-            raise StaleModelError(
-                f"store {store.uri} has an unfinished {pending['kind']}"
-                f"{' (request ' + req['request_id'] + ')' if req else ''}: run `sisa repair "
-                f"{store.uri}` before forgetting more rows"
-            )
-        if store.loc.exists(INTENT):
-            left = _read_intent(store)["request"]
-            if left["ids_sha256"] != digest:  # never overwrite another unfinished request
-                raise StaleModelError(
-                    f"store {store.uri}: an interrupted forget (request {left['request_id']}) "
-                    f"left {INTENT}; run `sisa repair {store.uri}` to finish it first")
-            store.collect_garbage()  # its half-written files: leave what `repair` would
+        resumed = _resume_or_refuse(store, digest, settings)
+        if resumed is not None:
+            return resumed
         receipts.sync_log(store)  # a crash may have come between the commit and the log
         done = receipts.find(store, ids_sha256=digest)
         if done is not None and not store.locate(canon)[0].any():
             return {**done, "replayed": True}  # already forgotten: a no-op
-        ids_list = canon.to_pylist()
-        request = {"request_id": uuid.uuid4().hex, "requested_at": now_iso(),
-                   "started": time.time(), "ids_sha256": digest, "n_ids": len(canon),
-                   "fingerprint_before": store.fingerprint}
-        if record_ids:
-            request["ids"] = ids_list
-        if requests:
-            request["requests"] = requests
-        _, _, shard, sl, _ = store.check_ids(canon)  # unknown ids: raise before any write
-        request.update(_class_change(store, canon))  # refuses <2 classes before any write
-        _check_resume_points(store, shard, sl)
-        store.loc.write_atomic(INTENT, json.dumps({"request": request, "ids": ids_list}).encode())
+        resolved = deletion.resolve(store, canon)  # unknown ids: raise before any write
+        change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
+        request = _request(store, resolved, change, digest, record_ids, requests)
+        _check_resume_points(store, change.plan)
+        store.loc.write_atomic(INTENT, json.dumps({"request": request,
+                                                   "ids": canon.to_pylist()}).encode())
         crashpoint("forget:after-intent")
-
-        def journal(changed: dict[int, int]) -> dict:
-            request["affected"] = sorted([s, k] for s, k in changed.items())
-            return {"pending": {"kind": "forget", "request": request, "rows_processed": 0}}
-
-        result = store.delete(canon, extra=journal)
+        result = deletion.apply(store, change, pending={"kind": "forget", "request": request,
+                                                        "rows_processed": 0})
         store.loc.delete(INTENT)
         crashpoint("forget:after-delete")
         if result.deleted == 0:  # every id was deleted by earlier requests
             return _close(store, _receipt(store, request, rows_retrained=0,
                                           already=len(canon)))
-        return _complete(store, backend, address, num_cpus, progress,
-                         already=len(result.already_deleted))
+        return _complete(store, settings, already=len(result.already_deleted))
 
 
-def _class_change(store: Store, ids) -> dict:
-    """Receipt fields for a forget that takes the last rows of a class: the class list is
-    part of what a fresh fit learns, so every shard retrains from slice 0 and the
-    receipt says why it cost more. Raises InputError (before anything is written) if a
-    classifier would keep fewer than two classes."""
-    change = store.class_change(ids)
-    if not change:
-        return {}
-    return {"classes_changed": change,
-            "reason": f"class(es) {change['removed']} lost their last rows: the model's class "
-                      "list changes, so every shard retrains from its first slice"}
+def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) -> dict | None:
+    """The receipt of this very request if it was interrupted after its deletion
+    (finished now); an error if another request is unfinished; else None."""
+    if not store.manifest.model:
+        raise StaleModelError(f"store {store.uri} has no trained model: fit one first")
+    pending = store.manifest.pending
+    if pending:
+        req = pending.get("request", {})
+        if pending["kind"] == "forget" and req.get("ids_sha256") == digest:
+            return _complete(store, settings, resumed=True)
+        raise StaleModelError(
+            f"store {store.uri} has an unfinished {pending['kind']}"
+            f"{' (request ' + req['request_id'] + ')' if req else ''}: run `sisa repair "
+            f"{store.uri}` before forgetting more rows")
+    if store.loc.exists(INTENT):
+        left = _read_intent(store)["request"]
+        if left["ids_sha256"] != digest:  # never overwrite another unfinished request
+            raise StaleModelError(
+                f"store {store.uri}: an interrupted forget (request {left['request_id']}) "
+                f"left {INTENT}; run `sisa repair {store.uri}` to finish it first")
+        store.collect_garbage()  # its half-written files: leave what `repair` would
+    return None
 
 
-def _check_resume_points(store: Store, shard, sl) -> None:
+def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletion,
+             digest: str, record_ids: bool, requests: list[dict] | None) -> dict:
+    """What the intent, the journal and the receipt record of the request."""
+    request = {"request_id": uuid.uuid4().hex, "requested_at": now_iso(),
+               "started": time.time(), "ids_sha256": digest, "n_ids": len(resolved.ids),
+               "fingerprint_before": store.fingerprint, "affected": change.plan.pairs()}
+    if record_ids:
+        request["ids"] = resolved.ids.to_pylist()
+    if requests:
+        request["requests"] = requests
+    if change.removed_classes:
+        # The class list is part of what a fresh fit learns: every shard retrains from
+        # slice 0, and the receipt says why it cost more.
+        request["classes_changed"] = {"removed": change.removed_classes}
+        request["reason"] = (f"class(es) {change.removed_classes} lost their last rows: the "
+                             "model's class list changes, so every shard retrains from its "
+                             "first slice")
+    return request
+
+
+def _check_resume_points(store: Store, plan: RetrainPlan) -> None:
     """The checkpoints the retrain will resume from must load, or the deletion would be
     committed and then stop half way: check them before anything is written."""
-    starts: dict[int, int] = {}
-    for s, r in zip(shard.tolist(), sl.tolist(), strict=True):
-        starts[s] = min(starts.get(s, r), r)
-    for s, r in sorted(starts.items()):
-        meta = ck.checkpoint_meta(store, s, r - 1) if r > 0 else None
-        if r > 0 and meta is None:
-            continue  # already missing: the journal retrains the shard from its first gap
+    for s, r in sorted(plan.items()):
+        meta = store.manifest.checkpoint(s, r - 1) if r > 0 else None
+        if meta is None:
+            continue  # from scratch, or already missing: the journal retrains from the gap
         try:
-            if meta is not None:
-                ck.load_verified(store, meta)
+            ck.load_verified(store, meta)
         except SisaError as exc:
             raise CorruptStoreError(
                 f"the checkpoint shard {s} would resume from (slice {r - 1}) is damaged "
@@ -165,19 +175,17 @@ def _read_intent(store: Store) -> dict:
 def _close(store: Store, receipt: dict) -> dict:
     """Chain and sign the receipt, commit it with the journal cleared, then log it."""
     sealed, audit = receipts.seal(store, receipt)
-    if store.manifest.get("pending"):
+    if store.manifest.pending:
         driver.finish(store, last_receipt=sealed, audit=audit)
     else:
-        new = editable(store.manifest)
-        new.update(last_receipt=sealed, audit=audit)
-        store.commit(new)
+        store.commit(store.manifest.with_receipt(sealed, audit))
     crashpoint("forget:before-log")
     receipts.sync_log(store)
     return sealed
 
 
 def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int = 0) -> dict:
-    sched = schedule_of(store, None)
+    sched = schedule_of(store)
     R = store.n_slices
     full = sum(sched.rows([store.slice_rows(s, r) for r in range(R)])
                for s in range(store.n_shards))
@@ -197,48 +205,50 @@ def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int =
     return receipt
 
 
-def _complete(store: Store, backend, address, num_cpus, progress, already: int = 0,
+def _complete(store: Store, settings: ExecutionSettings, already: int = 0,
               resumed: bool = False) -> dict:
     """Retrain what the journal says is left, then close it with the receipt."""
     if resumed:  # leftovers of the interrupted step may hold deleted rows
         store.collect_garbage()
         store.loc.delete(INTENT)  # the journal in the manifest supersedes it
-    driver.run(store, backend=backend, address=address, num_cpus=num_cpus, progress=progress,
-               desc="retraining shards")
-    pending = store.manifest["pending"]
+    driver.run(store, settings, desc="retraining shards")
+    pending = store.manifest.pending
     return _close(store, _receipt(store, pending["request"],
                                   rows_retrained=pending["rows_processed"], already=already))
 
 
-def repair(store: Store, *, backend: str = "auto", address: str | None = None,
-           num_cpus: float = 1, progress: bool = False) -> dict:
+def repair(store: Store, *, settings: ExecutionSettings | None = None) -> dict:
     """Bring an interrupted store to the state its last request asked for.
 
     Finishes (or redoes) an interrupted forget, retrains shards lacking checkpoints,
     removes files no manifest names, and logs a receipt that was committed but not
     yet logged. Safe to run at any time; a healthy store is left as it is.
+
+    Returns
+    -------
+    dict
+        ``completed_request``, ``retrained_shards``, ``removed_files``,
+        ``damaged_checkpoints`` and ``log_restored``.
     """
+    settings = settings or ExecutionSettings()
     with store.lock():
         summary: dict = {"completed_request": None, "retrained_shards": [], "removed_files": [],
                          "damaged_checkpoints": _drop_damaged_checkpoints(store)}
-        if store.loc.exists(INTENT) and not store.manifest.get("pending"):
+        if store.loc.exists(INTENT) and not store.manifest.pending:
             intent = _read_intent(store)
             receipt = forget(store, intent["ids"], record_ids="ids" in intent["request"],
-                             backend=backend, address=address, num_cpus=num_cpus,
-                             progress=progress, requests=intent["request"].get("requests"))
+                             settings=settings, requests=intent["request"].get("requests"))
             summary["completed_request"] = receipt["request_id"]
         store.loc.delete(INTENT)
         summary["removed_files"] = store.collect_garbage()
-        if store.manifest.get("model"):
-            pending = store.manifest.get("pending")
-            summary["retrained_shards"] = sorted(driver.pending_jobs(store))
+        if store.manifest.model:
+            pending = store.manifest.pending
+            summary["retrained_shards"] = sorted(store.manifest.pending_plan())
             if pending and pending["kind"] == "forget":
-                receipt = _complete(store, backend, address, num_cpus, progress, resumed=True)
+                receipt = _complete(store, settings, resumed=True)
                 summary["completed_request"] = receipt["request_id"]
             elif pending or summary["retrained_shards"]:
-                driver.run(store, backend=backend, address=address, num_cpus=num_cpus,
-                           progress=progress, desc="repairing shards")
-                driver.finish(store)
+                driver.train(store, settings, desc="repairing shards")
         summary["log_restored"] = receipts.sync_log(store)
         return summary
 
@@ -249,11 +259,10 @@ def _drop_damaged_checkpoints(store: Store) -> list[str]:
     whose hash was recomputed included) is dropped with the later ones of its shard, to
     be retrained from the data; anything else (data, index, tombstones) cannot be rebuilt
     and raises."""
-    model = store.manifest.get("model") or {"checkpoints": {}}
-    if store.manifest.get("model"):
+    if store.manifest.model:
         ck.prototype(store)  # a spec that cannot be rebuilt safely cannot be retrained from
-    ckpt_files = {m["file"]: m for m in model["checkpoints"].values()}
-    bad_ck: dict[int, int] = {}
+    ckpt_files = {m["file"]: m for m in store.manifest.checkpoints.values()}
+    damaged = RetrainPlan()
     bad_other: list[str] = []
     for rel, meta in store.referenced_files().items():
         try:
@@ -263,17 +272,13 @@ def _drop_damaged_checkpoints(store: Store) -> list[str]:
                 store.loc.read_verified(rel, meta["sha256"])
         except (SisaError, OSError):
             if rel in ckpt_files:
-                s, r = ckpt_files[rel]["shard"], ckpt_files[rel]["slice"]
-                bad_ck[s] = min(bad_ck.get(s, r), r)
+                damaged.add(ckpt_files[rel]["shard"], ckpt_files[rel]["slice"])
             else:
                 bad_other.append(rel)
     if bad_other:
         raise CorruptStoreError(
             f"{len(bad_other)} file(s) that cannot be rebuilt are missing or damaged, e.g. "
             f"{store.loc.path(bad_other[0])}: restore the store from backup")
-    if bad_ck:
-        new = editable(store.manifest)
-        driver.drop_checkpoints(new["model"], bad_ck)
-        store.commit(new)
-    return [f"shard {s} from slice {r}" for s, r in sorted(bad_ck.items())]
-
+    if damaged:
+        store.commit(store.manifest.without_checkpoints(damaged))
+    return [f"shard {s} from slice {r}" for s, r in sorted(damaged.items())]

@@ -22,11 +22,12 @@ import json
 
 from ..store import ids as idmod
 from ..store import keys
-from ..store.store import Store, audit_files, canonical_json
+from ..store.manifest import canonical_json
+from ..store.store import Store
 
 
 def log_path(store: Store) -> str:
-    return audit_files(store.manifest)["log"]
+    return store.manifest.audit_files()["log"]
 
 
 def ids_digest(store: Store, ids):
@@ -52,9 +53,9 @@ def receipt_hash(receipt: dict) -> str:
 def seal(store: Store, receipt: dict) -> tuple[dict, dict]:
     """Chain (and sign) a receipt onto the store's log; returns the receipt and the
     manifest's new ``audit`` entry, to be committed together."""
-    audit = store.manifest["audit"]
+    audit = store.manifest.audit
     sealed = {**receipt, "seq": audit["receipts"], "prev": audit["head"],
-              "store_id": store.manifest["store_id"]}
+              "store_id": store.manifest.store_id}
     key = store.signing_key()
     if key is not None:
         sealed["signature"] = key.sign(canonical_json(
@@ -113,8 +114,8 @@ def sync_log(store: Store) -> bool:
     the committed last receipt after a crash before the append, and rewrite a torn last
     line. A log that disagrees otherwise is left alone for :func:`check` to report.
     Returns whether the log was changed. Writers call it holding the lock."""
-    committed = store.manifest.get("audit", {}).get("receipts", 0)
-    last = store.manifest.get("last_receipt")
+    committed = store.manifest.audit.get("receipts", 0)
+    last = store.manifest.last_receipt
     log, problems = read_log(store)
     torn = any("torn" in p for p in problems)
     if problems and not (torn and len(problems) == 1):
@@ -157,12 +158,12 @@ def check(store: Store) -> list[str]:
         if r.get("prev") != want_prev:
             problems.append(f"{who} does not chain to the receipt before it: one was removed, "
                             "reordered or edited")
-        if r.get("store_id") != store.manifest["store_id"]:
+        if r.get("store_id") != store.manifest.store_id:
             problems.append(f"{who} belongs to another store ({r.get('store_id')})")
         if signer is not None and not signature_ok(signer, r):
                 problems.append(f"{who} does not carry the owner's valid signature: it was "
                                 "edited or forged")
-    audit = store.manifest.get("audit") or {}
+    audit = store.manifest.audit
     n = audit.get("receipts", 0)
     if len(log) != n:
         problems.append(f"the audit log holds {len(log)} receipt(s) but the manifest commits {n}"

@@ -35,10 +35,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..engine import checkpoints as ck
-from ..engine.backend import run_shards
+from ..engine.driver import train_shards
+from ..engine.settings import ExecutionSettings
 from ..errors import InputError, SisaError
-from ..store.layout import slice_labels, union
-from ..store.store import ID, INTENT, LABEL, QUEUE_FILE, Store, id_buckets, slice_key
+from ..store.index import id_buckets
+from ..store.layout import ID, INTENT, LABEL, QUEUE_FILE, slice_labels, union
+from ..store.manifest import RetrainPlan, slice_key
+from ..store.store import Store
 from . import receipts
 from .receipts import history
 
@@ -96,8 +99,8 @@ class VerifyReport:
 
 
 def verify(store: Store, *, shards=None, sample: int | None = None, retrain: bool = True,
-           backend: str = "auto", address: str | None = None, num_cpus: float = 1,
-           progress: bool = False, seed: int | None = None, public_key: str | None = None,
+           settings: ExecutionSettings | None = None, seed: int | None = None,
+           public_key: str | None = None,
            forgotten_ids=None, held_receipts: list[dict] | None = None) -> VerifyReport:
     """Check a store and its model; see the module docstring for what is proven.
 
@@ -110,6 +113,10 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
         Retrain ``sample`` shards drawn at random, for big stores.
     retrain : bool, default=True
         Set False to skip the byte-identity retrain (fast structural checks only).
+    settings : ExecutionSettings, optional
+        Where the retrain runs (default: ``ExecutionSettings()``).
+    seed : int, optional
+        Seed of the ``sample`` draw.
     public_key : str, optional
         The owner's Ed25519 public key (64 hex digits, see :func:`sisa.store.keys.parse_public`):
         the manifest must be signed by it. Needs no private key and no audit key.
@@ -127,8 +134,8 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     targets = _targets(S, shards, sample, seed)  # bad arguments fail before any work
     checks = [ShardCheck(s, store.shard_rows(s)) for s in range(S)]
     problems: list[str] = []
-    model = store.manifest.get("model")
-    pending = store.manifest.get("pending")
+    model = store.manifest.model
+    pending = store.manifest.pending
     if pending:
         problems.append(f"an unfinished {pending['kind']} is journaled: run `sisa repair`")
     if store.loc.exists(INTENT):
@@ -201,7 +208,7 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     if model:
         _check_checkpoints(store, checks)
         if retrain and targets:
-            _retrain(store, checks, targets, backend, address, num_cpus, progress)
+            _retrain(store, checks, targets, settings or ExecutionSettings())
     return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb),
                         round(time.perf_counter() - t0, 3), store.signer, notes)
 
@@ -210,8 +217,8 @@ def _labels_of(store: Store, s: int, r: int, table: pa.Table, problems: list[str
     """The slice's distinct labels, read from its data; a ``labels`` entry in the manifest
     that disagrees with them is a problem (the class set is built from those entries)."""
     labels = pc.unique(table.column(LABEL)).to_pylist()
-    want = slice_labels(table, store.manifest["schema"]["label_type"])
-    got = store.manifest["slices"][slice_key(s, r)].get("labels", "missing")
+    want = slice_labels(table, store.manifest.schema["label_type"])
+    got = store.manifest.slice(s, r).get("labels", "missing")
     if got != want:
         problems.append(f"slice {r}: the manifest's label list ({str(got)[:60]}) is not the "
                         "slice's labels: the manifest was edited; restore it from backup")
@@ -223,7 +230,7 @@ def _class_problems(store: Store, data_labels: list[list]) -> list[str]:
     derived here from the rows themselves (not from the model or the manifest): a class
     kept after its last rows were forgotten still shows in ``classes_`` and
     ``predict_proba``, and a retrain with the stored list would reproduce it."""
-    model = store.manifest.get("model")
+    model = store.manifest.model
     if not model or model.get("task") != "classification":
         return []
     expected = union(data_labels)
@@ -270,20 +277,20 @@ def _audit_problems(store: Store) -> list[str]:
     log says the last forget left (a restored pre-forget backup is not)."""
     out = []
     grid = {slice_key(s, r) for s in range(store.n_shards) for r in range(store.n_slices)}
-    extra = sorted(set(store.manifest["slices"]) - grid)
-    model = store.manifest.get("model")
+    extra = sorted(set(store.manifest.slices) - grid)
+    model = store.manifest.model
     extra += sorted(set(model["checkpoints"]) - grid) if model else []
     if extra:
         out.append(f"the manifest names entries outside its {store.n_shards} x "
                    f"{store.n_slices} grid ({extra[:3]}): it was edited; restore it from backup")
     tomb_rows = (store.manifest.get("tombstones") or {}).get("rows", 0)
-    if tomb_rows != store.manifest.get("n_deleted", 0):
-        out.append(f"{tomb_rows} tombstones but {store.manifest.get('n_deleted', 0)} deleted "
+    if tomb_rows != store.manifest.n_deleted:
+        out.append(f"{tomb_rows} tombstones but {store.manifest.n_deleted} deleted "
                    "rows recorded: the manifest was edited")
     log = history(store)
-    committed = store.manifest.get("last_receipt")
+    committed = store.manifest.last_receipt
     last = committed or (log[-1] if log else None)  # the signed one first
-    pending = store.manifest.get("pending")
+    pending = store.manifest.pending
     if last and not pending and last.get("fingerprint_after") != store.fingerprint:
         out.append(f"the data are not the state the last forget (request "
                    f"{last.get('request_id')}) left: a backup from before it was restored, "
@@ -301,7 +308,7 @@ def _audit_problems(store: Store) -> list[str]:
 
 
 def _check_checkpoints(store: Store, checks: list[ShardCheck]) -> None:
-    cks = store.manifest["model"]["checkpoints"]
+    cks = store.manifest.checkpoints
     for c in checks:
         for r in range(store.n_slices):
             meta = cks.get(slice_key(c.shard, r))
@@ -336,11 +343,11 @@ def _targets(S: int, shards, sample, seed) -> list[int]:
     return list(range(S))
 
 
-def _retrain(store, checks, targets, backend, address, num_cpus, progress) -> None:
-    results = run_shards(store, [(s, 0) for s in targets], backend=backend, address=address,
-                         num_cpus=num_cpus, progress=progress, desc="verifying shards",
-                         write=False)
-    cks = store.manifest["model"]["checkpoints"]
+def _retrain(store: Store, checks: list[ShardCheck], targets: list[int],
+             settings: ExecutionSettings) -> None:
+    results = train_shards(store, RetrainPlan({s: 0 for s in targets}), settings,
+                           desc="verifying shards", write=False)
+    cks = store.manifest.checkpoints
     for res in results:
         c = checks[res.shard]
         c.retrained = True
