@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from sisa import SISAClassifier, Store
-from sisa.store import fs as sfs
+from sisa.store import uris as suris
 from sisa.unlearn import repair, verify
 
 from .conftest import LOCAL
@@ -249,8 +249,8 @@ def cluster() -> Iterator[LocalCluster]:
             yield c
         finally:
             c.teardown()
-    for uri in [u for u in sfs._RESOLVED if u.startswith(f"s3://{BUCKET}")]:
-        del sfs._RESOLVED[uri]
+    for uri in [u for u in suris._RESOLVED if u.startswith(f"s3://{BUCKET}")]:
+        del suris._RESOLVED[uri]
 
 
 def summary_of(stdout: str) -> dict:

@@ -21,8 +21,8 @@ import sisa.cli  # noqa: E402
 from sisa import SISAClassifier  # noqa: E402
 from sisa.deep import TorchClassifier  # noqa: E402
 from sisa.engine import safe_pickle  # noqa: E402
-from sisa.engine.backend import gpus_per_task  # noqa: E402
 from sisa.engine.checkpoints import dumps  # noqa: E402
+from sisa.engine.driver import gpus_per_task  # noqa: E402
 from sisa.engine.presets import PRESETS  # noqa: E402
 from sisa.engine.spec import check, from_spec, to_spec  # noqa: E402
 from sisa.errors import InputError, UntrustedCodeError  # noqa: E402

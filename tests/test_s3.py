@@ -29,6 +29,7 @@ from sisa import SISAClassifier, Store
 from sisa.errors import StaleModelError, StoreError, StoreLockedError
 from sisa.store import fs as sfs
 from sisa.store import lock as slock
+from sisa.store import uris as suris
 from sisa.store.manifest import split as _split_manifest
 from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import history, repair, verify
@@ -89,8 +90,8 @@ def s3env() -> Iterator[dict[str, str]]:
         for k, v in env.items():
             mp.setenv(k, v)
         yield env
-    for uri in [u for u in sfs._RESOLVED if u.startswith("s3://")]:
-        del sfs._RESOLVED[uri]
+    for uri in [u for u in suris._RESOLVED if u.startswith("s3://")]:
+        del suris._RESOLVED[uri]
 
 
 @pytest.fixture
@@ -127,17 +128,17 @@ def test_s3_uri_options_env_and_query(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    kw, path = sfs._s3_options("s3://bkt/a/b/")
+    kw, path = suris._s3_options("s3://bkt/a/b/")
     assert path == "bkt/a/b"
     assert kw == {"allow_delayed_open": True, "endpoint_override": "127.0.0.1:9000",
                   "scheme": "http", "region": "eu-west-1"}
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://minio.internal:9443")
     monkeypatch.setenv("AWS_REGION", "us-west-2")
-    kw, _ = sfs._s3_options("s3://bkt/p")
+    kw, _ = suris._s3_options("s3://bkt/p")
     assert (kw["endpoint_override"], kw["scheme"], kw["region"]) == (
         "minio.internal:9443", "https", "us-west-2")
     # explicit query parameters win and are typed
-    kw, path = sfs._s3_options("s3://bkt/p?endpoint_override=10.0.0.5:80&scheme=http"
+    kw, path = suris._s3_options("s3://bkt/p?endpoint_override=10.0.0.5:80&scheme=http"
                                "&region=ap-south-1&request_timeout=7.5&force_virtual_addressing"
                                "=true&allow_delayed_open=false")
     assert path == "bkt/p"
@@ -145,13 +146,13 @@ def test_s3_uri_options_env_and_query(monkeypatch):
                   "scheme": "http", "region": "ap-south-1", "request_timeout": 7.5,
                   "force_virtual_addressing": True}
     with pytest.raises(StoreError, match="unknown S3 option 'endpoint'"):
-        sfs._s3_options("s3://bkt/p?endpoint=x")
+        suris._s3_options("s3://bkt/p?endpoint=x")
     with pytest.raises(StoreError, match="environment"):
-        sfs._s3_options("s3://bkt/p?secret_key=x")
+        suris._s3_options("s3://bkt/p?secret_key=x")
     with pytest.raises(StoreError, match="credentials"):
-        sfs._s3_options("s3://AKIA:secret@bkt/p")
+        suris._s3_options("s3://AKIA:secret@bkt/p")
     with pytest.raises(StoreError, match="true or false"):
-        sfs._s3_options("s3://bkt/p?anonymous=maybe")
+        suris._s3_options("s3://bkt/p?anonymous=maybe")
 
 
 # ---------------------------------------------------------------------- store on S3

@@ -10,7 +10,7 @@ has done it. :func:`train` is the one entry point for fit, forget and repair.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sklearn.base import clone, is_classifier
 
@@ -130,7 +130,7 @@ def finish(store: Store, **fields) -> dict:
     return pending
 
 
-def gpus_per_task(manifest) -> int:
+def gpus_per_task(manifest: Mapping) -> int:
     """1 when the store's shard model trains on a GPU (an estimator in its spec, pipeline
     steps included, has ``device="cuda..."``, e.g. :class:`sisa.deep.TorchClassifier`),
     else 0: Ray then places each shard task on a GPU worker."""
@@ -142,7 +142,7 @@ def gpus_per_task(manifest) -> int:
             return any(cuda(x) for x in v.values())
         return isinstance(v, list) and any(cuda(x) for x in v)
 
-    model = manifest.model or {}
+    model = manifest.get("model") or {}
     return int(cuda(model.get("estimator", {}).get("spec")))
 
 

@@ -3,7 +3,8 @@
 from .assign import AssignmentConfig, assign, keyed_hash
 from .deletion import DeleteResult
 from .manifest import Manifest, RetrainPlan
-from .store import SliceData, Store
+from .reading import SliceData
+from .store import Store
 
 __all__ = ["AssignmentConfig", "DeleteResult", "Manifest", "RetrainPlan", "SliceData", "Store",
            "assign", "keyed_hash"]

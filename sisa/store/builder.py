@@ -94,8 +94,41 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
                 memory_budget_mb: int = 256, batch_rows: int = 65_536,
                 progress: bool = False) -> tuple[Manifest, keys.KeyPair | None]:
     """Write the data of a staged store; returns its manifest (one generation past the
-    store it replaces, if any) and the owner's key that will sign it. Parameters as in
-    :meth:`sisa.store.Store.create`."""
+    store it replaces, if any) and the owner's key that will sign it.
+
+    Parameters
+    ----------
+    store : Store
+        Staged (:meth:`sisa.store.Store.building`).
+    data : array-like, DataFrame, pyarrow.Table or path
+        Features (with ``y``) or a table/file holding the ``label`` column.
+    y : array-like, optional
+        Labels, when ``data`` is an array.
+    label : str, optional
+        Label column, when ``data`` is a table or file.
+    n_shards, n_slices : int
+        S and R.
+    random_state : int, default=0
+        Seed of the keyed assignment hash (and later of training).
+    sample_ids : array-like, optional
+        Stable id per row (int or str). ``id_column`` names a column instead.
+        Default: the row numbers 0..n-1 in input order.
+    group_column, groups : optional
+        Group key per row: all rows of a group land in one (shard, slice).
+    deletion_prob_column, deletion_prob, hot_shards, hot_threshold : optional
+        Distribution-aware sharding; see :class:`~sisa.store.assign.AssignmentConfig`.
+    feature_columns : list of str, optional
+        Feature columns of a table (default: every other column).
+    dtype : {numpy.float32, numpy.float64}, optional
+        Feature type stored (default: float32 input stays float32, else float64).
+    memory_budget_mb : int, default=256
+        Rows are spilled to temporary files beyond this, so inputs larger than memory
+        stream through.
+    batch_rows : int, default=65536
+        Rows read from a file at a time.
+    progress : bool, default=False
+        Show rows ingested and slices written.
+    """
     if not store.staged:
         raise StoreError("internal: ingest needs a staged store (use Store.building)")
     config = AssignmentConfig(int(n_shards), int(n_slices), int(random_state),
@@ -103,17 +136,9 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
     if hot_shards and deletion_prob is None and not deletion_prob_column:
         raise InputError("hot_shards > 0 needs deletion probabilities: pass deletion_prob= or "
                          "deletion_prob_column=")
-    if label is None:
-        if y is None:
-            raise InputError("pass y= with array data, or label='column' with a table/file")
-        source = ingest.from_arrays(data, y, sample_ids, groups, deletion_prob, dtype)
-    else:
-        if sample_ids is not None:
-            raise InputError("pass sample_ids= with array data, or id_column= with a table")
-        source = ingest.from_table(
-            data, label, id_column=id_column, group_column=group_column,
-            deletion_prob_column=deletion_prob_column, feature_columns=feature_columns,
-            dtype=dtype, batch_rows=batch_rows)
+    source = _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows,
+                     id_column=id_column, group_column=group_column,
+                     deletion_prob_column=deletion_prob_column, feature_columns=feature_columns)
     key = keys.configured()
     new = _Builder(store.loc, config, source, memory_budget_mb, progress, secrets.token_hex(16),
                    key).build()
@@ -121,6 +146,18 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
         store.loc.write_atomic(new.audit_files()["key"], secrets.token_hex(32).encode(),
                                mode=0o600)
     return new.stamped(store.replaced_generation + 1), key
+
+
+def _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows,
+            **columns) -> ingest.Source:
+    """The rows to ingest: arrays with ``y``, or a table/file with a ``label`` column."""
+    if label is None:
+        if y is None:
+            raise InputError("pass y= with array data, or label='column' with a table/file")
+        return ingest.from_arrays(data, y, sample_ids, groups, deletion_prob, dtype)
+    if sample_ids is not None:
+        raise InputError("pass sample_ids= with array data, or id_column= with a table")
+    return ingest.from_table(data, label, dtype=dtype, batch_rows=batch_rows, **columns)
 
 
 def _local_dirs(loc: Location) -> set[str]:

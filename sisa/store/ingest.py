@@ -199,10 +199,44 @@ def from_table(
     dtype=None,
     batch_rows: int = 65_536,
 ) -> Source:
-    """Source over a DataFrame, Table or file/directory, streamed in record batches."""
+    """Source over a DataFrame, Table or file/directory, streamed in record batches.
+    Column problems are reported before any row is read; row problems (missing values,
+    non-finite features) name the first bad row."""
     dataset = _to_dataset(data)
     schema = dataset.schema
     special = [c for c in (label, id_column, group_column, deletion_prob_column) if c]
+    feats = _feature_columns(schema, special, feature_columns)
+    out_dtype = _dtype(dtype) if dtype else (
+        np.dtype(np.float32) if all(schema.field(f).type in SMALL_FLOATS for f in feats)
+        else np.dtype(np.float64)
+    )
+    id_type = idmod.column_id_type(schema.field(id_column).type, id_column) if id_column else \
+        idmod.INT
+    ltype = schema.field(label).type
+    label_type = (pa.int64() if pa.types.is_integer(ltype) or pa.types.is_boolean(ltype)
+                  else pa.float64() if pa.types.is_floating(ltype) else pa.string())
+    columns = _Columns(feats, label, label_type, id_column, group_column, deletion_prob_column,
+                       out_dtype)
+
+    def batches() -> Iterator[Batch]:
+        offset = 0
+        stream = iter(dataset.to_batches(columns=feats + special, batch_size=batch_rows))
+        while True:
+            with reading(data if isinstance(data, (str, os.PathLike)) else "the input"):
+                rb = next(stream, None)
+            if rb is None:
+                break
+            if rb.num_rows:
+                yield columns.batch(rb, offset)
+                offset += rb.num_rows
+
+    return Source(feats, label, label_type, id_column, out_dtype, batches(), id_type)
+
+
+def _feature_columns(schema: pa.Schema, special: list[str],
+                     feature_columns: list[str] | None) -> list[str]:
+    """The feature columns, checked: present, numeric, each named once, none of them the
+    label/id/group/deletion-probability column."""
     missing = [c for c in special + list(feature_columns or []) if c not in schema.names]
     if missing:
         raise InputError(f"column(s) {missing} not found; the input has {schema.names}")
@@ -222,72 +256,65 @@ def from_table(
     def numeric(t: pa.DataType) -> bool:
         return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
-
     non_numeric = [f for f in feats if not numeric(schema.field(f).type)]
     if non_numeric:
         raise InputError(
             f"feature column(s) {non_numeric[:5]} are not numeric: one-hot or ordinal-encode "
             "them first, or name the numeric ones (feature_columns=..., or --features on the CLI)"
         )
-    out_dtype = _dtype(dtype) if dtype else (
-        np.dtype(np.float32) if all(schema.field(f).type in SMALL_FLOATS for f in feats)
-        else np.dtype(np.float64)
-    )
-    id_type = idmod.column_id_type(schema.field(id_column).type, id_column) if id_column else \
-        idmod.INT
-    ltype = schema.field(label).type
-    label_type = (pa.int64() if pa.types.is_integer(ltype) or pa.types.is_boolean(ltype)
-                  else pa.float64() if pa.types.is_floating(ltype) else pa.string())
+    return feats
 
-    def batches() -> Iterator[Batch]:
-        offset = 0
-        stream = iter(dataset.to_batches(columns=feats + special, batch_size=batch_rows))
-        while True:
-            with reading(data if isinstance(data, (str, os.PathLike)) else "the input"):
-                rb = next(stream, None)
-            if rb is None:
-                break
-            n = rb.num_rows
-            if n == 0:
-                continue
-            cols = []
-            for f in feats:
-                col = rb.column(f)
-                if col.null_count:
-                    first = offset + int(np.flatnonzero(
-                        col.is_null().to_numpy(zero_copy_only=False))[0])
-                    raise InputError(
-                        f"feature column {f!r} has {col.null_count} missing value(s), the first "
-                        f"at row {first}: impute or drop them before ingest"
-                    )
-                cols.append(col.to_numpy(zero_copy_only=False))
-            X = np.column_stack(cols).astype(out_dtype, copy=False)
-            _check_features(X, feats, offset)
-            ycol = rb.column(label)
-            if ycol.null_count:
-                first = offset + int(np.flatnonzero(
-                    ycol.is_null().to_numpy(zero_copy_only=False))[0])
-                raise InputError(f"label column {label!r} has {ycol.null_count} missing "
-                                 f"value(s), the first at row {first}: drop or fill those rows")
-            y = _check_label(ycol.cast(label_type).to_numpy(zero_copy_only=False), n)
 
-            def col_or_none(name: str | None, rb=rb) -> np.ndarray | None:
-                if not name:
-                    return None
-                c = rb.column(name)
-                if c.null_count:
-                    raise InputError(f"column {name!r} has {c.null_count} missing values")
-                return c.to_numpy(zero_copy_only=False)
+@dataclass(frozen=True)
+class _Columns:
+    """How one record batch of a table becomes a checked :class:`Batch`."""
 
-            ids = None
-            if id_column:
-                ids = rb.column(id_column)
-                if ids.null_count:
-                    raise InputError(f"id column {id_column!r} has {ids.null_count} missing "
-                                     "values: every row needs an id")
-                if pa.types.is_dictionary(ids.type):
-                    ids = ids.dictionary_decode()
-            yield Batch(ids, X, y, col_or_none(group_column), col_or_none(deletion_prob_column))
-            offset += n
+    feats: list[str]
+    label: str
+    label_type: pa.DataType
+    id_column: str | None
+    group_column: str | None
+    deletion_prob_column: str | None
+    dtype: np.dtype
 
-    return Source(feats, label, label_type, id_column, out_dtype, batches(), id_type)
+    def batch(self, rb: pa.RecordBatch, offset: int) -> Batch:
+        cols = []
+        for f in self.feats:
+            col = rb.column(f)
+            if col.null_count:
+                raise InputError(
+                    f"feature column {f!r} has {col.null_count} missing value(s), the first "
+                    f"at row {offset + _first_null(col)}: impute or drop them before ingest")
+            cols.append(col.to_numpy(zero_copy_only=False))
+        X = np.column_stack(cols).astype(self.dtype, copy=False)
+        _check_features(X, self.feats, offset)
+        ycol = rb.column(self.label)
+        if ycol.null_count:
+            raise InputError(f"label column {self.label!r} has {ycol.null_count} missing "
+                             f"value(s), the first at row {offset + _first_null(ycol)}: drop or "
+                             "fill those rows")
+        y = _check_label(ycol.cast(self.label_type).to_numpy(zero_copy_only=False), rb.num_rows)
+        ids = None
+        if self.id_column:
+            ids = rb.column(self.id_column)
+            if ids.null_count:
+                raise InputError(f"id column {self.id_column!r} has {ids.null_count} missing "
+                                 "values: every row needs an id")
+            if pa.types.is_dictionary(ids.type):
+                ids = ids.dictionary_decode()
+        return Batch(ids, X, y, _plain(rb, self.group_column),
+                     _plain(rb, self.deletion_prob_column))
+
+
+def _first_null(col: pa.Array) -> int:
+    return int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def _plain(rb: pa.RecordBatch, name: str | None) -> np.ndarray | None:
+    """An optional column as numpy; missing values are refused."""
+    if not name:
+        return None
+    c = rb.column(name)
+    if c.null_count:
+        raise InputError(f"column {name!r} has {c.null_count} missing values")
+    return c.to_numpy(zero_copy_only=False)

@@ -16,41 +16,26 @@ unreferenced files; after it, the new state plus leftovers. ``collect_garbage`` 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from .._crash import crashpoint
-from ..errors import CorruptStoreError, KeyFileError, LocationError, StoreError, StoreLockedError
+from ..errors import CorruptStoreError, LocationError, StoreError, StoreLockedError
 from . import builder, deletion, keys
-from . import ids as idmod
-from . import index as idx
 from . import manifest as mf
 from .assign import AssignmentConfig, spread
+from .audit_keys import AuditKeys
 from .fs import Location, MissingFileError
-from .layout import FEATURES, ID, KEEP, LABEL, QUEUE_FILE, read_ipc, slice_schema
+from .layout import KEEP, QUEUE_FILE
 from .lock import WriteLock
 from .manifest import Manifest
+from .reading import RowReading
 
 
-@dataclass
-class SliceData:
-    """Rows of one or more slices as numpy arrays (features are zero-copy when local)."""
-
-    X: np.ndarray
-    y: np.ndarray
-    ids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-class Store:
+class Store(RowReading, AuditKeys):
     """An on-disk training set split into ``n_shards`` × ``n_slices`` Arrow files.
 
     Build one with :meth:`Store.create`, reopen it with :meth:`Store.open`.
@@ -205,11 +190,12 @@ class Store:
         overwrite : bool, default=False
             Replace a store already at ``uri``.
         **ingest_kw
-            ``n_shards`` and ``n_slices`` (required), and the options of :meth:`ingest`:
-            ``label``, ``random_state``, ``sample_ids``/``id_column``,
-            ``groups``/``group_column``, ``deletion_prob``/``deletion_prob_column``,
-            ``hot_shards``, ``hot_threshold``, ``feature_columns``, ``dtype``,
-            ``memory_budget_mb``, ``batch_rows``, ``progress``.
+            ``n_shards`` and ``n_slices`` (required), and the ingest options documented at
+            :func:`sisa.store.builder.ingest_rows`: ``label``, ``random_state``,
+            ``sample_ids``/``id_column``, ``groups``/``group_column``,
+            ``deletion_prob``/``deletion_prob_column``, ``hot_shards``, ``hot_threshold``,
+            ``feature_columns``, ``dtype``, ``memory_budget_mb``, ``batch_rows``,
+            ``progress``.
 
         Returns
         -------
@@ -245,55 +231,24 @@ class Store:
         with builder.building(cls, uri, overwrite=overwrite) as store:
             yield store
 
-    def ingest(self, data, y=None, *, n_shards: int, n_slices: int, label: str | None = None,
-               random_state: int = 0, sample_ids=None, id_column: str | None = None,
-               group_column: str | None = None, deletion_prob_column: str | None = None,
-               groups=None, deletion_prob=None, hot_shards: int = 0, hot_threshold: float = 0.5,
-               feature_columns: list[str] | None = None, dtype=None,
-               memory_budget_mb: int = 256, batch_rows: int = 65_536,
-               progress: bool = False) -> Store:
+    def ingest(self, data, y=None, **options) -> Store:
         """Write the data of a staged store (see :meth:`building`); every row is read and
         validated before anything is published.
 
         Parameters
         ----------
-        data, y, label
+        data, y
             As in :meth:`create`.
-        n_shards, n_slices : int
-            S and R.
-        random_state : int, default=0
-            Seed of the keyed assignment hash (and later of training).
-        sample_ids : array-like, optional
-            Stable id per row (int or str). ``id_column`` names a column instead.
-            Default: 0..n-1 in input order.
-        group_column, groups : optional
-            Group key per row: all rows of a group land in one (shard, slice).
-        deletion_prob_column, deletion_prob, hot_shards, hot_threshold : optional
-            Distribution-aware sharding; see :class:`AssignmentConfig`.
-        feature_columns : list of str, optional
-            Feature columns of a table (default: every other column).
-        dtype : {numpy.float32, numpy.float64}, optional
-            Feature type stored (default: float32 input stays float32, else float64).
-        memory_budget_mb : int, default=256
-            Rows are spilled to temporary files beyond this, so inputs larger than
-            memory stream through.
-        batch_rows : int, default=65536
-            Rows read from a file at a time.
-        progress : bool, default=False
-            Show rows ingested and slices written.
+        **options
+            ``n_shards``, ``n_slices`` (required) and the ingest options documented at
+            :func:`sisa.store.builder.ingest_rows`.
 
         Returns
         -------
         Store
             ``self``.
         """
-        new, key = builder.ingest_rows(
-            self, data, y, label=label, n_shards=n_shards, n_slices=n_slices,
-            random_state=random_state, sample_ids=sample_ids, id_column=id_column,
-            group_column=group_column, deletion_prob_column=deletion_prob_column, groups=groups,
-            deletion_prob=deletion_prob, hot_shards=hot_shards, hot_threshold=hot_threshold,
-            feature_columns=feature_columns, dtype=dtype, memory_budget_mb=memory_budget_mb,
-            batch_rows=batch_rows, progress=progress)
+        new, key = builder.ingest_rows(self, data, y, **options)
         self.manifest, self._key, self._audit_key = new, key, None
         self._index_cache.clear()
         return self
@@ -360,132 +315,6 @@ class Store:
     def referenced_files(self) -> dict[str, dict]:
         """Every file the manifest vouches for: relative path -> {sha256, bytes, ...}."""
         return self.manifest.referenced_files()
-
-    # ------------------------------------------------------------------ reading rows
-    def _read_table(self, rel: str, sha: str) -> pa.Table:
-        return read_ipc(self.loc.read_verified(rel, sha))
-
-    def read_slice_table(self, shard: int, sl: int) -> pa.Table:
-        """One slice as an Arrow table (``sample_id, label, features``), hash-checked."""
-        m = self.manifest.slice(shard, sl)
-        return self._read_table(m["file"], m["sha256"])
-
-    def read_slice(self, shard: int, sl: int) -> SliceData:
-        """One slice as numpy ``X, y, ids``; hash-checked, zero-copy over mmap locally."""
-        return self._to_numpy(self.read_slice_table(shard, sl))
-
-    def read_slices(self, shard: int, slices: Iterable[int]) -> SliceData:
-        """Several slices of one shard concatenated in slice order."""
-        tables = [self.read_slice_table(shard, r) for r in slices]
-        return self._to_numpy(pa.concat_tables(tables) if tables else self.empty_table())
-
-    def _to_numpy(self, table: pa.Table) -> SliceData:
-        d = self.n_features
-        feats = table.column(FEATURES).combine_chunks()
-        X = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
-        y = table.column(LABEL).to_numpy(zero_copy_only=False)
-        ids = table.column(ID).to_numpy(zero_copy_only=False)
-        return SliceData(X, y, ids)
-
-    def empty_table(self) -> pa.Table:
-        """A slice table with no rows."""
-        return slice_schema(self.manifest.schema).empty_table()
-
-    def classes(self) -> list:
-        """Sorted distinct labels of the stored rows (from the manifest's per-slice label
-        lists; read from the data only for slices that record none: float labels)."""
-        return deletion.label_union(self)
-
-    # ------------------------------------------------------------------ ids
-    def id_array(self, ids) -> pa.Array:
-        """``ids`` as this store's Arrow id array (the one id boundary: :mod:`sisa.store.ids`)."""
-        return idmod.to_store_ids(ids, self.manifest.id_type)
-
-    @property
-    def index_buckets(self) -> int:
-        return len(self.manifest.index_parts)
-
-    def read_index_part(self, bucket: int) -> pa.Table:
-        """One index bucket: the ids hashing to it, sorted, with their (shard, slice)."""
-        m = self.manifest.index_parts[bucket]
-        table = self._index_cache.get(m["sha256"])
-        if table is None:  # immutable file: cache by its hash, keep only live buckets
-            live = {p["sha256"] for p in self.manifest.index_parts}
-            for sha in [k for k in self._index_cache if k not in live]:
-                del self._index_cache[sha]
-            table = self._index_cache[m["sha256"]] = self._read_table(m["file"], m["sha256"])
-        return table
-
-    def read_index(self) -> pa.Table:
-        """The whole index (every bucket): ``sample_id, shard, slice``."""
-        return pa.concat_tables([self.read_index_part(b) for b in range(self.index_buckets)])
-
-    def locate(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Where ``ids`` live: ``(found_mask, shard, slice)``, the last two for found ids
-        only, in query order. Reads only the index buckets of these ids."""
-        return idx.locate(self.id_array(ids), self.index_buckets, self.read_index_part)
-
-    def read_tombstones(self, buckets: Iterable[int] | None = None) -> list[bytes]:
-        """Keyed hashes of every deleted id (or of those in ``buckets``)."""
-        parts = self.manifest.tombstone_parts
-        names = sorted(parts, key=int) if buckets is None else [str(b) for b in buckets]
-        out: list[bytes] = []
-        for k in (k for k in names if k in parts):
-            out += self._read_table(parts[k]["file"], parts[k]["sha256"]).column("h").to_pylist()
-        return out
-
-    def tombstones_digest(self) -> str:
-        """One hash over the tombstone files' hashes: what a receipt commits of the set of
-        deleted ids (a swapped tombstone file changes it)."""
-        hashes = sorted(p["sha256"] for p in self.manifest.tombstone_parts.values())
-        return hashlib.sha256(mf.canonical_json(hashes)).hexdigest()
-
-    # ------------------------------------------------------------------ keys
-    @property
-    def signer(self) -> str | None:
-        """The hex Ed25519 public key that signs this store, or None (unsigned)."""
-        return self.manifest.signer_key
-
-    def signing_key(self) -> keys.KeyPair | None:
-        """The owner's key, required to change a signed store (None for unsigned ones)."""
-        if self.signer is None:
-            return None
-        if self._key is None:
-            key = keys.configured()
-            if key is None or key.public_hex != self.signer:
-                raise KeyFileError(mf.wrong_key(self.uri, self.signer, key))
-            self._key = key
-        return self._key
-
-    def audit_key(self) -> bytes:
-        """The key of the keyed hashes of deleted ids. Never in the manifest or a pickle:
-        derived from the owner's key file for signed stores, else read from the store's
-        0600 audit-key file."""
-        if self._audit_key is None:
-            if self.signer is not None:
-                self._audit_key = self.signing_key().audit_key(self.manifest.store_id)
-            else:
-                rel = self.manifest.audit_files()["key"]
-                if not self.loc.exists(rel):
-                    raise CorruptStoreError(f"the audit key file {self.loc.path(rel)} is missing: "
-                                            "restore the store from backup")
-                self._audit_key = bytes.fromhex(self.loc.read_bytes(rel).to_pybytes().decode())
-        return self._audit_key
-
-    def has_audit_key(self) -> bool:
-        """Whether this process can compute the keyed id hashes (a third party checking a
-        signed store with only its public key cannot)."""
-        try:
-            self.audit_key()
-            return True
-        except (KeyFileError, CorruptStoreError):
-            return False
-
-    def keyed_id_hashes(self, ids) -> list[bytes]:
-        """Keyed hashes (16 bytes each) under which deleted ids are remembered."""
-        key = self.audit_key()
-        return [hmac.new(key, b, hashlib.sha256).digest()[:16]
-                for b in idmod.id_bytes(self.id_array(ids))]
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager

@@ -80,10 +80,9 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         resumed = _resume_or_refuse(store, digest, settings)
         if resumed is not None:
             return resumed
-        receipts.sync_log(store)  # a crash may have come between the commit and the log
-        done = receipts.find(store, ids_sha256=digest)
-        if done is not None and not store.locate(canon)[0].any():
-            return {**done, "replayed": True}  # already forgotten: a no-op
+        done = _replayed(store, digest, canon)
+        if done is not None:
+            return done
         resolved = deletion.resolve(store, canon)  # unknown ids: raise before any write
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
         request = _request(store, resolved, change, digest, record_ids, requests)
@@ -122,6 +121,16 @@ def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) ->
                 f"store {store.uri}: an interrupted forget (request {left['request_id']}) "
                 f"left {INTENT}; run `sisa repair {store.uri}` to finish it first")
         store.collect_garbage()  # its half-written files: leave what `repair` would
+    return None
+
+
+def _replayed(store: Store, digest: str, canon) -> dict | None:
+    """The logged receipt of these very ids if none of them is stored any more: a replayed
+    request is a no-op that returns its receipt."""
+    receipts.sync_log(store)  # a crash may have come between the commit and the log
+    done = receipts.find(store, ids_sha256=digest)
+    if done is not None and not store.locate(canon)[0].any():
+        return {**done, "replayed": True}
     return None
 
 

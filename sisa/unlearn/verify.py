@@ -130,11 +130,41 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     t0 = time.perf_counter()
     store.reload()
     wanted_gone = None if forgotten_ids is None else store.id_array(forgotten_ids)
-    S, R = store.n_shards, store.n_slices
-    targets = _targets(S, shards, sample, seed)  # bad arguments fail before any work
-    checks = [ShardCheck(s, store.shard_rows(s)) for s in range(S)]
-    problems: list[str] = []
-    model = store.manifest.model
+    targets = _targets(store.n_shards, shards, sample, seed)  # bad arguments fail first
+    checks = [ShardCheck(s, store.shard_rows(s)) for s in range(store.n_shards)]
+    notes: list[str] = []
+    problems = _state_problems(store, notes)
+    problems += _trust_problems(store, public_key, notes)
+    problems += _audit_problems(store)
+    problems += receipts.check(store)
+    problems += _held_receipt_problems(store, held_receipts or [])
+    scan = store.has_audit_key()
+    tomb = set(store.read_tombstones()) if scan else set()
+    if not scan:
+        notes.append("the keyed scan for deleted ids needs the owner's key file (the audit key) "
+                     "and was skipped; the signed manifest commits the tombstone files checked "
+                     "here, and `--forgotten-ids` checks given ids directly")
+    data_ids, data_labels = _scan_slices(store, checks, tomb if scan else None, wanted_gone)
+    if wanted_gone is not None:
+        if store.locate(wanted_gone)[0].any():
+            problems.append("the index still lists ids said to be forgotten")
+        notes.append(f"{len(wanted_gone):,} given id(s) checked absent from the index and "
+                     "every data file")
+    problems += _index_problems(store, data_ids)
+    if len(data_labels) == store.n_shards * store.n_slices:  # every slice was read
+        problems += _class_problems(store, data_labels)
+    if store.manifest.model:
+        _check_checkpoints(store, checks)
+        if retrain and targets:
+            _retrain(store, checks, targets, settings or ExecutionSettings())
+    return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb),
+                        round(time.perf_counter() - t0, 3), store.signer, notes)
+
+
+def _state_problems(store: Store, notes: list[str]) -> list[str]:
+    """An unfinished run, an interrupted forget, leftover files, no model; queued
+    erasures are a note (no receipt claims them yet, docs/serve.md)."""
+    problems = []
     pending = store.manifest.pending
     if pending:
         problems.append(f"an unfinished {pending['kind']} is journaled: run `sisa repair`")
@@ -144,30 +174,24 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     if leftovers:
         problems.append(f"{len(leftovers)} file(s) not named by the manifest, e.g. "
                         f"{leftovers[0]} (may hold deleted rows): run `sisa repair`")
-    if not model:
+    if not store.manifest.model:
         problems.append("the store holds no trained model")
-    notes: list[str] = []
-    queued = [f for f in store.loc.list_files()
-              if QUEUE_FILE.fullmatch(f)]
-    if queued:  # reported, not failed: no receipt claims them yet (docs/serve.md)
+    queued = [f for f in store.loc.list_files() if QUEUE_FILE.fullmatch(f)]
+    if queued:
         notes.append(f"{len(queued)} erasure request(s) in the queue of `sisa serve` "
                      "(waiting, or failed with a reason): no receipt claims them yet, so their "
                      "rows may still be in the store")
-    problems += _trust_problems(store, public_key, notes)
-    problems += _audit_problems(store)
-    problems += receipts.check(store)
-    problems += _held_receipt_problems(store, held_receipts or [])
+    return problems
 
-    scan = store.has_audit_key()
-    tomb = set(store.read_tombstones()) if scan else set()
-    if not scan:
-        notes.append("the keyed scan for deleted ids needs the owner's key file (the audit key) "
-                     "and was skipped; the signed manifest commits the tombstone files checked "
-                     "here, and `--forgotten-ids` checks given ids directly")
-    data_ids = []
-    data_labels: list[list] = []
-    for s in range(S):
-        for r in range(R):
+
+def _scan_slices(store: Store, checks: list[ShardCheck], tomb: set | None,
+                 wanted_gone: pa.Array | None) -> tuple[list, list[list]]:
+    """Read every slice: its ids must hold no deleted (tombstoned) id and none of the ids
+    said to be forgotten, its label list must match its rows. Returns the ids and the
+    label lists of the slices that could be read."""
+    data_ids, data_labels = [], []
+    for s in range(store.n_shards):
+        for r in range(store.n_slices):
             try:
                 table = store.read_slice_table(s, r)
                 ids = table.column(ID)
@@ -176,7 +200,7 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
                 continue
             data_ids.append(ids)
             data_labels.append(_labels_of(store, s, r, table, checks[s].problems))
-            hits = sum(h in tomb for h in store.keyed_id_hashes(ids)) if scan else 0
+            hits = sum(h in tomb for h in store.keyed_id_hashes(ids)) if tomb else 0
             if hits:
                 checks[s].problems.append(f"slice {r} holds {hits} deleted id(s)")
             if wanted_gone is not None:
@@ -184,11 +208,12 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
                 if back:
                     checks[s].problems.append(f"slice {r} holds {back} of the ids said to be "
                                               "forgotten")
-    if wanted_gone is not None:
-        if store.locate(wanted_gone)[0].any():
-            problems.append("the index still lists ids said to be forgotten")
-        notes.append(f"{len(wanted_gone):,} given id(s) checked absent from the index and "
-                     "every data file")
+    return data_ids, data_labels
+
+
+def _index_problems(store: Store, data_ids: list) -> list[str]:
+    """The index lists exactly the ids the data files hold, each in its own bucket."""
+    problems = []
     try:
         index_ids = store.read_index().column(ID)
         held = pa.chunked_array(data_ids, type=index_ids.type)
@@ -203,14 +228,7 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
                             "locate would miss them")
     except SisaError as exc:
         problems.append(str(exc))
-    if len(data_labels) == S * R:  # every slice was read: the data's class set is known
-        problems += _class_problems(store, data_labels)
-    if model:
-        _check_checkpoints(store, checks)
-        if retrain and targets:
-            _retrain(store, checks, targets, settings or ExecutionSettings())
-    return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb),
-                        round(time.perf_counter() - t0, 3), store.signer, notes)
+    return problems
 
 
 def _labels_of(store: Store, s: int, r: int, table: pa.Table, problems: list[str]) -> list:

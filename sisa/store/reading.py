@@ -1,0 +1,116 @@
+"""Reading a store's rows, index and tombstones (the read side of :class:`~sisa.store.Store`).
+
+Every read is checked against the sha256 the manifest records; locally slices are
+memory-mapped, so features reach numpy without a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from . import deletion
+from . import ids as idmod
+from . import index as idx
+from .layout import FEATURES, ID, LABEL, read_ipc, slice_schema
+from .manifest import canonical_json
+
+
+@dataclass
+class SliceData:
+    """Rows of one or more slices as numpy arrays (features are zero-copy when local)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class RowReading:
+    """The read methods of :class:`~sisa.store.Store` (a mixin: it needs ``manifest``,
+    ``loc``, ``n_features`` and ``_index_cache``)."""
+
+    def _read_table(self, rel: str, sha: str) -> pa.Table:
+        return read_ipc(self.loc.read_verified(rel, sha))
+
+    def read_slice_table(self, shard: int, sl: int) -> pa.Table:
+        """One slice as an Arrow table (``sample_id, label, features``), hash-checked."""
+        m = self.manifest.slice(shard, sl)
+        return self._read_table(m["file"], m["sha256"])
+
+    def read_slice(self, shard: int, sl: int) -> SliceData:
+        """One slice as numpy ``X, y, ids``; hash-checked, zero-copy over mmap locally."""
+        return self._to_numpy(self.read_slice_table(shard, sl))
+
+    def read_slices(self, shard: int, slices: Iterable[int]) -> SliceData:
+        """Several slices of one shard concatenated in slice order."""
+        tables = [self.read_slice_table(shard, r) for r in slices]
+        return self._to_numpy(pa.concat_tables(tables) if tables else self.empty_table())
+
+    def _to_numpy(self, table: pa.Table) -> SliceData:
+        d = self.n_features
+        feats = table.column(FEATURES).combine_chunks()
+        X = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+        y = table.column(LABEL).to_numpy(zero_copy_only=False)
+        ids = table.column(ID).to_numpy(zero_copy_only=False)
+        return SliceData(X, y, ids)
+
+    def empty_table(self) -> pa.Table:
+        """A slice table with no rows."""
+        return slice_schema(self.manifest.schema).empty_table()
+
+    def classes(self) -> list:
+        """Sorted distinct labels of the stored rows (from the manifest's per-slice label
+        lists; read from the data only for slices that record none: float labels)."""
+        return deletion.label_union(self)
+
+    # ------------------------------------------------------------------ ids
+    def id_array(self, ids) -> pa.Array:
+        """``ids`` as this store's Arrow id array (the one id boundary: :mod:`sisa.store.ids`)."""
+        return idmod.to_store_ids(ids, self.manifest.id_type)
+
+    @property
+    def index_buckets(self) -> int:
+        return len(self.manifest.index_parts)
+
+    def read_index_part(self, bucket: int) -> pa.Table:
+        """One index bucket: the ids hashing to it, sorted, with their (shard, slice)."""
+        m = self.manifest.index_parts[bucket]
+        table = self._index_cache.get(m["sha256"])
+        if table is None:  # immutable file: cache by its hash, keep only live buckets
+            live = {p["sha256"] for p in self.manifest.index_parts}
+            for sha in [k for k in self._index_cache if k not in live]:
+                del self._index_cache[sha]
+            table = self._index_cache[m["sha256"]] = self._read_table(m["file"], m["sha256"])
+        return table
+
+    def read_index(self) -> pa.Table:
+        """The whole index (every bucket): ``sample_id, shard, slice``."""
+        return pa.concat_tables([self.read_index_part(b) for b in range(self.index_buckets)])
+
+    def locate(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where ``ids`` live: ``(found_mask, shard, slice)``, the last two for found ids
+        only, in query order. Reads only the index buckets of these ids."""
+        return idx.locate(self.id_array(ids), self.index_buckets, self.read_index_part)
+
+    def read_tombstones(self, buckets: Iterable[int] | None = None) -> list[bytes]:
+        """Keyed hashes of every deleted id (or of those in ``buckets``)."""
+        parts = self.manifest.tombstone_parts
+        names = sorted(parts, key=int) if buckets is None else [str(b) for b in buckets]
+        out: list[bytes] = []
+        for k in (k for k in names if k in parts):
+            out += self._read_table(parts[k]["file"], parts[k]["sha256"]).column("h").to_pylist()
+        return out
+
+    def tombstones_digest(self) -> str:
+        """One hash over the tombstone files' hashes: what a receipt commits of the set of
+        deleted ids (a swapped tombstone file changes it)."""
+        hashes = sorted(p["sha256"] for p in self.manifest.tombstone_parts.values())
+        return hashlib.sha256(canonical_json(hashes)).hexdigest()
+
