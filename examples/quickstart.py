@@ -9,9 +9,8 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import StandardScaler
 
-from sisa import SISAClassifier
+from sisa import IncrementalPipeline, SISAClassifier
 from sisa.datasets import load
-from sisa.engine.pipeline import IncrementalPipeline
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--rows", type=int, default=None, help="subsample for a quick run")

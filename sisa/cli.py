@@ -598,7 +598,6 @@ def cmd_demo(args) -> int:
     """The main job: train on a real dataset, forget rows, verify, print the result."""
     from .engine.presets import from_preset
     from .estimators import SISAClassifier
-    from .unlearn import verify
 
     ds = _load_builtin(args.dataset, args.rows)
     if ds.task != "classification":
@@ -631,7 +630,7 @@ def cmd_demo(args) -> int:
     print(f"      holdout accuracy now {clf.score(ds.X[te], ds.y[te]):.4f}")
     print("[3/4] verifying: retrain every shard from scratch, compare checkpoint bytes, scan for "
           "deleted ids")
-    rep = verify(clf.store_, progress=True)
+    rep = clf.verify(progress=True)
     print("\n".join("      " + line for line in rep.table().splitlines()))
     from .unlearn.receipts import log_path
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from .engine.settings import ExecutionSettings
 from .errors import InputError, SisaError, StoreLockedError
-from .store import Store
+from .store import Store, deletion
 from .store.layout import QUEUE_FILE
 from .store.manifest import now_iso
 from .unlearn import forget, receipts, repair
@@ -309,7 +309,7 @@ class Service:
             arr = self.reader.id_array(ids)  # the id boundary: by the store's id type
             if len(arr) == 0:
                 raise InputError("no ids given: send {\"ids\": [id, ...]}")
-            self.reader.read_consistent(lambda st: st.check_ids(arr))
+            self.reader.read_consistent(lambda st: deletion.resolve(st, arr))  # unknown ids
             digest, canon = receipts.ids_digest(self.reader, arr)
         rid = secrets.token_hex(16)  # unguessable: the id is the handle on the request
         req = _Request(rid, now_iso(), canon.to_pylist(), ids_sha256=digest, n_ids=len(canon))

@@ -27,7 +27,6 @@ from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.errors import StaleModelError, StoreError, StoreLockedError
-from sisa.store import fs as sfs
 from sisa.store import lock as slock
 from sisa.store import uris as suris
 from sisa.store.manifest import split as _split_manifest
@@ -379,7 +378,7 @@ def test_object_lock_race_and_heartbeat(s3env, uri, monkeypatch):
         time.sleep(seconds)
 
     with monkeypatch.context() as mp:
-        mp.setattr(sfs, "time", SimpleNamespace(time=time.time, sleep=rival_puts,
+        mp.setattr(slock, "time", SimpleNamespace(time=time.time, sleep=rival_puts,
                                                 strftime=time.strftime,
                                                 localtime=time.localtime))
         with pytest.raises(StoreLockedError, match="at the same moment"), st.lock():

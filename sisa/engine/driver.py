@@ -78,12 +78,12 @@ def train(store: Store, settings: ExecutionSettings, *, restart: RetrainPlan | N
     """
     if restart is not None:
         store.commit(store.manifest.with_run(kind, restart))
-    results = run(store, settings, desc=desc)
+    results = run_pending(store, settings, desc=desc)
     finish(store, **(close(store) if close else {}))
     return results
 
 
-def run(store: Store, settings: ExecutionSettings, *, desc: str = "training shards"
+def run_pending(store: Store, settings: ExecutionSettings, *, desc: str = "training shards"
         ) -> list[ShardResult]:
     """Train every pending shard job, committing each as it finishes."""
     return train_shards(store, store.manifest.pending_plan(), settings, desc=desc,

@@ -21,7 +21,7 @@ import datetime as _dt
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 from .._version import __version__
 from ..errors import CorruptStoreError, KeyFileError, StoreError
@@ -86,94 +86,97 @@ class RetrainPlan(dict):
         return sorted([s, r] for s, r in self.items())
 
 
-class Manifest(Mapping):
-    """An immutable manifest. Read it as a mapping or through the typed accessors;
-    change it with the ``with_*`` methods, which return a new one."""
+class Manifest(dict):
+    """An immutable manifest. Read it as a mapping (it is a ``dict``, so it serialises as
+    one) or through the typed accessors; change it with the ``with_*`` methods, which
+    return a new one. Every mutating ``dict`` method raises :class:`TypeError`."""
 
-    __slots__ = ("_d",)
+    __slots__ = ()
 
-    def __init__(self, data: Mapping) -> None:
-        self._d = dict(data)
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a Manifest is immutable: make a changed copy with its with_* methods "
+                        "(sisa.store.manifest)")
 
-    # -- mapping (read-only) ---------------------------------------------------------
-    def __getitem__(self, key: str):
-        return self._d[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._d)
-
-    def __len__(self) -> int:
-        return len(self._d)
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
     def __repr__(self) -> str:
-        return f"Manifest(generation={self._d.get('generation')}, store_id={self.store_id!r})"
+        return f"Manifest(generation={self.get('generation')}, store_id={self.store_id!r})"
 
     def __reduce__(self):
-        return (Manifest, (self._d,))
+        return (Manifest, (dict(self),))
+
+    def __copy__(self) -> Manifest:
+        return self
+
+    def __deepcopy__(self, memo) -> Manifest:
+        import copy
+
+        return Manifest(copy.deepcopy(dict(self), memo))
 
     def to_dict(self) -> dict:
-        """The plain dict (shared: do not change it)."""
-        return self._d
+        """A plain ``dict`` copy of the top level (the sections are shared)."""
+        return dict(self)
 
     # -- typed accessors -------------------------------------------------------------
     @property
     def generation(self) -> int:
-        return self._d["generation"]
+        return self["generation"]
 
     @property
     def fingerprint(self) -> str:
-        return self._d["fingerprint"]
+        return self["fingerprint"]
 
     @property
     def store_id(self) -> str | None:
-        return self._d.get("store_id")
+        return self.get("store_id")
 
     @property
     def signer_key(self) -> str | None:
         """The hex Ed25519 public key that signs this store, or None (unsigned)."""
-        signer = self._d.get("signer")
+        signer = self.get("signer")
         return signer["public_key"] if signer else None
 
     @property
     def assignment(self) -> dict:
-        return self._d["assignment"]
+        return self["assignment"]
 
     @property
     def schema(self) -> dict:
-        return self._d["schema"]
+        return self["schema"]
 
     @property
     def id_type(self) -> str:
-        return self._d["schema"]["id_type"]
+        return self["schema"]["id_type"]
 
     @property
     def slices(self) -> Mapping[str, dict]:
-        return self._d["slices"]
+        return self["slices"]
 
     def slice(self, shard: int, sl: int) -> dict:
         """The entry of slice ``(shard, sl)``: file, sha256, bytes, rows, labels."""
-        return self._d["slices"][slice_key(shard, sl)]
+        return self["slices"][slice_key(shard, sl)]
 
     @property
     def index_parts(self) -> list[dict]:
-        return self._d["index"]["parts"]
+        return self["index"]["parts"]
 
     @property
     def tombstone_parts(self) -> Mapping[str, dict]:
-        return (self._d.get("tombstones") or {}).get("parts", {})
+        return (self.get("tombstones") or {}).get("parts", {})
 
     @property
     def n_deleted(self) -> int:
-        return self._d.get("n_deleted", 0)
+        return self.get("n_deleted", 0)
 
     @property
     def model(self) -> dict | None:
         """The trained model's spec, classes and checkpoints, or None before a fit."""
-        return self._d.get("model")
+        return self.get("model")
 
     @property
     def checkpoints(self) -> Mapping[str, dict]:
-        model = self._d.get("model")
+        model = self.get("model")
         return model["checkpoints"] if model else {}
 
     def checkpoint(self, shard: int, sl: int) -> dict | None:
@@ -183,19 +186,19 @@ class Manifest(Mapping):
     @property
     def pending(self) -> dict | None:
         """The journal of an unfinished run (``{"kind": "fit" | "forget", ...}``) or None."""
-        return self._d.get("pending")
+        return self.get("pending")
 
     @property
     def audit(self) -> dict:
-        return self._d.get("audit") or {}
+        return self.get("audit") or {}
 
     @property
     def last_receipt(self) -> dict | None:
-        return self._d.get("last_receipt")
+        return self.get("last_receipt")
 
     def pending_plan(self) -> RetrainPlan:
         """shard -> first slice lacking a checkpoint, for every shard not fully trained."""
-        a, done = self._d["assignment"], self.checkpoints
+        a, done = self["assignment"], self.checkpoints
         plan = RetrainPlan()
         for s in range(a["n_shards"]):
             for r in range(a["n_slices"]):
@@ -207,9 +210,9 @@ class Manifest(Mapping):
     def referenced_files(self) -> dict[str, dict]:
         """Every file the manifest vouches for: relative path -> {sha256, bytes, ...}."""
         out: dict[str, dict] = {}
-        for meta in self._d["slices"].values():
+        for meta in self["slices"].values():
             out[meta["file"]] = meta
-        for meta in self._d["index"]["parts"]:
+        for meta in self["index"]["parts"]:
             out[meta["file"]] = meta
         for meta in self.tombstone_parts.values():
             out[meta["file"]] = meta
@@ -221,17 +224,17 @@ class Manifest(Mapping):
         """The store's own audit log and (unsigned stores only) audit-key file. Named by
         the store id, so a store built over an old one never appends to the old one's
         log."""
-        out = {"log": f"audit/receipts-{self._d['store_id']}.jsonl"}
-        if not self._d.get("signer"):
-            out["key"] = f"audit/key-{self._d['store_id']}"
+        out = {"log": f"audit/receipts-{self['store_id']}.jsonl"}
+        if not self.get("signer"):
+            out["key"] = f"audit/key-{self['store_id']}"
         return out
 
     # -- changes (each returns a new manifest) ---------------------------------------
     def _with(self, **top) -> Manifest:
-        return Manifest({**self._d, **top})
+        return Manifest({**self, **top})
 
     def _with_model(self, **fields) -> Manifest:
-        return self._with(model={**self._d["model"], **fields})
+        return self._with(model={**self["model"], **fields})
 
     def with_model(self, model: dict) -> Manifest:
         """A freshly fitted model's spec (no checkpoints yet) replacing any previous one."""
@@ -280,7 +283,7 @@ class Manifest(Mapping):
         and every checkpoint that saw the rows goes (all of them when the class list
         changes, which ``plan`` then covers). ``pending`` journals the retrain in the same
         commit."""
-        new = self._with(slices={**self._d["slices"], **slices}, index=index,
+        new = self._with(slices={**self["slices"], **slices}, index=index,
                          tombstones=tombstones, n_deleted=self.n_deleted + deleted)
         if self.model:
             if classes is not None and classes != self.model["classes"]:
@@ -291,7 +294,7 @@ class Manifest(Mapping):
     def stamped(self, generation: int) -> Manifest:
         """This state as generation ``generation``, with its time and fingerprint."""
         return self._with(generation=generation, updated=now_iso(),
-                          fingerprint=fingerprint(self._d))
+                          fingerprint=fingerprint(self))
 
     @staticmethod
     def _run_fields(fields: dict) -> dict:
@@ -332,7 +335,7 @@ def write(loc: Location, manifest: Mapping, key: keys.KeyPair | None) -> None:
     """Write ``manifest.json`` atomically with its checksum and (for a signed store,
     ``manifest["signer"]``) the owner's signature; refuses a key that is not the
     signer's. The only writer of the file."""
-    body = canonical_json(manifest.to_dict() if isinstance(manifest, Manifest) else manifest)
+    body = canonical_json(manifest)
     digest = hashlib.sha256(body).hexdigest().encode()
     signer = manifest.get("signer")
     sig = b""

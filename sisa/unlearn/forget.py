@@ -220,7 +220,7 @@ def _complete(store: Store, settings: ExecutionSettings, already: int = 0,
     if resumed:  # leftovers of the interrupted step may hold deleted rows
         store.collect_garbage()
         store.loc.delete(INTENT)  # the journal in the manifest supersedes it
-    driver.run(store, settings, desc="retraining shards")
+    driver.run_pending(store, settings, desc="retraining shards")
     pending = store.manifest.pending
     return _close(store, _receipt(store, pending["request"],
                                   rows_retrained=pending["rows_processed"], already=already))

@@ -295,12 +295,12 @@ def _audit_problems(store: Store) -> list[str]:
     log says the last forget left (a restored pre-forget backup is not)."""
     out = []
     grid = {slice_key(s, r) for s in range(store.n_shards) for r in range(store.n_slices)}
-    extra = sorted(set(store.manifest.slices) - grid)
+    outside = sorted(set(store.manifest.slices) - grid)
     model = store.manifest.model
-    extra += sorted(set(model["checkpoints"]) - grid) if model else []
-    if extra:
+    outside += sorted(set(model["checkpoints"]) - grid) if model else []
+    if outside:
         out.append(f"the manifest names entries outside its {store.n_shards} x "
-                   f"{store.n_slices} grid ({extra[:3]}): it was edited; restore it from backup")
+                   f"{store.n_slices} grid ({outside[:3]}): it was edited; restore it from backup")
     tomb_rows = (store.manifest.get("tombstones") or {}).get("rows", 0)
     if tomb_rows != store.manifest.n_deleted:
         out.append(f"{tomb_rows} tombstones but {store.manifest.n_deleted} deleted "
