@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 
 import sisa.baselines.emse
+import sisa.baselines.emse_objectives
 import sisa.datasets
 import sisa.metrics
 from sisa.errors import InputError
 from sisa.metrics import accuracy, exponential_r2, fair_r2, r2, unlearning_report
 
 
-@pytest.mark.parametrize("module", [sisa.metrics, sisa.baselines.emse, sisa.datasets])
+@pytest.mark.parametrize(
+    "module", [sisa.metrics, sisa.baselines.emse, sisa.baselines.emse_objectives, sisa.datasets]
+)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
