@@ -78,15 +78,20 @@ def check_X(X: Any, name: str = "X", n_features: int | None = None) -> np.ndarra
         arr = np.asarray(X)
     except ValueError:  # ragged nested lists
         raise InputError(f"{name} must be a rectangular 2-D array: rows differ in length") from None
+    # The wording of the next three includes what scikit-learn's estimator checks look for.
     if arr.ndim != 2:
         raise InputError(
             f"{name} must be 2-D (rows, features), got shape {arr.shape}: "
-            "reshape a single feature with X.reshape(-1, 1)"
+            "Reshape your data, e.g. X.reshape(-1, 1) for a single feature"
         )
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InputError(f"{name} is empty (shape {arr.shape}): pass at least one row and column")
+    if arr.shape[0] == 0:
+        raise InputError(f"{name} is empty (shape {arr.shape}): pass at least one row")
+    if arr.shape[1] == 0:
+        raise InputError(
+            f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required."
+        )
     if np.iscomplexobj(arr):
-        raise InputError(f"{name} is complex: pass real-valued features")
+        raise InputError(f"Complex data not supported: {name} must be real-valued")
     try:
         arr = arr.astype(np.float64, copy=False)
     except (TypeError, ValueError):
