@@ -91,7 +91,10 @@ class _EMSEBase(BaseEstimator):
         w0 = self.original_coef_ * self.feature_scale_
         return w0, self.original_intercept_ + self.original_coef_ @ self.feature_mean_
 
-    def _wanted_unwanted(self, X_w: Any, y_w: Any, X_u: Any, y_u: Any):
+    def _wanted_unwanted(
+        self, X_w: Any, y_w: Any, X_u: Any, y_u: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Checked and standardized features of W and U, with their targets."""
         self._check_fitted()
         validate_constraints(self)
         n = self.n_features_in_

@@ -50,7 +50,18 @@ class Dataset:
         return len(self.y)
 
     def subset(self, rows: np.ndarray) -> Dataset:
-        """Return the dataset restricted to ``rows`` (indices or boolean mask)."""
+        """Return the dataset restricted to some rows.
+
+        Parameters
+        ----------
+        rows : ndarray of int or bool
+            Row indices, or a boolean mask of length ``len(self)``.
+
+        Returns
+        -------
+        Dataset
+            Every per-row array (``X``, ``y``, ``unwanted``, ``extras``) indexed alike.
+        """
         return replace(
             self,
             X=self.X[rows],
@@ -63,7 +74,33 @@ class Dataset:
 def package_file(
     package: str, relative: str, env_var: str, path: str | os.PathLike | None, what: str
 ) -> Path:
-    """Resolve a data file: explicit path, then env var, then the installed package."""
+    """Resolve a data file: explicit path, then env var, then the installed package.
+
+    The package is located without importing it (importing plotnine takes seconds).
+
+    Parameters
+    ----------
+    package : str
+        Importable name of the package that ships the file.
+    relative : str
+        The file's path inside the package.
+    env_var : str
+        Environment variable that overrides the location.
+    path : path-like or None
+        Explicit location; wins over the other two.
+    what : str
+        The dataset's name, for error messages.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    MissingDatasetError
+        If the package is not installed or the file is not where it should be; the
+        message names the install command.
+    """
     explicit = path if path is not None else os.environ.get(env_var)
     if explicit is not None:
         candidate = Path(explicit)
