@@ -67,7 +67,27 @@ def _pair(y: Any, y_pred: Any, names: tuple[str, str], *, numeric: bool = True):
 
 
 def check_sigma(sigma: float) -> float:
-    """Return ``sigma`` as a float after checking it is finite and positive."""
+    """Return ``sigma`` as a float after checking it is finite and positive.
+
+    Parameters
+    ----------
+    sigma : float
+        Residual scale of the exponential R² and of EMSE.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        If ``sigma`` is not a number, not finite, or not > 0.
+
+    Examples
+    --------
+    >>> check_sigma(2)
+    2.0
+    """
     try:
         s = float(sigma)
     except (TypeError, ValueError):

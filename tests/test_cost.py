@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
 import pytest
 
 from sisa.engine import cost
+from sisa.engine.cost import closed_forms, planner
 from sisa.errors import InputError
 
 SCHEDULES = ("streaming", "cumulative", "refit")
@@ -288,3 +290,9 @@ def test_invalid_inputs_raise(call):
 
 def test_numpy_integers_accepted():
     assert cost.expected_rows_single(np.int64(101), np.int32(10), np.int64(4), epochs=2) == 12.5
+
+
+@pytest.mark.parametrize("module", [closed_forms, planner])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

@@ -9,13 +9,30 @@ import numpy as np
 import pytest
 
 import sisa.baselines.emse
+import sisa.baselines.emse_objectives
 import sisa.datasets
+import sisa.datasets.adult
+import sisa.datasets.diamonds
+import sisa.datasets.fashion_mnist
+import sisa.datasets.synthetic
 import sisa.metrics
 from sisa.errors import InputError
 from sisa.metrics import accuracy, exponential_r2, fair_r2, r2, unlearning_report
 
 
-@pytest.mark.parametrize("module", [sisa.metrics, sisa.baselines.emse, sisa.datasets])
+@pytest.mark.parametrize(
+    "module",
+    [
+        sisa.metrics,
+        sisa.baselines.emse,
+        sisa.baselines.emse_objectives,
+        sisa.datasets,
+        sisa.datasets.adult,
+        sisa.datasets.diamonds,
+        sisa.datasets.fashion_mnist,
+        sisa.datasets.synthetic,
+    ],
+)
 def test_docstring_examples_run(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

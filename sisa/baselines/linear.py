@@ -40,7 +40,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sisa.baselines.emse import emse_classifier_objective
+from sisa.baselines._validation import INF, validate_constraints
+from sisa.baselines.emse_objectives import emse_classifier_objective
 from sisa.errors import InputError
 
 __all__ = [
@@ -174,8 +175,8 @@ class L2LogisticRegression(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "lam": [Interval(numbers.Real, 0, None, closed="neither")],
-        "tol": [Interval(numbers.Real, 0, None, closed="neither")],
+        "lam": [Interval(numbers.Real, 0, INF, closed="neither")],
+        "tol": [Interval(numbers.Real, 0, INF, closed="neither")],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
@@ -197,7 +198,7 @@ class L2LogisticRegression(ClassifierMixin, BaseEstimator):
         -------
         self : object
         """
-        self._validate_params()
+        validate_constraints(self)
         X, y = validate_data(self, X, y, dtype=np.float64)
         self.classes_ = np.unique(y)
         if len(self.classes_) > 2:
@@ -210,20 +211,47 @@ class L2LogisticRegression(ClassifierMixin, BaseEstimator):
         return self
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logit of the positive class (``classes_[-1]``)."""
+        """Logit of the positive class (``classes_[-1]``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return X @ self.coef_[0] + self.intercept_[0]
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, columns in ``classes_`` order."""
+        """Class probabilities, columns in ``classes_`` order.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
         z = self.decision_function(X)
         if len(self.classes_) == 1:
             return np.ones((len(z), 1))
         return np.column_stack([expit(-z), expit(z)])
 
     def predict(self, X: Any) -> np.ndarray:
-        """Most probable class."""
+        """Most probable class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         z = self.decision_function(X)
         if len(self.classes_) == 1:
             return np.repeat(self.classes_, len(z))
