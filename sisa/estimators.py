@@ -200,8 +200,13 @@ class _SISABase(BaseEstimator):
         """Load the shard models; with ``strict=False`` a store that may not serve (an
         unfinished forget) leaves this model refusing to predict instead of raising."""
         self.store_ = store
+        # models of checkpoints that did not change are kept: a forget reloads only the
+        # shards it retrained
+        previous = getattr(self, "_loaded", {})
         try:
-            self.estimators_ = driver.final_models(store)
+            self.estimators_ = driver.final_models(store, previous)
+            self._loaded = {store.manifest.checkpoint(s, store.n_slices - 1)["sha256"]: m
+                            for s, m in enumerate(self.estimators_) if m is not None}
             self._unservable = None
         except SisaError as exc:
             if strict:

@@ -4,7 +4,6 @@ index below a bucket boundary, leave what a fresh build/fit of the rest would (i
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import warnings
 
@@ -32,7 +31,7 @@ def fit(est, X, y, path, ids=None, cls=SISAClassifier):
 
 
 def ckpts(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest["model"]["checkpoints"].items()}
+    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def dir_digest(path) -> dict[str, str]:
@@ -51,7 +50,7 @@ def test_forgetting_every_row_of_a_class_equals_a_fresh_fit_without_it(tmp_path,
     gone = y[0]
     ids = np.arange(900) * 5 + 1
     model = fit(est, X, y, tmp_path / "a", ids)
-    assert model.store_.manifest["slices"]["0/0"]["labels"] == sorted(set(y.tolist()))
+    assert model.store_.manifest.slices["0/0"]["labels"] == sorted(set(y.tolist()))
     receipt = model.forget(ids[y == gone])
     keep = y != gone
     fresh = fit(est, X[keep], y[keep], tmp_path / "b", ids[keep])
@@ -99,7 +98,7 @@ def test_verify_checks_each_slice_label_list_against_its_rows(tmp_path):
     X, y = make_classification(600, 4, n_classes=3)
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
     st_ = model.store_
-    new = copy.deepcopy(st_.manifest)
+    new = st_.manifest.flat()
     new["slices"]["1/2"]["labels"] = [0, 1]  # hides class 2 from the union
     with st_.lock():
         st_.commit(new)
@@ -110,7 +109,7 @@ def test_verify_checks_each_slice_label_list_against_its_rows(tmp_path):
 def test_regression_targets_change_nothing_global(tmp_path):
     X, y = make_regression(600, 4)
     model = fit(SGDRegressor(), X, y, tmp_path / "a", cls=SISARegressor)
-    assert model.store_.manifest["slices"]["0/0"]["labels"] is None  # float: not recorded
+    assert model.store_.manifest.slices["0/0"]["labels"] is None  # float: not recorded
     r = model.forget([1, 2, 3])
     assert "classes_changed" not in r and model.store_.manifest["model"]["classes"] is None
     assert verify(model.store_, settings=LOCAL).ok
@@ -150,10 +149,10 @@ def test_a_delete_across_an_index_bucket_boundary_leaves_a_fresh_builds_files(tm
     fresh = Store.create(tmp_path / "fresh", X[keep], y[keep], sample_ids=ids[keep],
                          n_shards=2, n_slices=2)
     assert index_and_data(tmp_path / "full") == index_and_data(tmp_path / "fresh")
-    assert full.manifest["index"] == fresh.manifest["index"]
+    assert full.manifest.index_parts == fresh.manifest.index_parts
     # the tombstones moved to the new bucket count and still recognise every deleted id
-    assert set(full.manifest["tombstones"]["parts"]) == {"0"}
-    assert full.manifest["tombstones"]["rows"] == 4
+    assert set(full.manifest.tombstone_parts) == {"0"}
+    assert full.manifest.n_tombstones == 4
     assert sorted(full.delete(first + second).already_deleted) == sorted(first + second)
     rep = verify(full, retrain=False)
     assert rep.problems == ["the store holds no trained model"] and rep.deleted_ids_checked == 4
@@ -164,7 +163,7 @@ def test_float_labels_of_a_classifier_are_read_from_the_data(tmp_path):
     X, y = make_classification(600, 4, n_classes=3)
     y = y.astype(np.float64)
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
-    assert model.store_.manifest["slices"]["0/0"]["labels"] is None
+    assert model.store_.manifest.slices["0/0"]["labels"] is None
     r = model.forget(np.flatnonzero(y == 1.0))
     keep = y != 1.0
     fresh = fit(SGDClassifier(loss="log_loss"), X[keep], y[keep], tmp_path / "b",
@@ -186,7 +185,7 @@ forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")],
 
 # before the commit (repair reruns the request from its intent) and after it (repair
 # finishes the journaled retrain with the new class list)
-@pytest.mark.parametrize("point", ["delete:after-slices", "train:after-shard-commit"])
+@pytest.mark.parametrize("point", ["delete:after-slices", "train:after-shards"])
 def test_a_class_removing_forget_killed_at_any_point_is_repaired_exactly(tmp_path, point):
     import os
     import subprocess
@@ -236,7 +235,7 @@ def test_deletes_across_any_bucket_count_leave_a_fresh_builds_index(tmp_path_fac
             return
         fresh = Store.create(root / "fresh", X[keep], y[keep], sample_ids=ids[keep],
                              n_shards=2, n_slices=2)
-        assert full.manifest["index"] == fresh.manifest["index"]
+        assert full.manifest.index_parts == fresh.manifest.index_parts
         assert index_and_data(root / "full") == index_and_data(root / "fresh")
         tombs = full.manifest["tombstones"]
         assert (tombs or {"rows": 0})["rows"] == len(gone)

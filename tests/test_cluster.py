@@ -359,7 +359,7 @@ def test_ray_job_submit_sisa_cli(cluster, tmp_path):
     assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, \
         (proc.stdout + proc.stderr)[-4000:]
     st = Store.open(store)
-    assert st.n_rows == 1498 and len(st.manifest["model"]["checkpoints"]) == 4
+    assert st.n_rows == 1498 and len(st.manifest.checkpoints) == 4
     report = verify(st, settings=LOCAL)  # retrains both shards here: same bytes
     assert report.ok, report.table()
     # and the auditor's form: `sisa verify` on the S3 store, from another process

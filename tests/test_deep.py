@@ -51,7 +51,7 @@ CASES = {
 
 
 def _hashes(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest["model"]["checkpoints"].items()}
+    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
 
 
 # ----------------------------------------------------------------- the estimator alone
@@ -193,7 +193,7 @@ def test_a_forged_torch_checkpoint_cannot_run_code(tmp_path):
             return os.system, (f"touch {marker}",)
 
     store = Store.open(str(st))
-    meta = store.manifest["model"]["checkpoints"]["0/1"]
+    meta = store.manifest.checkpoints["0/1"]
     good = store.get_blob(meta)
     clf = pickle.loads(good)  # plain pickle: the test trusts its own bytes
     forged = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from sisa import SISAClassifier, Store
-from sisa.errors import InputError, StaleModelError, UnknownIdError
+from sisa.errors import CorruptStoreError, InputError, StaleModelError, UnknownIdError
 from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import history, repair, verify
 from sisa.unlearn.receipts import log_path
@@ -33,7 +34,7 @@ ESTIMATORS = {
 
 
 def ckpts(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest["model"]["checkpoints"].items()}
+    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def fit(est, X, y, path, ids=None, **kw):
@@ -134,7 +135,7 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
     X, y = make_classification(900, 4)
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
     store = model.store_
-    old_slice = dict(store.manifest["slices"]["1/0"])
+    old_slice = dict(store.manifest.slices["1/0"])
     kept = tmp_path / "old.arrow"
     shutil.copy(tmp_path / "a" / old_slice["file"], kept)
     victim = int(store.read_slice(1, 0).ids[0])
@@ -146,7 +147,7 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
     assert not rep.ok and "not named by the manifest" in rep.problems[0]
     os.unlink(tmp_path / "a" / "data" / "stale.arrow")
     # 2. the manifest pointed back at the pre-deletion slice (rows resurrected)
-    m = json.loads((tmp_path / "a" / "manifest.json").read_text())["manifest"]
+    m = store.manifest.flat()
     m["slices"]["1/0"] = old_slice
     shutil.copy(kept, tmp_path / "a" / old_slice["file"])
     _write_manifest(store.loc, m, None)
@@ -177,7 +178,7 @@ forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")],
 """
 
 POINTS = ["forget:after-intent", "delete:after-slices", "commit:after-manifest",
-          "forget:after-delete", "train:after-shard-commit", "forget:before-log"]
+          "forget:after-stage", "train:after-shards", "forget:before-log"]
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -267,7 +268,7 @@ def test_a_failed_forget_leaves_the_model_refusing_to_predict_until_repaired(tmp
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
     ref = fit(SGDClassifier(loss="log_loss"), X[1:], y[1:], tmp_path / "ref",
               ids=np.arange(1, 600))
-    monkeypatch.setenv("SISA_CRASH_AT", "train:after-shard-commit")
+    monkeypatch.setenv("SISA_CRASH_AT", "train:after-shards")
     with pytest.raises(Exception, match="injected crash"):
         model.forget([0])
     monkeypatch.delenv("SISA_CRASH_AT")
@@ -325,14 +326,25 @@ def test_verify_fails_on_a_restored_backup_and_on_entries_outside_the_grid(tmp_p
     (tmp_path / "a" / rel).write_bytes(log)
     rep = verify(Store.open(tmp_path / "a"), settings=LOCAL)
     assert not rep.ok and any("a backup from before it" in p for p in rep.problems)
-    # a manifest naming a shard beyond the grid (e.g. an old slice smuggled back in)
+    # a shard leaf naming a slice beyond the grid (e.g. an old slice smuggled back in)
     store = Store.open(backup)
-    m = json.loads((backup / "manifest.json").read_text())["manifest"]
-    src = m["slices"]["0/0"]  # placed where a shard-3 slice would be: entries name their cell
-    rel = src["file"].replace("shard=0000", "shard=0003")
+    leaf = dict(store.manifest.shard_leaf(0))
+    src = leaf["slices"]["0"]  # placed where a slice 3 would be: entries name their cell
+    rel = src["file"].replace("slice=000", "slice=003")
     (backup / rel).parent.mkdir(parents=True)
     shutil.copy(backup / src["file"], backup / rel)
-    m["slices"]["3/0"] = {**src, "file": rel}
-    _write_manifest(store.loc, m, None)
-    rep = verify(Store.open(backup), retrain=False)
-    assert any("outside its 3 x 3 grid" in p for p in rep.problems)
+    raw = json.dumps({**leaf, "slices": {**leaf["slices"], "3": {**src, "file": rel}}},
+                     sort_keys=True, separators=(",", ":")).encode()
+    ref = store.manifest["shards"][0]
+    (backup / ref["file"]).write_bytes(raw)  # a forger recomputes the hashes, too
+    digest = hashlib.sha256(raw).hexdigest()
+    root = json.loads((backup / "manifest.json").read_text())["manifest"]
+    new_rel = f"meta/shards/shard=0000/{digest[:32]}.json"
+    (backup / new_rel).write_bytes(raw)
+    root["shards"][0] = {**ref, "file": new_rel, "sha256": digest, "bytes": len(raw)}
+    body = json.dumps(root, sort_keys=True, separators=(",", ":")).encode()
+    (backup / "manifest.json").write_bytes(
+        b'{"checksum":"' + hashlib.sha256(body).hexdigest().encode() + b'","signature":"",'
+        b'"manifest":' + body + b"}")
+    with pytest.raises(CorruptStoreError, match="is not a shards leaf for shard 0"):
+        Store.open(backup)

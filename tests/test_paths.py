@@ -3,7 +3,6 @@ racing a committing forget never report a damaged store (issue 12, items 7 and 1
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import shutil
@@ -71,7 +70,7 @@ def write_manifest(path, edit) -> None:
     """Rewrite the manifest as someone who can write the store would: edited, with a
     valid checksum (the test stores are unsigned)."""
     st_ = Store.open(path, check_files=False)
-    m = copy.deepcopy(st_.manifest)
+    m = st_.manifest.flat()
     edit(m)
     manifest_mod.write(st_.loc, m, None)
 
@@ -199,7 +198,7 @@ def test_repair_removes_planted_links_never_their_targets(store_dir, built):
 
 def test_a_replaced_file_that_is_a_link_is_refused(store_dir):
     st_ = Store.open(store_dir)
-    rel = st_.manifest["model"]["checkpoints"]["1/1"]["file"]
+    rel = st_.manifest.checkpoints["1/1"]["file"]
     real = store_dir.parent / "moved.pkl"
     shutil.move(store_dir / rel, real)
     os.symlink(real, store_dir / rel)  # same bytes, reached through a link
@@ -280,7 +279,7 @@ def test_readers_racing_committing_forgets_never_see_a_damaged_store(tmp_path):
 
 def test_real_damage_is_still_reported_at_once(store_dir):
     st_ = Store.open(store_dir)
-    rel = st_.manifest["model"]["checkpoints"]["0/1"]["file"]
+    rel = st_.manifest.checkpoints["0/1"]["file"]
     (store_dir / rel).unlink()
     t0 = time.perf_counter()
     with pytest.raises(CorruptStoreError, match="missing file"):
@@ -305,7 +304,7 @@ def test_a_planted_temp_folder_link_is_neither_emptied_nor_written_through(store
 def test_a_fifo_or_folder_under_a_file_name_is_refused_without_hanging(store_dir):
     st_ = Store.open(store_dir)
     for i, key in enumerate(("0/0", "1/1")):
-        rel = st_.manifest["model"]["checkpoints"][key]["file"]
+        rel = st_.manifest.checkpoints[key]["file"]
         (store_dir / rel).unlink()
         if i == 0:
             os.mkfifo(store_dir / rel)

@@ -114,7 +114,7 @@ def fit(X, y, store: str, ids=None, **kw) -> SISAClassifier:
 
 
 def ckpts(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest["model"]["checkpoints"].items()}
+    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def prefix_of(uri: str) -> str:
@@ -185,7 +185,7 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
 def test_check_files_on_s3_names_a_missing_or_resized_object(s3env, uri):
     X, y = make_classification(300, 3)
     st = Store.create(uri, X, y, n_shards=2, n_slices=2)
-    rel = st.manifest["slices"]["1/0"]["file"]
+    rel = st.manifest.slices["1/0"]["file"]
     st.loc.write_atomic(rel, b"short")
     with pytest.raises(StoreError, match="has 5 bytes"):
         Store.open(uri)
@@ -221,7 +221,7 @@ forget(Store.open(sys.argv[1]), [int(v) for v in sys.argv[2].split(",")],
 """
 
 
-@pytest.mark.parametrize("point", ["delete:after-slices", "train:after-shard-commit"])
+@pytest.mark.parametrize("point", ["delete:after-slices", "train:after-shards"])
 def test_kill_9_on_s3_leaves_only_unreferenced_files_and_repair_heals(s3env, uri, tmp_path,
                                                                       point):
     X, y = make_classification(900, 4)
@@ -286,7 +286,7 @@ def test_reading_the_manifest_while_it_is_replaced_never_sees_a_torn_copy(s3env,
         i = 0
         while not stop.is_set():
             i += 1
-            _write_manifest(st.loc, {**st.manifest, "pad": "x" * (i % 97)}, None)
+            _write_manifest(st.loc, st.manifest.with_holdout({"pad": "x" * (i % 97)}), None)
             time.sleep(0.01)
 
     writer = threading.Thread(target=commit_again_and_again, daemon=True)

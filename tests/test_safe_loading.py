@@ -255,7 +255,7 @@ def pristine(tmp_path_factory):
 def _rewrite_manifest(st_dir, edit) -> None:
     """What a forger does: edit the manifest, recompute its checksum, drop any signature."""
     st = Store.open(str(st_dir), check_files=False)
-    m = json.loads(json.dumps(st.manifest))
+    m = st.manifest.flat()
     edit(st, m)
     if m.get("signer"):
         m["signer"] = None

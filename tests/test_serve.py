@@ -145,7 +145,7 @@ def _queued(store: Path) -> list[str]:
 
 
 def _ckpts(path: Path) -> dict[str, str]:
-    m = Store.open(str(path)).manifest["model"]["checkpoints"]
+    m = Store.open(str(path)).manifest.checkpoints
     return {k: v["sha256"] for k, v in m.items()}
 
 
@@ -305,7 +305,7 @@ def test_token_file_must_be_private_and_non_loopback_needs_tokens(store, token_f
     assert main(["serve", str(store), "--host", "0.0.0.0", "--quiet"]) == 2
 
 
-@pytest.mark.parametrize("crash", [None, "forget:after-delete"])
+@pytest.mark.parametrize("crash", [None, "forget:after-stage"])
 def test_kill9_after_202_loses_nothing(store, token_file, crash, data, tmp_path):
     """A 202 is a promise: kill -9 the server (idle with a queue, or inside a batch at a
     named point), restart it, and every accepted request ends done, exactly once."""
@@ -333,7 +333,7 @@ def test_kill9_after_202_loses_nothing(store, token_file, crash, data, tmp_path)
     assert verify(Store.open(str(store)), settings=LOCAL, retrain=crash is None).ok
 
 
-@pytest.mark.parametrize("point", ["forget:after-intent", "forget:after-delete"])
+@pytest.mark.parametrize("point", ["forget:after-intent", "forget:after-stage"])
 def test_repair_keeps_the_batch_request_list(store, monkeypatch, point):
     """A batch interrupted at the intent or the journal still names its requests when
     `repair` (what `sisa serve` runs on start) finishes it."""

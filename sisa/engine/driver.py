@@ -10,6 +10,7 @@ has done it. :func:`train` is the one entry point for fit, forget and repair.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 from sklearn.base import clone, is_classifier
@@ -26,6 +27,9 @@ from .backend import TaskError, map_tasks
 from .schedule import SCHEDULES, is_incremental
 from .settings import ExecutionSettings
 from .train import ShardResult, TrainingError, train_shard
+
+# Seconds between commits of a long run (see _CommitBatch).
+COMMIT_EVERY_S = 1.0
 
 
 def _jsonable(v):
@@ -84,10 +88,38 @@ def train(store: Store, settings: ExecutionSettings, *, restart: RetrainPlan | N
 
 
 def run_pending(store: Store, settings: ExecutionSettings, *, desc: str = "training shards"
-        ) -> list[ShardResult]:
-    """Train every pending shard job, committing each as it finishes."""
-    return train_shards(store, store.manifest.pending_plan(), settings, desc=desc,
-                        on_result=lambda res: commit_result(store, res))
+                ) -> list[ShardResult]:
+    """Train every pending shard job, committing finished shards in batches."""
+    batch = _CommitBatch(store)
+    try:
+        return train_shards(store, store.manifest.pending_plan(), settings, desc=desc,
+                            on_result=batch.add)
+    finally:
+        batch.commit()  # what finished is kept, even when a later shard failed
+
+
+class _CommitBatch:
+    """Commits finished shards at most every :data:`COMMIT_EVERY_S` seconds: an
+    interrupted run keeps what was committed, and a fit of many small shards does not
+    write the root manifest once per shard."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.results = store, []
+        self.last = time.monotonic()
+
+    def add(self, res: ShardResult) -> None:
+        self.results.append(res)
+        if time.monotonic() - self.last >= COMMIT_EVERY_S:
+            self.commit()
+
+    def commit(self) -> None:
+        if self.results:
+            metas = [m for res in self.results for m in res.checkpoints]
+            rows = sum(res.rows_processed for res in self.results)
+            self.store.commit(self.store.manifest.with_checkpoints(metas, rows))
+            self.results = []
+            crashpoint("train:after-shard-commit")
+        self.last = time.monotonic()
 
 
 def train_shards(store: Store, plan: RetrainPlan, settings: ExecutionSettings, *,
@@ -111,12 +143,8 @@ def train_shards(store: Store, plan: RetrainPlan, settings: ExecutionSettings, *
             on_result=(lambda i, res: on_result(res)) if on_result else None)
     except TaskError as exc:
         raise TrainingError(jobs[exc.index][0], -1, exc.cause, exc.original_traceback) from None
+    crashpoint("train:after-shards")
     return sorted(results, key=lambda r: r.shard)
-
-
-def commit_result(store: Store, res: ShardResult) -> None:
-    store.commit(store.manifest.with_checkpoints(res.checkpoints, res.rows_processed))
-    crashpoint("train:after-shard-commit")
 
 
 def finish(store: Store, **fields) -> dict:
@@ -146,14 +174,20 @@ def gpus_per_task(manifest: Mapping) -> int:
     return int(cuda(model.get("estimator", {}).get("spec")))
 
 
-def final_models(store: Store) -> list:
-    """The last checkpoint of every shard (None for a shard with no rows), hash-checked."""
+def final_models(store: Store, loaded: Mapping[str, object] | None = None) -> list:
+    """The last checkpoint of every shard (None for a shard with no rows), hash-checked.
+    ``loaded`` maps checkpoint sha256s to models already loaded (after a forget only the
+    retrained shards are read again)."""
     ensure_servable(store)
-    R = store.n_slices
+    R, loaded = store.n_slices, loaded or {}
     out = []
     for s in range(store.n_shards):
         meta = store.manifest.checkpoint(s, R - 1)
-        out.append(None if meta is None else ck.load_verified(store, meta))
+        if meta is None:
+            out.append(None)
+        else:
+            model = loaded.get(meta["sha256"])
+            out.append(ck.load_verified(store, meta) if model is None else model)
     return out
 
 

@@ -10,9 +10,9 @@ A deletion has three steps, each a function of this module:
 2. :func:`prepare`: the remaining rows of every touched slice, the class list after
    the deletion (a classifier left with fewer than two classes is refused here,
    still before any write) and the :class:`~sisa.store.manifest.RetrainPlan`.
-3. :func:`apply`: new slice, index and tombstone files beside the old, then one
-   manifest commit that also drops every checkpoint that saw the rows and (for a
-   forget) journals the retrain.
+3. :func:`stage`: new slice, index and tombstone files beside the old, and the manifest
+   naming them, which also drops every checkpoint that saw the rows; :func:`apply`
+   commits it (a forget instead commits it once with the retrained checkpoints).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..errors import InputError, UnknownIdError
 from . import ids as idmod
 from .index import bucketed, hash_buckets, id_buckets, n_index_buckets
 from .layout import ID, LABEL, index_dir, ipc_bytes, slice_dir, slice_labels, tombstone_dir, union
-from .manifest import RetrainPlan, key_cell, slice_key
+from .manifest import Manifest, RetrainPlan, key_cell, slice_key
 
 if TYPE_CHECKING:
     from .store import Store
@@ -179,15 +179,27 @@ def label_union(store: Store, kept: dict | None = None) -> list:
 
 
 def apply(store: Store, deletion: Deletion, *, pending: dict | None = None) -> DeleteResult:
-    """Write ``deletion``: new files beside the old, then one manifest commit (with
-    ``pending``, a forget's journal of its retrain). The caller holds the lock, under
+    """Write ``deletion`` (:func:`stage`) and commit it. The caller holds the lock, under
     which the deletion was prepared."""
     res = deletion.resolved
-    gone = res.found_ids
     before = store.fingerprint
-    if len(gone) == 0:
+    if len(res.found_ids) == 0:
         return DeleteResult(0, res.already_deleted, RetrainPlan(), {}, before, before)
     rows_before = {int(s): store.shard_rows(int(s)) for s in np.unique(res.shard)}
+    new = stage(store, deletion, pending=pending)
+    crashpoint("delete:before-commit")
+    store.commit(new)
+    crashpoint("delete:after-commit")
+    removed = deletion.removed_classes
+    return DeleteResult(len(res.found_ids), res.already_deleted, deletion.plan, rows_before,
+                        before, store.fingerprint, {"removed": removed} if removed else None)
+
+
+def stage(store: Store, deletion: Deletion, *, pending: dict | None = None) -> Manifest:
+    """Write the new slice, index and tombstone files of ``deletion`` beside the old ones
+    and return the manifest that names them (not committed: a forget commits it together
+    with the retrained checkpoints)."""
+    gone = deletion.resolved.found_ids
     label_type = store.manifest.schema["label_type"]
     slices = {}
     for (s, r), table in deletion.kept.items():
@@ -195,23 +207,19 @@ def apply(store: Store, deletion: Deletion, *, pending: dict | None = None) -> D
             **store.put_blob(slice_dir(s, r), ".arrow", ipc_bytes(table)),
             "rows": table.num_rows, "shard": s, "labels": slice_labels(table, label_type)}
     crashpoint("delete:after-slices")
-    index, tombstones = _index_and_tombstones(store, gone)
-    new = store.manifest.with_deletion(
-        slices=slices, index=index, tombstones=tombstones, deleted=len(gone),
-        plan=deletion.plan, classes=deletion.classes, pending=pending)
-    crashpoint("delete:before-commit")
-    store.commit(new)
-    crashpoint("delete:after-commit")
-    removed = deletion.removed_classes
-    return DeleteResult(len(gone), res.already_deleted, deletion.plan, rows_before, before,
-                        store.fingerprint, {"removed": removed} if removed else None)
+    index_parts, tombstone_parts, n_buckets = _index_and_tombstones(store, gone)
+    return store.manifest.with_deletion(
+        slices=slices, index_parts=index_parts, tombstone_parts=tombstone_parts,
+        n_buckets=n_buckets, deleted=len(gone), plan=deletion.plan, classes=deletion.classes,
+        pending=pending)
 
 
-def _index_and_tombstones(store: Store, gone: pa.Array) -> tuple[dict, dict]:
-    """The manifest's new ``index`` and ``tombstones`` entries once ``gone`` is deleted,
-    their changed bucket files written."""
+def _index_and_tombstones(store: Store, gone: pa.Array) -> tuple[dict, dict, int]:
+    """The index and tombstone buckets that change once ``gone`` is deleted (bucket ->
+    entry, their files written) and the bucket count after."""
     B = store.index_buckets
     n_left = sum(p["rows"] for p in store.manifest.index_parts) - len(gone)
+    parts: dict[int, dict] = {}
     if n_index_buckets(n_left) != B:
         # The bucket count follows the row count; a delete that crosses a power of two
         # re-buckets the whole index and the tombstones (keyed by the same count), so
@@ -219,26 +227,26 @@ def _index_and_tombstones(store: Store, gone: pa.Array) -> tuple[dict, dict]:
         B = n_index_buckets(n_left)
         index = store.read_index().sort_by(ID)  # as the builder has it: sorted by id
         index = index.filter(pc.invert(pc.is_in(index.column(ID), value_set=gone)))
-        parts = [{**store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
-                  "rows": part.num_rows} for b, part in enumerate(bucketed(index, B))]
-        old_tombs, tparts = store.read_tombstones(), {}
+        for b, part in enumerate(bucketed(index, B)):
+            parts[b] = {**store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
+                        "rows": part.num_rows}
+        old_tombs = store.read_tombstones()
     else:
-        parts = list(store.manifest.index_parts)
         for b in np.unique(id_buckets(gone, B)).tolist():
             part = store.read_index_part(b)
             part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=gone)))
             parts[b] = {**store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
                         "rows": part.num_rows}
-        old_tombs, tparts = None, dict(store.manifest.tombstone_parts)
+        old_tombs = None
     hashes = store.keyed_id_hashes(gone)
     if old_tombs is not None:
         hashes = old_tombs + hashes
     where = hash_buckets(hashes, B)
+    tparts: dict[int, dict] = {}
     for b in np.unique(where).tolist():
         added = [hashes[i] for i in np.flatnonzero(where == b)]
         both = sorted(added + (store.read_tombstones([b]) if old_tombs is None else []))
         table = pa.table({"h": pa.array(both, pa.binary(16))})
-        tparts[str(b)] = {**store.put_blob(tombstone_dir(b), ".arrow", ipc_bytes(table)),
-                          "rows": table.num_rows}
-    return ({"parts": parts, "rows": sum(p["rows"] for p in parts)},
-            {"parts": tparts, "rows": sum(p["rows"] for p in tparts.values())})
+        tparts[b] = {**store.put_blob(tombstone_dir(b), ".arrow", ipc_bytes(table)),
+                     "rows": table.num_rows}
+    return parts, tparts, B

@@ -181,14 +181,33 @@ class Location:
         return data
 
     def read_verified(self, rel: str, sha256: str) -> pa.Buffer:
-        """Read a file and check it against the hash the manifest vouches for."""
-        buf = self.read_bytes(rel)
+        """Read a file and check it against the hash the manifest vouches for.
+
+        Locally a file this process already verified is not hashed again while its
+        inode, size, mtime and ctime are unchanged (a content-addressed file never
+        changes; any write to it changes its ctime, which no user can set back)."""
+        if self.is_local:
+            try:
+                buf, stamp = _map_nofollow(self._no_links(rel), stamped=True)
+            except FileNotFoundError as exc:
+                raise MissingFileError(
+                    f"missing file {self.path(rel)}: the store is damaged; run `sisa repair "
+                    f"{self.uri}` or restore the file from backup") from exc
+            key = (self.path(rel), sha256)
+            if _VERIFIED.get(key) == stamp:
+                return buf
+        else:
+            buf, key, stamp = self.read_bytes(rel), None, None
         got = sha256_bytes(buf)
         if got != sha256:
             raise CorruptStoreError(
                 f"hash mismatch for {self.path(rel)} (manifest {sha256[:12]}, file {got[:12]}): "
                 f"the file was changed or damaged; run `sisa repair {self.uri}` or restore it"
             )
+        if key is not None:
+            if len(_VERIFIED) > _MAX_VERIFIED:
+                _VERIFIED.clear()
+            _VERIFIED[key] = stamp
         return buf
 
     def list_files(self, rel: str = "") -> list[str]:
@@ -363,9 +382,10 @@ def _link_error(path: str) -> UnsafePathError:
         "restore the real file from backup if it was one")
 
 
-def _map_nofollow(path: str) -> pa.Buffer:
+def _map_nofollow(path: str, stamped: bool = False):
     """Memory-map a regular file (zero-copy) opened with ``O_NOFOLLOW``. ``O_NONBLOCK``
-    keeps a FIFO planted under a store's file name from hanging the reader."""
+    keeps a FIFO planted under a store's file name from hanging the reader. With
+    ``stamped``, returns ``(buffer, (inode, size, mtime, ctime))``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
@@ -378,9 +398,11 @@ def _map_nofollow(path: str) -> pa.Buffer:
             raise UnsafePathError(f"{path} is not a regular file: it was replaced; remove it "
                                   f"(rm -r {path}) and restore the store's file from backup")
         size = st.st_size
-        if size == 0:
-            return pa.py_buffer(b"")
-        return pa.py_buffer(mmap.mmap(fd, size, access=mmap.ACCESS_READ))
+        buf = (pa.py_buffer(b"") if size == 0 else
+               pa.py_buffer(mmap.mmap(fd, size, access=mmap.ACCESS_READ)))
+        if stamped:
+            return buf, (st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
+        return buf
     finally:
         os.close(fd)
 
@@ -401,6 +423,9 @@ def _walk_nofollow(root: str, base: str):
 
 
 TEMP_DIR = ".tmp"
+# (path, sha256) -> stat stamp of files this process hash-checked (see read_verified)
+_VERIFIED: dict[tuple[str, str], tuple] = {}
+_MAX_VERIFIED = 200_000
 _REREAD_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # ~3 s in all, then give up
 
 

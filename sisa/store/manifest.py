@@ -1,36 +1,44 @@
 """The manifest: the store's commit point, and the one module that writes it.
 
-``manifest.json`` names every live file of a store with its sha256, the assignment,
-the schema, the trained model's spec and checkpoints, the journal of an unfinished
-run (``pending``) and the head of the audit log. Every other file is immutable and
-content-addressed, so replacing this one file (atomically) is a commit.
+A store's state is a small root file, ``manifest.json``, that points to immutable,
+content-addressed leaf manifests (as Iceberg's manifest list points to manifests):
 
-:class:`Manifest` is an immutable view with typed accessors. A change is made by one
-of its ``with_*`` methods, which return a new manifest sharing the untouched
-sections; :meth:`sisa.store.Store.commit` then hands it to :func:`write`. Nothing else
-edits a section or writes the file, so what a commit can change is listed here.
+* one **shard leaf** per shard (``meta/shards/shard=NNNN/<hash>.json``): its slices'
+  files and its checkpoints;
+* **index pages** and **tombstone pages** (``meta/index/page=NNNN/...``,
+  ``meta/tombstones/page=NNNN/...``), each naming up to :data:`PAGE` buckets' files.
 
-On disk: ``{"checksum": sha256(body), "signature": ed25519(body), "manifest": body}``
-over body's exact bytes, so reading verifies both without re-serialising.
+The root holds the assignment, schema, model spec, journal (``pending``), audit head and
+one reference (file, sha256, bytes) per leaf. A change writes only the leaves it touched
+and the root, so a forget commits bytes in proportion to the shards it changed, not to
+the store. Replacing the root (atomically) is the commit; leaves are hash-checked on
+load like every other file, and parsed leaves are cached by hash within a process.
+
+:class:`Manifest` is the immutable in-memory state (the root as a read-only ``dict`` plus
+its leaves) with typed accessors. A change is made by one of its ``with_*`` methods,
+which return a new manifest sharing what did not change; :meth:`sisa.store.Store.commit`
+hands it to :func:`write`. Nothing else edits a section or writes the files.
+
+On disk the root is ``{"checksum": sha256(body), "signature": ed25519(body), "manifest":
+body}`` over body's exact bytes, so reading verifies both without re-serialising.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import datetime as _dt
 import hashlib
-import json
-import re
 from collections.abc import Iterable, Mapping
 
-from .._version import __version__
-from ..errors import CorruptStoreError, KeyFileError, StoreError
-from . import keys
-from .fs import Location
-from .layout import check_manifest_paths
+from ..errors import StoreError
+from . import manifest_io as io
+from .manifest_io import FORMAT, MANIFEST, canonical_json, exists, leaf_ref, wrong_key
 
-FORMAT = "sisa-store/3"
-MANIFEST = "manifest.json"
+__all__ = ["FORMAT", "MANIFEST", "PAGE", "Manifest", "RetrainPlan", "canonical_json", "exists",
+           "fingerprint", "from_flat", "initial", "key_cell", "load", "now_iso", "slice_key",
+           "write", "wrong_key"]
+
+PAGE = 64  # index/tombstone buckets per page leaf
 # What a finished run may commit besides clearing its journal (a forget's receipt).
 _RUN_FIELDS = frozenset({"last_receipt", "audit"})
 
@@ -39,13 +47,8 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def canonical_json(obj) -> bytes:
-    """Sorted keys, no spaces: the same value always gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
 def slice_key(shard: int, sl: int) -> str:
-    """The manifest's key of a (shard, slice) cell, for slices and checkpoints alike."""
+    """The key of a (shard, slice) cell in the merged views (slices, checkpoints)."""
     return f"{shard}/{sl}"
 
 
@@ -87,11 +90,19 @@ class RetrainPlan(dict):
 
 
 class Manifest(dict):
-    """An immutable manifest. Read it as a mapping (it is a ``dict``, so it serialises as
-    one) or through the typed accessors; change it with the ``with_*`` methods, which
-    return a new one. Every mutating ``dict`` method raises :class:`TypeError`."""
+    """An immutable store state: the root (this read-only ``dict``, what is signed) and
+    its leaves. Read it through the typed accessors; change it with the ``with_*``
+    methods, which return a new one. Every mutating ``dict`` method raises
+    :class:`TypeError`."""
 
-    __slots__ = ()
+    __slots__ = ("_leaves", "_unwritten", "_views")
+
+    def __init__(self, root: Mapping, leaves: Mapping[str, dict],
+                 unwritten: Mapping[str, tuple[str, bytes]] | None = None) -> None:
+        dict.__init__(self, root)
+        self._leaves = dict(leaves)  # sha256 -> parsed leaf body (never changed)
+        self._unwritten = dict(unwritten or {})  # sha256 -> (file, bytes) not yet on disk
+        self._views: dict = {}
 
     def _read_only(self, *args, **kwargs):
         raise TypeError("a Manifest is immutable: make a changed copy with its with_* methods "
@@ -104,19 +115,14 @@ class Manifest(dict):
         return f"Manifest(generation={self.get('generation')}, store_id={self.store_id!r})"
 
     def __reduce__(self):
-        return (Manifest, (dict(self),))
+        return (Manifest, (dict(self), self._leaves, self._unwritten))
 
     def __copy__(self) -> Manifest:
         return self
 
     def __deepcopy__(self, memo) -> Manifest:
-        import copy
-
-        return Manifest(copy.deepcopy(dict(self), memo))
-
-    def to_dict(self) -> dict:
-        """A plain ``dict`` copy of the top level (the sections are shared)."""
-        return dict(self)
+        return Manifest(copy.deepcopy(dict(self), memo), copy.deepcopy(self._leaves, memo),
+                        dict(self._unwritten))
 
     # -- typed accessors -------------------------------------------------------------
     @property
@@ -150,38 +156,18 @@ class Manifest(dict):
         return self["schema"]["id_type"]
 
     @property
-    def slices(self) -> Mapping[str, dict]:
-        return self["slices"]
-
-    def slice(self, shard: int, sl: int) -> dict:
-        """The entry of slice ``(shard, sl)``: file, sha256, bytes, rows, labels."""
-        return self["slices"][slice_key(shard, sl)]
-
-    @property
-    def index_parts(self) -> list[dict]:
-        return self["index"]["parts"]
-
-    @property
-    def tombstone_parts(self) -> Mapping[str, dict]:
-        return (self.get("tombstones") or {}).get("parts", {})
-
-    @property
     def n_deleted(self) -> int:
         return self.get("n_deleted", 0)
 
     @property
-    def model(self) -> dict | None:
-        """The trained model's spec, classes and checkpoints, or None before a fit."""
-        return self.get("model")
+    def n_tombstones(self) -> int:
+        return self["tombstones"]["rows"]
 
     @property
-    def checkpoints(self) -> Mapping[str, dict]:
-        model = self.get("model")
-        return model["checkpoints"] if model else {}
-
-    def checkpoint(self, shard: int, sl: int) -> dict | None:
-        """The entry of checkpoint ``(shard, sl)``, or None if there is none."""
-        return self.checkpoints.get(slice_key(shard, sl))
+    def model(self) -> dict | None:
+        """The trained model's spec and classes (checkpoints: :meth:`checkpoint`), or
+        None before a fit."""
+        return self.get("model")
 
     @property
     def pending(self) -> dict | None:
@@ -196,29 +182,87 @@ class Manifest(dict):
     def last_receipt(self) -> dict | None:
         return self.get("last_receipt")
 
+    def shard_leaf(self, shard: int) -> dict:
+        """Shard ``shard``'s leaf: ``{"shard", "slices": {r: entry}, "checkpoints": ...}``."""
+        return self._leaves[self["shards"][shard]["sha256"]]
+
+    def shard_rows(self, shard: int) -> int:
+        return self["shards"][shard]["rows"]
+
+    def slice(self, shard: int, sl: int) -> dict:
+        """The entry of slice ``(shard, sl)``: file, sha256, bytes, rows, labels."""
+        return self.shard_leaf(shard)["slices"][str(sl)]
+
+    def checkpoint(self, shard: int, sl: int) -> dict | None:
+        """The entry of checkpoint ``(shard, sl)``, or None if there is none."""
+        return self.shard_leaf(shard)["checkpoints"].get(str(sl))
+
+    @property
+    def slices(self) -> Mapping[str, dict]:
+        """Every slice entry by :func:`slice_key` (a merged view of the shard leaves)."""
+        return self._merged("slices")
+
+    @property
+    def checkpoints(self) -> Mapping[str, dict]:
+        """Every checkpoint entry by :func:`slice_key`."""
+        return self._merged("checkpoints")
+
+    def _merged(self, section: str) -> dict:
+        if section not in self._views:
+            self._views[section] = {
+                slice_key(s, int(r)): meta for s in range(len(self["shards"]))
+                for r, meta in self.shard_leaf(s)[section].items()}
+        return self._views[section]
+
+    @property
+    def index_parts(self) -> list[dict]:
+        """The index bucket entries, bucket by bucket."""
+        if "index" not in self._views:
+            parts = [None] * self["index"]["buckets"]
+            for ref in self["index"]["pages"]:
+                for b, meta in self._leaves[ref["sha256"]]["parts"].items():
+                    parts[int(b)] = meta
+            self._views["index"] = parts
+        return self._views["index"]
+
+    @property
+    def tombstone_parts(self) -> Mapping[str, dict]:
+        """The tombstone bucket entries by bucket number (as a string)."""
+        if "tombstones" not in self._views:
+            self._views["tombstones"] = {
+                b: meta for ref in self["tombstones"]["pages"].values()
+                for b, meta in self._leaves[ref["sha256"]]["parts"].items()}
+        return self._views["tombstones"]
+
     def pending_plan(self) -> RetrainPlan:
         """shard -> first slice lacking a checkpoint, for every shard not fully trained."""
-        a, done = self["assignment"], self.checkpoints
         plan = RetrainPlan()
-        for s in range(a["n_shards"]):
-            for r in range(a["n_slices"]):
-                if slice_key(s, r) not in done:
+        for s in range(self["assignment"]["n_shards"]):
+            done = self.shard_leaf(s)["checkpoints"]
+            for r in range(self["assignment"]["n_slices"]):
+                if str(r) not in done:
                     plan[s] = r
                     break
         return plan
 
     def referenced_files(self) -> dict[str, dict]:
-        """Every file the manifest vouches for: relative path -> {sha256, bytes, ...}."""
-        out: dict[str, dict] = {}
-        for meta in self["slices"].values():
-            out[meta["file"]] = meta
-        for meta in self["index"]["parts"]:
-            out[meta["file"]] = meta
-        for meta in self.tombstone_parts.values():
-            out[meta["file"]] = meta
-        for meta in self.checkpoints.values():
-            out[meta["file"]] = meta
-        return out
+        """Every file the manifest vouches for (leaves included): relative path ->
+        {sha256, bytes, ...}."""
+        if "files" not in self._views:
+            out: dict[str, dict] = {}
+            for ref in self._leaf_refs():
+                out[ref["file"]] = ref
+            for section in (self.slices, self.checkpoints, self.tombstone_parts):
+                for meta in section.values():
+                    out[meta["file"]] = meta
+            for meta in self.index_parts:
+                out[meta["file"]] = meta
+            self._views["files"] = out
+        return self._views["files"]
+
+    def _leaf_refs(self) -> list[dict]:
+        return (list(self["shards"]) + list(self["index"]["pages"])
+                + list(self["tombstones"]["pages"].values()))
 
     def audit_files(self) -> dict[str, str]:
         """The store's own audit log and (unsigned stores only) audit-key file. Named by
@@ -229,16 +273,58 @@ class Manifest(dict):
             out["key"] = f"audit/key-{self['store_id']}"
         return out
 
-    # -- changes (each returns a new manifest) ---------------------------------------
-    def _with(self, **top) -> Manifest:
-        return Manifest({**self, **top})
+    def flat(self) -> dict:
+        """A deep copy of the whole state as one dict (slices, index, tombstones and
+        checkpoints inline, as format 3 held them): for inspection, and for tests that
+        forge a store (:func:`from_flat` turns it back into a manifest)."""
+        d = copy.deepcopy({k: v for k, v in self.items()
+                           if k not in ("shards", "index", "tombstones")})
+        d["slices"] = copy.deepcopy(dict(self.slices))
+        d["index"] = {"parts": copy.deepcopy(self.index_parts), "rows": self["index"]["rows"]}
+        d["tombstones"] = {"parts": copy.deepcopy(dict(self.tombstone_parts)),
+                           "rows": self.n_tombstones}
+        if d.get("model"):
+            d["model"]["checkpoints"] = copy.deepcopy(dict(self.checkpoints))
+        return d
 
-    def _with_model(self, **fields) -> Manifest:
-        return self._with(model={**self["model"], **fields})
+    # -- changes (each returns a new manifest) ---------------------------------------
+    def _with(self, root: Mapping | None = None, leaves: Mapping[str, tuple[dict, str]] = (),
+              **top) -> Manifest:
+        """A new manifest: ``top`` replaces root keys; ``leaves`` maps a root slot
+        (``"shards"/s``, ``"index"/p``, ``"tombstones"/p``) to a new leaf body and file."""
+        new = dict(root if root is not None else self, **top)
+        bodies, unwritten = dict(self._leaves), dict(self._unwritten)
+        if leaves:
+            shards = list(new["shards"])
+            index = {**new["index"], "pages": list(new["index"]["pages"])}
+            tombs = {**new["tombstones"], "pages": dict(new["tombstones"]["pages"])}
+            for (kind, i), (body, rel_dir) in leaves.items():
+                ref, raw = leaf_ref(body, rel_dir)
+                bodies[ref["sha256"]] = body
+                unwritten[ref["sha256"]] = (ref["file"], raw)
+                if kind == "shards":
+                    shards[i] = {**ref, "rows": sum(m["rows"] for m in body["slices"].values())}
+                elif kind == "index":
+                    index["pages"][i] = ref
+                elif body["parts"]:
+                    tombs["pages"][str(i)] = ref
+                else:
+                    tombs["pages"].pop(str(i), None)
+            new.update(shards=shards, index=index, tombstones=tombs)
+        live = {ref["sha256"] for ref in Manifest(new, {})._leaf_refs()}
+        return Manifest(new, {k: v for k, v in bodies.items() if k in live},
+                        {k: v for k, v in unwritten.items() if k in live})
+
+    def _shard_edit(self, shard: int, **sections) -> tuple[dict, str]:
+        body = {**self.shard_leaf(shard), **sections}
+        return body, io.shard_leaf_dir(shard)
 
     def with_model(self, model: dict) -> Manifest:
         """A freshly fitted model's spec (no checkpoints yet) replacing any previous one."""
-        return self._with(model=model, pending=None)
+        spec = {k: v for k, v in model.items() if k != "checkpoints"}
+        leaves = {("shards", s): self._shard_edit(s, checkpoints={})
+                  for s in range(len(self["shards"])) if self.shard_leaf(s)["checkpoints"]}
+        return self._with(leaves=leaves, model=spec, pending=None)
 
     def with_run(self, kind: str, plan: RetrainPlan) -> Manifest:
         """Journal a run of ``kind`` that retrains ``plan``: its stale checkpoints go."""
@@ -247,179 +333,196 @@ class Manifest(dict):
     def without_checkpoints(self, plan: RetrainPlan) -> Manifest:
         """Drop every checkpoint ``plan`` makes stale (they saw rows now gone, or are
         damaged)."""
-        kept = {k: v for k, v in self.checkpoints.items()
-                if not plan.covers(v["shard"], v["slice"])}
-        return self._with_model(checkpoints=kept)
+        leaves = {}
+        for s in plan:
+            cks = self.shard_leaf(s)["checkpoints"]
+            kept = {r: m for r, m in cks.items() if not plan.covers(s, int(r))}
+            if len(kept) != len(cks):
+                leaves[("shards", s)] = self._shard_edit(s, checkpoints=kept)
+        return self._with(leaves=leaves)
 
     def with_checkpoints(self, metas: Iterable[dict], rows_processed: int = 0) -> Manifest:
-        """Add a trained shard's checkpoints, counting its rows in the journal."""
-        cks = dict(self.checkpoints)
+        """Add trained shards' checkpoints, counting their rows in the journal."""
+        by_shard: dict[int, dict] = {}
         for meta in metas:
-            cks[slice_key(meta["shard"], meta["slice"])] = meta
-        new = self._with_model(checkpoints=cks)
+            by_shard.setdefault(meta["shard"], {})[str(meta["slice"])] = meta
+        leaves = {("shards", s): self._shard_edit(
+            s, checkpoints={**self.shard_leaf(s)["checkpoints"], **cks})
+            for s, cks in by_shard.items()}
+        top = {}
         if self.pending:
-            pending = {**self.pending,
-                       "rows_processed": self.pending.get("rows_processed", 0) + rows_processed}
-            new = new._with(pending=pending)
-        return new
+            top["pending"] = {**self.pending, "rows_processed":
+                              self.pending.get("rows_processed", 0) + rows_processed}
+        return self._with(leaves=leaves, **top)
 
     def with_run_done(self, **fields) -> Manifest:
         """Clear the journal; ``fields`` (a forget's ``last_receipt`` and ``audit``) land
         in the same commit."""
-        return self._with(pending=None, **self._run_fields(fields))
+        unknown = set(fields) - _RUN_FIELDS
+        if unknown:
+            raise StoreError(f"internal: a run cannot commit {sorted(unknown)}")
+        return self._with(pending=None, **fields)
 
     def with_receipt(self, last_receipt: dict, audit: dict) -> Manifest:
-        """Chain a receipt onto the audit head (a forget that changed no rows)."""
+        """Chain a receipt onto the audit head."""
         return self._with(last_receipt=last_receipt, audit=audit)
 
     def with_holdout(self, holdout: dict) -> Manifest:
         """Record which rows of the source file were held out of training."""
         return self._with(holdout=holdout)
 
-    def with_deletion(self, *, slices: Mapping[str, dict], index: dict, tombstones: dict,
-                      deleted: int, plan: RetrainPlan, classes: list | None,
-                      pending: dict | None) -> Manifest:
-        """Rows deleted: ``slices`` replace theirs, the index and tombstones are new,
-        and every checkpoint that saw the rows goes (all of them when the class list
-        changes, which ``plan`` then covers). ``pending`` journals the retrain in the same
-        commit."""
-        new = self._with(slices={**self["slices"], **slices}, index=index,
-                         tombstones=tombstones, n_deleted=self.n_deleted + deleted)
-        if self.model:
-            if classes is not None and classes != self.model["classes"]:
-                new = new._with_model(classes=classes)
-            new = new.without_checkpoints(plan)
-        return new._with(pending=pending) if pending is not None else new
+    def with_deletion(self, *, slices: Mapping[str, dict], index_parts: Mapping[int, dict],
+                      tombstone_parts: Mapping[int, dict], n_buckets: int, deleted: int,
+                      plan: RetrainPlan, classes: list | None,
+                      pending: dict | None = None) -> Manifest:
+        """Rows deleted: ``slices`` (by :func:`slice_key`) replace theirs, the index and
+        tombstone buckets given replace theirs (all of them when ``n_buckets`` changes),
+        and every checkpoint ``plan`` covers goes. A classifier whose class list changes
+        gets ``classes`` (``plan`` then covers every shard)."""
+        rebucket = n_buckets != self["index"]["buckets"]
+        root = dict(self)
+        if rebucket:  # a re-bucketed store starts from empty pages
+            root["index"] = {"rows": 0, "buckets": n_buckets,
+                             "pages": [None] * _pages(n_buckets)}
+            root["tombstones"] = {"rows": 0, "pages": {}}
+        old_index = [] if rebucket else self.index_parts
+        old_tombs = {} if rebucket else self.tombstone_parts
+        leaves = {**_page_edits("index", old_index, index_parts, rebucket),
+                  **_page_edits("tombstones", old_tombs, tombstone_parts, rebucket)}
+        by_shard: dict[int, dict] = {}
+        for key, meta in slices.items():
+            s, r = key_cell(key)
+            by_shard.setdefault(s, {})[str(r)] = meta
+        for s in set(by_shard) | set(plan):
+            leaf = self.shard_leaf(s)
+            kept = {r: m for r, m in leaf["checkpoints"].items() if not plan.covers(s, int(r))}
+            leaves[("shards", s)] = self._shard_edit(
+                s, slices={**leaf["slices"], **by_shard.get(s, {})}, checkpoints=kept)
+        top: dict = {"n_deleted": self.n_deleted + deleted}
+        if self.model and classes is not None and classes != self.model["classes"]:
+            top["model"] = {**self.model, "classes": classes}
+        if pending is not None:
+            top["pending"] = pending
+        new = self._with(root, leaves, **top)
+        index_rows = sum(m["rows"] for m in new.index_parts)
+        tomb_rows = sum(m["rows"] for m in new.tombstone_parts.values())
+        return new._with(index={**new["index"], "rows": index_rows},
+                         tombstones={**new["tombstones"], "rows": tomb_rows},
+                         fingerprint=fingerprint(new))
 
     def stamped(self, generation: int) -> Manifest:
-        """This state as generation ``generation``, with its time and fingerprint."""
-        return self._with(generation=generation, updated=now_iso(),
-                          fingerprint=fingerprint(self))
+        """This state as generation ``generation``, with its time."""
+        return self._with(generation=generation, updated=now_iso())
 
-    @staticmethod
-    def _run_fields(fields: dict) -> dict:
-        unknown = set(fields) - _RUN_FIELDS
-        if unknown:
-            raise StoreError(f"internal: a run cannot commit {sorted(unknown)}")
-        return fields
+    def written(self) -> Manifest:
+        """The same state, its leaves now on disk."""
+        return Manifest(self, self._leaves)
+
+
+def _pages(n_buckets: int) -> int:
+    return (n_buckets + PAGE - 1) // PAGE
+
+
+def _page_edits(kind: str, old: Mapping | list, changed: Mapping[int, dict], full: bool
+                ) -> dict:
+    """New page leaves for the buckets in ``changed`` (every page, when ``full``)."""
+    current = dict(enumerate(old)) if isinstance(old, list) else {int(b): m
+                                                                  for b, m in old.items()}
+    current.update(changed)
+    pages = {b // PAGE for b in (current if full else changed)}
+    return {(kind, p): ({"page": p, "parts": {str(b): m for b, m in sorted(current.items())
+                                              if b // PAGE == p}}, io.page_leaf_dir(kind, p))
+            for p in sorted(pages)}
 
 
 def initial(*, store_id: str, signer_key: str | None, assignment: dict, schema: dict,
             slices: dict, index: dict) -> Manifest:
-    """The manifest of a freshly ingested store: data, no model, an empty audit log."""
-    d = {
+    """The manifest of a freshly ingested store: data, no model, an empty audit log.
+    ``slices`` maps :func:`slice_key` to entries; ``index`` is ``{"parts": [...], "rows"}``."""
+    from .._version import __version__
+    from .keys import ALG
+
+    return from_flat({
         "format": FORMAT, "sisa_version": __version__, "generation": 0, "created": now_iso(),
         "store_id": store_id,
-        "signer": {"alg": keys.ALG, "public_key": signer_key} if signer_key else None,
+        "signer": {"alg": ALG, "public_key": signer_key} if signer_key else None,
         "assignment": assignment, "schema": schema, "slices": slices, "index": index,
         "tombstones": None, "n_deleted": 0, "model": None, "pending": None,
         "audit": {"receipts": 0, "head": None}, "last_receipt": None,
-    }
-    d["fingerprint"] = fingerprint(d)
-    return Manifest(d)
+    })
 
 
-def fingerprint(manifest: Mapping) -> str:
-    """Content hash of the training data state: assignment, schema and every slice hash."""
-    slices = [manifest["slices"][k]["sha256"] for k in sorted(manifest["slices"], key=key_cell)]
+def from_flat(d: Mapping) -> Manifest:
+    """A manifest from one dict holding every section inline (:meth:`Manifest.flat`, or
+    a format-3 manifest being upgraded); its leaves are built here, not yet written."""
+    d = dict(d)
+    n_shards = d["assignment"]["n_shards"]
+    shard_leaves: dict[int, dict] = {s: {"shard": s, "slices": {}, "checkpoints": {}}
+                                     for s in range(n_shards)}
+    for key, meta in d.pop("slices").items():
+        s, r = key_cell(key)
+        shard_leaves[s]["slices"][str(r)] = meta
+    model = d.get("model")
+    if model:
+        model = dict(model)
+        for key, meta in model.pop("checkpoints", {}).items():
+            s, r = key_cell(key)
+            shard_leaves[s]["checkpoints"][str(r)] = meta
+    index = d.pop("index")
+    tombs = d.pop("tombstones") or {"parts": {}, "rows": 0}
+    n_buckets = len(index["parts"])
+    root = {**d, "format": FORMAT, "model": model,
+            "shards": [{"file": "", "sha256": "", "bytes": 0, "rows": 0}] * n_shards,
+            "index": {"rows": index["rows"], "buckets": n_buckets,
+                      "pages": [None] * _pages(n_buckets)},
+            "tombstones": {"rows": tombs["rows"], "pages": {}}}
+    leaves = {("shards", s): (leaf, io.shard_leaf_dir(s)) for s, leaf in shard_leaves.items()}
+    leaves.update(_page_edits("index", index["parts"], {}, True))
+    leaves.update(_page_edits("tombstones", tombs["parts"], {}, True))
+    new = Manifest(root, {})._with(leaves=leaves)
+    return new._with(fingerprint=fingerprint(new))
+
+
+def fingerprint(manifest: Manifest) -> str:
+    """Content hash of the training data state: assignment, schema and every slice hash
+    (the same value format 3 gave)."""
+    slices = [manifest.slice(s, r)["sha256"] for s in range(len(manifest["shards"]))
+              for r in range(len(manifest.shard_leaf(s)["slices"]))]
     payload = {"assignment": manifest["assignment"], "schema": manifest["schema"],
                "slices": slices}
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
-# -- on disk ----------------------------------------------------------------------------
-_HEAD = re.compile(rb'\{"checksum":"([0-9a-f]{64})","signature":"([0-9a-f]*)","manifest":')
+def write(loc, manifest: Mapping, key) -> None:
+    """Commit ``manifest`` at ``loc``: its new leaves (content-addressed), then the root,
+    with its checksum and (for a signed store) the owner's signature. A plain dict is
+    taken as a :meth:`Manifest.flat` state. The only writer of ``manifest.json``."""
+    if not isinstance(manifest, Manifest):
+        manifest = from_flat(manifest)
+    io.write(loc, manifest, manifest._unwritten.values(), key)
 
 
-def write(loc: Location, manifest: Mapping, key: keys.KeyPair | None) -> None:
-    """Write ``manifest.json`` atomically with its checksum and (for a signed store,
-    ``manifest["signer"]``) the owner's signature; refuses a key that is not the
-    signer's. The only writer of the file."""
-    body = canonical_json(manifest)
-    digest = hashlib.sha256(body).hexdigest().encode()
-    signer = manifest.get("signer")
-    sig = b""
-    if signer:
-        if key is None or key.public_hex != signer["public_key"]:
-            raise KeyFileError(wrong_key(loc.uri, signer["public_key"], key))
-        sig = key.sign(body).encode()
-    loc.write_atomic(MANIFEST, b'{"checksum":"' + digest + b'","signature":"' + sig
-                     + b'","manifest":' + body + b"}")
+def load(loc) -> Manifest:
+    """Read and check the root and every leaf: checksum, format, signer and signature,
+    audit section, leaf hashes, and that every path named stays inside the store."""
+    root, leaves = io.load(loc)
+    m = Manifest(root, leaves)
+    io.check_paths(m, loc)
+    return m
 
 
-def wrong_key(uri: str, public_hex: str, key: keys.KeyPair | None) -> str:
-    """The error message for changing a signed store without its owner's key."""
-    have = f"your key is ed25519:{key.public_hex[:16]}..." if key else "no key is configured"
-    return (f"store {uri} is signed by ed25519:{public_hex[:16]}... and {have}: point "
-            f"${keys.KEY_FILE_ENV} at its owner's key file (only the owner can change a signed "
-            "store)")
 
-
-def split(raw: bytes) -> tuple[bytes, str] | None:
-    """``(body, signature hex)`` if the bytes match their own checksum (a torn object-store
-    read or a corrupted file does not), else None."""
-    head = _HEAD.match(raw)
-    body = raw[head.end():-1] if head and raw.endswith(b"}") else b""
-    if head and hashlib.sha256(body).hexdigest().encode() == head.group(1):
-        return body, head.group(2).decode()
-    return None
-
-
-def exists(loc: Location) -> bool:
-    return loc.exists(MANIFEST)
-
-
-def load(loc: Location) -> Manifest:
-    """Read and check ``manifest.json``: checksum, format, signer and signature, audit
-    section, and that every path it names stays inside the store."""
-    raw = loc.read_stable(MANIFEST, lambda b: split(b) is not None)  # torn S3 reads
-    parts = split(raw)
-    m = None
-    if parts is not None:
-        with contextlib.suppress(ValueError):
-            m = json.loads(parts[0])
-    where = loc.path(MANIFEST)
-    if not isinstance(m, dict):
-        fmt = re.search(rb'"format":"(sisa-store/[0-9]+)"', raw)
-        if fmt and fmt.group(1).decode() != FORMAT:
-            raise StoreError(_old_format(where, fmt.group(1).decode()))
-        raise CorruptStoreError(
-            f"manifest {where} is corrupt (bad JSON or checksum): restore it from backup; sisa "
-            "will not guess which files are valid")
-    if m.get("format") != FORMAT:
-        raise StoreError(_old_format(where, m.get("format")))
-    _check_signer_and_audit(m, where)
-    signer = m.get("signer")
-    if signer and not keys.check_signature(signer["public_key"], parts[0], parts[1]):
-        raise CorruptStoreError(
-            f"manifest {where} does not carry a valid signature of the key it names "
-            "(ed25519:" + signer["public_key"][:16] + "...): it was changed by someone without "
-            "the owner's key; restore the store from backup")
-    if not signer and parts[1]:
-        raise CorruptStoreError(f"manifest {where} carries a signature but names no signer: it "
-                                "was edited; restore the store from backup")
-    check_manifest_paths(m, where)  # no entry may name a path outside the store
-    return Manifest(m)
-
-
-def _check_signer_and_audit(m: dict, where: str) -> None:
-    signer = m.get("signer")
-    if signer is not None and not (
-            isinstance(signer, dict) and signer.get("alg") == keys.ALG
-            and isinstance(signer.get("public_key"), str)
-            and re.fullmatch(r"[0-9a-f]{64}", signer["public_key"])):
-        raise CorruptStoreError(f"manifest {where} names a malformed signer "
-                                f"({str(signer)[:60]}): it was edited; restore the store from "
-                                "backup")
-    audit = m.get("audit")
-    if not (isinstance(audit, dict) and isinstance(audit.get("receipts"), int)
-            and (audit.get("head") is None or isinstance(audit.get("head"), str))
-            and isinstance(m.get("last_receipt") or {}, dict)):
-        raise CorruptStoreError(f"manifest {where} has a malformed audit section: it was "
-                                "edited; restore the store from backup")
-
-
-def _old_format(where: str, fmt) -> str:
-    return (f"{where} has format {fmt!r}; this sisa reads {FORMAT}: rebuild the store from the "
-            "source data (`sisa train ... --overwrite`, or Store.create(..., overwrite=True)), "
-            "or open it with the sisa version that wrote it")
+def upgrade(loc, key) -> Manifest | None:
+    """Convert a format-3 store (one manifest file) to this format in place: the same
+    data files, checkpoints and audit log, now named by leaves. Checks the old
+    manifest's checksum, signature and paths first; a signed store needs its owner's
+    ``key``. Returns the new manifest, or None if the store is already current."""
+    root = io.read_root(loc, formats=(FORMAT, io.OLD_FORMAT))
+    if root["format"] == FORMAT:
+        return None
+    io.check_manifest_paths(root, loc.path(MANIFEST))
+    new = from_flat(root)
+    new = new._with(generation=root["generation"] + 1, updated=now_iso(),
+                    upgraded_from=io.OLD_FORMAT)
+    write(loc, new, key)
+    return new.written()

@@ -66,7 +66,7 @@ class Store(RowReading, AuditKeys):
     def __init__(self, uri: str, manifest: Mapping | None) -> None:
         self.loc = Location(str(uri))
         self.manifest = (manifest if isinstance(manifest, Manifest) or manifest is None
-                         else Manifest(manifest))
+                         else mf.from_flat(manifest))
         self.staged = False  # commits stay in memory until `publish` (a fit being built)
         self.replaced_generation = -1  # a build's predecessor at this location
         self._lock: WriteLock | None = None
@@ -142,6 +142,24 @@ class Store(RowReading, AuditKeys):
                 if self.manifest.generation == generation:
                     raise
         raise AssertionError("unreachable")
+
+    @classmethod
+    def upgrade(cls, uri: str) -> bool:
+        """Convert a store written by an older sisa (format ``sisa-store/3``) to the current
+        format in place, under the write lock; a signed store needs its owner's key.
+        Data files, checkpoints and the audit log are kept byte for byte.
+
+        Returns
+        -------
+        bool
+            True if the store was converted, False if it was already current.
+        """
+        loc = Location(str(uri))
+        if not mf.exists(loc):
+            raise LocationError(f"no sisa store at {uri} (no {mf.MANIFEST}): check the path")
+        store = cls(str(uri), None)
+        with store.lock():
+            return mf.upgrade(loc, keys.configured()) is not None
 
     def reload(self) -> None:
         """Read the committed manifest again."""
@@ -261,7 +279,7 @@ class Store(RowReading, AuditKeys):
             raise StoreError("internal: nothing staged to publish (use Store.building)")
         new = self.manifest.stamped(self.manifest.generation)
         mf.write(self.loc, new, self._key)
-        self.manifest, self.staged = new, False
+        self.manifest, self.staged = new.written(), False
         crashpoint("publish:after-manifest")
         self.collect_garbage()
 
@@ -363,7 +381,7 @@ class Store(RowReading, AuditKeys):
         In a staged store (a fit being built beside the published state) the commit only
         replaces the in-memory manifest; :meth:`publish` writes it."""
         self._require_lock()
-        new = manifest if isinstance(manifest, Manifest) else Manifest(manifest)
+        new = manifest if isinstance(manifest, Manifest) else mf.from_flat(manifest)
         if self.staged:
             self.manifest = new.stamped(self.manifest.generation)
             return
@@ -377,7 +395,7 @@ class Store(RowReading, AuditKeys):
         old = self.manifest
         new = new.stamped(old.generation + 1)
         mf.write(self.loc, new, self.signing_key())
-        self.manifest = new
+        self.manifest = new = new.written()
         crashpoint("commit:after-manifest")
         for rel in sorted(set(old.referenced_files()) - set(new.referenced_files())):
             self.loc.delete(rel)

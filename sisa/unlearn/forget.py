@@ -90,14 +90,33 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         store.loc.write_atomic(INTENT, json.dumps({"request": request,
                                                    "ids": canon.to_pylist()}).encode())
         crashpoint("forget:after-intent")
-        result = deletion.apply(store, change, pending={"kind": "forget", "request": request,
-                                                        "rows_processed": 0})
+        sealed = _apply(store, change, request, settings)
         store.loc.delete(INTENT)
-        crashpoint("forget:after-delete")
-        if result.deleted == 0:  # every id was deleted by earlier requests
-            return _close(store, _receipt(store, request, rows_retrained=0,
-                                          already=len(canon)))
-        return _complete(store, settings, already=len(result.already_deleted))
+        receipts.sync_log(store)
+        return sealed
+
+
+def _apply(store: Store, change: deletion.Deletion, request: dict,
+           settings: ExecutionSettings) -> dict:
+    """Stage the deletion (new files, nothing committed), retrain the plan's shards from
+    the staged state, then commit data, checkpoints and the sealed receipt in one
+    manifest write. A crash before that write leaves the store as it was plus the
+    intent (a rerun or ``repair`` redoes the request); after it, the request is done."""
+    if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
+        staged, rows = store.manifest, 0
+    else:
+        staged = deletion.stage(store, change)
+        crashpoint("forget:after-stage")
+        results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
+                                      desc="retraining shards")
+        staged = staged.with_checkpoints([m for res in results for m in res.checkpoints])
+        rows = sum(res.rows_processed for res in results)
+    receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
+                       already=len(change.resolved.already_deleted))
+    sealed, audit = receipts.seal(store, receipt)
+    store.commit(staged.with_receipt(sealed, audit))
+    crashpoint("forget:before-log")
+    return sealed
 
 
 def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) -> dict | None:

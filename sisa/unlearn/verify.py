@@ -297,11 +297,11 @@ def _audit_problems(store: Store) -> list[str]:
     grid = {slice_key(s, r) for s in range(store.n_shards) for r in range(store.n_slices)}
     outside = sorted(set(store.manifest.slices) - grid)
     model = store.manifest.model
-    outside += sorted(set(model["checkpoints"]) - grid) if model else []
+    outside += sorted(set(store.manifest.checkpoints) - grid) if model else []
     if outside:
         out.append(f"the manifest names entries outside its {store.n_shards} x "
                    f"{store.n_slices} grid ({outside[:3]}): it was edited; restore it from backup")
-    tomb_rows = (store.manifest.get("tombstones") or {}).get("rows", 0)
+    tomb_rows = store.manifest.n_tombstones
     if tomb_rows != store.manifest.n_deleted:
         out.append(f"{tomb_rows} tombstones but {store.manifest.n_deleted} deleted "
                    "rows recorded: the manifest was edited")
