@@ -6,21 +6,19 @@ several forget sets, and estimates each one's ε against N independent reference
 next to its own floor (see ``docs/compare.md``).
 """
 
-from sisa.compare.epsilon import (
-    detectable_shift,
-    epsilon_interval,
+from sisa.compare.data import SCENARIOS
+from sisa.compare.epsilon import max_epsilon, per_example_epsilon
+from sisa.compare.head2head import run
+from sisa.compare.intervals import detectable_shift, epsilon_interval, permutation_pvalue
+from sisa.compare.linear_family import METHODS
+from sisa.compare.report import CompareReport
+from sisa.compare.scores import (
     final_score,
     forgetting_quality,
     logit_confidence,
-    max_epsilon,
-    per_example_epsilon,
-    permutation_pvalue,
     residual,
     summarize,
 )
-from sisa.compare.head2head import run
-from sisa.compare.report import CompareReport
-from sisa.compare.run import METHODS, SCENARIOS
 
 __all__ = [
     "METHODS",

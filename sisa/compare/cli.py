@@ -34,7 +34,7 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``compare`` subcommand on an argparse ``subparsers`` object.
 
     Parameters
@@ -47,9 +47,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The subcommand's parser; its ``func`` default is :func:`run_from_args`.
     """
-    from sisa.compare.head2head import DEFAULT_EPS_ROWS, SISA_SCENARIOS
-    from sisa.compare.run import SCENARIOS
-
     p = subparsers.add_parser(
         "compare",
         help="head-to-head: exact vs approximate unlearning, ε̂ against each method's floor",
@@ -60,6 +57,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_protocol_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def _add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """What is compared: data, forget sets, N, the model family's settings."""
+    from sisa.compare.data import SCENARIOS
+    from sisa.compare.head2head import DEFAULT_EPS_ROWS, SISA_SCENARIOS
+
     p.add_argument("--dataset", default="adult", choices=_DATASETS,
                    help="built-in binary dataset (default: adult)")
     p.add_argument("--models", type=int, default=256, metavar="N",
@@ -85,6 +93,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="bootstrap replicates per interval (default: 100)")
     p.add_argument("--permutations", type=int, default=50, metavar="B",
                    help="permutations per test (default: 50)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Where it runs and what it prints or writes."""
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output directory (default: runs/compare-<dataset>)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and U (default: 0)")
@@ -94,8 +106,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=run_from_args)
-    return p
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -113,16 +123,18 @@ def run_from_args(args: argparse.Namespace) -> int:
         not byte-identical to a fit without U.
     """
     from sisa.compare.head2head import run
+    from sisa.engine.settings import ExecutionSettings
 
     out = args.out if args.out is not None else Path("runs") / f"compare-{args.dataset}"
     try:
+        settings = ExecutionSettings(backend="local" if args.local else "ray",
+                                     address=args.ray_address, progress=not args.quiet)
         rep = run(args.dataset, n_models=args.models, eps_rows=args.eps_rows or None,
                   cost_rows=args.cost_rows or None, scenarios=args.forget_sets,
                   sisa_scenarios=args.sisa_forget_sets, fraction=args.forget_fraction,
                   n_shards=args.shards, n_slices=args.slices, noise_std=args.noise,
                   n_boot=args.bootstrap, n_perm=args.permutations, seed=args.seed, out=out,
-                  backend="local" if args.local else "ray", ray_address=args.ray_address,
-                  progress=not args.quiet)
+                  settings=settings)
     except SisaError as exc:
         if args.debug:
             raise
