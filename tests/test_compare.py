@@ -130,7 +130,10 @@ def test_run_end_to_end_writes_a_consistent_report(tmp_path):
 def test_cli_parses_lists_and_errors_are_one_line(capsys, tmp_path):
     args = _parse(["--forget-sets", "random,mislabeled", "--models", "8", "--local"])
     assert args.forget_sets == ("random", "mislabeled") and args.models == 8 and args.local
-    assert _parse([]).models == 256
+    # N and the forget sets default to the family's (linear: 256, all five forget sets).
+    assert _parse([]).models is None and _parse([]).family == "linear"
+    assert LinearFamily.defaults["n_models"] == 256
+    assert _parse(["--family", "torch"]).family == "torch"
     args = _parse(["--forget-sets", "outliers", "--out", str(tmp_path), "--quiet", "--local"])
     assert args.func(args) == 1
     err = capsys.readouterr().err.strip()

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from sisa.baselines import linear as L
 from sisa.baselines.newton import certified_epsilon
-from sisa.compare.data import Scenario, adult_features, make_scenario, single_row, subsample
+from sisa.compare.data import Scenario, adult_features, make_scenario, seed_rows, single_row
 from sisa.compare.epsilon import DELTA
 from sisa.compare.linear_family import METHODS, LinearFamily, accuracy, statistic
 from sisa.compare.scores import summary_stats
@@ -100,12 +100,10 @@ def _noise_sweep(sc: Scenario, fam: LinearFamily, sigmas: tuple[float, ...], see
                  seeds: int = 2) -> list[dict]:
     """Certified Newton removal of U at each noise level: test accuracy and certified ε."""
     rows = []
-    u = sc.u_idx
     for sigma in sigmas:
         accs, eps = [], []
         for r in range(seeds):
-            w = subsample(sc, fam.subsample, seed + r)
-            d = np.sort(np.concatenate([w, u]))
+            w, _, d = seed_rows(sc, fam.subsample, seed + r)
             b = fam.noise(sc.X.shape[1], seed + r, sigma)
             orig = L.fit_logistic(sc.X[d], sc.y[d], fam.lam, noise=b)
             theta, beta = L.newton_removal(orig, sc.X[w], sc.y[w], fam.lam, noise=b)

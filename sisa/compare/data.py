@@ -17,8 +17,8 @@ import numpy as np
 from sisa.datasets import load
 from sisa.errors import InputError
 
-__all__ = ["SCENARIOS", "STREAM", "Scenario", "adult_features", "make_scenario", "single_row",
-           "subsample"]
+__all__ = ["SCENARIOS", "STREAM", "Scenario", "adult_features", "make_scenario", "seed_rows",
+           "single_row", "subsample"]
 
 SCENARIOS = ("random", "subgroup", "mislabeled", "duplicated", "injected")
 TEST_FRACTION = 0.25
@@ -222,3 +222,11 @@ def subsample(sc: Scenario, fraction: float, seed: int) -> np.ndarray:
     w = sc.w_idx
     rng = np.random.default_rng([seed, STREAM, 1])
     return np.sort(rng.choice(w, max(2, round(fraction * len(w))), replace=False))
+
+
+def seed_rows(sc: Scenario, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    """``(w, u, d)``: this seed's rows of W, all of U, and their union (its D), ascending."""
+    w = subsample(sc, fraction, seed)
+    u = sc.u_idx
+    return w, u, np.sort(np.concatenate([w, u]))

@@ -14,6 +14,7 @@ import numpy as np
 
 from sisa.compare.data import Scenario
 from sisa.compare.linear_family import LinearFamily
+from sisa.compare.torch_family import TorchFamily
 from sisa.errors import InputError
 
 __all__ = ["FAMILIES", "Family", "make_family"]
@@ -66,7 +67,7 @@ class Family(Protocol):
         """The model's weight on the injected feature (None: no such weight)."""
 
 
-FAMILIES: dict[str, type] = {"linear": LinearFamily}
+FAMILIES: dict[str, type] = {"linear": LinearFamily, "torch": TorchFamily}
 
 
 def make_family(name: str, **settings) -> Family:

@@ -11,7 +11,7 @@ import numpy as np
 
 from sisa.compare.costs import cost_run
 from sisa.compare.data import SCENARIOS, adult_features, make_scenario
-from sisa.compare.families import Family
+from sisa.compare.families import Family, make_family
 from sisa.compare.gap import estimate, run_epsilon
 from sisa.compare.intervals import detectable_shift
 from sisa.compare.linear_family import LinearFamily
@@ -19,17 +19,15 @@ from sisa.compare.report import CompareReport
 from sisa.engine.settings import ExecutionSettings
 from sisa.errors import InputError
 
-__all__ = ["DEFAULT_EPS_ROWS", "SISA_SCENARIOS", "run"]
-
-DEFAULT_EPS_ROWS = LinearFamily.defaults["eps_rows"]
-SISA_SCENARIOS = LinearFamily.defaults["sisa_scenarios"]
+__all__ = ["run"]
 
 
-def run(dataset: str = "adult", *, n_models: int = 256, eps_rows: int | None = DEFAULT_EPS_ROWS,
-        cost_rows: int | None = None, scenarios: tuple[str, ...] = SCENARIOS,
-        sisa_scenarios: tuple[str, ...] = SISA_SCENARIOS, fraction: float = 0.02,
-        n_shards: int = 5, n_slices: int = 1, lam: float = 1.0, noise_std: float = 1.0,
-        subsample: float = 0.9, n_boot: int = 100, n_perm: int = 50, repeats: int = 5,
+def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: int | None = None,
+        eps_rows: int | str | None = "auto", cost_rows: int | None = None,
+        scenarios: tuple[str, ...] | None = None, sisa_scenarios: tuple[str, ...] | None = None,
+        fraction: float = 0.02, n_shards: int | None = None, n_slices: int | None = None,
+        lam: float | None = None, noise_std: float | None = None,
+        subsample: float | None = None, n_boot: int = 100, n_perm: int = 50, repeats: int = 5,
         seed: int = 0, out: str | os.PathLike | None = None,
         settings: ExecutionSettings | None = None, figures: bool = True) -> CompareReport:
     """Run the head-to-head comparison and write the report.
@@ -37,27 +35,28 @@ def run(dataset: str = "adult", *, n_models: int = 256, eps_rows: int | None = D
     Parameters
     ----------
     dataset : {"adult"}, default="adult"
-        The binary task every method shares (the family is logistic regression).
-    n_models : int, default=256
-        N models per side for each ε̂ (ε resolves up to about ``ln(N - 1)``).
-    eps_rows : int or None, default=3000
-        Rows of the dataset the ε runs use (None: all). The 3N models per method and
-        forget set must fit the time budget; the report states the subsample.
-    cost_rows : int or None, default=None
-        Rows of the cost and accuracy run (None: all of Adult).
-    scenarios, sisa_scenarios : tuple of str
-        Forget sets (``SCENARIOS``); those on which SISA's ε is estimated too.
+        The binary task every method shares.
+    family : {"linear", "torch"} or Family, default="linear"
+        The model every method uses (:class:`~sisa.compare.linear_family.LinearFamily`,
+        :class:`~sisa.compare.torch_family.TorchFamily`), by name or as an object.
+    n_models : int, optional
+        N models per side for each ε̂ (ε resolves up to about ``ln(N - 1)``). Default:
+        the family's (linear 256, torch 64).
+    eps_rows : int, None or "auto", default="auto"
+        Rows of Adult the ε runs use (None: all; "auto": the family's, linear 3000, torch
+        1200): the 3N models per method and forget set must fit the time budget.
+    cost_rows, repeats : int or None, int, default=None, 5
+        Rows (None: all of Adult) and seeds of the linear family's full-data cost run.
+    scenarios, sisa_scenarios : tuple of str, optional
+        Forget sets (``SCENARIOS``); those on which SISA's ε is estimated too (SISA is
+        the costliest method per seed). Default: the family's.
     fraction : float, default=0.02
         Size of the random, mislabeled forget sets (duplicated: half as many distinct
         rows, injected: half as many positive rows).
-    n_shards, n_slices : int, default=5, 1
-        SISA's S and R. The shard model refits from scratch at each slice (it has no
-        ``partial_fit``), so slices add checkpoints without saving compute: R = 1.
-    lam, noise_std, subsample : float, default=1.0, 1.0, 0.9
-        L2 penalty of every model (scikit-learn's ``C = 1 / lam``); perturbation σ of the
-        certified Newton; fraction of W each seed trains on.
-    n_boot, n_perm, repeats : int, default=100, 50, 5
-        Bootstrap replicates per interval; permutations per test; seeds of the cost run.
+    n_shards, n_slices, lam, noise_std, subsample : optional
+        Settings of a family given by name (None: its default; lam, noise_std: linear).
+    n_boot, n_perm : int, default=100, 50
+        Bootstrap replicates per interval; permutations per test.
     seed : int, default=0
         The data split and the forget sets.
     out : path, optional
@@ -72,32 +71,50 @@ def run(dataset: str = "adult", *, n_models: int = 256, eps_rows: int | None = D
     CompareReport
     """
     settings = settings or ExecutionSettings(backend="ray", progress=True)
-    config = {"dataset": dataset, "n_models": n_models, "eps_rows": eps_rows,
-              "cost_rows": cost_rows, "scenarios": list(scenarios),
-              "sisa_scenarios": list(sisa_scenarios), "fraction": fraction,
-              "n_shards": n_shards, "n_slices": n_slices, "lam": lam, "noise_std": noise_std,
-              "subsample": subsample, "n_boot": n_boot, "n_perm": n_perm, "repeats": repeats,
-              "seed": seed, "backend": settings.backend}
-    _check(config)
-    fam = LinearFamily(lam=lam, noise_std=noise_std, n_shards=n_shards, n_slices=n_slices,
-                       subsample=subsample)
+    fam = _family(family, n_shards=n_shards, n_slices=n_slices, lam=lam, noise_std=noise_std,
+                  subsample=subsample)
+    config = _config(fam, dataset=dataset, n_models=n_models, eps_rows=eps_rows,
+                     cost_rows=cost_rows, scenarios=scenarios, sisa_scenarios=sisa_scenarios,
+                     fraction=fraction, n_boot=n_boot, n_perm=n_perm, repeats=repeats,
+                     seed=seed, backend=settings.backend)
     report = _execute(fam, config, settings)
     if out is not None:
         _write(report, Path(out), figures)
     return report
 
 
-def _check(config: dict) -> None:
-    """One-line errors for settings no family accepts."""
-    if config["dataset"] != "adult":
+def _family(family: str | Family, **settings) -> Family:
+    """The family by name with its settings, or the family object as it is."""
+    if isinstance(family, str):
+        return make_family(family, **settings)
+    if any(v is not None for v in settings.values()):
+        raise InputError("pass the family's settings to the family object, not to run()")
+    return family
+
+
+def _config(fam: Family, **given) -> dict:
+    """The run's settings with the family's defaults filled in, checked: the report's
+    ``config``."""
+    d = fam.defaults
+    pick = {k: d[k] if given[k] is None else given[k]
+            for k in ("n_models", "scenarios", "sisa_scenarios")}
+    n = pick["n_models"]
+    if given["dataset"] != "adult":
         raise InputError(f"sisa compare runs on 'adult' (a binary task for the shared "
-                         f"logistic family), got {config['dataset']!r}")
-    n = config["n_models"]
+                         f"model families), got {given['dataset']!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 4:
         raise InputError(f"n_models must be an integer >= 4, got {n!r}")
-    bad = [s for s in (*config["scenarios"], *config["sisa_scenarios"]) if s not in SCENARIOS]
-    if bad or not config["scenarios"]:
+    bad = [s for s in (*pick["scenarios"], *pick["sisa_scenarios"]) if s not in SCENARIOS]
+    if bad or not pick["scenarios"]:
         raise InputError(f"forget sets must be among {', '.join(SCENARIOS)}; got {bad or '()'}")
+    return {"dataset": given["dataset"], "n_models": n,
+            "eps_rows": d["eps_rows"] if given["eps_rows"] == "auto" else given["eps_rows"],
+            "cost_rows": given["cost_rows"], "scenarios": list(pick["scenarios"]),
+            "sisa_scenarios": list(pick["sisa_scenarios"]), "fraction": given["fraction"],
+            "n_shards": fam.n_shards, "n_slices": fam.n_slices,
+            **{k: getattr(fam, k, None) for k in ("lam", "noise_std", "subsample")},
+            **{k: given[k] for k in ("n_boot", "n_perm", "repeats", "seed", "backend")},
+            "family": fam.name}
 
 
 def _execute(fam: Family, config: dict, settings: ExecutionSettings) -> CompareReport:
@@ -108,8 +125,10 @@ def _execute(fam: Family, config: dict, settings: ExecutionSettings) -> CompareR
                             seed=config["seed"]) for s in config["scenarios"]}
     methods = {s: fam.methods if s in config["sisa_scenarios"]
                else tuple(m for m in fam.methods if m != "sisa") for s in scs}
+    # The linear family's cost run on all of Adult runs beside the ε runs.
     side = [(cost_run, {"fam": fam, "rows": config["cost_rows"], "repeats": config["repeats"],
-                        "seed": config["seed"], "fraction": config["fraction"]})]
+                        "seed": config["seed"], "fraction": config["fraction"]})
+            ] if isinstance(fam, LinearFamily) else []
     runs, side_out = run_epsilon(scs, fam, n_models=config["n_models"], methods=methods,
                                  settings=settings, side_tasks=side)
     t_train = time.perf_counter() - t0
@@ -117,7 +136,8 @@ def _execute(fam: Family, config: dict, settings: ExecutionSettings) -> CompareR
     t_est = time.perf_counter() - t0 - t_train
     n_rows = int(np.median([sc.stat_rows.size for sc in scs.values()]))
     power = {**detectable_shift(config["n_models"], n_rows, n_boot=30), "n_rows": n_rows}
-    report = CompareReport.build(fam, info, runs, est, side_out[0], power, config,
+    report = CompareReport.build(fam, info, runs, est, side_out[0] if side_out else None,
+                                 power, config,
                                  {"training_s": t_train, "estimates_s": t_est})
     report.timings["total_s"] = time.perf_counter() - t0
     return report

@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from sisa.baselines import linear as L
 from sisa.baselines.newton import certified_epsilon
-from sisa.compare.data import SCENARIOS, STREAM, Scenario, subsample
+from sisa.compare.data import SCENARIOS, STREAM, Scenario, seed_rows, subsample
 from sisa.compare.epsilon import DELTA
 from sisa.compare.exact import SisaSetup, ensemble_logit
 from sisa.errors import InputError
@@ -198,9 +198,7 @@ class LinearFamily:
             ``models`` (method -> θ or SISAClassifier), ``times`` (unlearning wall time,
             s), ``extra`` (certified ε, SISA receipt, byte identity when ``check_bytes``).
         """
-        w = subsample(sc, self.subsample, seed)
-        u = sc.u_idx
-        d = np.sort(np.concatenate([w, u]))
+        w, u, d = seed_rows(sc, self.subsample, seed)
         models, times, extra = {}, {}, {}
         mono = [m for m in methods if REFERENCE_KIND[m] == "monolithic" and m != "retrain"]
         if mono:

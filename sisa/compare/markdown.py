@@ -217,6 +217,9 @@ def render(data: dict) -> str:
     lines = _protocol(data) + _epsilon_sections(data) + _power(data)
     if data["costs"] is not None:
         lines += _costs(data)
+    else:
+        lines += [f"No full-data cost run for the {data['family']['name']} family: the "
+                  "unlearning times in the tables are its costs.", ""]
     lines += _check_and_time(data)
     if data["figures"]:
         lines += ["", "## Figures", ""]
