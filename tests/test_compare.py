@@ -12,17 +12,13 @@ from scipy.special import expit
 from sisa.aggregate import mean_proba
 from sisa.baselines.linear import L2LogisticRegression
 from sisa.compare import cli
+from sisa.compare.data import SCENARIOS, adult_features, make_scenario
+from sisa.compare.exact import ensemble_logit
+from sisa.compare.gap import seed_run
 from sisa.compare.head2head import run
+from sisa.compare.linear_family import METHODS, LinearFamily
 from sisa.compare.report import verdict
-from sisa.compare.run import (
-    METHODS,
-    SCENARIOS,
-    Family,
-    adult_features,
-    ensemble_logit,
-    make_scenario,
-    seed_run,
-)
+from sisa.engine.settings import ExecutionSettings
 from sisa.errors import InputError
 
 
@@ -89,7 +85,7 @@ def test_ensemble_logit_is_the_vote_log_odds_and_never_clamped():
 def test_one_seed_every_method_and_sisa_byte_identity(adult):
     Xtr, ytr, Xte, yte, names, _ = adult
     sc = make_scenario("injected", Xtr, ytr, Xte, yte, names)
-    out = seed_run(sc, Family(), 0, 8, check_bytes=True)
+    out = seed_run(sc, LinearFamily(), 0, 8, check_bytes=True)
     assert set(out["stats"]) == set(METHODS)
     assert set(out["ref"]) == set(out["ref2"]) == {"monolithic", "noisy", "sisa"}
     assert out["extra"]["sisa_byte_identical"] is True
@@ -112,8 +108,8 @@ def test_verdict_rules():
 
 def test_run_end_to_end_writes_a_consistent_report(tmp_path):
     rep = run(n_models=5, eps_rows=700, cost_rows=700, scenarios=("random", "duplicated"),
-              sisa_scenarios=("duplicated",), repeats=2, n_boot=3, n_perm=3, backend="local",
-              out=tmp_path, progress=False, figures=False)
+              sisa_scenarios=("duplicated",), repeats=2, n_boot=3, n_perm=3,
+              settings=ExecutionSettings(backend="local"), out=tmp_path, figures=False)
     d = json.loads((tmp_path / "report.json").read_text())
     assert set(d["scenarios"]) == {"random", "duplicated"}
     assert "sisa" not in d["scenarios"]["random"]["methods"]
@@ -134,8 +130,60 @@ def test_run_end_to_end_writes_a_consistent_report(tmp_path):
 def test_cli_parses_lists_and_errors_are_one_line(capsys, tmp_path):
     args = _parse(["--forget-sets", "random,mislabeled", "--models", "8", "--local"])
     assert args.forget_sets == ("random", "mislabeled") and args.models == 8 and args.local
-    assert _parse([]).models == 256
+    # N and the forget sets default to the family's (linear: 256, all five forget sets).
+    assert _parse([]).models is None and _parse([]).family == "linear"
+    assert LinearFamily.defaults["n_models"] == 256
+    assert _parse(["--family", "torch"]).family == "torch"
     args = _parse(["--forget-sets", "outliers", "--out", str(tmp_path), "--quiet", "--local"])
     assert args.func(args) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("sisa compare: error:") and "outliers" in err and "\n" not in err
+
+
+def _compare_imports() -> dict[str, set[str]]:
+    """Module -> the sisa.compare modules it imports anywhere (function bodies and
+    TYPE_CHECKING blocks included); importing the package itself is an edge to __init__."""
+    import ast
+    from pathlib import Path
+
+    import sisa.compare
+
+    root = Path(sisa.compare.__file__).parent
+    mods = {p.stem for p in root.glob("*.py")}
+
+    def targets(node) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [n.name.split(".")[2] if n.name.startswith("sisa.compare.") else "__init__"
+                    for n in node.names if n.name.split(".")[:2] == ["sisa", "compare"]]
+        if not isinstance(node, ast.ImportFrom):
+            return []
+        module = ("sisa.compare" + (f".{node.module}" if node.module else "")
+                  if node.level == 1 else node.module or "")
+        if module == "sisa.compare":
+            return [a.name if a.name in mods else "__init__" for a in node.names]
+        return [module.split(".")[2]] if module.startswith("sisa.compare.") else []
+
+    return {p.stem: {t for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+                     for t in targets(node)} - {p.stem} for p in root.glob("*.py")}
+
+
+def test_compare_modules_import_no_cycle():
+    graph = _compare_imports()
+    assert {"epsilon", "gap", "report", "plots", "head2head"} <= set(graph)
+    assert "__init__" not in set().union(*(graph[m] for m in graph if m != "__init__"))
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph.get(m, ())):
+            assert state.get(n) != 1, f"import cycle: {' -> '.join([*path, m, n])}"
+            if n not in state:
+                visit(n, [*path, m])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    # The layering the package is built on: figures and text know nothing of the runs.
+    assert graph["plots"] == set() and graph["markdown"] == set()
+    assert not {"head2head", "gap", "report"} & graph["costs"]

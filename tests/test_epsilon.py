@@ -1,4 +1,5 @@
-"""Tests for sisa.compare.epsilon (NeurIPS 2023 unlearning-challenge ε)."""
+"""Tests for the ε estimator (NeurIPS 2023 unlearning-challenge ε), its scores and intervals:
+sisa.compare.epsilon, .scores and .intervals, through the package's public names."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from sisa.compare import epsilon as E
+from sisa import compare as E
+from sisa.compare import epsilon
 from sisa.errors import InputError
 
 # -- a direct numpy port of the challenge's metric.py (grid thresholds, one row at a time) -----
@@ -171,7 +173,7 @@ def test_unequal_model_counts_and_chunking(monkeypatch):
     rng = np.random.default_rng(7)
     a, b = rng.normal(size=(20, 30)), rng.normal(size=(35, 30)) + 0.5
     whole = E.per_example_epsilon(a, b)
-    monkeypatch.setattr(E, "_PAIR_BUDGET", 1)  # one row per chunk
+    monkeypatch.setattr(epsilon, "_PAIR_BUDGET", 1)  # one row per chunk
     np.testing.assert_array_equal(E.per_example_epsilon(a, b), whole)
     assert E.max_epsilon(35) == 4.0
     assert whole.max() <= 4.0

@@ -1,31 +1,33 @@
 """Head-to-head comparison of unlearning methods, and the empirical ε gap.
 
-``run`` trains ten methods (retrain, SISA, Newton with and without noise, the PRU,
-EMSE, fine-tune, NegGrad+, random relabelling, do nothing) on one model family and
-several forget sets, and estimates each one's ε against N independent reference models,
-next to its own floor (see ``docs/compare.md``).
+``run`` trains every method of one model family on several forget sets and estimates
+each one's ε against N independent reference models, next to its own floor (see
+``docs/compare.md``). Families: ``linear`` (L2 logistic regression: retrain, SISA,
+Newton with and without noise, the PRU, EMSE, fine-tune, NegGrad+, random relabelling,
+do nothing) and ``torch`` (an MLP: retrain, SISA, fine-tune, NegGrad+, do nothing).
 """
 
-from sisa.compare.epsilon import (
-    detectable_shift,
-    epsilon_interval,
+from sisa.compare.data import SCENARIOS
+from sisa.compare.epsilon import max_epsilon, per_example_epsilon
+from sisa.compare.head2head import run
+from sisa.compare.intervals import detectable_shift, epsilon_interval, permutation_pvalue
+from sisa.compare.linear_family import METHODS, LinearFamily
+from sisa.compare.report import CompareReport
+from sisa.compare.scores import (
     final_score,
     forgetting_quality,
     logit_confidence,
-    max_epsilon,
-    per_example_epsilon,
-    permutation_pvalue,
     residual,
     summarize,
 )
-from sisa.compare.head2head import run
-from sisa.compare.report import CompareReport
-from sisa.compare.run import METHODS, SCENARIOS
+from sisa.compare.torch_family import TorchFamily
 
 __all__ = [
     "METHODS",
     "SCENARIOS",
     "CompareReport",
+    "LinearFamily",
+    "TorchFamily",
     "detectable_shift",
     "epsilon_interval",
     "final_score",

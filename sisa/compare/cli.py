@@ -17,14 +17,19 @@ __all__ = ["add_parser", "main", "run_from_args"]
 _DATASETS = ("adult",)
 
 _EPILOG = """\
-Methods (one L2 logistic-regression family): retrain, sisa (fit on D, forget U), newton
-(Guo et al.'s Newton step), newton_noisy (with the certificate's noise), pru (projective
-residual update), emse, finetune, neggrad (NegGrad+), relabel (random relabelling),
-original (do nothing). Forget sets: random, subgroup, mislabeled, duplicated, injected.
-Writes report.json, report.md, epsilon_ci.png and newton_noise.png to --out.
+Families (one model for every method):
+  linear  L2 logistic regression: retrain, sisa (fit on D, forget U), newton (Guo et al.'s
+          Newton step), newton_noisy (with the certificate's noise), pru (projective
+          residual update), emse, finetune, neggrad (NegGrad+), relabel (random
+          relabelling), original (do nothing); plus a cost run on all of Adult
+  torch   an MLP (sisa.deep.TorchClassifier): retrain, sisa, finetune, neggrad (NegGrad+),
+          original; on a smaller subset so that N models per side fit the budget
+Forget sets: random, subgroup, mislabeled, duplicated, injected. Writes report.json,
+report.md and the figures (epsilon_ci.png; linear: newton_noise.png) to --out.
 
 example: sisa compare --dataset adult     # N=256 per side, 5 forget sets, ~15 min on 2 CPUs
 more:
+  sisa compare --family torch             # N=64 per side, 2 forget sets, minutes on 2 CPUs
   sisa compare --models 64 --forget-sets random,mislabeled --out runs/cmp-quick
   sisa compare --models 1024 --ray-address auto     # on a cluster
 """
@@ -34,7 +39,7 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``compare`` subcommand on an argparse ``subparsers`` object.
 
     Parameters
@@ -47,46 +52,68 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The subcommand's parser; its ``func`` default is :func:`run_from_args`.
     """
-    from sisa.compare.head2head import DEFAULT_EPS_ROWS, SISA_SCENARIOS
-    from sisa.compare.run import SCENARIOS
-
     p = subparsers.add_parser(
         "compare",
         help="head-to-head: exact vs approximate unlearning, ε̂ against each method's floor",
-        description="Run ten unlearning methods on one model family and several forget sets; "
+        description="Run unlearning methods on one model family and several forget sets; "
                     "report each method's ε̂ (NeurIPS-2023 challenge estimator, independent "
                     "seeds) with a confidence interval next to its floor, a permutation "
                     "test, the challenge's score, accuracies and costs.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_protocol_options(p)
+    _add_run_options(p)
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def _add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """What is compared: data, model family, forget sets, N, the family's settings."""
+    from sisa.compare.data import SCENARIOS
+    from sisa.compare.families import FAMILIES
+
+    def default(key: str) -> str:  # "256 (linear), 64 (torch)"
+        show = (lambda v: ",".join(v)) if key.endswith("scenarios") else str
+        return ", ".join(f"{show(c.defaults[key])} ({name})" for name, c in FAMILIES.items())
+
     p.add_argument("--dataset", default="adult", choices=_DATASETS,
                    help="built-in binary dataset (default: adult)")
-    p.add_argument("--models", type=int, default=256, metavar="N",
-                   help="models per side for each ε̂ (default: 256; ε resolves up to ln(N-1))")
-    p.add_argument("--forget-sets", type=_names, default=SCENARIOS, metavar="LIST",
-                   help=f"comma-separated forget sets (default: {','.join(SCENARIOS)})")
-    p.add_argument("--sisa-forget-sets", type=_names, default=SISA_SCENARIOS, metavar="LIST",
+    p.add_argument("--family", default="linear", choices=tuple(FAMILIES),
+                   help="model family every method uses (default: linear)")
+    p.add_argument("--models", type=int, metavar="N",
+                   help=f"models per side for each ε̂ (default: {default('n_models')}; ε "
+                        "resolves up to ln(N-1))")
+    p.add_argument("--forget-sets", type=_names, metavar="LIST",
+                   help=f"comma-separated forget sets among {','.join(SCENARIOS)} (default: "
+                        f"{default('scenarios')})")
+    p.add_argument("--sisa-forget-sets", type=_names, metavar="LIST",
                    help="forget sets on which SISA's ε̂ is estimated (default: "
-                        f"{','.join(SISA_SCENARIOS)}; SISA is checked byte for byte on them)")
+                        f"{default('sisa_scenarios')}; SISA is checked byte for byte on them)")
     p.add_argument("--forget-fraction", type=float, default=0.02, metavar="F",
                    help="size of the random and mislabeled forget sets (default: 0.02)")
-    p.add_argument("--eps-rows", type=int, default=DEFAULT_EPS_ROWS, metavar="N",
-                   help=f"rows the ε runs use (default: {DEFAULT_EPS_ROWS}; 0 = all)")
+    p.add_argument("--eps-rows", type=int, metavar="N",
+                   help=f"rows the ε runs use (default: {default('eps_rows')}; 0 = all)")
     p.add_argument("--cost-rows", type=int, default=0, metavar="N",
-                   help="rows of the cost and accuracy run (default: 0 = all of Adult)")
-    p.add_argument("--shards", type=int, default=5, help="SISA shards S (default: 5)")
-    p.add_argument("--slices", type=int, default=1,
-                   help="SISA slices R (default: 1: the shard model refits from scratch, so "
+                   help="rows of the linear family's cost and accuracy run (default: 0 = all "
+                        "of Adult)")
+    p.add_argument("--shards", type=int, help="SISA shards S (default: 5)")
+    p.add_argument("--slices", type=int,
+                   help="SISA slices R (default: 1: the linear model refits from scratch, so "
                         "slices would save no compute)")
-    p.add_argument("--noise", type=float, default=1.0, metavar="SIGMA",
-                   help="loss-perturbation σ of newton_noisy (default: 1)")
+    p.add_argument("--noise", type=float, metavar="SIGMA",
+                   help="loss-perturbation σ of newton_noisy (linear; default: 1)")
     p.add_argument("--bootstrap", type=int, default=100, metavar="B",
                    help="bootstrap replicates per interval (default: 100)")
     p.add_argument("--permutations", type=int, default=50, metavar="B",
                    help="permutations per test (default: 50)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Where it runs and what it prints or writes."""
     p.add_argument("--out", type=Path, metavar="DIR",
-                   help="output directory (default: runs/compare-<dataset>)")
+                   help="output directory (default: runs/compare-<dataset>, torch: "
+                        "runs/compare-<dataset>-torch)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and U (default: 0)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster (default: a local Ray)")
     p.add_argument("--local", action="store_true",
@@ -94,8 +121,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
     p.add_argument("--json", action="store_true", help="print report.json to stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=run_from_args)
-    return p
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -113,16 +138,20 @@ def run_from_args(args: argparse.Namespace) -> int:
         not byte-identical to a fit without U.
     """
     from sisa.compare.head2head import run
+    from sisa.engine.settings import ExecutionSettings
 
-    out = args.out if args.out is not None else Path("runs") / f"compare-{args.dataset}"
+    name = args.dataset if args.family == "linear" else f"{args.dataset}-{args.family}"
+    out = args.out if args.out is not None else Path("runs") / f"compare-{name}"
     try:
-        rep = run(args.dataset, n_models=args.models, eps_rows=args.eps_rows or None,
+        settings = ExecutionSettings(backend="local" if args.local else "ray",
+                                     address=args.ray_address, progress=not args.quiet)
+        rep = run(args.dataset, family=args.family, n_models=args.models,
+                  eps_rows="auto" if args.eps_rows is None else args.eps_rows or None,
                   cost_rows=args.cost_rows or None, scenarios=args.forget_sets,
                   sisa_scenarios=args.sisa_forget_sets, fraction=args.forget_fraction,
                   n_shards=args.shards, n_slices=args.slices, noise_std=args.noise,
                   n_boot=args.bootstrap, n_perm=args.permutations, seed=args.seed, out=out,
-                  backend="local" if args.local else "ray", ray_address=args.ray_address,
-                  progress=not args.quiet)
+                  settings=settings)
     except SisaError as exc:
         if args.debug:
             raise

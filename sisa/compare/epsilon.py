@@ -35,12 +35,11 @@ range is under 1% of the other's (a collapsed, "peaky" distribution) ε = cap.
 N models per side can only resolve ε up to about ``ln(N - 1)`` (the smallest
 nonzero rate is 1/N), so the default cap is ``max_epsilon(N) = ceil(ln(N - 1))``,
 the challenge's ``max_ε`` (7 for N = 512, 6 for N = 256). Pass ``eps_max=50`` for the
-challenge's per-example clip; :func:`forgetting_quality` scores both alike.
+challenge's per-example clip; the forgetting quality scores both alike.
 
-Aggregates: :func:`epsilon_interval` (mean per-row ε with a bootstrap confidence
-interval over models and rows), :func:`permutation_pvalue` (are the two sets of models
-exchangeable?), :func:`final_score` (the challenge's ranking score) and
-:func:`detectable_shift` (the power of a given N).
+The statistics the estimator reads and the challenge's scores are in
+:mod:`sisa.compare.scores`; the bootstrap interval, permutation test and power check
+in :mod:`sisa.compare.intervals`.
 
 ε needs randomness on both sides: a deterministic training run gives point masses,
 and any difference between them is "perfect separation".
@@ -50,117 +49,19 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
 from sisa.errors import InputError
 
-__all__ = [
-    "DELTA",
-    "DOUBLE_CUTS",
-    "detectable_shift",
-    "epsilon_interval",
-    "final_score",
-    "forgetting_quality",
-    "logit_confidence",
-    "max_epsilon",
-    "per_example_epsilon",
-    "permutation_pvalue",
-    "residual",
-    "summarize",
-]
+__all__ = ["DELTA", "DOUBLE_CUTS", "max_epsilon", "per_example_epsilon"]
 
 DELTA = 1e-5
-_TINY = 1e-45  # as the challenge: keeps log finite when a probability is 0
 _BUFFER = 2.0  # double-threshold window half-width, in statistic units (challenge)
 _PEAKY_RATIO = 0.01
-_BUCKET = 0.5
 DOUBLE_CUTS = 32
 _PAIR_BUDGET = 1_000_000  # (rows x models^2) cells per chunk of the double-threshold sweep
-
-
-# -- statistics ---------------------------------------------------------------------------------
-
-
-def logit_confidence(proba: np.ndarray, y: np.ndarray, *, logits: bool = False) -> np.ndarray:
-    """Logit-scaled confidence ``log(p_y + 1e-45) - log(sum_{k != y} p_k + 1e-45)``.
-
-    The statistic of the challenge (from LiRA). The wrong-class mass is summed
-    directly rather than taken as ``1 - p_y``, which would cancel to 0 for confident
-    models.
-
-    Parameters
-    ----------
-    proba : array of shape (..., n_rows, n_classes)
-        Class probabilities, e.g. ``(n_models, n_rows, n_classes)``; or logits when
-        ``logits=True`` (a max-shifted softmax is applied in float64).
-    y : array of int, shape (n_rows,)
-        True class index of each row, in ``[0, n_classes)``.
-    logits : bool, default=False
-
-    Returns
-    -------
-    ndarray of shape (..., n_rows)
-
-    Examples
-    --------
-    >>> p = np.array([[[0.9, 0.1], [0.5, 0.5]]])  # one model, two rows
-    >>> np.round(logit_confidence(p, np.array([0, 1])), 4)
-    array([[2.1972, 0.    ]])
-    """
-    p = np.asarray(proba, dtype=np.float64)
-    y = np.asarray(y)
-    if p.ndim < 2 or p.shape[-1] < 2:
-        raise InputError(
-            f"proba must have shape (..., n_rows, n_classes>=2), got {p.shape}; "
-            "pass predict_proba output"
-        )
-    if y.ndim != 1 or y.shape[0] != p.shape[-2]:
-        raise InputError(f"y must have shape ({p.shape[-2]},) to match proba, got {y.shape}")
-    if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= p.shape[-1])):
-        raise InputError(f"y must hold class indices in [0, {p.shape[-1]}); encode labels first")
-    if not np.isfinite(p).all():
-        raise InputError("proba holds NaN or inf; check the models' outputs")
-    if logits:
-        p = np.exp(p - p.max(axis=-1, keepdims=True))
-        p /= p.sum(axis=-1, keepdims=True)
-    elif (p < 0).any():
-        raise InputError("proba holds negative values; pass probabilities or set logits=True")
-    onehot = np.arange(p.shape[-1]) == y[:, None]  # (n_rows, n_classes)
-    p_true = np.where(onehot, p, 0.0).sum(axis=-1)
-    p_wrong = np.where(onehot, 0.0, p).sum(axis=-1)
-    return np.log(p_true + _TINY) - np.log(p_wrong + _TINY)
-
-
-def residual(predictions: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Regression statistic: the residual ``y - f(x)`` per model and row.
-
-    Parameters
-    ----------
-    predictions : array of shape (..., n_rows)
-        E.g. ``(n_models, n_rows)``.
-    y : array of shape (n_rows,)
-
-    Returns
-    -------
-    ndarray of shape (..., n_rows)
-
-    Examples
-    --------
-    >>> residual(np.array([[1.0, 2.0], [0.5, 2.5]]), np.array([1.0, 2.0]))
-    array([[ 0. ,  0. ],
-           [ 0.5, -0.5]])
-    """
-    f = np.asarray(predictions, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if f.ndim < 1 or y.ndim != 1 or f.shape[-1] != y.shape[0]:
-        raise InputError(
-            f"predictions {f.shape} and y {y.shape} disagree; predictions end in n_rows=len(y)"
-        )
-    return y - f
-
-
-# -- per-example ε ------------------------------------------------------------------------------
 
 
 def max_epsilon(n_models: int) -> float:
@@ -185,7 +86,14 @@ def max_epsilon(n_models: int) -> float:
     return float(math.ceil(math.log(n_models - 1)))
 
 
-def _as_stats(name: str, x: np.ndarray) -> np.ndarray:
+def as_stats(name: str, x: np.ndarray) -> np.ndarray:
+    """``x`` as a finite float64 ``(n_models, n_rows)`` array with at least 2 models.
+
+    Raises
+    ------
+    InputError
+        Naming ``name`` and what is wrong with it.
+    """
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2:
         raise InputError(f"{name} must have shape (n_models, n_rows), got {a.shape}")
@@ -198,7 +106,10 @@ def _as_stats(name: str, x: np.ndarray) -> np.ndarray:
     return a
 
 
-def _eps_from_rates(fpr, fnr, delta):
+# -- the rules' ε from their error counts -------------------------------------------------------
+
+
+def _eps_from_rates(fpr: np.ndarray, fnr: np.ndarray, delta: float) -> np.ndarray:
     """ε per rule: inf = perfect separation, NaN = discarded (exactly one rate is 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         eps = np.fmax(
@@ -232,31 +143,51 @@ def _nanmax_rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1).max(axis=1)
 
 
-def _sweep(pooled, is_pos, neg_is_a, n_a, n_b, table, double_threshold, cuts=None,
-           buffer=_BUFFER):
-    """Best ε per row of one chunk. pooled: (c, M) statistics; is_pos: (c, M) bool."""
+# -- the threshold sweep ------------------------------------------------------------------------
+
+
+class _Sorted(NamedTuple):
+    """One chunk of rows, each row's pooled sample sorted, with running label counts."""
+
+    u: np.ndarray  # (c, M) sorted statistics
+    lab: np.ndarray  # (c, M) True where the sorted value is from the positive sample
+    cum_pos: np.ndarray  # (c, M+1) positives before each cut
+    cum_neg: np.ndarray  # (c, M+1) negatives before each cut
+    cut_ok: np.ndarray  # (c, M+1) the cut lies between distinct values
+    n_pos: np.ndarray  # (c,) size of the positive sample
+    neg_is_a: np.ndarray  # (c,) the negatives are the unlearned models
+    k: int  # stride of the ε table
+
+
+def _sort(pooled: np.ndarray, is_pos: np.ndarray, neg_is_a: np.ndarray, n_a: int,
+          n_b: int) -> _Sorted:
     c, m = pooled.shape
-    k = max(n_a, n_b) + 1
-    n_pos = np.where(neg_is_a, n_b, n_a)
     order = np.argsort(pooled, axis=1, kind="stable")
     u = np.take_along_axis(pooled, order, axis=1)
     lab = np.take_along_axis(is_pos, order, axis=1)
     cum_pos = np.zeros((c, m + 1), dtype=np.int64)
     np.cumsum(lab, axis=1, out=cum_pos[:, 1:])
-    cum_neg = np.arange(m + 1) - cum_pos
     # A cut before position i is usable only between distinct values.
     cut_ok = np.ones((c, m + 1), dtype=bool)
     cut_ok[:, 1:m] = u[:, :-1] < u[:, 1:]
+    return _Sorted(u, lab, cum_pos, np.arange(m + 1) - cum_pos, cut_ok,
+                   np.where(neg_is_a, n_b, n_a), neg_is_a, max(n_a, n_b) + 1)
 
-    # Single threshold: predict positive for positions >= i; fp = negatives at >= i.
-    fp = (m - n_pos)[:, None] - cum_neg
-    side = np.where(neg_is_a, 0, k * k)[:, None]
-    eps_single = table[side + fp * k + cum_pos]
-    best = _nanmax_rows(np.where(cut_ok, eps_single, np.nan))
-    if not double_threshold:
-        return best
 
-    # Double threshold: the peakier sample is "positive" inside [u_i, u_j].
+def _single_threshold(s: _Sorted, table: np.ndarray) -> np.ndarray:
+    """Predict positive for positions >= i; fp = negatives at >= i."""
+    m, k = s.u.shape[1], s.k
+    fp = (m - s.n_pos)[:, None] - s.cum_neg
+    side = np.where(s.neg_is_a, 0, k * k)[:, None]
+    eps_single = table[side + fp * k + s.cum_pos]
+    return _nanmax_rows(np.where(s.cut_ok, eps_single, np.nan))
+
+
+def _double_threshold(s: _Sorted, table: np.ndarray, cuts: int | None,
+                      buffer: float) -> np.ndarray:
+    """The peakier sample is "positive" inside ``[u_i, u_j]``."""
+    u, lab, k = s.u, s.lab, s.k
+    c, m = u.shape
     lo_pos = np.where(lab, u, np.inf).min(axis=1)
     hi_pos = np.where(lab, u, -np.inf).max(axis=1)
     lo_neg = np.where(lab, np.inf, u).min(axis=1)
@@ -265,9 +196,9 @@ def _sweep(pooled, is_pos, neg_is_a, n_a, n_b, table, double_threshold, cuts=Non
     peaky_is_pos = pos_range < neg_range  # challenge swaps when pos_range >= neg_range
     width = np.minimum(pos_range, neg_range)[:, None, None]
     peak_max = np.where(peaky_is_pos, hi_pos, hi_neg)[:, None, None]
-    cum_peaky = np.where(peaky_is_pos[:, None], cum_pos, cum_neg)
-    n_peaky = np.where(peaky_is_pos, n_pos, m - n_pos)[:, None, None]
-    other_is_a = peaky_is_pos == neg_is_a  # the non-peaky sample is the unlearned one
+    cum_peaky = np.where(peaky_is_pos[:, None], s.cum_pos, s.cum_neg)
+    n_peaky = np.where(peaky_is_pos, s.n_pos, m - s.n_pos)[:, None, None]
+    other_is_a = peaky_is_pos == s.neg_is_a  # the non-peaky sample is the unlearned one
 
     # Interval [u_i, u_j] for i in I (left ends) and j in J (right ends): every cut, or
     # ``double_cuts`` evenly spaced order statistics (the O(N^2) part made O(K^2)).
@@ -288,67 +219,119 @@ def _sweep(pooled, is_pos, neg_is_a, n_a, n_b, table, double_threshold, cuts=Non
     )
     ok = (
         (size[None] > 0)
-        & cut_ok[:, idx, None]
-        & cut_ok[:, None, idx + 1]
+        & s.cut_ok[:, idx, None]
+        & s.cut_ok[:, None, idx + 1]
         & (r_lo <= r_hi + 1e-9 * (1 + np.abs(r_lo)))
     )
     # fp = other-sample rows inside; fn = peaky rows outside.
     key = np.where(other_is_a, 0, k * k)[:, None, None] + (size[None] - inside) * k
     key += n_peaky - inside
     eps_double = table[np.where(ok, key, 0)]
-    return np.maximum(best, _nanmax_rows(np.where(ok, eps_double, np.nan)))
+    return _nanmax_rows(np.where(ok, eps_double, np.nan))
 
 
-def per_example_epsilon(
-    stats_unlearned: np.ndarray,
-    stats_reference: np.ndarray,
-    delta: float = DELTA,
-    eps_max: float | None = None,
-    *,
-    double_threshold: bool = True,
-    scale: str = "relative",
-    double_cuts: int | None = DOUBLE_CUTS,
-) -> np.ndarray:
+def _sweep(pooled: np.ndarray, is_pos: np.ndarray, neg_is_a: np.ndarray, n_a: int, n_b: int,
+           table: np.ndarray, double_threshold: bool, cuts: int | None = None,
+           buffer: float = _BUFFER) -> np.ndarray:
+    """Best ε per row of one chunk. pooled: (c, M) statistics; is_pos: (c, M) bool."""
+    s = _sort(pooled, is_pos, neg_is_a, n_a, n_b)
+    best = _single_threshold(s, table)
+    if not double_threshold:
+        return best
+    return np.maximum(best, _double_threshold(s, table, cuts, buffer))
+
+
+# -- per-example ε ------------------------------------------------------------------------------
+
+
+def _options(delta: float, scale: str, double_cuts: int | None, eps_max: float | None,
+             n_models: int) -> float:
+    """Validate the options; returns the cap in effect."""
+    if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 < delta < 1:
+        raise InputError(f"delta must be in (0, 1), got {delta!r}")
+    if scale not in ("relative", "absolute"):
+        raise InputError(f"scale must be 'relative' or 'absolute', got {scale!r}")
+    if double_cuts is not None and (isinstance(double_cuts, bool) or not isinstance(
+            double_cuts, numbers.Integral) or double_cuts < 2):
+        raise InputError(f"double_cuts must be an integer >= 2 or None, got {double_cuts!r}")
+    if eps_max is None:
+        return max_epsilon(n_models)
+    if isinstance(eps_max, bool) or not isinstance(eps_max, numbers.Real) or not eps_max > 0:
+        raise InputError(f"eps_max must be > 0, got {eps_max!r}")
+    return float(eps_max)
+
+
+def _degenerate(a: np.ndarray, b: np.ndarray, eps_max: float, out: np.ndarray) -> np.ndarray:
+    """Decide collapsed (challenge rule) and constant rows up front, in ``out``; returns
+    the rows left for the sweep."""
+    range_a = np.ptp(a, axis=0)
+    range_b = np.ptp(b, axis=0)
+    largest = np.maximum(range_a, range_b)
+    smallest = np.minimum(range_a, range_b)
+    constant = largest == 0
+    same = constant & (a[0] == b[0])
+    out[constant & ~same] = eps_max
+    peaky = ~constant & (smallest < _PEAKY_RATIO * largest)
+    out[peaky] = eps_max
+    return np.flatnonzero(~constant & ~peaky)
+
+
+def _sweep_rows(a: np.ndarray, b: np.ndarray, todo: np.ndarray, out: np.ndarray, delta: float,
+                eps_max: float, double_threshold: bool, double_cuts: int | None) -> None:
+    """The sweep over the rows ``todo``, in chunks of bounded memory, into ``out``."""
+    n_a, n_b = a.shape[0], b.shape[0]
+    ref_is_pos = np.median(b, axis=0) > np.median(a, axis=0)
+    pooled = np.concatenate([a, b], axis=0).T  # (n_rows, M)
+    from_ref = np.arange(n_a + n_b) >= n_a
+    is_pos = from_ref[None, :] == ref_is_pos[:, None]
+    m = n_a + n_b
+    table = _eps_tables(n_a, n_b, delta)
+    kk = m if double_cuts is None else min(m, int(double_cuts))
+    chunk = max(1, _PAIR_BUDGET // (kk * kk)) if double_threshold else max(1, 50_000 // m)
+    for start in range(0, len(todo), chunk):
+        rows = todo[start : start + chunk]
+        best = _sweep(
+            pooled[rows], is_pos[rows], ref_is_pos[rows], n_a, n_b, table, double_threshold,
+            double_cuts,
+        )
+        out[rows] = np.clip(np.where(np.isneginf(best), 0.0, best), 0.0, eps_max)
+
+
+def per_example_epsilon(stats_unlearned: np.ndarray, stats_reference: np.ndarray,
+                        delta: float = DELTA, eps_max: float | None = None, *,
+                        double_threshold: bool = True, scale: str = "relative",
+                        double_cuts: int | None = DOUBLE_CUTS) -> np.ndarray:
     """Empirical ε for each row, with the NeurIPS 2023 unlearning challenge's rules.
 
     Parameters
     ----------
     stats_unlearned : array of shape (n_models_a, n_rows)
-        Statistic of each row under each unlearned model (:func:`logit_confidence`
-        or :func:`residual`).
+        Statistic of each row under each unlearned model (e.g.
+        :func:`~sisa.compare.scores.logit_confidence`). At least 2 models.
     stats_reference : array of shape (n_models_b, n_rows)
-        The same under models retrained without the rows. At least 2 models a side.
+        The same under models retrained without the rows. At least 2 models.
     delta : float, default=1e-5
         δ of the (ε, δ) guarantee, in (0, 1).
     eps_max : float, optional
         Cap for each row's ε (perfect separation and collapsed samples get it).
-        Default ``max_epsilon(max(n_models_a, n_models_b))``, above every finite
-        value the samples can produce.
+        Default ``max_epsilon(max(n_models_a, n_models_b))``.
     double_threshold : bool, default=True
         Also sweep the challenge's interval rules.
     scale : {"relative", "absolute"}, default="relative"
         Units of the double-threshold window (±2 around the peakier sample's maximum
-        and range). "absolute": statistic units, as the challenge; the floor then
-        depends on the statistic's spread (two samples of one Gaussian give a median
-        ε̂ of 2.08 at sd 0.3 but 1.39 at sd 10 for N = 64). "relative": each row is
-        first divided by the pooled standard deviation of its two samples, so the
-        window is ±2 sd and identical distributions give the same floor at any scale.
-        Single thresholds are scale-free either way.
+        and range): each row's pooled standard deviation, so the floor is the same at
+        any scale, or ("absolute") statistic units, as the challenge (module doc).
     double_cuts : int or None, default=32
         Interval ends considered: every cut between distinct values (None; O(N²) per
-        row) or this many evenly spaced order statistics of the pooled sample
-        (O(K²) per row; a subset of the rules, so never above the every-cut value).
+        row) or this many evenly spaced order statistics of the pooled sample (O(K²);
+        a subset of the rules, so never above the every-cut value).
 
     Returns
     -------
     ndarray of shape (n_rows,)
-        ε per row, in ``[0, eps_max]``.
-
-    Notes
-    -----
-    The positive sample of a row is the one with the larger median (ties: the
-    unlearned one). Cost is ``O(n_rows * N²)`` time with ``N = n_a + n_b``, in chunks
-    of bounded memory; 128 models x 5,000 rows take a few seconds.
+        ε per row, in ``[0, eps_max]``. The positive sample of a row is the one with
+        the larger median (ties: the unlearned one); 128 models x 5,000 rows take a
+        few seconds.
 
     Examples
     --------
@@ -359,305 +342,18 @@ def per_example_epsilon(
     >>> per_example_epsilon(a, a + 100).tolist()  # perfectly separated: the cap
     [5.0, 5.0, 5.0]
     """
-    a = _as_stats("stats_unlearned", stats_unlearned)
-    b = _as_stats("stats_reference", stats_reference)
+    a = as_stats("stats_unlearned", stats_unlearned)
+    b = as_stats("stats_reference", stats_reference)
     if a.shape[1] != b.shape[1]:
-        raise InputError(
-            f"stats_unlearned has {a.shape[1]} rows but stats_reference has {b.shape[1]}; "
-            "columns must be the same forgotten rows"
-        )
-    if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 < delta < 1:
-        raise InputError(f"delta must be in (0, 1), got {delta!r}")
-    if scale not in ("relative", "absolute"):
-        raise InputError(f"scale must be 'relative' or 'absolute', got {scale!r}")
-    if double_cuts is not None and (isinstance(double_cuts, bool) or not isinstance(
-            double_cuts, numbers.Integral) or double_cuts < 2):
-        raise InputError(f"double_cuts must be an integer >= 2 or None, got {double_cuts!r}")
-    n_a, n_b = a.shape[0], b.shape[0]
-    if scale == "relative":
+        raise InputError(f"stats_unlearned has {a.shape[1]} rows but stats_reference has "
+                         f"{b.shape[1]}; columns must be the same forgotten rows")
+    eps_max = _options(delta, scale, double_cuts, eps_max, max(a.shape[0], b.shape[0]))
+    if scale == "relative":  # the window in units of each row's pooled sd
         sd = np.concatenate([a, b], axis=0).std(axis=0)
         sd = np.where(sd > 0, sd, 1.0)
         a, b = a / sd, b / sd
-    if eps_max is None:
-        eps_max = max_epsilon(max(n_a, n_b))
-    elif isinstance(eps_max, bool) or not isinstance(eps_max, numbers.Real) or not eps_max > 0:
-        raise InputError(f"eps_max must be > 0, got {eps_max!r}")
-    eps_max = float(eps_max)
-    n_rows = a.shape[1]
-    out = np.zeros(n_rows)
-    if n_rows == 0:
-        return out
-
-    ref_is_pos = np.median(b, axis=0) > np.median(a, axis=0)
-    pooled = np.concatenate([a, b], axis=0).T  # (n_rows, M)
-    from_ref = np.arange(n_a + n_b) >= n_a
-    is_pos = from_ref[None, :] == ref_is_pos[:, None]
-
-    # Collapsed samples (challenge rule) and constant samples are decided up front.
-    range_a = np.ptp(a, axis=0)
-    range_b = np.ptp(b, axis=0)
-    largest = np.maximum(range_a, range_b)
-    smallest = np.minimum(range_a, range_b)
-    constant = largest == 0
-    same = constant & (a[0] == b[0])
-    out[constant & ~same] = eps_max
-    peaky = ~constant & (smallest < _PEAKY_RATIO * largest)
-    out[peaky] = eps_max
-
-    todo = np.flatnonzero(~constant & ~peaky)
-    m = n_a + n_b
-    table = _eps_tables(n_a, n_b, float(delta))
-    kk = m if double_cuts is None else min(m, int(double_cuts))
-    chunk = max(1, _PAIR_BUDGET // (kk * kk)) if double_threshold else max(1, 50_000 // m)
-    for start in range(0, len(todo), chunk):
-        rows = todo[start : start + chunk]
-        best = _sweep(
-            pooled[rows], is_pos[rows], ref_is_pos[rows], n_a, n_b, table, double_threshold,
-            double_cuts,
-        )
-        out[rows] = np.clip(np.where(np.isneginf(best), 0.0, best), 0.0, eps_max)
+    out = np.zeros(a.shape[1])
+    if a.shape[1]:
+        todo = _degenerate(a, b, eps_max, out)
+        _sweep_rows(a, b, todo, out, float(delta), eps_max, double_threshold, double_cuts)
     return out
-
-
-# -- aggregate scores ---------------------------------------------------------------------------
-
-
-def _as_eps(eps: np.ndarray) -> np.ndarray:
-    e = np.asarray(eps, dtype=np.float64)
-    if e.ndim != 1 or e.size == 0:
-        raise InputError(f"eps must be a non-empty 1-D array, got shape {e.shape}")
-    if np.isnan(e).any() or (e < 0).any():
-        raise InputError("eps holds NaN or negative values; pass per_example_epsilon output")
-    return e
-
-
-def forgetting_quality(eps: np.ndarray, n_models: int) -> float:
-    """The challenge's forgetting-quality score: mean over rows of ``H(ε)``.
-
-    Buckets of width 0.5 from 0 up to ``max_epsilon(n_models)``; bucket ``n``
-    (``n = 1, 2, ...``, i.e. ``[0.5(n-1), 0.5n)``) scores ``2 / 2**n``, and
-    ``ε >= max_epsilon(n_models)`` scores 0. 1 means indistinguishable everywhere.
-
-    Parameters
-    ----------
-    eps : array of shape (n_rows,)
-        Per-row ε, e.g. from :func:`per_example_epsilon`.
-    n_models : int
-        Models per side; the challenge uses the number of unlearned models.
-
-    Returns
-    -------
-    float
-        In ``[0, 1]``.
-
-    Examples
-    --------
-    >>> forgetting_quality(np.array([0.0, 0.7, 1.2, 9.0]), n_models=64)
-    0.4375
-    """
-    e = _as_eps(eps)
-    top = max_epsilon(n_models)
-    scores = np.where(e < top, 0.5 ** np.floor(np.minimum(e, top) / _BUCKET), 0.0)
-    return float(scores.mean())
-
-
-def summarize(eps: np.ndarray, bin_width: float = _BUCKET) -> dict[str, object]:
-    """Summary statistics and a histogram of per-row ε.
-
-    Parameters
-    ----------
-    eps : array of shape (n_rows,)
-    bin_width : float, default=0.5
-        Histogram bin width; bins start at 0 and cover the largest finite value.
-
-    Returns
-    -------
-    dict
-        ``n``, ``mean``, ``median``, ``q05``, ``q25``, ``q75``, ``q95``, ``max``,
-        ``n_zero`` (rows with ε = 0), ``n_inf``, ``bin_edges`` and ``counts``
-        (lists; finite values only, the last bin closed on the right).
-
-    Examples
-    --------
-    >>> s = summarize(np.array([0.0, 0.2, 0.6, 1.0]))
-    >>> s["median"], s["bin_edges"], s["counts"]
-    (0.4, [0.0, 0.5, 1.0], [2, 2])
-    """
-    e = _as_eps(eps)
-    if isinstance(bin_width, bool) or not isinstance(bin_width, numbers.Real) or bin_width <= 0:
-        raise InputError(f"bin_width must be > 0, got {bin_width!r}")
-    finite = e[np.isfinite(e)]
-    top = finite.max() if finite.size else 0.0
-    n_bins = max(1, math.ceil(top / bin_width - 1e-12))
-    edges = np.arange(n_bins + 1) * float(bin_width)
-    counts, _ = np.histogram(finite, bins=edges)
-    q = np.quantile(e, [0.05, 0.25, 0.5, 0.75, 0.95])
-    return {
-        "n": int(e.size),
-        "mean": float(e.mean()),
-        "median": float(q[2]),
-        "q05": float(q[0]),
-        "q25": float(q[1]),
-        "q75": float(q[3]),
-        "q95": float(q[4]),
-        "max": float(e.max()),
-        "n_zero": int((e == 0).sum()),
-        "n_inf": int(np.isinf(e).sum()),
-        "bin_edges": edges.tolist(),
-        "counts": counts.astype(int).tolist(),
-    }
-
-
-# -- uncertainty, tests and power ---------------------------------------------------------------
-
-
-def _rng(random_state) -> np.random.Generator:
-    return random_state if isinstance(random_state, np.random.Generator) else \
-        np.random.default_rng(random_state)
-
-
-def epsilon_interval(stats_a: np.ndarray, stats_b: np.ndarray, *, n_boot: int = 100,
-                     level: float = 0.95, random_state=0, **kwargs) -> dict[str, float]:
-    """Mean per-row ε̂ with a percentile bootstrap confidence interval.
-
-    Each replicate resamples the models of each side and the rows, all with
-    replacement, and recomputes every per-row ε: the interval covers both the
-    finite number of models (the estimator's own noise) and the choice of rows. The
-    percentile interval is shifted by the replicates' mean bias (see the code).
-
-    Parameters
-    ----------
-    stats_a, stats_b : array of shape (n_models, n_rows)
-        As for :func:`per_example_epsilon`.
-    n_boot : int, default=100
-    level : float, default=0.95
-    random_state : int or Generator, default=0
-    **kwargs
-        Passed to :func:`per_example_epsilon`.
-
-    Returns
-    -------
-    dict
-        ``eps`` (the mean over rows of the full-sample ε), ``lo``, ``hi``, ``median``
-        (median per-row ε), ``n_boot``.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> a, b = rng.normal(size=(64, 20)), rng.normal(size=(64, 20))
-    >>> ci = epsilon_interval(a, b, n_boot=20)
-    >>> ci["lo"] <= ci["eps"] <= ci["hi"]
-    True
-    """
-    a, b = _as_stats("stats_a", stats_a), _as_stats("stats_b", stats_b)
-    if not 0 < level < 1:
-        raise InputError(f"level must be in (0, 1), got {level!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 1:
-        raise InputError(f"n_boot must be a positive integer, got {n_boot!r}")
-    rng = _rng(random_state)
-    kwargs.setdefault("eps_max", max_epsilon(max(a.shape[0], b.shape[0])))
-    eps = per_example_epsilon(a, b, **kwargs)
-    reps = np.empty(n_boot)
-    for k in range(n_boot):
-        rows = rng.integers(0, a.shape[1], a.shape[1])
-        ia, ib = rng.integers(0, a.shape[0], a.shape[0]), rng.integers(0, b.shape[0], b.shape[0])
-        reps[k] = per_example_epsilon(a[np.ix_(ia, rows)], b[np.ix_(ib, rows)], **kwargs).mean()
-    tail = (1 - level) / 2
-    # Resampling models with replacement duplicates some, and ties make two samples
-    # look more separable: the replicates run high (by ~0.2 at N = 256). The interval
-    # is the percentile interval shifted by that bias, so it is centred on the estimate.
-    bias = reps.mean() - eps.mean()
-    lo, hi = np.quantile(reps, [tail, 1 - tail]) - bias
-    return {"eps": float(eps.mean()), "lo": float(max(lo, 0.0)), "hi": float(hi),
-            "median": float(np.median(eps)), "n_boot": int(n_boot)}
-
-
-def permutation_pvalue(stats_a: np.ndarray, stats_b: np.ndarray, *, n_perm: int = 100,
-                       random_state=0, observed: float | None = None, **kwargs) -> float:
-    """p-value of "the two sets of models come from one distribution".
-
-    Permutation test on the mean per-row ε̂: the pooled models are split at random
-    into two sets of the original sizes (one split for all rows, since a model is the
-    unit of randomness) ``n_perm`` times; ``p = (1 + #{ε̂_perm >= ε̂}) / (1 + n_perm)``.
-
-    Parameters
-    ----------
-    stats_a, stats_b : array of shape (n_models, n_rows)
-    n_perm : int, default=100
-        The smallest reachable p is ``1 / (1 + n_perm)``.
-    random_state : int or Generator, default=0
-    observed : float, optional
-        The observed mean ε̂, if already computed.
-    **kwargs
-        Passed to :func:`per_example_epsilon`.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> a = rng.normal(size=(32, 10))
-    >>> permutation_pvalue(a, a + 3.0, n_perm=19)
-    0.05
-    """
-    a, b = _as_stats("stats_a", stats_a), _as_stats("stats_b", stats_b)
-    if isinstance(n_perm, bool) or not isinstance(n_perm, numbers.Integral) or n_perm < 1:
-        raise InputError(f"n_perm must be a positive integer, got {n_perm!r}")
-    rng = _rng(random_state)
-    kwargs.setdefault("eps_max", max_epsilon(max(a.shape[0], b.shape[0])))
-    obs = per_example_epsilon(a, b, **kwargs).mean() if observed is None else observed
-    pooled = np.concatenate([a, b], axis=0)
-    n_a = a.shape[0]
-    hits = 0
-    for _ in range(n_perm):
-        order = rng.permutation(pooled.shape[0])
-        val = per_example_epsilon(pooled[order[:n_a]], pooled[order[n_a:]], **kwargs).mean()
-        hits += val >= obs - 1e-12
-    return float((1 + hits) / (1 + n_perm))
-
-
-def final_score(forget_quality: float, retain_acc: float, retain_acc_ref: float,
-                test_acc: float, test_acc_ref: float) -> float:
-    """The challenge's final score (``main.py``): forgetting quality times the
-    retain-accuracy ratio times the test-accuracy ratio (unlearned / retrained means).
-
-    Examples
-    --------
-    >>> final_score(0.5, 0.8, 0.8, 0.81, 0.9)
-    0.45
-    """
-    if retain_acc_ref <= 0 or test_acc_ref <= 0:
-        raise InputError("reference accuracies must be > 0 to form the challenge's ratios")
-    return float(forget_quality * (retain_acc / retain_acc_ref) * (test_acc / test_acc_ref))
-
-
-def detectable_shift(n_models: int, n_rows: int, *, shifts=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75,
-                     1.0, 1.5, 2.0), n_boot: int = 50, random_state=0,
-                     **kwargs) -> dict[str, object]:
-    """Power check: the smallest mean shift (in standard deviations of the statistic)
-    that N models per side tell apart from no shift.
-
-    Gaussian statistics, ``n_rows`` rows, N models a side; a shift counts as detected
-    when the lower end of its ε̂ interval is above the upper end of the no-shift
-    (floor) interval, the same criterion the report applies to methods.
-
-    Returns
-    -------
-    dict
-        ``smallest`` (None if no shift in ``shifts`` is detected), ``floor`` (interval
-        dict) and ``curve`` (list of ``[shift, eps, lo, hi]``).
-    """
-    rng = _rng(random_state)
-    ref = rng.normal(size=(n_models, n_rows))
-    floor = epsilon_interval(ref, rng.normal(size=(n_models, n_rows)), n_boot=n_boot,
-                             random_state=rng, **kwargs)
-    curve, smallest = [], None
-    for d in shifts:
-        ci = epsilon_interval(rng.normal(size=(n_models, n_rows)) + d, ref, n_boot=n_boot,
-                              random_state=rng, **kwargs)
-        curve.append([float(d), ci["eps"], ci["lo"], ci["hi"]])
-        if smallest is None and ci["lo"] > floor["hi"]:
-            smallest = float(d)
-    return {"smallest": smallest, "floor": floor, "curve": curve}

@@ -1,4 +1,4 @@
-"""The ε runs on Ray: N unlearned models per method against N independent references.
+"""The ε runs: N unlearned models per method against N independent references.
 
 Protocol (the NeurIPS 2023 challenge's, with the deviations listed in the report):
 seeds ``0 .. N-1`` give each method's unlearned models, seeds ``N .. 2N-1`` the
@@ -6,31 +6,32 @@ references (trained without U, never seeing it), seeds ``2N .. 3N-1`` a second s
 references. A method's ε̂ compares its unlearned models with the references; its
 **floor** compares the references with the second set (two samples of the reference
 distribution: what ε̂ reads when there is nothing to find). Each method is measured
-against references of its own kind (``REFERENCE_KIND``): the monolithic retrain for the
-monolithic methods, the noisy retrain for the certified Newton, SISA fit on W for SISA.
+against references of its own kind (the family's ``reference_kind``): for the linear
+family the monolithic retrain, the noisy retrain for the certified Newton, SISA fit on
+W for SISA.
 
-Training runs as Ray tasks, one per chunk of seeds of one forget set (one CPU each);
-the estimates (bootstrap intervals, permutation tests) run as Ray tasks too.
+Training runs as tasks of the engine's one runner (:func:`sisa.engine.backend.map_tasks`),
+one per chunk of seeds of one forget set; the estimates (bootstrap intervals,
+permutation tests) too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from sisa.compare.epsilon import (
-    epsilon_interval,
-    forgetting_quality,
-    per_example_epsilon,
-    permutation_pvalue,
-)
-from sisa.compare.run import METHODS, REFERENCE_KIND, Family, Scenario, seed_run, warm_start
-from sisa.errors import InputError
+from sisa.compare.data import Scenario
+from sisa.compare.epsilon import per_example_epsilon
+from sisa.compare.families import Family
+from sisa.compare.intervals import epsilon_interval, permutation_pvalue
+from sisa.compare.scores import forgetting_quality
+from sisa.engine.backend import map_tasks
+from sisa.engine.settings import ExecutionSettings
 
-from ..progress import bar as progress_bar
-
-__all__ = ["ScenarioRuns", "estimate", "run_epsilon"]
+__all__ = ["CHECK_SEEDS", "ScenarioRuns", "estimate", "run_epsilon", "seed_run"]
 
 CHECK_SEEDS = 2  # seeds per forget set whose SISA forget is also checked byte for byte
 
@@ -51,6 +52,8 @@ class ScenarioRuns:
         Accuracy on W, U, test per method and seed.
     times : dict of str to ndarray of shape (N,)
     injected_weight : dict of str to ndarray of shape (N,)
+    reference_kind : dict of str to str
+        The kind of reference each method is measured against (and whose floor).
     extra : list of dict
         Per seed: certified ε, SISA rows retrained, byte identity (checked seeds).
     """
@@ -63,33 +66,112 @@ class ScenarioRuns:
     acc: dict[str, np.ndarray]
     times: dict[str, np.ndarray]
     injected_weight: dict[str, np.ndarray]
+    reference_kind: dict[str, str]
     extra: list[dict] = field(default_factory=list)
 
 
-def _chunk(sc: Scenario, fam: Family, seeds: list[int], n_models: int,
-           methods: tuple[str, ...], theta0) -> list[dict]:
-    return [seed_run(sc, fam, s, n_models, methods=methods, theta0=theta0,
-                     check_bytes="sisa" in methods and s < CHECK_SEEDS) for s in seeds]
+def _accuracy(fam: Family, model: Any, X: np.ndarray, y: np.ndarray) -> float:
+    return float((fam.statistic(model, X, y) > 0).mean())
 
 
-def _collect(sc: Scenario, methods: tuple[str, ...], results: list[dict]) -> ScenarioRuns:
+def seed_run(sc: Scenario, fam: Family, seed: int, n_models: int, *,
+             methods: tuple[str, ...] | None = None, check_bytes: bool = False,
+             warm: Any = None) -> dict:
+    """Everything one seed contributes to the ε runs of one scenario.
+
+    Seed ``seed`` (in ``0 .. N-1`` from the run's base) gives the unlearned models;
+    ``seed + N`` and ``seed + 2N`` give two independent references of each kind (the
+    estimate compares unlearned with the first, the floor the first with the second).
+
+    Parameters
+    ----------
+    sc : Scenario
+    fam : Family
+    seed : int
+    n_models : int
+        N per side.
+    methods : tuple of str, optional
+        Default: all of the family's.
+    check_bytes : bool, default=False
+        Also check SISA's forget byte for byte against a fit on W.
+    warm : optional
+        The family's warm start for ``sc``.
+
+    Returns
+    -------
+    dict
+        ``stats`` (method -> statistic of the stat rows), ``ref`` and ``ref2`` (kind ->
+        statistic), ``acc`` (method -> [acc W, acc U, acc test]), ``times``,
+        ``injected_weight`` (method -> weight on the injected feature, if any), ``extra``.
+    """
+    methods = fam.methods if methods is None else methods
+    with threadpool_limits(limits=1):
+        out = fam.unlearn(sc, seed, methods, warm=warm, check_bytes=check_bytes)
+        rows = sc.stat_rows
+        Xs, ys = sc.X[rows], sc.y[rows]
+        kinds = sorted({fam.reference_kind[m] for m in methods})
+        ref, ref2 = {}, {}
+        for k in kinds:
+            for store, s in ((ref, seed + n_models), (ref2, seed + 2 * n_models)):
+                store[k] = fam.statistic(fam.reference(k, sc, s, warm), Xs, ys)
+        w = sc.w_idx
+        stats, acc, inj = {}, {}, {}
+        for m, model in out["models"].items():
+            stats[m] = fam.statistic(model, Xs, ys)
+            acc[m] = [_accuracy(fam, model, sc.X[w], sc.y[w]), _accuracy(fam, model, Xs, ys),
+                      _accuracy(fam, model, sc.X_test, sc.y_test)]
+            weight = None if sc.injected is None else fam.injected_weight(model, sc.injected)
+            if weight is not None:
+                inj[m] = weight
+    return {"seed": seed, "stats": stats, "ref": ref, "ref2": ref2, "acc": acc,
+            "times": out["times"], "injected_weight": inj, "extra": out["extra"]}
+
+
+def _collect(sc: Scenario, fam: Family, methods: tuple[str, ...],
+             results: list[dict]) -> ScenarioRuns:
     results = sorted(results, key=lambda r: r["seed"])
-    kinds = sorted({REFERENCE_KIND[m] for m in methods})
+    kinds = sorted({fam.reference_kind[m] for m in methods})
 
-    def stack(key, names):
+    def stack(key: str, names) -> dict[str, np.ndarray]:
         return {k: np.stack([r[key][k] for r in results]) for k in names}
 
-    inj = stack("injected_weight", methods) if sc.injected is not None else {}
     return ScenarioRuns(sc, methods, stack("stats", methods), stack("ref", kinds),
                         stack("ref2", kinds), stack("acc", methods), stack("times", methods),
-                        inj, [r["extra"] for r in results])
+                        stack("injected_weight", results[0]["injected_weight"]),
+                        {m: fam.reference_kind[m] for m in methods}, [r["extra"] for r in results])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every task needs, sent to the workers once (``map_tasks``'s ``shared``)."""
+
+    fam: Family
+    scenarios: dict[str, Scenario]
+    methods: dict[str, tuple[str, ...]]
+    warm: dict[str, object]
+    n_models: int
+
+
+def _task(plan: _Plan, kind: str, *args: Any) -> Any:
+    """One task: a chunk of seeds of one forget set, or a side task ``fn(**kwargs)``."""
+    if kind == "side":
+        fn, kwargs = args
+        return fn(**kwargs)
+    name, seeds = args
+    meth = plan.methods[name]
+    return [seed_run(plan.scenarios[name], plan.fam, s, plan.n_models, methods=meth,
+                     warm=plan.warm[name], check_bytes="sisa" in meth and s < CHECK_SEEDS)
+            for s in seeds]
+
+
+def _warm_start(fam: Family, sc: Scenario) -> Any:
+    return fam.warm_start(sc)
 
 
 def run_epsilon(scenarios: dict[str, Scenario], fam: Family, *, n_models: int = 256,
                 methods: dict[str, tuple[str, ...]] | None = None, chunk: int = 16,
-                backend: str = "ray", address: str | None = None,
-                progress: bool = True, side_tasks: list | None = None
-                ) -> tuple[dict[str, ScenarioRuns], list]:
+                settings: ExecutionSettings | None = None,
+                side_tasks: list | None = None) -> tuple[dict[str, ScenarioRuns], list]:
     """Train N seeds of every method on every forget set.
 
     Parameters
@@ -99,92 +181,43 @@ def run_epsilon(scenarios: dict[str, Scenario], fam: Family, *, n_models: int = 
     n_models : int, default=256
         N per side.
     methods : dict of str to tuple of str, optional
-        Methods per forget set (default: all of ``METHODS`` everywhere).
+        Methods per forget set (default: all of the family's everywhere).
     chunk : int, default=16
-        Seeds per Ray task.
-    backend : {"ray", "local"}, default="ray"
-        "local": in this process, one seed after another (tests, debugging).
-    address : str, optional
-        Ray cluster (default: the running one, else an embedded local Ray).
-    progress : bool, default=True
-    side_tasks : list of (callable, args), optional
-        Extra functions to run as tasks next to the seeds (their results are returned).
+        Seeds per task (a task is one CPU).
+    settings : ExecutionSettings, optional
+        Where the tasks run (default: Ray, with a progress bar).
+    side_tasks : list of (callable, dict), optional
+        Extra functions ``fn(**kwargs)`` to run as tasks next to the seeds (their results
+        are returned). They go first: they are long and should not finish last.
 
     Returns
     -------
     (dict of str to ScenarioRuns, list)
     """
-    if backend not in ("ray", "local"):
-        raise InputError(f"backend must be 'ray' or 'local', got {backend!r}")
-    methods = methods or {}
-    plan = [(name, sc, methods.get(name, METHODS)) for name, sc in scenarios.items()]
-    jobs = [(name, list(range(s, min(s + chunk, n_models)))) for name, _, _ in plan
-            for s in range(0, n_models, chunk)]
-    side_tasks = side_tasks or []
-    bar = progress_bar(total=len(plan) * n_models, desc="ε runs", unit="model",
-                       enabled=progress)
-    out: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
-    try:
-        if backend == "local":
-            side = [fn(*args) for fn, args in side_tasks]
-            for name, sc, meth in plan:
-                theta0 = warm_start(sc, fam)
-                for s in range(n_models):
-                    out[name] += _chunk(sc, fam, [s], n_models, meth, theta0)
-                    bar.update(1)
-        else:
-            side = _run_ray(plan, fam, jobs, n_models, chunk, address, bar, out, side_tasks)
-    finally:
-        bar.close()
-    return {name: _collect(sc, meth, out[name]) for name, sc, meth in plan}, side
-
-
-def _ray_wait(ray, pending, on_ready):
-    try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            on_ready(ready[0], ray.get(ready[0]))
-    except ray.exceptions.RayTaskError as exc:
-        for ref in pending:
-            ray.cancel(ref)
-        cause = exc.cause if isinstance(exc.cause, Exception) else None
-        raise (cause or exc) from None
-
-
-def _run_ray(plan, fam, jobs, n_models, chunk, address, bar, out, side_tasks) -> list:
-    from sisa.engine.backend import connect
-
-    ray = connect(address)
-    task = ray.remote(num_cpus=1, max_retries=1)(_chunk)
-    fam_ref = ray.put(fam)
-    refs = {name: ray.put(sc) for name, sc, _ in plan}
-    meth = {name: m for name, _, m in plan}
-    warm = ray.remote(num_cpus=1)(warm_start)
-    theta = {name: warm.remote(refs[name], fam_ref) for name, _, _ in plan}
-    # Side tasks (the full-data cost run) first: they are long and should not finish last.
-    side_refs = [ray.remote(num_cpus=1, max_retries=0)(fn).remote(*args)
-                 for fn, args in side_tasks]
-    pending, where = [], {}
-    for name, seeds in jobs:
-        ref = task.remote(refs[name], fam_ref, seeds, n_models, meth[name], theta[name])
-        where[ref] = name
-        pending.append(ref)
-
-    def done(ref, value):
-        out[where[ref]] += value
-        bar.update(len(value))
-
-    _ray_wait(ray, pending, done)
-    side = []
-    _ray_wait(ray, list(side_refs), lambda ref, value: side.append((ref, value)))
-    order = {r: i for i, r in enumerate(side_refs)}
-    return [v for _, v in sorted(side, key=lambda rv: order[rv[0]])]
+    settings = settings or ExecutionSettings(backend="ray", progress=True)
+    names = list(scenarios)
+    meth = {name: (methods or {}).get(name, fam.methods) for name in names}
+    # The warm starts come first: every chunk of a scenario starts from its one.
+    warm = map_tasks(_warm_start, [(scenarios[n],) for n in names],
+                     settings.replace(progress=False), shared=(fam,), desc="warm starts")
+    plan = _Plan(fam, scenarios, meth, dict(zip(names, warm, strict=True)), n_models)
+    side = [("side", fn, kwargs) for fn, kwargs in side_tasks or []]
+    jobs = [("seeds", name, list(range(s, min(s + chunk, n_models))))
+            for name in names for s in range(0, n_models, chunk)]
+    done = map_tasks(_task, side + jobs, settings, shared=(plan,), desc="ε runs",
+                     unit="model", units=[0] * len(side) + [len(j[2]) for j in jobs])
+    out: dict[str, list[dict]] = {name: [] for name in names}
+    for job, result in zip(jobs, done[len(side):], strict=True):
+        out[job[1]] += result
+    return ({name: _collect(scenarios[name], fam, meth[name], out[name]) for name in names},
+            done[:len(side)])
 
 
 # -- estimates ----------------------------------------------------------------------------------
 
 
-def _interval(a, b, n_boot, n_perm, seed, with_p):
+def _interval(a: np.ndarray, b: np.ndarray, n_boot: int, n_perm: int, seed: int,
+              with_p: bool) -> dict:
     ci = epsilon_interval(a, b, n_boot=n_boot, random_state=seed)
     eps = per_example_epsilon(a, b)
     ci["forgetting_quality"] = forgetting_quality(eps, a.shape[0])
@@ -196,9 +229,16 @@ def _interval(a, b, n_boot, n_perm, seed, with_p):
 
 
 def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100, n_perm: int = 50,
-             backend: str = "ray", address: str | None = None, progress: bool = True
-             ) -> dict[str, dict]:
+             settings: ExecutionSettings | None = None) -> dict[str, dict]:
     """ε̂ with interval and p-value per (forget set, method), and the floor per kind.
+
+    Parameters
+    ----------
+    runs : dict of str to ScenarioRuns
+    n_boot, n_perm : int, default=100, 50
+        Bootstrap replicates per interval; permutations per test.
+    settings : ExecutionSettings, optional
+        Where the estimates run (default: Ray, with a progress bar).
 
     Returns
     -------
@@ -207,37 +247,18 @@ def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100, n_perm: int = 
         interval has ``eps``, ``lo``, ``hi``, ``median``, ``forgetting_quality``,
         ``eps_per_row`` and (methods) ``p_value``.
     """
-    jobs = []
+    settings = settings or ExecutionSettings(backend="ray", progress=True)
+    where, calls = [], []
     for name, r in runs.items():
         for m in r.methods:
-            jobs.append((name, "methods", m, r.stats[m], r.ref[REFERENCE_KIND[m]], True))
+            where.append((name, "methods", m))
+            calls.append((r.stats[m], r.ref[r.reference_kind[m]], True))
         for k in r.ref:
-            jobs.append((name, "floors", k, r.ref[k], r.ref2[k], False))
+            where.append((name, "floors", k))
+            calls.append((r.ref[k], r.ref2[k], False))
+    calls = [(a, b, n_boot, n_perm, 1000 + i, p) for i, (a, b, p) in enumerate(calls)]
     res: dict[str, dict] = {name: {"methods": {}, "floors": {}} for name in runs}
-    bar = progress_bar(total=len(jobs), desc="estimates", unit="ε̂", enabled=progress)
-    try:
-        if backend == "local":
-            for i, (name, part, key, a, b, p) in enumerate(jobs):
-                res[name][part][key] = _interval(a, b, n_boot, n_perm, 1000 + i, p)
-                bar.update(1)
-        else:
-            from sisa.engine.backend import connect
-
-            ray = connect(address)
-            task = ray.remote(num_cpus=1, max_retries=1)(_interval)
-            pending, where = [], {}
-            for i, (name, part, key, a, b, p) in enumerate(jobs):
-                ref = task.remote(a, b, n_boot, n_perm, 1000 + i, p)
-                where[ref] = (name, part, key)
-                pending.append(ref)
-
-            def done(ref, value):
-                name, part, key = where[ref]
-                res[name][part][key] = value
-                bar.update(1)
-
-            _ray_wait(ray, pending, done)
-    finally:
-        bar.close()
+    for (name, part, key), ci in zip(where, map_tasks(_interval, calls, settings,
+                                                      desc="estimates", unit="ε̂"), strict=True):
+        res[name][part][key] = ci
     return res
-

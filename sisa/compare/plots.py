@@ -1,18 +1,18 @@
-"""Figures of a comparison report (matplotlib, Agg backend, PNG)."""
+"""Figures of a comparison report (matplotlib, Agg backend, PNG).
+
+Each figure is drawn from the report's data (``report.json``'s content), so this module
+needs nothing else of the comparison.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-
-if TYPE_CHECKING:
-    from sisa.compare.report import CompareReport
 
 __all__ = ["plot_all", "plot_epsilon", "plot_newton_noise"]
 
@@ -23,12 +23,12 @@ COLORS = {"retrain": "#7f7f7f", "sisa": "#2ca02c", "newton": "#9467bd",
 _DPI = 120
 
 
-def plot_epsilon(rep: CompareReport, path: Path) -> Path:
+def plot_epsilon(data: dict, path: Path) -> Path:
     """One panel per forget set: each method's ε̂ with its 95% interval, its floor's band."""
-    scen = rep.data["scenarios"]
+    scen = data["scenarios"]
     fig, axes = plt.subplots(1, len(scen), figsize=(3.3 * len(scen), 4.6), sharey=True,
                              squeeze=False)
-    cap = rep.data["protocol"]["eps_max"]
+    cap = data["protocol"]["eps_max"]
     for ax, (name, s) in zip(axes[0], scen.items(), strict=True):
         methods = list(s["methods"])
         for i, m in enumerate(methods):
@@ -42,7 +42,7 @@ def plot_epsilon(rep: CompareReport, path: Path) -> Path:
         ax.set_ylim(0, cap + 0.3)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("mean per-row ε̂ (95% CI); grey: the method's floor")
-    fig.suptitle(f"ε̂ against the floor, N = {rep.data['protocol']['n_models']} models per side",
+    fig.suptitle(f"ε̂ against the floor, N = {data['protocol']['n_models']} models per side",
                  fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
@@ -50,9 +50,9 @@ def plot_epsilon(rep: CompareReport, path: Path) -> Path:
     return path
 
 
-def plot_newton_noise(rep: CompareReport, path: Path) -> Path:
+def plot_newton_noise(data: dict, path: Path) -> Path:
     """Certified Newton: test accuracy against its certified ε as the noise σ grows."""
-    rows = rep.data["costs"]["noise"]
+    rows = data["costs"]["noise"]
     eps = np.array([r["certified_epsilon"] for r in rows])
     acc = np.array([r["acc_test"] for r in rows])
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -71,8 +71,13 @@ def plot_newton_noise(rep: CompareReport, path: Path) -> Path:
     return path
 
 
-def plot_all(rep: CompareReport, out: Path) -> list[Path]:
-    """Write the figures to ``out``; returns their paths."""
+def plot_all(data: dict, out: Path) -> list[Path]:
+    """Write the figures of a report's data to ``out``; returns their paths.
+
+    The noise sweep's figure is drawn only when the report has a cost run.
+    """
     out = Path(out)
-    return [plot_epsilon(rep, out / "epsilon_ci.png"),
-            plot_newton_noise(rep, out / "newton_noise.png")]
+    paths = [plot_epsilon(data, out / "epsilon_ci.png")]
+    if (data.get("costs") or {}).get("noise"):
+        paths.append(plot_newton_noise(data, out / "newton_noise.png"))
+    return paths

@@ -73,12 +73,13 @@ def _seed(random_state: int, n_iter: int) -> int:
 
 
 @contextlib.contextmanager
-def _deterministic(torch, device: str):
+def deterministic(torch, device: str):
     """One intra-op thread, deterministic kernels and a private copy of torch's global
     generator (so dropout draws from our seed and the caller's generator is untouched);
     all restored on exit. One thread because a different thread count can change the
     order of float sums, hence the bytes (the engine holds BLAS to one thread for the
-    same reason)."""
+    same reason). Public so that code training a ``module_`` by hand (sisa.compare's
+    fine-tune and NegGrad+) runs under the same rules."""
     threads = torch.get_num_threads()
     det, warn_only = (torch.are_deterministic_algorithms_enabled(),
                       torch.is_deterministic_algorithms_warn_only_enabled())
@@ -317,7 +318,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         target = torch.from_numpy(np.searchsorted(self.classes_, y).astype(np.int64))
         data = torch.from_numpy(np.array(X, dtype=np.float32, order="C", copy=True))
         data = data.reshape((len(X), *self.input_shape_))
-        with _deterministic(torch, self.device):
+        with deterministic(torch, self.device):
             if self.random_state is not None:
                 torch.manual_seed(_seed(self.random_state, self.n_iter_))
             elif not first:
