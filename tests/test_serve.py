@@ -119,7 +119,7 @@ class ThreadServer(Server):
     def __init__(self, store: Path, token_file: Path, **kw):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.service, self.server = make_server(str(store), port=self.port, backend="local",
+        self.service, self.server = make_server(str(store), port=self.port, settings=LOCAL,
                                                 token_file=str(token_file), **kw)
         self.thread = threading.Thread(target=self.server.run)
         self.thread.start()
@@ -249,7 +249,7 @@ def test_predict_batch_erase_and_exactness(store, token_file, data, tmp_path):
     finally:
         srv.stop()
     assert _queued(store) == []
-    assert verify(Store.open(str(store)), backend="local").ok
+    assert verify(Store.open(str(store)), settings=LOCAL).ok
     keep = ~np.isin(IDS, erased)
     _fit(X[keep], y[keep], IDS[keep], tmp_path / "fresh")
     assert _ckpts(store) == _ckpts(tmp_path / "fresh")  # byte-identical to a fresh fit
@@ -330,7 +330,7 @@ def test_kill9_after_202_loses_nothing(store, token_file, crash, data, tmp_path)
     listed = [q["request_id"] for r in log for q in r.get("requests", ())]
     assert sorted(listed) == sorted(rids)  # none lost, none done twice
     assert _queued(store) == []
-    assert verify(Store.open(str(store)), backend="local", retrain=crash is None).ok
+    assert verify(Store.open(str(store)), settings=LOCAL, retrain=crash is None).ok
 
 
 @pytest.mark.parametrize("point", ["forget:after-intent", "forget:after-delete"])
@@ -346,7 +346,7 @@ def test_repair_keeps_the_batch_request_list(store, monkeypatch, point):
     with pytest.raises(InjectedCrash):
         forget(s, [int(IDS[7])], settings=LOCAL, requests=requests)
     monkeypatch.delenv("SISA_CRASH_AT")
-    repair(Store.open(str(store)), backend="local")
+    repair(Store.open(str(store)), settings=LOCAL)
     (receipt,) = history(Store.open(str(store)))
     assert receipt["requests"] == requests
 
@@ -355,10 +355,10 @@ def test_verify_reports_queued_erasures_without_failing(store):
     (store / "queue").mkdir()
     (store / "queue" / ("c" * 32 + ".json")).write_text(
         json.dumps({"request_id": "c" * 32, "queued_at": "t", "ids": [int(IDS[0])]}))
-    report = verify(Store.open(str(store)), backend="local", retrain=False)
+    report = verify(Store.open(str(store)), settings=LOCAL, retrain=False)
     assert report.ok and any("queue of `sisa serve`" in n for n in report.notes)
     (store / "queue" / "other.json").write_text("{}")  # not the queue's shape: a stray
-    assert not verify(Store.open(str(store)), backend="local", retrain=False).ok
+    assert not verify(Store.open(str(store)), settings=LOCAL, retrain=False).ok
 
 
 @pytest.mark.slow
@@ -387,4 +387,4 @@ def test_kill9_at_random_moments(store, token_file):
               for q in r.get("requests", ())]
     assert sorted(listed) == sorted(accepted)
     assert _queued(store) == []
-    assert verify(Store.open(str(store)), backend="local").ok
+    assert verify(Store.open(str(store)), settings=LOCAL).ok
