@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..store.holdout import split
-from .common import load_builtin, ratio
+from .common import load_builtin, ratio, settings
 
 INDENT = "      "  # under the "[k/4] " step headings
 
@@ -40,7 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"{INDENT}holdout accuracy now {clf.score(ds.X[te], ds.y[te]):.4f}")
     print("[3/4] verifying: retrain every shard from scratch, compare checkpoint bytes, scan for "
           "deleted ids")
-    rep = verify(clf.store_, progress=True)
+    rep = verify(clf.store_, settings=settings(args).replace(progress=True))  # always shown
     print("\n".join(INDENT + line for line in rep.table().splitlines()))
     print(f"[4/4] receipt {r['request_id']} written to {store}/{log_path(clf.store_)}; inspect "
           f"with `sisa status {store}` and `sisa history {store}`")
