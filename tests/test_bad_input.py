@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sisa import SISAClassifier, SISARegressor, Store
-from sisa.cli import _split
+from sisa.store.holdout import split as _split
 from sisa.errors import InputError, SisaError, StoreError
 from sisa.store import keys
 
