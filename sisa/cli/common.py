@@ -50,6 +50,13 @@ def settings(args: argparse.Namespace):
                              progress=not args.quiet)
 
 
+def estimator_params(args: argparse.Namespace, **changes) -> dict:
+    """The same settings (with ``changes``, e.g. ``progress=True``) as the parameters of a
+    SISA estimator, which keeps them as parameters so that ``clone`` carries them."""
+    s = settings(args).replace(**changes)
+    return {"backend": s.backend, "ray_address": s.address, "verbose": s.progress}
+
+
 def load_builtin(name: str, rows: int | None):
     """A built-in dataset (:func:`sisa.datasets.load`), subsampled to ``rows``."""
     from ..datasets import load

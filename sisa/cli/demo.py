@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..store.holdout import split
-from .common import load_builtin, ratio, settings
+from .common import estimator_params, load_builtin, ratio, settings
 
 INDENT = "      "  # under the "[k/4] " step headings
 
@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace, ds, tr: np.ndarray, te: np.ndarray, store: 
           f"{ds.X.shape[1]} features")
     t0 = time.perf_counter()
     clf = SISAClassifier(from_preset("sgd"), n_shards=args.shards, n_slices=args.slices,
-                         store=store, backend=args.backend, verbose=True)
+                         store=store, **estimator_params(args, progress=True))  # always shown
     clf.fit(ds.X[tr], ds.y[tr], sample_ids=tr)
     acc = clf.score(ds.X[te], ds.y[te])
     holdout = {"rows": len(te), "metric": "accuracy", "score": round(acc, 4), "at": "training"}

@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import InputError
 from ..store.holdout import split
-from .common import emit, load_builtin
+from .common import emit, estimator_params, load_builtin
 
 MIN_ROWS_PER_SLICE = 100  # below this a slice is too small to train a model step on
 
@@ -63,6 +63,7 @@ def _measure_accuracy(args: argparse.Namespace) -> dict[int, float]:
     tr, te = split(len(ds.y), 0.2, 0)
     out = {}
     for S in args.shards:
-        m = SISAClassifier(from_preset(args.model), n_shards=S, n_slices=1, backend=args.backend)
+        m = SISAClassifier(from_preset(args.model), n_shards=S, n_slices=1,
+                           **estimator_params(args, progress=False))
         out[S] = round(float(m.fit(ds.X[tr], ds.y[tr]).score(ds.X[te], ds.y[te])), 4)
     return out

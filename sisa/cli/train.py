@@ -9,7 +9,7 @@ import warnings
 from ..datasets import DATASETS
 from ..errors import InputError
 from ..store.holdout import split, split_file
-from .common import columns_by_name, emit, load_builtin
+from .common import columns_by_name, emit, estimator_params, load_builtin
 
 DEFAULT_MODEL = "sgd"  # the preset --model names when not given (parser.py)
 
@@ -44,9 +44,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     regression = is_regressor(est)
     cls = SISARegressor if regression else SISAClassifier
     model = cls(est, n_shards=args.shards, n_slices=args.slices, random_state=args.seed,
-                store=args.store, ray_address=args.address, backend=args.backend,
-                schedule=args.schedule, epochs=args.epochs if args.epochs else "auto",
-                verbose=not args.quiet)
+                store=args.store, schedule=args.schedule,
+                epochs=args.epochs if args.epochs else "auto", **estimator_params(args))
     result = _build_and_fit(args, model, source, source_kw, hold, "r2" if regression
                             else "accuracy", t0)
     emit(args, result, f"trained {result['rows']:,} rows into {args.shards} shards x "

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .auth import scopes_of
 from .bodies import HTTPError, parse_ids, parse_rows, read_body
 from .service import Service
 
+if TYPE_CHECKING:  # starlette is the serve extra: imported when an app is built
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def build_app(service: Service, tokens: dict[str, frozenset[str]] | None):
+def build_app(service: Service, tokens: dict[str, frozenset[str]] | None) -> Starlette:
     """The Starlette app of a started service.
 
     Parameters
@@ -40,7 +46,7 @@ def build_app(service: Service, tokens: dict[str, frozenset[str]] | None):
     ])
 
 
-def _error(status: int, message: str):
+def _error(status: int, message: str) -> Response:
     from starlette.responses import JSONResponse
 
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -49,7 +55,7 @@ def _error(status: int, message: str):
 
 def _answers_errors(fn):
     """An endpoint whose :class:`HTTPError` becomes ``{"error": ...}`` with its status."""
-    async def wrapped(self, request):
+    async def wrapped(self, request: Request) -> Response:
         try:
             return await fn(self, request)
         except HTTPError as exc:
@@ -64,7 +70,7 @@ class _Handlers:
         self.service = service
         self.tokens = tokens
 
-    def authorize(self, request, scope: str) -> None:
+    def authorize(self, request: Request, scope: str) -> None:
         if self.tokens is None:
             return
         found = scopes_of(self.tokens, request.headers.get("authorization", ""))
@@ -75,7 +81,7 @@ class _Handlers:
             raise HTTPError(403, f"this token lacks the {scope!r} scope")
 
     @_answers_errors
-    async def predict(self, request):
+    async def predict(self, request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
         from starlette.responses import JSONResponse
 
@@ -87,7 +93,7 @@ class _Handlers:
         return JSONResponse(await run_in_threadpool(self.service.predict, X))
 
     @_answers_errors
-    async def erase(self, request):
+    async def erase(self, request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
         from starlette.responses import JSONResponse
 
@@ -104,7 +110,7 @@ class _Handlers:
                             headers={"Location": f"/v1/erasures/{rid}"})
 
     @_answers_errors
-    async def erasure_status(self, request):
+    async def erasure_status(self, request: Request) -> Response:
         from starlette.responses import JSONResponse
 
         self.authorize(request, "erase")
@@ -114,7 +120,7 @@ class _Handlers:
             raise HTTPError(404, f"no erasure request {rid[:40]!r}")
         return JSONResponse(st)
 
-    async def healthz(self, request):
+    async def healthz(self, request: Request) -> Response:
         from starlette.responses import JSONResponse
 
         depth, _ = self.service.queue_depth()
@@ -123,7 +129,7 @@ class _Handlers:
                              "id_type": self.service.reader.manifest.id_type},
                             status_code=200 if ok else 503)
 
-    async def metrics(self, request):
+    async def metrics(self, request: Request) -> Response:
         from starlette.responses import PlainTextResponse
 
         return PlainTextResponse(self.service.metrics_text(),

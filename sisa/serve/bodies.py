@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -32,14 +36,24 @@ class HTTPError(Exception):
 
 @dataclass
 class Limits:
-    """How much one request may carry (larger ones get ``413``)."""
+    """How much one request may carry (larger ones get ``413``).
+
+    Attributes
+    ----------
+    max_body : int, default=1 MiB
+        Bytes of any request body.
+    max_ids : int, default=10,000
+        Ids in one erasure request.
+    max_rows : int, default=10,000
+        Rows in one prediction request.
+    """
 
     max_body: int = 1 << 20  # bytes of any request body
     max_ids: int = 10_000  # ids in one erasure request
     max_rows: int = 10_000  # rows in one prediction request
 
 
-async def read_body(request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The body of a Starlette request, refused (413) as soon as it passes ``limit`` bytes,
     whatever its ``Content-Length`` claims."""
     length = request.headers.get("content-length")

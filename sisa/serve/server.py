@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..engine.settings import ExecutionSettings
 from ..errors import InputError
@@ -12,10 +13,14 @@ from .auth import is_loopback, read_tokens
 from .bodies import Limits
 from .service import Service
 
+if TYPE_CHECKING:
+    import uvicorn
+
 
 def make_server(uri: str, *, host: str = "127.0.0.1", port: int = 8080,
                 batch_window: float = 2.0, max_batch: int = 100, token_file: str | None = None,
-                settings: ExecutionSettings | None = None, limits: Limits | None = None):
+                settings: ExecutionSettings | None = None,
+                limits: Limits | None = None) -> tuple[Service, uvicorn.Server]:
     """Check the options, start the :class:`~.service.Service` (repair, resume the queue,
     worker) and return it with a ``uvicorn.Server`` not yet running.
 
