@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sisa.store.manifest import Manifest, RetrainPlan
+from sisa.store.manifest import Manifest, RetrainPlan, from_flat
 
 PKG = Path(__file__).resolve().parent.parent / "sisa"
 MODULES = sorted(PKG.rglob("*.py"))
@@ -60,17 +60,21 @@ def _layer(module: str) -> int:
 
 
 def test_only_the_manifest_module_writes_the_manifest_file():
-    """Every commit goes through sisa.store.manifest.write; Store.commit/publish (the only
-    callers) hand it a Manifest built by that module's with_* methods."""
-    writers, callers = [], []
+    """Every commit goes through sisa.store.manifest.write (its disk half, manifest_io,
+    writes the files); Store.commit/publish are its only callers and hand it a Manifest
+    built by that module's with_* methods."""
+    writers, io_callers, callers = [], [], []
     for path in MODULES:
         src = path.read_text()
         name = _name(path)
         if re.search(r"write_atomic\(\s*(MANIFEST|\"manifest\.json\"|'manifest\.json')", src):
             writers.append(name)
+        if re.search(r"\bio\.write\(", src):
+            io_callers.append(name)
         if re.search(r"\b(mf|manifest)\.write\(", src):
             callers.append(name)
-    assert writers == ["sisa.store.manifest"]
+    assert writers == ["sisa.store.manifest_io"]
+    assert io_callers == ["sisa.store.manifest"]
     assert callers == ["sisa.store.store"]
 
 
@@ -84,15 +88,25 @@ def test_no_module_edits_a_manifest_section_by_hand():
 
 
 def test_a_manifest_cannot_be_changed_in_place():
-    m = Manifest({"generation": 0, "model": {"checkpoints": {}}, "assignment":
-                  {"n_shards": 2, "n_slices": 2}})
+    part = {"file": "index/bucket=0000/" + "0" * 32 + ".arrow", "sha256": "0" * 64,
+            "bytes": 1, "rows": 0}
+    m = from_flat({"generation": 0, "assignment": {"n_shards": 2, "n_slices": 2},
+                   "schema": {}, "slices": {f"{s}/{r}": {**part, "rows": 1} for s in range(2)
+                                            for r in range(2)},
+                   "index": {"parts": [part], "rows": 0}, "tombstones": None,
+                   "model": {"classes": [0, 1], "checkpoints": {}}})
+    assert isinstance(m, Manifest) and m.shard_rows(1) == 2
     with pytest.raises(TypeError):
         m["model"] = None  # type: ignore[index]
+    with pytest.raises(TypeError):
+        m.update(model=None)
     with pytest.raises(AttributeError):
         m.extra = 1  # type: ignore[attr-defined]
     plan = RetrainPlan.of([(1, 3), (1, 1), (0, 2)])
     assert plan == {0: 2, 1: 1} and plan.covers(1, 1) and not plan.covers(0, 1)
     assert m.pending_plan() == {0: 0, 1: 0}
+    done = m.with_checkpoints([{"shard": 0, "slice": r, "file": "x"} for r in range(2)])
+    assert done.pending_plan() == {1: 0} and m.pending_plan() == {0: 0, 1: 0}
 
 
 def test_imports_only_point_down_the_layers():

@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sisa import SISAClassifier, SISARegressor, Store
-from sisa.cli import _split
 from sisa.errors import InputError, SisaError, StoreError
 from sisa.store import keys
+from sisa.store.holdout import split as _split
 
 from .conftest import LOCAL, tree_digest
 from .conftest import run_cli as cli

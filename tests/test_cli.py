@@ -149,3 +149,21 @@ def test_train_names_cli_options_in_its_errors_and_takes_features(tmp_path):
     out = sisa("train", str(data), "--label", "label", "--store", "st", cwd=tmp_path,
                check=False)
     assert out.returncode == 2 and "--overwrite" in out.stderr
+
+
+def test_progress_off_a_terminal_is_a_few_whole_lines(tmp_path):
+    """With stderr a pipe (a log file, CI, `ray job logs`), progress bars print whole
+    throttled lines: no carriage-return fragments, no blank erasures, a few lines a bar."""
+    runs = [["train", "synthetic", "--rows", "2000", "--shards", "4", "--slices", "2",
+             "--store", "st", "--backend", "local"],
+            ["forget", "st", "--id", "3", "--backend", "local"],
+            ["verify", "st", "--backend", "local"]]
+    for argv in runs:
+        # bytes, not text: text mode would turn every \r into a newline
+        out = subprocess.run([sys.executable, "-m", "sisa.cli", *argv], capture_output=True,
+                             cwd=tmp_path, timeout=300)
+        assert out.returncode == 0, out.stderr.decode()[-2000:]
+        assert b"\r" not in out.stderr, out.stderr
+        lines = out.stderr.decode().splitlines()
+        assert lines and all(line.strip() for line in lines), out.stderr
+        assert len(lines) <= 6, out.stderr  # ingest, write, train: a start and an end line

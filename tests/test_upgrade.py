@@ -14,7 +14,7 @@ from sisa.errors import StoreError
 from sisa.store import manifest_io
 from sisa.unlearn import history, verify
 
-from .conftest import LOCAL
+from .conftest import LOCAL, run_cli
 
 FIXTURE = Path(__file__).parent / "data" / "store-v3"
 
@@ -73,3 +73,14 @@ def test_a_tampered_old_manifest_is_not_upgraded(v3):
     (v3 / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(StoreError, match="corrupt"):
         Store.upgrade(str(v3))
+
+
+def test_the_cli_names_the_command_and_runs_it(v3):
+    code, _, err = run_cli("status", str(v3))
+    assert code != 0 and f"sisa upgrade {v3}" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run_cli("upgrade", str(v3))
+    assert code == 0 and "upgraded" in out
+    code, out, _ = run_cli("upgrade", str(v3))
+    assert code == 0 and "already" in out
+    code, out, _ = run_cli("status", str(v3))
+    assert code == 0 and "238" in out

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import mmap
 import os
 import secrets
 import shutil
@@ -27,16 +26,20 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from ..errors import CorruptStoreError
+from .localfs import (
+    UnsafePathError,
+    _fsync_dir,
+    _link_error,
+    _makedirs_durable,
+    _map_nofollow,
+    _walk_nofollow,
+)
 from .uris import resolve
 
 
 class MissingFileError(CorruptStoreError):
     """A file the manifest names is not there (damage, or a reader that raced a commit:
     :meth:`sisa.store.Store.read_consistent` tells the two apart)."""
-
-
-class UnsafePathError(CorruptStoreError):
-    """A store path that leaves the store, or a symbolic link inside the store."""
 
 
 def check_rel(rel: str) -> str:
@@ -375,80 +378,8 @@ class Location:
         return fd
 
 
-def _link_error(path: str) -> UnsafePathError:
-    return UnsafePathError(
-        f"{path} is a symbolic link inside the store: sisa never reads, writes or deletes "
-        f"through links (they can point outside the store); remove the link (rm {path}) and "
-        "restore the real file from backup if it was one")
-
-
-def _map_nofollow(path: str, stamped: bool = False):
-    """Memory-map a regular file (zero-copy) opened with ``O_NOFOLLOW``. ``O_NONBLOCK``
-    keeps a FIFO planted under a store's file name from hanging the reader. With
-    ``stamped``, returns ``(buffer, (inode, size, mtime, ctime))``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _link_error(path) from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafePathError(f"{path} is not a regular file: it was replaced; remove it "
-                                  f"(rm -r {path}) and restore the store's file from backup")
-        size = st.st_size
-        buf = (pa.py_buffer(b"") if size == 0 else
-               pa.py_buffer(mmap.mmap(fd, size, access=mmap.ACCESS_READ)))
-        if stamped:
-            return buf, (st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
-        return buf
-    finally:
-        os.close(fd)
-
-
-def _walk_nofollow(root: str, base: str):
-    """Paths (relative to ``root``) of every non-directory below ``base``, links
-    included as entries and never followed."""
-    if not os.path.lexists(base):
-        return
-    if not os.path.isdir(base) or os.path.islink(base):
-        yield base[len(root) + 1:]
-        return
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        rel = dirpath[len(root) + 1:]
-        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        for name in filenames + links:
-            yield f"{rel}/{name}" if rel else name
-
-
 TEMP_DIR = ".tmp"
 # (path, sha256) -> stat stamp of files this process hash-checked (see read_verified)
 _VERIFIED: dict[tuple[str, str], tuple] = {}
 _MAX_VERIFIED = 200_000
 _REREAD_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # ~3 s in all, then give up
-
-
-def _makedirs_durable(path: str) -> None:
-    """Create missing directories and fsync each new one's parent: a file fsynced
-    inside a new directory is lost on power failure if the directory entry is."""
-    missing = []
-    p = path
-    while p and not os.path.isdir(p):
-        missing.append(p)
-        p = os.path.dirname(p)
-    if missing:
-        os.makedirs(path, exist_ok=True)
-        for d in reversed(missing):
-            _fsync_dir(os.path.dirname(d) or ".")
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

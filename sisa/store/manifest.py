@@ -27,66 +27,32 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
 from collections.abc import Iterable, Mapping
 
 from ..errors import StoreError
 from . import manifest_io as io
-from .manifest_io import FORMAT, MANIFEST, canonical_json, exists, leaf_ref, wrong_key
+from .manifest_io import (
+    FORMAT,
+    MANIFEST,
+    canonical_json,
+    exists,
+    key_cell,
+    leaf_ref,
+    slice_key,
+    wrong_key,
+)
+from .plan import RetrainPlan
 
 __all__ = ["FORMAT", "MANIFEST", "PAGE", "Manifest", "RetrainPlan", "canonical_json", "exists",
            "fingerprint", "from_flat", "initial", "key_cell", "load", "now_iso", "slice_key",
-           "write", "wrong_key"]
+           "upgrade", "write", "wrong_key"]
 
-PAGE = 64  # index/tombstone buckets per page leaf
 # What a finished run may commit besides clearing its journal (a forget's receipt).
 _RUN_FIELDS = frozenset({"last_receipt", "audit"})
 
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-def slice_key(shard: int, sl: int) -> str:
-    """The key of a (shard, slice) cell in the merged views (slices, checkpoints)."""
-    return f"{shard}/{sl}"
-
-
-def key_cell(key: str) -> tuple[int, int]:
-    """``(shard, slice)`` of a :func:`slice_key`."""
-    a, b = key.split("/")
-    return int(a), int(b)
-
-
-class RetrainPlan(dict):
-    """shard -> first slice to (re)train: what a deletion invalidates, what a run
-    journals, what ``repair`` finds damaged. Every checkpoint of a planned shard from
-    that slice on is stale."""
-
-    def add(self, shard: int, sl: int) -> None:
-        """Plan ``shard`` from ``sl`` or earlier."""
-        self[int(shard)] = min(self.get(int(shard), int(sl)), int(sl))
-
-    @classmethod
-    def of(cls, cells: Iterable[tuple[int, int]]) -> RetrainPlan:
-        """The plan covering every ``(shard, slice)`` cell given."""
-        plan = cls()
-        for s, r in cells:
-            plan.add(s, r)
-        return plan
-
-    @classmethod
-    def everything(cls, n_shards: int) -> RetrainPlan:
-        """Every shard from its first slice (a fit, or a change of the class list)."""
-        return cls({s: 0 for s in range(n_shards)})
-
-    def covers(self, shard: int, sl: int) -> bool:
-        """Whether the checkpoint of ``(shard, sl)`` is stale under this plan."""
-        return shard in self and sl >= self[shard]
-
-    def pairs(self) -> list[list[int]]:
-        """``[[shard, first slice], ...]`` sorted, as receipts record it."""
-        return sorted([s, r] for s, r in self.items())
 
 
 class Manifest(dict):
@@ -419,80 +385,6 @@ class Manifest(dict):
         return Manifest(self, self._leaves)
 
 
-def _pages(n_buckets: int) -> int:
-    return (n_buckets + PAGE - 1) // PAGE
-
-
-def _page_edits(kind: str, old: Mapping | list, changed: Mapping[int, dict], full: bool
-                ) -> dict:
-    """New page leaves for the buckets in ``changed`` (every page, when ``full``)."""
-    current = dict(enumerate(old)) if isinstance(old, list) else {int(b): m
-                                                                  for b, m in old.items()}
-    current.update(changed)
-    pages = {b // PAGE for b in (current if full else changed)}
-    return {(kind, p): ({"page": p, "parts": {str(b): m for b, m in sorted(current.items())
-                                              if b // PAGE == p}}, io.page_leaf_dir(kind, p))
-            for p in sorted(pages)}
-
-
-def initial(*, store_id: str, signer_key: str | None, assignment: dict, schema: dict,
-            slices: dict, index: dict) -> Manifest:
-    """The manifest of a freshly ingested store: data, no model, an empty audit log.
-    ``slices`` maps :func:`slice_key` to entries; ``index`` is ``{"parts": [...], "rows"}``."""
-    from .._version import __version__
-    from .keys import ALG
-
-    return from_flat({
-        "format": FORMAT, "sisa_version": __version__, "generation": 0, "created": now_iso(),
-        "store_id": store_id,
-        "signer": {"alg": ALG, "public_key": signer_key} if signer_key else None,
-        "assignment": assignment, "schema": schema, "slices": slices, "index": index,
-        "tombstones": None, "n_deleted": 0, "model": None, "pending": None,
-        "audit": {"receipts": 0, "head": None}, "last_receipt": None,
-    })
-
-
-def from_flat(d: Mapping) -> Manifest:
-    """A manifest from one dict holding every section inline (:meth:`Manifest.flat`, or
-    a format-3 manifest being upgraded); its leaves are built here, not yet written."""
-    d = dict(d)
-    n_shards = d["assignment"]["n_shards"]
-    shard_leaves: dict[int, dict] = {s: {"shard": s, "slices": {}, "checkpoints": {}}
-                                     for s in range(n_shards)}
-    for key, meta in d.pop("slices").items():
-        s, r = key_cell(key)
-        shard_leaves[s]["slices"][str(r)] = meta
-    model = d.get("model")
-    if model:
-        model = dict(model)
-        for key, meta in model.pop("checkpoints", {}).items():
-            s, r = key_cell(key)
-            shard_leaves[s]["checkpoints"][str(r)] = meta
-    index = d.pop("index")
-    tombs = d.pop("tombstones") or {"parts": {}, "rows": 0}
-    n_buckets = len(index["parts"])
-    root = {**d, "format": FORMAT, "model": model,
-            "shards": [{"file": "", "sha256": "", "bytes": 0, "rows": 0}] * n_shards,
-            "index": {"rows": index["rows"], "buckets": n_buckets,
-                      "pages": [None] * _pages(n_buckets)},
-            "tombstones": {"rows": tombs["rows"], "pages": {}}}
-    leaves = {("shards", s): (leaf, io.shard_leaf_dir(s)) for s, leaf in shard_leaves.items()}
-    leaves.update(_page_edits("index", index["parts"], {}, True))
-    leaves.update(_page_edits("tombstones", tombs["parts"], {}, True))
-    new = Manifest(root, {})._with(leaves=leaves)
-    return new._with(fingerprint=fingerprint(new))
-
-
-def fingerprint(manifest: Manifest) -> str:
-    """Content hash of the training data state: assignment, schema and every slice hash
-    (the same value format 3 gave)."""
-    slices = [manifest.slice(s, r)["sha256"] for s in range(len(manifest["shards"]))
-              for r in range(len(manifest.shard_leaf(s)["slices"]))]
-    payload = {"assignment": manifest["assignment"], "schema": manifest["schema"],
-               "slices": slices}
-    return hashlib.sha256(canonical_json(payload)).hexdigest()
-
-
 def write(loc, manifest: Mapping, key) -> None:
     """Commit ``manifest`` at ``loc``: its new leaves (content-addressed), then the root,
     with its checksum and (for a signed store) the owner's signature. A plain dict is
@@ -511,18 +403,12 @@ def load(loc) -> Manifest:
     return m
 
 
-
-def upgrade(loc, key) -> Manifest | None:
-    """Convert a format-3 store (one manifest file) to this format in place: the same
-    data files, checkpoints and audit log, now named by leaves. Checks the old
-    manifest's checksum, signature and paths first; a signed store needs its owner's
-    ``key``. Returns the new manifest, or None if the store is already current."""
-    root = io.read_root(loc, formats=(FORMAT, io.OLD_FORMAT))
-    if root["format"] == FORMAT:
-        return None
-    io.check_manifest_paths(root, loc.path(MANIFEST))
-    new = from_flat(root)
-    new = new._with(generation=root["generation"] + 1, updated=now_iso(),
-                    upgraded_from=io.OLD_FORMAT)
-    write(loc, new, key)
-    return new.written()
+from .manifest_build import (  # noqa: E402  (they build Manifest objects)
+    PAGE,
+    _page_edits,
+    _pages,
+    fingerprint,
+    from_flat,
+    initial,
+    upgrade,
+)

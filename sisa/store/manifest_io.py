@@ -34,6 +34,17 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
+def slice_key(shard: int, sl: int) -> str:
+    """The key of a (shard, slice) cell in the merged views (slices, checkpoints)."""
+    return f"{shard}/{sl}"
+
+
+def key_cell(key: str) -> tuple[int, int]:
+    """``(shard, slice)`` of a :func:`slice_key`."""
+    a, b = key.split("/")
+    return int(a), int(b)
+
+
 def shard_leaf_dir(shard: int) -> str:
     return f"meta/shards/shard={shard:04d}"
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..errors import CorruptStoreError
 from . import deletion
 from . import ids as idmod
 from . import index as idx
+from .fs import MissingFileError
 from .layout import FEATURES, ID, LABEL, read_ipc, slice_schema
 from .manifest import canonical_json
 
@@ -34,7 +36,32 @@ class SliceData:
 
 class RowReading:
     """The read methods of :class:`~sisa.store.Store` (a mixin: it needs ``manifest``,
-    ``loc``, ``n_features`` and ``_index_cache``)."""
+    ``loc``, ``n_features``, ``read_consistent`` and ``_index_cache``)."""
+
+    def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
+        """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
+        ``hashes``) altered file (of ``shards`` only, if given). A file missing because a
+        writer committed after this store's manifest was read is not damage: the check
+        reruns on the new manifest (see :meth:`read_consistent`)."""
+        self.read_consistent(lambda st: st._check_files(hashes, shards))
+
+    def _check_files(self, hashes: bool, shards: Iterable[int] | None) -> None:
+        wanted = None if shards is None else {int(s) for s in shards}
+        listed = {} if self.loc.is_local else self.loc.file_infos()  # 1 LIST, not N HEADs
+        for rel, meta in self.referenced_files().items():
+            if wanted is not None and meta.get("shard") not in wanted and "shard" in meta:
+                continue
+            info = listed.get(rel) or self.loc.info(rel)
+            if info.size is None or info.type.name == "NotFound":
+                raise MissingFileError(
+                    f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
+                    f"backup, or run `sisa repair {self.uri}` if a write was interrupted")
+            if info.size != meta["bytes"]:
+                raise CorruptStoreError(
+                    f"file {self.loc.path(rel)} has {info.size} bytes, the manifest says "
+                    f"{meta['bytes']}: it was truncated or changed; restore it from backup")
+            if hashes:
+                self.loc.read_verified(rel, meta["sha256"])
 
     def _read_table(self, rel: str, sha: str) -> pa.Table:
         return read_ipc(self.loc.read_verified(rel, sha))

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
 
 from .._crash import crashpoint
-from ..errors import CorruptStoreError, LocationError, StoreError, StoreLockedError
+from ..errors import LocationError, StoreError, StoreLockedError
 from . import builder, deletion, keys
 from . import manifest as mf
 from .assign import AssignmentConfig, spread
@@ -164,31 +164,6 @@ class Store(RowReading, AuditKeys):
     def reload(self) -> None:
         """Read the committed manifest again."""
         self.manifest = mf.load(self.loc)
-
-    def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
-        """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
-        ``hashes``) altered file (of ``shards`` only, if given). A file missing because a
-        writer committed after this store's manifest was read is not damage: the check
-        reruns on the new manifest (see :meth:`read_consistent`)."""
-        self.read_consistent(lambda st: st._check_files(hashes, shards))
-
-    def _check_files(self, hashes: bool, shards: Iterable[int] | None) -> None:
-        wanted = None if shards is None else {int(s) for s in shards}
-        listed = {} if self.loc.is_local else self.loc.file_infos()  # 1 LIST, not N HEADs
-        for rel, meta in self.referenced_files().items():
-            if wanted is not None and meta.get("shard") not in wanted and "shard" in meta:
-                continue
-            info = listed.get(rel) or self.loc.info(rel)
-            if info.size is None or info.type.name == "NotFound":
-                raise MissingFileError(
-                    f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
-                    f"backup, or run `sisa repair {self.uri}` if a write was interrupted")
-            if info.size != meta["bytes"]:
-                raise CorruptStoreError(
-                    f"file {self.loc.path(rel)} has {info.size} bytes, the manifest says "
-                    f"{meta['bytes']}: it was truncated or changed; restore it from backup")
-            if hashes:
-                self.loc.read_verified(rel, meta["sha256"])
 
     # ------------------------------------------------------------------ building
     @classmethod

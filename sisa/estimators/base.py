@@ -1,4 +1,4 @@
-"""``SISAClassifier`` and ``SISARegressor``: the plain-Python, scikit-learn face of sisa."""
+"""What SISAClassifier and SISARegressor share: fit, load, forget, verify."""
 
 from __future__ import annotations
 
@@ -10,20 +10,17 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, is_classifier
-from sklearn.linear_model import SGDClassifier, SGDRegressor
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import aggregate
-from .engine import driver
-from .engine.backend import choose, connect
-from .engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
-from .engine.settings import BACKENDS, ExecutionSettings
-from .errors import InputError, SisaError, StaleModelError
-from .store import RetrainPlan, Store
+from ..engine import driver
+from ..engine.backend import choose, connect
+from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
+from ..engine.settings import BACKENDS, ExecutionSettings
+from ..errors import InputError, SisaError, StaleModelError
+from ..store import RetrainPlan, Store
 
 # float32 stays float32 (half the store size); anything else becomes float64.
 FLOAT_DTYPES = (np.float64, np.float32)
@@ -153,7 +150,7 @@ class _SISABase(BaseEstimator):
         common = {"n_shards": self.n_shards, "n_slices": self.n_slices,
                   "random_state": self.random_state}
         if self.store is not None and Store.exists(store.uri):
-            from .unlearn import history
+            from ..unlearn import history
 
             try:
                 n = len(history(Store.open(store.uri, check_files=False)))
@@ -236,7 +233,7 @@ class _SISABase(BaseEstimator):
     @classmethod
     def _load(cls, store: Store, uri: str):
         model = driver.final_models(store) and store.manifest.model
-        from .engine.checkpoints import prototype
+        from ..engine.checkpoints import prototype
 
         a = store.manifest.assignment
         est = cls(prototype(store), n_shards=a["n_shards"],
@@ -265,7 +262,7 @@ class _SISABase(BaseEstimator):
         destroyed, and each affected shard retrains from its last clean checkpoint.
         The result is byte-identical to a fresh fit without the rows.
         """
-        from .unlearn import forget
+        from ..unlearn import forget
 
         check_is_fitted(self)
         try:
@@ -278,7 +275,7 @@ class _SISABase(BaseEstimator):
     def verify(self, *, shards=None, sample: int | None = None, progress: bool | None = None):
         """Prove the store: retrain shards from scratch and compare checkpoint bytes, scan
         for deleted ids, check lineage. Returns a report whose ``ok`` is the verdict."""
-        from .unlearn import verify
+        from ..unlearn import verify
 
         check_is_fitted(self)
         return verify(self.store_, shards=shards, sample=sample,
@@ -286,7 +283,7 @@ class _SISABase(BaseEstimator):
 
     def deletions(self) -> list[dict]:
         """Every forget receipt recorded for this model's store, oldest first."""
-        from .unlearn import history
+        from ..unlearn import history
 
         check_is_fitted(self)
         return history(self.store_)
@@ -306,124 +303,3 @@ class _SISABase(BaseEstimator):
         return tags
 
 
-class SISAClassifier(ClassifierMixin, _SISABase):
-    """A SISA ensemble classifier: one sub-model per shard, trained slice by slice,
-    able to forget rows exactly.
-
-    Parameters
-    ----------
-    estimator : classifier, default=None
-        The unfitted sub-model cloned for every shard. Estimators with ``partial_fit``
-        train incrementally slice by slice; others are refit at each slice. Default:
-        ``SGDClassifier(loss="log_loss")``.
-    n_shards : int, default=5
-        S: disjoint shards, one sub-model each. More shards make a forget cheaper
-        and each sub-model weaker.
-    n_slices : int, default=4
-        R: slices per shard, with a checkpoint after each.
-    aggregation : {"hard", "soft"}, default=None
-        Majority vote, or mean of ``predict_proba``. Default: "soft" when the
-        estimator has ``predict_proba``, else "hard".
-    store : str or path, default=None
-        Where the data and checkpoints live (local path, ``file://``, ``s3://``...).
-        Default: a temporary directory owned by the estimator. Fitting replaces a
-        store already there.
-    random_state : int, default=0
-        Keys the row assignment and every training seed.
-    ray_address : str, default=None
-        A Ray cluster to run shard tasks on (else ``RAY_ADDRESS``, else an embedded
-        local Ray started on first need).
-    backend : {"auto", "ray", "local"}, default="auto"
-        Where shard tasks run; "auto" avoids starting Ray for a single shard.
-    schedule : {"streaming", "cumulative"}, default="streaming"
-        Per-slice training schedule; see :class:`sisa.engine.Schedule`.
-    epochs : int or "auto", default="auto"
-        Passes per slice (1 for naive Bayes, 5 otherwise).
-    num_cpus : float, default=1
-        CPUs reserved per shard task.
-    verbose : bool, default=False
-        Show progress bars.
-
-    Attributes
-    ----------
-    estimators_ : list
-        Final model of each shard (None for a shard left without rows).
-    classes_ : ndarray
-    n_features_in_ : int
-    store_ : Store
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sisa import SISAClassifier
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(400, 4)); y = (X[:, 0] > 0).astype(int)
-    >>> clf = SISAClassifier(n_shards=2, n_slices=2, backend="local").fit(X, y)
-    >>> receipt = clf.forget([0, 1, 2])
-    >>> clf.score(X, y) > 0.9
-    True
-    """
-
-    def _base_estimator(self):
-        return clone(self.estimator) if self.estimator is not None else SGDClassifier(
-            loss="log_loss")
-
-    _parameter_constraints: ClassVar[dict] = {
-        **_SISABase._parameter_constraints,
-        "aggregation": [StrOptions(set(aggregate.CLASSIFIER_AGGREGATIONS)), None],
-    }
-
-    def _resolved_aggregation(self) -> str:
-        if self.aggregation is not None:
-            return self.aggregation
-        return "soft" if hasattr(self._base_estimator(), "predict_proba") else "hard"
-
-    def predict(self, X):
-        """Aggregated class prediction (vote, or argmax of the mean probability)."""
-        X = self._check_X(X)
-        if self.aggregation_ == "soft":
-            return self.classes_[self.predict_proba(X).argmax(axis=1)]
-        return aggregate.vote(self.estimators_, X, self.classes_)
-
-    def _soft(self) -> bool:
-        return self._resolved_aggregation() == "soft"
-
-    @available_if(_soft)
-    def predict_proba(self, X):
-        """Mean of the shard models' class probabilities (``aggregation='soft'``)."""
-        X = self._check_X(X)
-        return aggregate.mean_proba(self.estimators_, X, self.classes_)
-
-
-class SISARegressor(RegressorMixin, _SISABase):
-    """A SISA ensemble regressor; see :class:`SISAClassifier` for the parameters.
-
-    ``aggregation`` is "mean" (default) or "median" of the shard predictions, and the
-    default estimator is ``SGDRegressor()``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sisa import SISARegressor
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(400, 3)); y = X @ [1.0, 2.0, 3.0]
-    >>> reg = SISARegressor(n_shards=2, n_slices=2, backend="local").fit(X, y)
-    >>> reg.score(X, y) > 0.99
-    True
-    """
-
-    def _base_estimator(self):
-        return clone(self.estimator) if self.estimator is not None else SGDRegressor()
-
-    _parameter_constraints: ClassVar[dict] = {
-        **_SISABase._parameter_constraints,
-        "aggregation": [StrOptions(set(aggregate.REGRESSOR_AGGREGATIONS)), None],
-    }
-
-    def _resolved_aggregation(self) -> str:
-        return "mean" if self.aggregation is None else self.aggregation
-
-    def predict(self, X):
-        """Mean or median of the shard models' predictions."""
-        X = self._check_X(X)
-        return aggregate.regress(self.estimators_, X, self.aggregation_)

@@ -1,0 +1,136 @@
+"""The HTTP face of ``sisa serve``: a Starlette app over a :class:`~.service.Service`."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
+from .auth import scopes_of
+from .bodies import HTTPError, parse_ids, parse_rows, read_body
+from .service import Service
+
+if TYPE_CHECKING:  # starlette is the serve extra: imported when an app is built
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def build_app(service: Service, tokens: dict[str, frozenset[str]] | None) -> Starlette:
+    """The Starlette app of a started service.
+
+    Parameters
+    ----------
+    service : Service
+        The service that answers.
+    tokens : dict or None
+        Bearer tokens and their scopes (:func:`~.auth.read_tokens`); None runs without
+        authentication (loopback only, checked by :func:`~.server.make_server`).
+
+    Returns
+    -------
+    starlette.applications.Starlette
+    """
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    handlers = _Handlers(service, tokens)
+    return Starlette(routes=[
+        Route("/v1/predict", handlers.predict, methods=["POST"]),
+        Route("/v1/erasures", handlers.erase, methods=["POST"]),
+        Route("/v1/erasures/{request_id}", handlers.erasure_status, methods=["GET"]),
+        Route("/healthz", handlers.healthz, methods=["GET"]),
+        Route("/metrics", handlers.metrics, methods=["GET"]),
+    ])
+
+
+def _error(status: int, message: str) -> Response:
+    from starlette.responses import JSONResponse
+
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _answers_errors(fn):
+    """An endpoint whose :class:`HTTPError` becomes ``{"error": ...}`` with its status."""
+    async def wrapped(self, request: Request) -> Response:
+        try:
+            return await fn(self, request)
+        except HTTPError as exc:
+            return _error(exc.status, str(exc))
+    return wrapped
+
+
+class _Handlers:
+    """One method per endpoint; the service does the work, in a thread when it blocks."""
+
+    def __init__(self, service: Service, tokens: dict[str, frozenset[str]] | None) -> None:
+        self.service = service
+        self.tokens = tokens
+
+    def authorize(self, request: Request, scope: str) -> None:
+        if self.tokens is None:
+            return
+        found = scopes_of(self.tokens, request.headers.get("authorization", ""))
+        if found is None:
+            raise HTTPError(401, "missing or unknown bearer token: send 'Authorization: "
+                            "Bearer TOKEN'")
+        if scope not in found:
+            raise HTTPError(403, f"this token lacks the {scope!r} scope")
+
+    @_answers_errors
+    async def predict(self, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        self.authorize(request, "predict")
+        raw = await read_body(request, self.service.limits.max_body)
+        X = parse_rows(raw, request.headers.get("content-type", ""),
+                       self.service.feature_names(), self.service.n_features(),
+                       self.service.limits.max_rows)
+        return JSONResponse(await run_in_threadpool(self.service.predict, X))
+
+    @_answers_errors
+    async def erase(self, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        self.authorize(request, "erase")
+        limits = self.service.limits
+        ids = parse_ids(await read_body(request, limits.max_body), limits.max_ids)
+        try:
+            rid = await run_in_threadpool(self.service.submit, ids)
+        except InputError as exc:  # wrong id type, unknown ids: nothing was queued
+            # the message names the store's path: a client has no business knowing it
+            msg = str(exc).splitlines()[0].replace(str(self.service.reader.uri), "the store")
+            raise HTTPError(422, msg) from None
+        return JSONResponse({"request_id": rid, "state": "queued"}, status_code=202,
+                            headers={"Location": f"/v1/erasures/{rid}"})
+
+    @_answers_errors
+    async def erasure_status(self, request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        self.authorize(request, "erase")
+        rid = request.path_params["request_id"]
+        st = self.service.status(rid) if REQUEST_ID.fullmatch(rid) else None
+        if st is None:
+            raise HTTPError(404, f"no erasure request {rid[:40]!r}")
+        return JSONResponse(st)
+
+    async def healthz(self, request: Request) -> Response:
+        from starlette.responses import JSONResponse
+
+        depth, _ = self.service.queue_depth()
+        ok = self.service.worker is not None and self.service.worker.is_alive()
+        return JSONResponse({"ok": ok, "model": self.service.model[1], "queue_depth": depth,
+                             "id_type": self.service.reader.manifest.id_type},
+                            status_code=200 if ok else 503)
+
+    async def metrics(self, request: Request) -> Response:
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse(self.service.metrics_text(),
+                                 media_type="text/plain; version=0.0.4")

@@ -1,0 +1,172 @@
+"""What a request to ``sisa serve`` may carry, and how its body is read and checked.
+
+Every problem is an :class:`HTTPError` with a status and a one-line reason, raised
+before anything is predicted or queued.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+class HTTPError(Exception):
+    """A request the service refuses: ``status`` and a one-line reason for the client.
+
+    Parameters
+    ----------
+    status : int
+        The HTTP status (4xx).
+    message : str
+        The reason, sent as ``{"error": message}``.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Limits:
+    """How much one request may carry (larger ones get ``413``).
+
+    Attributes
+    ----------
+    max_body : int, default=1 MiB
+        Bytes of any request body.
+    max_ids : int, default=10,000
+        Ids in one erasure request.
+    max_rows : int, default=10,000
+        Rows in one prediction request.
+    """
+
+    max_body: int = 1 << 20  # bytes of any request body
+    max_ids: int = 10_000  # ids in one erasure request
+    max_rows: int = 10_000  # rows in one prediction request
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body of a Starlette request, refused (413) as soon as it passes ``limit`` bytes,
+    whatever its ``Content-Length`` claims."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise HTTPError(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes):
+    """The JSON document of a body (400 when it is not JSON)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, f"body is not valid JSON ({exc})") from None
+
+
+def parse_ids(body: bytes, max_ids: int) -> list:
+    """The ids of an erasure request, ``{"ids": [...]}``, as the client sent them (their
+    type is checked against the store's by the service)."""
+    doc = parse_json(body)
+    if not isinstance(doc, dict) or set(doc) != {"ids"} or not isinstance(doc["ids"], list):
+        raise HTTPError(400, 'body must be {"ids": [id, ...]}')
+    if not doc["ids"]:
+        raise HTTPError(400, "no ids given: send at least one id")
+    if len(doc["ids"]) > max_ids:
+        raise HTTPError(413, f"{len(doc['ids'])} ids: at most {max_ids} per request")
+    return doc["ids"]
+
+
+def parse_rows(body: bytes, content_type: str, names: list[str], n_features: int,
+               max_rows: int) -> np.ndarray:
+    """The feature matrix of a prediction request.
+
+    Parameters
+    ----------
+    body : bytes
+        JSON ``{"rows": [[x, ...], ...]}`` or ``{"rows": [{"feature": x, ...}, ...]}``, or
+        an Arrow IPC stream with the feature columns (``content_type`` :data:`ARROW_STREAM`).
+    content_type : str
+        The request's ``Content-Type``.
+    names : list of str
+        The model's feature names, in training order.
+    n_features : int
+        Features the model takes.
+    max_rows : int
+        Rows one request may hold.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, n_features)`` finite float64 values.
+
+    Raises
+    ------
+    HTTPError
+        400 for a malformed body or bad values, 413 for too many rows.
+    """
+    if content_type.startswith(ARROW_STREAM):
+        X = _arrow_rows(body, names, max_rows)
+    else:
+        X = _json_rows(body, names, n_features, max_rows)
+    if X.shape[1] != n_features:
+        raise HTTPError(400, f"rows have {X.shape[1]} features, the model takes {n_features}")
+    if not np.isfinite(X).all():
+        raise HTTPError(400, "rows hold NaN or infinite values")
+    return X
+
+
+def _arrow_rows(body: bytes, names: list[str], max_rows: int) -> np.ndarray:
+    import pyarrow as pa
+
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise HTTPError(400, f"body is not an Arrow IPC stream ({exc})") from None
+    missing = [c for c in names if c not in table.column_names]
+    if missing:
+        raise HTTPError(400, f"Arrow body lacks feature column(s) {missing[:5]}")
+    if table.num_rows > max_rows:
+        raise HTTPError(413, f"{table.num_rows} rows: at most {max_rows} per request")
+    try:
+        return np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(
+            np.float64) for c in names])
+    except (TypeError, ValueError, pa.ArrowInvalid) as exc:
+        raise HTTPError(400, f"feature columns must be numeric ({exc})") from None
+
+
+def _json_rows(body: bytes, names: list[str], n_features: int, max_rows: int) -> np.ndarray:
+    doc = parse_json(body)
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise HTTPError(400, 'body must be {"rows": [[x, ...], ...]} or {"rows": '
+                        '[{"feature": x, ...}, ...]} with at least one row')
+    if len(rows) > max_rows:
+        raise HTTPError(413, f"{len(rows)} rows: at most {max_rows} per request")
+    if all(isinstance(r, dict) for r in rows):  # records: put the values in training order
+        missing = [c for c in names if c not in rows[0]]
+        if missing:
+            raise HTTPError(400, f"row 0 lacks feature(s) {missing[:5]}")
+        try:
+            rows = [[r[c] for c in names] for r in rows]
+        except KeyError as exc:
+            raise HTTPError(400, f"a row lacks feature {exc}") from None
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, list)
+                or len(r) != n_features or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)),
+               None)
+    if bad is not None:
+        raise HTTPError(400, f"row {bad} is not a list of {n_features} numbers")
+    return np.asarray(rows, dtype=np.float64)

@@ -1,0 +1,325 @@
+"""The service behind ``sisa serve``: the model that answers predictions, and the worker
+that drains the erasure queue in batches through :func:`sisa.unlearn.forget`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..engine.settings import ExecutionSettings
+from ..errors import InputError, SisaError, StoreLockedError
+from ..store import Store, deletion
+from ..store.manifest import now_iso
+from ..unlearn import forget, receipts, repair
+from .bodies import Limits
+from .metrics import Metrics
+from .queue import ErasureQueue
+
+log = logging.getLogger("sisa.serve")
+BUSY_RETRY_S = 1.0  # pause before retrying a batch when another writer holds the store
+
+
+@dataclass
+class _Request:
+    request_id: str
+    queued_at: str
+    ids: list | None
+    ids_sha256: str = ""
+    n_ids: int = 0
+    arrived: float = field(default_factory=time.monotonic)
+    state: str = "queued"
+    receipt: dict | None = None
+    reason: str | None = None
+
+
+class Service:
+    """The model, the erasure queue and the worker that drains it.
+
+    Parameters
+    ----------
+    uri : str
+        The store.
+    batch_window : float
+        Seconds the worker waits after the oldest queued request for others to join it.
+    max_batch : int
+        A batch starts as soon as this many requests are queued.
+    settings : ExecutionSettings, optional
+        Where retraining runs (default: ``ExecutionSettings()``).
+    limits : Limits, optional
+        How much one request may carry (default: ``Limits()``).
+    """
+
+    def __init__(self, uri: str, *, batch_window: float = 2.0, max_batch: int = 100,
+                 settings: ExecutionSettings | None = None,
+                 limits: Limits | None = None) -> None:
+        self.uri = uri
+        self.batch_window = batch_window
+        self.max_batch = max_batch
+        self.settings = settings or ExecutionSettings()
+        self.limits = limits or Limits()
+        self.metrics = Metrics()
+        self.store = Store.open(uri)  # the worker's writer
+        self.reader = Store.open(uri)  # validates ids of new requests
+        self.reader_lock = threading.Lock()
+        self.io_lock = threading.Lock()
+        self.queue = ErasureQueue(self.store, self.io_lock)
+        self.cond = threading.Condition()
+        self.pending: deque[_Request] = deque()
+        self.requests: dict[str, _Request] = {}
+        self.done_by_log: dict[str, dict] = {}
+        self.forget_running = False
+        self.stopping = False
+        self.model = None
+        self.fingerprint = ""
+        self.worker: threading.Thread | None = None
+        self.recovered: dict = {}
+
+    # -------------------------------------------------------------- start / stop
+    def start(self) -> dict:
+        """Finish any interrupted forget (as ``sisa repair``), resume the queue, load the
+        model and start the worker.
+
+        Returns
+        -------
+        dict
+            ``completed_request`` (the forget repair finished, or None) and ``resumed``
+            (queued requests taken up again).
+        """
+        summary = repair(self.store, settings=self.settings)
+        self._index_log()
+        resumed = 0
+        for entry in self.queue.entries():
+            rid = entry["request_id"]
+            if "failed" in entry:
+                self.requests[rid] = _Request(rid, entry["queued_at"], None, state="failed",
+                                              reason=entry["failed"])
+            elif rid in self.done_by_log:  # its receipt landed before the crash
+                self.queue.remove(rid)
+            else:
+                req = self._request(rid, entry["queued_at"], entry["ids"])
+                self.requests[rid] = req
+                self.pending.append(req)
+                resumed += 1
+        self._load_model()
+        self.worker = threading.Thread(target=self._work, name="sisa-serve-worker")
+        self.worker.start()
+        return {"completed_request": summary["completed_request"], "resumed": resumed}
+
+    def stop(self) -> None:
+        """Stop taking batches; a batch under way finishes (its receipt is committed)."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        if self.worker is not None:
+            self.worker.join()
+
+    def _index_log(self) -> None:
+        for r in receipts.history(self.store):
+            for q in r.get("requests") or ():
+                self.done_by_log[q["request_id"]] = r
+
+    def _load_model(self) -> None:
+        from ..estimators import load as open_model
+
+        model = open_model(self.uri)
+        # one reference swap: a prediction uses the old or the new pair, never a mix
+        self.model = (model, model.store_.fingerprint)
+
+    def _request(self, rid: str, queued_at: str, ids: list) -> _Request:
+        with self.reader_lock:
+            digest, canon = receipts.ids_digest(self.reader, ids)
+        return _Request(rid, queued_at, ids, ids_sha256=digest, n_ids=len(canon))
+
+    # -------------------------------------------------------------- requests
+    def predict(self, X: np.ndarray) -> dict:
+        """Predictions of the model now served, with its fingerprint (and, for a soft
+        vote, the probabilities and classes)."""
+        from ..estimators import columns_by_name
+
+        model, fp = self.model
+        t0 = time.perf_counter()
+        during = self.forget_running
+        with columns_by_name():
+            out: dict = {"model": fp}
+            if hasattr(model, "predict_proba") and getattr(model, "aggregation_", "") == "soft":
+                proba = model.predict_proba(X)
+                out["predictions"] = model.classes_[proba.argmax(axis=1)].tolist()
+                out["probabilities"] = proba.tolist()
+                out["classes"] = model.classes_.tolist()
+            else:
+                out["predictions"] = model.predict(X).tolist()
+        self.metrics.observe_prediction(time.perf_counter() - t0, during)
+        return out
+
+    def n_features(self) -> int:
+        """Features the served model takes."""
+        return int(self.model[0].n_features_in_)
+
+    def feature_names(self) -> list[str]:
+        """The served model's feature names, in training order."""
+        return list(self.model[0].store_.manifest.schema["feature_names"])
+
+    def submit(self, ids: list) -> str:
+        """Validate ids by the store's id type (unknown ids too), queue them durably, and
+        return the request id.
+
+        Raises
+        ------
+        InputError
+            Wrong-type or unknown ids; nothing was queued.
+        """
+        with self.reader_lock:
+            self.reader.reload()
+            arr = self.reader.id_array(ids)  # the id boundary: by the store's id type
+            if len(arr) == 0:
+                raise InputError("no ids given: send {\"ids\": [id, ...]}")
+            # unknown ids are refused now, not when the batch runs (nothing is queued)
+            self.reader.read_consistent(lambda st: deletion.resolve(st, arr))
+            digest, canon = receipts.ids_digest(self.reader, arr)
+        rid = secrets.token_hex(16)  # unguessable: the id is the handle on the request
+        req = _Request(rid, now_iso(), canon.to_pylist(), ids_sha256=digest, n_ids=len(canon))
+        self.queue.put({"request_id": rid, "queued_at": req.queued_at, "ids": req.ids})
+        with self.cond:
+            self.requests[rid] = req
+            self.pending.append(req)
+            self.cond.notify_all()
+        return rid
+
+    def status(self, rid: str) -> dict | None:
+        """A request's state (``queued``, ``running``, ``done`` with its receipt, ``failed``
+        with the reason), or None for an unknown request."""
+        req = self.requests.get(rid)
+        if req is None:
+            receipt = self.done_by_log.get(rid)
+            return None if receipt is None else {"request_id": rid, "state": "done",
+                                                 "receipt": receipt}
+        out: dict = {"request_id": rid, "state": req.state, "queued_at": req.queued_at}
+        if req.state == "done":
+            out["receipt"] = req.receipt
+        if req.state == "failed":
+            out["reason"] = req.reason
+        return out
+
+    def queue_depth(self) -> tuple[int, float]:
+        """Requests queued or running, and the age in seconds of the oldest of them."""
+        with self.cond:
+            waiting = [r for r in self.requests.values() if r.state in ("queued", "running")]
+        oldest = min((r.arrived for r in waiting), default=None)
+        return len(waiting), 0.0 if oldest is None else time.monotonic() - oldest
+
+    def metrics_text(self) -> str:
+        """``/metrics`` in the Prometheus text format."""
+        depth, age = self.queue_depth()
+        return self.metrics.render(depth, age, self.forget_running)
+
+    # -------------------------------------------------------------- the worker
+    def _next_batch(self) -> list[_Request] | None:
+        with self.cond:
+            while not self.pending and not self.stopping:
+                self.cond.wait()
+            if self.stopping:
+                return None
+            deadline = self.pending[0].arrived + self.batch_window
+            while (len(self.pending) < self.max_batch and not self.stopping
+                   and (left := deadline - time.monotonic()) > 0):
+                self.cond.wait(left)
+            if self.stopping:
+                return None
+            batch = [self.pending.popleft() for _ in range(min(self.max_batch,
+                                                               len(self.pending)))]
+            for r in batch:
+                r.state = "running"
+            return batch
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                self._run(batch)
+            except Exception as exc:  # the worker must outlive one bad batch
+                log.exception("erasure batch failed")
+                self._fail(batch, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _run(self, batch: list[_Request]) -> None:
+        receipt = self._forget(batch)
+        if receipt is None:  # requeued or failed: nothing more to do for this batch
+            return
+        # Serve the new model before saying "done": a client told its erasure completed
+        # never gets a prediction from a model that saw its rows.
+        self._load_model()
+        with self.metrics.lock:
+            self.metrics.forgets += not receipt.get("replayed")
+            self.metrics.rows_retrained += int(receipt.get("rows_retrained", 0))
+            self.metrics.shard_retrains += len(receipt.get("affected", ()))
+            self.metrics.requests_done += len(batch)
+        for r in batch:
+            if not receipt.get("replayed"):
+                self.done_by_log[r.request_id] = receipt
+            r.receipt, r.ids, r.state = receipt, None, "done"
+            self.queue.remove(r.request_id)
+
+    def _forget(self, batch: list[_Request]) -> dict | None:
+        """Forget a batch's ids as one request; the receipt, or None when the batch went
+        back to the queue (store busy) or was failed or split request by request."""
+        ids = [i for r in batch for i in r.ids]
+        requests = [{"request_id": r.request_id, "ids_sha256": r.ids_sha256, "n_ids": r.n_ids}
+                    for r in batch]
+        try:
+            self.forget_running = True
+            with self._locked():
+                return forget(self.store, ids, settings=self.settings, requests=requests)
+        except StoreLockedError as exc:  # another writer: try the batch again later
+            log.warning("store busy, retrying the batch: %s", exc)
+            with self.cond:
+                for r in reversed(batch):
+                    r.state = "queued"
+                    self.pending.appendleft(r)
+            time.sleep(BUSY_RETRY_S)
+        except InputError as exc:
+            if len(batch) > 1:  # one request's problem must not fail the others
+                for r in batch:
+                    self._run([r])
+            else:
+                self._fail(batch, str(exc).splitlines()[0])
+        except SisaError:
+            receipt = self._landed(batch)
+            if receipt is None:
+                raise
+            return receipt
+        finally:
+            self.forget_running = False
+        return None
+
+    def _landed(self, batch: list[_Request]) -> dict | None:
+        """After a forget raised: an interrupted forget leaves a journal, so finish it and
+        return the batch's receipt if it landed (None if not)."""
+        with contextlib.suppress(SisaError), self._locked():
+            repair(self.store, settings=self.settings)
+        self._index_log()
+        if all(r.request_id in self.done_by_log for r in batch):
+            return self.done_by_log[batch[0].request_id]
+        return None
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """The store's write lock, taken while no queue write is half-way through
+        ``.tmp`` (taking the lock clears it)."""
+        with contextlib.ExitStack() as stack:
+            with self.io_lock:
+                stack.enter_context(self.store.lock())
+            yield
+
+    def _fail(self, batch: list[_Request], reason: str) -> None:
+        for r in batch:
+            self.queue.put({"request_id": r.request_id, "queued_at": r.queued_at,
+                            "failed": reason})  # the reason survives a restart; the ids not
+            r.ids, r.reason, r.state = None, reason, "failed"
+        with self.metrics.lock:
+            self.metrics.requests_failed += len(batch)
+

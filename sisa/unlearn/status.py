@@ -1,0 +1,49 @@
+"""What a store holds, as one plain dict: rows, shards, deletions, model, holdout, size.
+
+``sisa status`` prints it; anything else that reports on a store (a dashboard, a
+monitoring job) reads the same facts from here instead of from the manifest's layout.
+"""
+
+from __future__ import annotations
+
+from ..store.store import Store
+from .receipts import history
+
+
+def describe(store: Store) -> dict:
+    """Summarise a store.
+
+    Parameters
+    ----------
+    store : Store
+        An open store.
+
+    Returns
+    -------
+    dict
+        ``store`` (its URI), ``fingerprint``, ``rows``, ``shards``, ``slices``,
+        ``rows_per_shard``, ``spread`` (min, max, relative std of the shard sizes),
+        ``deleted_rows``, ``forget_requests`` (receipts in the audit log), ``model`` (the
+        estimator class), ``aggregation``, ``schedule``, ``epochs``, ``holdout`` (the
+        score recorded at training, or None), ``bytes`` and ``files`` (every file the
+        manifest names), ``pending`` (an unfinished forget's journal, or None),
+        ``signed_by`` (``ed25519:<hex>`` or None) and ``id_type``.
+    """
+    # The receipts module owns the audit log, whose receipts are counted (the manifest's
+    # count can run one ahead of the log after a crash before the append).
+    model = store.manifest.model or {}
+    sizes = store.shard_sizes()
+    files = store.referenced_files()
+    return {
+        "store": store.uri, "fingerprint": store.fingerprint, "rows": int(sizes.sum()),
+        "shards": store.n_shards, "slices": store.n_slices, "rows_per_shard": sizes.tolist(),
+        "spread": store.spread(), "deleted_rows": store.manifest.n_deleted,
+        "forget_requests": len(history(store)),
+        "model": model.get("estimator", {}).get("class"),
+        "aggregation": model.get("aggregation"), "schedule": model.get("schedule"),
+        "epochs": model.get("epochs"), "holdout": store.manifest.get("holdout"),
+        "bytes": int(sum(m["bytes"] for m in files.values())), "files": len(files),
+        "pending": store.manifest.pending,
+        "signed_by": f"ed25519:{store.signer}" if store.signer else None,
+        "id_type": store.manifest.id_type,
+    }
