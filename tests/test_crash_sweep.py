@@ -68,8 +68,8 @@ TIMEOUT = 600
 
 # ---------------------------------------------------------------------------- helpers
 def checkpoints(store: Path) -> dict[str, str]:
-    m = json.loads((store / "manifest.json").read_text())["manifest"]
-    return {k: v["sha256"] for k, v in m["model"]["checkpoints"].items()}
+    m = Store.open(store, check_files=False).manifest
+    return {k: v["sha256"] for k, v in m.checkpoints.items()}
 
 
 def fit(X: np.ndarray, y: np.ndarray, ids: np.ndarray, path: Path) -> SISAClassifier:
