@@ -274,13 +274,23 @@ def _is_cython_helper(obj, module: str, name: str) -> bool:
     return _is_allowed_class(_walk(module, name[len(prefix):]), module)
 
 
+_ALLOWED: dict[tuple[str, str, tuple[str, ...]], object] = {}
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, trusted: tuple[str, ...], source: str) -> None:
         super().__init__(file)
         self._trusted, self._source = trusted, source
 
     def find_class(self, module: str, name: str):
-        return resolve(module, name, trusted=self._trusted, source=self._source)
+        # An allowed global stays allowed for the same trust within a process: decide it
+        # once (a model reload resolves hundreds of the same globals).
+        key = (module, name, self._trusted)
+        obj = _ALLOWED.get(key)
+        if obj is None:
+            obj = _ALLOWED[key] = resolve(module, name, trusted=self._trusted,
+                                          source=self._source)
+        return obj
 
     def persistent_load(self, pid):
         raise UntrustedCodeError(f"{self._source} holds a persistent reference, which sisa "

@@ -232,12 +232,14 @@ class Location:
         )
 
     # -- writing -----------------------------------------------------------------------
-    def write_atomic(self, rel: str, data: bytes | pa.Buffer, *, mode: int = 0o644) -> None:
+    def write_atomic(self, rel: str, data: bytes | pa.Buffer, *, mode: int = 0o644,
+                     durable: bool = True) -> None:
         """Write a whole file so that readers see the old bytes or the new, never a mix.
 
         Locally the bytes go to a temporary file in ``<root>/.tmp/`` first, so a writer
         killed before its rename leaves its debris in one folder that the next writer
-        clears (:meth:`clear_temp`) without listing the whole store."""
+        clears (:meth:`clear_temp`) without listing the whole store. With ``durable``
+        (the default) the file and its directory entry are fsynced before returning."""
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if self.is_local:
@@ -251,12 +253,14 @@ class Location:
                 with open(fd, "wb") as f:
                     f.write(memoryview(data))
                     f.flush()
-                    os.fsync(f.fileno())
+                    if durable:
+                        os.fsync(f.fileno())
                 os.replace(tmp, target)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-            _fsync_dir(parent)
+            if durable:
+                _fsync_dir(parent)
         else:
             if not self.is_flat:  # HDFS has real directories; S3/GCS need no markers
                 self.fs.create_dir(parent, recursive=True)
@@ -291,6 +295,13 @@ class Location:
         if info.type == pafs.FileType.NotFound or info.size != size:
             self.write_atomic(rel, data)
         return {"file": rel, "sha256": digest, "bytes": size}
+
+    def size(self, rel: str) -> int:
+        """A local file's size in bytes, 0 if it does not exist (no links followed)."""
+        try:
+            return os.lstat(self._no_links(rel)).st_size
+        except FileNotFoundError:
+            return 0
 
     def append_line(self, rel: str, line: str) -> None:
         """Append one line durably (fsync locally; read-modify-PUT on object stores)."""

@@ -47,7 +47,7 @@ def initial(*, store_id: str, signer_key: str | None, assignment: dict, schema: 
         "signer": {"alg": ALG, "public_key": signer_key} if signer_key else None,
         "assignment": assignment, "schema": schema, "slices": slices, "index": index,
         "tombstones": None, "n_deleted": 0, "model": None, "pending": None,
-        "audit": {"receipts": 0, "head": None}, "last_receipt": None,
+        "audit": {"receipts": 0, "head": None, "log_bytes": 0}, "last_receipt": None,
     })
 
 

@@ -87,8 +87,12 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
         request = _request(store, resolved, change, digest, record_ids, requests)
         _check_resume_points(store, change.plan)
+        # Not fsynced: it survives a killed process; after a power loss without it the
+        # store is the state before the request (nothing is committed until step 2's one
+        # write), which is what the caller, who never got a receipt, sees.
         store.loc.write_atomic(INTENT, json.dumps({"request": request,
-                                                   "ids": canon.to_pylist()}).encode())
+                                                   "ids": canon.to_pylist()}).encode(),
+                               durable=False)
         crashpoint("forget:after-intent")
         sealed = _apply(store, change, request, settings)
         store.loc.delete(INTENT)
@@ -147,10 +151,10 @@ def _replayed(store: Store, digest: str, canon) -> dict | None:
     """The logged receipt of these very ids if none of them is stored any more: a replayed
     request is a no-op that returns its receipt."""
     receipts.sync_log(store)  # a crash may have come between the commit and the log
+    if store.locate(canon)[0].any():
+        return None  # some id is still stored: not a replay (no need to read the log)
     done = receipts.find(store, ids_sha256=digest)
-    if done is not None and not store.locate(canon)[0].any():
-        return {**done, "replayed": True}
-    return None
+    return None if done is None else {**done, "replayed": True}
 
 
 def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletion,
