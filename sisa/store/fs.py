@@ -233,13 +233,14 @@ class Location:
 
     # -- writing -----------------------------------------------------------------------
     def write_atomic(self, rel: str, data: bytes | pa.Buffer, *, mode: int = 0o644,
-                     durable: bool = True) -> None:
+                     durable: bool = True, fsync_file: bool = False) -> None:
         """Write a whole file so that readers see the old bytes or the new, never a mix.
 
         Locally the bytes go to a temporary file in ``<root>/.tmp/`` first, so a writer
         killed before its rename leaves its debris in one folder that the next writer
         clears (:meth:`clear_temp`) without listing the whole store. With ``durable``
-        (the default) the file and its directory entry are fsynced before returning."""
+        (the default) the file and its directory entry are fsynced before returning;
+        ``fsync_file`` alone fsyncs the file only (:meth:`write_many` syncs the folders)."""
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if self.is_local:
@@ -253,7 +254,7 @@ class Location:
                 with open(fd, "wb") as f:
                     f.write(memoryview(data))
                     f.flush()
-                    if durable:
+                    if durable or fsync_file:
                         os.fsync(f.fileno())
                 os.replace(tmp, target)
             finally:
@@ -268,6 +269,20 @@ class Location:
             # only when completed: either way readers see the old object or the new.
             with self.fs.open_output_stream(target) as f:
                 f.write(data)
+
+    def write_many(self, files: list[tuple[str, bytes]]) -> None:
+        """:meth:`write_atomic` for several files, each fsynced before its rename, and each
+        directory they land in fsynced once at the end (not once per file)."""
+        if not self.is_local:
+            for rel, data in files:
+                self.write_atomic(rel, data)
+            return
+        parents = set()
+        for rel, data in files:
+            self.write_atomic(rel, data, durable=False, fsync_file=True)
+            parents.add(self.path(rel).rsplit("/", 1)[0])
+        for parent in sorted(parents):
+            _fsync_dir(parent)
 
     def clear_temp(self) -> int:
         """Remove the temporary files of interrupted writes (local stores; object stores

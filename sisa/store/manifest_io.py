@@ -20,9 +20,10 @@ OLD_FORMAT = "sisa-store/3"  # one file holding every entry: `sisa upgrade` conv
 MANIFEST = "manifest.json"
 _HEAD = re.compile(rb'\{"checksum":"([0-9a-f]{64})","signature":"([0-9a-f]*)","manifest":')
 _HEX32 = r"([0-9a-f]{32})"
-SHARD_LEAF = re.compile(rf"meta/shards/shard=(\d{{4,}})/{_HEX32}\.json")
-PAGE_LEAF = {"index": re.compile(rf"meta/index/page=(\d{{4,}})/{_HEX32}\.json"),
-             "tombstones": re.compile(rf"meta/tombstones/page=(\d{{4,}})/{_HEX32}\.json")}
+# Leaves share one folder, so a commit's new leaves cost one directory fsync.
+SHARD_LEAF = re.compile(rf"meta/shard-(\d{{4,}})-{_HEX32}\.json")
+PAGE_LEAF = {"index": re.compile(rf"meta/index-(\d{{4,}})-{_HEX32}\.json"),
+             "tombstones": re.compile(rf"meta/tombstones-(\d{{4,}})-{_HEX32}\.json")}
 _DIGITS = re.compile(r"\d+")
 # Parsed leaves by sha256: immutable content, so a process reads each leaf once.
 _LEAVES: dict[str, dict] = {}
@@ -46,18 +47,20 @@ def key_cell(key: str) -> tuple[int, int]:
 
 
 def shard_leaf_dir(shard: int) -> str:
-    return f"meta/shards/shard={shard:04d}"
+    """The name prefix of shard ``shard``'s leaf files."""
+    return f"meta/shard-{shard:04d}"
 
 
 def page_leaf_dir(kind: str, page: int) -> str:
-    return f"meta/{kind}/page={page:04d}"
+    """The name prefix of an index or tombstone page's leaf files."""
+    return f"meta/{kind}-{page:04d}"
 
 
-def leaf_ref(body: dict, rel_dir: str) -> tuple[dict, bytes]:
+def leaf_ref(body: dict, prefix: str) -> tuple[dict, bytes]:
     """``({"file", "sha256", "bytes"}, raw bytes)`` of a leaf body."""
     raw = canonical_json(body)
     digest = hashlib.sha256(raw).hexdigest()
-    return {"file": f"{rel_dir}/{digest[:32]}.json", "sha256": digest, "bytes": len(raw)}, raw
+    return {"file": f"{prefix}-{digest[:32]}.json", "sha256": digest, "bytes": len(raw)}, raw
 
 
 def exists(loc) -> bool:
@@ -70,8 +73,7 @@ def write(loc, root: Mapping, leaves: Iterable[tuple[str, bytes]], key) -> None:
     signer = root.get("signer")
     if signer and (key is None or key.public_hex != signer["public_key"]):
         raise KeyFileError(wrong_key(loc.uri, signer["public_key"], key))  # before any write
-    for rel, raw in leaves:
-        loc.write_atomic(rel, raw)
+    loc.write_many(list(leaves))
     body = canonical_json(dict(root))
     digest = hashlib.sha256(body).hexdigest().encode()
     sig = key.sign(body).encode() if signer else b""

@@ -360,13 +360,14 @@ class Store(RowReading, AuditKeys):
         if self.staged:
             self.manifest = new.stamped(self.manifest.generation)
             return
-        on_disk = mf.load(self.loc)
-        if on_disk.generation != self.manifest.generation:
-            raise StoreLockedError(
-                f"store {self.uri} was changed by another writer (generation "
-                f"{on_disk.generation}, expected {self.manifest.generation}); reopen it and "
-                "retry")
-        self._lock.check()  # object stores have no CAS: re-check we still hold the lock
+        if not self.loc.is_local:  # locally the flock held since the reload excludes writers
+            on_disk = mf.load(self.loc)
+            if on_disk.generation != self.manifest.generation:
+                raise StoreLockedError(
+                    f"store {self.uri} was changed by another writer (generation "
+                    f"{on_disk.generation}, expected {self.manifest.generation}); reopen it "
+                    "and retry")
+            self._lock.check()  # object stores have no CAS: re-check we still hold the lock
         old = self.manifest
         new = new.stamped(old.generation + 1)
         mf.write(self.loc, new, self.signing_key())
