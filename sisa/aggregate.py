@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import StaleModelError
+
 CLASSIFIER_AGGREGATIONS = ("hard", "soft")
 REGRESSOR_AGGREGATIONS = ("mean", "median")
 
@@ -15,7 +17,8 @@ REGRESSOR_AGGREGATIONS = ("mean", "median")
 def _live(models: list) -> list:
     live = [m for m in models if m is not None]
     if not live:
-        raise ValueError("every shard is empty: there is no model left to predict with")
+        raise StaleModelError("every shard is empty (all its rows were forgotten): there is "
+                              "no model left to predict with; fit a new one")
     return live
 
 

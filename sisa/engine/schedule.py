@@ -14,6 +14,8 @@ import numpy as np
 from sklearn import config_context
 from sklearn.base import clone, is_classifier
 
+from ..errors import InputError
+
 SCHEDULES = ("streaming", "cumulative")
 
 
@@ -30,7 +32,7 @@ def resolve_epochs(estimator, epochs: int | str) -> int:
         final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
         return 1 if type(final).__module__.startswith("sklearn.naive_bayes") else 5
     if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1 or 'auto', got {epochs!r}")
+        raise InputError(f"epochs must be an integer >= 1 or 'auto', got {epochs!r}")
     return int(epochs)
 
 
