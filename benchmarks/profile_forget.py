@@ -150,8 +150,8 @@ def instrument() -> None:
 
     # cross-cutting: I/O primitives
     wrap(_os, "fsync", FSYNC)
-    wrap(fs, "_fsync_dir", "fsync dir: open/close (fsync itself above)")
-    wrap(fs, "_makedirs_durable", "makedirs_durable")
+    wrap(fs, "fsync_dir", "fsync dir: open/close (fsync itself above)")
+    wrap(fs, "makedirs_durable", "makedirs_durable")
     wrap(
         fs.Location,
         "write_atomic",

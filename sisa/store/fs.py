@@ -28,11 +28,11 @@ import pyarrow.fs as pafs
 from ..errors import CorruptStoreError
 from .localfs import (
     UnsafePathError,
-    _fsync_dir,
-    _link_error,
-    _makedirs_durable,
-    _map_nofollow,
-    _walk_nofollow,
+    fsync_dir,
+    link_error,
+    makedirs_durable,
+    map_nofollow,
+    walk_nofollow,
 )
 from .uris import resolve
 
@@ -126,7 +126,7 @@ class Location:
             except NotADirectoryError:
                 break
             if stat.S_ISLNK(st.st_mode):
-                raise _link_error(cur)
+                raise link_error(cur)
         return path
 
     # -- reading -----------------------------------------------------------------------
@@ -155,7 +155,7 @@ class Location:
         """Whole file as an Arrow buffer; memory-mapped when local (zero-copy)."""
         try:
             if self.is_local:
-                return _map_nofollow(self._no_links(rel))
+                return map_nofollow(self._no_links(rel))
             with self.fs.open_input_stream(self.path(rel)) as f:
                 return f.read_buffer()
         except FileNotFoundError as exc:
@@ -191,7 +191,7 @@ class Location:
         changes; any write to it changes its ctime, which no user can set back)."""
         if self.is_local:
             try:
-                buf, stamp = _map_nofollow(self._no_links(rel), stamped=True)
+                buf, stamp = map_nofollow(self._no_links(rel), stamped=True)
             except FileNotFoundError as exc:
                 raise MissingFileError(
                     f"missing file {self.path(rel)}: the store is damaged; run `sisa repair "
@@ -221,7 +221,7 @@ class Location:
         ``verify`` reports it as a stray file and ``repair`` removes the link itself.
         """
         if self.is_local:
-            return sorted(_walk_nofollow(self.root, self._no_links(rel)))
+            return sorted(walk_nofollow(self.root, self._no_links(rel)))
         base = self.path(rel)
         if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
             return []
@@ -246,8 +246,8 @@ class Location:
         if self.is_local:
             self._no_links(rel)  # not through a linked directory, not onto a link
             self._no_links(TEMP_DIR)  # nor through a planted .tmp link
-            _makedirs_durable(parent)
-            _makedirs_durable(self.path(TEMP_DIR))
+            makedirs_durable(parent)
+            makedirs_durable(self.path(TEMP_DIR))
             tmp = self.path(f"{TEMP_DIR}/{os.getpid()}-{secrets.token_hex(6)}")
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -261,7 +261,7 @@ class Location:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             if durable:
-                _fsync_dir(parent)
+                fsync_dir(parent)
         else:
             if not self.is_flat:  # HDFS has real directories; S3/GCS need no markers
                 self.fs.create_dir(parent, recursive=True)
@@ -282,7 +282,7 @@ class Location:
             self.write_atomic(rel, data, durable=False, fsync_file=True)
             parents.add(self.path(rel).rsplit("/", 1)[0])
         for parent in sorted(parents):
-            _fsync_dir(parent)
+            fsync_dir(parent)
 
     def clear_temp(self) -> int:
         """Remove the temporary files of interrupted writes (local stores; object stores
@@ -323,14 +323,14 @@ class Location:
         payload = (line.rstrip("\n") + "\n").encode()
         if self.is_local:
             target = self._no_links(rel)
-            _makedirs_durable(os.path.dirname(target))
+            makedirs_durable(os.path.dirname(target))
             new = not os.path.lexists(target)
             try:
                 fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                              | os.O_NONBLOCK, 0o644)  # a planted FIFO: an error, not a hang
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    raise _link_error(target) from None
+                    raise link_error(target) from None
                 if exc.errno == errno.ENXIO:  # a FIFO nobody reads
                     raise UnsafePathError(f"{target} is not a regular file: remove it (rm "
                                           f"{target}) and restore the store's file from "
@@ -346,7 +346,7 @@ class Location:
                 f.flush()
                 os.fsync(f.fileno())
             if new:
-                _fsync_dir(os.path.dirname(target))
+                fsync_dir(os.path.dirname(target))
         else:
             old = self.read_bytes(rel).to_pybytes() if self.exists(rel) else b""
             self.write_atomic(rel, old + payload)
@@ -395,7 +395,7 @@ class Location:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise _link_error(path) from None
+                raise link_error(path) from None
             raise
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)

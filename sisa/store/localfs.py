@@ -17,14 +17,14 @@ class UnsafePathError(CorruptStoreError):
     """A store path that leaves the store, or a symbolic link inside the store."""
 
 
-def _link_error(path: str) -> UnsafePathError:
+def link_error(path: str) -> UnsafePathError:
     return UnsafePathError(
         f"{path} is a symbolic link inside the store: sisa never reads, writes or deletes "
         f"through links (they can point outside the store); remove the link (rm {path}) and "
         "restore the real file from backup if it was one")
 
 
-def _map_nofollow(path: str, stamped: bool = False):
+def map_nofollow(path: str, stamped: bool = False):
     """Memory-map a regular file (zero-copy) opened with ``O_NOFOLLOW``. ``O_NONBLOCK``
     keeps a FIFO planted under a store's file name from hanging the reader. With
     ``stamped``, returns ``(buffer, (inode, size, mtime, ctime))``."""
@@ -32,7 +32,7 @@ def _map_nofollow(path: str, stamped: bool = False):
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise _link_error(path) from None
+            raise link_error(path) from None
         raise
     try:
         st = os.fstat(fd)
@@ -49,7 +49,7 @@ def _map_nofollow(path: str, stamped: bool = False):
         os.close(fd)
 
 
-def _walk_nofollow(root: str, base: str):
+def walk_nofollow(root: str, base: str):
     """Paths (relative to ``root``) of every non-directory below ``base``, links
     included as entries and never followed."""
     if not os.path.lexists(base):
@@ -66,7 +66,7 @@ def _walk_nofollow(root: str, base: str):
 
 
 
-def _makedirs_durable(path: str) -> None:
+def makedirs_durable(path: str) -> None:
     """Create missing directories and fsync each new one's parent: a file fsynced
     inside a new directory is lost on power failure if the directory entry is."""
     missing = []
@@ -77,10 +77,10 @@ def _makedirs_durable(path: str) -> None:
     if missing:
         os.makedirs(path, exist_ok=True)
         for d in reversed(missing):
-            _fsync_dir(os.path.dirname(d) or ".")
+            fsync_dir(os.path.dirname(d) or ".")
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

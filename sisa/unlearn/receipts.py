@@ -147,7 +147,7 @@ def sync_log(store: Store) -> bool:
     if torn or not store.loc.exists(rel):
         store.loc.write_atomic(rel, text.encode())
     else:
-        store.loc.append_line(rel, json.dumps(log[-1], sort_keys=True))
+        store.loc.append_line(rel, log_line(log[-1]).decode())
     return True
 
 
