@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._crash import crashpoint
 from ..errors import InputError, LocationError, SisaError, StoreError
 from ..progress import bar as progress_bar
 from . import ingest, keys, merge, spill
@@ -208,6 +209,7 @@ class _Builder:
     def _build(self, job: Job, parallel: ParallelIngest | None) -> Manifest:
         S, R = self.config.n_shards, self.config.n_slices
         spilled = parallel.spill(job) if parallel else [self._spill(job)]
+        crashpoint("ingest:after-spill")
         n = sum(sp.rows for sp in spilled)
         if n == 0:
             raise InputError("the input has no rows: there is nothing to train on")
@@ -224,6 +226,7 @@ class _Builder:
         if n_dups:
             raise merge.duplicates_error(n_dups, smallest)
         index_meta = {"parts": [parts[b] for b in range(n_buckets)], "rows": n}
+        crashpoint("ingest:after-index")
         if parallel:
             entries = parallel.slices(job, spilled)
         else:
@@ -232,6 +235,7 @@ class _Builder:
             entries = merge.write_slices(job, spilled, range(S * R), tick=lambda: bar.update(1))
             bar.close()
         slices = {slice_key(s, r): entries[s * R + r] for s in range(S) for r in range(R)}
+        crashpoint("ingest:after-slices")
         return mf.initial(
             store_id=self.store_id, signer_key=self.key.public_hex if self.key else None,
             assignment=self.config.to_dict(), schema=self.schema_info, slices=slices,

@@ -23,6 +23,7 @@ object store) and the input path.
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from dataclasses import dataclass
 
@@ -132,8 +133,11 @@ def _backend():
     return sisa.engine.backend
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _where() -> dict:
+    """This process's peak RSS (MB) and, in a Ray worker, its node: for the figures."""
+    ray = sys.modules.get("ray")
+    node = ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None
+    return {"rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "node": node}
 
 
 def spill_part(job: Job, reader: Reader, i: int, part: Part, hash_index: bool) -> dict:
@@ -141,22 +145,22 @@ def spill_part(job: Job, reader: Reader, i: int, part: Part, hash_index: bool) -
     try:
         out = spill.spill(job, f"p{i}", reader.batches(part), part.first_row, hash_index)
     except InputError as exc:
-        return {"error": str(exc), "spilled": None, "rss": _peak_rss_mb()}
+        return {"error": str(exc), "spilled": None, **_where()}
     if out.rows != part.rows:
         raise InputError(f"{reader.what} changed while it was read ({out.rows} rows in a part "
                          f"of {part.rows}): ingest a file nobody writes to")
-    return {"error": None, "spilled": out, "rss": _peak_rss_mb()}
+    return {"error": None, "spilled": out, **_where()}
 
 
 def index_task(job: Job, spilled: list[Spilled], buckets: list[int], n_buckets: int) -> dict:
     """Task: check and write some index buckets."""
     parts, n_dups, smallest = merge.write_index(job, spilled, buckets, n_buckets)
-    return {"parts": parts, "dups": n_dups, "smallest": smallest, "rss": _peak_rss_mb()}
+    return {"parts": parts, "dups": n_dups, "smallest": smallest, **_where()}
 
 
 def slices_task(job: Job, spilled: list[Spilled], cells: list[int]) -> dict:
     """Task: merge and write some slices."""
-    return {"entries": merge.write_slices(job, spilled, cells), "rss": _peak_rss_mb()}
+    return {"entries": merge.write_slices(job, spilled, cells), **_where()}
 
 
 def _groups(items: list[int], n: int) -> list[list[int]]:
@@ -173,7 +177,7 @@ class ParallelIngest:
         self.table, self.settings, self.reader = table, settings, reader
         self.slots = 1
         LAST_RUN.clear()
-        LAST_RUN.update(seconds={}, worker_peak_rss_mb=0.0)
+        LAST_RUN.update(seconds={}, worker_peak_rss_mb=0.0, nodes={})
 
     def _map(self, phase: str, fn, calls: list[tuple], shared: tuple, **kw) -> list[dict]:
         t0 = time.perf_counter()
@@ -181,6 +185,7 @@ class ParallelIngest:
         LAST_RUN["seconds"][phase] = round(time.perf_counter() - t0, 2)
         LAST_RUN["worker_peak_rss_mb"] = max([LAST_RUN["worker_peak_rss_mb"]]
                                              + [r["rss"] for r in out])
+        LAST_RUN["nodes"][phase] = sorted({str(r["node"]) for r in out})
         return out
 
     def spill(self, job: Job) -> list[Spilled]:
