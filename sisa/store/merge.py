@@ -111,6 +111,22 @@ class Output:
         self.cond = threading.Condition()
         self.futures: dict[object, Future] = {}
 
+    def prepare(self, rel_dirs) -> None:
+        """Create the folders of the files to come (local stores), syncing each parent
+        once: one fsync per shard instead of one per slice folder."""
+        if not self.loc.is_local:
+            return
+        created = []
+        for rel in rel_dirs:
+            path = self.loc.path(rel)
+            self.loc.exists(rel)  # refuses links on the way
+            while not os.path.isdir(path):
+                created.append(path)
+                path = os.path.dirname(path)
+        for path in sorted(created, key=len):
+            os.makedirs(path, exist_ok=True)
+        list(self.pool.map(_fsync_dir, sorted({os.path.dirname(p) for p in created})))
+
     def put(self, key, rel_dir: str, data: pa.Buffer, extra: dict) -> None:
         """Write ``data`` as ``rel_dir/<hash>.arrow``; its entry is ``{file, sha256, bytes,
         **extra}``."""
@@ -194,7 +210,9 @@ def write_slices(job: Job, spilled: list[Spilled], cells, tick=None) -> dict[int
     manifest entry (``file, sha256, bytes, rows, shard, labels``) by cell. ``tick()``
     after each."""
     runs, out = Runs(job.scratch, spilled), Output(job.loc, job.chunk_bytes)
+    R = job.config.n_slices
     try:
+        out.prepare(slice_dir(*divmod(cell, R)) for cell in cells)
         for cell in cells:
             _write_slice(job, runs, cell, out)
             if tick:
@@ -263,6 +281,7 @@ def write_index(job: Job, spilled: list[Spilled], buckets, n_buckets: int
     runs, out = Runs(job.scratch, spilled), Output(job.loc, job.chunk_bytes)
     n_dups, smallest = 0, []
     try:
+        out.prepare(index_dir(b) for b in buckets)
         for b in buckets:
             table = runs.bucket(b, n_buckets, schema)
             ids = table.column(ID).combine_chunks()
