@@ -208,7 +208,8 @@ class _Builder:
 
     def _build(self, job: Job, parallel: ParallelIngest | None) -> Manifest:
         S, R = self.config.n_shards, self.config.n_slices
-        spilled = parallel.spill(job) if parallel else [self._spill(job)]
+        run = parallel or _Here(self.source, self.progress)
+        spilled = run.spill(job)
         crashpoint("ingest:after-spill")
         n = sum(sp.rows for sp in spilled)
         if n == 0:
@@ -219,21 +220,12 @@ class _Builder:
                 "or slices (each slice should hold many rows)"
             )
         n_buckets = n_index_buckets(n)
-        if parallel:
-            parts, n_dups, smallest = parallel.index(job, spilled, n_buckets)
-        else:
-            parts, n_dups, smallest = merge.write_index(job, spilled, range(n_buckets), n_buckets)
-        if n_dups:
+        parts, n_dups, smallest = run.index(job, spilled, n_buckets)
+        if n_dups:  # before any slice is written
             raise merge.duplicates_error(n_dups, smallest)
         index_meta = {"parts": [parts[b] for b in range(n_buckets)], "rows": n}
         crashpoint("ingest:after-index")
-        if parallel:
-            entries = parallel.slices(job, spilled)
-        else:
-            bar = progress_bar(total=S * R, desc="writing slices", unit="slice",
-                               enabled=self.progress)
-            entries = merge.write_slices(job, spilled, range(S * R), tick=lambda: bar.update(1))
-            bar.close()
+        entries = run.slices(job, spilled)
         slices = {slice_key(s, r): entries[s * R + r] for s in range(S) for r in range(R)}
         crashpoint("ingest:after-slices")
         return mf.initial(
@@ -241,15 +233,38 @@ class _Builder:
             assignment=self.config.to_dict(), schema=self.schema_info, slices=slices,
             index=index_meta)
 
-    def _spill(self, job: Job) -> Spilled:
-        """Pass 1 in this process."""
+
+class _Here:
+    """The three phases of a build in this process (:class:`~sisa.store.parallel_ingest.
+    ParallelIngest` runs them as Ray tasks)."""
+
+    def __init__(self, source: ingest.Source, progress: bool) -> None:
+        self.source, self.progress = source, progress
+
+    def spill(self, job: Job) -> list[Spilled]:
         bar = progress_bar(desc="ingesting", unit="rows", unit_scale=True,
                            enabled=self.progress)
-        known = self.source.rows
+        known = self.source.rows  # one index bucket: its keys need no hashing
+        hashed = known is None or n_index_buckets(known) > 1
         try:
-            return spill.spill(job, "d", self.source.batches, 0,
-                               hash_index=known is None or n_index_buckets(known) > 1,
-                               tick=bar.update)
+            out = spill.spill(job, "d", self.source.batches, 0, hashed, tick=bar.update)
+        finally:
+            bar.close()
+        if not hashed and n_index_buckets(out.rows) > 1:
+            raise InputError(f"the input grew while it was read ({known} rows, then "
+                             f"{out.rows}): ingest a file nobody writes to")
+        return [out]
+
+    def index(self, job: Job, spilled: list[Spilled], n_buckets: int
+              ) -> tuple[dict[int, dict], int, list]:
+        return merge.write_index(job, spilled, range(n_buckets), n_buckets)
+
+    def slices(self, job: Job, spilled: list[Spilled]) -> dict[int, dict]:
+        S, R = job.config.n_shards, job.config.n_slices
+        bar = progress_bar(total=S * R, desc="writing slices", unit="slice",
+                           enabled=self.progress)
+        try:
+            return merge.write_slices(job, spilled, range(S * R), tick=lambda: bar.update(1))
         finally:
             bar.close()
 

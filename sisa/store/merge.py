@@ -48,11 +48,14 @@ COPY = 8 << 20  # bytes per read when uploading a streamed file
 class Runs:
     """Readers over every run of one ingest, opened on first use and kept open."""
 
-    def __init__(self, scratch: Scratch, spilled: list) -> None:
+    def __init__(self, scratch: Scratch, spilled: list[Spilled]) -> None:
         self.scratch = scratch
         self.row_runs = [r for s in spilled for r in s.row_runs]
         self.index_runs = [r for s in spilled for r in s.index_runs]
         self._open: dict[str, pa.ipc.RecordBatchFileReader] = {}
+
+    def close(self) -> None:
+        self._open.clear()  # readers close with their files
 
     def _batch(self, name: str, i: int) -> pa.RecordBatch:
         reader = self._open.get(name)
@@ -218,6 +221,7 @@ def write_slices(job: Job, spilled: list[Spilled], cells, tick=None) -> dict[int
             if tick:
                 tick()
     finally:
+        runs.close()
         entries = out.entries()
     return entries
 
@@ -293,6 +297,7 @@ def write_index(job: Job, spilled: list[Spilled], buckets, n_buckets: int
             elif not n_dups:
                 out.put(b, index_dir(b), ipc_bytes(table), {"rows": table.num_rows})
     finally:
+        runs.close()
         entries = out.entries()
     return entries, n_dups, smallest
 

@@ -101,9 +101,11 @@ def choose(source: ingest.Source, settings, batch_rows: int) -> ParallelIngest |
                                               t.dataset.schema, t.columns, t.what, batch_rows))
 
 
-def plan(dataset: ds.Dataset, what: str, n_parts: int = 1) -> list[Part]:
+def plan(dataset: ds.Dataset, what: str, n_parts: int = 1,
+         max_rows: int = PART_ROWS) -> list[Part]:
     """The parts of a Parquet or Arrow dataset in scan order, each with its first row: at
-    least ``n_parts`` where row groups allow, of at most :data:`PART_ROWS` rows."""
+    least ``n_parts`` where row groups allow, of at most ``max_rows`` rows (and
+    :data:`PART_ROWS`)."""
     units = []  # (path, row group or None, rows) in scan order
     with ingest.reading(what):
         for frag in dataset.get_fragments():
@@ -112,7 +114,7 @@ def plan(dataset: ds.Dataset, what: str, n_parts: int = 1) -> list[Part]:
                 units += [(frag.path, rg.id, rg.num_rows) for rg in frag.row_groups]
             else:
                 units.append((frag.path, None, frag.count_rows()))
-    target = min(PART_ROWS, -(-sum(u[2] for u in units) // max(n_parts, 1)))
+    target = min(PART_ROWS, max_rows, -(-sum(u[2] for u in units) // max(n_parts, 1)))
     parts, first = [], 0
     for path, rg, rows in units:
         last = parts[-1] if parts else None
@@ -191,7 +193,9 @@ class ParallelIngest:
     def spill(self, job: Job) -> list[Spilled]:
         ray = _backend().connect(self.settings.address)
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1) / self.settings.num_cpus))
-        parts = plan(self.table.dataset, self.table.what, 2 * self.slots)
+        # parts that fit a task's budget: one run each, fewer runs for every merge to read
+        parts = plan(self.table.dataset, self.table.what, 2 * self.slots,
+                     max(job.budget // job.shape.row_bytes, 1))
         total = sum(p.rows for p in parts)
         LAST_RUN.update(parts=len(parts), slots=self.slots)
         res = self._map("ingesting", spill_part,
