@@ -7,7 +7,8 @@ Modes, each in a fresh driver process (its ``ru_maxrss`` is the ingest's alone):
 * ``ray1`` / ``ray2``: ``settings=ExecutionSettings(backend="ray")`` against a local Ray
   cluster of one node, or of two nodes, 1 CPU each (``ray start`` on 127.0.0.1, as in
   tests/test_cluster.py); workers are started and warmed up before the clock starts, as
-  on a running cluster. Workers' peak RSS comes from the tasks themselves.
+  on a running cluster, and run at nice 0 like the single process (Ray's default is 15).
+  Workers' peak RSS comes from the tasks themselves.
 
 ``--code PATH`` measures another checkout of sisa (for example the commit before this
 change, for "before"); its modes must exist there (``serial`` always does).
@@ -80,8 +81,10 @@ def on_cluster(nodes: int, fn):
     from tests.test_cluster import LocalCluster
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    # Ray starts workers at nice 15; on a machine other jobs share, they would then get a
+    # small share of the CPU next to the nice-0 single-process ingest they are compared with
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-               RAY_USAGE_STATS_ENABLED="0")
+               RAY_USAGE_STATS_ENABLED="0", RAY_worker_niceness="0")
     cluster = LocalCluster(env)
     try:
         cluster.start_head()
