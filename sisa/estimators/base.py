@@ -164,7 +164,9 @@ class _SISABase(BaseEstimator):
         if _is_table_like(X) or isinstance(y, str):
             if not isinstance(y, str):
                 raise InputError("with a table or file, pass the label column name as y='col'")
-            store.ingest(X, label=y, **common)
+            settings = self._settings()  # a big Parquet/Arrow file: Ray tasks when Ray is in use
+            store.ingest(X, label=y, settings=settings if settings.backend == "local"
+                         else settings.replace(backend="auto"), **common)
         else:
             X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, y_numeric=not is_classifier(self))
             if is_classifier(self):

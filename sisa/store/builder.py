@@ -1,9 +1,11 @@
 """Building a store: ingest rows into a new store beside whatever is at its location.
 
 A build writes every slice and index file first, then :meth:`sisa.store.Store.publish`
-switches to it with one manifest write. Two passes: assign rows and spill batches to
-local temp files (memory holds at most the budget plus one slice), then write each
-slice sorted by its hash order.
+switches to it with one manifest write. Two passes, in memory bounded by the budget
+whatever the number of rows: assign rows as they stream in and spill them in sorted runs
+(:mod:`sisa.store.spill`), then merge each index bucket and each slice from the runs
+(:mod:`sisa.store.merge`). In this process, or, for Parquet/Arrow files when Ray is in
+use, as Ray tasks (:mod:`sisa.store.parallel_ingest`): the same files either way.
 """
 
 from __future__ import annotations
@@ -14,37 +16,26 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from .._crash import crashpoint
 from ..errors import InputError, LocationError, SisaError, StoreError
 from ..progress import bar as progress_bar
-from . import ids as idmod
-from . import ingest, keys
+from . import ingest, keys, merge, spill
 from . import manifest as mf
-from .assign import AssignmentConfig, assign
-from .fs import Location
-from .index import bucketed, n_index_buckets
-from .layout import (
-    FEATURES,
-    ID,
-    LABEL,
-    index_dir,
-    ipc_bytes,
-    slice_dir,
-    slice_labels,
-    slice_schema,
-)
+from .assign import AssignmentConfig
+from .fs import TEMP_DIR, Location
+from .index import n_index_buckets
 from .manifest import Manifest, slice_key
+from .parallel_ingest import ParallelIngest, choose
+from .spill import Job, Scratch, Shape, Spilled
 
 if TYPE_CHECKING:
     from .store import Store
 
-ORDER = "__order"  # a row's place in its slice (assign's hash order), dropped on write
+CHUNK_MIN = 4 << 20  # slices up to this size are always merged in memory
 
 
 @contextlib.contextmanager
@@ -92,7 +83,8 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
                 hot_shards: int = 0, hot_threshold: float = 0.5,
                 feature_columns: list[str] | None = None, dtype=None,
                 memory_budget_mb: int = 256, batch_rows: int = 65_536,
-                progress: bool = False) -> tuple[Manifest, keys.KeyPair | None]:
+                progress: bool = False, settings=None
+                ) -> tuple[Manifest, keys.KeyPair | None]:
     """Write the data of a staged store; returns its manifest (one generation past the
     store it replaces, if any) and the owner's key that will sign it.
 
@@ -122,30 +114,39 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
     dtype : {numpy.float32, numpy.float64}, optional
         Feature type stored (default: float32 input stays float32, else float64).
     memory_budget_mb : int, default=256
-        Rows are spilled to temporary files beyond this, so inputs larger than memory
-        stream through.
-    batch_rows : int, default=65536
-        Rows read from a file at a time.
-    progress : bool, default=False
-        Show rows ingested and slices written.
+        Memory for rows per process: beyond it rows spill to sorted runs in the store's
+        ``.tmp/`` and slices are merged in parts, so the peak stays flat in n.
+    batch_rows, progress : int (65536), bool (False)
+        Rows read from a file at a time; show rows ingested and slices written.
+    settings : sisa.engine.ExecutionSettings, optional
+        Where the work runs (default: here). ``backend="ray"``: Ray tasks, for Parquet/Arrow
+        files (same bytes); ``"auto"``: Ray tasks if Ray is in use and the file is large.
     """
     if not store.staged:
         raise StoreError("internal: ingest needs a staged store (use Store.building)")
-    config = AssignmentConfig(int(n_shards), int(n_slices), int(random_state),
-                              int(hot_shards), float(hot_threshold))
-    if hot_shards and deletion_prob is None and not deletion_prob_column:
-        raise InputError("hot_shards > 0 needs deletion probabilities: pass deletion_prob= or "
-                         "deletion_prob_column=")
+    config = _config(n_shards, n_slices, random_state, hot_shards, hot_threshold,
+                     deletion_prob is not None or bool(deletion_prob_column))
     source = _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows,
                      id_column=id_column, group_column=group_column,
                      deletion_prob_column=deletion_prob_column, feature_columns=feature_columns)
+    parallel = choose(source, settings, batch_rows)
     key = keys.configured()
     new = _Builder(store.loc, config, source, memory_budget_mb, progress, secrets.token_hex(16),
-                   key).build()
+                   key, batch_rows).build(parallel)
     if key is None:  # unsigned: the audit key lives beside the data, owner-only
         store.loc.write_atomic(new.audit_files()["key"], secrets.token_hex(32).encode(),
                                mode=0o600)
     return new.stamped(store.replaced_generation + 1), key
+
+
+def _config(n_shards, n_slices, random_state, hot_shards, hot_threshold,
+            has_prob: bool) -> AssignmentConfig:
+    config = AssignmentConfig(int(n_shards), int(n_slices), int(random_state),
+                              int(hot_shards), float(hot_threshold))
+    if hot_shards and not has_prob:
+        raise InputError("hot_shards > 0 needs deletion probabilities: pass deletion_prob= or "
+                         "deletion_prob_column=")
+    return config
 
 
 def _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows,
@@ -168,52 +169,49 @@ def _local_dirs(loc: Location) -> set[str]:
 
 
 class _Builder:
-    """Two passes: assign and spill batches to local temp files, then write each slice
-    sorted by its hash order. Memory holds at most the budget plus one slice."""
+    """Two passes in bounded memory (module doc): spill runs, then merge each index bucket
+    and each slice from them. Here, or on Ray (:mod:`sisa.store.parallel_ingest`)."""
 
     def __init__(self, loc: Location, config: AssignmentConfig, source: ingest.Source,
-                 budget_mb: int, progress: bool, store_id: str,
-                 key: keys.KeyPair | None) -> None:
+                 budget_mb: int, progress: bool, store_id: str, key: keys.KeyPair | None,
+                 batch_rows: int = 65_536) -> None:
         self.loc, self.config, self.source, self.progress = loc, config, source, progress
         self.store_id, self.key = store_id, key
-        self.budget = budget_mb * 2**20
-        ftype = pa.float32() if source.dtype == np.float32 else pa.float64()
+        self.budget = max(int(budget_mb), 0) * 2**20
+        self.batch_rows = batch_rows
         self.schema_info = {
             "feature_names": source.feature_names, "label_name": source.label_name,
             "label_type": str(source.label_type), "id_name": source.id_name,
-            "dtype": "float32" if ftype == pa.float32() else "float64", "id_type": None,
+            "dtype": "float32" if source.dtype == np.float32 else "float64",
+            "id_type": source.id_type,
         }
-        self.ftype = ftype
 
-    def build(self) -> Manifest:
+    def job(self, scratch: Scratch) -> Job:
+        """What every task of this build shares."""
+        shape = Shape(self.source.id_type, self.source.label_type,
+                      len(self.source.feature_names), np.dtype(self.source.dtype))
+        # a slice above a quarter of the budget is merged range by range: sorting and
+        # serialising it takes about three times its size
+        chunk = max(self.budget // 4, CHUNK_MIN)
+        return Job(self.loc.uri, scratch, self.config, shape, self.schema_info, self.budget,
+                   chunk, self.batch_rows)
+
+    def build(self, parallel: ParallelIngest | None = None) -> Manifest:
         """Write the slices and the index; returns the new (unpublished) manifest."""
-        tmp = Path(tempfile.mkdtemp(prefix="sisa-ingest-"))
+        scratch, tmp = _scratch(self.loc)
         try:
-            return self._build(tmp)
+            return self._build(self.job(scratch), parallel)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            scratch.clear()
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
 
-    def _build(self, tmp: Path) -> Manifest:
+    def _build(self, job: Job, parallel: ParallelIngest | None) -> Manifest:
         S, R = self.config.n_shards, self.config.n_slices
-        buffers: dict[tuple[int, int], list[pa.Table]] = {}
-        chunks: dict[tuple[int, int], list[Path]] = {}
-        all_ids, all_shard, all_slice = [], [], []
-        buffered, n, n_flush = 0, 0, 0
-        bar = progress_bar(desc="ingesting", unit="rows", unit_scale=True,
-                           enabled=self.progress)
-        for batch in self.source.batches:
-            m = len(batch.y)
-            bar.update(m)
-            id_arr, shard, sl, nbytes = self._assign(batch, n, buffers)
-            all_ids.append(id_arr)
-            all_shard.append(shard)
-            all_slice.append(sl)
-            buffered += nbytes
-            n += m
-            if buffered > self.budget:
-                self._spill(tmp, buffers, chunks, n_flush)
-                buffers, buffered, n_flush = {}, 0, n_flush + 1
-        bar.close()
+        run = parallel or _Here(self.source, self.progress)
+        spilled = run.spill(job)
+        crashpoint("ingest:after-spill")
+        n = sum(sp.rows for sp in spilled)
         if n == 0:
             raise InputError("the input has no rows: there is nothing to train on")
         if n < S * R:
@@ -221,76 +219,61 @@ class _Builder:
                 f"{S} shards x {R} slices = {S * R} slices for only {n} rows: use fewer shards "
                 "or slices (each slice should hold many rows)"
             )
-        self.schema_info["id_type"] = self.source.id_type
-        ids = pa.chunked_array(all_ids, idmod.arrow_type(self.source.id_type)).combine_chunks()
-        index = pa.table({ID: ids, "shard": np.concatenate(all_shard),
-                          "slice": np.concatenate(all_slice)}).sort_by(ID)
-        sorted_ids = index.column(ID).combine_chunks()
-        dup = pc.equal(sorted_ids[1:], sorted_ids[:-1]) if n > 1 else pa.array([], pa.bool_())
-        if pc.any(dup).as_py():
-            dups = pc.unique(pc.filter(sorted_ids[1:], dup)).to_pylist()
-            raise InputError(
-                f"{len(dups)} duplicate sample id(s), e.g. {dups[:5]}: sample ids must be unique "
-                "(drop duplicate rows or pass a unique id column)"
-            )
-        slices, index_meta = self._write_slices(tmp, buffers, chunks, index)
+        n_buckets = n_index_buckets(n)
+        parts, n_dups, smallest = run.index(job, spilled, n_buckets)
+        if n_dups:  # before any slice is written
+            raise merge.duplicates_error(n_dups, smallest)
+        index_meta = {"parts": [parts[b] for b in range(n_buckets)], "rows": n}
+        crashpoint("ingest:after-index")
+        entries = run.slices(job, spilled)
+        slices = {slice_key(s, r): entries[s * R + r] for s in range(S) for r in range(R)}
+        crashpoint("ingest:after-slices")
         return mf.initial(
             store_id=self.store_id, signer_key=self.key.public_hex if self.key else None,
             assignment=self.config.to_dict(), schema=self.schema_info, slices=slices,
             index=index_meta)
 
-    def _assign(self, batch, n: int, buffers: dict) -> tuple[pa.Array, np.ndarray, np.ndarray,
-                                                             int]:
-        """Assign one batch's rows (ids default to their row numbers from ``n``) and add
-        them to ``buffers`` by (shard, slice); returns ids, shards, slices and bytes."""
-        R, m, d = self.config.n_slices, len(batch.y), len(self.source.feature_names)
-        id_arr = idmod.to_store_ids(
-            batch.ids if batch.ids is not None else np.arange(n, n + m, dtype=np.int64),
-            self.source.id_type)
-        shard, sl, order = assign(self.config, idmod.as_numpy(id_arr), batch.groups,
-                                  batch.deletion_prob)
-        feats = pa.FixedSizeListArray.from_arrays(pa.array(batch.X.reshape(-1)), d)
-        table = pa.table({ID: id_arr, LABEL: pa.array(batch.y).cast(self.source.label_type),
-                          FEATURES: feats, ORDER: pa.array(order)})
-        cell = shard.astype(np.int64) * R + sl
-        perm = np.argsort(cell, kind="stable")
-        bounds = np.flatnonzero(np.diff(cell[perm])) + 1
-        for part in np.split(perm, bounds):
-            c = int(cell[part[0]])
-            buffers.setdefault((c // R, c % R), []).append(table.take(part))
-        return id_arr, shard, sl, table.nbytes
 
-    def _spill(self, tmp: Path, buffers, chunks, n_flush: int) -> None:
-        for key, parts in buffers.items():
-            path = tmp / f"{key[0]}_{key[1]}_{n_flush}.arrow"
-            t = pa.concat_tables(parts)
-            with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
-                w.write_table(t)
-            chunks.setdefault(key, []).append(path)
+class _Here:
+    """The three phases of a build in this process (:class:`~sisa.store.parallel_ingest.
+    ParallelIngest` runs them as Ray tasks)."""
 
-    def _write_slices(self, tmp: Path, buffers, chunks, index: pa.Table) -> dict:
-        S, R = self.config.n_shards, self.config.n_slices
-        schema = slice_schema(self.schema_info)
-        slices: dict[str, dict] = {}
-        cells = progress_bar([(s, r) for s in range(S) for r in range(R)],
-                             desc="writing slices", unit="slice", enabled=self.progress)
-        for s, r in cells:
-            parts = [pa.ipc.open_file(pa.memory_map(str(p))).read_all()
-                     for p in chunks.get((s, r), [])]
-            parts += buffers.get((s, r), [])
-            if parts:
-                t = pa.concat_tables(parts).sort_by([(ORDER, "ascending"), (ID, "ascending")])
-                t = t.drop_columns([ORDER]).cast(schema)
-            else:
-                t = schema.empty_table()
-            # the slice's distinct labels: the class set is a union of manifest entries
-            slices[slice_key(s, r)] = {**self._put(slice_dir(s, r), ipc_bytes(t)),
-                                       "rows": t.num_rows, "shard": s,
-                                       "labels": slice_labels(t, self.schema_info["label_type"])}
-        parts = [{**self._put(index_dir(b), ipc_bytes(part)), "rows": part.num_rows}
-                 for b, part in enumerate(bucketed(index, n_index_buckets(index.num_rows)))]
-        index_meta = {"parts": parts, "rows": index.num_rows}
-        return slices, index_meta
+    def __init__(self, source: ingest.Source, progress: bool) -> None:
+        self.source, self.progress = source, progress
 
-    def _put(self, rel_dir: str, data: pa.Buffer) -> dict:
-        return self.loc.write_content(rel_dir, ".arrow", data)
+    def spill(self, job: Job) -> list[Spilled]:
+        bar = progress_bar(desc="ingesting", unit="rows", unit_scale=True,
+                           enabled=self.progress)
+        known = self.source.rows  # one index bucket: its keys need no hashing
+        hashed = known is None or n_index_buckets(known) > 1
+        try:
+            out = spill.spill(job, "d", self.source.batches, 0, hashed, tick=bar.update)
+        finally:
+            bar.close()
+        if not hashed and n_index_buckets(out.rows) > 1:
+            raise InputError(f"the input grew while it was read ({known} rows, then "
+                             f"{out.rows}): ingest a file nobody writes to")
+        return [out]
+
+    def index(self, job: Job, spilled: list[Spilled], n_buckets: int
+              ) -> tuple[dict[int, dict], int, list]:
+        return merge.write_index(job, spilled, range(n_buckets), n_buckets)
+
+    def slices(self, job: Job, spilled: list[Spilled]) -> dict[int, dict]:
+        S, R = job.config.n_shards, job.config.n_slices
+        bar = progress_bar(total=S * R, desc="writing slices", unit="slice",
+                           enabled=self.progress)
+        try:
+            return merge.write_slices(job, spilled, range(S * R), tick=lambda: bar.update(1))
+        finally:
+            bar.close()
+
+
+def _scratch(loc: Location) -> tuple[Scratch, str | None]:
+    """Where runs go: the store's ``.tmp/`` when it is local (the next writer clears what a
+    killed build leaves there); a local temp dir when the store is remote (removed after)."""
+    prefix = f"ingest-{secrets.token_hex(6)}-"
+    if loc.is_local:
+        return Scratch(loc.uri, TEMP_DIR, prefix), None
+    tmp = tempfile.mkdtemp(prefix="sisa-ingest-")
+    return Scratch(tmp, "", prefix), tmp

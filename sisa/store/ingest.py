@@ -46,6 +46,53 @@ class Source:
     dtype: np.dtype
     batches: Iterator[Batch]
     id_type: str = idmod.INT  # row numbers unless the input names its ids
+    rows: int | None = None  # the row count, when known without reading the rows
+    table: TableInput | None = None  # a table or file: how to read parts of it elsewhere
+
+
+@dataclass(frozen=True)
+class TableInput:
+    """A table or file input, for readers of its parts (:mod:`sisa.store.parallel_ingest`).
+
+    Attributes
+    ----------
+    dataset : pyarrow.dataset.Dataset
+        The input.
+    columns : Columns
+        Which columns to read and how a record batch becomes a checked :class:`Batch`.
+    what : str
+        How error messages name the input.
+    """
+
+    dataset: ds.Dataset
+    columns: Columns
+    what: str
+
+
+def scan_options(fmt: ds.FileFormat | None) -> dict:
+    """``to_batches`` options that keep a scan's memory flat: no read-ahead threads
+    (pyarrow's defaults buffer up to 16 batches per file and 4 files: 3 GB of a 10M-row
+    Parquet file), and Parquet column chunks read as decoded rather than a whole row
+    group pre-buffered."""
+    opts: dict = {"batch_readahead": 1, "fragment_readahead": 1, "use_threads": False}
+    if isinstance(fmt, ds.ParquetFileFormat):
+        opts["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False)
+    return opts
+
+
+def checked_batches(record_batches, columns: Columns, what: str,
+                    first_row: int = 0) -> Iterator[Batch]:
+    """Record batches as checked :class:`Batch` es; errors name rows from ``first_row``."""
+    offset = first_row
+    stream = iter(record_batches)
+    while True:
+        with reading(what):
+            rb = next(stream, None)
+        if rb is None:
+            break
+        if rb.num_rows:
+            yield columns.batch(rb, offset)
+            offset += rb.num_rows
 
 
 def _format_for(path: Path) -> str:
@@ -185,7 +232,8 @@ def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=No
         raise InputError(f"deletion_prob must have one value per row ({len(X)}), got shape "
                          f"{p.shape}")
     batch = Batch(ids, Xc, y, g, p)
-    return Source(names, "label", _label_type(y), None, out_dtype, iter([batch]), id_type)
+    return Source(names, "label", _label_type(y), None, out_dtype, iter([batch]), id_type,
+                  len(X))
 
 
 def from_table(
@@ -215,22 +263,28 @@ def from_table(
     ltype = schema.field(label).type
     label_type = (pa.int64() if pa.types.is_integer(ltype) or pa.types.is_boolean(ltype)
                   else pa.float64() if pa.types.is_floating(ltype) else pa.string())
-    columns = _Columns(feats, label, label_type, id_column, group_column, deletion_prob_column,
-                       out_dtype)
+    columns = Columns(feats, label, label_type, id_column, group_column, deletion_prob_column,
+                      out_dtype)
+    what = data if isinstance(data, (str, os.PathLike)) else "the input"
 
-    def batches() -> Iterator[Batch]:
-        offset = 0
-        stream = iter(dataset.to_batches(columns=feats + special, batch_size=batch_rows))
-        while True:
-            with reading(data if isinstance(data, (str, os.PathLike)) else "the input"):
-                rb = next(stream, None)
-            if rb is None:
-                break
-            if rb.num_rows:
-                yield columns.batch(rb, offset)
-                offset += rb.num_rows
+    def stream() -> Iterator[pa.RecordBatch]:  # lazy: a parallel ingest never scans here
+        yield from dataset.to_batches(columns=columns.names, batch_size=batch_rows,
+                                      **scan_options(getattr(dataset, "format", None)))
 
-    return Source(feats, label, label_type, id_column, out_dtype, batches(), id_type)
+    return Source(feats, label, label_type, id_column, out_dtype,
+                  checked_batches(stream(), columns, what), id_type, _known_rows(dataset),
+                  TableInput(dataset, columns, str(what)))
+
+
+def _known_rows(dataset: ds.Dataset) -> int | None:
+    """The row count from metadata alone (in-memory tables, Parquet and Arrow files)."""
+    fmt = getattr(dataset, "format", None)
+    if fmt is not None and not isinstance(fmt, (ds.ParquetFileFormat, ds.IpcFileFormat)):
+        return None  # CSV: only a full read counts its rows
+    try:
+        return dataset.count_rows()
+    except _ARROW_ERRORS:  # a damaged file: the read reports it, naming the file
+        return None
 
 
 def _feature_columns(schema: pa.Schema, special: list[str],
@@ -266,7 +320,7 @@ def _feature_columns(schema: pa.Schema, special: list[str],
 
 
 @dataclass(frozen=True)
-class _Columns:
+class Columns:
     """How one record batch of a table becomes a checked :class:`Batch`."""
 
     feats: list[str]
@@ -276,6 +330,12 @@ class _Columns:
     group_column: str | None
     deletion_prob_column: str | None
     dtype: np.dtype
+
+    @property
+    def names(self) -> list[str]:
+        """Every column read: features, then the label, id, group and probability columns."""
+        return self.feats + [c for c in (self.label, self.id_column, self.group_column,
+                                         self.deletion_prob_column) if c]
 
     def batch(self, rb: pa.RecordBatch, offset: int) -> Batch:
         cols = []
