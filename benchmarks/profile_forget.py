@@ -133,7 +133,7 @@ def instrument() -> None:
         m("unlearn.forget"),
         m("unlearn.receipts"),
     )
-    backend, checkpoints, driver = m("engine.backend"), m("engine.checkpoints"), m("engine.driver")
+    backend, checkpoints, driver = m("tasks.backend"), m("engine.checkpoints"), m("engine.driver")
     safe_pickle, schedule, trainmod = (
         m("engine.safe_pickle"),
         m("engine.schedule"),

@@ -32,7 +32,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.neural_network import MLPClassifier
 
 from sisa import SISAClassifier
-from sisa.engine.backend import connect
+from sisa.tasks.backend import connect
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

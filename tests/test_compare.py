@@ -18,8 +18,8 @@ from sisa.compare.gap import seed_run
 from sisa.compare.head2head import run
 from sisa.compare.linear_family import METHODS, LinearFamily
 from sisa.compare.report import verdict
-from sisa.engine.settings import ExecutionSettings
 from sisa.errors import InputError
+from sisa.tasks.settings import ExecutionSettings
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

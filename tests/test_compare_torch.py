@@ -16,8 +16,8 @@ from sisa.compare.families import make_family
 from sisa.compare.gap import seed_run
 from sisa.compare.head2head import run
 from sisa.compare.torch_family import METHODS, TorchFamily, descend
-from sisa.engine.settings import ExecutionSettings
 from sisa.errors import InputError
+from sisa.tasks.settings import ExecutionSettings
 
 # Small and quick: a few epochs of a narrow MLP, two shards.
 FAM = TorchFamily(hidden=8, epochs=3, n_shards=2)

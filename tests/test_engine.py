@@ -203,7 +203,7 @@ def test_checkpoints_are_identical_across_processes_and_verify_elsewhere(tmp_pat
 def test_auto_backend_skips_ray_for_a_single_shard_in_a_fresh_process():
     code = ("import os, sys; os.environ.pop('RAY_ADDRESS', None)\n"
             "from sisa.engine import ExecutionSettings as E\n"
-            "from sisa.engine.backend import choose\n"
+            "from sisa.tasks.backend import choose\n"
             "print(choose(E(), 1), choose(E(), 3), choose(E(address='ray://h:10001'), 3), "
             "'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -214,7 +214,8 @@ def test_auto_backend_skips_ray_for_a_single_shard_in_a_fresh_process():
 ADAPTIVE = """
 import json, sys
 from sisa import Store
-from sisa.engine import ExecutionSettings, backend, driver
+from sisa.engine import ExecutionSettings, driver
+from sisa.tasks import backend
 from sisa.store import RetrainPlan
 
 backend.RAY_START_S = float(sys.argv[2])
@@ -247,7 +248,7 @@ def test_auto_backend_starts_ray_only_when_it_pays_and_bytes_do_not_change(tmp_p
 
 
 def test_ray_pays_rule():
-    from sisa.engine.backend import RAY_START_S, _ray_pays
+    from sisa.tasks.backend import RAY_START_S, _ray_pays
 
     assert not _ray_pays(0.2, 1, 15, 2)  # 15 x 0.2 s, half saved: 1.5 s < start-up
     assert _ray_pays(2.0, 1, 15, 2)  # 15 x 2 s, half saved: 15 s > start-up
@@ -268,7 +269,7 @@ def test_fashion_mnist_subset_trains_to_a_sensible_accuracy():
 
 
 def test_adaptive_carries_on_in_process_when_ray_cannot_start(tmp_path, monkeypatch):
-    from sisa.engine import backend
+    from sisa.tasks import backend
 
     X, y = make_classification(1200, 4)
     ref = SISAClassifier(n_shards=3, n_slices=2, store=str(tmp_path / "a"),

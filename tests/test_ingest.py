@@ -66,7 +66,7 @@ def digest(st: Store) -> dict:
     """What must not depend on how the store was built."""
     m = st.manifest
     return {"slices": {k: (v["sha256"], v["rows"], v["labels"]) for k, v in m.slices.items()},
-            "index": [p["sha256"] for p in m["index"]["parts"]], "schema": m.schema,
+            "index": [p["sha256"] for p in m.index_parts], "schema": m.schema,
             "fingerprint": m.fingerprint}
 
 
@@ -178,7 +178,8 @@ def test_duplicates_in_several_index_buckets_are_reported_as_one_error(tmp_path)
     t = table(70_000)
     uid = t.column("uid").to_numpy().copy()
     bucket = id_buckets(pa.array(uid), n_index_buckets(70_000))
-    copied = [40_000 + int(np.argmax(bucket[40_000:] == b)) for b in (0, 1)] + [60_000]
+    in_bucket = [40_000 + np.flatnonzero(bucket[40_000:] == b) for b in (0, 1)]
+    copied = [int(in_bucket[0][0]), int(in_bucket[1][0]), int(in_bucket[0][1])]
     uid[[10, 20, 30]] = uid[copied]  # duplicates in both buckets: one error for all
     src = parquet(tmp_path, t.set_column(t.schema.get_field_index("uid"), "uid", pa.array(uid)))
     want = sorted(uid[[10, 20, 30]].tolist())
@@ -362,7 +363,7 @@ st = Store.create(sys.argv[2], sys.argv[1], label="slabel", id_column="sid", n_s
                   n_slices=2, settings=ExecutionSettings(backend="ray"))
 m = st.manifest
 print(json.dumps({"slices": {k: v["sha256"] for k, v in m.slices.items()},
-                  "index": [p["sha256"] for p in m["index"]["parts"]],
+                  "index": [p["sha256"] for p in m.index_parts],
                   "run": parallel_ingest.LAST_RUN, "leftovers": st.unreferenced_files()}))
 """
 

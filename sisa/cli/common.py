@@ -19,9 +19,9 @@ def emit(args: argparse.Namespace, obj, text: str) -> None:
 
 
 def settings(args: argparse.Namespace):
-    """The one :class:`~sisa.engine.settings.ExecutionSettings` of a command's
+    """The one :class:`~sisa.tasks.settings.ExecutionSettings` of a command's
     ``--backend``/``--address``/``--quiet``."""
-    from ..engine.settings import ExecutionSettings
+    from ..tasks.settings import ExecutionSettings
 
     return ExecutionSettings(backend=args.backend, address=args.address,
                              progress=not args.quiet)

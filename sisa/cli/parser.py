@@ -13,7 +13,7 @@ from ..datasets import DATASETS
 from ..engine.cost import SCHEDULES as PLAN_SCHEDULES
 from ..engine.presets import PRESETS
 from ..engine.schedule import SCHEDULES
-from ..engine.settings import BACKENDS
+from ..tasks.settings import BACKENDS
 from .demo import cmd_demo
 from .forget import cmd_forget
 from .keys import cmd_key, cmd_keygen

@@ -138,7 +138,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         not byte-identical to a fit without U.
     """
     from sisa.compare.head2head import run
-    from sisa.engine.settings import ExecutionSettings
+    from sisa.tasks.settings import ExecutionSettings
 
     name = args.dataset if args.family == "linear" else f"{args.dataset}-{args.family}"
     out = args.out if args.out is not None else Path("runs") / f"compare-{name}"

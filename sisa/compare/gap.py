@@ -10,7 +10,7 @@ against references of its own kind (the family's ``reference_kind``): for the li
 family the monolithic retrain, the noisy retrain for the certified Newton, SISA fit on
 W for SISA.
 
-Training runs as tasks of the engine's one runner (:func:`sisa.engine.backend.map_tasks`),
+Training runs as tasks of the engine's one runner (:func:`sisa.tasks.backend.map_tasks`),
 one per chunk of seeds of one forget set; the estimates (bootstrap intervals,
 permutation tests) too.
 """
@@ -28,8 +28,8 @@ from sisa.compare.epsilon import per_example_epsilon
 from sisa.compare.families import Family
 from sisa.compare.intervals import epsilon_interval, permutation_pvalue
 from sisa.compare.scores import forgetting_quality
-from sisa.engine.backend import map_tasks
-from sisa.engine.settings import ExecutionSettings
+from sisa.tasks.backend import map_tasks
+from sisa.tasks.settings import ExecutionSettings
 
 __all__ = ["CHECK_SEEDS", "ScenarioRuns", "estimate", "run_epsilon", "seed_run"]
 

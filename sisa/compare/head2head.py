@@ -16,8 +16,8 @@ from sisa.compare.gap import estimate, run_epsilon
 from sisa.compare.intervals import detectable_shift
 from sisa.compare.linear_family import LinearFamily
 from sisa.compare.report import CompareReport
-from sisa.engine.settings import ExecutionSettings
 from sisa.errors import InputError
+from sisa.tasks.settings import ExecutionSettings
 
 __all__ = ["run"]
 

@@ -20,12 +20,12 @@ from ..errors import InputError, StaleModelError
 from ..store.layout import INTENT
 from ..store.manifest import RetrainPlan
 from ..store.store import Store
+from ..tasks.backend import TaskError, map_tasks
+from ..tasks.settings import ExecutionSettings
 from . import checkpoints as ck
 from . import safe_pickle
 from . import spec as _spec
-from .backend import TaskError, map_tasks
 from .schedule import SCHEDULES, is_incremental
-from .settings import ExecutionSettings
 from .train import ShardResult, TrainingError, train_shard
 
 # Seconds between commits of a long run (see _CommitBatch).

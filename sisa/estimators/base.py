@@ -16,11 +16,11 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..engine import driver
-from ..engine.backend import choose, connect
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
-from ..engine.settings import BACKENDS, ExecutionSettings
 from ..errors import InputError, SisaError, StaleModelError
 from ..store import RetrainPlan, Store
+from ..tasks.backend import choose, connect
+from ..tasks.settings import BACKENDS, ExecutionSettings
 
 # float32 stays float32 (half the store size); anything else becomes float64.
 FLOAT_DTYPES = (np.float64, np.float32)

@@ -6,8 +6,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..engine.settings import ExecutionSettings
 from ..errors import InputError
+from ..tasks.settings import ExecutionSettings
 from .app import build_app
 from .auth import is_loopback, read_tokens
 from .bodies import Limits

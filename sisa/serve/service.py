@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.settings import ExecutionSettings
 from ..errors import InputError, SisaError, StoreLockedError
 from ..store import Store, deletion
 from ..store.manifest import now_iso
+from ..tasks.settings import ExecutionSettings
 from ..unlearn import forget, receipts, repair
 from .bodies import Limits
 from .metrics import Metrics

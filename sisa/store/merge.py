@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ..errors import InputError
 from . import ids as idmod
-from .fs import Location, _fsync_dir, _makedirs_durable
+from .fs import Location
 from .layout import (
     ID,
     MAX_SLICE_LABELS,
@@ -38,6 +38,7 @@ from .layout import (
     slice_labels,
     slice_schema,
 )
+from .localfs import fsync_dir, makedirs_durable
 from .spill import INDEX_BATCH, ORDER, Job, Scratch, Shape, Spilled, key_range
 from .streamed_ipc import StreamedFile, Unsupported
 
@@ -128,7 +129,7 @@ class Output:
                 path = os.path.dirname(path)
         for path in sorted(created, key=len):
             os.makedirs(path, exist_ok=True)
-        list(self.pool.map(_fsync_dir, sorted({os.path.dirname(p) for p in created})))
+        list(self.pool.map(fsync_dir, sorted({os.path.dirname(p) for p in created})))
 
     def put(self, key, rel_dir: str, data: pa.Buffer, extra: dict) -> None:
         """Write ``data`` as ``rel_dir/<hash>.arrow``; its entry is ``{file, sha256, bytes,
@@ -159,9 +160,9 @@ class Output:
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
             target = self.loc.path(rel)
-            _makedirs_durable(os.path.dirname(target))
+            makedirs_durable(os.path.dirname(target))
             os.replace(path, target)
-            _fsync_dir(os.path.dirname(target))
+            fsync_dir(os.path.dirname(target))
         else:
             try:
                 with open(path, "rb") as src, \

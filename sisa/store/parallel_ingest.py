@@ -32,6 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from ..errors import InputError
+from ..tasks import backend
 from . import ingest, merge, spill
 from .index import n_index_buckets
 from .spill import Job, Spilled
@@ -94,7 +95,7 @@ def choose(source: ingest.Source, settings, batch_rows: int) -> ParallelIngest |
                          f"{why}: write it to Parquet first, or pass backend='auto' to ingest "
                          "it in this process")
     small = (source.rows or 0) < PARALLEL_MIN_ROWS
-    if settings.backend == "auto" and (why or small or _backend().choose(settings, 2) != "ray"):
+    if settings.backend == "auto" and (why or small or backend.choose(settings, 2) != "ray"):
         return None
     t = source.table
     return ParallelIngest(t, settings, Reader(isinstance(t.dataset.format, ds.ParquetFileFormat),
@@ -125,14 +126,6 @@ def plan(dataset: ds.Dataset, what: str, n_parts: int = 1,
             parts.append(Part(path, None if rg is None else (rg,), first, rows))
         first += rows
     return [p for p in parts if p.rows]
-
-
-def _backend():
-    """:mod:`sisa.engine.backend`, the one way sisa fans work out: the store layer's one
-    upward import (tests/test_architecture.py), made only when a build goes to Ray."""
-    import sisa.engine.backend
-
-    return sisa.engine.backend
 
 
 def _where() -> dict:
@@ -183,7 +176,7 @@ class ParallelIngest:
 
     def _map(self, phase: str, fn, calls: list[tuple], shared: tuple, **kw) -> list[dict]:
         t0 = time.perf_counter()
-        out = _backend().map_tasks(fn, calls, self.settings, shared=shared, desc=phase, **kw)
+        out = backend.map_tasks(fn, calls, self.settings, shared=shared, desc=phase, **kw)
         LAST_RUN["seconds"][phase] = round(time.perf_counter() - t0, 2)
         LAST_RUN["worker_peak_rss_mb"] = max([LAST_RUN["worker_peak_rss_mb"]]
                                              + [r["rss"] for r in out])
@@ -191,7 +184,7 @@ class ParallelIngest:
         return out
 
     def spill(self, job: Job) -> list[Spilled]:
-        ray = _backend().connect(self.settings.address)
+        ray = backend.connect(self.settings.address)
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1) / self.settings.num_cpus))
         # parts that fit a task's budget: one run each, fewer runs for every merge to read
         parts = plan(self.table.dataset, self.table.what, 2 * self.slots,

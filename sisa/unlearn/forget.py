@@ -26,13 +26,13 @@ import uuid
 from .._crash import crashpoint
 from ..engine import checkpoints as ck
 from ..engine import driver
-from ..engine.settings import ExecutionSettings
 from ..engine.train import schedule_of
 from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError
 from ..store import deletion
 from ..store.layout import INTENT
 from ..store.manifest import RetrainPlan, now_iso
 from ..store.store import Store
+from ..tasks.settings import ExecutionSettings
 from . import receipts
 
 

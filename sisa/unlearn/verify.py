@@ -36,12 +36,12 @@ import pyarrow.compute as pc
 
 from ..engine import checkpoints as ck
 from ..engine.driver import train_shards
-from ..engine.settings import ExecutionSettings
 from ..errors import InputError, SisaError
 from ..store.index import id_buckets
 from ..store.layout import ID, INTENT, LABEL, QUEUE_FILE, slice_labels, union
 from ..store.manifest import RetrainPlan, slice_key
 from ..store.store import Store
+from ..tasks.settings import ExecutionSettings
 from . import receipts
 from .receipts import history
 

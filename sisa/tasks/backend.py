@@ -1,7 +1,7 @@
 """Where tasks run: an embedded local Ray, a Ray cluster, or this process.
 
 Callers never touch Ray: :func:`map_tasks` runs a list of calls where an
-:class:`~sisa.engine.settings.ExecutionSettings` says:
+:class:`~sisa.tasks.settings.ExecutionSettings` says:
 - ``"local"``: in this process, one task after another;
 - ``"ray"``: one Ray task per call (``num_cpus`` each, retried on failure);
 - ``"auto"`` (default): one task runs in this process; several go to Ray if a

@@ -27,7 +27,7 @@ class ExecutionSettings:
         ``"local"``: in this process, one task after another. ``"ray"``: one Ray task
         each. ``"auto"``: Ray when a cluster address is set or Ray is already up; a
         single task in this process; otherwise here first, and on an embedded Ray once
-        the measured time per task says it pays (see :func:`sisa.engine.backend.choose`).
+        the measured time per task says it pays (see :func:`sisa.tasks.backend.choose`).
     address : str, optional
         Ray cluster to join (``ray://host:10001`` or ``host:6379``). Default: the
         ``RAY_ADDRESS`` environment variable, else an embedded local Ray.
