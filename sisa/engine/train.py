@@ -53,8 +53,10 @@ def schedule_of(store: Store) -> Schedule:
 def train_shard(store: str | Store | tuple[str, dict], shard: int, start_slice: int = 0,
                 write: bool = True, trusted: tuple[str, ...] = ()) -> ShardResult:
     """Train ``shard`` from checkpoint ``start_slice - 1`` (or from scratch) through its
-    last slice, writing one checkpoint per slice. With ``write=False`` nothing is
-    written: the result only carries each checkpoint's hash (``verify`` uses this).
+    last slice, writing one checkpoint per slice; a refit model (no ``partial_fit``) is
+    fit once on all its slices from scratch and writes only the served checkpoint, slice
+    R-1 (:meth:`Schedule.steps`). With ``write=False`` nothing is written: the result
+    only carries each checkpoint's hash (``verify`` uses this).
 
     ``store`` is an open :class:`Store` (in process), a ``(uri, manifest)`` snapshot
     (what a Ray task gets: every file it reads is still hash-checked against that
@@ -83,8 +85,9 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
     sched = schedule_of(store)
     classes = model_meta["classes"]
     model = None
-    if start_slice > 0:
-        prev = store.manifest.checkpoint(shard, start_slice - 1)
+    prev_slice = sched.resume_from(start_slice)
+    if prev_slice is not None:
+        prev = store.manifest.checkpoint(shard, prev_slice)
         if prev is None:
             raise TrainingError(shard, start_slice, "the checkpoint before this slice is missing;"
                                 " run `sisa repair` to retrain the shard from scratch")
@@ -92,7 +95,7 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
     result = ShardResult(shard, start_slice)
     sl = start_slice
     try:
-        for sl in range(start_slice, store.n_slices):
+        for sl in sched.steps(start_slice):
             data = store.read_slices(shard, sched.slices_for(sl))
             model = sched.step(model, prototype, data.X, data.y, classes, store.random_state,
                                shard, sl)

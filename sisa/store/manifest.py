@@ -197,13 +197,17 @@ class Manifest(dict):
         return self.get("last_receipt")
 
     def pending_plan(self) -> RetrainPlan:
-        """shard -> first slice lacking a checkpoint, for every shard not fully trained."""
+        """shard -> first slice lacking a checkpoint, for every shard not fully trained. A
+        refit model (``incremental`` false) keeps only its last slice's checkpoint: its
+        shard is trained iff that one exists, and retrains from slice 0."""
         a, done = self["assignment"], self.checkpoints
+        incremental = (self.get("model") or {}).get("incremental", True)
+        first = 0 if incremental else a["n_slices"] - 1
         plan = RetrainPlan()
         for s in range(a["n_shards"]):
-            for r in range(a["n_slices"]):
+            for r in range(first, a["n_slices"]):
                 if slice_key(s, r) not in done:
-                    plan[s] = r
+                    plan[s] = r if incremental else 0
                     break
         return plan
 

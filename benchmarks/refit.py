@@ -1,0 +1,88 @@
+"""Refit (non-``partial_fit``) shard models on Adult: fit time, forget-1 time, accuracy.
+
+For each configuration: fit time (in process, one CPU), the number of checkpoints
+stored, test accuracy (a fixed 80/20 split), and the median wall time of forgetting
+one random training id (``--forgets`` forgets one after another), with the rows each
+forget retrained (the receipt's ``rows_retrained``).
+
+Run: python benchmarks/refit.py [--forgets 20] [--only hgb-8x4,tree-32x4,tree-32x1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+CONFIGS = {
+    "hgb-8x4": ("hgb", 8, 4),
+    "hgb-8x1": ("hgb", 8, 1),
+    "tree-32x4": ("tree", 32, 4),
+    "tree-32x1": ("tree", 32, 1),
+}
+
+
+def estimator(kind: str):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    return HistGradientBoostingClassifier() if kind == "hgb" else \
+        DecisionTreeClassifier(max_depth=10)
+
+
+def run(name: str, n_forgets: int, root: str) -> dict:
+    from sisa import SISAClassifier
+    from sisa.datasets import load
+
+    kind, S, R = CONFIGS[name]
+    d = load("adult")
+    rng = np.random.default_rng(0)
+    test = rng.random(len(d.y)) < 0.2
+    Xtr, ytr, Xte, yte = d.X[~test], d.y[~test], d.X[test], d.y[test]
+    ids = np.arange(len(ytr))
+    model = SISAClassifier(estimator(kind), n_shards=S, n_slices=R, backend="local",
+                           store=f"{root}/{name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time.perf_counter()
+        model.fit(Xtr, ytr, sample_ids=ids)
+        fit_s = time.perf_counter() - t
+    acc = float((model.predict(Xte) == yte).mean())
+    n_ckpt = len(model.store_.manifest.checkpoints)
+    times, rows = [], []
+    for i in rng.choice(ids, size=n_forgets, replace=False):
+        t = time.perf_counter()
+        receipt = model.forget([int(i)])
+        times.append(time.perf_counter() - t)
+        rows.append(receipt["rows_retrained"])
+    return {"config": name, "n_shards": S, "n_slices": R, "fit_s": round(fit_s, 3),
+            "checkpoints": n_ckpt, "accuracy": round(acc, 4),
+            "forget_median_s": round(float(np.median(times)), 4),
+            "forget_min_s": round(min(times), 4), "forget_max_s": round(max(times), 4),
+            "rows_retrained_median": float(np.median(rows)),
+            "accuracy_after_forgets": round(float((model.predict(Xte) == yte).mean()), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--forgets", type=int, default=20)
+    ap.add_argument("--only", default=",".join(CONFIGS))
+    args = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="sisa-bench-refit-")
+    out = []
+    for name in args.only.split(","):
+        r = run(name, args.forgets, root)
+        out.append(r)
+        print(f"{name:>10}: fit {r['fit_s']:.2f} s, {r['checkpoints']} checkpoints, accuracy "
+              f"{r['accuracy']:.4f}, forget-1 median {r['forget_median_s']:.3f} s "
+              f"[{r['forget_min_s']:.3f}-{r['forget_max_s']:.3f}], rows retrained "
+              f"{r['rows_retrained_median']:.0f}", flush=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
