@@ -278,9 +278,15 @@ class _Unpickler(pickle.Unpickler):
     def __init__(self, file, trusted: tuple[str, ...], source: str) -> None:
         super().__init__(file)
         self._trusted, self._source = trusted, source
+        self._found: dict[tuple[str, str], object] = {}
 
     def find_class(self, module: str, name: str):
-        return resolve(module, name, trusted=self._trusted, source=self._source)
+        # Canonical (unmemoized) pickles name a class again for every instance (2k times
+        # in a histogram-boosting model): decide each (module, name) once per load.
+        key = (module, name)
+        if key not in self._found:
+            self._found[key] = resolve(module, name, trusted=self._trusted, source=self._source)
+        return self._found[key]
 
     def persistent_load(self, pid):
         raise UntrustedCodeError(f"{self._source} holds a persistent reference, which sisa "

@@ -114,11 +114,17 @@ class Schedule:
             _set_seed(_seeded(est), derive_seed(random_state, shard, sl))
             return est.fit(X, y)
         est = clone(prototype) if model is None else model
-        kw = {"classes": classes} if is_classifier(prototype) else {}
+        classifier = is_classifier(prototype)
         owners = _seeded(est)
         for p in range(self.passes()):
             _set_seed(owners, derive_seed(random_state, shard, sl, p))
-            est.partial_fit(X, y, **kw)
+            # ``classes`` on the first call only, as scikit-learn's partial_fit contract
+            # allows: on a later call it only re-derives the list (unique_labels, ~0.2 ms)
+            # to compare it with ``classes_``, which the first call set from the same list
+            if classifier and getattr(est, "classes_", None) is None:
+                est.partial_fit(X, y, classes=classes)
+            else:
+                est.partial_fit(X, y)
         return est
 
 

@@ -12,6 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import SisaError
@@ -93,13 +94,14 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
                                 " run `sisa repair` to retrain the shard from scratch")
         model = ck.load_verified(store, prev)
     result = ShardResult(shard, start_slice)
+    # the cumulative schedule trains on slices 0..r at step r: keep what it reads
+    rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative")
     sl = start_slice
     try:
         for sl in sched.steps(start_slice):
-            data = store.read_slices(shard, sched.slices_for(sl))
-            model = sched.step(model, prototype, data.X, data.y, classes, store.random_state,
-                               shard, sl)
-            result.rows_processed += len(data) * sched.passes()
+            X, y = rows.of(sched.slices_for(sl))
+            model = sched.step(model, prototype, X, y, classes, store.random_state, shard, sl)
+            result.rows_processed += len(y) * sched.passes()
             blob = ck.dumps(model)
             meta = (store.put_blob(checkpoint_dir(shard, sl), ".pkl", blob) if write
                     else {"sha256": sha256_bytes(blob), "bytes": len(blob)})
@@ -112,3 +114,26 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
         raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
                             traceback.format_exc()) from exc
     return result
+
+
+class _ShardRows:
+    """A shard's slices as numpy ``X, y``, each slice read (and hash-checked) once per task;
+    with ``keep``, what was read is kept for later steps (the cumulative schedule's step r
+    trains on slices 0..r, which were otherwise re-read, re-hashed and re-concatenated at
+    every step). Rows keep slice order: the arrays (and the models fit on them) are those
+    of one read of the slices together."""
+
+    def __init__(self, store: Store, shard: int, keep: bool) -> None:
+        self.store, self.shard, self.keep = store, shard, keep
+        self.read: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def of(self, slices: range) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        for r in slices:
+            if r not in self.read:
+                data = self.store.read_slice(self.shard, r)
+                self.read[r] = (data.X, data.y)
+            parts.append(self.read[r] if self.keep else self.read.pop(r))
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([X for X, _ in parts]), np.concatenate([y for _, y in parts])
