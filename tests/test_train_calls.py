@@ -17,7 +17,6 @@ from sisa.store.store import Store
 
 from .conftest import make_classification
 
-
 CALLS: list[bool] = []
 
 
