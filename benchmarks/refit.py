@@ -8,7 +8,13 @@ as this process's CPU time (``time.process_time``: training runs on one thread, 
 time is what a quiet machine's wall time would be, minus I/O waits; on a shared machine
 it is the steadier figure).
 
+``--hgb-options`` instead reports, for HistGradientBoostingClassifier options that stay
+deterministic under sisa's seeds, the CPU time of one shard's fit (S=8: what a forget
+refits) and the accuracy of the S=8 ensemble. sisa never changes the user's estimator:
+these are for the user to choose.
+
 Run: python benchmarks/refit.py [--forgets 20] [--only hgb-8x4,tree-32x4,tree-32x1]
+     python benchmarks/refit.py --hgb-options
 """
 
 from __future__ import annotations
@@ -73,11 +79,62 @@ def run(name: str, n_forgets: int, root: str) -> dict:
             "accuracy_after_forgets": round(float((model.predict(Xte) == yte).mean()), 4)}
 
 
+HGB_OPTIONS = {
+    "defaults (100 iterations)": {},
+    "early_stopping=True": {"early_stopping": True},
+    "max_iter=50": {"max_iter": 50},
+    "max_iter=50, learning_rate=0.2": {"max_iter": 50, "learning_rate": 0.2},
+    "max_iter=30, learning_rate=0.3": {"max_iter": 30, "learning_rate": 0.3},
+    "max_iter=50, lr=0.2, max_leaf_nodes=15": {"max_iter": 50, "learning_rate": 0.2,
+                                                "max_leaf_nodes": 15},
+    "max_bins=63": {"max_bins": 63},
+    "max_leaf_nodes=15": {"max_leaf_nodes": 15},
+}
+
+
+def hgb_options(root: str) -> list[dict]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    from sisa import SISAClassifier
+    from sisa.datasets import load
+
+    d = load("adult")
+    test = np.random.default_rng(0).random(len(d.y)) < 0.2
+    Xtr, ytr, Xte, yte = d.X[~test], d.y[~test], d.X[test], d.y[test]
+    out = []
+    for name, kw in HGB_OPTIONS.items():
+        model = SISAClassifier(HistGradientBoostingClassifier(**kw), n_shards=8, n_slices=1,
+                               backend="local", store=f"{root}/{len(out)}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(Xtr, ytr)
+        data = model.store_.read_slices(0, range(1))
+        cpu = []
+        with threadpool_limits(limits=1):
+            for _ in range(3):
+                c = time.process_time()
+                est = HistGradientBoostingClassifier(random_state=0, **kw).fit(data.X, data.y)
+                cpu.append(time.process_time() - c)
+        r = {"options": name, "shard_rows": len(data.y), "n_iter": int(est.n_iter_),
+             "shard_fit_cpu_s": round(float(np.median(cpu)), 3),
+             "accuracy": round(float((model.predict(Xte) == yte).mean()), 4)}
+        out.append(r)
+        print(f"{name:>40}: one shard's fit ({r['shard_rows']} rows, {r['n_iter']} "
+              f"iterations) {r['shard_fit_cpu_s']:.3f} s cpu, S=8 accuracy "
+              f"{r['accuracy']:.4f}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--forgets", type=int, default=20)
     ap.add_argument("--only", default=",".join(CONFIGS))
+    ap.add_argument("--hgb-options", action="store_true")
     args = ap.parse_args()
+    if args.hgb_options:
+        print(json.dumps(hgb_options(tempfile.mkdtemp(prefix="sisa-bench-hgb-"))))
+        return
     root = tempfile.mkdtemp(prefix="sisa-bench-refit-")
     out = []
     for name in args.only.split(","):
