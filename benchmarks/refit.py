@@ -32,6 +32,7 @@ CONFIGS = {
     "hgb-8x1": ("hgb", 8, 1),
     "tree-32x4": ("tree", 32, 4),
     "tree-32x1": ("tree", 32, 1),
+    "hgb30-8x4": ("hgb30", 8, 4),  # HistGradientBoosting(max_iter=30, learning_rate=0.3)
 }
 
 
@@ -39,6 +40,8 @@ def estimator(kind: str):
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.tree import DecisionTreeClassifier
 
+    if kind == "hgb30":
+        return HistGradientBoostingClassifier(max_iter=30, learning_rate=0.3)
     return HistGradientBoostingClassifier() if kind == "hgb" else \
         DecisionTreeClassifier(max_depth=10)
 
@@ -129,7 +132,7 @@ def hgb_options(root: str) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--forgets", type=int, default=20)
-    ap.add_argument("--only", default=",".join(CONFIGS))
+    ap.add_argument("--only", default="hgb-8x4,hgb-8x1,tree-32x4,tree-32x1")
     ap.add_argument("--hgb-options", action="store_true")
     args = ap.parse_args()
     if args.hgb_options:
