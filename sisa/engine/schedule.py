@@ -42,8 +42,9 @@ def is_incremental(estimator) -> bool:
 
 def warn_refit_once(estimator) -> None:
     warnings.warn(
-        f"{type(estimator).__name__} has no partial_fit: each slice checkpoint refits it on "
-        "slices 0..r from scratch, so slicing saves no retraining compute (sharding still does)",
+        f"{type(estimator).__name__} has no partial_fit: each shard model is refit from "
+        "scratch on all of its shard's rows (one checkpoint per shard), so slicing saves "
+        "nothing: n_slices=1 costs the same to fit and to forget (sharding still saves)",
         UserWarning,
         stacklevel=3,
     )
@@ -61,7 +62,10 @@ class Schedule:
     passes over slices 0..r, so the whole schedule costs about ``epochs`` passes over
     the shard, as unsliced training would, and every slice gets at least one pass.
 
-    Estimators without ``partial_fit`` are refit on slices 0..r at every slice.
+    Estimators without ``partial_fit`` ("refit" models) train only what is served: one
+    fit on all the shard's slices at slice R-1, seeded for slice R-1, and one checkpoint.
+    No later step could resume from an earlier refit, so none is made: a forget in any
+    slice refits the shard once.
     """
 
     name: str
@@ -75,6 +79,17 @@ class Schedule:
             return range(sl, sl + 1)
         return range(sl + 1)
 
+    def steps(self, start: int = 0) -> range:
+        """The slices whose checkpoints a shard trained from slice ``start`` writes: every
+        slice from ``start`` on, or for a refit model only the last (whatever ``start``)."""
+        return range(start, self.n_slices) if self.incremental else \
+            range(self.n_slices - 1, self.n_slices)
+
+    def resume_from(self, start: int) -> int | None:
+        """The checkpoint a shard trained from slice ``start`` continues from, or None (from
+        scratch: ``start`` 0, or a refit model, which never resumes)."""
+        return start - 1 if self.incremental and start > 0 else None
+
     def passes(self) -> int:
         if not self.incremental:
             return 1
@@ -85,7 +100,7 @@ class Schedule:
     def rows(self, slice_rows, start: int = 0) -> int:
         """Rows processed when a shard with these slice sizes trains slices start..R-1."""
         return sum(sum(slice_rows[i] for i in self.slices_for(r)) * self.passes()
-                   for r in range(start, len(slice_rows)))
+                   for r in self.steps(start))
 
     def step(self, model, prototype, X, y, classes, random_state: int, shard: int, sl: int):
         """Advance ``model`` (None = untrained) by one slice; returns the new model."""
@@ -101,11 +116,17 @@ class Schedule:
             _set_seed(_seeded(est), derive_seed(random_state, shard, sl))
             return est.fit(X, y)
         est = clone(prototype) if model is None else model
-        kw = {"classes": classes} if is_classifier(prototype) else {}
+        classifier = is_classifier(prototype)
         owners = _seeded(est)
         for p in range(self.passes()):
             _set_seed(owners, derive_seed(random_state, shard, sl, p))
-            est.partial_fit(X, y, **kw)
+            # ``classes`` on the first call only, as scikit-learn's partial_fit contract
+            # allows: on a later call it only re-derives the list (unique_labels, ~0.2 ms)
+            # to compare it with ``classes_``, which the first call set from the same list
+            if classifier and getattr(est, "classes_", None) is None:
+                est.partial_fit(X, y, classes=classes)
+            else:
+                est.partial_fit(X, y)
         return est
 
 

@@ -12,6 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import SisaError
@@ -53,8 +54,10 @@ def schedule_of(store: Store) -> Schedule:
 def train_shard(store: str | Store | tuple[str, dict], shard: int, start_slice: int = 0,
                 write: bool = True, trusted: tuple[str, ...] = ()) -> ShardResult:
     """Train ``shard`` from checkpoint ``start_slice - 1`` (or from scratch) through its
-    last slice, writing one checkpoint per slice. With ``write=False`` nothing is
-    written: the result only carries each checkpoint's hash (``verify`` uses this).
+    last slice, writing one checkpoint per slice; a refit model (no ``partial_fit``) is
+    fit once on all its slices from scratch and writes only the served checkpoint, slice
+    R-1 (:meth:`Schedule.steps`). With ``write=False`` nothing is written: the result
+    only carries each checkpoint's hash (``verify`` uses this).
 
     ``store`` is an open :class:`Store` (in process), a ``(uri, manifest)`` snapshot
     (what a Ray task gets: every file it reads is still hash-checked against that
@@ -83,20 +86,22 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
     sched = schedule_of(store)
     classes = model_meta["classes"]
     model = None
-    if start_slice > 0:
-        prev = store.manifest.checkpoint(shard, start_slice - 1)
+    prev_slice = sched.resume_from(start_slice)
+    if prev_slice is not None:
+        prev = store.manifest.checkpoint(shard, prev_slice)
         if prev is None:
             raise TrainingError(shard, start_slice, "the checkpoint before this slice is missing;"
                                 " run `sisa repair` to retrain the shard from scratch")
         model = ck.load_verified(store, prev)
     result = ShardResult(shard, start_slice)
+    # the cumulative schedule trains on slices 0..r at step r: keep what it reads
+    rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative")
     sl = start_slice
     try:
-        for sl in range(start_slice, store.n_slices):
-            data = store.read_slices(shard, sched.slices_for(sl))
-            model = sched.step(model, prototype, data.X, data.y, classes, store.random_state,
-                               shard, sl)
-            result.rows_processed += len(data) * sched.passes()
+        for sl in sched.steps(start_slice):
+            X, y = rows.of(sched.slices_for(sl))
+            model = sched.step(model, prototype, X, y, classes, store.random_state, shard, sl)
+            result.rows_processed += len(y) * sched.passes()
             blob = ck.dumps(model)
             meta = (store.put_blob(checkpoint_dir(shard, sl), ".pkl", blob) if write
                     else {"sha256": sha256_bytes(blob), "bytes": len(blob)})
@@ -109,3 +114,26 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
         raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
                             traceback.format_exc()) from exc
     return result
+
+
+class _ShardRows:
+    """A shard's slices as numpy ``X, y``, each slice read (and hash-checked) once per task;
+    with ``keep``, what was read is kept for later steps (the cumulative schedule's step r
+    trains on slices 0..r, which were otherwise re-read, re-hashed and re-concatenated at
+    every step). Rows keep slice order: the arrays (and the models fit on them) are those
+    of one read of the slices together."""
+
+    def __init__(self, store: Store, shard: int, keep: bool) -> None:
+        self.store, self.shard, self.keep = store, shard, keep
+        self.read: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def of(self, slices: range) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        for r in slices:
+            if r not in self.read:
+                data = self.store.read_slice(self.shard, r)
+                self.read[r] = (data.X, data.y)
+            parts.append(self.read[r] if self.keep else self.read.pop(r))
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([X for X, _ in parts]), np.concatenate([y for _, y in parts])

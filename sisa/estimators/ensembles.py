@@ -24,7 +24,8 @@ class SISAClassifier(ClassifierMixin, _SISABase):
     ----------
     estimator : classifier, default=None
         The unfitted sub-model cloned for every shard. Estimators with ``partial_fit``
-        train incrementally slice by slice; others are refit at each slice. Default:
+        train incrementally slice by slice; others are fit once on the shard's rows
+        (slicing saves them nothing: use ``n_slices=1``). Default:
         ``SGDClassifier(loss="log_loss")``.
     n_shards : int, default=5
         S: disjoint shards, one sub-model each. More shards make a forget cheaper

@@ -201,13 +201,17 @@ class Manifest(dict):
         return self._views["tombstones"]
 
     def pending_plan(self) -> RetrainPlan:
-        """shard -> first slice lacking a checkpoint, for every shard not fully trained."""
+        """shard -> first slice lacking a checkpoint, for every shard not fully trained. A
+        refit model (``incremental`` false) keeps only its last slice's checkpoint: its
+        shard is trained iff that one exists, and retrains from slice 0."""
+        n_slices = self["assignment"]["n_slices"]
+        incremental = (self.get("model") or {}).get("incremental", True)
         plan = RetrainPlan()
         for s in range(self["assignment"]["n_shards"]):
             done = self.shard_leaf(s)["checkpoints"]
-            for r in range(self["assignment"]["n_slices"]):
+            for r in range(0 if incremental else n_slices - 1, n_slices):
                 if str(r) not in done:
-                    plan[s] = r
+                    plan[s] = r if incremental else 0
                     break
         return plan
 

@@ -180,8 +180,10 @@ def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletio
 def _check_resume_points(store: Store, plan: RetrainPlan) -> None:
     """The checkpoints the retrain will resume from must load, or the deletion would be
     committed and then stop half way: check them before anything is written."""
+    sched = schedule_of(store)
     for s, r in sorted(plan.items()):
-        meta = store.manifest.checkpoint(s, r - 1) if r > 0 else None
+        prev = sched.resume_from(r)  # None: from scratch (slice 0, or a refit model)
+        meta = store.manifest.checkpoint(s, prev) if prev is not None else None
         if meta is None:
             continue  # from scratch, or already missing: the journal retrains from the gap
         try:

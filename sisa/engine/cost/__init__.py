@@ -20,11 +20,10 @@ Schedules (how a shard model is trained slice by slice; ``E`` = ``epochs``):
     shard costs ``e*(R+1)/2*n_shard ~ E*n_shard``: slicing costs no more than plain
     training (see :func:`cumulative_passes`).
 ``"refit"`` (models without ``partial_fit``)
-    Step ``r`` refits from scratch on slices ``0..r``; counted like cumulative with
-    ``e = 1`` (rows seen by ``fit``; ``epochs`` is ignored). Slicing saves these
-    models no compute: a forget still refits every later step, and the sliced full
-    train costs ``(R+1)/2`` single fits. It only lets sisa keep the earlier
-    checkpoints instead of recomputing them.
+    Only the served model is trained: one fit from scratch on all of the shard's
+    slices (rows seen by ``fit``; ``epochs`` is ignored), one checkpoint. A shard costs
+    ``n_shard`` to train and every forget in it refits it once, whatever ``R``:
+    slicing saves these models nothing, and ``R = 1`` costs the same.
 
 A forget whose earliest affected slice in a shard is ``k`` retrains steps
 ``k..R-1`` of that shard from checkpoint ``k-1``.
@@ -32,7 +31,8 @@ A forget whose earliest affected slice in a shard is ``k`` retrains steps
 Derivation
 ----------
 Write ``c_r`` for the cost of step ``r`` in units of one slice's rows:
-``c_r = E`` (streaming), ``e*(r+1)`` (cumulative), ``r+1`` (refit). For one shard,
+``c_r = E`` (streaming), ``e*(r+1)`` (cumulative), and for refit ``c_{R-1} = R``
+(all ``R`` slices, once) with ``c_r = 0`` before (no intermediate fit). For one shard,
 step ``r`` is retrained iff some request falls in that shard at slice ``<= r``; for
 ``K`` requests with iid uniform cells that has probability
 ``1 - (1 - (r+1)/(S*R))**K``. The ``N-K`` remaining rows are placed independently
@@ -44,6 +44,7 @@ of the requests, ``(N-K)/(S*R)`` per cell in expectation, so summing over shards
 
     streaming:  E*(N-1)/S * (R+1)/(2R)
     cumulative: e*(N-1)/S * (R+1)(2R+1)/(6R)   (~ E*(N/S)*(2/3 + 1/(3R)), as in the paper)
+    refit:      (N-1)/S
 
 and ``S`` shards x ``R`` slices, full retrain: ``N/R * sum_r c_r``.
 

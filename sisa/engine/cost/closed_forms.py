@@ -60,7 +60,8 @@ def _step_costs(schedule: str, n_slices: int, epochs: int) -> np.ndarray:
         return np.full(n_slices, float(epochs))
     if schedule == "cumulative":
         return cumulative_passes(epochs, n_slices) * steps
-    return steps  # refit: one "pass" over slices 0..r
+    # refit: only the last step trains (one fit on all R slices); earlier ones cost nothing
+    return np.where(steps == n_slices, float(n_slices), 0.0)
 
 
 def _retrain_prob(n_shards: int, n_slices: int, k: int) -> np.ndarray:
@@ -129,7 +130,7 @@ def full_retrain_rows(
     """Expected rows processed by training all S shard models on all R slices.
 
     ``N/R * sum_r c_r``: ``E*N`` (streaming), ``e*N*(R+1)/2`` (cumulative, ``e`` from
-    :func:`cumulative_passes`), ``N*(R+1)/2`` (refit).
+    :func:`cumulative_passes`), ``N`` (refit: one fit per shard).
 
     Parameters
     ----------
@@ -166,8 +167,8 @@ def expected_rows_batch(
 
         (N-K)/R * sum_{r=0}^{R-1} c_r * (1 - (1 - (r+1)/(S*R))**K)
 
-    with ``c_r`` = ``E`` (streaming), ``e*(r+1)`` (cumulative), ``r+1`` (refit). Exact
-    under hash placement; the ``K`` forgotten rows are not counted.
+    with ``c_r`` = ``E`` (streaming), ``e*(r+1)`` (cumulative), ``R`` at ``r = R-1`` and
+    0 before (refit). Exact under hash placement; the ``K`` forgotten rows are not counted.
 
     Parameters
     ----------
@@ -208,8 +209,9 @@ def expected_rows_single(
 
     Streaming: ``E*(N-1)/S * (R+1)/(2R)``. Cumulative:
     ``e*(N-1)/S * (R+1)(2R+1)/(6R)``, with ``e`` from :func:`cumulative_passes`; with
-    ``e = 2E/(R+1)`` this is the paper's ``E*(N/S)*(2/3 + 1/(3R))``. Refit: as
-    cumulative with ``e = 1``. ``N-1`` because the forgotten row is not retrained.
+    ``e = 2E/(R+1)`` this is the paper's ``E*(N/S)*(2/3 + 1/(3R))``. Refit: ``(N-1)/S``
+    (the shard is refit once, whatever R). ``N-1`` because the forgotten row is not
+    retrained.
 
     Parameters
     ----------
