@@ -84,3 +84,17 @@ def test_a_checkpoint_names_each_class_once_per_load(monkeypatch):
     assert len(seen) == len(set(seen))  # decided already: nothing resolved again
     assert blob.count(b"TreePredictor") >= 5  # named once per predictor in the bytes
     assert np.array_equal(model.predict(X), plain.predict(X))
+
+
+def test_training_runs_on_one_native_thread_and_restores_the_count():
+    """The kept thread-pool scan limits every pool the first scan found, each time."""
+    from threadpoolctl import threadpool_info
+
+    from sisa.engine import train
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
+    assert before  # numpy's BLAS at least
+    for _ in range(3):  # first from a fresh scan, then from the kept one
+        with train._one_thread():
+            assert {i["num_threads"] for i in threadpool_info()} == {1}
+        assert {i["filepath"]: i["num_threads"] for i in threadpool_info()} == before

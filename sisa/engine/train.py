@@ -8,12 +8,13 @@ commits them to the manifest.
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ..errors import SisaError
 from ..store.fs import sha256_bytes
@@ -74,10 +75,24 @@ def train_shard(store: str | Store | tuple[str, dict], shard: int, start_slice: 
         store = Store(*store)
     elif not isinstance(store, Store):
         store = Store.open(store, check_files=False)
-    with threadpool_limits(limits=1):
+    with _one_thread():
         result = _train(store, shard, start_slice, write)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+_CONTROLLER: tuple[int, ThreadpoolController] | None = None
+
+
+def _one_thread():
+    """One BLAS/OpenMP thread while a shard trains. Finding the native thread pools scans
+    the loaded libraries (~7 ms, more than a small shard's fit), so the scan is kept and
+    redone only when modules were imported since (a new one may bring a new library)."""
+    global _CONTROLLER
+    n = len(sys.modules)
+    if _CONTROLLER is None or _CONTROLLER[0] != n:
+        _CONTROLLER = (n, ThreadpoolController())
+    return _CONTROLLER[1].limit(limits=1)
 
 
 def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResult:
