@@ -75,7 +75,7 @@ def train_shard(store: str | Store | tuple[str, dict], shard: int, start_slice: 
         store = Store(*store)
     elif not isinstance(store, Store):
         store = Store.open(store, check_files=False)
-    with _one_thread():
+    with _one_thread(), store.loc.batch():  # the task's checkpoints fsynced together
         result = _train(store, shard, start_slice, write)
     result.seconds = time.perf_counter() - t0
     return result

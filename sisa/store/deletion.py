@@ -29,7 +29,7 @@ from ..errors import InputError, UnknownIdError
 from . import ids as idmod
 from .index import bucketed, hash_buckets, id_buckets, n_index_buckets
 from .layout import ID, LABEL, index_dir, ipc_bytes, slice_dir, slice_labels, tombstone_dir, union
-from .manifest import Manifest, RetrainPlan, key_cell, slice_key
+from .manifest import Manifest, RetrainPlan, slice_key
 
 if TYPE_CHECKING:
     from .store import Store
@@ -163,19 +163,36 @@ def _classes_after(store: Store, kept: dict) -> tuple[list | None, list]:
 
 def label_union(store: Store, kept: dict | None = None) -> list:
     """Sorted distinct labels of the stored rows, ``kept`` replacing the slices it names:
-    a union of the manifest's per-slice label lists, read from the data only for slices
+    a union of the manifest's per-slice label lists (per shard, kept by leaf hash: a
+    forget recomputes only the shards it changes), read from the data only for slices
     that record none (float labels)."""
     kept = kept or {}
+    touched = {s for s, _ in kept}
     lists = []
-    for key, meta in store.manifest.slices.items():
-        cell = key_cell(key)
-        if cell in kept or meta.get("labels") is None:
-            table = kept.get(cell)
-            table = store.read_slice_table(*cell) if table is None else table
-            lists.append(pc.unique(table.column(LABEL)).to_pylist())
-        else:
-            lists.append(meta["labels"])
+    for s in range(store.n_shards):
+        sha = store.manifest["shards"][s]["sha256"]
+        if s not in touched and sha in _SHARD_LABELS:
+            lists.append(_SHARD_LABELS[sha])
+            continue
+        shard = []
+        for r, meta in store.manifest.shard_leaf(s)["slices"].items():
+            table = kept.get((s, int(r)))
+            if table is None and meta.get("labels") is not None:
+                shard.append(meta["labels"])
+                continue
+            table = store.read_slice_table(s, int(r)) if table is None else table
+            shard.append(pc.unique(table.column(LABEL)).to_pylist())
+        lists.append(union(shard))
+        if s not in touched and all(m.get("labels") is not None
+                                    for m in store.manifest.shard_leaf(s)["slices"].values()):
+            if len(_SHARD_LABELS) > 100_000:
+                _SHARD_LABELS.clear()
+            _SHARD_LABELS[sha] = lists[-1]
     return union(lists)
+
+
+# A shard leaf's label union by its sha256 (the leaf's slices all record their labels).
+_SHARD_LABELS: dict[str, list] = {}
 
 
 def apply(store: Store, deletion: Deletion, *, pending: dict | None = None) -> DeleteResult:
@@ -202,12 +219,13 @@ def stage(store: Store, deletion: Deletion, *, pending: dict | None = None) -> M
     gone = deletion.resolved.found_ids
     label_type = store.manifest.schema["label_type"]
     slices = {}
-    for (s, r), table in deletion.kept.items():
-        slices[slice_key(s, r)] = {
-            **store.put_blob(slice_dir(s, r), ".arrow", ipc_bytes(table)),
-            "rows": table.num_rows, "shard": s, "labels": slice_labels(table, label_type)}
-    crashpoint("delete:after-slices")
-    index_parts, tombstone_parts, n_buckets = _index_and_tombstones(store, gone)
+    with store.loc.batch():  # fsynced together, before the manifest that names them
+        for (s, r), table in deletion.kept.items():
+            slices[slice_key(s, r)] = {
+                **store.put_blob(slice_dir(s, r), ".arrow", ipc_bytes(table)),
+                "rows": table.num_rows, "shard": s, "labels": slice_labels(table, label_type)}
+        crashpoint("delete:after-slices")
+        index_parts, tombstone_parts, n_buckets = _index_and_tombstones(store, gone)
     return store.manifest.with_deletion(
         slices=slices, index_parts=index_parts, tombstone_parts=tombstone_parts,
         n_buckets=n_buckets, deleted=len(gone), plan=deletion.plan, classes=deletion.classes,

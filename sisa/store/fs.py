@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from ..errors import CorruptStoreError
+from . import localfs
 from .localfs import (
     UnsafePathError,
     fsync_dir,
@@ -233,14 +234,17 @@ class Location:
 
     # -- writing -----------------------------------------------------------------------
     def write_atomic(self, rel: str, data: bytes | pa.Buffer, *, mode: int = 0o644,
-                     durable: bool = True, fsync_file: bool = False) -> None:
+                     durable: bool = True, fsync_file: bool = False,
+                     deferrable: bool = False) -> None:
         """Write a whole file so that readers see the old bytes or the new, never a mix.
 
         Locally the bytes go to a temporary file in ``<root>/.tmp/`` first, so a writer
         killed before its rename leaves its debris in one folder that the next writer
         clears (:meth:`clear_temp`) without listing the whole store. With ``durable``
         (the default) the file and its directory entry are fsynced before returning;
-        ``fsync_file`` alone fsyncs the file only (:meth:`write_many` syncs the folders)."""
+        ``fsync_file`` alone fsyncs the file only. A ``deferrable`` write (a file that only
+        a later manifest names) inside a :meth:`batch` leaves its fsyncs to the batch's
+        grouped round; any other write is durable when it returns."""
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if self.is_local:
@@ -251,16 +255,19 @@ class Location:
             tmp = self.path(f"{TEMP_DIR}/{os.getpid()}-{secrets.token_hex(6)}")
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+                deferred = durable and deferrable and localfs.batching()
                 with open(fd, "wb") as f:
                     f.write(memoryview(data))
                     f.flush()
-                    if durable or fsync_file:
+                    if (durable and not deferred) or fsync_file:
                         os.fsync(f.fileno())
                 os.replace(tmp, target)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-            if durable:
+            if deferred:
+                localfs.defer(target)  # written: the batch's round fsyncs it and its folder
+            elif durable:
                 fsync_dir(parent)
         else:
             if not self.is_flat:  # HDFS has real directories; S3/GCS need no markers
@@ -271,18 +278,22 @@ class Location:
                 f.write(data)
 
     def write_many(self, files: list[tuple[str, bytes]]) -> None:
-        """:meth:`write_atomic` for several files, each fsynced before its rename, and each
-        directory they land in fsynced once at the end (not once per file)."""
-        if not self.is_local:
+        """:meth:`write_atomic` for several files, made durable together (:meth:`batch`)."""
+        with self.batch():
             for rel, data in files:
-                self.write_atomic(rel, data)
-            return
-        parents = set()
-        for rel, data in files:
-            self.write_atomic(rel, data, durable=False, fsync_file=True)
-            parents.add(self.path(rel).rsplit("/", 1)[0])
-        for parent in sorted(parents):
-            fsync_dir(parent)
+                self.write_atomic(rel, data, deferrable=True)
+
+    def batch(self):
+        """A context in which this thread's durable writes defer their fsyncs to one
+        grouped round (:func:`sisa.store.localfs.batched`); :meth:`flush` runs that round
+        early (before a manifest that names the files). A no-op on object stores, whose
+        PUTs are durable when they return."""
+        return localfs.batched() if self.is_local else contextlib.nullcontext()
+
+    @staticmethod
+    def flush() -> None:
+        """fsync what the current batch wrote (see :meth:`batch`)."""
+        localfs.flush()
 
     def clear_temp(self) -> int:
         """Remove the temporary files of interrupted writes (local stores; object stores
@@ -308,7 +319,9 @@ class Location:
         # same name, same size: the bytes of an earlier attempt (a retried task); skip.
         # Other sizes mean a damaged leftover: write it again.
         if info.type == pafs.FileType.NotFound or info.size != size:
-            self.write_atomic(rel, data)
+            self.write_atomic(rel, data, deferrable=True)
+        elif self.is_local:
+            localfs.defer(self.path(rel))  # an earlier attempt's file: synced with the rest
         return {"file": rel, "sha256": digest, "bytes": size}
 
     def size(self, rel: str) -> int:

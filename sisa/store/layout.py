@@ -137,8 +137,9 @@ def check_manifest_paths(m: dict, where: str) -> None:
         for key, meta in (m.get("slices") or {}).items():
             check(f"slice {key}", meta, SLICE_FILE, "data/shard=NNNN/slice=NNN/<hash>.arrow",
                   *cell(key))
-        for b, meta in enumerate((m.get("index") or {}).get("parts") or []):
-            check(f"index bucket {b}", meta, INDEX_FILE, "index/bucket=NNNN/<hash>.arrow", b)
+        parts = (m.get("index") or {}).get("parts") or []  # a list, or a page's {bucket: }
+        for b, meta in (parts.items() if isinstance(parts, dict) else enumerate(parts)):
+            check(f"index bucket {b}", meta, INDEX_FILE, "index/bucket=NNNN/<hash>.arrow", int(b))
         for key, meta in ((m.get("tombstones") or {}).get("parts") or {}).items():
             if not (isinstance(key, str) and key.isdigit()):
                 raise bad(f"tombstone bucket {key!r}", meta, "a bucket number")

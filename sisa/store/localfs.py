@@ -1,12 +1,16 @@
 """Local-disk primitives of :class:`sisa.store.fs.Location`: no-follow reads and walks
-(a link planted under a store is never followed), and durable directory creation."""
+(a link planted under a store is never followed), durable directory creation, and
+grouped fsyncs (:func:`batched`)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
 import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
@@ -85,6 +89,70 @@ def fsync_dir(path: str) -> None:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# Grouped durability. A file that only a later manifest will name need not be on disk
+# before the next write starts, only before that manifest: inside :func:`batched`, writes
+# skip their own fsyncs and :func:`flush` (run before a manifest's root is written, and
+# when the outermost batch ends) fsyncs every file, then every folder they landed in, in
+# parallel: two rounds of fsyncs instead of two per file.
+_PENDING = threading.local()  # this thread's paths awaiting fsync (None: no batch)
+_POOL: ThreadPoolExecutor | None = None
+
+
+@contextlib.contextmanager
+def batched():
+    """Defer the fsyncs of local writes made in this thread to one :func:`flush`. Nested
+    batches join the outermost; an error inside drops the pending list (what a failed
+    step wrote is never committed)."""
+    if getattr(_PENDING, "paths", None) is not None:
+        yield
+        return
+    _PENDING.paths = []
+    try:
+        yield
+        flush()
+    finally:
+        _PENDING.paths = None
+
+
+def batching() -> bool:
+    """Whether this thread is in a :func:`batched` block."""
+    return getattr(_PENDING, "paths", None) is not None
+
+
+def defer(path: str) -> None:
+    """Leave the fsync of ``path`` (written) to the current batch's :func:`flush`; a
+    no-op outside a batch."""
+    if batching():
+        _PENDING.paths.append(path)
+
+
+def flush() -> None:
+    """Make every write of the current batch durable (no-op without one)."""
+    global _POOL
+    paths = getattr(_PENDING, "paths", None)
+    if not paths:
+        return
+    files = list(dict.fromkeys(paths))
+    dirs = sorted({os.path.dirname(f) for f in files})
+    paths.clear()
+    if len(files) == 1:
+        _fsync_file(files[0])
+        fsync_dir(dirs[0])
+        return
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(8, thread_name_prefix="sisa-fsync")
+    list(_POOL.map(_fsync_file, files))
+    list(_POOL.map(fsync_dir, dirs))
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:

@@ -219,16 +219,25 @@ class Manifest(dict):
         """Every file the manifest vouches for (leaves included): relative path ->
         {sha256, bytes, ...}."""
         if "files" not in self._views:
-            out: dict[str, dict] = {}
-            for ref in self._leaf_refs():
-                out[ref["file"]] = ref
-            for section in (self.slices, self.checkpoints, self.tombstone_parts):
-                for meta in section.values():
-                    out[meta["file"]] = meta
-            for meta in self.index_parts:
-                out[meta["file"]] = meta
-            self._views["files"] = out
+            self._views["files"] = dict(e for r in self._leaf_refs() for e in self._entries(r))
         return self._views["files"]
+
+    def dropped_files(self, new: Manifest) -> list[str]:
+        """The files this state names and ``new`` does not, compared only where a leaf
+        changed (a file's path puts it in one leaf: its shard's or its bucket page's), so
+        a commit's cost follows what it changed, not the store's size."""
+        mine = {r["sha256"] for r in self._leaf_refs()}
+        theirs = {r["sha256"] for r in new._leaf_refs()}
+        old = {f for r in self._leaf_refs() if r["sha256"] not in theirs
+               for f, _ in self._entries(r)}
+        return sorted(old - {f for r in new._leaf_refs() if r["sha256"] not in mine
+                             for f, _ in new._entries(r)})
+
+    def _entries(self, ref: dict) -> list[tuple[str, dict]]:
+        """A leaf's own file and every file it names, each with its entry."""
+        body = self._leaves[ref["sha256"]]
+        sections = [body["slices"], body["checkpoints"]] if "shard" in body else [body["parts"]]
+        return [(ref["file"], ref), *((m["file"], m) for sec in sections for m in sec.values())]
 
     def _leaf_refs(self) -> list[dict]:
         return (list(self["shards"]) + list(self["index"]["pages"])

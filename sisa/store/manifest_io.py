@@ -28,6 +28,7 @@ _DIGITS = re.compile(r"\d+")
 # Parsed leaves by sha256: immutable content, so a process reads each leaf once.
 _LEAVES: dict[str, dict] = {}
 _MAX_CACHED = 50_000
+_CHECKED: set[tuple[str, str]] = set()  # (kind, sha256) of leaves whose paths passed
 
 
 def canonical_json(obj) -> bytes:
@@ -74,6 +75,7 @@ def write(loc, root: Mapping, leaves: Iterable[tuple[str, bytes]], key) -> None:
     if signer and (key is None or key.public_hex != signer["public_key"]):
         raise KeyFileError(wrong_key(loc.uri, signer["public_key"], key))  # before any write
     loc.write_many(list(leaves))
+    loc.flush()  # every file the root will name is durable before it (a batch's included)
     body = canonical_json(dict(root))
     digest = hashlib.sha256(body).hexdigest().encode()
     sig = key.sign(body).encode() if signer else b""
@@ -150,6 +152,9 @@ def load(loc) -> tuple[dict, dict[str, dict]]:
             if len(_LEAVES) > _MAX_CACHED:
                 _LEAVES.clear()
             _LEAVES[ref["sha256"]] = body
+        elif body.get("shard" if kind == "shards" else "page") != i or (
+                kind == "shards" and len(body["slices"]) != root["assignment"]["n_slices"]):
+            _check_leaf(kind, i, body, root, loc.path(ref["file"]))  # a moved leaf: raises
         leaves[ref["sha256"]] = body
     return root, leaves
 
@@ -200,17 +205,34 @@ def _check_leaf(kind: str, i: int, body, root: dict, where: str) -> None:
 
 def check_paths(manifest, loc) -> None:
     """Every file the leaves name has the exact shape sisa writes (nothing outside the
-    store), and the index covers every bucket."""
+    store), and the index covers every bucket. A leaf's content fixes its position (its
+    shard or bucket numbers are inside it), so a leaf that passed once in this process is
+    not checked again: a commit's reload checks only the leaves it wrote."""
     where = loc.path(MANIFEST)
     if any(p is None for p in manifest.index_parts):
         raise CorruptStoreError(f"manifest {where}: an index bucket has no file: it was edited; "
                                 "restore the store from backup")
     model = manifest.model
-    check_manifest_paths({
-        "slices": manifest.slices, "index": {"parts": manifest.index_parts},
-        "tombstones": {"parts": manifest.tombstone_parts},
-        "model": {**model, "checkpoints": manifest.checkpoints} if model else None,
-        "store_id": manifest.store_id}, where)
+    check_manifest_paths({"model": {**model, "checkpoints": {}} if model else None,
+                          "store_id": manifest.store_id}, where)
+    refs = [("shards", r) for r in manifest["shards"]]
+    refs += [("index", r) for r in manifest["index"]["pages"]]
+    refs += [("tombstones", r) for r in manifest["tombstones"]["pages"].values()]
+    for kind, ref in refs:
+        if (kind, ref["sha256"]) in _CHECKED:
+            continue
+        body = manifest._leaves[ref["sha256"]]
+        if kind == "shards":
+            s = body["shard"]
+            section = {"slices": {slice_key(s, int(r)): m for r, m in body["slices"].items()},
+                       "model": {"checkpoints": {slice_key(s, int(r)): m
+                                                 for r, m in body["checkpoints"].items()}}}
+        else:
+            section = {kind: {"parts": body["parts"]}}
+        check_manifest_paths(section, where)
+        if len(_CHECKED) > _MAX_CACHED:
+            _CHECKED.clear()
+        _CHECKED.add((kind, ref["sha256"]))
 
 
 def _check_signer_and_audit(m: dict, where: str) -> None:

@@ -16,6 +16,7 @@ unreferenced files; after it, the new state plus leftovers. ``collect_garbage`` 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
@@ -76,10 +77,11 @@ class Store(RowReading, AuditKeys):
         self._index_cache: dict[str, pa.Table] = {}
         self._key: keys.KeyPair | None = None  # the owner's key, looked up on first need
         self._audit_key: bytes | None = None
+        self._seen: tuple | None = None  # the manifest file's identity when last read
 
     def __getstate__(self) -> dict:  # pickled with estimators: no caches, no lock
         state = {**self.__dict__, "_index_cache": {}, "_lock": None, "_lock_depth": 0,
-                 "_lock_owner": None, "_key": None, "_audit_key": None}
+                 "_lock_owner": None, "_key": None, "_audit_key": None, "_seen": None}
         del state["_thread_lock"]
         return state
 
@@ -163,7 +165,21 @@ class Store(RowReading, AuditKeys):
 
     def reload(self) -> None:
         """Read the committed manifest again."""
+        seen = self._stamp()  # before the read: a commit in between only costs a reload
         self.manifest = mf.load(self.loc)
+        self._seen = seen
+
+    def _stamp(self) -> tuple | None:
+        """The local manifest file's identity (device, inode, size, mtime): every commit
+        replaces the file, so an unchanged identity means nobody committed since it was
+        read. None on object stores, which are re-read."""
+        if not self.loc.is_local:
+            return None
+        try:
+            st = os.lstat(self.loc.path(mf.MANIFEST))
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -254,6 +270,7 @@ class Store(RowReading, AuditKeys):
             raise StoreError("internal: nothing staged to publish (use Store.building)")
         new = self.manifest.stamped(self.manifest.generation)
         mf.write(self.loc, new, self._key)
+        self._seen = self._stamp()
         self.manifest, self.staged = new.written(), False
         crashpoint("publish:after-manifest")
         self.collect_garbage()
@@ -328,7 +345,8 @@ class Store(RowReading, AuditKeys):
             self._lock_depth, self._lock_owner = 1, threading.get_ident()
             try:
                 self.loc.clear_temp()  # debris of a writer killed mid-write: never ours to keep
-                if self.manifest and mf.exists(self.loc):
+                changed = self._seen is None or self._stamp() != self._seen
+                if self.manifest and changed and mf.exists(self.loc):
                     self.reload()  # see what the previous holder committed
                 yield self
             finally:
@@ -371,9 +389,10 @@ class Store(RowReading, AuditKeys):
         old = self.manifest
         new = new.stamped(old.generation + 1)
         mf.write(self.loc, new, self.signing_key())
+        self._seen = self._stamp()  # ours: the lock excludes other writers
         self.manifest = new = new.written()
         crashpoint("commit:after-manifest")
-        for rel in sorted(set(old.referenced_files()) - set(new.referenced_files())):
+        for rel in old.dropped_files(new):
             self.loc.delete(rel)
 
     def collect_garbage(self) -> list[str]:

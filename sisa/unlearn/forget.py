@@ -106,19 +106,22 @@ def _apply(store: Store, change: deletion.Deletion, request: dict,
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
     intent (a rerun or ``repair`` redoes the request); after it, the request is done."""
-    if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
-        staged, rows = store.manifest, 0
-    else:
-        staged = deletion.stage(store, change)
-        crashpoint("forget:after-stage")
-        results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
-                                      desc="retraining shards")
-        staged = staged.with_checkpoints([m for res in results for m in res.checkpoints])
-        rows = sum(res.rows_processed for res in results)
-    receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
-                       already=len(change.resolved.already_deleted))
-    sealed, audit = receipts.seal(store, receipt)
-    store.commit(staged.with_receipt(sealed, audit))
+    # One round of fsyncs for what this process writes (new slices, index and tombstone
+    # buckets, checkpoints trained here, leaves), just before the manifest names them.
+    with store.loc.batch():
+        if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
+            staged, rows = store.manifest, 0
+        else:
+            staged = deletion.stage(store, change)
+            crashpoint("forget:after-stage")
+            results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
+                                          desc="retraining shards")
+            staged = staged.with_checkpoints([m for res in results for m in res.checkpoints])
+            rows = sum(res.rows_processed for res in results)
+        receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
+                           already=len(change.resolved.already_deleted))
+        sealed, audit = receipts.seal(store, receipt)
+        store.commit(staged.with_receipt(sealed, audit))
     crashpoint("forget:before-log")
     return sealed
 
@@ -218,11 +221,27 @@ def _close(store: Store, receipt: dict) -> dict:
     return sealed
 
 
-def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int = 0) -> dict:
+def _full_retrain_rows(store: Store) -> int:
+    """Rows a full retrain would process: per shard from its slice sizes, kept by shard
+    leaf hash (a forget changes few leaves)."""
     sched = schedule_of(store)
-    R = store.n_slices
-    full = sum(sched.rows([store.slice_rows(s, r) for r in range(R)])
-               for s in range(store.n_shards))
+    total = 0
+    for s, ref in enumerate(store.manifest["shards"]):
+        key = (ref["sha256"], sched)
+        if key not in _FULL_ROWS:
+            leaf = store.manifest.shard_leaf(s)["slices"]
+            if len(_FULL_ROWS) > 100_000:
+                _FULL_ROWS.clear()
+            _FULL_ROWS[key] = sched.rows([leaf[str(r)]["rows"] for r in range(len(leaf))])
+        total += _FULL_ROWS[key]
+    return total
+
+
+_FULL_ROWS: dict[tuple, int] = {}
+
+
+def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int = 0) -> dict:
+    full = _full_retrain_rows(store)
     affected = request.get("affected", [])
     receipt = {k: v for k, v in request.items() if k != "started"}
     receipt.update(
