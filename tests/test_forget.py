@@ -19,6 +19,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.errors import CorruptStoreError, InputError, StaleModelError, UnknownIdError
+from sisa.store.layout import INTENT
 from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import history, repair, verify
 from sisa.unlearn.receipts import log_path
@@ -349,3 +350,22 @@ def test_verify_fails_on_a_restored_backup_and_on_entries_outside_the_grid(tmp_p
         b'"manifest":' + body + b"}")
     with pytest.raises(CorruptStoreError, match="is not a shards leaf for shard 0"):
         Store.open(backup)
+
+
+def test_a_rerun_after_a_finished_forget_left_its_intent_clears_it(tmp_path, monkeypatch):
+    """A process killed after the commit and the log but before removing the intent (a
+    repair, or the forget itself): rerunning the request replays it and removes the
+    intent, so the store serves and verifies."""
+    X, y = make_classification(600, 4)
+    model = fit(SGDClassifier(random_state=0), X, y, tmp_path / "s", n_shards=2, n_slices=2)
+    store = model.store_
+    real = type(store.loc).delete
+    monkeypatch.setattr(type(store.loc), "delete",
+                        lambda loc, rel: None if rel == INTENT else real(loc, rel))
+    first = model.forget([7])
+    monkeypatch.undo()
+    assert store.loc.exists(INTENT)
+    again = model.forget([7])
+    assert again["replayed"] and again["request_id"] == first["request_id"]
+    assert not store.loc.exists(INTENT)
+    assert verify(store, settings=LOCAL).ok

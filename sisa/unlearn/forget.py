@@ -81,15 +81,15 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         if resumed is not None:
             return resumed
         done = _replayed(store, digest, canon)
-        if done is not None:
+        if done is not None:  # finished (its intent, if left, is this request's: see above)
+            store.loc.delete(INTENT)
             return done
         resolved = deletion.resolve(store, canon)  # unknown ids: raise before any write
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
         request = _request(store, resolved, change, digest, record_ids, requests)
         _check_resume_points(store, change.plan)
-        # Not fsynced: it survives a killed process; after a power loss without it the
-        # store is the state before the request (nothing is committed until step 2's one
-        # write), which is what the caller, who never got a receipt, sees.
+        # Not fsynced: it survives a killed process; after a power loss without it the store
+        # is as before the request (nothing is committed until _apply's one write).
         store.loc.write_atomic(INTENT, json.dumps({"request": request,
                                                    "ids": canon.to_pylist()}).encode(),
                                durable=False)
