@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -151,3 +152,63 @@ def test_a_failed_batch_syncs_nothing_and_leaves_no_pending_paths(tmp_path):
     assert not localfs.batching()
     with store.loc.batch():  # a later batch starts empty
         assert localfs._PENDING.paths == []
+
+
+def test_a_reused_inode_with_a_coarse_mtime_still_shows_the_commit(tmp_path):
+    """ext4 hands a freed inode straight back, and with 1-second timestamps size and mtime
+    can repeat too: the stamp's head (the root's checksum) still differs."""
+    est, _, _ = _fit(tmp_path)
+    a = est.store_
+    b = Store.open(str(tmp_path / "s"))
+    with a.lock():
+        a.delete([1])
+    old = a._seen
+    with b.lock():
+        b.delete([2])
+    now = localfs.file_stamp(str(tmp_path / "s" / MANIFEST))
+    a._seen = now[:4] + old[4:]  # what a saw, had inode, size and mtime all repeated
+    with a.lock():
+        assert a.manifest.generation == b.manifest.generation and a.manifest.n_deleted == 2
+
+
+def test_a_forked_child_fsyncs_with_its_own_pool(tmp_path):
+    """The grouped-fsync pool's threads do not survive a fork: the child makes its own
+    instead of waiting forever on dead ones (while holding the store's lock)."""
+    store = Store.create(tmp_path / "s", *make_classification(200, 3), n_shards=2, n_slices=1)
+    with store.loc.batch():  # the parent's pool exists now
+        for i in range(3):
+            store.loc.write_content(f"data/p{i}", ".bin", bytes([i]) * 10)
+    pid = os.fork()
+    if pid == 0:  # the child: a grouped flush of several files, then out
+        code = 1
+        try:
+            with store.loc.batch():
+                for i in range(3):
+                    store.loc.write_content(f"data/c{i}", ".bin", bytes([i + 9]) * 10)
+            code = 0
+        finally:
+            os._exit(code)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung in its fsync round")
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_existing_file_reused_outside_a_batch_is_fsynced(tmp_path, monkeypatch):
+    store = Store.create(tmp_path / "s", *make_classification(200, 3), n_shards=2, n_slices=1)
+    with pytest.raises(RuntimeError), store.loc.batch():  # written, never fsynced
+        entry = store.loc.write_content("data/x", ".bin", b"abcdef")
+        raise RuntimeError
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(
+        os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    store.loc.write_content("data/x", ".bin", b"abcdef")  # same bytes: not rewritten
+    path = str(tmp_path / "s" / entry["file"])
+    assert path in synced and os.path.dirname(path) in synced

@@ -320,8 +320,11 @@ class Location:
         # Other sizes mean a damaged leftover: write it again.
         if info.type == pafs.FileType.NotFound or info.size != size:
             self.write_atomic(rel, data, deferrable=True)
-        elif self.is_local:
-            localfs.defer(self.path(rel))  # an earlier attempt's file: synced with the rest
+        elif self.is_local:  # an earlier attempt's file, perhaps from a batch that failed
+            if localfs.batching():
+                localfs.defer(self.path(rel))  # synced with the rest
+            else:
+                localfs.sync_now(self.path(rel))
         return {"file": rel, "sha256": digest, "bytes": size}
 
     def size(self, rel: str) -> int:

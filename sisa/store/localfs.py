@@ -151,9 +151,40 @@ def flush() -> None:
     list(_POOL.map(fsync_dir, dirs))
 
 
+def file_stamp(path: str) -> tuple | None:
+    """A file's identity: device, inode, size, mtime and its first 80 bytes (a manifest's
+    begin with its checksum, so the stamp changes with every commit even where a freed
+    inode is reused and mtimes are coarse; the open also revalidates NFS attributes).
+    None if it cannot be opened (missing, or a link: the caller's full read reports it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st, head = os.fstat(fd), os.pread(fd, 80, 0)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, head
+
+
+def sync_now(path: str) -> None:
+    """fsync an existing file and its folder."""
+    _fsync_file(path)
+    fsync_dir(os.path.dirname(path))
+
+
+def _forget_pool() -> None:
+    """A forked child has none of the pool's threads: it makes its own."""
+    global _POOL
+    _POOL = None
+
+
 def _fsync_file(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+os.register_at_fork(after_in_child=_forget_pool)

@@ -16,7 +16,6 @@ unreferenced files; after it, the new state plus leftovers. ``collect_garbage`` 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
@@ -25,7 +24,7 @@ import pyarrow as pa
 
 from .._crash import crashpoint
 from ..errors import LocationError, StoreError, StoreLockedError
-from . import builder, deletion, keys
+from . import builder, deletion, keys, localfs
 from . import manifest as mf
 from .assign import AssignmentConfig, spread
 from .audit_keys import AuditKeys
@@ -170,16 +169,9 @@ class Store(RowReading, AuditKeys):
         self._seen = seen
 
     def _stamp(self) -> tuple | None:
-        """The local manifest file's identity (device, inode, size, mtime): every commit
-        replaces the file, so an unchanged identity means nobody committed since it was
-        read. None on object stores, which are re-read."""
-        if not self.loc.is_local:
-            return None
-        try:
-            st = os.lstat(self.loc.path(mf.MANIFEST))
-        except FileNotFoundError:
-            return None
-        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+        """The manifest file's identity (:func:`localfs.file_stamp`); None on object
+        stores, which are always re-read."""
+        return localfs.file_stamp(self.loc.path(mf.MANIFEST)) if self.loc.is_local else None
 
     # ------------------------------------------------------------------ building
     @classmethod
