@@ -163,36 +163,30 @@ def _classes_after(store: Store, kept: dict) -> tuple[list | None, list]:
 
 def label_union(store: Store, kept: dict | None = None) -> list:
     """Sorted distinct labels of the stored rows, ``kept`` replacing the slices it names:
-    a union of the manifest's per-slice label lists (per shard, kept by leaf hash: a
-    forget recomputes only the shards it changes), read from the data only for slices
-    that record none (float labels)."""
+    a union of the manifest's per-slice label lists (per shard, kept by leaf hash), read
+    from the data only for slices that record none (float labels)."""
     kept = kept or {}
     touched = {s for s, _ in kept}
+    recorded = store.manifest.shard_parts("labels", _recorded_labels)
     lists = []
-    for s in range(store.n_shards):
-        sha = store.manifest["shards"][s]["sha256"]
-        if s not in touched and sha in _SHARD_LABELS:
-            lists.append(_SHARD_LABELS[sha])
+    for s, labels in enumerate(recorded):
+        if s not in touched and labels is not None:
+            lists.append(labels)
             continue
-        shard = []
         for r, meta in store.manifest.shard_leaf(s)["slices"].items():
             table = kept.get((s, int(r)))
             if table is None and meta.get("labels") is not None:
-                shard.append(meta["labels"])
-                continue
-            table = store.read_slice_table(s, int(r)) if table is None else table
-            shard.append(pc.unique(table.column(LABEL)).to_pylist())
-        lists.append(union(shard))
-        if s not in touched and all(m.get("labels") is not None
-                                    for m in store.manifest.shard_leaf(s)["slices"].values()):
-            if len(_SHARD_LABELS) > 100_000:
-                _SHARD_LABELS.clear()
-            _SHARD_LABELS[sha] = lists[-1]
+                lists.append(meta["labels"])
+            else:
+                table = store.read_slice_table(s, int(r)) if table is None else table
+                lists.append(pc.unique(table.column(LABEL)).to_pylist())
     return union(lists)
 
 
-# A shard leaf's label union by its sha256 (the leaf's slices all record their labels).
-_SHARD_LABELS: dict[str, list] = {}
+def _recorded_labels(leaf: dict) -> list | None:
+    """The union of a shard leaf's slice label lists; None if a slice records none."""
+    lists = [m.get("labels") for m in leaf["slices"].values()]
+    return None if any(x is None for x in lists) else union(lists)
 
 
 def apply(store: Store, deletion: Deletion, *, pending: dict | None = None) -> DeleteResult:

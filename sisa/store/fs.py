@@ -266,7 +266,7 @@ class Location:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             if deferred:
-                localfs.defer(target)  # written: the batch's round fsyncs it and its folder
+                localfs.make_durable(target)  # by the batch's round, with its folder
             elif durable:
                 fsync_dir(parent)
         else:
@@ -321,10 +321,7 @@ class Location:
         if info.type == pafs.FileType.NotFound or info.size != size:
             self.write_atomic(rel, data, deferrable=True)
         elif self.is_local:  # an earlier attempt's file, perhaps from a batch that failed
-            if localfs.batching():
-                localfs.defer(self.path(rel))  # synced with the rest
-            else:
-                localfs.sync_now(self.path(rel))
+            localfs.make_durable(self.path(rel))
         return {"file": rel, "sha256": digest, "bytes": size}
 
     def size(self, rel: str) -> int:

@@ -109,7 +109,7 @@ def batched():
     """Defer the fsyncs of local writes made in this thread to one :func:`flush`. Nested
     batches join the outermost; an error inside drops the pending list (what a failed
     step wrote is never committed)."""
-    if getattr(_PENDING, "paths", None) is not None:
+    if batching():
         yield
         return
     _PENDING.paths = []
@@ -125,22 +125,28 @@ def batching() -> bool:
     return getattr(_PENDING, "paths", None) is not None
 
 
-def defer(path: str) -> None:
-    """Leave the fsync of ``path`` (written) to the current batch's :func:`flush`; a
-    no-op outside a batch."""
+def make_durable(path: str) -> None:
+    """fsync ``path`` (written) and its folder: with the current batch's :func:`flush`,
+    or now outside a batch."""
     if batching():
         _PENDING.paths.append(path)
+    else:
+        _sync([path])
 
 
 def flush() -> None:
     """Make every write of the current batch durable (no-op without one)."""
-    global _POOL
     paths = getattr(_PENDING, "paths", None)
-    if not paths:
-        return
-    files = list(dict.fromkeys(paths))
+    if paths:
+        files = list(dict.fromkeys(paths))
+        paths.clear()
+        _sync(files)
+
+
+def _sync(files: list[str]) -> None:
+    """fsync the files, then their folders; several at a time in parallel threads."""
+    global _POOL
     dirs = sorted({os.path.dirname(f) for f in files})
-    paths.clear()
     if len(files) == 1:
         _fsync_file(files[0])
         fsync_dir(dirs[0])
@@ -165,12 +171,6 @@ def file_stamp(path: str) -> tuple | None:
     finally:
         os.close(fd)
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, head
-
-
-def sync_now(path: str) -> None:
-    """fsync an existing file and its folder."""
-    _fsync_file(path)
-    fsync_dir(os.path.dirname(path))
 
 
 def _forget_pool() -> None:

@@ -155,6 +155,10 @@ class Manifest(dict):
     def shard_rows(self, shard: int) -> int:
         return self["shards"][shard]["rows"]
 
+    def shard_parts(self, name: str, part) -> list:
+        """``part(leaf)`` per shard, kept by leaf hash (:func:`manifest_io.shard_parts`)."""
+        return io.shard_parts(self, name, part)
+
     def slice(self, shard: int, sl: int) -> dict:
         """The entry of slice ``(shard, sl)``: file, sha256, bytes, rows, labels."""
         return self.shard_leaf(shard)["slices"][str(sl)]
@@ -224,8 +228,7 @@ class Manifest(dict):
 
     def dropped_files(self, new: Manifest) -> list[str]:
         """The files this state names and ``new`` does not, compared only where a leaf
-        changed (a file's path puts it in one leaf: its shard's or its bucket page's), so
-        a commit's cost follows what it changed, not the store's size."""
+        changed (a file's path puts it in one leaf: its shard's or its bucket page's)."""
         mine = {r["sha256"] for r in self._leaf_refs()}
         theirs = {r["sha256"] for r in new._leaf_refs()}
         old = {f for r in self._leaf_refs() if r["sha256"] not in theirs

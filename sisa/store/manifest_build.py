@@ -88,23 +88,12 @@ def fingerprint(manifest) -> str:
     """Content hash of the training data state: assignment, schema and every slice hash
     (the same value format 3 gave)."""
     # canonical_json({"assignment", "schema", "slices": [every slice's sha256]}), streamed
-    # with each shard's part kept by its leaf's hash: a forget re-encodes only its shards
-    h = hashlib.sha256(b'{"assignment":' + canonical_json(manifest["assignment"])
-                       + b',"schema":' + canonical_json(manifest["schema"]) + b',"slices":[')
-    for s, ref in enumerate(manifest["shards"]):
-        part = _SHARD_SLICE_HASHES.get(ref["sha256"])
-        if part is None:
-            leaf = manifest.shard_leaf(s)["slices"]
-            part = canonical_json([leaf[str(r)]["sha256"] for r in range(len(leaf))])[1:-1]
-            if len(_SHARD_SLICE_HASHES) > 100_000:
-                _SHARD_SLICE_HASHES.clear()
-            _SHARD_SLICE_HASHES[ref["sha256"]] = part
-        h.update(b"," + part if s else part)
-    h.update(b"]}")
-    return h.hexdigest()
-
-
-_SHARD_SLICE_HASHES: dict[str, bytes] = {}  # shard leaf sha256 -> its part of fingerprint()
+    # from per-shard parts kept by leaf hash: a forget re-encodes only its shards' parts
+    parts = manifest.shard_parts("fingerprint", lambda leaf: canonical_json(
+        [leaf["slices"][str(r)]["sha256"] for r in range(len(leaf["slices"]))])[1:-1])
+    return hashlib.sha256(b'{"assignment":' + canonical_json(manifest["assignment"])
+                          + b',"schema":' + canonical_json(manifest["schema"])
+                          + b',"slices":[' + b",".join(parts) + b"]}").hexdigest()
 
 
 def upgrade(loc, key):

@@ -26,9 +26,9 @@ PAGE_LEAF = {"index": re.compile(rf"meta/index-(\d{{4,}})-{_HEX32}\.json"),
              "tombstones": re.compile(rf"meta/tombstones-(\d{{4,}})-{_HEX32}\.json")}
 _DIGITS = re.compile(r"\d+")
 # Parsed leaves by sha256: immutable content, so a process reads each leaf once.
-_LEAVES: dict[str, dict] = {}
+_LEAVES: dict[tuple[str, str], dict] = {}  # (kind, sha256) -> body, shape and paths checked
 _MAX_CACHED = 50_000
-_CHECKED: set[tuple[str, str]] = set()  # (kind, sha256) of leaves whose paths passed
+_PARTS: dict[tuple[str, str], object] = {}  # (name, shard leaf sha256) -> shard_parts value
 
 
 def canonical_json(obj) -> bytes:
@@ -134,8 +134,9 @@ def read_root(loc, *, formats: tuple[str, ...] = (FORMAT,)) -> dict:
 
 
 def load(loc) -> tuple[dict, dict[str, dict]]:
-    """``(root, leaves by sha256)``: every leaf the root names, hash-checked (once per
-    process: leaves are cached by hash) and shape-checked."""
+    """``(root, leaves by sha256)``: every leaf the root names, hash-checked, shape- and
+    path-checked once per process (leaves are cached by kind and hash; a leaf's content
+    fixes its place, so a cached leaf is only checked to stand where it did)."""
     root = read_root(loc)
     where = loc.path(MANIFEST)
     try:
@@ -145,13 +146,13 @@ def load(loc) -> tuple[dict, dict[str, dict]]:
                                 "restore the store from backup") from None
     leaves = {}
     for kind, i, ref in refs:
-        body = _LEAVES.get(ref["sha256"])
+        body = _LEAVES.get((kind, ref["sha256"]))
         if body is None:
             body = json.loads(loc.read_verified(ref["file"], ref["sha256"]).to_pybytes())
             _check_leaf(kind, i, body, root, loc.path(ref["file"]))
             if len(_LEAVES) > _MAX_CACHED:
                 _LEAVES.clear()
-            _LEAVES[ref["sha256"]] = body
+            _LEAVES[(kind, ref["sha256"])] = body
         elif body.get("shard" if kind == "shards" else "page") != i or (
                 kind == "shards" and len(body["slices"]) != root["assignment"]["n_slices"]):
             _check_leaf(kind, i, body, root, loc.path(ref["file"]))  # a moved leaf: raises
@@ -201,13 +202,34 @@ def _check_leaf(kind: str, i: int, body, root: dict, where: str) -> None:
     if not ok:
         raise CorruptStoreError(f"manifest leaf {where} is not a {kind} leaf for {key} {i}: it "
                                 "was edited; restore the store from backup")
+    if kind == "shards":  # every file it names has the exact shape sisa writes
+        cells = {sec: {slice_key(i, int(r)): m for r, m in body[sec].items()}
+                 for sec in ("slices", "checkpoints")}
+        check_manifest_paths({"slices": cells["slices"],
+                              "model": {"checkpoints": cells["checkpoints"]}}, where)
+    else:
+        check_manifest_paths({kind: {"parts": body["parts"]}}, where)
+
+
+def shard_parts(manifest, name: str, part) -> list:
+    """``part(leaf)`` for every shard leaf of ``manifest``, kept per process by ``(name,
+    leaf sha256)``: values derived from all shards (the fingerprint, the class union, a
+    full retrain's rows) are recomputed only for the leaves a commit changed. ``name``
+    must say everything ``part`` depends on besides the leaf."""
+    out = []
+    for ref in manifest["shards"]:
+        key = (name, ref["sha256"])
+        if key not in _PARTS:
+            if len(_PARTS) > _MAX_CACHED:
+                _PARTS.clear()
+            _PARTS[key] = part(manifest._leaves[ref["sha256"]])
+        out.append(_PARTS[key])
+    return out
 
 
 def check_paths(manifest, loc) -> None:
-    """Every file the leaves name has the exact shape sisa writes (nothing outside the
-    store), and the index covers every bucket. A leaf's content fixes its position (its
-    shard or bucket numbers are inside it), so a leaf that passed once in this process is
-    not checked again: a commit's reload checks only the leaves it wrote."""
+    """The root's own entries have the shape sisa writes and the index covers every
+    bucket (each leaf's paths are checked when it is first read: :func:`load`)."""
     where = loc.path(MANIFEST)
     if any(p is None for p in manifest.index_parts):
         raise CorruptStoreError(f"manifest {where}: an index bucket has no file: it was edited; "
@@ -215,24 +237,6 @@ def check_paths(manifest, loc) -> None:
     model = manifest.model
     check_manifest_paths({"model": {**model, "checkpoints": {}} if model else None,
                           "store_id": manifest.store_id}, where)
-    refs = [("shards", r) for r in manifest["shards"]]
-    refs += [("index", r) for r in manifest["index"]["pages"]]
-    refs += [("tombstones", r) for r in manifest["tombstones"]["pages"].values()]
-    for kind, ref in refs:
-        if (kind, ref["sha256"]) in _CHECKED:
-            continue
-        body = manifest._leaves[ref["sha256"]]
-        if kind == "shards":
-            s = body["shard"]
-            section = {"slices": {slice_key(s, int(r)): m for r, m in body["slices"].items()},
-                       "model": {"checkpoints": {slice_key(s, int(r)): m
-                                                 for r, m in body["checkpoints"].items()}}}
-        else:
-            section = {kind: {"parts": body["parts"]}}
-        check_manifest_paths(section, where)
-        if len(_CHECKED) > _MAX_CACHED:
-            _CHECKED.clear()
-        _CHECKED.add((kind, ref["sha256"]))
 
 
 def _check_signer_and_audit(m: dict, where: str) -> None:

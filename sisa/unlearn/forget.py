@@ -222,22 +222,10 @@ def _close(store: Store, receipt: dict) -> dict:
 
 
 def _full_retrain_rows(store: Store) -> int:
-    """Rows a full retrain would process: per shard from its slice sizes, kept by shard
-    leaf hash (a forget changes few leaves)."""
+    """Rows a full retrain would process: per shard from its slice sizes."""
     sched = schedule_of(store)
-    total = 0
-    for s, ref in enumerate(store.manifest["shards"]):
-        key = (ref["sha256"], sched)
-        if key not in _FULL_ROWS:
-            leaf = store.manifest.shard_leaf(s)["slices"]
-            if len(_FULL_ROWS) > 100_000:
-                _FULL_ROWS.clear()
-            _FULL_ROWS[key] = sched.rows([leaf[str(r)]["rows"] for r in range(len(leaf))])
-        total += _FULL_ROWS[key]
-    return total
-
-
-_FULL_ROWS: dict[tuple, int] = {}
+    return sum(store.manifest.shard_parts(f"full-rows {sched}", lambda leaf: sched.rows(
+        [leaf["slices"][str(r)]["rows"] for r in range(len(leaf["slices"]))])))
 
 
 def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int = 0) -> dict:
