@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow.dataset as ds
 
 from ..errors import InputError
 from . import ids as idmod
+from .arrow_checks import validated
 
 SMALL_FLOATS = {pa.float16(), pa.float32(), pa.int8(), pa.uint8(), pa.int16(), pa.uint16(),
                 pa.bool_()}
@@ -91,7 +93,7 @@ def checked_batches(record_batches, columns: Columns, what: str,
         if rb is None:
             break
         if rb.num_rows:
-            yield columns.batch(rb, offset)
+            yield columns.batch(validated(rb, what), offset)
             offset += rb.num_rows
 
 
@@ -117,16 +119,31 @@ def reading(what) -> Iterator[None]:
     try:
         yield
     except _ARROW_ERRORS as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = _no_values((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
         raise InputError(f"cannot read {what} ({first}): check that it is a valid, non-empty "
                          "Parquet, CSV (with a header row) or Arrow file") from None
 
 
+def _no_values(text: str) -> str:
+    """Arrow's message without the cells it quotes (a CSV row, an unparsable value):
+    an error names the problem, never the data."""
+    text = re.sub(r"(got \d+ columns?|got \d+):.*", r"\1", text)  # a ragged CSV row
+    return re.sub(r"(?<![A-Za-z])('[^']*'|\"[^\"]*\")(?![A-Za-z])", "'...'", text)
+
+
 def read_table(data) -> pa.Table:
-    """The whole input as one table (for holdout splits and predictions)."""
+    """The whole input as one table (for holdout splits and predictions), every record
+    batch validated before it joins the table (:func:`validated`)."""
     dataset = _to_dataset(data)
-    with reading(data if isinstance(data, (str, os.PathLike)) else "the input"):
-        return dataset.to_table()
+    what = data if isinstance(data, (str, os.PathLike)) else "the input"
+    batches = []
+    stream = iter(dataset.to_batches())
+    while True:
+        with reading(what):
+            rb = next(stream, None)
+        if rb is None:
+            return pa.Table.from_batches(batches, dataset.schema)
+        batches.append(validated(rb, what))
 
 
 def _to_dataset(data) -> ds.Dataset:
