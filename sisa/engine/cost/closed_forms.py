@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sisa.engine.cost._checks import Schedule, _check_rows, _int, _mass, _schedule
@@ -64,11 +66,19 @@ def _step_costs(schedule: str, n_slices: int, epochs: int) -> np.ndarray:
     return np.where(steps == n_slices, float(n_slices), 0.0)
 
 
+def _sum_products(a: np.ndarray, b: np.ndarray) -> float:
+    """``a . b`` correctly rounded: the same last bit on every machine (a BLAS dot sums
+    in an order that depends on the build)."""
+    return math.fsum((a * b).tolist())
+
+
 def _retrain_prob(n_shards: int, n_slices: int, k: int) -> np.ndarray:
     """P(step r of a given shard is retrained | k uniform requests), r = 0..R-1."""
     if k == 0:
         return np.zeros(n_slices)
     p = np.arange(1, n_slices + 1, dtype=np.float64) / (n_shards * n_slices)
+    if k == 1:
+        return p  # exact: no libm call whose last bit varies between builds
     with np.errstate(divide="ignore"):  # p == 1 when S == 1 at the last step
         return -np.expm1(k * np.log1p(-p))  # 1 - (1 - p)**k without cancellation
 
@@ -91,7 +101,7 @@ def expected_shards_touched(n_shards: int, k: int) -> float:
 
     Examples
     --------
-    >>> expected_shards_touched(4, 2)
+    >>> round(expected_shards_touched(4, 2), 12)  # 4 * (1 - (3/4)**2)
     1.75
     """
     s = _int("n_shards", n_shards, 1)
@@ -195,7 +205,7 @@ def expected_rows_batch(
     if k > n:
         raise InputError(f"k={k} requests exceed n_rows={n}; pass at most n_rows requests")
     c = _step_costs(_schedule(schedule), r, _int("epochs", epochs, 1))
-    return float((n - k) / r * np.dot(c, _retrain_prob(s, r, k)))
+    return float((n - k) / r * _sum_products(c, _retrain_prob(s, r, k)))
 
 
 def expected_rows_single(
@@ -268,7 +278,7 @@ def expected_rows_sequential(
     if k > n:
         raise InputError(f"k={k} requests exceed n_rows={n}; pass at most n_rows requests")
     c = _step_costs(_schedule(schedule), r, _int("epochs", epochs, 1))
-    per_remaining_row = float(np.dot(c, _retrain_prob(s, r, 1))) / r
+    per_remaining_row = _sum_products(c, _retrain_prob(s, r, 1)) / r
     return per_remaining_row * (k * (n - 1) - k * (k - 1) / 2)
 
 
