@@ -143,6 +143,25 @@ def write_files(d: Path) -> None:
         (d / name).write_text(text, encoding="utf-8")
     (d / "ids_latin1.txt").write_bytes(b"\xff\xfe5\n")
     (d / "ids_bom.txt").write_bytes(b"\xef\xbb\xbf5\n")
+    for name, raw in ID_SPELLINGS.items():  # issue 22, item 12
+        (d / name).write_bytes(raw)
+
+
+# Ids files of every spelling (issue 22, item 12), as bytes: each is refused in one line
+# or read exactly as stored, never split or normalised
+ID_SPELLINGS = {
+    "ids_surrogate.json": b'["\\ud800"]', "ids_surrogate_pair.json": b'["u5", "\\udc00x"]',
+    "ids_cr.txt": b"u5\ru6\r", "ids_cr_int.txt": b"5\r6\r400\r",
+    "ids_bom_str.txt": b"\xef\xbb\xbfu5\n", "ids_bom.json": b"\xef\xbb\xbf[5]",
+    "ids_nul.txt": b"u5\x00\n", "ids_nul_int.txt": b"5\x00\n", "ids_trailing.txt": b"u5 \n",
+    "ids_tab.txt": b"u5\t\n", "ids_nbsp.txt": "u5\u00a0\n".encode(),
+    "ids_nfd.txt": "u\u0301\n".encode(), "ids_nfd.json": '["u\u0301"]'.encode(),
+    "ids_ls.txt": "u5\u2028u6\n".encode(), "ids_nel.txt": "u5\u0085u6\n".encode(),
+    "ids_vt.txt": b"u5\x0bu6\n", "ids_minus0.json": b"[-0]", "ids_5000.json": b"[" + b"9" * 5000
+    + b"]", "ids_exp.json": b"[1e400]", "ids_nan.json": b"[NaN]", "ids_negexp.json": b"[5e0]",
+    "ids_deep.json": b"[" * 100_000 + b"]" * 100_000, "ids_cesu.txt": b"\xed\xa0\x80\n",
+    "ids_overlong.txt": b"\xc0\xaf\n", "ids_empty_mid.txt": b"u5\r\n\r\nu6\r\n",
+}
 
 
 def write_bad_stores(d: Path, template: Path, signed_built: Path) -> None:
@@ -373,6 +392,13 @@ CLI_CASES.update({
     "forget-str-good-then-unknown": C("forget {T} --id u5 --id nope", 2, "nope"),
     "forget-no-ids": C("forget {S}", 2, "--id X"),
     "forget-str-id-newline": C(("forget", "{T}", "--id", "a b\n"), 2, "not in store.*check"),
+    # an argument with a byte that is not UTF-8 reaches Python as a lone surrogate
+    "forget-str-id-surrogate": C(("forget", "{T}", "--id", "u5", "--id", "u\udcff"), 2,
+                                 r"--id #2 .*lone surrogate"),
+    "forget-int-id-surrogate": C(("forget", "{S}", "--id", "\udcff"), 2, "ASCII digits"),
+    "forget-str-id-cr": C(("forget", "{T}", "--id", "u5\ru6"), 2, r"'u5\\ru6'"),
+    "forget-stdin-lone-cr": C("forget {T} --ids -", 2, r"1 sample id.*'u5\\ru6'",
+                              stdin="u5\ru6\r"),
     "forget-stdin-007": C("forget {S} --ids -", 2, "write 7", stdin="007\n"),
     "forget-stdin-empty": C("forget {S} --ids -", 2, "--id X", stdin=""),
     "forget-backend-gpu": C("forget {S} --id 5 --backend gpu", 2, "invalid choice"),
@@ -402,7 +428,7 @@ IDS_FILES = {  # --ids FILE: (store, file, message)
     "int-float": ("S", "ids_float.txt", "ASCII digits"),
     "int-plus": ("S", "ids_plus.txt", "write 5"),
     "int-arabic": ("S", "ids_arabic.txt", "ASCII digits"),
-    "int-bom": ("S", "ids_bom.txt", "ASCII digits"),
+    "int-bom": ("S", "ids_bom.txt", "byte-order mark"),
     "int-missing": ("S", "nope.txt", "No such file"),
     "int-directory": ("S", "junkdir", "directory"),
     "str-empty": ("T", "ids_empty.txt", "--id X"),
@@ -414,6 +440,33 @@ IDS_FILES = {  # --ids FILE: (store, file, message)
     "str-latin1": ("T", "ids_latin1.txt", "UTF-8"),
     "str-unknown": ("T", "ids_str_unknown.txt", "nope"),
     "str-directory": ("T", "emptydir", "directory"),
+    # issue 22, item 12: every spelling is refused in one line or read exactly as stored
+    "str-json-surrogate": ("T", "ids_surrogate.json", r"#1 .*lone surrogate"),
+    "str-json-surrogate-2nd": ("T", "ids_surrogate_pair.json", r"#2 .*lone surrogate"),
+    "int-json-surrogate": ("S", "ids_surrogate.json", "is a str"),
+    "str-lone-cr": ("T", "ids_cr.txt", r"1 sample id.*'u5\\ru6'"),  # one id, not two
+    "int-lone-cr": ("S", "ids_cr_int.txt", "400"),  # \r is whitespace between integers
+    "str-bom": ("T", "ids_bom_str.txt", "byte-order mark"),
+    "int-json-bom": ("S", "ids_bom.json", "byte-order mark"),
+    "str-nul": ("T", "ids_nul.txt", r"'u5\\x00'"), "int-nul": ("S", "ids_nul_int.txt",
+                                                        "ASCII digits"),
+    "str-trailing-space": ("T", "ids_trailing.txt", "'u5 '"),
+    "str-trailing-tab": ("T", "ids_tab.txt", r"'u5\\t'"),
+    "str-trailing-nbsp": ("T", "ids_nbsp.txt", r"'u5\\xa0'"),
+    "str-nfd": ("T", "ids_nfd.txt", "not in store"), "str-json-nfd": ("T", "ids_nfd.json",
+                                                                      "not in store"),
+    "str-line-separator": ("T", "ids_ls.txt", r"1 sample id"),  # U+2028 splits no line
+    "str-next-line": ("T", "ids_nel.txt", r"1 sample id"),
+    "str-vertical-tab": ("T", "ids_vt.txt", r"1 sample id.*'u5\\x0bu6'"),
+    "int-json-minus-zero": ("S", "ids_minus0.json", "write 0"),
+    "int-json-5000-digits": ("S", "ids_5000.json", "out of range"),
+    "int-json-1e400": ("S", "ids_exp.json", "is a float"),
+    "int-json-nan": ("S", "ids_nan.json", "is a float"),
+    "int-json-5e0": ("S", "ids_negexp.json", "is a float"),
+    "int-json-deep": ("S", "ids_deep.json", "not valid JSON"),
+    "str-cesu-surrogate": ("T", "ids_cesu.txt", "UTF-8"),
+    "str-overlong-utf8": ("T", "ids_overlong.txt", "UTF-8"),
+    "str-crlf-empty-line": ("T", "ids_empty_mid.txt", "line 2 .* is empty"),
 }
 for name, (st, fname, msg) in IDS_FILES.items():
     CLI_CASES[f"ids-file-{name}"] = C(f"forget {{{st}}} --ids {{F}}/{fname}", 2, msg)
@@ -796,6 +849,15 @@ API_STR_IDS = {  # on the string store T
     "float-array": (np.array([7.0]), "float", ""), "bool": ([True], "bool", ""),
     "unknown": (["7 "], "not in store", ""), "unknown-case": (["U5"], "not in store", ""),
     "empty": (np.array([], object), "no sample ids", ""),
+    # issue 22, item 12
+    "surrogate": (["\ud800"], "#1 .*lone surrogate", ""),
+    "surrogate-array": (np.array(["u5", "\udfff"]), "#2 .*lone surrogate", ""),
+    "arrow-not-utf8": (pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(
+        np.array([0, 2], np.int32).tobytes()), pa.py_buffer(b"\xff\xfe")]), "not UTF-8", ""),
+    "arrow-forged-offsets": (pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(
+        np.array([0, 9999, 2], np.int32).tobytes()), pa.py_buffer(b"u5")]), "invalid", ""),
+    "nul": (["u5\x00"], "not in store", ""), "cr": (["u5\ru6"], "not in store", ""),
+    "nfd": (["u\u0301"], "not in store", ""), "bom": (["\ufeffu5"], "not in store", ""),
 }
 API_CASES: dict[str, A] = {}
 for name, (ids, msg, bug) in API_IDS.items():
@@ -977,3 +1039,21 @@ def test_forget_on_a_damaged_checkpoint_changes_nothing(work: Work) -> None:
     code, _, err = cli("forget", str(store), "--id", "5", "--backend", "local", "--quiet")
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert tree_digest(store) == before
+
+
+def test_ids_files_are_read_exactly_as_stored(work: Work) -> None:
+    """Issue 22, item 12: lines end at \\n or \\r\\n only; what is between is the id."""
+    for st, raw, gone, kept in (
+            ("T", b"u5\r\nu6\r\na b\r\n", ["u5", "u6", "a b"], ["u7", "007", "7"]),
+            ("T", b"007\n7\nu8", ["007", "7", "u8"], ["u7"]),
+            ("S", b"5\r\n6,7\r8\n", [5, 6, 7, 8], [4, 10])):
+        store = work.copy(st)
+        ids = work.root / f"ids-{st}.txt"
+        ids.write_bytes(raw)
+        code, out, err = cli("forget", str(store), "--ids", str(ids), "--backend", "local",
+                             "--json")
+        assert code == 0, err
+        assert json.loads(out)["n_ids"] == len(gone)
+        found = Store.open(str(store)).locate(gone + kept)[0]
+        assert found.tolist() == [False] * len(gone) + [True] * len(kept)
+        shutil.rmtree(store)

@@ -66,8 +66,10 @@ def read_ids(args: argparse.Namespace, id_type: str, *, flag: str = "id",
                                           source=f"--{flag.replace('_', '-')}"))
     path = getattr(args, file_flag)
     if path:
-        text = sys.stdin.read() if path == "-" else None
-        parts.append(idmod.read_ids_file(path, id_type, text))
+        data = None
+        if path == "-":  # bytes, decoded as a file is (no universal newlines)
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        parts.append(idmod.read_ids_file(path, id_type, data))
     if not parts or not sum(len(p) for p in parts):
         raise InputError(f"give the ids with --{flag.replace('_', '-')} X (repeatable) or "
                          f"--{file_flag.replace('_', '-')} FILE")

@@ -97,6 +97,11 @@ def to_store_ids(values, id_type: str) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if isinstance(values, pa.Array):
+        try:
+            values.validate(full=True)  # an array built from raw buffers: maybe not UTF-8
+        except pa.ArrowException:
+            raise InputError("sample ids are an Arrow array whose buffers are invalid (e.g. "
+                             "text that is not UTF-8): pass ids built by pyarrow") from None
         if values.type == want and not values.null_count:
             return values
         ok = (pa.types.is_integer(values.type) if id_type == INT else
@@ -120,7 +125,7 @@ def to_store_ids(values, id_type: str) -> pa.Array:
     if arr is not None and arr.dtype.kind in ("iu" if id_type == INT else "U"):
         if arr.ndim != 1:
             raise InputError(f"sample ids must be a flat list, got shape {arr.shape}")
-        return _cast(pa.array(arr), want)
+        return _cast(pa.array(arr), want) if id_type == INT else _text_array(arr, "sample id")
     items = arr.tolist() if arr is not None else list(values)
     for v in items:
         if _scalar_kind(v) != id_type:
@@ -133,7 +138,29 @@ def to_store_ids(values, id_type: str) -> pa.Array:
             raise InputError(f"sample id {bad} is out of range: integer ids fit in a signed "
                              "64-bit integer")
         return pa.array(out, want)
-    return pa.array([str(v) for v in items], want)
+    return _text_array([str(v) for v in items], "sample id")
+
+
+def _text_array(values, source: str) -> pa.Array:
+    """String ids as an Arrow array; an id UTF-8 cannot hold (a lone surrogate, as JSON's
+    ``"\\ud800"`` or an undecodable byte in a command-line argument gives) is refused by
+    position, not raised as a codec error."""
+    try:
+        return pa.array(values, pa.string())
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        texts = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        i = next(i for i, v in enumerate(texts) if not _is_utf8(v))
+        raise InputError(f"{source} #{i + 1} ({ascii(texts[i])[:60]}) holds a lone surrogate, "
+                         "which is not text: string ids must be valid Unicode; fix that id") \
+            from None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _what(v) -> str:
@@ -169,7 +196,7 @@ def parse_text_ids(texts: Iterable[str], id_type: str, *, source: str = "--id") 
     ``-0``, ``٣`` or ``²``), so that one id has one spelling."""
     texts = list(texts)
     if id_type == STR:
-        return pa.array(texts, pa.string())
+        return _text_array(texts, source)
     out = []
     for t in texts:
         if not _CANONICAL_INT.fullmatch(t) or t == "-0":
@@ -186,29 +213,20 @@ def parse_text_ids(texts: Iterable[str], id_type: str, *, source: str = "--id") 
     return pa.array(out, pa.int64())
 
 
-def read_ids_file(path: str, id_type: str, text: str | None = None) -> pa.Array:
-    """Ids from a file (or ``text`` already read, e.g. from stdin).
+def read_ids_file(path: str, id_type: str, data: bytes | str | None = None) -> pa.Array:
+    """Ids from a file (or ``data`` already read, e.g. from stdin).
 
     ``*.json``: a JSON array of ids of the store's type. Otherwise, on an integer store,
     ids separated by whitespace or commas; on a string store, one id per line, exactly
-    as stored (only the line break is removed), so ids may hold spaces or commas."""
-    if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or str(exc)
-            raise InputError(f"cannot read the ids file {path!r} ({why}): pass a UTF-8 file with "
-                             "one id per line, or - for stdin") from None
+    as stored: lines end at ``\\n`` (or ``\\r\\n``) only, so an id may hold spaces,
+    commas or a lone ``\\r``. The file must be UTF-8 without a byte-order mark."""
+    text = _decode(path, data)
+    if text.startswith("\ufeff"):
+        raise InputError(f"ids file {path} starts with a byte-order mark (U+FEFF), which would "
+                         "become part of the first id: remove it (save the file as UTF-8 "
+                         "without BOM)")
     if path.endswith(".json"):
-        try:
-            values = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"ids file {path} is not valid JSON ({exc}): write a JSON array "
-                             "of ids") from None
-        if not isinstance(values, list):
-            raise InputError(f"ids file {path} must hold a JSON array of ids, got "
-                             f"{type(values).__name__}")
-        return to_store_ids(values, id_type)
+        return to_store_ids(_json_ids(path, text), id_type)
     if id_type == INT:
         return parse_text_ids([t for t in re.split(r"[\s,]+", text) if t], id_type,
                               source=f"id in {path}")
@@ -220,7 +238,41 @@ def read_ids_file(path: str, id_type: str, text: str | None = None) -> pa.Array:
     if empty:
         raise InputError(f"line {empty[0]} of ids file {path} is empty: string ids are one per "
                          "line, exactly as stored (use a .json array for unusual ids)")
-    return pa.array(lines, pa.string())
+    return _text_array(lines, f"id in {path}, line")
+
+
+def _decode(path: str, data: bytes | str | None) -> str:
+    """The file's text, decoded as UTF-8 by hand: no universal newlines (Python's text
+    mode would turn a lone ``\\r`` inside an id into a line break)."""
+    if isinstance(data, str):
+        return data
+    try:
+        raw = Path(path).read_bytes() if data is None else data
+        return raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"cannot read the ids file {path!r} ({why}): pass a UTF-8 file with "
+                         "one id per line, or - for stdin") from None
+
+
+def _json_ids(path: str, text: str) -> list:
+    """The JSON array of an ids file; integers as JSON spells them, only canonically."""
+    def integer(t: str) -> int:
+        if t == "-0":
+            raise InputError(f"ids file {path} holds -0, which is not an integer id: write 0")
+        return int(t) if len(t) <= 21 else _INT64[1] + 1  # (int() of 5000 digits raises)
+
+    try:
+        values = json.loads(text, parse_int=integer)
+    except InputError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"ids file {path} is not valid JSON ({str(exc)[:100]}): write a JSON "
+                         "array of ids") from None
+    if not isinstance(values, list):
+        raise InputError(f"ids file {path} must hold a JSON array of ids, got "
+                         f"{type(values).__name__}")
+    return values
 
 
 def id_bytes(ids: pa.Array) -> list[bytes]:
