@@ -265,3 +265,30 @@ def test_a_forged_slice_under_a_forged_manifest_is_damage_not_a_crash(files, tmp
         assert "matches the manifest's hash" in text and "Traceback" not in text, text
         assert not any(v in text for v in VALUES[2:]), text
         assert res["store"] == before, case["argv"]
+
+
+KILLED_HOLDER = """
+import os, signal, sys
+from sisa import Store
+with Store.open(sys.argv[1]).lock():
+    os.kill(os.getpid(), signal.SIGKILL)  # dies holding the lock, its pid in .lock
+"""
+
+
+def test_a_run_killed_holding_the_lock_does_not_break_the_next_one(files, tmp_path):
+    """The killed ``sisa train`` of the issue left ``.lock`` non-empty. The lock is an
+    ``flock`` the kernel releases with the process, so the bytes left are only a note:
+    the next writer takes the lock and an idle store's ``.lock`` is empty again."""
+    store = tmp_path / "S"
+    shutil.copytree(files / "S", store)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_HOLDER, str(store)], env=env,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == -9
+    assert b'"pid"' in (store / ".lock").read_bytes()  # what the killed run left
+    for argv in (("status", str(store)), ("forget", str(store), "--id", "u0005", "--backend",
+                                          "local"), ("verify", str(store), "--backend",
+                                                     "local")):
+        code, _, err = run_cli(*argv, "--quiet")
+        assert code == 0, err
+    assert (store / ".lock").read_bytes() == b""
