@@ -95,6 +95,12 @@ def _bad_utf8() -> bytearray:
     return _patch(_ipc(_cols()), b"yes", b"\xff\xfe\xfd")
 
 
+def _bad_column_name() -> bytearray:
+    """Column ``f2`` renamed to two bytes that are not UTF-8 (in every copy of the schema)."""
+    return bytearray(bytes(_ipc(_cols())).replace(b"\x02\x00\x00\x00f2",
+                                                   b"\x02\x00\x00\x00\xc8\x32"))
+
+
 def _bad_page_header() -> bytearray:
     raw = _parquet(_cols())
     raw[4:24] = b"\xff" * 20  # the first page header
@@ -114,6 +120,7 @@ FORGED: dict[str, tuple[str, Callable[[], bytearray]]] = {
     # f0's values buffer declared 8 bytes long instead of 3,200 (offset 0 in the body)
     "feature-buffer-short": ("arrow", lambda: _patch(_ipc(_cols()), struct.pack("<qq", 0, 3200),
                                                      struct.pack("<qq", 0, 8))),
+    "column-name-not-utf8": ("arrow", _bad_column_name),  # found by the fuzz run
     "arrow-truncated": ("arrow", lambda: _ipc(_cols())[:9000]),
     "parquet-truncated": ("parquet", lambda: _parquet(_cols())[:4000]),
     "parquet-page-header": ("parquet", _bad_page_header),

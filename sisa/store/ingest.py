@@ -157,7 +157,13 @@ def _to_dataset(data) -> ds.Dataset:
             raise InputError(f"input {path} is {'a' if store == path else 'inside a'} sisa store "
                              f"({store}), not a data file: pass the raw Parquet/CSV/Arrow rows")
         with reading(path):
-            return ds.dataset(path, format=_format_for(path))
+            dataset = ds.dataset(path, format=_format_for(path))
+        try:
+            dataset.schema.names  # noqa: B018 (a forged file's names may not be UTF-8)
+        except UnicodeDecodeError:
+            raise InputError(f"cannot read {path}: a column name is not UTF-8 text, so the file "
+                             "is damaged or forged; check it, or write it again") from None
+        return dataset
     if isinstance(data, pa.Table):
         return ds.dataset(data)
     if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
