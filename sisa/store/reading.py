@@ -24,6 +24,8 @@ from .fs import MissingFileError
 from .layout import FEATURES, ID, LABEL, read_ipc, slice_schema
 from .manifest import canonical_json
 
+_TOMBSTONES = pa.schema([("h", pa.binary(16))])  # a keyed hash per deleted id
+
 
 @dataclass
 class SliceData:
@@ -66,12 +68,14 @@ class RowReading:
             if hashes:
                 self.loc.read_verified(rel, meta["sha256"])
 
-    def _read_table(self, rel: str, sha: str) -> pa.Table:
+    def _read_table(self, rel: str, sha: str, schema: pa.Schema) -> pa.Table:
         buf = self.loc.read_verified(rel, sha)
         try:
             table = read_ipc(buf)
             problem = damage(table)  # ~0.4 ms on a 100k-row slice; its hash took ~6 ms
-        except pa.ArrowException:
+            if not problem and not table.schema.equals(schema):
+                problem = "its columns are not the ones sisa writes there"
+        except (pa.ArrowException, OSError, UnicodeDecodeError):
             problem = "it is not an Arrow file"
         if problem:
             raise CorruptStoreError(
@@ -83,7 +87,7 @@ class RowReading:
     def read_slice_table(self, shard: int, sl: int) -> pa.Table:
         """One slice as an Arrow table (``sample_id, label, features``), hash-checked."""
         m = self.manifest.slice(shard, sl)
-        return self._read_table(m["file"], m["sha256"])
+        return self._read_table(m["file"], m["sha256"], slice_schema(self.manifest.schema))
 
     def read_slice(self, shard: int, sl: int) -> SliceData:
         """One slice as numpy ``X, y, ids``; hash-checked, zero-copy over mmap locally."""
@@ -128,7 +132,9 @@ class RowReading:
             live = {p["sha256"] for p in self.manifest.index_parts}
             for sha in [k for k in self._index_cache if k not in live]:
                 del self._index_cache[sha]
-            table = self._index_cache[m["sha256"]] = self._read_table(m["file"], m["sha256"])
+            table = self._index_cache[m["sha256"]] = self._read_table(
+                m["file"], m["sha256"], pa.schema([(ID, idmod.arrow_type(self.manifest.id_type)),
+                                                   ("shard", pa.int32()), ("slice", pa.int32())]))
         return table
 
     def read_index(self) -> pa.Table:
@@ -146,7 +152,8 @@ class RowReading:
         names = sorted(parts, key=int) if buckets is None else [str(b) for b in buckets]
         out: list[bytes] = []
         for k in (k for k in names if k in parts):
-            out += self._read_table(parts[k]["file"], parts[k]["sha256"]).column("h").to_pylist()
+            out += self._read_table(parts[k]["file"], parts[k]["sha256"],
+                                    _TOMBSTONES).column("h").to_pylist()
         return out
 
     def tombstones_digest(self) -> str:
