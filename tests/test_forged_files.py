@@ -238,10 +238,10 @@ def test_a_forged_input_file_is_refused_in_one_line_and_changes_nothing(files, r
     assert os.listdir(out) == []  # no new store, no predictions file
 
 
-def _forge_slice(store: Path) -> str:
+def _forge_slice(store: Path, how: str) -> str:
     """What a forger with write access to an unsigned store does: a slice whose id
-    offsets run past its data, under a manifest that vouches for its hash. Returns an
-    id stored in that slice."""
+    offsets run past its data (or whose id column is renamed), under a manifest that
+    vouches for its hash. Returns an id stored in that slice."""
     st = Store.open(str(store), check_files=False)
     m = st.manifest.flat()
     meta = m["slices"]["0/0"]
@@ -250,17 +250,20 @@ def _forge_slice(store: Path) -> str:
     offsets = np.frombuffer(ids.buffers()[1], np.int32)[:len(ids) + 1]
     bad = offsets.copy()
     bad[2:] += 0x40000000
-    raw = _patch(bytearray((store / meta["file"]).read_bytes()), offsets.tobytes(), bad.tobytes())
+    raw = bytearray((store / meta["file"]).read_bytes())
+    raw = (_patch(raw, offsets.tobytes(), bad.tobytes()) if how == "offsets"
+           else bytearray(bytes(raw).replace(b"sample_id", b"sample_iX")))
     (store / meta["file"]).unlink()
     meta.update(st.put_blob(os.path.dirname(meta["file"]), ".arrow", bytes(raw)))
     manifest_mod.write(st.loc, m, None)
     return ids[0].as_py()
 
 
-def test_a_forged_slice_under_a_forged_manifest_is_damage_not_a_crash(files, tmp_path):
+@pytest.mark.parametrize("how", ["offsets", "renamed"])
+def test_a_forged_slice_under_a_forged_manifest_is_damage_not_a_crash(files, tmp_path, how):
     store = tmp_path / "S"
     shutil.copytree(files / "S", store)
-    victim = _forge_slice(store)
+    victim = _forge_slice(store, how)
     before = tree_digest(store)
     cases = [{"argv": [*argv, "--backend", "local", "--quiet"], "store": str(store),
               "out": str(tmp_path / f"out{i}"), "err": str(tmp_path / f"err{i}")}
