@@ -153,7 +153,7 @@ class _Handlers:
         rid = request.path_params["request_id"]
         st = self.service.status(rid) if REQUEST_ID.fullmatch(rid) else None
         if st is None:
-            raise HTTPError(404, f"no erasure request {rid[:40]!r}")
+            raise HTTPError(404, "no such erasure request: use the request_id of a 202")
         return JSONResponse(st)
 
     @_answers_errors

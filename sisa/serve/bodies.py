@@ -93,6 +93,13 @@ def parse_ids(body: bytes, max_ids: int) -> list:
         raise HTTPError(400, "no ids given: send at least one id")
     if len(doc["ids"]) > max_ids:
         raise HTTPError(413, f"{len(doc['ids'])} ids: at most {max_ids} per request")
+    try:
+        for i in doc["ids"]:
+            if isinstance(i, str):
+                i.encode()
+    except UnicodeEncodeError:  # JSON may spell a lone surrogate; no stored id holds one
+        raise HTTPError(400, "ids must be valid Unicode text (no lone surrogate "
+                        "escapes such as \\ud800)") from None
     return doc["ids"]
 
 
