@@ -421,6 +421,33 @@ def _largest() -> list[tuple[str, bytes, str, int]]:
                                                  10_000 * D * 8)]
 
 
+def test_every_word_of_arrow_bodies_forged(record_property):
+    """Offset and length forgeries, exhaustively: every aligned 4- and 8-byte word of a
+    small Arrow body (uncompressed, zstd, lz4; with a null bitmap; two batches) set to
+    each extreme value; each parses to finite rows or gets a known one-line 4xx."""
+    values = {4: [0, 1, -1, 7, 2**31 - 1, 0x7FFFFFF0, 262_144, 10_001],
+              8: [0, -1, 8, 10_001, 1 << 20, 1 << 40, 2**62]}
+    table = pa.table({n: pa.array(np.arange(6.0) + i, mask=np.arange(6) == i)
+                      for i, n in enumerate(NAMES)})
+    tried = 0
+    for compression in (None, "zstd", "lz4"):
+        good = arrow(table, compression, chunk=3)
+        for width, fmt in ((4, "<i"), (8, "<q")):
+            for at in range(0, len(good) - width + 1, width):
+                for value in values[width]:
+                    body = good[:at] + struct.pack(fmt, value) + good[at + width:]
+                    tried += 1
+                    try:
+                        X = parse_rows(body, ARROW_STREAM, NAMES, D, 10_000)
+                        assert X.shape[1] == D and np.isfinite(X).all()
+                    except HTTPError as exc:
+                        assert 400 <= exc.status < 500, (compression, at, value)
+                        check_error(str(exc))
+    record_property("forged_arrow_bodies", tried)
+    print(f"\nforged Arrow words: {tried} bodies", file=sys.stderr)
+    assert tried > 1000
+
+
 def test_fuzz_bodies_over_http(store, tokens, record_property):
     """Bodies over HTTP to a real `sisa serve` holding another client's secrets: no 5xx,
     every answer a one-line JSON error or a prediction, no planted secret in any answer,

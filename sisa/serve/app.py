@@ -123,9 +123,11 @@ class _Handlers:
 
         self.authorize(request, "predict")
         raw = await read_body(request, self.service.limits.max_body)
-        X = parse_rows(raw, request.headers.get("content-type", ""),
-                       self.service.feature_names(), self.service.n_features(),
-                       self.service.limits.max_rows, self.service.limits.max_body)
+        # parsed in a thread: a 1 MiB body takes up to a second, the event loop serves on
+        X = await run_in_threadpool(
+            parse_rows, raw, request.headers.get("content-type", ""),
+            self.service.feature_names(), self.service.n_features(),
+            self.service.limits.max_rows, self.service.limits.max_body)
         return _json(await run_in_threadpool(self.service.predict, X))
 
     @_answers_errors
@@ -135,7 +137,8 @@ class _Handlers:
 
         self.authorize(request, "erase")
         limits = self.service.limits
-        ids = parse_ids(await read_body(request, limits.max_body), limits.max_ids)
+        ids = await run_in_threadpool(parse_ids, await read_body(request, limits.max_body),
+                                      limits.max_ids)
         try:
             rid = await run_in_threadpool(self.service.submit, ids)
         except InputError as exc:  # wrong id type, unknown ids: nothing was queued
