@@ -15,6 +15,7 @@ import re
 import secrets
 import struct
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -191,9 +192,11 @@ def test_forged_arrow_offsets_neither_leak_nor_crash(store, tokens):
         srv.stop()
 
 
-def test_compressed_bomb_is_refused_before_decompressing(store, tokens):
+def test_memory_bombs_are_refused_or_bounded(store, tokens):
     """Item 2: a 12,896-byte zstd body of 4 x 12.5M zeros grew the server by 384 MiB
-    before its 413; the row count is now read from the metadata first."""
+    before its 413; the row count is now read from the metadata first. And 16 costly
+    1 MiB bodies at once (each ~20 x its size in Python objects) grew it by 377 MiB;
+    now only a few are parsed at a time."""
     token_file, toks = tokens
     zeros = pa.array(np.zeros(12_500_000))
     bomb = arrow(pa.table({n: zeros for n in NAMES}), "zstd")
@@ -216,6 +219,24 @@ def test_compressed_bomb_is_refused_before_decompressing(store, tokens):
             "/v1/predict", toks["predict"], forged, ARROW_STREAM))
         assert r.status_code in (400, 413) and grew < RSS_SLACK, (r.text, grew / MIB)
         check_error(r.json()["error"])
+        costly = b'{"rows": [' + b"[]," * 349_000 + b"[]]}"
+        answers = []
+
+        def burst():
+            threads = [threading.Thread(target=lambda: answers.append(srv.post(
+                "/v1/predict", toks["predict"], costly, "application/json").status_code))
+                for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        from sisa.serve.app import PARSERS
+
+        _, grew = peak_growth(srv.proc.pid, burst)
+        # the bodies held as received (a few copies each) + PARSERS bodies' bound at once
+        bound = 16 * 4 * len(costly) + PARSERS * (RSS_FACTOR * len(costly) + RSS_SLACK)
+        assert answers == [413] * 16 and grew < bound, (grew / MIB, bound / MIB)
     finally:
         srv.stop()
 

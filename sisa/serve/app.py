@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # starlette is the serve extra: imported when an app is built
 
 log = logging.getLogger("sisa.serve")
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+PARSERS = 2  # bodies parsed at once (the rest wait): bounds the memory parsing can hold
 
 
 def build_app(service: Service, tokens: dict[str, frozenset[str]] | None) -> Starlette:
@@ -106,6 +107,17 @@ class _Handlers:
     def __init__(self, service: Service, tokens: dict[str, frozenset[str]] | None) -> None:
         self.service = service
         self.tokens = tokens
+        self.parsers = None  # anyio.CapacityLimiter, made in the event loop on first use
+
+    async def parse(self, fn, *args):
+        """``fn(*args)`` in a worker thread, at most PARSERS at once: a 1 MiB body can take
+        a second and 20 x its size in Python objects, so concurrent bodies must not
+        multiply that (docs/serve.md, "Request bodies")."""
+        import anyio
+
+        if self.parsers is None:
+            self.parsers = anyio.CapacityLimiter(PARSERS)
+        return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=self.parsers)
 
     def authorize(self, request: Request, scope: str) -> None:
         if self.tokens is None:
@@ -123,8 +135,7 @@ class _Handlers:
 
         self.authorize(request, "predict")
         raw = await read_body(request, self.service.limits.max_body)
-        # parsed in a thread: a 1 MiB body takes up to a second, the event loop serves on
-        X = await run_in_threadpool(
+        X = await self.parse(
             parse_rows, raw, request.headers.get("content-type", ""),
             self.service.feature_names(), self.service.n_features(),
             self.service.limits.max_rows, self.service.limits.max_body)
@@ -137,8 +148,8 @@ class _Handlers:
 
         self.authorize(request, "erase")
         limits = self.service.limits
-        ids = await run_in_threadpool(parse_ids, await read_body(request, limits.max_body),
-                                      limits.max_ids)
+        ids = await self.parse(parse_ids, await read_body(request, limits.max_body),
+                               limits.max_ids)
         try:
             rid = await run_in_threadpool(self.service.submit, ids)
         except InputError as exc:  # wrong id type, unknown ids: nothing was queued
