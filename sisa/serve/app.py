@@ -65,7 +65,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     log gets its type."""
     log.error("unexpected %s answering %s %s", type(exc).__name__, request.method,
               request.url.path)
-    return _error(500, "internal server error: the request failed; retry later")
+    return _error(500, "internal server error (the server's log has its type)")
 
 
 async def _starlette_error(request: Request, exc: Exception) -> Response:
