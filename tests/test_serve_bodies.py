@@ -88,7 +88,7 @@ def forged_offsets(x: int) -> bytes:
 
 
 def plant(srv: Server, toks: dict) -> list[bytes]:
-    """Another client's erasure request waiting in the server (long batch window): the
+    """Another client's erasure request waiting in the server (a day's batch window): the
     secrets no answer to anyone may ever hold."""
     secret_id = str(IDS[int(np.random.default_rng(FUZZ_SEED).integers(N))])
     r = httpx.post(srv.url + "/v1/erasures", json={"ids": [secret_id]},
@@ -176,7 +176,7 @@ def test_forged_arrow_offsets_neither_leak_nor_crash(store, tokens):
     """Item 1: the issue's 696-byte body (offsets [0, 1, X, X, X+1]) with a predict-only
     token: a fixed one-line 400, nothing of the server's memory, and no SIGSEGV."""
     token_file, toks = tokens
-    srv = BodyServer(store, token_file, "--batch-window", "600")
+    srv = BodyServer(store, token_file, "--batch-window", "86400")
     try:
         planted = plant(srv, toks)
         for x in (262_144, 0x7FFFFFF0, 1 << 20, -5):
@@ -246,7 +246,7 @@ def test_malformed_json_is_a_one_line_4xx_and_surprises_a_json_500(store, tokens
     """Item 5: numbers beyond float64 and 100,000-deep nesting were plain-text 500s; any
     exception no endpoint expects is a generic JSON 500 that echoes nothing."""
     token_file, toks = tokens
-    srv = ThreadServer(store, token_file, batch_window=600)
+    srv = ThreadServer(store, token_file, batch_window=86400)
     try:
         def post(path, token, body, ctype="application/json"):
             return httpx.post(srv.url + path, content=body, headers={
@@ -476,7 +476,7 @@ def test_fuzz_bodies_over_http(store, tokens, record_property):
     token_file, toks = tokens
     n = min(max(200, FUZZ_BODIES // 4), 5000)
     gen, statuses, worst, largest = Bodies(FUZZ_SEED + 1), {}, [0.0, 0.0], _largest()
-    srv = BodyServer(store, token_file, "--batch-window", "600")
+    srv = BodyServer(store, token_file, "--batch-window", "86400")
     try:
         planted = plant(srv, toks)
         for k in range(n + len(largest)):
