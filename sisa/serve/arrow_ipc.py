@@ -66,7 +66,7 @@ def _structs(buf: bytes, table: int, index: int) -> list[tuple[int, int]]:
     return [struct.unpack_from("<qq", buf, vec + 4 + 16 * k) for k in range(n)]
 
 
-def message_header(meta: bytes) -> tuple[int, int]:
+def _message_header(meta: bytes) -> tuple[int, int]:
     """``(header type, header table position)`` of a Message flatbuffer."""
     root = _ref(meta, 0)
     kind = _field(meta, root, 1)
@@ -76,7 +76,7 @@ def message_header(meta: bytes) -> tuple[int, int]:
     return _read("<B", meta, kind), _ref(meta, header)
 
 
-def batch_layout(meta: bytes, header: int) -> tuple[int, list, list, int | None]:
+def _batch_layout(meta: bytes, header: int) -> tuple[int, list, list, int | None]:
     """``(rows, field nodes, buffers, codec or None)`` of a RecordBatch header."""
     length = _field(meta, header, 0)
     rows = 0 if length is None else _read("<q", meta, length)
@@ -89,7 +89,7 @@ def batch_layout(meta: bytes, header: int) -> tuple[int, list, list, int | None]
     return rows, _structs(meta, header, 1), _structs(meta, header, 2), codec
 
 
-def decoded_size(body: bytes, buffers: list, codec: int | None) -> int:
+def _decoded_size(body: bytes, buffers: list, codec: int | None) -> int:
     """Bytes the batch's buffers take once decompressed, from what the body declares
     (each compressed buffer starts with its uncompressed length), checked before any
     decompression."""
@@ -140,13 +140,13 @@ def _check_batch(msg, n_fields: int, rows_so_far: int, decoded_so_far: int,
                  max_rows: int, max_decoded: int) -> tuple[int, int]:
     """Rows and decoded bytes of a record batch message, from its metadata alone."""
     meta, body = msg.metadata.to_pybytes(), msg.body
-    kind, header = message_header(meta)
+    kind, header = _message_header(meta)
     if kind == _DICTIONARY_BATCH:
         raise HTTPError(400, "Arrow body holds a dictionary batch: send plain numeric "
                         "feature columns")
     if kind != _RECORD_BATCH:
         raise _Malformed
-    rows, nodes, buffers, codec = batch_layout(meta, header)
+    rows, nodes, buffers, codec = _batch_layout(meta, header)
     if rows < 0 or rows_so_far + rows > max_rows:
         raise HTTPError(413, f"Arrow body has more than {max_rows} rows: at most "
                         f"{max_rows} per request")
@@ -154,7 +154,7 @@ def _check_batch(msg, n_fields: int, rows_so_far: int, decoded_so_far: int,
             or len(buffers) != 2 * n_fields \
             or any(n != rows or not 0 <= nulls <= rows for n, nulls in nodes):
         raise _Malformed
-    size = decoded_size(b"" if body is None else body.to_pybytes(), buffers, codec)
+    size = _decoded_size(b"" if body is None else body.to_pybytes(), buffers, codec)
     if decoded_so_far + size > max_decoded:
         raise HTTPError(413, f"Arrow body decodes to more than {max_decoded} bytes: send "
                         "fewer rows")
@@ -192,7 +192,7 @@ def arrow_rows(data: bytes, names: list[str], max_rows: int, max_decoded: int) -
     try:
         messages = _messages(data)
         first = next(messages, None)
-        if first is None or message_header(first.metadata.to_pybytes())[0] != _SCHEMA:
+        if first is None or _message_header(first.metadata.to_pybytes())[0] != _SCHEMA:
             raise _Malformed
         schema = pa.ipc.read_schema(first)
         fields = _check_schema(schema, names)
