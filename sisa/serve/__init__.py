@@ -18,6 +18,7 @@ Endpoints (JSON; errors are ``{"error": "<one line>"}``):
 
 One job per module: :mod:`.queue` (the durable queue), :mod:`.service` (the model and
 the worker), :mod:`.app` (HTTP routes), :mod:`.bodies` (request limits and parsing),
+:mod:`.arrow_ipc` (Arrow bodies, checked message by message),
 :mod:`.auth` (tokens), :mod:`.metrics` (``/metrics``), :mod:`.server` (uvicorn).
 """
 

@@ -72,8 +72,15 @@ def parse_json(body: bytes):
     """The JSON document of a body (400 when it is not JSON)."""
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"body is not valid JSON ({exc})") from None
+    except json.JSONDecodeError as exc:  # its position only: never the client's bytes
+        raise HTTPError(400, f"body is not valid JSON (line {exc.lineno} column "
+                        f"{exc.colno})") from None
+    except UnicodeDecodeError:
+        raise HTTPError(400, "body is not valid JSON: it must be UTF-8 text") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise HTTPError(400, "body is not valid JSON: a number is too long") from None
+    except RecursionError:
+        raise HTTPError(400, "body is not valid JSON: it is nested too deeply") from None
 
 
 def parse_ids(body: bytes, max_ids: int) -> list:
@@ -86,11 +93,18 @@ def parse_ids(body: bytes, max_ids: int) -> list:
         raise HTTPError(400, "no ids given: send at least one id")
     if len(doc["ids"]) > max_ids:
         raise HTTPError(413, f"{len(doc['ids'])} ids: at most {max_ids} per request")
+    try:
+        for i in doc["ids"]:
+            if isinstance(i, str):
+                i.encode()
+    except UnicodeEncodeError:  # JSON may spell a lone surrogate; no stored id holds one
+        raise HTTPError(400, "ids must be valid Unicode text (no lone surrogate "
+                        "escapes such as \\ud800)") from None
     return doc["ids"]
 
 
 def parse_rows(body: bytes, content_type: str, names: list[str], n_features: int,
-               max_rows: int) -> np.ndarray:
+               max_rows: int, max_decoded: int = Limits.max_body) -> np.ndarray:
     """The feature matrix of a prediction request.
 
     Parameters
@@ -106,6 +120,8 @@ def parse_rows(body: bytes, content_type: str, names: list[str], n_features: int
         Features the model takes.
     max_rows : int
         Rows one request may hold.
+    max_decoded : int, default=1 MiB
+        Bytes a compressed Arrow body may decode to (checked before decompressing).
 
     Returns
     -------
@@ -118,7 +134,10 @@ def parse_rows(body: bytes, content_type: str, names: list[str], n_features: int
         400 for a malformed body or bad values, 413 for too many rows.
     """
     if content_type.startswith(ARROW_STREAM):
-        X = _arrow_rows(body, names, max_rows)
+        from .arrow_ipc import arrow_rows
+
+        # a compressed body may decode to no more than an uncompressed one may carry
+        X = arrow_rows(body, names, max_rows, max_decoded)
     else:
         X = _json_rows(body, names, n_features, max_rows)
     if X.shape[1] != n_features:
@@ -126,25 +145,6 @@ def parse_rows(body: bytes, content_type: str, names: list[str], n_features: int
     if not np.isfinite(X).all():
         raise HTTPError(400, "rows hold NaN or infinite values")
     return X
-
-
-def _arrow_rows(body: bytes, names: list[str], max_rows: int) -> np.ndarray:
-    import pyarrow as pa
-
-    try:
-        table = pa.ipc.open_stream(body).read_all()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise HTTPError(400, f"body is not an Arrow IPC stream ({exc})") from None
-    missing = [c for c in names if c not in table.column_names]
-    if missing:
-        raise HTTPError(400, f"Arrow body lacks feature column(s) {missing[:5]}")
-    if table.num_rows > max_rows:
-        raise HTTPError(413, f"{table.num_rows} rows: at most {max_rows} per request")
-    try:
-        return np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(
-            np.float64) for c in names])
-    except (TypeError, ValueError, pa.ArrowInvalid) as exc:
-        raise HTTPError(400, f"feature columns must be numeric ({exc})") from None
 
 
 def _json_rows(body: bytes, names: list[str], n_features: int, max_rows: int) -> np.ndarray:
@@ -169,4 +169,7 @@ def _json_rows(body: bytes, names: list[str], n_features: int, max_rows: int) ->
                None)
     if bad is not None:
         raise HTTPError(400, f"row {bad} is not a list of {n_features} numbers")
-    return np.asarray(rows, dtype=np.float64)
+    try:
+        return np.asarray(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64's range
+        raise HTTPError(400, "rows hold a number too large for a float64 value") from None
