@@ -245,3 +245,27 @@ def test_sisa_erase_reads_the_servers_token_file(store, token_file, tmp_path):
         srv.stop()
     assert _stored(store, [int(IDS[40]), int(IDS[41]), int(IDS[42])]) == [False, False, True]
 
+
+
+def test_a_batch_that_crashed_and_was_finished_by_repair_is_done_not_failed(
+        store, token_file, monkeypatch):
+    """A batch stopped by an unexpected error after its intent was written is failed for
+    now; when `repair` (the next start) finishes it, its receipt names the request, and
+    the request is `done`, not both failed and in a receipt."""
+    a = int(IDS[60])
+    monkeypatch.setenv("SISA_CRASH_AT", "forget:after-intent")  # raise, in this process
+    srv = ThreadServer(store, token_file, batch_window=0)
+    try:
+        rid = srv.client(ERASE).erase([a])
+        st = srv.client(ERASE).wait(rid, timeout=60)
+    finally:
+        srv.stop()
+    assert st["state"] == "failed" and "InjectedCrash" in st["reason"]
+    monkeypatch.delenv("SISA_CRASH_AT")
+    srv = ThreadServer(store, token_file, batch_window=0)
+    try:
+        st = srv.client(ERASE).status(rid)
+    finally:
+        srv.stop()
+    assert st["state"] == "done" and _listed(store) == [rid]
+    assert _stored(store, [a]) == [False] and _queued(store) == []

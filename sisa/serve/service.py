@@ -104,11 +104,11 @@ class Service:
         resumed = 0
         for entry in entries:
             rid = entry["request_id"]
-            if "failed" in entry:
+            if rid in self.done_by_log:  # its receipt landed (before a crash, or by repair)
+                self.queue.remove(rid)
+            elif "failed" in entry:
                 self.requests[rid] = _Request(rid, entry["queued_at"], None, state="failed",
                                               reason=entry["failed"])
-            elif rid in self.done_by_log:  # its receipt landed before the crash
-                self.queue.remove(rid)
             else:
                 req = self._request(rid, entry["queued_at"], entry["ids"])
                 self.requests[rid] = req
@@ -315,8 +315,9 @@ class Service:
                 for r in batch:
                     self._run([r])
             else:
-                self._fail(batch, str(exc).splitlines()[0])
-        except SisaError:
+                # the reason is shown to clients: it names the store, not the server's path
+                self._fail(batch, self._public(str(exc)))
+        except Exception:  # whatever stopped it (a crash, an OSError), the receipt may have landed
             receipt = self._landed(batch)
             if receipt is None:
                 raise
@@ -324,6 +325,11 @@ class Service:
         finally:
             self.forget_running = False
         return None
+
+    def _public(self, message: str) -> str:
+        """An error's first line as a client may see it: the store, not the server's path."""
+        return message.splitlines()[0].replace(f"store {self.uri}", "the store").replace(
+            str(self.uri), "the store")
 
     def _stored(self, batch: list[_Request]):
         """The batch's ids still stored (under the store's lock, on its committed state).
