@@ -190,7 +190,7 @@ class Service:
         with self.reader_lock:
             try:
                 arr = self.reader.id_array(ids)  # the id boundary: by the store's id type
-            except InputError:
+            except (InputError, UnicodeError):  # UnicodeError: a lone surrogate ("\ud800")
                 raise InputError(self._bad_id(ids)) from None
             if len(arr) == 0:
                 raise InputError("no ids given: send {\"ids\": [id, ...]}")
@@ -209,11 +209,11 @@ class Service:
         the client sent)."""
         id_type = self.reader.manifest.id_type
         want = ("JSON integers in the signed 64-bit range" if id_type == "int64" else
-                "JSON strings")
+                "JSON strings of Unicode text (no lone surrogates)")
         for k, v in enumerate(ids):
             try:
                 self.reader.id_array([v])
-            except InputError:
+            except (InputError, UnicodeError):
                 return (f"id #{k + 1} of {len(ids)} is not an id of this store: its ids are "
                         f"{id_type}, send {want}; nothing was queued")
         return f"these ids are not ids of this store (its ids are {id_type}, send {want})"
