@@ -331,7 +331,7 @@ class Service:
         return message.splitlines()[0].replace(f"store {self.uri}", "the store").replace(
             str(self.uri), "the store")
 
-    def _stored(self, batch: list[_Request]):
+    def _stored(self, batch: list[_Request]) -> pa.Array:
         """The batch's ids still stored (under the store's lock, on its committed state).
 
         Ids erased before or never stored are already absent: they are left out, so the
