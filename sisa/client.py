@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
-from .errors import SisaError
+from .errors import InputError, SisaError
 
 
 class ServerError(SisaError):
@@ -25,6 +25,34 @@ class ServerError(SisaError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"server answered {status}: {message}")
         self.status = status
+
+
+def token_from_file(path: str, scope: str = "erase") -> str:
+    """The bearer token in ``path``: the file holds the token alone, or the server's
+    ``--token-file`` lines (``SCOPES TOKEN``, ``#`` comments), of which the first with
+    ``scope`` is taken.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, or holds neither form (the message says which it must
+        hold, never what it holds).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(f"cannot read token file {path} ({why}): write the bearer token in "
+                         "it") from None
+    lines = [p for p in (line.split("#", 1)[0].split() for line in text.splitlines()) if p]
+    if len(lines) == 1 and len(lines[0]) == 1:
+        return lines[0][0]  # the token alone
+    for parts in lines:
+        if len(parts) == 2 and scope in parts[0].split(","):
+            return parts[1]
+    raise InputError(f"token file {path} holds no token with the {scope!r} scope: write the "
+                     f"bearer token alone, or the server's 'SCOPES TOKEN' lines with {scope}")
 
 
 class Client:
@@ -51,6 +79,10 @@ class Client:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if self.token:
+            if not (self.token.isascii() and self.token.isprintable()):
+                raise InputError("the bearer token holds characters an HTTP header cannot "
+                                 "carry: a token is printable ASCII (check the token file or "
+                                 "$SISA_TOKEN)")  # never echoed: it is a secret
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:

@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", action="append", help="a sample id (repeatable)")
     p.add_argument("--ids", help="file of ids (as for `sisa forget --ids`)")
     p.add_argument("--token-file", metavar="FILE",
-                   help="file holding the bearer token (default $SISA_TOKEN)")
+                   help="file holding the bearer token alone, or the server's token file "
+                   "(its first 'erase' token is used; default $SISA_TOKEN)")
     p.add_argument("--wait", action="store_true", help="wait until done; print the receipt")
     p.add_argument("--timeout", type=float, default=600.0)
     p.set_defaults(func=cmd_erase)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError, SisaError
+from ..errors import SisaError
 from .common import emit, read_ids, settings
 
 
@@ -73,11 +73,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    """The bearer token of ``--token-file`` (None: the client reads ``$SISA_TOKEN``)."""
-    if args.token_file:
-        try:
-            return open(args.token_file, encoding="utf-8").read().strip()
-        except OSError as exc:
-            raise InputError(f"cannot read --token-file {args.token_file} ({exc.strerror})"
-                             ) from None
-    return None
+    """The bearer token of ``--token-file``: the token alone, or the server's token file
+    (its first ``erase`` token). None: the client reads ``$SISA_TOKEN``."""
+    from ..client import token_from_file
+
+    return token_from_file(args.token_file) if args.token_file else None

@@ -12,9 +12,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from ..errors import InputError, SisaError, StoreLockedError
-from ..store import Store, deletion
+from ..store import Store
+from ..store import ids as idmod
 from ..store.manifest import now_iso
 from ..tasks.settings import ExecutionSettings
 from ..unlearn import forget, receipts, repair
@@ -92,16 +94,21 @@ class Service:
             ``completed_request`` (the forget repair finished, or None) and ``resumed``
             (queued requests taken up again).
         """
+        # Check every queue file before anything runs: one planted or edited file (its MAC
+        # does not check) stops the start, and no request of the queue is run. The MAC key
+        # needs a signed store's owner key: without it, refuse now, not at the first 202.
+        self.queue.key()
+        entries = self.queue.entries()
         summary = repair(self.store, settings=self.settings)
         self._index_log()
         resumed = 0
-        for entry in self.queue.entries():
+        for entry in entries:
             rid = entry["request_id"]
-            if "failed" in entry:
+            if rid in self.done_by_log:  # its receipt landed (before a crash, or by repair)
+                self.queue.remove(rid)
+            elif "failed" in entry:
                 self.requests[rid] = _Request(rid, entry["queued_at"], None, state="failed",
                                               reason=entry["failed"])
-            elif rid in self.done_by_log:  # its receipt landed before the crash
-                self.queue.remove(rid)
             else:
                 req = self._request(rid, entry["queued_at"], entry["ids"])
                 self.requests[rid] = req
@@ -167,21 +174,26 @@ class Service:
         return list(self.model[0].store_.manifest.schema["feature_names"])
 
     def submit(self, ids: list) -> str:
-        """Validate ids by the store's id type (unknown ids too), queue them durably, and
-        return the request id.
+        """Check ids by the store's id type only, queue them durably, and return the
+        request id.
+
+        Whether an id is stored is not looked at here: an id not in the store is already
+        absent, so erasing it is satisfied, and the answer must not tell a client which
+        ids exist (the worker erases the ones still stored; see :meth:`_stored`).
 
         Raises
         ------
         InputError
-            Wrong-type or unknown ids; nothing was queued.
+            Ids not of the store's id type; nothing was queued. The message names the
+            position of the first bad id, never its value.
         """
         with self.reader_lock:
-            self.reader.reload()
-            arr = self.reader.id_array(ids)  # the id boundary: by the store's id type
+            try:
+                arr = self.reader.id_array(ids)  # the id boundary: by the store's id type
+            except (InputError, UnicodeError):  # UnicodeError: a lone surrogate ("\ud800")
+                raise InputError(self._bad_id(ids)) from None
             if len(arr) == 0:
                 raise InputError("no ids given: send {\"ids\": [id, ...]}")
-            # unknown ids are refused now, not when the batch runs (nothing is queued)
-            self.reader.read_consistent(lambda st: deletion.resolve(st, arr))
             digest, canon = receipts.ids_digest(self.reader, arr)
         rid = secrets.token_hex(16)  # unguessable: the id is the handle on the request
         req = _Request(rid, now_iso(), canon.to_pylist(), ids_sha256=digest, n_ids=len(canon))
@@ -191,6 +203,20 @@ class Service:
             self.pending.append(req)
             self.cond.notify_all()
         return rid
+
+    def _bad_id(self, ids: list) -> str:
+        """Which id the store's id type refuses, by position (an error never echoes what
+        the client sent)."""
+        id_type = self.reader.manifest.id_type
+        want = ("JSON integers in the signed 64-bit range" if id_type == "int64" else
+                "JSON strings of Unicode text (no lone surrogates)")
+        for k, v in enumerate(ids):
+            try:
+                self.reader.id_array([v])
+            except (InputError, UnicodeError):
+                return (f"id #{k + 1} of {len(ids)} is not an id of this store: its ids are "
+                        f"{id_type}, send {want}; nothing was queued")
+        return f"these ids are not ids of this store (its ids are {id_type}, send {want})"
 
     def status(self, rid: str) -> dict | None:
         """A request's state (``queued``, ``running``, ``done`` with its receipt, ``failed``
@@ -258,22 +284,25 @@ class Service:
             self.metrics.rows_retrained += int(receipt.get("rows_retrained", 0))
             self.metrics.shard_retrains += len(receipt.get("affected", ()))
             self.metrics.requests_done += len(batch)
+        named = {q["request_id"] for q in receipt.get("requests") or ()}
         for r in batch:
-            if not receipt.get("replayed"):
-                self.done_by_log[r.request_id] = receipt
+            if r.request_id not in named:  # never expected: a 202 ends in a receipt naming it
+                self._fail([r], "internal error: the batch's receipt does not name it")
+                continue
+            self.done_by_log[r.request_id] = receipt
             r.receipt, r.ids, r.state = receipt, None, "done"
             self.queue.remove(r.request_id)
 
     def _forget(self, batch: list[_Request]) -> dict | None:
         """Forget a batch's ids as one request; the receipt, or None when the batch went
         back to the queue (store busy) or was failed or split request by request."""
-        ids = [i for r in batch for i in r.ids]
         requests = [{"request_id": r.request_id, "ids_sha256": r.ids_sha256, "n_ids": r.n_ids}
                     for r in batch]
         try:
             self.forget_running = True
             with self._locked():
-                return forget(self.store, ids, settings=self.settings, requests=requests)
+                return forget(self.store, self._stored(batch), settings=self.settings,
+                              requests=requests)
         except StoreLockedError as exc:  # another writer: try the batch again later
             log.warning("store busy, retrying the batch: %s", exc)
             with self.cond:
@@ -286,8 +315,9 @@ class Service:
                 for r in batch:
                     self._run([r])
             else:
-                self._fail(batch, str(exc).splitlines()[0])
-        except SisaError:
+                # the reason is shown to clients: it names the store, not the server's path
+                self._fail(batch, self._public(str(exc)))
+        except Exception:  # whatever stopped it (a crash, an OSError), the receipt may have landed
             receipt = self._landed(batch)
             if receipt is None:
                 raise
@@ -295,6 +325,22 @@ class Service:
         finally:
             self.forget_running = False
         return None
+
+    def _public(self, message: str) -> str:
+        """An error's first line as a client may see it: the store, not the server's path."""
+        return message.splitlines()[0].replace(f"store {self.uri}", "the store").replace(
+            str(self.uri), "the store")
+
+    def _stored(self, batch: list[_Request]) -> pa.Array:
+        """The batch's ids still stored (under the store's lock, on its committed state).
+
+        Ids erased before or never stored are already absent: they are left out, so the
+        receipt tells an erased-before id from a never-stored one in no field (its
+        ``n_ids`` counts the rows this batch erased; each request's entry counts the ids
+        it named). A batch with none left still gets its own receipt (one that changes
+        nothing), so every request ends in a receipt that names it."""
+        canon = idmod.unique_sorted(self.store.id_array([i for r in batch for i in r.ids]))
+        return canon.filter(pa.array(self.store.locate(canon)[0]))
 
     def _landed(self, batch: list[_Request]) -> dict | None:
         """After a forget raised: an interrupted forget leaves a journal, so finish it and

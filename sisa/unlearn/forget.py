@@ -73,14 +73,14 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     """
     settings = settings or ExecutionSettings()
     ids = store.id_array(ids)  # once: a generator given as ids is read one time only
-    if len(ids) == 0:
+    if len(ids) == 0 and not requests:  # a service batch whose ids are all absent: a receipt
         raise InputError("no sample ids given: pass at least one id to forget")
     with store.lock():
         digest, canon = receipts.ids_digest(store, ids)
         resumed = _resume_or_refuse(store, digest, settings)
         if resumed is not None:
             return resumed
-        done = _replayed(store, digest, canon)
+        done = _replayed(store, digest, canon, requests)
         if done is not None:  # finished (its intent, if left, is this request's: see above)
             store.loc.delete(INTENT)
             return done
@@ -150,14 +150,18 @@ def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) ->
     return None
 
 
-def _replayed(store: Store, digest: str, canon) -> dict | None:
+def _replayed(store: Store, digest: str, canon, requests: list[dict] | None) -> dict | None:
     """The logged receipt of these very ids if none of them is stored any more: a replayed
-    request is a no-op that returns its receipt."""
+    request is a no-op that returns its receipt. Service requests it does not name are
+    new requests: they get a receipt of their own (one that changes nothing)."""
     receipts.sync_log(store)  # a crash may have come between the commit and the log
     if store.locate(canon)[0].any():
         return None  # some id is still stored: not a replay (no need to read the log)
     done = receipts.find(store, ids_sha256=digest)
-    return None if done is None else {**done, "replayed": True}
+    named = {q["request_id"] for q in (done or {}).get("requests") or ()}
+    if done is None or not {q["request_id"] for q in requests or ()} <= named:
+        return None
+    return {**done, "replayed": True}
 
 
 def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletion,
