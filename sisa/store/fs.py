@@ -40,7 +40,12 @@ from .uris import resolve
 
 class MissingFileError(CorruptStoreError):
     """A file the manifest names is not there (damage, or a reader that raced a commit:
-    :meth:`sisa.store.Store.read_consistent` tells the two apart)."""
+    :meth:`sisa.store.Store.read_consistent` tells the two apart). ``rel`` is the file's
+    path relative to the store."""
+
+    def __init__(self, message: str, rel: str | None = None) -> None:
+        super().__init__(message)
+        self.rel = rel
 
 
 def check_rel(rel: str) -> str:
@@ -162,7 +167,7 @@ class Location:
         except FileNotFoundError as exc:
             raise MissingFileError(
                 f"missing file {self.path(rel)}: the store is damaged; run `sisa repair "
-                f"{self.uri}` or restore the file from backup"
+                f"{self.uri}` or restore the file from backup", rel
             ) from exc
 
     def read_stable(self, rel: str, intact: Callable[[bytes], bool]) -> bytes:
@@ -196,7 +201,7 @@ class Location:
             except FileNotFoundError as exc:
                 raise MissingFileError(
                     f"missing file {self.path(rel)}: the store is damaged; run `sisa repair "
-                    f"{self.uri}` or restore the file from backup") from exc
+                    f"{self.uri}` or restore the file from backup", rel) from exc
             key = (self.path(rel), sha256)
             if _VERIFIED.get(key) == stamp:
                 return buf
