@@ -29,7 +29,7 @@ from . import manifest as mf
 from .fs import TEMP_DIR, Location, MissingFileError
 from .lock import live_holder, pid_alive
 
-# Pauses between looks: ~25 s in all, so a writer's longest batch usually ends within
+# Pauses between looks: ~20 s in all, so a writer's longest batch usually ends within
 # them; a store never at rest for that long is reported as busy, never as damaged.
 LOOK_DELAYS = (0.005, 0.01, 0.02, 0.05) + (0.1,) * 10 + (0.25,) * 20 + (1.0,) * 14
 
@@ -74,12 +74,13 @@ def busy(store, files: list[str] = ()) -> str:
     return ""
 
 
-def look(store, delays=LOOK_DELAYS) -> AtRest | str:
+def look(store, delays: tuple[float, ...] | None = None) -> AtRest | str:
     """Reload ``store`` to the committed manifest at a moment the store is at rest and
     return what was seen then, or, if no look found it at rest, why not (each pause of
-    ``delays`` is one more look; the store is reloaded either way)."""
+    ``delays``, default :data:`LOOK_DELAYS`, is one more look; the store is reloaded
+    either way)."""
     why = ""
-    for delay in (*delays, None):
+    for delay in (*(LOOK_DELAYS if delays is None else delays), None):
         why = busy(store)
         if not why:
             token = manifest_token(store.loc)
