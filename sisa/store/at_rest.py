@@ -21,6 +21,7 @@ file, an interrupted forget.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -62,8 +63,8 @@ def busy(store, files: list[str] = ()) -> str:
     process other than ``store`` itself, or a live process is writing one of ``files``
     (a temporary file ``.tmp/<pid>-...``; `sisa serve` writes queue files this way
     without the lock)."""
-    if store._lock_depth:
-        return ""  # this very object holds the lock: no other writer can be at work
+    if store._lock_depth and store._lock_owner == threading.get_ident():
+        return ""  # this thread holds the lock: no other writer can be at work
     holder = live_holder(store.loc)
     if holder:
         return f"the write lock is held by {holder}"

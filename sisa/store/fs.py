@@ -47,6 +47,9 @@ class MissingFileError(CorruptStoreError):
         super().__init__(message)
         self.rel = rel
 
+    def __reduce__(self):  # raised in a Ray task: ``rel`` crosses back with it
+        return type(self), (str(self), self.rel)
+
 
 def check_rel(rel: str) -> str:
     """``rel`` if it is a plain relative path that stays inside the store, lexically.
