@@ -33,17 +33,18 @@ N = 1200
 NOT_DAMAGE = ("the store kept changing during verify", "a writer was changing the store")
 
 WRITER = textwrap.dedent("""
-    import json, sys
+    import json, sys, time
     from sisa import Store
     from sisa.engine import ExecutionSettings
     from sisa.store.lock import ObjectLock
     from sisa.unlearn import forget
     ObjectLock.settle = 0.05  # one writer here, and moto answers fast
-    uri, ids = sys.argv[1], json.loads(sys.argv[2])
+    uri, ids, pause = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
     store = Store.open(uri)
     for i in ids:
         forget(store, [i], settings=ExecutionSettings(backend="local"))
         print(i, flush=True)
+        time.sleep(pause)  # like `sisa serve` between batches: the lock is free a moment
 """)
 
 HOLDER = textwrap.dedent("""
@@ -81,8 +82,11 @@ def store(built, tmp_path) -> str:
     return str(dst)
 
 
-def start_writer(uri: str, ids, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", WRITER, uri, json.dumps([int(i) for i in ids])],
+def start_writer(uri: str, ids, env: dict | None = None, pause: float = 0.03
+                 ) -> subprocess.Popen:
+    """A process forgetting ``ids`` one by one, each a commit (bounded by their count)."""
+    return subprocess.Popen([sys.executable, "-c", WRITER, uri,
+                             json.dumps([int(i) for i in ids]), str(pause)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
 
@@ -195,7 +199,7 @@ def test_damage_made_while_forgets_commit_is_still_reported(store):
 
 def test_a_live_lock_holder_is_busy_not_damage_and_a_dead_one_leaves_debris(store,
                                                                             monkeypatch):
-    monkeypatch.setattr(at_rest, "LOOK_DELAYS", (0.01,) * 3)
+    monkeypatch.setattr(at_rest, "POLLS", {"local": 5, "object": 5})
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, store], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

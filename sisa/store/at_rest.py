@@ -30,9 +30,12 @@ from . import manifest as mf
 from .fs import TEMP_DIR, Location, MissingFileError
 from .lock import live_holder, pid_alive
 
-# Pauses between looks: ~20 s in all, so a writer's longest batch usually ends within
-# them; a store never at rest for that long is reported as busy, never as damaged.
-LOOK_DELAYS = (0.005, 0.01, 0.02, 0.05) + (0.1,) * 10 + (0.25,) * 20 + (1.0,) * 14
+# How often and how long :func:`look` waits for a moment at rest: a poll reads only the
+# lock (a file locally, an object's GET elsewhere), so it can be frequent enough to catch
+# the gap between two batches of a busy writer. ~20 s in all; a store never at rest for
+# that long is reported as busy, never as damaged.
+POLL_S = {"local": 0.005, "object": 0.05}
+POLLS = {"local": 4000, "object": 400}
 
 
 @dataclass(frozen=True)
@@ -75,31 +78,33 @@ def busy(store, files: list[str] = ()) -> str:
     return ""
 
 
-def look(store, delays: tuple[float, ...] | None = None) -> AtRest | str:
+def look(store, polls: int | None = None) -> AtRest | str:
     """Reload ``store`` to the committed manifest at a moment the store is at rest and
-    return what was seen then, or, if no look found it at rest, why not (each pause of
-    ``delays``, default :data:`LOOK_DELAYS`, is one more look; the store is reloaded
-    either way)."""
+    return what was seen then, or, if none of ``polls`` (default :data:`POLLS`) found it
+    at rest, why not (the store is reloaded either way)."""
+    kind = "local" if store.loc.is_local else "object"
     why = ""
-    for delay in (*(LOOK_DELAYS if delays is None else delays), None):
-        why = busy(store)
-        if not why:
+    for i in range(POLLS[kind] if polls is None else polls):
+        if i:
+            time.sleep(POLL_S[kind])
+        try:
+            why = busy(store)
+            if why:
+                continue
             token = manifest_token(store.loc)
-            try:
-                store.reload()
-                files = store.loc.list_files()
-                rel = store.manifest.audit_files()["log"]
-                log = store.loc.read_bytes(rel).to_pybytes() if rel in files else None
-            except MissingFileError:
-                why = "a file vanished while looking"  # a commit meanwhile: look again
-            else:
-                why = busy(store, files) or ("" if manifest_token(store.loc) == token
-                                             else "a commit landed while looking")
-                if not why:
-                    return AtRest(files, log, token)
-        if delay is None:
-            break
-        time.sleep(delay)
+            store.reload()
+            files = store.loc.list_files()
+            rel = store.manifest.audit_files()["log"]
+            log = store.loc.read_bytes(rel).to_pybytes() if rel in files else None
+            why = busy(store, files) or ("" if manifest_token(store.loc) == token
+                                         else "a commit landed while looking")
+        except (MissingFileError, OSError) as exc:  # a commit meanwhile, or (object
+            if store.loc.is_local and not isinstance(exc, MissingFileError):  # stores) a
+                raise  # GET racing a replacement; a local OSError is no race
+            why = f"a read failed while looking ({str(exc)[:80]})"
+            continue
+        if not why:
+            return AtRest(files, log, token)
     with contextlib.suppress(MissingFileError):
         store.reload()
     return why
@@ -109,43 +114,51 @@ def missing(loc: Location, rel: str, attempts: int = 8) -> bool:
     """Whether ``rel`` is absent although the committed manifest names it (damage), as
     opposed to removed by a commit after a reader's manifest was read (not damage)."""
     for _ in range(attempts):
-        token = manifest_token(loc)
-        named = rel in mf.load(loc).referenced_files()
-        gone = not loc.exists(rel)
-        if manifest_token(loc) == token:
-            return named and gone
+        try:
+            token = manifest_token(loc)
+            named = rel in mf.load(loc).referenced_files()
+            gone = not loc.exists(rel)
+            if manifest_token(loc) == token:
+                return named and gone
+        except (MissingFileError, OSError):
+            continue  # a commit (or an object GET racing it) meanwhile: look again
     return False  # changing at every look: whoever reads it again will know
 
 
 @dataclass
 class Vanished:
-    """Files found missing while reading one pinned generation, kept apart from the
-    problems found until :meth:`settle` knows which are damage."""
+    """Files found missing while reading one pinned generation at ``loc``, kept apart
+    from the problems found until :meth:`settle` knows which are damage."""
 
+    loc: Location
     found: list[tuple[list[str], str, str | None]] = field(default_factory=list)
 
-    def failed(self, exc: Exception, problems: list[str]) -> None:
+    def failed(self, exc: Exception, problems: list[str], *, raise_damage: bool = False
+               ) -> None:
         """Record a read's error: a :class:`MissingFileError` here until :meth:`settle`
-        (``problems`` is where it goes if it is damage), any other in ``problems``."""
-        if isinstance(exc, MissingFileError):
-            self.found.append((problems, str(exc), exc.rel))
-        else:
+        (``problems`` is where it goes if it is damage), any other in ``problems``. With
+        ``raise_damage``, a file really missing is raised at once."""
+        if not isinstance(exc, MissingFileError):
             problems.append(str(exc))
+        elif raise_damage and (exc.rel is None or missing(self.loc, exc.rel)):
+            raise exc
+        else:
+            self.found.append((problems, str(exc), exc.rel))
 
     @contextlib.contextmanager
-    def reading(self, problems: list[str]):
-        """Record a :class:`MissingFileError` of the block instead of raising it."""
+    def reading(self, problems: list[str], *, raise_damage: bool = False):
+        """Record a :class:`MissingFileError` of the block (see :meth:`failed`)."""
         try:
             yield
         except MissingFileError as exc:
-            self.failed(exc, problems)
+            self.failed(exc, problems, raise_damage=raise_damage)
 
-    def settle(self, loc: Location) -> int:
+    def settle(self) -> int:
         """Put each file still named by the committed manifest into its problems (damage);
         return how many were removed by a newer commit (the read must be redone)."""
         moved = 0
         for problems, message, rel in self.found:
-            if rel is None or missing(loc, rel):
+            if rel is None or missing(self.loc, rel):
                 problems.append(message)
             else:
                 moved += 1

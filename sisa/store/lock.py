@@ -223,7 +223,10 @@ def live_holder(loc: Location) -> str | None:
     counts as alive. On object stores: a fresh lock object (:class:`ObjectLock`)."""
     if not loc.is_local:
         probe = ObjectLock(loc, loc.uri)
-        info = probe._read()
+        try:
+            info = probe._read()
+        except OSError as exc:  # a GET racing the object's replacement: ask again later
+            return f"a lock object that could not be read ({str(exc)[:80]})"
         return None if info is None or probe._is_stale(info) else _who(info)
     try:
         fd = os.open(loc.path(".lock"), os.O_RDONLY | os.O_NOFOLLOW)

@@ -39,6 +39,7 @@ from ..engine.driver import train_shards
 from ..engine.train import schedule_of
 from ..errors import InputError, SisaError
 from ..store import at_rest
+from ..store.fs import MissingFileError
 from ..store.index import id_buckets
 from ..store.layout import ID, INTENT, LABEL, QUEUE_FILE, slice_labels, union
 from ..store.manifest import RetrainPlan, slice_key
@@ -137,18 +138,16 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     first = store.manifest.generation
     for attempt in range(ATTEMPTS):  # noqa: B007 (read after the loop)
         rest = at_rest.look(store)
-        vanished = at_rest.Vanished()
+        vanished = at_rest.Vanished(store.loc)
         rep = _check(store, rest, vanished, targets, public_key=public_key,
                      wanted_gone=wanted_gone, held=held_receipts or [], retrain=retrain,
                      settings=settings or ExecutionSettings())
-        if not vanished.settle(store.loc):
+        if not vanished.settle():
             break
     else:  # every attempt read files a newer commit had removed: none of it is damage
-        rep.problems.append(
-            f"the store kept changing during verify (generation {first} to "
-            f"{store.manifest.generation}, {ATTEMPTS} attempts): files of each state were "
-            "replaced by newer commits before they were read; this is not damage: retry "
-            "verify when fewer writes are under way")
+        rep.problems.append(f"the store kept changing during verify (generation {first} to "
+                            f"{store.manifest.generation}, {ATTEMPTS} attempts): newer commits "
+                            "replaced files before they were read; this is not damage: retry")
     if attempt:
         rep.notes.append(f"writers committed during verify: it checked generation "
                          f"{store.manifest.generation} (attempt {attempt + 1})")
@@ -173,7 +172,7 @@ def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
     scan = store.has_audit_key()
     tomb: set = set()
     if scan:
-        with vanished.reading(problems):
+        with vanished.reading(problems, raise_damage=True):  # raised, as it always was
             tomb = set(store.read_tombstones())
     else:
         notes.append("the keyed scan for deleted ids needs the owner's key file (the audit key) "
@@ -182,18 +181,19 @@ def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
     data_ids, data_labels = _scan_slices(store, checks, tomb if scan else None, wanted_gone,
                                          vanished)
     if wanted_gone is not None:
-        with vanished.reading(problems):
+        with vanished.reading(problems, raise_damage=True):
             if store.locate(wanted_gone)[0].any():
                 problems.append("the index still lists ids said to be forgotten")
         notes.append(f"{len(wanted_gone):,} given id(s) checked absent from the index and "
                      "every data file")
-    problems += _index_problems(store, data_ids, vanished)
+    with vanished.reading(problems):  # into this list: it is the report's
+        problems += _index_problems(store, data_ids)
     if len(data_labels) == store.n_shards * store.n_slices:  # every slice was read
         problems += _class_problems(store, data_labels)
     if store.manifest.model:
         _check_checkpoints(store, checks, vanished)
         if retrain and targets:
-            with vanished.reading(problems):
+            with vanished.reading(problems, raise_damage=True):
                 _retrain(store, checks, targets, settings)
     return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb), 0.0,
                         store.signer, notes)
@@ -241,7 +241,6 @@ def _scan_slices(store: Store, checks: list[ShardCheck], tomb: set | None,
             except SisaError as exc:
                 vanished.failed(exc, checks[s].problems)
                 continue
-                continue
             data_ids.append(ids)
             data_labels.append(_labels_of(store, s, r, table, checks[s].problems))
             hits = sum(h in tomb for h in store.keyed_id_hashes(ids)) if tomb else 0
@@ -255,7 +254,7 @@ def _scan_slices(store: Store, checks: list[ShardCheck], tomb: set | None,
     return data_ids, data_labels
 
 
-def _index_problems(store: Store, data_ids: list, vanished: at_rest.Vanished) -> list[str]:
+def _index_problems(store: Store, data_ids: list) -> list[str]:
     """The index lists exactly the ids the data files hold, each in its own bucket."""
     problems = []
     try:
@@ -270,8 +269,10 @@ def _index_problems(store: Store, data_ids: list, vanished: at_rest.Vanished) ->
         if misplaced:
             problems.append(f"index bucket(s) {misplaced[:5]} hold ids of other buckets: "
                             "locate would miss them")
+    except MissingFileError:
+        raise  # the caller tells damage from a newer commit's removal
     except SisaError as exc:
-        vanished.failed(exc, problems)
+        problems.append(str(exc))
     return problems
 
 
