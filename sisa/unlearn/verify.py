@@ -206,8 +206,8 @@ def _state_problems(store: Store, rest: at_rest.AtRest | str, notes: list[str]) 
     model = [] if store.manifest.model else ["the store holds no trained model"]
     if isinstance(rest, str):
         return [f"a writer was changing the store at every look ({rest}), so unfinished "
-                "runs, leftover files and the audit log were not checked: this is not "
-                "damage; retry verify when it is done", *model]
+                "runs, leftover files and the audit log were not checked: retry verify when "
+                "it is done (if no writer runs, `sisa repair` clears its lock)", *model]
     problems = []
     pending = store.manifest.pending
     if pending:
