@@ -39,8 +39,15 @@ from .uris import resolve
 
 
 class MissingFileError(CorruptStoreError):
-    """A file the manifest names is not there (damage, or a reader that raced a commit:
-    :meth:`sisa.store.Store.read_consistent` tells the two apart)."""
+    """A file the manifest names (``rel``, relative to the store) is not there: damage, or
+    a reader that raced a commit (:meth:`sisa.store.Store.read_consistent` tells them apart)."""
+
+    def __init__(self, message: str, rel: str | None = None) -> None:
+        super().__init__(message)
+        self.rel = rel
+
+    def __reduce__(self):  # raised in a Ray task: ``rel`` crosses back with it
+        return type(self), (str(self), self.rel)
 
 
 def check_rel(rel: str) -> str:
@@ -162,8 +169,7 @@ class Location:
         except FileNotFoundError as exc:
             raise MissingFileError(
                 f"missing file {self.path(rel)}: the store is damaged; run `sisa repair "
-                f"{self.uri}` or restore the file from backup"
-            ) from exc
+                f"{self.uri}` or restore the file from backup", rel) from exc
 
     def read_stable(self, rel: str, intact: Callable[[bytes], bool]) -> bytes:
         """Read a small file that writers replace in place (the manifest, the lock) and
@@ -196,7 +202,7 @@ class Location:
             except FileNotFoundError as exc:
                 raise MissingFileError(
                     f"missing file {self.path(rel)}: the store is damaged; run `sisa repair "
-                    f"{self.uri}` or restore the file from backup") from exc
+                    f"{self.uri}` or restore the file from backup", rel) from exc
             key = (self.path(rel), sha256)
             if _VERIFIED.get(key) == stamp:
                 return buf

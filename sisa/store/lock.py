@@ -214,6 +214,64 @@ class ObjectLock:
                 self.loc.delete(self.name)
 
 
+def live_holder(loc: Location) -> str | None:
+    """Who holds the store's write lock, seen without taking it, or None if nobody alive
+    does. A reader must not probe the ``flock`` itself: a writer's non-blocking attempt
+    at that moment would be refused. Locally a holder writes ``{pid, host, since}`` into
+    ``.lock`` once it has the lock and empties it before letting go; content left by a
+    killed writer names a dead process. A holder on another host cannot be checked and
+    counts as alive. On object stores: a fresh lock object (:class:`ObjectLock`)."""
+    if not loc.is_local:
+        probe = ObjectLock(loc, loc.uri)
+        try:
+            info = probe._read()
+        except OSError as exc:  # a GET racing the object's replacement: ask again later
+            return f"a lock object that could not be read ({str(exc)[:80]})"
+        return None if info is None or probe._is_stale(info) else _who(info)
+    try:
+        fd = os.open(loc.path(".lock"), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None  # no lock file (or a planted link, which no writer can lock through)
+    try:
+        raw = os.pread(fd, 4096, 0)
+    finally:
+        os.close(fd)
+    if not raw:
+        return None
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        return "another process"
+    if not isinstance(info, dict):
+        return "another process"
+    pid = info.get("pid")
+    if info.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
+        return None
+    return _who(info)
+
+
+def _who(info: dict) -> str:
+    return (f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')}"
+            if "pid" in info else "another process")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host's pid namespace runs (a zombie does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _pid_namespace() -> str:
     """This boot and pid namespace ("" where unknown): a pid means the same process
     only within them (containers on one host share its name, not its pids)."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from ..errors import CorruptStoreError, KeyFileError, StoreError
 from . import keys
+from .fs import MissingFileError
 from .layout import check_manifest_paths
 
 FORMAT = "sisa-store/4"
@@ -25,6 +26,7 @@ SHARD_LEAF = re.compile(rf"meta/shard-(\d{{4,}})-{_HEX32}\.json")
 PAGE_LEAF = {"index": re.compile(rf"meta/index-(\d{{4,}})-{_HEX32}\.json"),
              "tombstones": re.compile(rf"meta/tombstones-(\d{{4,}})-{_HEX32}\.json")}
 _DIGITS = re.compile(r"\d+")
+_LOAD_ATTEMPTS = 8  # roots read while leaves vanish under newer commits, then give up
 # Parsed leaves by sha256: immutable content, so a process reads each leaf once.
 _LEAVES: dict[tuple[str, str], dict] = {}  # (kind, sha256) -> body, shape and paths checked
 _MAX_CACHED = 50_000
@@ -136,8 +138,23 @@ def read_root(loc, *, formats: tuple[str, ...] = (FORMAT,)) -> dict:
 def load(loc) -> tuple[dict, dict[str, dict]]:
     """``(root, leaves by sha256)``: every leaf the root names, hash-checked, shape- and
     path-checked once per process (leaves are cached by kind and hash; a leaf's content
-    fixes its place, so a cached leaf is only checked to stand where it did)."""
-    root = read_root(loc)
+    fixes its place, so a cached leaf is only checked to stand where it did).
+
+    A reader holds no lock: between its read of the root and of a leaf, a writer may
+    commit a new root and delete the leaves only the old one named. A missing leaf is
+    damage only if the root is still the one read; otherwise the load starts over on
+    the new root (a bounded number of times)."""
+    for attempt in range(_LOAD_ATTEMPTS):
+        root = read_root(loc)
+        try:
+            return root, _leaves(loc, root)
+        except MissingFileError:
+            if attempt == _LOAD_ATTEMPTS - 1 or read_root(loc) == root:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _leaves(loc, root: dict) -> dict[str, dict]:
     where = loc.path(MANIFEST)
     try:
         refs = _leaf_refs(root, where)
@@ -157,7 +174,7 @@ def load(loc) -> tuple[dict, dict[str, dict]]:
                 kind == "shards" and len(body["slices"]) != root["assignment"]["n_slices"]):
             _check_leaf(kind, i, body, root, loc.path(ref["file"]))  # a moved leaf: raises
         leaves[ref["sha256"]] = body
-    return root, leaves
+    return leaves
 
 
 def _leaf_refs(root: dict, where: str) -> list[tuple[str, int, dict]]:

@@ -60,7 +60,7 @@ class RowReading:
             if info.size is None or info.type.name == "NotFound":
                 raise MissingFileError(
                     f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
-                    f"backup, or run `sisa repair {self.uri}` if a write was interrupted")
+                    f"backup, or run `sisa repair {self.uri}` if a write was interrupted", rel)
             if info.size != meta["bytes"]:
                 raise CorruptStoreError(
                     f"file {self.loc.path(rel)} has {info.size} bytes, the manifest says "

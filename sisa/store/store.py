@@ -396,11 +396,12 @@ class Store(RowReading, AuditKeys):
             self.loc.delete(rel)
         return removed
 
-    def unreferenced_files(self) -> list[str]:
-        """Files below the store that the manifest does not name (bookkeeping aside)."""
+    def unreferenced_files(self, files: list[str] | None = None) -> list[str]:
+        """Files below the store (or of ``files``, a listing of it) that the manifest does
+        not name (bookkeeping aside)."""
         keep = (set(self.manifest.referenced_files()) | KEEP
                 | set(self.manifest.audit_files().values()))
-        return [rel for rel in self.loc.list_files()
+        return [rel for rel in (self.loc.list_files() if files is None else files)
                 if rel not in keep and not QUEUE_FILE.fullmatch(rel)]
 
     def delete(self, ids) -> deletion.DeleteResult:

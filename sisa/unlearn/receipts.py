@@ -75,9 +75,14 @@ def read_log(store: Store) -> tuple[list[dict], list[str]]:
     """The receipts in the log and what is wrong with its lines (a torn last line, a
     line that is not a JSON object)."""
     rel = log_path(store)
-    if not store.loc.exists(rel):
+    return parse_log(store.loc.read_bytes(rel).to_pybytes() if store.loc.exists(rel) else None)
+
+
+def parse_log(raw: bytes | None) -> tuple[list[dict], list[str]]:
+    """:func:`read_log` of the log's bytes (None: no log), e.g. read by ``verify`` at a
+    moment no writer was appending."""
+    if raw is None:
         return [], []
-    raw = store.loc.read_bytes(rel).to_pybytes()
     lines = raw.split(b"\n")
     torn = lines[-1] != b""  # every complete line ends with a line break
     if not torn:
@@ -175,10 +180,11 @@ def signature_ok(public_hex: str, receipt: dict) -> bool:
     return keys.check_signature(public_hex, body, receipt.get("signature"))
 
 
-def check(store: Store) -> list[str]:
-    """Everything wrong with the audit log against the committed manifest: a receipt
-    removed, reordered, edited or unsigned, one missing at the end, a torn line."""
-    log, problems = read_log(store)
+def check(store: Store, log: tuple[list[dict], list[str]] | None = None) -> list[str]:
+    """Everything wrong with the audit log (``log``: as :func:`read_log` returns it; read
+    now if not given) against the committed manifest: a receipt removed, reordered,
+    edited or unsigned, one missing at the end, a torn line."""
+    log, problems = read_log(store) if log is None else (log[0], list(log[1]))
     signer = store.signer
     for i, r in enumerate(log):
         who = f"receipt {i} (request {r.get('request_id', '?')})"

@@ -38,13 +38,16 @@ from ..engine import checkpoints as ck
 from ..engine.driver import train_shards
 from ..engine.train import schedule_of
 from ..errors import InputError, SisaError
+from ..store import at_rest
+from ..store.fs import MissingFileError
 from ..store.index import id_buckets
 from ..store.layout import ID, INTENT, LABEL, QUEUE_FILE, slice_labels, union
 from ..store.manifest import RetrainPlan, slice_key
 from ..store.store import Store
 from ..tasks.settings import ExecutionSettings
 from . import receipts
-from .receipts import history
+
+ATTEMPTS = 6  # generations tried while writers commit, before "the store kept changing"
 
 
 @dataclass
@@ -132,61 +135,100 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     store.reload()
     wanted_gone = None if forgotten_ids is None else store.id_array(forgotten_ids)
     targets = _targets(store.n_shards, shards, sample, seed)  # bad arguments fail first
+    first = store.manifest.generation
+    for attempt in range(ATTEMPTS):  # noqa: B007 (read after the loop)
+        rest = at_rest.look(store)
+        vanished = at_rest.Vanished(store.loc)
+        rep = _check(store, rest, vanished, targets, public_key=public_key,
+                     wanted_gone=wanted_gone, held=held_receipts or [], retrain=retrain,
+                     settings=settings or ExecutionSettings())
+        if not vanished.settle():
+            break
+    else:  # every attempt read files a newer commit had removed: none of it is damage
+        rep.problems.append(f"the store kept changing during verify (generation {first} to "
+                            f"{store.manifest.generation}, {ATTEMPTS} attempts): newer commits "
+                            "replaced files before they were read; this is not damage: retry")
+    if attempt:
+        rep.notes.append(f"writers committed during verify: it checked generation "
+                         f"{store.manifest.generation} (attempt {attempt + 1})")
+    rep.seconds = round(time.perf_counter() - t0, 3)
+    return rep
+
+
+def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
+           targets: list[int], *, public_key, wanted_gone, held: list[dict], retrain: bool,
+           settings: ExecutionSettings) -> VerifyReport:
+    """Every check of the generation ``store`` reads; files found missing go to
+    ``vanished`` (damage, or removed by a newer commit: the caller tells)."""
     checks = [ShardCheck(s, store.shard_rows(s)) for s in range(store.n_shards)]
     notes: list[str] = []
-    problems = _state_problems(store, notes)
+    log = receipts.parse_log(rest.log) if isinstance(rest, at_rest.AtRest) else None
+    problems = _state_problems(store, rest, notes)
     problems += _trust_problems(store, public_key, notes)
-    problems += _audit_problems(store)
-    problems += receipts.check(store)
-    problems += _held_receipt_problems(store, held_receipts or [])
+    problems += _audit_problems(store, log)
+    if log is not None:  # else the look's problem says why it was not checked
+        problems += receipts.check(store, log)
+        problems += _held_receipt_problems(store, log[0], held)
     scan = store.has_audit_key()
-    tomb = set(store.read_tombstones()) if scan else set()
-    if not scan:
+    tomb: set = set()
+    if scan:
+        with vanished.reading(problems, raise_damage=True):  # raised, as it always was
+            tomb = set(store.read_tombstones())
+    else:
         notes.append("the keyed scan for deleted ids needs the owner's key file (the audit key) "
                      "and was skipped; the signed manifest commits the tombstone files checked "
                      "here, and `--forgotten-ids` checks given ids directly")
-    data_ids, data_labels = _scan_slices(store, checks, tomb if scan else None, wanted_gone)
+    data_ids, data_labels = _scan_slices(store, checks, tomb if scan else None, wanted_gone,
+                                         vanished)
     if wanted_gone is not None:
-        if store.locate(wanted_gone)[0].any():
-            problems.append("the index still lists ids said to be forgotten")
+        with vanished.reading(problems, raise_damage=True):
+            if store.locate(wanted_gone)[0].any():
+                problems.append("the index still lists ids said to be forgotten")
         notes.append(f"{len(wanted_gone):,} given id(s) checked absent from the index and "
                      "every data file")
-    problems += _index_problems(store, data_ids)
+    with vanished.reading(problems):  # into this list: it is the report's
+        problems += _index_problems(store, data_ids)
     if len(data_labels) == store.n_shards * store.n_slices:  # every slice was read
         problems += _class_problems(store, data_labels)
     if store.manifest.model:
-        _check_checkpoints(store, checks)
+        _check_checkpoints(store, checks, vanished)
         if retrain and targets:
-            _retrain(store, checks, targets, settings or ExecutionSettings())
-    return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb),
-                        round(time.perf_counter() - t0, 3), store.signer, notes)
+            with vanished.reading(problems, raise_damage=True):
+                _retrain(store, checks, targets, settings)
+    return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb), 0.0,
+                        store.signer, notes)
 
 
-def _state_problems(store: Store, notes: list[str]) -> list[str]:
-    """An unfinished run, an interrupted forget, leftover files, no model; queued
-    erasures are a note (no receipt claims them yet, docs/serve.md)."""
+def _state_problems(store: Store, rest: at_rest.AtRest | str, notes: list[str]) -> list[str]:
+    """Seen at rest (:func:`sisa.store.at_rest.look`): an unfinished run, an interrupted
+    forget, leftover files; and no model. Queued erasures are a note (no receipt claims
+    them yet, docs/serve.md). A store never at rest is one problem: a writer was busy."""
+    model = [] if store.manifest.model else ["the store holds no trained model"]
+    if isinstance(rest, str):
+        return [f"a writer was changing the store at every look ({rest}), so unfinished "
+                "runs, leftover files and the audit log were not checked: retry verify when "
+                "it is done (if no writer runs, `sisa repair` clears its lock)", *model]
     problems = []
     pending = store.manifest.pending
     if pending:
         problems.append(f"an unfinished {pending['kind']} is journaled: run `sisa repair`")
-    if store.loc.exists(INTENT):
+    if INTENT in rest.files:
         problems.append("an interrupted forget left audit/intent.json: run `sisa repair`")
-    leftovers = store.unreferenced_files()
+    leftovers = store.unreferenced_files(rest.files)
     if leftovers:
         problems.append(f"{len(leftovers)} file(s) not named by the manifest, e.g. "
                         f"{leftovers[0]} (may hold deleted rows): run `sisa repair`")
-    if not store.manifest.model:
-        problems.append("the store holds no trained model")
-    queued = [f for f in store.loc.list_files() if QUEUE_FILE.fullmatch(f)]
+    queued = [f for f in rest.files if QUEUE_FILE.fullmatch(f)]
     if queued:
         notes.append(f"{len(queued)} erasure request(s) in the queue of `sisa serve` "
                      "(waiting, or failed with a reason): no receipt claims them yet, so their "
                      "rows may still be in the store")
-    return problems
+    return problems + model
 
 
 def _scan_slices(store: Store, checks: list[ShardCheck], tomb: set | None,
-                 wanted_gone: pa.Array | None) -> tuple[list, list[list]]:
+                 wanted_gone: pa.Array | None,
+                 vanished: at_rest.Vanished) -> tuple[list, list[list]]:
     """Read every slice: its ids must hold no deleted (tombstoned) id and none of the ids
     said to be forgotten, its label list must match its rows. Returns the ids and the
     label lists of the slices that could be read."""
@@ -197,7 +239,7 @@ def _scan_slices(store: Store, checks: list[ShardCheck], tomb: set | None,
                 table = store.read_slice_table(s, r)
                 ids = table.column(ID)
             except SisaError as exc:
-                checks[s].problems.append(str(exc))
+                vanished.failed(exc, checks[s].problems)
                 continue
             data_ids.append(ids)
             data_labels.append(_labels_of(store, s, r, table, checks[s].problems))
@@ -227,6 +269,8 @@ def _index_problems(store: Store, data_ids: list) -> list[str]:
         if misplaced:
             problems.append(f"index bucket(s) {misplaced[:5]} hold ids of other buckets: "
                             "locate would miss them")
+    except MissingFileError:
+        raise  # the caller tells damage from a newer commit's removal
     except SisaError as exc:
         problems.append(str(exc))
     return problems
@@ -260,9 +304,9 @@ def _class_problems(store: Store, data_labels: list[list]) -> list[str]:
     return []
 
 
-def _held_receipt_problems(store: Store, held: list[dict]) -> list[str]:
+def _held_receipt_problems(store: Store, log: list[dict], held: list[dict]) -> list[str]:
     out = []
-    chain = {r["seq"]: receipts.receipt_hash(r) for r in history(store)
+    chain = {r["seq"]: receipts.receipt_hash(r) for r in log
              if isinstance(r.get("seq"), int)}
     for r in held:
         who = f"the receipt you hold (request {r.get('request_id')}, seq {r.get('seq')})"
@@ -291,9 +335,10 @@ def _trust_problems(store: Store, public_key: str | None, notes: list[str]) -> l
     return []
 
 
-def _audit_problems(store: Store) -> list[str]:
+def _audit_problems(store: Store, log: tuple[list[dict], list[str]] | None) -> list[str]:
     """The manifest names exactly the S x R grid, and the store is the state the audit
-    log says the last forget left (a restored pre-forget backup is not)."""
+    log (``log``, read at rest; None: not read) says the last forget left (a restored
+    pre-forget backup is not)."""
     out = []
     grid = {slice_key(s, r) for s in range(store.n_shards) for r in range(store.n_slices)}
     outside = sorted(set(store.manifest.slices) - grid)
@@ -306,7 +351,7 @@ def _audit_problems(store: Store) -> list[str]:
     if tomb_rows != store.manifest.n_deleted:
         out.append(f"{tomb_rows} tombstones but {store.manifest.n_deleted} deleted "
                    "rows recorded: the manifest was edited")
-    log = history(store)
+    log = log[0] if log is not None else []
     committed = store.manifest.last_receipt
     last = committed or (log[-1] if log else None)  # the signed one first
     pending = store.manifest.pending
@@ -326,7 +371,8 @@ def _audit_problems(store: Store) -> list[str]:
     return out
 
 
-def _check_checkpoints(store: Store, checks: list[ShardCheck]) -> None:
+def _check_checkpoints(store: Store, checks: list[ShardCheck],
+                       vanished: at_rest.Vanished) -> None:
     """Every checkpoint the schedule keeps is present; each one stored (a refit model's
     intermediate ones written by an older sisa included) matches its data and loads."""
     cks = store.manifest.checkpoints
@@ -343,7 +389,7 @@ def _check_checkpoints(store: Store, checks: list[ShardCheck]) -> None:
             try:  # the hash, and that it loads without calling anything off the allow-list
                 ck.load_verified(store, meta)
             except SisaError as exc:
-                c.problems.append(str(exc))
+                vanished.failed(exc, c.problems)
 
 
 def _targets(S: int, shards, sample, seed) -> list[int]:
