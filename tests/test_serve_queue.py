@@ -273,7 +273,8 @@ def test_a_batch_that_crashed_and_was_finished_by_repair_is_done_not_failed(
 
 def test_string_store_refuses_a_lone_surrogate_in_one_line(tmp_path, token_file):
     """On a string-id store, an id that is no Unicode text ("\\udfff") is a one-line 400
-    that does not repeat it (it was a plain-text 500), and an odd but valid id is accepted like any."""
+    that does not repeat it (it was a plain-text 500), and an odd but valid id is accepted
+    like any."""
     from sklearn.linear_model import LogisticRegression
 
     from sisa import SISAClassifier
