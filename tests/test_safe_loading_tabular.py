@@ -42,6 +42,13 @@ from sisa.engine.checkpoints import dumps
 from sisa.errors import UntrustedCodeError
 
 
+@pytest.fixture(autouse=True)
+def _no_trust(monkeypatch):
+    """No trust from the environment or from another test's session."""
+    monkeypatch.setattr(safe_pickle, "_SESSION", set())
+    monkeypatch.delenv(safe_pickle.TRUST_ENV, raising=False)
+
+
 def _table(n=300, seed=0):
     """A small table: a string category (one rare level), a numeric column with NaN, a
     category-dtype column, and a label that depends on them."""
@@ -279,3 +286,28 @@ def test_sisa_trains_verifies_and_forgets_histogram_boosting_on_category_codes(t
     loaded = SISAClassifier.load(str(tmp_path / "st"))
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert before.shape == model.predict(X).shape
+
+
+def test_state_set_on_a_class_or_function_is_refused_and_changes_nothing():
+    # BUILD with a slot state is setattr: on a global it would change the class (or
+    # function) for the whole process, for every model loaded after it from any store
+    import scipy.sparse as sp
+
+    dot, transform = sp.csr_matrix.dot, StandardScaler.transform
+    kwdefaults = dict(check_array.__kwdefaults__)
+    gadgets = [
+        b"\x80\x04cscipy.sparse._csr\ncsr_matrix\nN}\x8c\x03dot\x94cnumpy\nadd\n\x94s\x86b.",
+        b"cscipy.sparse._csr\ncsr_matrix\np0\n0g0\n(N}S'dot'\ncnumpy\nadd\nstb.",  # via memo
+        b"csklearn.utils.validation\ncheck_array\n(N}S'__kwdefaults__'\n}S'dtype'\nNsstb.",
+        b"ccopyreg\n_reconstructor\n2(N}S'__defaults__'\n(I1\ntstb0.",  # DUP
+        b"ccopyreg\n_reconstructor\nS'a'\nI1\ns.",  # SETITEM
+        b"cnumpy.random._pickle\n__randomstate_ctor\n(I1\ne.",  # APPENDS
+        b"\x80\x04cscipy.sparse._csr\ncsr_matrix\n(K\x01\x90.",  # ADDITEMS
+        b"\x80\x04csklearn.preprocessing._data\nStandardScaler\nN}\x8c\x09transform"
+        b"cnumpy\nnegative\ns\x86b.",
+    ]
+    for g in gadgets:
+        with pytest.raises(UntrustedCodeError, match="sets state on a class or function"):
+            safe_pickle.loads(g)
+    assert sp.csr_matrix.dot is dot and check_array.__kwdefaults__ == kwdefaults
+    assert StandardScaler.transform is transform

@@ -26,7 +26,9 @@ allow_pickle=True)`` (a nested, unrestricted unpickle), all of ``scipy``
 Whatever the trust, :data:`NEVER_TRUSTED` modules (``os``, ``subprocess``,
 ``builtins``' ``eval``...) and ``numpy.memmap`` / ``numpy.load`` and friends are refused.
 A refused global raises :class:`~sisa.errors.UntrustedCodeError` before anything
-is called; modules are imported only once their name passed the check. After loading,
+is called; modules are imported only once their name passed the check. Before loading,
+a scan of the opcodes refuses state set on a global (:mod:`sisa.engine.pickle_scan`: a
+``BUILD`` on a class would change it for the whole process). After loading,
 the object graph is checked (:func:`sisa.engine.loaded_state.check_loaded`): trees
 (decision, boosting, k-NN) are bounds-checked, since Cython trusts their node arrays, and
 a ``FunctionTransformer`` may hold only allowed functions.
@@ -45,6 +47,7 @@ from collections.abc import Iterable
 
 from ..errors import CorruptStoreError, SisaError, UntrustedCodeError
 from .loaded_state import check_loaded
+from .pickle_scan import check_no_state_on_globals
 
 TRUST_ENV = "SISA_TRUSTED_MODULES"
 
@@ -402,6 +405,7 @@ def loads(data: bytes, *, trusted: Iterable[str] = (), source: str = "the pickle
     trusted = tuple(trusted)
     token = _LOAD_TRUST.set(trusted)
     try:
+        check_no_state_on_globals(data, source)
         obj = _Unpickler(io.BytesIO(data), trusted, source).load()
         check_loaded(obj, source, lambda fn: safe_function(fn, trusted))
         return obj
