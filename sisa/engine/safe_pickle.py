@@ -170,9 +170,10 @@ def allowed_functions() -> dict[tuple[str, str], object]:
     return {("sklearn.utils.validation", "check_array"): check_array}
 
 
-# The trust of the load under way, for the checks that run while a pickle is being built.
-_LOAD_TRUST: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
-    "sisa_load_trust", default=())
+# The trust and source of the load under way, for the checks that run while a pickle is
+# being built.
+_LOAD: contextvars.ContextVar[tuple[tuple[str, ...], str]] = contextvars.ContextVar(
+    "sisa_load", default=((), "the pickle"))
 
 
 def safe_function(fn, trusted: Iterable[str] = ()) -> bool:
@@ -221,10 +222,11 @@ class CheckedPartial(functools.partial):
 
 
 def _check_partial(func) -> None:
-    if not safe_function(func, _LOAD_TRUST.get()):
+    trusted, source = _LOAD.get()
+    if not safe_function(func, trusted):
         module = getattr(func, "__module__", None) or type(func).__module__
         name = getattr(func, "__qualname__", type(func).__qualname__)
-        raise _refuse(module, name, "the pickle", " as a functools.partial's function",
+        raise _refuse(module, name, source, " as a functools.partial's function",
                       fix="sisa never calls it")
 
 
@@ -403,7 +405,7 @@ def loads(data: bytes, *, trusted: Iterable[str] = (), source: str = "the pickle
         The bytes are not a valid pickle.
     """
     trusted = tuple(trusted)
-    token = _LOAD_TRUST.set(trusted)
+    token = _LOAD.set((trusted, source))
     try:
         check_no_state_on_globals(data, source)
         obj = _Unpickler(io.BytesIO(data), trusted, source).load()
@@ -415,4 +417,4 @@ def loads(data: bytes, *, trusted: Iterable[str] = (), source: str = "the pickle
         raise CorruptStoreError(f"{source} cannot be unpickled ({type(exc).__name__}: {exc}): "
                                 "restore the store from backup or retrain it") from None
     finally:
-        _LOAD_TRUST.reset(token)
+        _LOAD.reset(token)
