@@ -305,6 +305,18 @@ def test_state_set_on_a_class_or_function_is_refused_and_changes_nothing():
         b"\x80\x04cscipy.sparse._csr\ncsr_matrix\n(K\x01\x90.",  # ADDITEMS
         b"\x80\x04csklearn.preprocessing._data\nStandardScaler\nN}\x8c\x09transform"
         b"cnumpy\nnegative\ns\x86b.",
+        # a call that hands the global back: logical_or(csr_matrix, 0) is csr_matrix
+        b"\x80\x04cnumpy\nlogical_or\ncscipy.sparse._csr\ncsr_matrix\nK\x00\x86RN}"
+        b"\x8c\x03dotcnumpy\nadd\ns\x86b.",
+        b"\x80\x04cnumpy\nlogical_or\ncscipy.sparse._csr\ncsr_matrix\n\x85K\x00\x86RN}"
+        b"\x8c\x03dotcnumpy\nadd\ns\x86b.",  # through a tuple
+        b"\x80\x04csklearn.utils.validation\ncheck_array\ncscipy.sparse._csr\ncsr_matrix\n"
+        b"\x85RN}\x8c\x03dotcnumpy\nadd\ns\x86b.",
+        # through an object array: _reconstruct, BUILD its items, then logical_or(arr, 0)
+        b"cnumpy\nlogical_or\n(cnumpy._core.multiarray\n_reconstruct\n(cnumpy\nndarray\n"
+        b"(tS'b'\ntR(I1\n(tcnumpy\ndtype\n(S'O8'\nI0\nI1\ntR(I3\nS'|'\nNNNI-1\nI-1\n"
+        b"I63\ntbI00\n(lp0\ncscipy.sparse._csr\ncsr_matrix\natbI0\ntR(N}S'dot'\n"
+        b"cnumpy\nadd\nstb.",
     ]
     for g in gadgets:
         with pytest.raises(UntrustedCodeError, match="sets state on a class or function"):

@@ -12,13 +12,17 @@ The restricted unpickler cannot see what these opcodes apply to, so the file is 
 unpickled with every global replaced by a stand-in class whose metaclass refuses them
 (a data descriptor on the metaclass wins the lookup pickle makes on a class). The dry run
 is CPython's own unpickler, so the memo, ``DUP`` and marks behave exactly as in the real
-load; nothing real is called, since every callable is a stand-in.
+load; nothing real is called, since every callable is a stand-in. A call can hand a
+global back (``numpy.logical_or(csr_matrix, 0)`` is ``csr_matrix``): the result of a call
+that does not always build a new object, given a global or anything holding one, is
+treated as a global too.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Callable
 
 from ..errors import UntrustedCodeError
 
@@ -31,26 +35,52 @@ def _refuse(*_args, **_kwargs):
     raise _Refused
 
 
-class _Value:
-    """What calling a stand-in returns: takes any state, items and arguments."""
+def _holds_global(x) -> bool:
+    """Whether ``x`` is a stand-in global or holds one (in containers or set state)."""
+    stack, seen = [x], set()
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, _Global) or (isinstance(o, _Value) and o._holds):
+            return True
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(o)
+    return False
 
-    def __new__(cls, *_args, **_kwargs):  # NEWOBJ: cls.__new__(cls, *args)
-        return object.__new__(cls)
+
+class _Value:
+    """What calling a stand-in builds: takes any state, items and arguments, and
+    remembers whether a global went into it."""
+
+    _holds = False
+
+    def __new__(cls, *args, **kwargs):  # NEWOBJ: cls.__new__(cls, *args)
+        obj = object.__new__(cls)
+        obj._holds = _holds_global((args, kwargs))
+        return obj
+
+    def _take(self, x) -> None:
+        self._holds = self._holds or _holds_global(x)
 
     def __setstate__(self, state) -> None:
-        pass
+        self._take(state)
 
     def __setitem__(self, key, value) -> None:
-        pass
+        self._take((key, value))
 
     def append(self, item) -> None:
-        pass
+        self._take(item)
 
     def extend(self, items) -> None:
-        pass
+        self._take(list(items))
 
     def add(self, item) -> None:
-        pass
+        self._take(item)
 
 
 class _Global(type):
@@ -61,26 +91,34 @@ class _Global(type):
     def __setitem__(cls, key, value) -> None:
         _refuse()
 
-    def __call__(cls, *_args, **_kwargs):
-        return _Value()
+    def __call__(cls, *args, **kwargs):
+        if cls._passes_through and _holds_global((args, kwargs)):
+            return _stand_in(True)  # may be one of its arguments, or part of one
+        return _Value(*args, **kwargs)
+
+
+def _stand_in(passes_through: bool) -> _Global:
+    return _Global("Global", (_Value,), {"_passes_through": passes_through})
 
 
 class _DryRun(pickle.Unpickler):
-    def __init__(self, file) -> None:
+    def __init__(self, file, returns_fresh: Callable[[str, str], bool]) -> None:
         super().__init__(file)
+        self._returns_fresh = returns_fresh
         self._stand_ins: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str):
         key = (module, name)
         if key not in self._stand_ins:
-            self._stand_ins[key] = _Global("Global", (_Value,), {})
+            self._stand_ins[key] = _stand_in(not self._returns_fresh(module, name))
         return self._stand_ins[key]
 
     def persistent_load(self, pid):
         return None  # the real load refuses it
 
 
-def check_no_state_on_globals(data: bytes, source: str) -> None:
+def check_no_state_on_globals(data: bytes, source: str,
+                              returns_fresh: Callable[[str, str], bool]) -> None:
     """Refuse a pickle that sets state or items on a class or function it names.
 
     Parameters
@@ -89,6 +127,8 @@ def check_no_state_on_globals(data: bytes, source: str) -> None:
         The pickle.
     source : str
         What ``data`` is, for the error message.
+    returns_fresh : callable
+        ``(module, name) -> bool``: whether calling that global always builds a new object.
 
     Raises
     ------
@@ -96,7 +136,7 @@ def check_no_state_on_globals(data: bytes, source: str) -> None:
         The pickle would change a class or function (for the whole process).
     """
     try:
-        _DryRun(io.BytesIO(data)).load()
+        _DryRun(io.BytesIO(data), returns_fresh).load()
     except _Refused:
         raise UntrustedCodeError(
             f"{source} sets state on a class or function it names, which sisa never writes "

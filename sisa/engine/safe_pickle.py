@@ -26,12 +26,9 @@ allow_pickle=True)`` (a nested, unrestricted unpickle), all of ``scipy``
 Whatever the trust, :data:`NEVER_TRUSTED` modules (``os``, ``subprocess``,
 ``builtins``' ``eval``...) and ``numpy.memmap`` / ``numpy.load`` and friends are refused.
 A refused global raises :class:`~sisa.errors.UntrustedCodeError` before anything
-is called; modules are imported only once their name passed the check. Before loading,
-a scan of the opcodes refuses state set on a global (:mod:`sisa.engine.pickle_scan`: a
-``BUILD`` on a class would change it for the whole process). After loading,
-the object graph is checked (:func:`sisa.engine.loaded_state.check_loaded`): trees
-(decision, boosting, k-NN) are bounds-checked, since Cython trusts their node arrays, and
-a ``FunctionTransformer`` may hold only allowed functions.
+is called; modules are imported only once their name passed the check. A dry run first
+refuses state set on a global (:mod:`sisa.engine.pickle_scan`); after loading, trees are
+bounds-checked and functions checked (:mod:`sisa.engine.loaded_state`).
 """
 
 from __future__ import annotations
@@ -170,8 +167,7 @@ def allowed_functions() -> dict[tuple[str, str], object]:
     return {("sklearn.utils.validation", "check_array"): check_array}
 
 
-# The trust and source of the load under way, for the checks that run while a pickle is
-# being built.
+# The trust and source of the load under way, for checks made while a pickle is built.
 _LOAD: contextvars.ContextVar[tuple[tuple[str, ...], str]] = contextvars.ContextVar(
     "sisa_load", default=((), "the pickle"))
 
@@ -365,6 +361,19 @@ def _is_cython_helper(obj, module: str, name: str) -> bool:
 _ALLOWED: dict[tuple[str, str, tuple[str, ...]], object] = {}
 
 
+def _returns_fresh(module: str, name: str, trusted: tuple[str, ...]) -> bool:
+    """Whether calling ``module.name`` (if allowed) builds a new object, never one of its
+    arguments: classes, and the reconstructors of :func:`allowed_objects` and Cython. Not
+    ufuncs (``logical_or(cls, 0)`` returns ``cls``), ``check_array``, a trusted function."""
+    try:
+        obj = resolve(module, name, trusted=trusted)
+    except UntrustedCodeError:
+        return True  # the real load refuses it: the dry run need not follow it
+    return ((isinstance(obj, type) and not _within(module, trusted_modules(trusted)))
+            or any(obj is o for o in allowed_objects().values())
+            or type(obj).__name__ == "cython_function_or_method")
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, trusted: tuple[str, ...], source: str) -> None:
         super().__init__(file)
@@ -407,7 +416,8 @@ def loads(data: bytes, *, trusted: Iterable[str] = (), source: str = "the pickle
     trusted = tuple(trusted)
     token = _LOAD.set((trusted, source))
     try:
-        check_no_state_on_globals(data, source)
+        check_no_state_on_globals(data, source,
+                                  lambda m, n: _returns_fresh(m, n, trusted))
         obj = _Unpickler(io.BytesIO(data), trusted, source).load()
         check_loaded(obj, source, lambda fn: safe_function(fn, trusted))
         return obj
