@@ -36,16 +36,20 @@ def _refuse(*_args, **_kwargs):
 
 
 def _holds_global(x) -> bool:
-    """Whether ``x`` is a stand-in global or holds one (in containers or set state)."""
+    """Whether ``x`` is a stand-in global or holds one (in containers, arguments or set
+    state). Asked only when a call might hand an argument back, never for sisa's own
+    pickles, so the dry run of a large model stays cheap."""
     stack, seen = [x], set()
     while stack:
         o = stack.pop()
         if id(o) in seen:
             continue
         seen.add(id(o))
-        if isinstance(o, _Global) or (isinstance(o, _Value) and o._holds):
+        if isinstance(o, _Global):
             return True
-        if isinstance(o, dict):
+        if isinstance(o, _Value):
+            stack.extend(o._inputs)
+        elif isinstance(o, dict):
             stack.extend(o.keys())
             stack.extend(o.values())
         elif isinstance(o, (list, tuple, set, frozenset)):
@@ -54,33 +58,28 @@ def _holds_global(x) -> bool:
 
 
 class _Value:
-    """What calling a stand-in builds: takes any state, items and arguments, and
-    remembers whether a global went into it."""
-
-    _holds = False
+    """What calling a stand-in builds: takes any state, items and arguments, and keeps
+    them (to tell whether a global went into it)."""
 
     def __new__(cls, *args, **kwargs):  # NEWOBJ: cls.__new__(cls, *args)
         obj = object.__new__(cls)
-        obj._holds = _holds_global((args, kwargs))
+        obj._inputs = [args, kwargs]
         return obj
 
-    def _take(self, x) -> None:
-        self._holds = self._holds or _holds_global(x)
-
     def __setstate__(self, state) -> None:
-        self._take(state)
+        self._inputs.append(state)
 
     def __setitem__(self, key, value) -> None:
-        self._take((key, value))
+        self._inputs.append((key, value))
 
     def append(self, item) -> None:
-        self._take(item)
+        self._inputs.append(item)
 
     def extend(self, items) -> None:
-        self._take(list(items))
+        self._inputs.append(list(items))
 
     def add(self, item) -> None:
-        self._take(item)
+        self._inputs.append(item)
 
 
 class _Global(type):
