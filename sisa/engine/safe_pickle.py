@@ -11,6 +11,10 @@ allow_pickle=True)`` (a nested, unrestricted unpickle), all of ``scipy``
 * a scikit-learn estimator class (subclass of ``BaseEstimator``) defined in ``sisa``;
 * Cython's ``__pyx_unpickle_<Class>`` helper of such a class (it only builds that class)
   and scikit-learn's ``newObj`` (``cls.__new__(cls)``) of its trees and metrics;
+* one of the few scikit-learn *functions* a fitted model holds as a value
+  (:func:`allowed_functions`: ``check_array``, in histogram boosting's categorical
+  preprocessor), and ``functools.partial`` only of an allowed function
+  (:class:`CheckedPartial`: a partial is a deferred call with stored arguments);
 * one of the exact numpy / scipy.sparse / builtins objects that checkpoints need
   (:func:`allowed_objects`: array and scalar reconstructors, ``dtype``, ``ndarray``,
   random generators, sparse matrix classes, harmless builtins), a numpy scalar type,
@@ -22,14 +26,14 @@ allow_pickle=True)`` (a nested, unrestricted unpickle), all of ``scipy``
 Whatever the trust, :data:`NEVER_TRUSTED` modules (``os``, ``subprocess``,
 ``builtins``' ``eval``...) and ``numpy.memmap`` / ``numpy.load`` and friends are refused.
 A refused global raises :class:`~sisa.errors.UntrustedCodeError` before anything
-is called; modules are imported only once their name passed the check. After loading,
-trees (decision, boosting, k-NN) are bounds-checked (:func:`check_native_state`):
-Cython trusts their node arrays, so a forged index made only of allowed objects would
-read out of bounds.
+is called; modules are imported only once their name passed the check. A dry run first
+refuses state set on a global (:mod:`sisa.engine.pickle_scan`); after loading, trees are
+bounds-checked and functions checked (:mod:`sisa.engine.loaded_state`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import copyreg
 import functools
 import importlib
@@ -39,6 +43,8 @@ import pickle
 from collections.abc import Iterable
 
 from ..errors import CorruptStoreError, SisaError, UntrustedCodeError
+from .loaded_state import check_loaded
+from .pickle_scan import check_no_state_on_globals
 
 TRUST_ENV = "SISA_TRUSTED_MODULES"
 
@@ -146,6 +152,80 @@ def allowed_objects() -> dict[tuple[str, str], object]:
     return table
 
 
+@functools.cache
+def allowed_functions() -> dict[tuple[str, str], object]:
+    """The exact scikit-learn *functions* a checkpoint may name, by (module, name).
+
+    Its classes are allowed wholesale, its functions are not (``sklearn.base.clone``,
+    ``sklearn.datasets.fetch_openml``...): only those a fitted model holds as a value.
+    ``check_array`` is in histogram boosting's categorical preprocessor, as
+    ``partial(check_array, dtype=[float64], ensure_all_finite=False)``: it validates an
+    array and returns it, nothing else.
+    """
+    from sklearn.utils.validation import check_array
+
+    return {("sklearn.utils.validation", "check_array"): check_array}
+
+
+# The trust and source of the load under way, for checks made while a pickle is built.
+_LOAD: contextvars.ContextVar[tuple[tuple[str, ...], str]] = contextvars.ContextVar(
+    "sisa_load", default=((), "the pickle"))
+
+
+def safe_function(fn, trusted: Iterable[str] = ()) -> bool:
+    """Whether a loaded model may hold ``fn`` as a function it calls (a
+    ``FunctionTransformer``'s ``func``, a partial's function): a numpy or ``scipy.special``
+    ufunc (pure arithmetic; the unpickler resolves no other), one of
+    :func:`allowed_functions`, a :class:`CheckedPartial`, or an object of a trusted module.
+    Not any callable the allowed classes can build (a class, a reconstructor)."""
+    import numpy as np
+
+    if isinstance(fn, (np.ufunc, CheckedPartial)) or any(
+            fn is f for f in allowed_functions().values()):
+        return True
+    module = getattr(fn, "__module__", None)
+    return (isinstance(module, str) and not never_trusted(module) and not _is_denied(fn)
+            and _within(module, trusted_modules(trusted)))
+
+
+class CheckedPartial(functools.partial):
+    """``functools.partial`` as a checkpoint may hold it: only of a :func:`safe_function`.
+
+    What a pickle's ``functools.partial`` resolves to. A partial is a call deferred with
+    stored arguments, so ``partial(<any callable>, ...)`` in a ``FunctionTransformer``
+    would call it at ``transform``; its function is checked when the partial is built and
+    again when pickle sets its state (which can replace the function). It pickles as a
+    plain ``functools.partial``: a reloaded model dumps to the same bytes.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, func, /, *args, **keywords):
+        _check_partial(func)
+        return super().__new__(cls, func, *args, **keywords)
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) != 4:
+            raise UntrustedCodeError("the pickle holds a malformed functools.partial: the file "
+                                     "was forged; restore the store from backup")
+        _check_partial(state[0])
+        super().__setstate__(state)
+
+    def __reduce__(self):
+        # exactly what functools.partial's own __reduce__ returns, naming the plain class
+        return (functools.partial, (self.func,),
+                (self.func, self.args, self.keywords, self.__dict__ or None))
+
+
+def _check_partial(func) -> None:
+    trusted, source = _LOAD.get()
+    if not safe_function(func, trusted):
+        module = getattr(func, "__module__", None) or type(func).__module__
+        name = getattr(func, "__qualname__", type(func).__qualname__)
+        raise _refuse(module, name, source, " as a functools.partial's function",
+                      fix="sisa never calls it")
+
+
 def _refuse(module: str, name: str, source: str, why: str = "", never: bool = False,
             fix: str | None = None) -> UntrustedCodeError:
     if fix is None:
@@ -220,6 +300,10 @@ def resolve(module: str, name: str, *, trusted: Iterable[str] = (), source: str 
         When the global is not allowed.
     """
     key = (module, name)
+    if not classes_only and key == ("functools", "partial"):
+        return CheckedPartial  # never the plain class: it would hold any callable
+    if not classes_only and key in allowed_functions():
+        return allowed_functions()[key]
     if _within(module, NEVER_TRUSTED) and key not in allowed_objects():
         raise _refuse(module, name, source)
     if key in allowed_objects() and not (classes_only and not isinstance(
@@ -277,6 +361,19 @@ def _is_cython_helper(obj, module: str, name: str) -> bool:
 _ALLOWED: dict[tuple[str, str, tuple[str, ...]], object] = {}
 
 
+def _returns_fresh(module: str, name: str, trusted: tuple[str, ...]) -> bool:
+    """Whether calling ``module.name`` (if allowed) builds a new object, never one of its
+    arguments: classes, and the reconstructors of :func:`allowed_objects` and Cython. Not
+    ufuncs (``logical_or(cls, 0)`` returns ``cls``), ``check_array``, a trusted function."""
+    try:
+        obj = resolve(module, name, trusted=trusted)
+    except UntrustedCodeError:
+        return True  # the real load refuses it: the dry run need not follow it
+    return ((isinstance(obj, type) and not _within(module, trusted_modules(trusted)))
+            or any(obj is o for o in allowed_objects().values())
+            or type(obj).__name__ == "cython_function_or_method")
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, trusted: tuple[str, ...], source: str) -> None:
         super().__init__(file)
@@ -295,100 +392,6 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         raise UntrustedCodeError(f"{self._source} holds a persistent reference, which sisa "
                                  "never writes: the file was forged; restore it from backup")
-
-
-def _children_ok(left, right, n: int, leaf) -> bool:
-    import numpy as np
-
-    idx = np.arange(len(left))
-    inner = ~leaf
-    # sklearn appends children after their parent, so child > parent: no cycles either
-    return bool((left[inner] > idx[inner]).all() and (right[inner] > idx[inner]).all()
-                and (left[inner] < n).all() and (right[inner] < n).all())
-
-
-def _binary_tree_ok(state: tuple) -> bool:
-    """A k-NN tree's ``__getstate__``: every index stays inside the arrays it indexes."""
-    import numpy as np
-
-    data, idx, nodes, bounds, n_nodes, metric = (state[0], state[1], state[2], state[3],
-                                                 state[6], state[11])
-    if data.ndim != 2 or idx.ndim != 1 or len(idx) != len(data) or len(nodes) != n_nodes:
-        return False
-    n, d = data.shape
-    i = np.arange(n_nodes)
-    inner = nodes["is_leaf"] == 0
-    vec, mat = metric.__getstate__()[1:3]
-    return bool(np.array_equal(np.sort(idx), np.arange(n))  # a permutation of the rows
-                and (nodes["idx_start"] >= 0).all() and (nodes["idx_end"] <= n).all()
-                and (nodes["idx_start"] <= nodes["idx_end"]).all()
-                and (2 * i[inner] + 2 < n_nodes).all()  # children of node i: 2i+1, 2i+2
-                and bounds.ndim == 3 and bounds.shape[1:] == (n_nodes, d)
-                and len(vec) in (1, d) and mat.shape in ((1, 1), (d, d)))
-
-
-def check_native_state(obj, source: str = "the pickle") -> None:
-    """Refuse decision trees whose node arrays point outside themselves.
-
-    Cython code trusts a tree's state: a forged child or feature index made only of
-    allowed objects would read outside its arrays at ``predict`` (a crash, or worse).
-    ``sklearn.tree`` trees, histogram-boosting predictors and k-NN ball/KD trees (with
-    their distance metric) are checked.
-    """
-    import numpy as np
-    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
-    from sklearn.neighbors import BallTree, KDTree
-    from sklearn.tree._tree import Tree
-
-    BinaryTree = (KDTree, BallTree)
-
-    def bad(what: str) -> UntrustedCodeError:
-        return UntrustedCodeError(f"{source} holds a {what} whose nodes point outside its "
-                                  "arrays: the file was forged; restore the store from backup")
-
-    seen: set[int] = set()
-    stack: list[tuple[object, int | None]] = [(obj, None)]
-    while stack:
-        o, n_features = stack.pop()
-        if id(o) in seen or isinstance(o, (np.ndarray, np.generic, str, bytes, int, float)):
-            continue
-        seen.add(id(o))
-        if isinstance(o, Tree):
-            st = o.__getstate__()
-            nodes, n = st["nodes"], int(st["node_count"])
-            leaf = nodes["left_child"] == -1
-            feat = nodes["feature"][~leaf]
-            if (n < 1 or len(nodes) != n or not (leaf == (nodes["right_child"] == -1)).all()
-                    or not _children_ok(nodes["left_child"], nodes["right_child"], n, leaf)
-                    or (feat < 0).any() or (feat >= o.n_features).any()
-                    or (n_features is not None and o.n_features != n_features)):
-                raise bad("decision tree")
-            continue
-        if isinstance(o, TreePredictor):
-            nodes = o.nodes
-            leaf = nodes["is_leaf"].astype(bool)
-            inner = nodes[~leaf]
-            cat = inner[inner["is_categorical"].astype(bool)]
-            if (len(nodes) < 1
-                    or not _children_ok(nodes["left"].astype(np.int64),
-                                        nodes["right"].astype(np.int64), len(nodes), leaf)
-                    or (n_features is not None and (inner["feature_idx"] >= n_features).any())
-                    or (inner["feature_idx"] < 0).any()
-                    or (cat["bitset_idx"] >= min(len(o.raw_left_cat_bitsets),
-                                                 len(o.binned_left_cat_bitsets))).any()):
-                raise bad("histogram-boosting tree")
-            continue
-        if isinstance(o, BinaryTree):
-            if not _binary_tree_ok(o.__getstate__()):
-                raise bad("k-NN ball/KD tree")
-            continue
-        if isinstance(o, dict):
-            stack.extend((v, n_features) for v in o.values())
-        elif isinstance(o, (list, tuple, set, frozenset)):
-            stack.extend((v, n_features) for v in o)
-        elif hasattr(o, "__dict__"):
-            nf = getattr(o, "n_features_in_", n_features)
-            stack.extend((v, nf if isinstance(nf, int) else None) for v in vars(o).values())
 
 
 def loads(data: bytes, *, trusted: Iterable[str] = (), source: str = "the pickle"):
@@ -410,12 +413,18 @@ def loads(data: bytes, *, trusted: Iterable[str] = (), source: str = "the pickle
     CorruptStoreError
         The bytes are not a valid pickle.
     """
+    trusted = tuple(trusted)
+    token = _LOAD.set((trusted, source))
     try:
-        obj = _Unpickler(io.BytesIO(data), tuple(trusted), source).load()
-        check_native_state(obj, source)
+        check_no_state_on_globals(data, source,
+                                  lambda m, n: _returns_fresh(m, n, trusted))
+        obj = _Unpickler(io.BytesIO(data), trusted, source).load()
+        check_loaded(obj, source, lambda fn: safe_function(fn, trusted))
         return obj
     except SisaError:
         raise
     except Exception as exc:  # a malformed pickle can raise nearly anything
         raise CorruptStoreError(f"{source} cannot be unpickled ({type(exc).__name__}: {exc}): "
                                 "restore the store from backup or retrain it") from None
+    finally:
+        _LOAD.reset(token)
