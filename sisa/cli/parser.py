@@ -74,6 +74,13 @@ def _model_help() -> str:
                                                    "sisa[torch])")
 
 
+def _csv_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--na-values", action="append", metavar="TEXT",
+                   help="CSV: a cell holding TEXT is a missing value (repeatable; e.g. '?')")
+    p.add_argument("--keep-whitespace", action="store_true",
+                   help="CSV: keep blanks around headers and values (default: trimmed)")
+
+
 def _comma_ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
@@ -112,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", metavar="COL,COL",
                    help="feature columns (default: every column but label/id/group/prob)")
     p.add_argument("--id", help="sample id column (default: row number)")
+    _csv_options(p)
     p.add_argument("--group", help="group column: a group's rows share one shard and slice")
     p.add_argument("--deletion-prob", help="per-row deletion probability column "
                    "(distribution-aware sharding; use with --hot-shards)")
@@ -145,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE")
     p.add_argument("data", metavar="DATA")
     p.add_argument("--out", required=True, help="output .parquet or .csv")
+    _csv_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = add("verify", "Prove the store: retrain from scratch and compare bytes, scan for "

@@ -33,13 +33,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from ..store.ingest import read_table
+    from ..store.columns import is_columns
+    from ..store.ingest import CsvOptions, read_table
 
     _check_out(args.out, args.store)  # before any work: a usage error, exit 2
     model = open_model(args.store)
     schema = model.store_.manifest.schema
-    table = read_table(args.data)
-    X = _features(table, schema["feature_names"], args.data)
+    table = read_table(args.data, CsvOptions.of(args.na_values, not args.keep_whitespace))
+    # typed columns: the model reads them by name, as at fit
+    X = table if is_columns(schema) else _features(table, schema["feature_names"], args.data)
     with columns_by_name():
         cols = {"prediction": model.predict(X)}
     if schema.get("id_name") and schema["id_name"] in table.column_names:

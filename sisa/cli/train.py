@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data in DATASETS:
         est, source, source_kw, hold = _builtin_source(args, est)
     else:
-        source, source_kw, hold = _file_source(args)
+        source, source_kw, hold = _file_source(args, est)
     regression = is_regressor(est)
     cls = SISARegressor if regression else SISAClassifier
     model = cls(est, n_shards=args.shards, n_slices=args.slices, random_state=args.seed,
@@ -103,8 +103,15 @@ def _builtin_source(args: argparse.Namespace, est):
     return est, source, {"label": "label", "id_column": "sample_id"}, hold
 
 
-def _file_source(args: argparse.Namespace):
-    """A data file to ingest: ``(path or training table, ingest options, holdout)``."""
+def _file_source(args: argparse.Namespace, est):
+    """A data file to ingest: ``(path or training table, ingest options, holdout)``.
+    Missing values are kept when the model takes them; a column kind it cannot take is
+    refused before any row is read."""
+    from ..engine import forms
+    from ..store.ingest import CsvOptions
+
+    csv = CsvOptions.of(args.na_values, not args.keep_whitespace)
+    nan = forms.accepts(est).nan
     feats = None
     if args.features is not None:
         feats = args.features.split(",")
@@ -115,13 +122,17 @@ def _file_source(args: argparse.Namespace):
     if args.holdout:
         part = split_file(args.data, args.label, args.holdout, args.seed, id_column=args.id,
                           group_column=args.group, deletion_prob_column=args.deletion_prob,
-                          feature_columns=feats)
+                          feature_columns=feats, allow_missing=nan, csv=csv)
         if not part.train.num_rows:
             raise InputError(f"--holdout {args.holdout} keeps every one of the {part.n_rows:,} "
                              "rows out of training: use a smaller fraction, like 0.2")
         source, id_column, hold = part.train, part.id_column, part.holdout
-    return source, {"label": args.label, "id_column": id_column, "group_column": args.group,
-                    "deletion_prob_column": args.deletion_prob, "feature_columns": feats}, hold
+    kw = {"label": args.label, "id_column": id_column, "group_column": args.group,
+          "deletion_prob_column": args.deletion_prob, "feature_columns": feats,
+          "allow_missing": nan, "check": lambda schema: forms.check(est, schema)}
+    if csv is not None and source is args.data:  # a split table was read with them
+        kw.update(na_values=list(csv.na_values), trim_whitespace=csv.trim_whitespace)
+    return source, kw, hold
 
 
 def _build_and_fit(args: argparse.Namespace, model, source, source_kw: dict, hold,

@@ -10,6 +10,7 @@ import importlib
 import json
 
 from sklearn.base import BaseEstimator
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier, SGDRegressor
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -34,6 +35,8 @@ PRESETS = {
     "mlp": lambda: _scaled(MLPClassifier(hidden_layer_sizes=(64,), learning_rate_init=1e-3)),
     "naive-bayes": lambda: GaussianNB(),
     "tree": lambda: DecisionTreeClassifier(max_depth=12, min_samples_leaf=5),
+    # takes tables as they are: category (string) columns and missing values, natively
+    "hgb": lambda: HistGradientBoostingClassifier(categorical_features="from_dtype"),
     # PyTorch (pip install 'sisa[torch]'): a small CNN for square grey images (features
     # are the pixels, e.g. fashion-mnist) and an MLP on standardised features.
     "cnn": lambda: TorchClassifier(SMALL_CNN_LAYERS, lr=4e-3, batch_size=64),
@@ -43,8 +46,10 @@ PRESETS = {
     "ridge": lambda: _scaled(Ridge(alpha=1.0), incremental=False),
     "mlp-regressor": lambda: _scaled(MLPRegressor(hidden_layer_sizes=(64,))),
     "tree-regressor": lambda: DecisionTreeRegressor(max_depth=12, min_samples_leaf=5),
+    "hgb-regressor": lambda: HistGradientBoostingRegressor(categorical_features="from_dtype"),
 }
-REGRESSION_PRESETS = {"sgd-regressor", "ridge", "mlp-regressor", "tree-regressor"}
+REGRESSION_PRESETS = {"sgd-regressor", "ridge", "mlp-regressor", "tree-regressor",
+                      "hgb-regressor"}
 
 
 def from_preset(name: str) -> BaseEstimator:

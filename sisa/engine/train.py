@@ -14,6 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 from threadpoolctl import ThreadpoolController
 
 from ..errors import SisaError
@@ -21,7 +22,7 @@ from ..store.fs import sha256_bytes
 from ..store.layout import checkpoint_dir
 from ..store.store import Store
 from . import checkpoints as ck
-from . import safe_pickle
+from . import forms, safe_pickle
 from .schedule import Schedule
 
 
@@ -110,7 +111,8 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
         model = ck.load_verified(store, prev)
     result = ShardResult(shard, start_slice)
     # the cumulative schedule trains on slices 0..r at step r: keep what it reads
-    rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative")
+    rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative",
+                      prototype=prototype)
     sl = start_slice
     try:
         for sl in sched.steps(start_slice):
@@ -136,13 +138,16 @@ class _ShardRows:
     with ``keep``, what was read is kept for later steps (the cumulative schedule's step r
     trains on slices 0..r, which were otherwise re-read, re-hashed and re-concatenated at
     every step). Rows keep slice order: the arrays (and the models fit on them) are those
-    of one read of the slices together."""
+    of one read of the slices together. Typed columns reach the model in the form it
+    takes (:func:`sisa.engine.forms.model_input`), made from the rows of this step."""
 
-    def __init__(self, store: Store, shard: int, keep: bool) -> None:
+    def __init__(self, store: Store, shard: int, keep: bool, prototype=None) -> None:
         self.store, self.shard, self.keep = store, shard, keep
-        self.read: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.read: dict[int, tuple] = {}
+        self.schema = store.manifest.schema
+        self.accepts = forms.accepts(prototype) if prototype is not None else None
 
-    def of(self, slices: range) -> tuple[np.ndarray, np.ndarray]:
+    def of(self, slices: range) -> tuple:
         parts = []
         for r in slices:
             if r not in self.read:
@@ -150,5 +155,12 @@ class _ShardRows:
                 self.read[r] = (data.X, data.y)
             parts.append(self.read[r] if self.keep else self.read.pop(r))
         if len(parts) == 1:
-            return parts[0]
-        return np.concatenate([X for X, _ in parts]), np.concatenate([y for _, y in parts])
+            X, y = parts[0]
+        elif isinstance(parts[0][0], pa.StructArray):
+            X, y = pa.concat_arrays([X for X, _ in parts]), np.concatenate([y for _, y in parts])
+        else:
+            return np.concatenate([X for X, _ in parts]), np.concatenate([y for _, y in parts])
+        if isinstance(X, pa.StructArray):
+            X = forms.model_input(X, self.schema, self.accepts or forms.Accepts(False, False,
+                                                                                 True))
+        return X, y

@@ -15,10 +15,12 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..engine import driver
+from ..engine import driver, forms
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
 from ..store import RetrainPlan, Store
+from ..store import columns as colmod
+from ..store import ingest as ingest_mod
 from ..tasks.backend import choose, connect
 from ..tasks.settings import BACKENDS, ExecutionSettings
 
@@ -28,6 +30,31 @@ FLOAT_DTYPES = (np.float64, np.float32)
 
 def _is_table_like(X) -> bool:
     return isinstance(X, (str, os.PathLike, Store)) or type(X).__name__ == "Table"
+
+
+def _is_frame(X) -> bool:
+    return type(X).__name__ == "DataFrame" and hasattr(X, "columns") and hasattr(X, "dtypes")
+
+
+def _typed_frame(X, y, sample_ids):
+    """A DataFrame with any non-numeric column as an Arrow table holding the labels (and
+    ids) as columns, with their names; None for an all-numeric one (a float matrix)."""
+    import pyarrow as pa
+
+    table = ingest_mod.from_pandas(X)
+    if all(colmod.is_number(t) for t in table.schema.types):
+        return None
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != table.num_rows:
+        raise InputError(f"y must be 1-D with one label per row ({table.num_rows}), got shape "
+                         f"{y.shape}")
+    label = "label" if "label" not in table.column_names else "__label"
+    table = table.append_column(label, pa.array(y))
+    ids = None
+    if sample_ids is not None:
+        ids = "__sample_id"
+        table = table.append_column(ids, pa.array(np.asarray(sample_ids)))
+    return table, label, ids
 
 
 class _SISABase(BaseEstimator):
@@ -79,6 +106,9 @@ class _SISABase(BaseEstimator):
             path to a Parquet/CSV/Arrow file or directory, or a :class:`~sisa.Store`
             Training features. With a table or path, ``y`` names the label column;
             with a Store (or its URI and ``y=None``), its rows are used as they are.
+            Category (string), boolean, date and timestamp columns and missing values
+            are stored as they are; each shard model gets them in the form it takes
+            (:mod:`sisa.engine.forms`).
         y : array-like of shape (n_samples,) or str, default=None
             Labels, or the label column's name.
         sample_ids : array-like of shape (n_samples,), default=None
@@ -111,7 +141,7 @@ class _SISABase(BaseEstimator):
             # Built and trained beside any store already there; one manifest write swaps it
             # in, so a bad row or a failed fit leaves the old store as it was.
             with Store.building(self._store_uri(), overwrite=True) as store:
-                self._ingest(store, X, y, sample_ids)
+                self._ingest(store, X, y, sample_ids, est)
                 self._train(store, est)
                 store.publish()
         self._set_fitted(store)
@@ -119,6 +149,7 @@ class _SISABase(BaseEstimator):
 
     def _train(self, store: Store, est) -> None:
         """Record the model spec and train every shard (the caller holds the lock)."""
+        forms.check(est, store.manifest.schema)
         if not is_classifier(self) and store.manifest.schema["label_type"] == "string":
             raise InputError("the labels are strings: a regressor needs numeric labels; use a "
                              "classifier (SISAClassifier; on the CLI a classification preset) "
@@ -145,10 +176,13 @@ class _SISABase(BaseEstimator):
                                  num_cpus=self.num_cpus,
                                  progress=self.verbose if progress is None else progress)
 
-    def _ingest(self, store: Store, X, y, sample_ids) -> None:
-        """Fill a staged store with the training rows, refusing to replace an audit log."""
+    def _ingest(self, store: Store, X, y, sample_ids, est) -> None:
+        """Fill a staged store with the training rows, refusing to replace an audit log.
+        Missing values are kept if ``est`` takes them; a column kind it cannot take is
+        refused before any row is read."""
+        nan = forms.accepts(est).nan
         common = {"n_shards": self.n_shards, "n_slices": self.n_slices,
-                  "random_state": self.random_state}
+                  "random_state": self.random_state, "allow_missing": nan}
         if self.store is not None and Store.exists(store.uri):
             from ..unlearn import history
 
@@ -161,14 +195,27 @@ class _SISABase(BaseEstimator):
                     f"store {store.uri} holds an audit log of {n} forget request(s); refitting "
                     "would erase it: pass another store path (or archive and delete this one "
                     "first)")
-        if _is_table_like(X) or isinstance(y, str):
+        typed = None
+        if _is_frame(X) and y is not None and not isinstance(y, str):
+            if is_classifier(self):
+                check_classification_targets(np.asarray(y))
+            typed = _typed_frame(X, y, sample_ids)
+        if typed is not None:
+            table, label, ids = typed
+            store.ingest(table, label=label, id_column=ids,
+                         check=lambda schema: forms.check(est, schema), **common)
+        elif _is_table_like(X) or isinstance(y, str):
             if not isinstance(y, str):
                 raise InputError("with a table or file, pass the label column name as y='col'")
             settings = self._settings()  # a big Parquet/Arrow file: Ray tasks when Ray is in use
             store.ingest(X, label=y, settings=settings if settings.backend == "local"
-                         else settings.replace(backend="auto"), **common)
+                         else settings.replace(backend="auto"),
+                         check=lambda schema: forms.check(est, schema), **common)
         else:
-            X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, y_numeric=not is_classifier(self))
+            # NaN is ingest's to judge (allowed if the model takes it, else refused with
+            # the fix); infinities are refused here
+            X, y = validate_data(self, X, y, dtype=FLOAT_DTYPES, y_numeric=not is_classifier(self),
+                                 ensure_all_finite="allow-nan")
             if is_classifier(self):
                 check_classification_targets(y)
             n = X.shape[0]
@@ -292,16 +339,40 @@ class _SISABase(BaseEstimator):
 
     # -------------------------------------------------------------- helpers
     def _check_X(self, X):
+        """``X`` checked once and in the form the shard models were fit on."""
         check_is_fitted(self)
         if self.estimators_ is None:
             raise StaleModelError(
                 f"this model will not predict: {getattr(self, '_unservable', '')}; after "
                 "`sisa repair` (or rerunning the same forget), call model.refresh()")
-        return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+        schema = self.store_.manifest.schema
+        acc = forms.accepts(self._base_estimator())
+        if colmod.is_columns(schema):
+            return forms.model_input(_typed_rows(X, schema), schema, acc)
+        return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES,
+                             ensure_all_finite="allow-nan" if acc.nan else True)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
+
+
+def _typed_rows(X, schema: dict):
+    """Rows to predict on a model of typed columns: its feature columns of a DataFrame or
+    Arrow table, by name, in the store's types."""
+    import pyarrow as pa
+
+    names = schema["feature_names"]
+    if _is_frame(X):
+        X = ingest_mod.from_pandas(X)
+    if not isinstance(X, pa.Table):
+        raise InputError(f"this model was fit on typed columns: pass a DataFrame or Arrow "
+                         f"table with the columns {names[:8]}{'...' if len(names) > 8 else ''}")
+    missing = [n for n in names if n not in X.column_names]
+    if missing:
+        raise InputError(f"X lacks feature column(s) {missing[:5]}: pass every column the "
+                         "model was fit on, by name")
+    return colmod.typed([X.column(n) for n in names], names, schema["columns"], 0, True)
 
 

@@ -91,9 +91,10 @@ class SISAClassifier(ClassifierMixin, _SISABase):
 
     def predict(self, X):
         """Aggregated class prediction (vote, or argmax of the mean probability)."""
-        X = self._check_X(X)
+        X = self._check_X(X)  # once: a second check would see an array without names
         if self.aggregation_ == "soft":
-            return self.classes_[self.predict_proba(X).argmax(axis=1)]
+            return self.classes_[aggregate.mean_proba(self.estimators_, X, self.classes_)
+                                 .argmax(axis=1)]
         return aggregate.vote(self.estimators_, X, self.classes_)
 
     def _soft(self) -> bool:

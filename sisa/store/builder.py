@@ -23,7 +23,7 @@ import numpy as np
 from .._crash import crashpoint
 from ..errors import InputError, LocationError, SisaError, StoreError
 from ..progress import bar as progress_bar
-from . import ingest, keys, merge, spill
+from . import columns, ingest, keys, merge, spill
 from . import manifest as mf
 from .assign import AssignmentConfig
 from .fs import TEMP_DIR, Location
@@ -83,7 +83,7 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
                 hot_shards: int = 0, hot_threshold: float = 0.5,
                 feature_columns: list[str] | None = None, dtype=None,
                 memory_budget_mb: int = 256, batch_rows: int = 65_536,
-                progress: bool = False, settings=None
+                progress: bool = False, settings=None, check=None, **reading
                 ) -> tuple[Manifest, keys.KeyPair | None]:
     """Write the data of a staged store; returns its manifest (one generation past the
     store it replaces, if any) and the owner's key that will sign it.
@@ -94,10 +94,8 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
         Staged (:meth:`sisa.store.Store.building`).
     data : array-like, DataFrame, pyarrow.Table or path
         Features (with ``y``) or a table/file holding the ``label`` column.
-    y : array-like, optional
-        Labels, when ``data`` is an array.
-    label : str, optional
-        Label column, when ``data`` is a table or file.
+    y, label : array-like or str, optional
+        Labels when ``data`` is an array; the label column of a table or file.
     n_shards, n_slices : int
         S and R.
     random_state : int, default=0
@@ -121,18 +119,20 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
     settings : sisa.engine.ExecutionSettings, optional
         Where the work runs (default: here). ``backend="ray"``: Ray tasks, for Parquet/Arrow
         files (same bytes); ``"auto"``: Ray tasks if Ray is in use and the file is large.
+    check, **reading
+        ``check(schema)`` before any row is read; ``allow_missing``, ``na_values``, ...
     """
     if not store.staged:
         raise StoreError("internal: ingest needs a staged store (use Store.building)")
     config = _config(n_shards, n_slices, random_state, hot_shards, hot_threshold,
                      deletion_prob is not None or bool(deletion_prob_column))
     source = _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows,
-                     id_column=id_column, group_column=group_column,
+                     id_column=id_column, group_column=group_column, **reading,
                      deletion_prob_column=deletion_prob_column, feature_columns=feature_columns)
     parallel = choose(source, settings, batch_rows)
     key = keys.configured()
     new = _Builder(store.loc, config, source, memory_budget_mb, progress, secrets.token_hex(16),
-                   key, batch_rows).build(parallel)
+                   key, batch_rows, check).build(parallel)
     if key is None:  # unsigned: the audit key lives beside the data, owner-only
         store.loc.write_atomic(new.audit_files()["key"], secrets.token_hex(32).encode(),
                                mode=0o600)
@@ -149,16 +149,20 @@ def _config(n_shards, n_slices, random_state, hot_shards, hot_threshold,
     return config
 
 
-def _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows,
-            **columns) -> ingest.Source:
+def _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows, *,
+            allow_missing=False, na_values=None, trim_whitespace=False, **columns
+            ) -> ingest.Source:
     """The rows to ingest: arrays with ``y``, or a table/file with a ``label`` column."""
     if label is None:
         if y is None:
             raise InputError("pass y= with array data, or label='column' with a table/file")
-        return ingest.from_arrays(data, y, sample_ids, groups, deletion_prob, dtype)
+        return ingest.from_arrays(data, y, sample_ids, groups, deletion_prob, dtype,
+                                  allow_missing)
     if sample_ids is not None:
         raise InputError("pass sample_ids= with array data, or id_column= with a table")
-    return ingest.from_table(data, label, dtype=dtype, batch_rows=batch_rows, **columns)
+    return ingest.from_table(data, label, dtype=dtype, batch_rows=batch_rows,
+                             allow_missing=allow_missing, na_values=na_values,
+                             trim_whitespace=trim_whitespace, **columns)
 
 
 def _local_dirs(loc: Location) -> set[str]:
@@ -174,9 +178,9 @@ class _Builder:
 
     def __init__(self, loc: Location, config: AssignmentConfig, source: ingest.Source,
                  budget_mb: int, progress: bool, store_id: str, key: keys.KeyPair | None,
-                 batch_rows: int = 65_536) -> None:
+                 batch_rows: int = 65_536, check=None) -> None:
         self.loc, self.config, self.source, self.progress = loc, config, source, progress
-        self.store_id, self.key = store_id, key
+        self.store_id, self.key, self.check = store_id, key, check
         self.budget = max(int(budget_mb), 0) * 2**20
         self.batch_rows = batch_rows
         self.schema_info = {
@@ -185,11 +189,15 @@ class _Builder:
             "dtype": "float32" if source.dtype == np.float32 else "float64",
             "id_type": source.id_type,
         }
+        if source.columns is not None:  # typed columns: kinds and types, nothing from rows
+            self.schema_info.update(layout=columns.COLUMNS, columns=source.columns)
 
     def job(self, scratch: Scratch) -> Job:
         """What every task of this build shares."""
         shape = Shape(self.source.id_type, self.source.label_type,
-                      len(self.source.feature_names), np.dtype(self.source.dtype))
+                      len(self.source.feature_names), np.dtype(self.source.dtype),
+                      columns.struct_type(self.schema_info, run=True)
+                      if self.source.columns is not None else None)
         # a slice above a quarter of the budget is merged range by range: sorting and
         # serialising it takes about three times its size
         chunk = max(self.budget // 4, CHUNK_MIN)
@@ -198,6 +206,8 @@ class _Builder:
 
     def build(self, parallel: ParallelIngest | None = None) -> Manifest:
         """Write the slices and the index; returns the new (unpublished) manifest."""
+        if self.check is not None:  # the model's check of the column kinds: before any row
+            self.check(self.schema_info)
         scratch, tmp = _scratch(self.loc)
         try:
             return self._build(self.job(scratch), parallel)

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from ..errors import InputError
 from .assign import keyed_hash
-from .ingest import from_table, read_table
+from .ingest import CsvOptions, from_table, read_table
 
 ROW_ID = "__row"  # the default id column: the row's number in the input file
 _SCALE = 10_000  # fractions are resolved to 1/10,000 of the rows
@@ -62,22 +62,24 @@ class FileSplit:
         Empty when the fraction keeps every row out: the caller says so in its own words.
     id_column : str
         The column holding the sample ids in ``train``.
-    holdout : tuple of numpy.ndarray, or None
-        ``(X, y)`` of the holdout rows, as ingest reads them; None when there are none
-        (or no training rows).
+    holdout : tuple, or None
+        ``(X, y)`` of the holdout rows, as ingest reads them (``X`` the feature columns as
+        a table when they are typed columns, :mod:`sisa.store.columns`); None when there
+        are none (or no training rows).
     n_rows : int
         Rows in the whole file.
     """
 
     train: pa.Table
     id_column: str
-    holdout: tuple[np.ndarray, np.ndarray] | None
+    holdout: tuple | None
     n_rows: int
 
 
 def split_file(path, label: str, fraction: float, seed: int, *, id_column: str | None = None,
                group_column: str | None = None, deletion_prob_column: str | None = None,
-               feature_columns: list[str] | None = None) -> FileSplit:
+               feature_columns: list[str] | None = None, allow_missing: bool = False,
+               csv: CsvOptions | None = None) -> FileSplit:
     """Read a data file and split it, checking every row before anything is written.
 
     Every row, holdout included, passes ingest's checks under its row number in the file,
@@ -92,9 +94,11 @@ def split_file(path, label: str, fraction: float, seed: int, *, id_column: str |
         The label column.
     fraction, seed
         As for :func:`split`.
-    id_column, group_column, deletion_prob_column, feature_columns
+    id_column, group_column, deletion_prob_column, feature_columns, allow_missing
         As for :func:`sisa.store.ingest.from_table`. Without ``id_column`` the ids are the
         row numbers of the file.
+    csv : CsvOptions, optional
+        How CSV text is read (missing-value markers, blanks).
 
     Returns
     -------
@@ -105,13 +109,15 @@ def split_file(path, label: str, fraction: float, seed: int, *, id_column: str |
     InputError
         A row fails ingest's checks, or the id column holds duplicate ids.
     """
-    table = read_table(path)
+    table = read_table(path, csv)
     if not id_column:
         table = table.append_column(ROW_ID, pa.array(np.arange(table.num_rows), pa.int64()))
         id_column = ROW_ID
     columns = {"id_column": id_column, "group_column": group_column,
-               "deletion_prob_column": deletion_prob_column, "feature_columns": feature_columns}
-    for _ in from_table(table, label, **columns).batches:  # reading is the check
+               "deletion_prob_column": deletion_prob_column, "feature_columns": feature_columns,
+               "allow_missing": allow_missing}
+    source = from_table(table, label, **columns)
+    for _ in source.batches:  # reading is the check
         pass
     ids = table.column(id_column)
     if pc.count_distinct(ids, mode="all").as_py() != table.num_rows:
@@ -121,6 +127,9 @@ def split_file(path, label: str, fraction: float, seed: int, *, id_column: str |
     holdout = None
     if len(tr) and len(te):
         batches = list(from_table(table.take(te), label, **columns).batches)
-        holdout = (np.concatenate([b.X for b in batches]),
-                   np.concatenate([b.y for b in batches]))
+        y = np.concatenate([b.y for b in batches])
+        if source.columns is not None:  # typed columns: predict reads them by name
+            holdout = (table.take(te).select(source.feature_names), y)
+        else:
+            holdout = (np.concatenate([b.X for b in batches]), y)
     return FileSplit(table.take(tr), id_column, holdout, table.num_rows)

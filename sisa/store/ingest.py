@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from ..errors import InputError
+from . import columns as colmod
 from . import ids as idmod
 from .arrow_checks import validated
+from .text import CsvOptions, from_pandas
 
 SMALL_FLOATS = {pa.float16(), pa.float32(), pa.int8(), pa.uint8(), pa.int16(), pa.uint16(),
                 pa.bool_()}
@@ -31,7 +33,7 @@ class Batch:
     """One validated chunk of rows, columns as numpy arrays."""
 
     ids: np.ndarray | pa.Array | None  # None: ids are row numbers in the input
-    X: np.ndarray
+    X: np.ndarray | pa.StructArray  # a float matrix, or typed columns (sisa.store.columns)
     y: np.ndarray
     groups: np.ndarray | None
     deletion_prob: np.ndarray | None
@@ -50,6 +52,7 @@ class Source:
     id_type: str = idmod.INT  # row numbers unless the input names its ids
     rows: int | None = None  # the row count, when known without reading the rows
     table: TableInput | None = None  # a table or file: how to read parts of it elsewhere
+    columns: list[dict] | None = None  # per feature column kind/type: the "columns" layout
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,14 @@ def checked_batches(record_batches, columns: Columns, what: str,
     while True:
         with reading(what):
             rb = next(stream, None)
+            if rb is not None:  # validated before any value is used, CSV tidying included
+                rb = validated(rb, what)
+                if columns.csv is not None:  # text checks: invalid UTF-8
+                    rb = columns.csv.tidy(rb)
         if rb is None:
             break
         if rb.num_rows:
-            yield columns.batch(validated(rb, what), offset)
+            yield columns.batch(rb, offset)
             offset += rb.num_rows
 
 
@@ -131,22 +138,36 @@ def _no_values(text: str) -> str:
     return re.sub(r"(?<![A-Za-z])('[^']*'|\"[^\"]*\")(?![A-Za-z])", "'...'", text)
 
 
-def read_table(data) -> pa.Table:
+def _csv_only(data, csv: CsvOptions | None) -> CsvOptions | None:
+    """CSV options apply to CSV files only (a table or Parquet file keeps its values)."""
+    if csv is None or not isinstance(data, (str, os.PathLike)) or not Path(data).exists():
+        return None
+    return csv if _format_for(Path(data)) == "csv" else None
+
+
+def read_table(data, csv: CsvOptions | None = None) -> pa.Table:
     """The whole input as one table (for holdout splits and predictions), every record
-    batch validated before it joins the table (:func:`validated`)."""
-    dataset = _to_dataset(data)
+    batch validated before it joins the table (:func:`validated`); ``csv`` reads CSV text
+    (:class:`CsvOptions`)."""
+    csv = _csv_only(data, csv)
+    dataset = _to_dataset(data, csv)
     what = data if isinstance(data, (str, os.PathLike)) else "the input"
     batches = []
     stream = iter(dataset.to_batches())
     while True:
         with reading(what):
             rb = next(stream, None)
+            if rb is not None:
+                rb = validated(rb, what)
+                if csv is not None:
+                    rb = csv.tidy(rb)
         if rb is None:
-            return pa.Table.from_batches(batches, dataset.schema)
-        batches.append(validated(rb, what))
+            schema = batches[0].schema if batches else dataset.schema
+            return pa.Table.from_batches(batches, schema)
+        batches.append(rb)
 
 
-def _to_dataset(data) -> ds.Dataset:
+def _to_dataset(data, csv: CsvOptions | None = None) -> ds.Dataset:
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.exists():
@@ -156,8 +177,10 @@ def _to_dataset(data) -> ds.Dataset:
         if store is not None:
             raise InputError(f"input {path} is {'a' if store == path else 'inside a'} sisa store "
                              f"({store}), not a data file: pass the raw Parquet/CSV/Arrow rows")
+        fmt = _format_for(path)
         with reading(path):
-            dataset = ds.dataset(path, format=_format_for(path))
+            dataset = ds.dataset(path, format=csv.file_format(path) if csv and fmt == "csv"
+                                 else fmt)
         try:
             dataset.schema.names  # noqa: B018 (a forged file's names may not be UTF-8)
         except UnicodeDecodeError:
@@ -167,7 +190,7 @@ def _to_dataset(data) -> ds.Dataset:
     if isinstance(data, pa.Table):
         return ds.dataset(data)
     if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
-        return ds.dataset(pa.Table.from_pandas(data, preserve_index=False))
+        return ds.dataset(from_pandas(data))
     raise InputError(
         f"cannot read training data of type {type(data).__name__}: pass numpy arrays X and y, "
         "a pandas DataFrame, a pyarrow Table, or a Parquet/CSV/Arrow path"
@@ -194,15 +217,18 @@ def _check_label(y: np.ndarray, n: int) -> np.ndarray:
     return y
 
 
-def _check_features(X: np.ndarray, names: list[str], offset: int) -> None:
-    bad = ~np.isfinite(X)
+def _check_features(X: np.ndarray, names: list[str], offset: int,
+                    allow_missing: bool = False) -> None:
+    bad = np.isinf(X) if allow_missing else ~np.isfinite(X)
     if bad.any():
         rows, cols = np.nonzero(bad)
         col_list = sorted({names[c] for c in cols.tolist()})[:5]
         raise InputError(
             f"{int(bad.sum())} non-finite feature values (NaN or inf), first at row "
-            f"{int(rows[0]) + offset}, in column(s) {col_list}: impute or drop them before ingest"
-        )
+            f"{int(rows[0]) + offset}, in column(s) {col_list}: " + (
+                "fix or drop them" if allow_missing else "use a model that allows missing "
+                "values, put SimpleImputer in the shard pipeline, or impute or drop them "
+                "before ingest"))
 
 
 def _label_type(arr: np.ndarray) -> pa.DataType:
@@ -225,8 +251,10 @@ def _as_keys(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=None) -> Source:
-    """Source over in-memory numpy arrays (one batch)."""
+def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=None,
+                allow_missing: bool = False) -> Source:
+    """Source over in-memory numpy arrays (one batch); with ``allow_missing``, NaN
+    features (missing values) are kept."""
     X = np.asarray(X)
     if X.ndim != 2:
         raise InputError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
@@ -242,7 +270,7 @@ def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=No
                                             np.uint64) else np.dtype(np.float32))
     names = [f"x{i}" for i in range(X.shape[1])]
     Xc = np.ascontiguousarray(X, dtype=out_dtype)
-    _check_features(Xc, names, 0)
+    _check_features(Xc, names, 0, allow_missing)
     ids = None if sample_ids is None else np.asarray(sample_ids)
     if ids is not None and ids.shape != (len(X),):
         raise InputError(f"sample_ids must have one id per row ({len(X)}), got shape {ids.shape}")
@@ -269,14 +297,24 @@ def from_table(
     feature_columns: list[str] | None = None,
     dtype=None,
     batch_rows: int = 65_536,
+    allow_missing: bool = False,
+    na_values=None,
+    trim_whitespace: bool = False,
 ) -> Source:
     """Source over a DataFrame, Table or file/directory, streamed in record batches.
     Column problems are reported before any row is read; row problems (missing values,
-    non-finite features) name the first bad row."""
-    dataset = _to_dataset(data)
+    non-finite features) name the first bad row. All-numeric features are stored as a
+    float matrix; any other column kind selects typed columns (:mod:`sisa.store.columns`).
+    ``allow_missing`` keeps missing feature values; ``na_values`` and ``trim_whitespace``
+    read CSV text (:class:`CsvOptions`)."""
+    csv = _csv_only(data, CsvOptions.of(na_values, trim_whitespace))
+    dataset = _to_dataset(data, csv)
     schema = dataset.schema
     special = [c for c in (label, id_column, group_column, deletion_prob_column) if c]
     feats = _feature_columns(schema, special, feature_columns)
+    entries = None
+    if not all(colmod.is_number(schema.field(f).type) for f in feats):
+        entries = [colmod.entry(f, schema.field(f).type) for f in feats]
     out_dtype = _dtype(dtype) if dtype else (
         np.dtype(np.float32) if all(schema.field(f).type in SMALL_FLOATS for f in feats)
         else np.dtype(np.float64)
@@ -287,7 +325,7 @@ def from_table(
     label_type = (pa.int64() if pa.types.is_integer(ltype) or pa.types.is_boolean(ltype)
                   else pa.float64() if pa.types.is_floating(ltype) else pa.string())
     columns = Columns(feats, label, label_type, id_column, group_column, deletion_prob_column,
-                      out_dtype)
+                      out_dtype, allow_missing, entries, csv)
     what = data if isinstance(data, (str, os.PathLike)) else "the input"
 
     def stream() -> Iterator[pa.RecordBatch]:  # lazy: a parallel ingest never scans here
@@ -296,7 +334,7 @@ def from_table(
 
     return Source(feats, label, label_type, id_column, out_dtype,
                   checked_batches(stream(), columns, what), id_type, _known_rows(dataset),
-                  TableInput(dataset, columns, str(what)))
+                  TableInput(dataset, columns, str(what)), entries)
 
 
 def _known_rows(dataset: ds.Dataset) -> int | None:
@@ -312,8 +350,8 @@ def _known_rows(dataset: ds.Dataset) -> int | None:
 
 def _feature_columns(schema: pa.Schema, special: list[str],
                      feature_columns: list[str] | None) -> list[str]:
-    """The feature columns, checked: present, numeric, each named once, none of them the
-    label/id/group/deletion-probability column."""
+    """The feature columns, checked: present, each named once, none of them the
+    label/id/group/deletion-probability column (their types: :func:`sisa.store.columns.entry`)."""
     missing = [c for c in special + list(feature_columns or []) if c not in schema.names]
     if missing:
         raise InputError(f"column(s) {missing} not found; the input has {schema.names}")
@@ -329,16 +367,6 @@ def _feature_columns(schema: pa.Schema, special: list[str],
     twice = sorted({f for f in feats if feats.count(f) > 1})
     if twice:
         raise InputError(f"feature column(s) {twice} are named more than once: name each once")
-
-    def numeric(t: pa.DataType) -> bool:
-        return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-
-    non_numeric = [f for f in feats if not numeric(schema.field(f).type)]
-    if non_numeric:
-        raise InputError(
-            f"feature column(s) {non_numeric[:5]} are not numeric: one-hot or ordinal-encode "
-            "them first, or name the numeric ones (feature_columns=..., or --features on the CLI)"
-        )
     return feats
 
 
@@ -353,6 +381,9 @@ class Columns:
     group_column: str | None
     deletion_prob_column: str | None
     dtype: np.dtype
+    allow_missing: bool = False
+    entries: list[dict] | None = None  # typed columns (None: a float matrix)
+    csv: CsvOptions | None = None
 
     @property
     def names(self) -> list[str]:
@@ -361,16 +392,11 @@ class Columns:
                                          self.deletion_prob_column) if c]
 
     def batch(self, rb: pa.RecordBatch, offset: int) -> Batch:
-        cols = []
-        for f in self.feats:
-            col = rb.column(f)
-            if col.null_count:
-                raise InputError(
-                    f"feature column {f!r} has {col.null_count} missing value(s), the first "
-                    f"at row {offset + _first_null(col)}: impute or drop them before ingest")
-            cols.append(col.to_numpy(zero_copy_only=False))
-        X = np.column_stack(cols).astype(self.dtype, copy=False)
-        _check_features(X, self.feats, offset)
+        if self.entries is not None:
+            X = colmod.typed([rb.column(f) for f in self.feats], self.feats, self.entries,
+                             offset, self.allow_missing)
+        else:
+            X = self._matrix(rb, offset)
         ycol = rb.column(self.label)
         if ycol.null_count:
             raise InputError(f"label column {self.label!r} has {ycol.null_count} missing "
@@ -387,6 +413,25 @@ class Columns:
                 ids = ids.dictionary_decode()
         return Batch(ids, X, y, _plain(rb, self.group_column),
                      _plain(rb, self.deletion_prob_column))
+
+
+    def _matrix(self, rb: pa.RecordBatch, offset: int) -> np.ndarray:
+        """The dense layout's float rows (a missing value is NaN, if allowed)."""
+        cols = []
+        for f in self.feats:
+            col = rb.column(f)
+            if col.null_count and not self.allow_missing:
+                raise InputError(
+                    f"feature column {f!r} has {col.null_count} missing value(s), the first "
+                    f"at row {offset + _first_null(col)}: use a model that allows missing "
+                    "values (e.g. HistGradientBoosting), put SimpleImputer in the shard "
+                    "pipeline, or impute or drop them before ingest")
+            if col.null_count:
+                col = col.cast(pa.float64())
+            cols.append(col.to_numpy(zero_copy_only=False))
+        X = np.column_stack(cols).astype(self.dtype, copy=False)
+        _check_features(X, self.feats, offset, self.allow_missing)
+        return X
 
 
 def _first_null(col: pa.Array) -> int:

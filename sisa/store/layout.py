@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import CorruptStoreError
+from . import columns
 
 # Columns of a slice file (and of the index: ID, "shard", "slice").
 ID, LABEL, FEATURES = "sample_id", "label", "features"
@@ -63,19 +64,27 @@ def tombstone_dir(bucket: int) -> str:
 
 
 def slice_schema(schema: dict) -> pa.Schema:
-    """The Arrow schema of a slice file, from the manifest's ``schema`` entry."""
-    ftype = pa.float32() if schema["dtype"] == "float32" else pa.float64()
+    """The Arrow schema of a slice file, from the manifest's ``schema`` entry: features
+    as one float list per row (dense), or a struct of typed columns
+    (:mod:`sisa.store.columns`)."""
+    if columns.is_columns(schema):
+        features = columns.struct_type(schema)
+    else:
+        ftype = pa.float32() if schema["dtype"] == "float32" else pa.float64()
+        features = pa.list_(ftype, len(schema["feature_names"]))
     return pa.schema([
         (ID, pa.int64() if schema["id_type"] == "int64" else pa.string()),
         (LABEL, pa.type_for_alias(schema["label_type"])),
-        (FEATURES, pa.list_(ftype, len(schema["feature_names"]))),
+        (FEATURES, features),
     ])
 
 
 def ipc_bytes(table: pa.Table) -> pa.Buffer:
-    """Serialise deterministically: same rows and schema give the same bytes."""
+    """Serialise deterministically: same rows and schema give the same bytes (category
+    columns are re-encoded from the rows themselves: :func:`sisa.store.columns.canonical`)."""
+    table = columns.canonical(table)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as w:
+    with pa.ipc.new_file(sink, table.schema, options=columns.write_options(table)) as w:
         w.write_table(table.combine_chunks() if table.num_rows else table)
     return sink.getvalue()
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import CorruptStoreError
-from . import deletion
+from . import columns, deletion
 from . import ids as idmod
 from . import index as idx
 from .arrow_checks import damage
@@ -29,9 +29,11 @@ _TOMBSTONES = pa.schema([("h", pa.binary(16))])  # a keyed hash per deleted id
 
 @dataclass
 class SliceData:
-    """Rows of one or more slices as numpy arrays (features are zero-copy when local)."""
+    """Rows of one or more slices as numpy arrays (features are zero-copy when local); a
+    store of typed columns gives its ``features`` struct as it is (see
+    :func:`sisa.engine.forms.model_input` for what a model gets)."""
 
-    X: np.ndarray
+    X: np.ndarray | pa.StructArray
     y: np.ndarray
     ids: np.ndarray
 
@@ -100,8 +102,11 @@ class RowReading:
 
     def _to_numpy(self, table: pa.Table) -> SliceData:
         d = self.n_features
-        feats = table.column(FEATURES).combine_chunks()
-        X = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+        feats = table.column(FEATURES)
+        if pa.types.is_struct(feats.type):  # typed columns: categories decoded per slice
+            X = columns.canonical(table.select([FEATURES])).column(FEATURES).combine_chunks()
+        else:
+            X = feats.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
         y = table.column(LABEL).to_numpy(zero_copy_only=False)
         ids = table.column(ID).to_numpy(zero_copy_only=False)
         return SliceData(X, y, ids)

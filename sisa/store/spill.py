@@ -79,12 +79,13 @@ class Shape:
     label_type: pa.DataType
     n_features: int
     dtype: np.dtype
+    columns: pa.StructType | None = None  # typed columns' run type (None: a float matrix)
 
     @property
     def run_schema(self) -> pa.Schema:
-        ftype = pa.from_numpy_dtype(self.dtype)
+        ftype = self.columns or pa.list_(pa.from_numpy_dtype(self.dtype), self.n_features)
         return pa.schema([(ID, idmod.arrow_type(self.id_type)), (LABEL, self.label_type),
-                          (FEATURES, pa.list_(ftype, self.n_features)), (ORDER, pa.uint64())])
+                          (FEATURES, ftype), (ORDER, pa.uint64())])
 
     @property
     def row_bytes(self) -> int:
@@ -212,6 +213,7 @@ class Spiller:
         self.budget, self.hash_index = budget, hash_index
         self.cap = max(1, budget // shape.row_bytes)
         self.X: np.ndarray | None = None  # features of the buffered rows, reused per run
+        self.typed: list[pa.StructArray] = []  # or their typed columns (held as given)
         self.parts: list[tuple] = []
         self.used = self.text = 0
         self.out = Spilled()
@@ -225,11 +227,17 @@ class Spiller:
         raw = idmod.as_numpy(ids)
         shard, sl, order = assign(self.config, raw, groups, deletion_prob)
         keys = index_keys(raw) if self.hash_index else np.zeros(m, np.uint16)
-        if self.used and self.used + m > len(self.X):
-            self.flush()
-        if self.X is None or len(self.X) < m:  # allocated lazily: untouched pages cost nothing
-            self.X = np.empty((max(self.cap, m), self.shape.n_features), self.shape.dtype)
-        self.X[self.used:self.used + m] = X
+        if isinstance(X, pa.StructArray):
+            if self.used and self.used + m > self.cap:
+                self.flush()
+            self.typed.append(X)
+            self.text += X.nbytes
+        else:
+            if self.used and self.used + m > len(self.X):
+                self.flush()
+            if self.X is None or len(self.X) < m:  # allocated lazily: untouched pages are free
+                self.X = np.empty((max(self.cap, m), self.shape.n_features), self.shape.dtype)
+            self.X[self.used:self.used + m] = X
         cell = shard.astype(np.int64) * self.config.n_slices + sl
         self.parts.append((ids, y, cell, order, shard, sl, keys))
         self.used += m
@@ -253,7 +261,7 @@ class Spiller:
         self.out.index_runs.append(self._write_index(
             f"{self.tag}-i{k}", ids, np.concatenate(col[4]), np.concatenate(col[5]),
             np.concatenate(col[6])))
-        self.parts, self.used, self.text = [], 0, 0
+        self.parts, self.typed, self.used, self.text = [], [], 0, 0
         pa.default_memory_pool().release_unused()
 
     def finish(self) -> Spilled:
@@ -272,12 +280,16 @@ class Spiller:
         ends = np.append(starts[1:], n)
         texts = [_text_ends(ids), _text_ends(labels)]
         schema = self.shape.run_schema
+        typed = pa.concat_arrays(self.typed).take(take) if self.typed else None
         with self.scratch.open_output(name) as sink, pa.ipc.new_file(sink, schema) as w:
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-                X = self.X[perm[a:b]]  # gathered one window at a time: no second copy
+                if typed is not None:
+                    feats = typed.slice(a, b - a)
+                else:  # gathered one window at a time: no second copy
+                    feats = pa.FixedSizeListArray.from_arrays(
+                        pa.array(self.X[perm[a:b]].reshape(-1)), d)
                 w.write_batch(pa.record_batch([
-                    ids.slice(a, b - a), labels.slice(a, b - a),
-                    pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), d),
+                    ids.slice(a, b - a), labels.slice(a, b - a), feats,
                     pa.array(order[a:b])], schema=schema))
         text = np.zeros((len(starts), 2), np.int64)
         for j, ends_ in enumerate(texts):
