@@ -161,6 +161,17 @@ def _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows
     return ingest.from_table(data, label, dtype=dtype, batch_rows=batch_rows, **columns)
 
 
+# The column a table gets for ``fit(table, "label", groups=keys)``: a store names it "groups"
+GROUPS_COLUMN = "__groups"
+
+
+def columns_group_name(source: ingest.Source) -> str:
+    """The group column's name in the schema ("groups" when the keys were an array)."""
+    table = source.table
+    name = table.columns.group_column if table is not None else None
+    return "groups" if name in (None, GROUPS_COLUMN) else name
+
+
 def _local_dirs(loc: Location) -> set[str]:
     """Every folder below a local store's root (object stores have none)."""
     if not loc.is_local or not os.path.isdir(loc.root):
@@ -185,11 +196,15 @@ class _Builder:
             "dtype": "float32" if source.dtype == np.float32 else "float64",
             "id_type": source.id_type,
         }
+        if source.group_type:  # only then: a store without groups keeps its bytes
+            self.schema_info.update(group_name=columns_group_name(source),
+                                    group_type=source.group_type)
 
     def job(self, scratch: Scratch) -> Job:
         """What every task of this build shares."""
         shape = Shape(self.source.id_type, self.source.label_type,
-                      len(self.source.feature_names), np.dtype(self.source.dtype))
+                      len(self.source.feature_names), np.dtype(self.source.dtype),
+                      self.source.group_type is not None)
         # a slice above a quarter of the budget is merged range by range: sorting and
         # serialising it takes about three times its size
         chunk = max(self.budget // 4, CHUNK_MIN)
