@@ -57,6 +57,8 @@ def _with_groups(X, groups) -> tuple[object, str | None]:
                                                        idmod.arrow_type(gtype))), GROUPS_COLUMN
 
 
+_UNSET = object()  # forget(groups=...) without ids (None is an id, refused by the id boundary)
+
 # A numeric label with more distinct values than this share of the rows (and more than
 # MANY_CLASSES_MIN of them) is taken for a regression target given to a classifier.
 MANY_CLASSES_SHARE, MANY_CLASSES_MIN = 0.1, 50
@@ -320,7 +322,7 @@ class _SISABase(BaseEstimator):
         return self
 
     # -------------------------------------------------------------- unlearning
-    def forget(self, ids=None, *, groups=None, record_ids: bool = False,
+    def forget(self, ids=_UNSET, *, groups=None, record_ids: bool = False,
                progress: bool | None = None):
         """Exactly unlearn the rows with these sample ids, or every row of these groups;
         returns the receipt.
@@ -345,9 +347,9 @@ class _SISABase(BaseEstimator):
         from ..unlearn import forget, forget_groups
 
         check_is_fitted(self)
-        if (ids is None) == (groups is None):
+        if (ids is _UNSET) == (groups is None):
             raise InputError("pass the sample ids to forget, or groups=[...], not "
-                             + ("both" if ids is not None else "neither"))
+                             + ("both" if groups is not None else "neither"))
         try:
             if groups is not None:
                 receipt = forget_groups(self.store_, groups, record_ids=record_ids,

@@ -98,7 +98,11 @@ def keyed_hash(values: np.ndarray, random_state: int, purpose: str) -> np.ndarra
         out = np.empty(len(values), dtype=np.uint64)
         for i, v in enumerate(values.tolist()):
             if isinstance(v, str):
-                v = v.encode()
+                try:
+                    v = v.encode()
+                except UnicodeEncodeError:  # a lone surrogate: no bytes to hash or store
+                    raise InputError(f"sample id or group key {v[:40]!r} is not valid text (it "
+                                     "holds a lone surrogate): pass well-formed strings") from None
             elif not isinstance(v, bytes):
                 raise InputError(
                     f"sample ids and group keys must be integers or strings, got {type(v).__name__}"
@@ -180,6 +184,10 @@ def group_hash(config: AssignmentConfig, groups: np.ndarray) -> np.ndarray:
     """The 64-bit keyed hash of each group key that a slice stores beside the row (column
     ``group``): enough to find a group's rows in its slice, and no copy of the key itself.
     Keyed by the seed, like the placement."""
+    groups = np.asarray(groups)
+    if groups.dtype.kind == "u" and groups.size and int(groups.max()) > 2**63 - 1:
+        raise InputError(f"group key {int(groups.max())} is out of range: integer group keys "
+                         "fit in a signed 64-bit integer")
     return keyed_hash(groups, config.random_state, "group")
 
 

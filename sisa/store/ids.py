@@ -260,6 +260,9 @@ def group_wording(call, *args, **kw):
     functions' checks, and the CLI's ids reading, serve group keys as they are)."""
     try:
         return call(*args, **kw)
+    except UnicodeEncodeError:  # Arrow refuses a lone surrogate: no text to compare or hash
+        raise InputError("a group key is not valid text (it holds a lone surrogate): pass "
+                         "well-formed strings") from None
     except InputError as exc:
         msg = str(exc)
         for a, b in _AS_GROUP:
