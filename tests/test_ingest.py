@@ -28,9 +28,9 @@ from sisa import SISAClassifier, Store
 from sisa.engine import ExecutionSettings
 from sisa.errors import InputError
 from sisa.store import builder, ingest, merge, parallel_ingest
-from sisa.store.assign import AssignmentConfig, assign
+from sisa.store.assign import AssignmentConfig, assign, group_hash
 from sisa.store.index import bucketed, id_buckets, n_index_buckets
-from sisa.store.layout import FEATURES, ID, LABEL, ipc_bytes, slice_schema
+from sisa.store.layout import FEATURES, GROUP, ID, LABEL, ipc_bytes, slice_schema
 from sisa.store.streamed_ipc import StreamedFile
 from sisa.unlearn import repair
 
@@ -87,12 +87,14 @@ def reference(data, S: int, R: int, seed: int = 0, **kw) -> dict:
     shard, sl, order = assign(AssignmentConfig(S, R, seed, hot), ids.to_numpy(False),
                               cat("groups"), cat("deletion_prob"))
     X = np.concatenate([b.X for b in batches])
-    t = pa.table({ID: ids, LABEL: pa.array(cat("y")).cast(src.label_type),
-                  FEATURES: pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)),
-                                                              X.shape[1]),
-                  "__order": order})
+    cols = {ID: ids, LABEL: pa.array(cat("y")).cast(src.label_type),
+            FEATURES: pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])}
     info = {"feature_names": src.feature_names, "label_type": str(src.label_type),
             "dtype": str(src.dtype), "id_type": src.id_type}
+    if cat("groups") is not None:  # each row's keyed group hash (sisa.store.groups)
+        cols[GROUP] = group_hash(AssignmentConfig(S, R, seed, hot), cat("groups"))
+        info["group_type"] = src.group_type
+    t = pa.table({**cols, "__order": order})
     sha = lambda buf: hashlib.sha256(memoryview(buf)).hexdigest()  # noqa: E731
     slices = {}
     for s in range(S):

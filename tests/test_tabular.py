@@ -35,8 +35,6 @@ RARE = "Holand-Netherlands"  # one row of adult.data has it (line 19609)
 CATS = ["workclass", "education", "marital-status", "occupation", "relationship", "race",
         "gender", "native-country"]
 NUMS = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
-SAFELOAD = pytest.mark.xfail(strict=True, reason="needs tab-safeload (HGB with categorical "
-                             "features pickles functools.partial)")
 
 
 def adult_lines(n: int = 2400) -> list[str]:
@@ -105,7 +103,7 @@ def checkpoints(model) -> dict:
 
 
 # ------------------------------------------------------------------ DataFrames in, exactly out
-@pytest.mark.parametrize("make", [pipeline, pytest.param(hgb, marks=SAFELOAD)],
+@pytest.mark.parametrize("make", [pipeline, hgb],
                          ids=["column-transformer-pipeline", "hgb-from-dtype"])
 def test_forgetting_the_last_row_of_a_category_leaves_no_trace(tmp_path, make):
     df, y = adult_frame()
@@ -277,7 +275,6 @@ def train_predict_forget_verify(tmp_path, *model: str) -> float:
     return json.loads(out)["holdout"]["score"]
 
 
-@SAFELOAD
 def test_cli_trains_the_published_adult_file_with_hgb(tmp_path):
     assert train_predict_forget_verify(tmp_path, "--model", "hgb") > 0.8
 

@@ -1,14 +1,17 @@
-"""``sisa forget``: exactly unlearn rows by sample id and print the receipt."""
+"""``sisa forget``: exactly unlearn rows by sample id, or every row of some groups (a
+person), and print the receipt."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError
 from .common import emit, ratio, read_ids, settings
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    """Forget the ids of ``--id``/``--ids`` from the store and print the receipt.
+    """Forget the ids of ``--id``/``--ids``, or the groups of ``--group``/``--groups``, from
+    the store and print the receipt.
 
     Parameters
     ----------
@@ -21,22 +24,35 @@ def cmd_forget(args: argparse.Namespace) -> int:
         0; failures raise (and :func:`sisa.cli.main` turns them into exit codes).
     """
     from ..store import Store
-    from ..unlearn import forget
+    from ..store import ids as idmod
+    from ..store.groups import group_type
+    from ..unlearn import forget, forget_groups
 
     store = Store.open(args.store)
-    ids = read_ids(args, store.manifest.id_type)
-    r = forget(store, ids, record_ids=args.record_ids, settings=settings(args))
+    if args.group or args.groups:
+        if args.id or args.ids:
+            raise InputError("give sample ids (--id/--ids) or groups (--group/--groups), not "
+                             "both: forget them in two requests")
+        # the ids reading (flags, files, stdin), by the store's group key type
+        keys = idmod.group_wording(read_ids, args, group_type(store), flag="group",
+                                   file_flag="groups")
+        r = forget_groups(store, keys, record_ids=args.record_ids, settings=settings(args))
+    else:
+        ids = read_ids(args, store.manifest.id_type)
+        r = forget(store, ids, record_ids=args.record_ids, settings=settings(args))
     emit(args, r, _receipt_text(r))
     return 0
 
 
 def _receipt_text(r: dict) -> str:
     """A forget's receipt as a person reads it."""
-    return (f"forgot {r['n_ids']} id(s) (request {r['request_id']}): retrained "
+    groups = (f"{r['n_groups']} group(s): " if "n_groups" in r else "")
+    return (f"forgot {groups}{r['n_ids']} id(s) (request {r['request_id']}): retrained "
             f"{r['rows_retrained']:,} rows instead of {r['rows_full_retrain']:,} "
             f"({ratio(r['rows_full_retrain'], r['rows_retrained'])}) in {r['wall_time_s']}s; "
             f"shards touched {[s for s, _ in r['affected']]}"
             + (f"; emptied {r['shards_emptied']}" if r.get("shards_emptied") else "")
             + (" (already forgotten: replayed receipt)" if r.get("replayed") else "")
+            + (f"\ngroups sha256 {r['groups_sha256']}" if "groups_sha256" in r else "")
             + f"\nids sha256 {r['ids_sha256']}\nfingerprint {r['fingerprint_before'][:16]} -> "
             f"{r['fingerprint_after'][:16]}")

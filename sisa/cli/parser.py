@@ -27,7 +27,7 @@ from .verify import cmd_verify
 
 EXAMPLES = {
     "train": "sisa train adult --model sgd --shards 8 --slices 4 --store runs/adult --holdout 0.2",
-    "forget": "sisa forget runs/adult --id 17 --id 42      (or --ids ids.txt)",
+    "forget": "sisa forget runs/adult --id 17 --id 42      (or --ids ids.txt, --group u00007)",
     "predict": "sisa predict runs/adult new_rows.parquet --out predictions.parquet",
     "verify": "sisa verify runs/adult --sample 4",
     "repair": "sisa repair runs/adult",
@@ -139,14 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=SCHEDULES, default="streaming")
     p.add_argument("--epochs", type=int, default=None, help="passes per slice (default auto)")
     p.add_argument("--overwrite", action="store_true", help="replace a store already there")
+    p.add_argument("--allow-many-classes", action="store_true",
+                   help="let a classifier train on a numeric label with more distinct values "
+                        "than a tenth of the rows (by default refused: a regression target)")
     p.set_defaults(func=cmd_train)
 
-    p = add("forget", "Exactly unlearn rows by sample id; prints the receipt.", backend=True)
+    p = add("forget", "Exactly unlearn rows by sample id, or every row of some groups (a "
+            "person); prints the receipt.", backend=True)
     p.add_argument("store", metavar="STORE")
     p.add_argument("--id", action="append", help="a sample id (repeatable)")
     p.add_argument("--ids", help="file of ids (whitespace/comma separated; - for stdin)")
+    p.add_argument("--group", action="append", metavar="KEY",
+                   help="a group key (the store's --group column, e.g. a user): forget all "
+                        "its rows (repeatable)")
+    p.add_argument("--groups", metavar="FILE",
+                   help="file of group keys, read as an ids file (- for stdin)")
     p.add_argument("--record-ids", action="store_true",
-                   help="keep raw ids in the receipt (default: only their sha256)")
+                   help="keep raw ids (and group keys) in the receipt (default: only keyed "
+                        "hashes)")
     p.set_defaults(func=cmd_forget)
 
     p = add("predict", "Predict rows of DATA with the model in STORE.")

@@ -37,6 +37,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                         "training)" if hold else "none kept"),
             ("size", f"{s['bytes'] / 2**20:,.1f} MiB in {s['files']} files"),
             ("sample ids", s["id_type"]),
+            ("groups", f"column {s['group_column']!r} ({s['group_type']} keys): `sisa forget "
+                       "--group KEY` forgets all of a group's rows" if s["group_column"]
+                       else "none (built without --group)"),
             ("signed by", s["signed_by"] or "nobody (unsigned: `sisa keygen`, then rebuild, "
                                             "to sign)"),
             ("state", "UNFINISHED: run `sisa repair`" if s["pending"] else "ok")]

@@ -44,9 +44,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         source, source_kw, hold = _file_source(args, est)
     regression = is_regressor(est)
     cls = SISARegressor if regression else SISAClassifier
+    many = {} if regression else {"allow_many_classes": args.allow_many_classes}
     model = cls(est, n_shards=args.shards, n_slices=args.slices, random_state=args.seed,
                 store=args.store, schedule=args.schedule,
-                epochs=args.epochs if args.epochs else "auto", **estimator_params(args))
+                epochs=args.epochs if args.epochs else "auto", **estimator_params(args), **many)
     result = _build_and_fit(args, model, source, source_kw, hold, "r2" if regression
                             else "accuracy", t0)
     emit(args, result, f"trained {result['rows']:,} rows into {args.shards} shards x "

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import weakref
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
+import pyarrow as pa
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -20,7 +22,10 @@ from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
 from ..store import RetrainPlan, Store
 from ..store import columns as colmod
+from ..store import ids as idmod
 from ..store import ingest as ingest_mod
+from ..store.builder import GROUPS_COLUMN
+from ..store.ingest import read_table
 from ..tasks.backend import choose, connect
 from ..tasks.settings import BACKENDS, ExecutionSettings
 
@@ -29,11 +34,59 @@ FLOAT_DTYPES = (np.float64, np.float32)
 
 
 def _is_table_like(X) -> bool:
-    return isinstance(X, (str, os.PathLike, Store)) or type(X).__name__ == "Table"
+    """Inputs that only a label column name can go with (never sniffed by type name: any
+    dataframe with ``__arrow_c_stream__`` is read as Arrow when ``y`` names its label)."""
+    return isinstance(X, (str, os.PathLike, Store, pa.Table, pa.RecordBatchReader))
+
+
+def _with_groups(X, groups) -> tuple[object, str | None]:
+    """A table input and the name of its group column: ``groups`` names one, or holds one
+    key per row, added to the table as a column of its own (:data:`GROUPS_COLUMN`)."""
+    if groups is None or isinstance(groups, str):
+        return X, groups
+    if isinstance(X, (str, os.PathLike)):
+        raise InputError("with a file, name its group column (groups='COL') rather than "
+                         "passing the keys")
+    table = read_table(X)
+    keys = np.asarray(groups)
+    if keys.shape != (table.num_rows,):
+        raise InputError(f"groups must have one key per row ({table.num_rows}), got shape "
+                         f"{keys.shape}")
+    if GROUPS_COLUMN in table.column_names:
+        raise InputError(f"the table has a column {GROUPS_COLUMN!r}, the name sisa gives the "
+                         "groups: rename it, or pass groups='that column'")
+    gtype = idmod.values_group_type(keys)
+    return table.append_column(GROUPS_COLUMN, pa.array(keys.tolist(),
+                                                       idmod.arrow_type(gtype))), GROUPS_COLUMN
+
+
+_UNSET = object()  # forget(groups=...) without ids (None is an id, refused by the id boundary)
+
+# A numeric label with more distinct values than this share of the rows (and more than
+# MANY_CLASSES_MIN of them) is taken for a regression target given to a classifier.
+MANY_CLASSES_SHARE, MANY_CLASSES_MIN = 0.1, 50
+
+
+def _refuse_many_classes(store: Store, classes) -> None:
+    """Refuse a classifier on a numeric label that looks like a regression target (prices:
+    one class per distinct value, near-zero accuracy, and no error otherwise)."""
+    schema = store.manifest.schema
+    n, k = store.n_rows, len(classes)
+    if schema["label_type"] == "string" or k <= max(MANY_CLASSES_SHARE * n, MANY_CLASSES_MIN):
+        return
+    raise InputError(
+        f"the label {schema['label_name']!r} holds {k:,} distinct numeric values in {n:,} rows "
+        f"(more than a tenth): it looks like a regression target, and a classifier would learn "
+        "one class per value; use a regressor (SISARegressor; on the CLI --model sgd-regressor "
+        "or another regression preset), or, if these are classes, pass "
+        "allow_many_classes=True (--allow-many-classes)")
 
 
 def _is_frame(X) -> bool:
-    return type(X).__name__ == "DataFrame" and hasattr(X, "columns") and hasattr(X, "dtypes")
+    """A pandas DataFrame (by type, never by its name: pandas is imported by whoever made
+    one)."""
+    pd = sys.modules.get("pandas")
+    return pd is not None and isinstance(X, pd.DataFrame)
 
 
 def _typed_frame(X, y, sample_ids):
@@ -97,7 +150,7 @@ class _SISABase(BaseEstimator):
         weakref.finalize(self, shutil.rmtree, tmp, True)
         return tmp
 
-    def fit(self, X, y=None, sample_ids=None):
+    def fit(self, X, y=None, sample_ids=None, groups=None):
         """Build the store, then train every shard slice by slice.
 
         Parameters
@@ -114,6 +167,11 @@ class _SISABase(BaseEstimator):
         sample_ids : array-like of shape (n_samples,), default=None
             Stable id per row (int or str), used to forget rows later. Default:
             0..n-1 in input order.
+        groups : array-like of shape (n_samples,) or str, default=None
+            Group key per row (int or str), as in scikit-learn's ``GroupKFold``: a person,
+            a user id. A group's rows share one shard and slice, and
+            ``forget(groups=[key])`` forgets all of them. With a table, the name of its
+            group column may be given instead.
 
         Returns
         -------
@@ -133,6 +191,10 @@ class _SISABase(BaseEstimator):
         if choose(self._settings(), self.n_shards) == "ray":
             connect(self.ray_address)  # Ray and its workers start while the store is built
         if isinstance(X, Store) or (isinstance(X, (str, os.PathLike)) and y is None):
+            if groups is not None:
+                raise InputError("a store's groups are fixed when it is built: pass groups= "
+                                 "with the training rows, or build the store with "
+                                 "group_column= / `sisa train --group COL`")
             store = X if isinstance(X, Store) else Store.open(str(X))
             self._check_same_layout(store)
             with store.lock():
@@ -141,7 +203,7 @@ class _SISABase(BaseEstimator):
             # Built and trained beside any store already there; one manifest write swaps it
             # in, so a bad row or a failed fit leaves the old store as it was.
             with Store.building(self._store_uri(), overwrite=True) as store:
-                self._ingest(store, X, y, sample_ids, est)
+                self._ingest(store, X, y, sample_ids, est, groups)
                 self._train(store, est)
                 store.publish()
         self._set_fitted(store)
@@ -160,6 +222,8 @@ class _SISABase(BaseEstimator):
                 f"the labels hold {len(classes):,} distinct non-integer values, like a "
                 "regression target: a classifier needs discrete classes; use a regressor "
                 "(SISARegressor; on the CLI a regression preset) or encode the label")
+        if classes is not None and not getattr(self, "allow_many_classes", True):
+            _refuse_many_classes(store, classes)
         if classes is not None and len(classes) < 2:
             raise InputError(f"the training labels hold only 1 class "
                              f"({np.asarray(classes[0]).item()!r}): a "
@@ -176,7 +240,7 @@ class _SISABase(BaseEstimator):
                                  num_cpus=self.num_cpus,
                                  progress=self.verbose if progress is None else progress)
 
-    def _ingest(self, store: Store, X, y, sample_ids, est) -> None:
+    def _ingest(self, store: Store, X, y, sample_ids, est, groups=None) -> None:
         """Fill a staged store with the training rows, refusing to replace an audit log.
         Missing values are kept if ``est`` takes them; a column kind it cannot take is
         refused before any row is read."""
@@ -202,14 +266,16 @@ class _SISABase(BaseEstimator):
             typed = _typed_frame(X, y, sample_ids)
         if typed is not None:
             table, label, ids = typed
-            store.ingest(table, label=label, id_column=ids,
+            table, group_column = _with_groups(table, groups)
+            store.ingest(table, label=label, id_column=ids, group_column=group_column,
                          check=lambda schema: forms.check(est, schema), **common)
         elif _is_table_like(X) or isinstance(y, str):
             if not isinstance(y, str):
                 raise InputError("with a table or file, pass the label column name as y='col'")
             settings = self._settings()  # a big Parquet/Arrow file: Ray tasks when Ray is in use
+            X, group_column = _with_groups(X, groups)
             store.ingest(X, label=y, settings=settings if settings.backend == "local"
-                         else settings.replace(backend="auto"),
+                         else settings.replace(backend="auto"), group_column=group_column,
                          check=lambda schema: forms.check(est, schema), **common)
         else:
             # NaN is ingest's to judge (allowed if the model takes it, else refused with
@@ -224,7 +290,10 @@ class _SISABase(BaseEstimator):
                     f"got n_samples = {n}, fewer than n_shards * n_slices = "
                     f"{self.n_shards * self.n_slices}: use fewer shards or slices"
                 )
-            store.ingest(X, y, sample_ids=sample_ids, **common)
+            if isinstance(groups, str):
+                raise InputError(f"groups={groups!r} names a column, but X is an array: pass "
+                                 "one group key per row, or a table with y='label column'")
+            store.ingest(X, y, sample_ids=sample_ids, groups=groups, **common)
         self.n_features_in_ = store.n_features
 
     def _check_same_layout(self, store: Store) -> None:
@@ -304,19 +373,41 @@ class _SISABase(BaseEstimator):
         return self
 
     # -------------------------------------------------------------- unlearning
-    def forget(self, ids, *, record_ids: bool = False, progress: bool | None = None):
-        """Exactly unlearn the rows with these sample ids; returns the receipt.
+    def forget(self, ids=_UNSET, *, groups=None, record_ids: bool = False,
+               progress: bool | None = None):
+        """Exactly unlearn the rows with these sample ids, or every row of these groups;
+        returns the receipt.
 
         The rows are deleted from the store, every checkpoint that saw them is
         destroyed, and each affected shard retrains from its last clean checkpoint.
         The result is byte-identical to a fresh fit without the rows.
+
+        Parameters
+        ----------
+        ids : iterable of int or str, optional
+            Sample ids.
+        groups : iterable of int or str, optional
+            Group keys given to ``fit(groups=...)`` (a person): all their rows are
+            forgotten, and the receipt names the groups (keyed hashes; raw keys only with
+            ``record_ids``). Give ``ids`` or ``groups``, not both.
+        record_ids : bool, default=False
+            Keep the raw ids (and group keys) in the receipt.
+        progress : bool, optional
+            Show progress bars (default: ``verbose``).
         """
-        from ..unlearn import forget
+        from ..unlearn import forget, forget_groups
 
         check_is_fitted(self)
+        if (ids is _UNSET) == (groups is None):
+            raise InputError("pass the sample ids to forget, or groups=[...], not "
+                             + ("both" if groups is not None else "neither"))
         try:
-            receipt = forget(self.store_, ids, record_ids=record_ids,
-                             settings=self._settings(progress))
+            if groups is not None:
+                receipt = forget_groups(self.store_, groups, record_ids=record_ids,
+                                        settings=self._settings(progress))
+            else:
+                receipt = forget(self.store_, ids, record_ids=record_ids,
+                                 settings=self._settings(progress))
         finally:  # reload even on failure: never keep serving models that saw the rows
             self._set_fitted(self.store_, strict=False)
         return receipt

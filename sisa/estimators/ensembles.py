@@ -54,6 +54,10 @@ class SISAClassifier(ClassifierMixin, _SISABase):
         CPUs reserved per shard task.
     verbose : bool, default=False
         Show progress bars.
+    allow_many_classes : bool, default=False
+        Train on a numeric label with more distinct values than a tenth of the rows
+        (and more than 50). By default that stops with advice to use a regressor: it is
+        almost always a regression target, like a price.
 
     Attributes
     ----------
@@ -75,6 +79,16 @@ class SISAClassifier(ClassifierMixin, _SISABase):
     True
     """
 
+    def __init__(self, estimator=None, *, n_shards=5, n_slices=4, aggregation=None,
+                 store=None, random_state=0, ray_address=None, backend="auto",
+                 schedule="streaming", epochs="auto", num_cpus=1, verbose=False,
+                 allow_many_classes=False):
+        super().__init__(estimator, n_shards=n_shards, n_slices=n_slices,
+                         aggregation=aggregation, store=store, random_state=random_state,
+                         ray_address=ray_address, backend=backend, schedule=schedule,
+                         epochs=epochs, num_cpus=num_cpus, verbose=verbose)
+        self.allow_many_classes = allow_many_classes
+
     def _base_estimator(self):
         return clone(self.estimator) if self.estimator is not None else SGDClassifier(
             loss="log_loss")
@@ -82,6 +96,7 @@ class SISAClassifier(ClassifierMixin, _SISABase):
     _parameter_constraints: ClassVar[dict] = {
         **_SISABase._parameter_constraints,
         "aggregation": [StrOptions(set(aggregate.CLASSIFIER_AGGREGATIONS)), None],
+        "allow_many_classes": ["boolean"],
     }
 
     def _resolved_aggregation(self) -> str:

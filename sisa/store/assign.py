@@ -98,7 +98,11 @@ def keyed_hash(values: np.ndarray, random_state: int, purpose: str) -> np.ndarra
         out = np.empty(len(values), dtype=np.uint64)
         for i, v in enumerate(values.tolist()):
             if isinstance(v, str):
-                v = v.encode()
+                try:
+                    v = v.encode()
+                except UnicodeEncodeError:  # a lone surrogate: no bytes to hash or store
+                    raise InputError(f"sample id or group key {v[:40]!r} is not valid text (it "
+                                     "holds a lone surrogate): pass well-formed strings") from None
             elif not isinstance(v, bytes):
                 raise InputError(
                     f"sample ids and group keys must be integers or strings, got {type(v).__name__}"
@@ -148,8 +152,7 @@ def assign(
     place = sample_ids if groups is None else groups
     if groups is not None and len(groups) != len(sample_ids):
         raise InputError(f"group column has {len(groups)} rows but there are {len(sample_ids)} ids")
-    h_shard = keyed_hash(place, rs, "shard")
-    h_slice = keyed_hash(place, rs, "slice")
+    h_shard, h_slice = _place_hashes(config, place)
     order = keyed_hash(sample_ids, rs, "order")
     S, R = np.uint64(config.n_shards), np.uint64(config.n_slices)
     if config.hot_shards:
@@ -169,6 +172,39 @@ def assign(
     else:
         shard = h_shard % S
     return shard.astype(np.int32), (h_slice % R).astype(np.int32), order
+
+
+def _place_hashes(config: AssignmentConfig, place: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shard and slice hashes of each row's place key (its id, or its group key)."""
+    return (keyed_hash(place, config.random_state, "shard"),
+            keyed_hash(place, config.random_state, "slice"))
+
+
+def group_hash(config: AssignmentConfig, groups: np.ndarray) -> np.ndarray:
+    """The 64-bit keyed hash of each group key that a slice stores beside the row (column
+    ``group``): enough to find a group's rows in its slice, and no copy of the key itself.
+    Keyed by the seed, like the placement."""
+    groups = np.asarray(groups)
+    if groups.dtype.kind == "u" and groups.size and int(groups.max()) > 2**63 - 1:
+        raise InputError(f"group key {int(groups.max())} is out of range: integer group keys "
+                         "fit in a signed 64-bit integer")
+    return keyed_hash(groups, config.random_state, "group")
+
+
+def group_cells(config: AssignmentConfig, groups: np.ndarray) -> np.ndarray:
+    """Every (shard, slice) that can hold rows of each group key, by the hash :func:`assign`
+    places them with: shape ``(n_keys, k, 2)``. ``k`` is 1, or 2 with distribution-aware
+    sharding (a group's rows go to its hot or its cold shard by each row's probability).
+    """
+    h_shard, h_slice = _place_hashes(config, groups)
+    S, R = np.uint64(config.n_shards), np.uint64(config.n_slices)
+    sl = (h_slice % R).astype(np.int64)
+    if config.hot_shards:
+        H = np.uint64(config.hot_shards)
+        shards = [h_shard % H, H + h_shard % (S - H)]
+    else:
+        shards = [h_shard % S]
+    return np.stack([np.stack([s.astype(np.int64), sl], axis=1) for s in shards], axis=1)
 
 
 def spread(counts: np.ndarray) -> dict:

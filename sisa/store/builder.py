@@ -165,6 +165,17 @@ def _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows
                              trim_whitespace=trim_whitespace, **columns)
 
 
+# The column a table gets for ``fit(table, "label", groups=keys)``: a store names it "groups"
+GROUPS_COLUMN = "__groups"
+
+
+def columns_group_name(source: ingest.Source) -> str:
+    """The group column's name in the schema ("groups" when the keys were an array)."""
+    table = source.table
+    name = table.columns.group_column if table is not None else None
+    return "groups" if name in (None, GROUPS_COLUMN) else name
+
+
 def _local_dirs(loc: Location) -> set[str]:
     """Every folder below a local store's root (object stores have none)."""
     if not loc.is_local or not os.path.isdir(loc.root):
@@ -191,13 +202,17 @@ class _Builder:
         }
         if source.columns is not None:  # typed columns: kinds and types, nothing from rows
             self.schema_info.update(layout=columns.COLUMNS, columns=source.columns)
+        if source.group_type:  # only then: a store without groups keeps its bytes
+            self.schema_info.update(group_name=columns_group_name(source),
+                                    group_type=source.group_type)
 
     def job(self, scratch: Scratch) -> Job:
         """What every task of this build shares."""
         shape = Shape(self.source.id_type, self.source.label_type,
                       len(self.source.feature_names), np.dtype(self.source.dtype),
                       columns.struct_type(self.schema_info, run=True)
-                      if self.source.columns is not None else None)
+                      if self.source.columns is not None else None,
+                      self.source.group_type is not None)
         # a slice above a quarter of the budget is merged range by range: sorting and
         # serialising it takes about three times its size
         chunk = max(self.budget // 4, CHUNK_MIN)

@@ -291,3 +291,60 @@ def unique_sorted(ids: pa.Array) -> pa.Array:
 def as_numpy(ids: pa.Array) -> np.ndarray:
     """int64 ids as an int64 array, string ids as an object array of str (for hashing)."""
     return ids.to_numpy(zero_copy_only=False)
+
+
+# ---------------------------------------------------------------------- group keys
+# A group key (``fit(groups=...)``, ``--group COL``: a person, a user id) has a type like an
+# id, ``"int64"`` or ``"string"``, recorded as the schema's ``group_type``, and goes through
+# the same conversions: the functions below are the id functions, their messages naming a
+# group key instead of a sample id.
+_AS_GROUP = (("sample ids", "group keys"), ("sample id", "group key"),
+             ("this store's ids", "this store's group keys"), ("integer id", "integer group "
+             "key"), ("int ids", "int group keys"), ("str ids", "str group keys"),
+             ("an id", "a key"), ("id column", "group column"), ("as the id", "as the group"),
+             ("the id", "the group key"), ("give the ids", "give the group keys"),
+             ("ids file", "group keys file"), ("id per row", "key per row"),
+             ("list (or array) of ids", "list (or array) of group keys"))
+
+
+def group_wording(call, *args, **kw):
+    """``call(*args, **kw)``, its :class:`InputError` reworded for a group key (the id
+    functions' checks, and the CLI's ids reading, serve group keys as they are)."""
+    try:
+        return call(*args, **kw)
+    except UnicodeEncodeError:  # Arrow refuses a lone surrogate: no text to compare or hash
+        raise InputError("a group key is not valid text (it holds a lone surrogate): pass "
+                         "well-formed strings") from None
+    except InputError as exc:
+        msg = str(exc)
+        for a, b in _AS_GROUP:
+            msg = msg.replace(a, b)
+        raise InputError(msg) from None
+
+
+def column_group_type(t: pa.DataType, column: str) -> str:
+    """The group key type a table column of Arrow type ``t`` gives a store."""
+    return group_wording(column_id_type, t, column)
+
+
+def values_group_type(values: np.ndarray) -> str:
+    """The group key type of ``groups=`` given at ingest (every element must agree)."""
+    return group_wording(values_id_type, values)
+
+
+def to_group_keys(values, group_type: str) -> pa.Array:
+    """Group keys given through the API, as the store's Arrow array of that type (a key
+    of another type is an :class:`InputError`, as for ids)."""
+    return group_wording(to_store_ids, values, group_type)
+
+
+def parse_text_groups(texts: Iterable[str], group_type: str, *, source: str = "--group"
+                      ) -> pa.Array:
+    """Group keys typed as text (``--group``, ``--groups FILE``), read as ids are."""
+    return group_wording(parse_text_ids, texts, group_type, source=source)
+
+
+def group_bytes(keys: pa.Array) -> list[bytes]:
+    """The one byte encoding of each group key that keyed hashes (receipts) take: distinct
+    from every id's (:func:`id_bytes`), so a group never hashes like an id."""
+    return [b"g" + b for b in id_bytes(keys)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ class Source:
     rows: int | None = None  # the row count, when known without reading the rows
     table: TableInput | None = None  # a table or file: how to read parts of it elsewhere
     columns: list[dict] | None = None  # per feature column kind/type: the "columns" layout
+    group_type: str | None = None  # the group keys' type (sisa.store.ids), if grouped
 
 
 @dataclass(frozen=True)
@@ -189,12 +191,25 @@ def _to_dataset(data, csv: CsvOptions | None = None) -> ds.Dataset:
         return dataset
     if isinstance(data, pa.Table):
         return ds.dataset(data)
-    if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
+    pd = sys.modules.get("pandas")  # imported by whoever made a pandas DataFrame
+    if pd is not None and isinstance(data, pd.DataFrame):
         return ds.dataset(from_pandas(data))
+    if hasattr(data, "__arrow_c_stream__"):  # polars, duckdb, any Arrow producer: no sniffing
+        with reading("the input"):
+            return ds.dataset(_plain_strings(pa.RecordBatchReader.from_stream(data).read_all()))
     raise InputError(
         f"cannot read training data of type {type(data).__name__}: pass numpy arrays X and y, "
-        "a pandas DataFrame, a pyarrow Table, or a Parquet/CSV/Arrow path"
+        "a DataFrame (pandas, polars, or any with __arrow_c_stream__), a pyarrow Table, or a "
+        "Parquet/CSV/Arrow path"
     )
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """``string_view`` columns (polars exports its strings so) as ``string``: the type of
+    every string label, id and group key in a store."""
+    fields = [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f
+              for f in table.schema]
+    return table if fields == list(table.schema) else table.cast(pa.schema(fields))
 
 
 def _dtype(dtype) -> np.dtype:
@@ -278,13 +293,14 @@ def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=No
     g = None if groups is None else _as_keys(np.asarray(groups))
     if g is not None and g.shape != (len(X),):
         raise InputError(f"groups must have one key per row ({len(X)}), got shape {g.shape}")
+    group_type = None if g is None else idmod.values_group_type(g)
     p = None if deletion_prob is None else np.asarray(deletion_prob, dtype=np.float64)
     if p is not None and p.shape != (len(X),):
         raise InputError(f"deletion_prob must have one value per row ({len(X)}), got shape "
                          f"{p.shape}")
     batch = Batch(ids, Xc, y, g, p)
     return Source(names, "label", _label_type(y), None, out_dtype, iter([batch]), id_type,
-                  len(X))
+                  len(X), group_type=group_type)
 
 
 def from_table(
@@ -332,9 +348,12 @@ def from_table(
         yield from dataset.to_batches(columns=columns.names, batch_size=batch_rows,
                                       **scan_options(getattr(dataset, "format", None)))
 
+    group_type = (idmod.column_group_type(schema.field(group_column).type, group_column)
+                  if group_column else None)
     return Source(feats, label, label_type, id_column, out_dtype,
                   checked_batches(stream(), columns, what), id_type, _known_rows(dataset),
-                  TableInput(dataset, columns, str(what)), entries)
+                  TableInput(dataset, columns, str(what)), columns=entries,
+                  group_type=group_type)
 
 
 def _known_rows(dataset: ds.Dataset) -> int | None:
@@ -445,4 +464,6 @@ def _plain(rb: pa.RecordBatch, name: str | None) -> np.ndarray | None:
     c = rb.column(name)
     if c.null_count:
         raise InputError(f"column {name!r} has {c.null_count} missing values")
+    if pa.types.is_dictionary(c.type):  # a categorical group column: its keys, not codes
+        c = c.dictionary_decode()
     return c.to_numpy(zero_copy_only=False)

@@ -37,6 +37,9 @@ from . import columns
 
 # Columns of a slice file (and of the index: ID, "shard", "slice").
 ID, LABEL, FEATURES = "sample_id", "label", "features"
+# A store built with groups: the keyed hash of each row's group key, after the features
+# (sisa.store.assign.group_hash; the key itself is never stored).
+GROUP = "group_hash"
 INTENT = "audit/intent.json"
 # Bookkeeping files that are not content-addressed and never hold training rows (the audit
 # log and a keyless store's audit key are named per store: Manifest.audit_files).
@@ -76,7 +79,7 @@ def slice_schema(schema: dict) -> pa.Schema:
         (ID, pa.int64() if schema["id_type"] == "int64" else pa.string()),
         (LABEL, pa.type_for_alias(schema["label_type"])),
         (FEATURES, features),
-    ])
+    ] + ([(GROUP, pa.uint64())] if schema.get("group_type") else []))
 
 
 def ipc_bytes(table: pa.Table) -> pa.Buffer:

@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 
 from . import ids as idmod
-from .assign import AssignmentConfig, assign, keyed_hash
+from .assign import AssignmentConfig, assign, group_hash, keyed_hash
 from .fs import Location
-from .layout import FEATURES, ID, LABEL
+from .layout import FEATURES, GROUP, ID, LABEL
 
 ORDER = "__order"  # a row's place in its slice (assign's hash order), dropped on write
 WINDOW = 8192  # rows per record batch of a run, at most
@@ -73,25 +73,28 @@ class Scratch:
 
 @dataclass(frozen=True)
 class Shape:
-    """What a row holds: its id, label and feature types."""
+    """What a row holds: its id, label and feature types (and, ``grouped``, the hash of
+    its group key)."""
 
     id_type: str
     label_type: pa.DataType
     n_features: int
     dtype: np.dtype
     columns: pa.StructType | None = None  # typed columns' run type (None: a float matrix)
+    grouped: bool = False
 
     @property
     def run_schema(self) -> pa.Schema:
         ftype = self.columns or pa.list_(pa.from_numpy_dtype(self.dtype), self.n_features)
+        group = [(GROUP, pa.uint64())] if self.grouped else []
         return pa.schema([(ID, idmod.arrow_type(self.id_type)), (LABEL, self.label_type),
-                          (FEATURES, ftype), (ORDER, pa.uint64())])
+                          (FEATURES, ftype), *group, (ORDER, pa.uint64())])
 
     @property
     def row_bytes(self) -> int:
         """Bytes a buffered row takes besides its text: features, id, label, hashes, and
         the copies of the small columns a run's sort makes."""
-        return self.n_features * self.dtype.itemsize + 100
+        return self.n_features * self.dtype.itemsize + 100 + 16 * self.grouped
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,8 @@ class Spiller:
                 self.X = np.empty((max(self.cap, m), self.shape.n_features), self.shape.dtype)
             self.X[self.used:self.used + m] = X
         cell = shard.astype(np.int64) * self.config.n_slices + sl
-        self.parts.append((ids, y, cell, order, shard, sl, keys))
+        ghash = group_hash(self.config, groups) if self.shape.grouped else None
+        self.parts.append((ids, y, cell, order, shard, sl, keys, ghash))
         self.used += m
         self.out.rows += m
         self.text += sum(a.nbytes for a in (ids, y) if pa.types.is_string(a.type))
@@ -255,8 +259,9 @@ class Spiller:
         cell, order = np.concatenate(col[2]), np.concatenate(col[3])
         k = len(self.out.row_runs)
         perm = np.lexsort((order, cell))  # by slice, then order; ties are broken at merge
+        ghash = np.concatenate(col[7])[perm] if self.shape.grouped else None
         self.out.row_runs.append(self._write_rows(f"{self.tag}-r{k}", perm, ids, labels,
-                                                  cell[perm], order[perm]))
+                                                  cell[perm], order[perm], ghash))
         del cell, order, perm
         self.out.index_runs.append(self._write_index(
             f"{self.tag}-i{k}", ids, np.concatenate(col[4]), np.concatenate(col[5]),
@@ -271,7 +276,7 @@ class Spiller:
         return self.out
 
     def _write_rows(self, name: str, perm: np.ndarray, ids: pa.Array, labels: pa.Array,
-                    cell: np.ndarray, order: np.ndarray) -> RowRun:
+                    cell: np.ndarray, order: np.ndarray, ghash: np.ndarray | None) -> RowRun:
         n, d = len(perm), self.shape.n_features
         take = pa.array(perm)
         ids, labels = ids.take(take), labels.take(take)
@@ -288,9 +293,10 @@ class Spiller:
                 else:  # gathered one window at a time: no second copy
                     feats = pa.FixedSizeListArray.from_arrays(
                         pa.array(self.X[perm[a:b]].reshape(-1)), d)
+                group = [] if ghash is None else [pa.array(ghash[a:b])]
                 w.write_batch(pa.record_batch([
                     ids.slice(a, b - a), labels.slice(a, b - a), feats,
-                    pa.array(order[a:b])], schema=schema))
+                    *group, pa.array(order[a:b])], schema=schema))
         text = np.zeros((len(starts), 2), np.int64)
         for j, ends_ in enumerate(texts):
             if ends_ is not None:

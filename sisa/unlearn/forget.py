@@ -38,7 +38,7 @@ from . import receipts
 
 def forget(store: Store, ids, *, record_ids: bool = False,
            settings: ExecutionSettings | None = None,
-           requests: list[dict] | None = None) -> dict:
+           requests: list[dict] | None = None, named: dict | None = None) -> dict:
     """Exactly unlearn the rows with these sample ids; returns the receipt.
 
     Parameters
@@ -52,10 +52,10 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         digest, so the audit log itself leaks nothing.
     settings : ExecutionSettings, optional
         Where the retrain runs (default: ``ExecutionSettings()``).
-    requests : list of dict, optional
-        The service requests this batch answers (``sisa serve``: request id, keyed ids
-        digest and count of each, no raw ids). Recorded in the intent, the journal and the
-        signed receipt, so a batch finished by ``repair`` after a crash still names them.
+    requests, named : list of dict and dict, optional
+        The service requests this batch answers (``sisa serve``: request id, keyed ids digest
+        and count of each, no raw ids) and its groups (:mod:`sisa.unlearn.groups`): in the
+        intent, journal and signed receipt, so ``repair`` after a crash still names them.
 
     Returns
     -------
@@ -86,7 +86,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
             return done
         resolved = deletion.resolve(store, canon)  # unknown ids: raise before any write
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
-        request = _request(store, resolved, change, digest, record_ids, requests)
+        request = _request(store, resolved, change, digest, record_ids, requests, named)
         _check_resume_points(store, change.plan)
         # Not fsynced: it survives a killed process; after a power loss without it the store
         # is as before the request (nothing is committed until _apply's one write).
@@ -165,8 +165,10 @@ def _replayed(store: Store, digest: str, canon, requests: list[dict] | None) -> 
 
 
 def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletion,
-             digest: str, record_ids: bool, requests: list[dict] | None) -> dict:
-    """What the intent, the journal and the receipt record of the request."""
+             digest: str, record_ids: bool, requests: list[dict] | None,
+             named: dict | None = None) -> dict:
+    """What the intent, the journal and the receipt record of the request (with ``named``:
+    the groups of a forget by group)."""
     request = {"request_id": uuid.uuid4().hex, "requested_at": now_iso(),
                "started": time.time(), "ids_sha256": digest, "n_ids": len(resolved.ids),
                "fingerprint_before": store.fingerprint, "affected": change.plan.pairs()}
@@ -174,6 +176,7 @@ def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletio
         request["ids"] = resolved.ids.to_pylist()
     if requests:
         request["requests"] = requests
+    request.update(named or {})
     if change.removed_classes:
         # The class list is part of what a fresh fit learns: every shard retrains from
         # slice 0, and the receipt says why it cost more.
@@ -282,7 +285,8 @@ def repair(store: Store, *, settings: ExecutionSettings | None = None) -> dict:
         if store.loc.exists(INTENT) and not store.manifest.pending:
             intent = _read_intent(store)
             receipt = forget(store, intent["ids"], record_ids="ids" in intent["request"],
-                             settings=settings, requests=intent["request"].get("requests"))
+                             settings=settings, requests=intent["request"].get("requests"),
+                             named=receipts.named_of(intent["request"]))
             summary["completed_request"] = receipt["request_id"]
         store.loc.delete(INTENT)
         summary["removed_files"] = store.collect_garbage()

@@ -44,6 +44,42 @@ def ids_digest(store: Store, ids):
     return digest.hexdigest(), canon
 
 
+def groups_named(store: Store, keys, record: bool = False) -> dict:
+    """What a receipt records of a forget by group (``keys``: the request's distinct group
+    keys in sort order), under the rules of ids: ``groups_sha256``, the HMAC under the
+    audit key of all of them (as :func:`ids_digest`), ``n_groups``, and ``group_hashes``,
+    one keyed hash per key (16 bytes, as a tombstone), by which a later request sees that a
+    group was forgotten; the raw keys (``groups``) only with ``record``."""
+    key = store.audit_key()
+    raw = idmod.group_bytes(keys)
+    named = {"groups_sha256": hmac.new(key, b"\n".join(raw), hashlib.sha256).hexdigest(),
+             "n_groups": len(raw),
+             "group_hashes": [hmac.new(key, b, hashlib.sha256).hexdigest()[:32] for b in raw]}
+    if record:
+        named["groups"] = keys.to_pylist()
+    return named
+
+
+GROUP_FIELDS = ("groups_sha256", "n_groups", "group_hashes", "groups",
+                "groups_already_forgotten")
+
+
+def named_of(request: dict) -> dict:
+    """The group fields of a recorded request (an intent's), to redo it as it was."""
+    return {k: request[k] for k in GROUP_FIELDS if k in request}
+
+
+def groups_forgotten(store: Store, group_hashes: list[str]) -> list[dict | None]:
+    """For each keyed group hash, the latest logged receipt that forgot that group (None:
+    no receipt names it)."""
+    want = set(group_hashes)
+    latest: dict[str, dict] = {}
+    for r in history(store):
+        for h in want.intersection(r.get("group_hashes") or ()):
+            latest[h] = r
+    return [latest.get(h) for h in group_hashes]
+
+
 def receipt_hash(receipt: dict) -> str:
     """The hash that chains receipts: over the canonical bytes, signature excluded."""
     body = {k: v for k, v in receipt.items() if k != "signature"}

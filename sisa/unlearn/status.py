@@ -27,7 +27,8 @@ def describe(store: Store) -> dict:
         estimator class), ``aggregation``, ``schedule``, ``epochs``, ``holdout`` (the
         score recorded at training, or None), ``bytes`` and ``files`` (every file the
         manifest names), ``pending`` (an unfinished forget's journal, or None),
-        ``signed_by`` (``ed25519:<hex>`` or None) and ``id_type``.
+        ``signed_by`` (``ed25519:<hex>`` or None), ``id_type``, and ``group_column`` and
+        ``group_type`` (None for a store built without groups).
     """
     # The receipts module owns the audit log, whose receipts are counted (the manifest's
     # count can run one ahead of the log after a crash before the append).
@@ -46,4 +47,6 @@ def describe(store: Store) -> dict:
         "pending": store.manifest.pending,
         "signed_by": f"ed25519:{store.signer}" if store.signer else None,
         "id_type": store.manifest.id_type,
+        "group_column": store.manifest.schema.get("group_name"),
+        "group_type": store.manifest.schema.get("group_type"),
     }
