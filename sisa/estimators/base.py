@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..engine import driver
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
-from ..store import RetrainPlan, Store
+from ..store import Store
 from ..tasks.backend import choose, connect
 from ..tasks.settings import BACKENDS, ExecutionSettings
 
@@ -136,8 +136,8 @@ class _SISABase(BaseEstimator):
         spec = driver.model_spec(est, classes=classes, schedule=self.schedule,
                                  epochs=resolve_epochs(est, self.epochs),
                                  aggregation=self.aggregation_)
-        store.commit(store.manifest.with_model(spec))  # a fresh fit replaces any model
-        driver.train(store, self._settings(), restart=RetrainPlan.everything(store.n_shards))
+        # a fresh fit replaces any model, in one commit once every shard is trained
+        driver.fit(store, spec, self._settings())
 
     def _settings(self, progress: bool | None = None) -> ExecutionSettings:
         """Where this model's tasks run, from its parameters."""

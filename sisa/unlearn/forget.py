@@ -94,7 +94,10 @@ def forget(store: Store, ids, *, record_ids: bool = False,
                                                    "ids": canon.to_pylist()}).encode(),
                                durable=False)
         crashpoint("forget:after-intent")
-        sealed = _apply(store, change, request, settings)
+        try:
+            sealed = _apply(store, change, request, settings)
+        except _NotCommitted as failed:
+            raise _roll_back(store, failed.error) from None
         store.loc.delete(INTENT)
         receipts.sync_log(store)
         return sealed
@@ -109,21 +112,47 @@ def _apply(store: Store, change: deletion.Deletion, request: dict,
     # One round of fsyncs for what this process writes (new slices, index and tombstone
     # buckets, checkpoints trained here, leaves), just before the manifest names them.
     with store.loc.batch():
-        if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
-            staged, rows = store.manifest, 0
-        else:
-            staged = deletion.stage(store, change)
-            crashpoint("forget:after-stage")
-            results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
-                                          desc="retraining shards")
-            staged = staged.with_checkpoints([m for res in results for m in res.checkpoints])
-            rows = sum(res.rows_processed for res in results)
-        receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
-                           already=len(change.resolved.already_deleted))
-        sealed, audit = receipts.seal(store, receipt)
+        try:
+            if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
+                staged, rows = store.manifest, 0
+            else:
+                staged = deletion.stage(store, change)
+                crashpoint("forget:after-stage")
+                results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
+                                              desc="retraining shards")
+                staged = staged.with_checkpoints([m for res in results
+                                                  for m in res.checkpoints])
+                rows = sum(res.rows_processed for res in results)
+            receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
+                               already=len(change.resolved.already_deleted))
+            sealed, audit = receipts.seal(store, receipt)
+        except SisaError as exc:  # sisa's own error (a crash is not one): undo, then say why
+            raise _NotCommitted(exc) from exc
         store.commit(staged.with_receipt(sealed, audit))
     crashpoint("forget:before-log")
     return sealed
+
+
+class _NotCommitted(Exception):
+    """A forget failed before its one commit: the committed state is still the last one."""
+
+    def __init__(self, error: SisaError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _roll_back(store: Store, error: SisaError) -> SisaError:
+    """Undo a forget that failed before its commit (a retrain error is deterministic: the
+    same rows and model fail again, so leaving the request for ``repair`` would leave the
+    store unable to serve for good). The staged files go, then the intent: the last
+    committed model keeps serving and verifying, and the request can be made again.
+    Returns ``error`` with one line saying so."""
+    store.collect_garbage()  # the staged slices, index, tombstones and checkpoints
+    store.loc.delete(INTENT)
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    error.args = (f"{cause}; the forget was rolled back: no row was deleted and the last "
+                  "committed model still serves; fix the cause, then forget these ids again",)
+    return error
 
 
 def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) -> dict | None:
