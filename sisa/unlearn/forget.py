@@ -94,10 +94,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
                                                    "ids": canon.to_pylist()}).encode(),
                                durable=False)
         crashpoint("forget:after-intent")
-        try:
-            sealed = _apply(store, change, request, settings)
-        except _NotCommitted as failed:
-            raise _roll_back(store, failed.error) from None
+        sealed = _apply(store, change, request, settings)
         store.loc.delete(INTENT)
         receipts.sync_log(store)
         return sealed
@@ -108,7 +105,16 @@ def _apply(store: Store, change: deletion.Deletion, request: dict,
     """Stage the deletion (new files, nothing committed), retrain the plan's shards from
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
-    intent (a rerun or ``repair`` redoes the request); after it, the request is done."""
+    intent (a rerun or ``repair`` redoes the request); after it, the request is done. A
+    sisa error before that write (a shard that fails to retrain) rolls it back."""
+    try:
+        return _stage_retrain_commit(store, change, request, settings)
+    except _NotCommitted as failed:
+        raise _roll_back(store, failed.error) from None
+
+
+def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict,
+                          settings: ExecutionSettings) -> dict:
     # One round of fsyncs for what this process writes (new slices, index and tombstone
     # buckets, checkpoints trained here, leaves), just before the manifest names them.
     with store.loc.batch():
