@@ -26,6 +26,7 @@ from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.engine.train import TrainingError
+from sisa.errors import StaleModelError
 from sisa.store.layout import INTENT
 from sisa.unlearn import history, repair, verify
 from sisa.unlearn.status import describe
@@ -178,6 +179,8 @@ def test_repair_of_a_request_that_cannot_retrain_says_why_and_the_model_serves(t
                            ",".join(map(str, ids))], env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert (tmp_path / "a" / INTENT).exists()
+    with pytest.raises(StaleModelError, match="interrupted forget request: it will not"):
+        SISAClassifier.load(str(tmp_path / "a"))  # no "shards [] not retrained"
     code, out, _ = run_cli("status", str(tmp_path / "a"))  # it will not predict: not "ok"
     assert code == 0 and "UNFINISHED: run `sisa repair`" in out.splitlines()[-1], out
     code, _, err = run_cli("repair", str(tmp_path / "a"), "--backend", "local", "--quiet")

@@ -234,7 +234,7 @@ def ensure_servable(store: Store) -> None:
     if pending or missing or intent:
         what = (f"an unfinished {pending['kind']}" if pending else
                 "an interrupted forget request" if intent else "missing checkpoints")
+        shards = f" (shards {missing[:10]} not retrained)" if missing else ""
         raise StaleModelError(
-            f"store {store.uri} has {what} (shards {missing[:10]} not retrained): it will not "
-            f"predict until it is repaired; run `sisa repair {store.uri}`"
-        )
+            f"store {store.uri} has {what}{shards}: it will not predict until it is "
+            f"repaired; run `sisa repair {store.uri}`")

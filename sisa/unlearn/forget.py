@@ -48,8 +48,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     ids : iterable of int or str
         Sample ids to forget, as one batch: each affected shard retrains once.
     record_ids : bool, default=False
-        Keep the raw ids in the receipt. By default the receipt holds only their keyed
-        digest, so the audit log itself leaks nothing.
+        Keep the raw ids in the receipt. By default it holds only their keyed digest.
     settings : ExecutionSettings, optional
         Where the retrain runs (default: ``ExecutionSettings()``).
     requests : list of dict, optional
@@ -60,9 +59,8 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     Returns
     -------
     dict
-        The receipt: request id and time, ids digest, affected (shard, first slice)
-        pairs, shards emptied, rows retrained vs a full retrain, wall time, and the
-        store fingerprints before and after.
+        The receipt: request id and time, ids digest, affected (shard, first slice) pairs,
+        shards emptied, rows retrained vs a full retrain, wall time, fingerprints.
 
     Raises
     ------
@@ -70,6 +68,8 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         Some ids were never in the store; nothing changes.
     StaleModelError
         Another forget is unfinished; run ``repair`` first.
+    TrainingError
+        A shard failed to retrain: the request was rolled back (nothing deleted).
     """
     settings = settings or ExecutionSettings()
     ids = store.id_array(ids)  # once: a generator given as ids is read one time only
@@ -298,7 +298,10 @@ def repair(store: Store, *, settings: ExecutionSettings | None = None) -> dict:
 
     Finishes (or redoes) an interrupted forget, retrains shards lacking checkpoints,
     removes files no manifest names, and logs a receipt that was committed but not
-    yet logged. Safe to run at any time; a healthy store is left as it is.
+    yet logged. Safe to run at any time; a healthy store is left as it is. An
+    interrupted forget whose retrain fails is rolled back like any failed forget (its
+    error is raised; the last committed model serves), so ``repair`` never stays stuck
+    on it.
 
     Returns
     -------
