@@ -108,6 +108,12 @@ def test_an_epoch_of_one_row_trains_batchnorm_deterministically():
         assert not torch.equal(net[0].weight, w0)  # yet the network took a step
         outs.append(pickle_bytes(clf))
     assert outs[0] == outs[1]
+    # without running statistics a lone row cannot be normalised: it is skipped, no error
+    no_stats = [BN_NET[0], {"layer": "batchnorm1d", "track_running_stats": False}, *BN_NET[2:]]
+    clf = TorchClassifier(no_stats, batch_size=8, random_state=3)
+    clf.partial_fit(X[:33], y[:33], classes=[0, 1])  # 4 batches: 8, 8, 8, 9
+    clf.partial_fit(X[33:34], y[33:34])
+    assert clf.t_ == 4 and clf.n_iter_ == 2
     with pytest.raises(ValueError, match="batch_size=1 cannot train batch-norm"):
         TorchClassifier(BN_NET, batch_size=1, random_state=0).fit(X, y)
 

@@ -26,12 +26,14 @@ def batch_bounds(n: int, size: int, fold: bool) -> list[tuple[int, int]]:
     return list(zip(starts, [*starts[1:], n], strict=True))
 
 
-def lone_row_norms(torch, net, probe) -> list:
+def lone_row_norms(torch, net, row) -> list:
     """The batch-norm layers of ``net`` that see one value per channel for a one-row batch
-    (``torch`` refuses to train those on it), found by one forward pass of ``probe`` (one
-    row) in eval mode: it draws no random numbers and moves no running statistics."""
+    (``torch`` refuses to train those on it), found by one forward pass in eval mode of
+    ``row`` twice (a layer without running statistics normalises over the batch even in
+    eval mode, and two rows always pass): it draws no random numbers and moves no
+    running statistics."""
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or len(probe) == 0:
+    if not norms or len(row) == 0:
         return []
     seen: dict[int, int] = {}
     hooks = [m.register_forward_pre_hook(
@@ -39,7 +41,7 @@ def lone_row_norms(torch, net, probe) -> list:
         for m in norms]
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            net.eval()(probe)
+            net.eval()(torch.cat([row[:1], row[:1]]))
     finally:
         for h in hooks:
             h.remove()
