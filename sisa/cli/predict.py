@@ -34,7 +34,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from ..store.columns import is_columns
-    from ..store.ingest import CsvOptions, read_table
+    from ..store.sources import read_table
+    from ..store.text import CsvOptions
 
     _check_out(args.out, args.store)  # before any work: a usage error, exit 2
     model = open_model(args.store)

@@ -42,7 +42,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                        else "none (built without --group)"),
             ("signed by", s["signed_by"] or "nobody (unsigned: `sisa keygen`, then rebuild, "
                                             "to sign)"),
-            ("state", "UNFINISHED: run `sisa repair`" if s["pending"] else "ok")]
+            ("state", "UNFINISHED: run `sisa repair`" if s["pending"] or s["unservable"]
+             else "ok")]
     width = max(len(k) for k, _ in rows)
     emit(args, s, "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     return 0

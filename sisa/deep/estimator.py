@@ -27,6 +27,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import InputError
+from .batching import batch_bounds, lone_row_norms, running_stats
 from .layers import CONV_LAYERS, MLP_LAYERS, build_network, layer_names
 
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}
@@ -329,12 +330,20 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                 self.module_, self.optimizer_ = self._build(torch, len(self.classes_))
             net, opt = self.module_.train(), self.optimizer_
             order = torch.randperm(len(y))
+            lone = lone_row_norms(torch, net, data[:1].to(self.device))
+            if lone and self.batch_size == 1:
+                raise ValueError("batch_size=1 cannot train batch-norm layers (one value per "
+                                 "channel per batch): use batch_size >= 2 or drop the "
+                                 "batch-norm layers")
             total = 0.0
-            for start in range(0, len(y), self.batch_size):
-                idx = order[start:start + self.batch_size]
+            for start, stop in batch_bounds(len(y), self.batch_size, fold=bool(lone)):
+                idx = order[start:stop]
+                if len(idx) == 1 and any(m.running_mean is None for m in lone):
+                    continue  # see running_stats
                 xb, yb = data[idx].to(self.device), target[idx].to(self.device)
                 opt.zero_grad(set_to_none=True)
-                loss = torch.nn.functional.cross_entropy(net(xb), yb)
+                with running_stats(lone if len(idx) == 1 else []):
+                    loss = torch.nn.functional.cross_entropy(net(xb), yb)
                 loss.backward()
                 opt.step()
                 self.t_ += 1

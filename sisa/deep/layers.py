@@ -108,8 +108,9 @@ def build_network(layers, input_shape: tuple[int, ...], n_outputs: int):
         try:
             layer = getattr(nn, cls_name)(**kw)
             with torch.no_grad():
-                # eval(): a probe must neither draw dropout noise nor move batch-norm stats
-                shape = tuple(layer.eval()(torch.zeros((1, *shape))).shape[1:])
+                # eval(): a probe must neither draw dropout noise nor move batch-norm stats;
+                # two rows: batch norm without running statistics normalises over the batch
+                shape = tuple(layer.eval()(torch.zeros((2, *shape))).shape[1:])
         except (TypeError, ValueError, RuntimeError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"layers[{i}] ({name} {kw}) does not fit an input of shape "

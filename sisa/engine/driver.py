@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from sklearn.base import clone, is_classifier
 
 from .._crash import crashpoint
-from ..errors import InputError, StaleModelError
+from ..errors import InputError, SisaError, StaleModelError
 from ..store.layout import INTENT
 from ..store.manifest import RetrainPlan
 from ..store.store import Store
@@ -56,6 +56,38 @@ def model_spec(estimator, *, classes, schedule: str, epochs: int, aggregation: s
         "aggregation": aggregation,
         "checkpoints": {},
     }
+
+
+def fit(store: Store, spec: dict, settings: ExecutionSettings, *,
+        desc: str = "training shards") -> list[ShardResult]:
+    """Fit the model ``spec`` (:func:`model_spec`) on every shard and commit it, the
+    checkpoints with it, in one write: until then the store's last committed model (if
+    any) is the one it serves, and a fit that fails (a training error, or a checkpoint
+    that would not load back) leaves it so, its written files removed.
+
+    Parameters
+    ----------
+    store : Store
+        Locked by the caller; a staged store (``Store.building``) or a published one.
+    spec : dict
+    settings : ExecutionSettings
+
+    Returns
+    -------
+    list of ShardResult
+    """
+    plan = RetrainPlan.everything(store.n_shards)
+    staged = store.manifest.with_model(spec).with_run("fit", plan)
+    try:
+        results = train_shards(Store(store.uri, staged), plan, settings, desc=desc)
+    except SisaError:
+        if not store.staged:  # a build removes its own files; here, what the shards wrote
+            store.collect_garbage()
+        raise
+    metas = [m for res in results for m in res.checkpoints]
+    rows = sum(res.rows_processed for res in results)
+    store.commit(staged.with_checkpoints(metas, rows).with_run_done())
+    return results
 
 
 def train(store: Store, settings: ExecutionSettings, *, restart: RetrainPlan | None = None,
@@ -202,7 +234,7 @@ def ensure_servable(store: Store) -> None:
     if pending or missing or intent:
         what = (f"an unfinished {pending['kind']}" if pending else
                 "an interrupted forget request" if intent else "missing checkpoints")
+        shards = f" (shards {missing[:10]} not retrained)" if missing else ""
         raise StaleModelError(
-            f"store {store.uri} has {what} (shards {missing[:10]} not retrained): it will not "
-            f"predict until it is repaired; run `sisa repair {store.uri}`"
-        )
+            f"store {store.uri} has {what}{shards}: it will not predict until it is "
+            f"repaired; run `sisa repair {store.uri}`")

@@ -30,7 +30,9 @@ class TrainingError(SisaError):
     """A shard failed to train; carries the shard, slice and original traceback."""
 
     def __init__(self, shard: int, sl: int, cause: str, tb: str = "") -> None:
-        super().__init__(f"training shard {shard} failed at slice {sl}: {cause}")
+        where = f" at slice {sl}" if sl >= 0 else ""
+        cause = (cause.strip().splitlines() or ["unknown error"])[0]  # one line; tb has all
+        super().__init__(f"training shard {shard} failed{where}: {cause}")
         self.shard, self.slice, self.original_traceback = shard, sl, tb
 
     def __reduce__(self):  # survive the trip back through Ray
@@ -120,6 +122,8 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
             model = sched.step(model, prototype, X, y, classes, store.random_state, shard, sl)
             result.rows_processed += len(y) * sched.passes()
             blob = ck.dumps(model)
+            if write:
+                _check_loads_back(blob, model, shard, sl)
             meta = (store.put_blob(checkpoint_dir(shard, sl), ".pkl", blob) if write
                     else {"sha256": sha256_bytes(blob), "bytes": len(blob)})
             meta.update(shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl),
@@ -131,6 +135,21 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
         raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
                             traceback.format_exc()) from exc
     return result
+
+
+def _check_loads_back(blob: bytes, model, shard: int, sl: int) -> None:
+    """A checkpoint the restricted loader refuses would be committed and then fail every
+    later load (predict, verify, the next forget's resume): refuse it here, before it is
+    written, with the type that cannot be loaded. The bytes are in hand: no re-read."""
+    name = type(model).__name__
+    try:
+        safe_pickle.loads(blob, source=f"the fitted {name}")
+    except SisaError as exc:
+        raise TrainingError(
+            shard, sl, f"{str(exc).splitlines()[0]}; so this checkpoint would not load back and "
+            "nothing was committed: use estimator parameters whose fitted state holds only "
+            f"scikit-learn and numpy objects, or trust your own estimator's module with "
+            f"{safe_pickle.TRUST_ENV}") from None
 
 
 class _ShardRows:

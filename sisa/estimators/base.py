@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import weakref
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-import pyarrow as pa
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
@@ -20,94 +18,17 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..engine import driver, forms
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
-from ..store import RetrainPlan, Store
+from ..store import Store
 from ..store import columns as colmod
-from ..store import ids as idmod
-from ..store import ingest as ingest_mod
-from ..store.builder import GROUPS_COLUMN
-from ..store.ingest import read_table
 from ..tasks.backend import choose, connect
 from ..tasks.settings import BACKENDS, ExecutionSettings
+from . import inputs
 
 # float32 stays float32 (half the store size); anything else becomes float64.
 FLOAT_DTYPES = (np.float64, np.float32)
 
 
-def _is_table_like(X) -> bool:
-    """Inputs that only a label column name can go with (never sniffed by type name: any
-    dataframe with ``__arrow_c_stream__`` is read as Arrow when ``y`` names its label)."""
-    return isinstance(X, (str, os.PathLike, Store, pa.Table, pa.RecordBatchReader))
-
-
-def _with_groups(X, groups) -> tuple[object, str | None]:
-    """A table input and the name of its group column: ``groups`` names one, or holds one
-    key per row, added to the table as a column of its own (:data:`GROUPS_COLUMN`)."""
-    if groups is None or isinstance(groups, str):
-        return X, groups
-    if isinstance(X, (str, os.PathLike)):
-        raise InputError("with a file, name its group column (groups='COL') rather than "
-                         "passing the keys")
-    table = read_table(X)
-    keys = np.asarray(groups)
-    if keys.shape != (table.num_rows,):
-        raise InputError(f"groups must have one key per row ({table.num_rows}), got shape "
-                         f"{keys.shape}")
-    if GROUPS_COLUMN in table.column_names:
-        raise InputError(f"the table has a column {GROUPS_COLUMN!r}, the name sisa gives the "
-                         "groups: rename it, or pass groups='that column'")
-    gtype = idmod.values_group_type(keys)
-    return table.append_column(GROUPS_COLUMN, pa.array(keys.tolist(),
-                                                       idmod.arrow_type(gtype))), GROUPS_COLUMN
-
-
 _UNSET = object()  # forget(groups=...) without ids (None is an id, refused by the id boundary)
-
-# A numeric label with more distinct values than this share of the rows (and more than
-# MANY_CLASSES_MIN of them) is taken for a regression target given to a classifier.
-MANY_CLASSES_SHARE, MANY_CLASSES_MIN = 0.1, 50
-
-
-def _refuse_many_classes(store: Store, classes) -> None:
-    """Refuse a classifier on a numeric label that looks like a regression target (prices:
-    one class per distinct value, near-zero accuracy, and no error otherwise)."""
-    schema = store.manifest.schema
-    n, k = store.n_rows, len(classes)
-    if schema["label_type"] == "string" or k <= max(MANY_CLASSES_SHARE * n, MANY_CLASSES_MIN):
-        return
-    raise InputError(
-        f"the label {schema['label_name']!r} holds {k:,} distinct numeric values in {n:,} rows "
-        f"(more than a tenth): it looks like a regression target, and a classifier would learn "
-        "one class per value; use a regressor (SISARegressor; on the CLI --model sgd-regressor "
-        "or another regression preset), or, if these are classes, pass "
-        "allow_many_classes=True (--allow-many-classes)")
-
-
-def _is_frame(X) -> bool:
-    """A pandas DataFrame (by type, never by its name: pandas is imported by whoever made
-    one)."""
-    pd = sys.modules.get("pandas")
-    return pd is not None and isinstance(X, pd.DataFrame)
-
-
-def _typed_frame(X, y, sample_ids):
-    """A DataFrame with any non-numeric column as an Arrow table holding the labels (and
-    ids) as columns, with their names; None for an all-numeric one (a float matrix)."""
-    import pyarrow as pa
-
-    table = ingest_mod.from_pandas(X)
-    if all(colmod.is_number(t) for t in table.schema.types):
-        return None
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != table.num_rows:
-        raise InputError(f"y must be 1-D with one label per row ({table.num_rows}), got shape "
-                         f"{y.shape}")
-    label = "label" if "label" not in table.column_names else "__label"
-    table = table.append_column(label, pa.array(y))
-    ids = None
-    if sample_ids is not None:
-        ids = "__sample_id"
-        table = table.append_column(ids, pa.array(np.asarray(sample_ids)))
-    return table, label, ids
 
 
 class _SISABase(BaseEstimator):
@@ -223,7 +144,7 @@ class _SISABase(BaseEstimator):
                 "regression target: a classifier needs discrete classes; use a regressor "
                 "(SISARegressor; on the CLI a regression preset) or encode the label")
         if classes is not None and not getattr(self, "allow_many_classes", True):
-            _refuse_many_classes(store, classes)
+            inputs.refuse_many_classes(store, classes)
         if classes is not None and len(classes) < 2:
             raise InputError(f"the training labels hold only 1 class "
                              f"({np.asarray(classes[0]).item()!r}): a "
@@ -231,8 +152,8 @@ class _SISABase(BaseEstimator):
         spec = driver.model_spec(est, classes=classes, schedule=self.schedule,
                                  epochs=resolve_epochs(est, self.epochs),
                                  aggregation=self.aggregation_)
-        store.commit(store.manifest.with_model(spec))  # a fresh fit replaces any model
-        driver.train(store, self._settings(), restart=RetrainPlan.everything(store.n_shards))
+        # a fresh fit replaces any model, in one commit once every shard is trained
+        driver.fit(store, spec, self._settings())
 
     def _settings(self, progress: bool | None = None) -> ExecutionSettings:
         """Where this model's tasks run, from its parameters."""
@@ -260,20 +181,20 @@ class _SISABase(BaseEstimator):
                     "would erase it: pass another store path (or archive and delete this one "
                     "first)")
         typed = None
-        if _is_frame(X) and y is not None and not isinstance(y, str):
+        if inputs.is_frame(X) and y is not None and not isinstance(y, str):
             if is_classifier(self):
                 check_classification_targets(np.asarray(y))
-            typed = _typed_frame(X, y, sample_ids)
+            typed = inputs.typed_frame(X, y, sample_ids)
         if typed is not None:
             table, label, ids = typed
-            table, group_column = _with_groups(table, groups)
+            table, group_column = inputs.with_groups(table, groups)
             store.ingest(table, label=label, id_column=ids, group_column=group_column,
                          check=lambda schema: forms.check(est, schema), **common)
-        elif _is_table_like(X) or isinstance(y, str):
+        elif inputs.is_table_like(X) or isinstance(y, str):
             if not isinstance(y, str):
                 raise InputError("with a table or file, pass the label column name as y='col'")
             settings = self._settings()  # a big Parquet/Arrow file: Ray tasks when Ray is in use
-            X, group_column = _with_groups(X, groups)
+            X, group_column = inputs.with_groups(X, groups)
             store.ingest(X, label=y, settings=settings if settings.backend == "local"
                          else settings.replace(backend="auto"), group_column=group_column,
                          check=lambda schema: forms.check(est, schema), **common)
@@ -439,7 +360,7 @@ class _SISABase(BaseEstimator):
         schema = self.store_.manifest.schema
         acc = forms.accepts(self._base_estimator())
         if colmod.is_columns(schema):
-            return forms.model_input(_typed_rows(X, schema), schema, acc)
+            return forms.model_input(inputs.typed_rows(X, schema), schema, acc)
         return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES,
                              ensure_all_finite="allow-nan" if acc.nan else True)
 
@@ -447,23 +368,3 @@ class _SISABase(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         return tags
-
-
-def _typed_rows(X, schema: dict):
-    """Rows to predict on a model of typed columns: its feature columns of a DataFrame or
-    Arrow table, by name, in the store's types."""
-    import pyarrow as pa
-
-    names = schema["feature_names"]
-    if _is_frame(X):
-        X = ingest_mod.from_pandas(X)
-    if not isinstance(X, pa.Table):
-        raise InputError(f"this model was fit on typed columns: pass a DataFrame or Arrow "
-                         f"table with the columns {names[:8]}{'...' if len(names) > 8 else ''}")
-    missing = [n for n in names if n not in X.column_names]
-    if missing:
-        raise InputError(f"X lacks feature column(s) {missing[:5]}: pass every column the "
-                         "model was fit on, by name")
-    return colmod.typed([X.column(n) for n in names], names, schema["columns"], 0, True)
-
-

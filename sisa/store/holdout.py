@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 
 from ..errors import InputError
 from .assign import keyed_hash
-from .ingest import CsvOptions, from_table, read_table
+from .ingest import CsvOptions, from_table
+from .sources import read_table
 
 ROW_ID = "__row"  # the default id column: the row's number in the input file
 _SCALE = 10_000  # fractions are resolved to 1/10,000 of the rows

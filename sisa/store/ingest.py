@@ -7,13 +7,9 @@ batches, so a file larger than memory streams through).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +19,8 @@ from ..errors import InputError
 from . import columns as colmod
 from . import ids as idmod
 from .arrow_checks import validated
-from .text import CsvOptions, from_pandas
+from .sources import ARROW_ERRORS, csv_only, reading, to_dataset
+from .text import CsvOptions
 
 SMALL_FLOATS = {pa.float16(), pa.float32(), pa.int8(), pa.uint8(), pa.int16(), pa.uint16(),
                 pa.bool_()}
@@ -104,112 +101,6 @@ def checked_batches(record_batches, columns: Columns, what: str,
         if rb.num_rows:
             yield columns.batch(rb, offset)
             offset += rb.num_rows
-
-
-def _format_for(path: Path) -> str:
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    exts = {p.suffix.lower() for p in files if not p.name.startswith((".", "_"))}
-    for fmt, names in (("parquet", {".parquet", ".pq"}), ("csv", {".csv"}),
-                       ("ipc", {".arrow", ".feather", ".ipc"})):
-        if exts & names:
-            return fmt
-    raise InputError(
-        f"cannot tell the format of {path}: expected .parquet, .csv or .arrow/.feather files"
-    )
-
-
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError,
-                 UnicodeDecodeError)
-
-
-@contextlib.contextmanager
-def reading(what) -> Iterator[None]:
-    """Arrow's errors on a malformed file, as one line naming the file and the fix."""
-    try:
-        yield
-    except _ARROW_ERRORS as exc:
-        first = _no_values((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
-        raise InputError(f"cannot read {what} ({first}): check that it is a valid, non-empty "
-                         "Parquet, CSV (with a header row) or Arrow file") from None
-
-
-def _no_values(text: str) -> str:
-    """Arrow's message without the cells it quotes (a CSV row, an unparsable value):
-    an error names the problem, never the data."""
-    text = re.sub(r"(got \d+ columns?|got \d+):.*", r"\1", text)  # a ragged CSV row
-    return re.sub(r"(?<![A-Za-z])('[^']*'|\"[^\"]*\")(?![A-Za-z])", "'...'", text)
-
-
-def _csv_only(data, csv: CsvOptions | None) -> CsvOptions | None:
-    """CSV options apply to CSV files only (a table or Parquet file keeps its values)."""
-    if csv is None or not isinstance(data, (str, os.PathLike)) or not Path(data).exists():
-        return None
-    return csv if _format_for(Path(data)) == "csv" else None
-
-
-def read_table(data, csv: CsvOptions | None = None) -> pa.Table:
-    """The whole input as one table (for holdout splits and predictions), every record
-    batch validated before it joins the table (:func:`validated`); ``csv`` reads CSV text
-    (:class:`CsvOptions`)."""
-    csv = _csv_only(data, csv)
-    dataset = _to_dataset(data, csv)
-    what = data if isinstance(data, (str, os.PathLike)) else "the input"
-    batches = []
-    stream = iter(dataset.to_batches())
-    while True:
-        with reading(what):
-            rb = next(stream, None)
-            if rb is not None:
-                rb = validated(rb, what)
-                if csv is not None:
-                    rb = csv.tidy(rb)
-        if rb is None:
-            schema = batches[0].schema if batches else dataset.schema
-            return pa.Table.from_batches(batches, schema)
-        batches.append(rb)
-
-
-def _to_dataset(data, csv: CsvOptions | None = None) -> ds.Dataset:
-    if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.exists():
-            raise InputError(f"input {path} does not exist: pass a Parquet, CSV or Arrow path")
-        store = next((p for p in (path, *path.resolve().parents)
-                      if (p / "manifest.json").is_file()), None)
-        if store is not None:
-            raise InputError(f"input {path} is {'a' if store == path else 'inside a'} sisa store "
-                             f"({store}), not a data file: pass the raw Parquet/CSV/Arrow rows")
-        fmt = _format_for(path)
-        with reading(path):
-            dataset = ds.dataset(path, format=csv.file_format(path) if csv and fmt == "csv"
-                                 else fmt)
-        try:
-            dataset.schema.names  # noqa: B018 (a forged file's names may not be UTF-8)
-        except UnicodeDecodeError:
-            raise InputError(f"cannot read {path}: a column name is not UTF-8 text, so the file "
-                             "is damaged or forged; check it, or write it again") from None
-        return dataset
-    if isinstance(data, pa.Table):
-        return ds.dataset(data)
-    pd = sys.modules.get("pandas")  # imported by whoever made a pandas DataFrame
-    if pd is not None and isinstance(data, pd.DataFrame):
-        return ds.dataset(from_pandas(data))
-    if hasattr(data, "__arrow_c_stream__"):  # polars, duckdb, any Arrow producer: no sniffing
-        with reading("the input"):
-            return ds.dataset(_plain_strings(pa.RecordBatchReader.from_stream(data).read_all()))
-    raise InputError(
-        f"cannot read training data of type {type(data).__name__}: pass numpy arrays X and y, "
-        "a DataFrame (pandas, polars, or any with __arrow_c_stream__), a pyarrow Table, or a "
-        "Parquet/CSV/Arrow path"
-    )
-
-
-def _plain_strings(table: pa.Table) -> pa.Table:
-    """``string_view`` columns (polars exports its strings so) as ``string``: the type of
-    every string label, id and group key in a store."""
-    fields = [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f
-              for f in table.schema]
-    return table if fields == list(table.schema) else table.cast(pa.schema(fields))
 
 
 def _dtype(dtype) -> np.dtype:
@@ -323,8 +214,8 @@ def from_table(
     float matrix; any other column kind selects typed columns (:mod:`sisa.store.columns`).
     ``allow_missing`` keeps missing feature values; ``na_values`` and ``trim_whitespace``
     read CSV text (:class:`CsvOptions`)."""
-    csv = _csv_only(data, CsvOptions.of(na_values, trim_whitespace))
-    dataset = _to_dataset(data, csv)
+    csv = csv_only(data, CsvOptions.of(na_values, trim_whitespace))
+    dataset = to_dataset(data, csv)
     schema = dataset.schema
     special = [c for c in (label, id_column, group_column, deletion_prob_column) if c]
     feats = _feature_columns(schema, special, feature_columns)
@@ -363,7 +254,7 @@ def _known_rows(dataset: ds.Dataset) -> int | None:
         return None  # CSV: only a full read counts its rows
     try:
         return dataset.count_rows()
-    except _ARROW_ERRORS:  # a damaged file: the read reports it, naming the file
+    except ARROW_ERRORS:  # a damaged file: the read reports it, naming the file
         return None
 
 

@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 
 from ..errors import InputError
 from ..tasks import backend
-from . import ingest, merge, spill
+from . import ingest, merge, sources, spill
 from .index import n_index_buckets
 from .spill import Job, Spilled
 
@@ -108,7 +108,7 @@ def plan(dataset: ds.Dataset, what: str, n_parts: int = 1,
     least ``n_parts`` where row groups allow, of at most ``max_rows`` rows (and
     :data:`PART_ROWS`)."""
     units = []  # (path, row group or None, rows) in scan order
-    with ingest.reading(what):
+    with sources.reading(what):
         for frag in dataset.get_fragments():
             if isinstance(frag, ds.ParquetFileFragment):
                 frag.ensure_complete_metadata()

@@ -37,7 +37,7 @@ class CsvOptions:
         read = None
         if self.trim_whitespace:
             first = path if path.is_file() else min(p for p in path.rglob("*.csv"))
-            from .ingest import reading
+            from .sources import reading
 
             with reading(first):
                 names = pcsv.open_csv(first).schema.names

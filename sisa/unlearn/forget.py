@@ -48,8 +48,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     ids : iterable of int or str
         Sample ids to forget, as one batch: each affected shard retrains once.
     record_ids : bool, default=False
-        Keep the raw ids in the receipt. By default the receipt holds only their keyed
-        digest, so the audit log itself leaks nothing.
+        Keep the raw ids in the receipt. By default it holds only their keyed digest.
     settings : ExecutionSettings, optional
         Where the retrain runs (default: ``ExecutionSettings()``).
     requests, named : list of dict and dict, optional
@@ -60,9 +59,8 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     Returns
     -------
     dict
-        The receipt: request id and time, ids digest, affected (shard, first slice)
-        pairs, shards emptied, rows retrained vs a full retrain, wall time, and the
-        store fingerprints before and after.
+        The receipt: request id and time, ids digest, affected (shard, first slice) pairs,
+        shards emptied, rows retrained vs a full retrain, wall time, fingerprints.
 
     Raises
     ------
@@ -70,6 +68,8 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         Some ids were never in the store; nothing changes.
     StaleModelError
         Another forget is unfinished; run ``repair`` first.
+    TrainingError
+        A shard failed to retrain: the request was rolled back (nothing deleted).
     """
     settings = settings or ExecutionSettings()
     ids = store.id_array(ids)  # once: a generator given as ids is read one time only
@@ -105,25 +105,60 @@ def _apply(store: Store, change: deletion.Deletion, request: dict,
     """Stage the deletion (new files, nothing committed), retrain the plan's shards from
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
-    intent (a rerun or ``repair`` redoes the request); after it, the request is done."""
+    intent (a rerun or ``repair`` redoes the request); after it, the request is done. A
+    sisa error before that write (a shard that fails to retrain) rolls it back."""
+    try:
+        return _stage_retrain_commit(store, change, request, settings)
+    except _NotCommitted as failed:
+        raise _roll_back(store, failed.error) from None
+
+
+def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict,
+                          settings: ExecutionSettings) -> dict:
     # One round of fsyncs for what this process writes (new slices, index and tombstone
     # buckets, checkpoints trained here, leaves), just before the manifest names them.
     with store.loc.batch():
-        if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
-            staged, rows = store.manifest, 0
-        else:
-            staged = deletion.stage(store, change)
-            crashpoint("forget:after-stage")
-            results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
-                                          desc="retraining shards")
-            staged = staged.with_checkpoints([m for res in results for m in res.checkpoints])
-            rows = sum(res.rows_processed for res in results)
-        receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
-                           already=len(change.resolved.already_deleted))
-        sealed, audit = receipts.seal(store, receipt)
+        try:
+            if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
+                staged, rows = store.manifest, 0
+            else:
+                staged = deletion.stage(store, change)
+                crashpoint("forget:after-stage")
+                results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
+                                              desc="retraining shards")
+                staged = staged.with_checkpoints([m for res in results
+                                                  for m in res.checkpoints])
+                rows = sum(res.rows_processed for res in results)
+            receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
+                               already=len(change.resolved.already_deleted))
+            sealed, audit = receipts.seal(store, receipt)
+        except SisaError as exc:  # sisa's own error (a crash is not one): undo, then say why
+            raise _NotCommitted(exc) from exc
         store.commit(staged.with_receipt(sealed, audit))
     crashpoint("forget:before-log")
     return sealed
+
+
+class _NotCommitted(Exception):
+    """A forget failed before its one commit: the committed state is still the last one."""
+
+    def __init__(self, error: SisaError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _roll_back(store: Store, error: SisaError) -> SisaError:
+    """Undo a forget that failed before its commit (a retrain error is deterministic: the
+    same rows and model fail again, so leaving the request for ``repair`` would leave the
+    store unable to serve for good). The staged files go, then the intent: the last
+    committed model keeps serving and verifying, and the request can be made again.
+    Returns ``error`` with one line saying so."""
+    store.collect_garbage()  # the staged slices, index, tombstones and checkpoints
+    store.loc.delete(INTENT)
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    error.args = (f"{cause}; the forget was rolled back: no row was deleted and the last "
+                  "committed model still serves; fix the cause, then forget these ids again",)
+    return error
 
 
 def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) -> dict | None:
@@ -270,7 +305,10 @@ def repair(store: Store, *, settings: ExecutionSettings | None = None) -> dict:
 
     Finishes (or redoes) an interrupted forget, retrains shards lacking checkpoints,
     removes files no manifest names, and logs a receipt that was committed but not
-    yet logged. Safe to run at any time; a healthy store is left as it is.
+    yet logged. Safe to run at any time; a healthy store is left as it is. An
+    interrupted forget whose retrain fails is rolled back like any failed forget (its
+    error is raised; the last committed model serves), so ``repair`` never stays stuck
+    on it.
 
     Returns
     -------

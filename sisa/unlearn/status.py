@@ -6,6 +6,8 @@ monitoring job) reads the same facts from here instead of from the manifest's la
 
 from __future__ import annotations
 
+from ..engine.driver import ensure_servable
+from ..errors import StaleModelError
 from ..store.store import Store
 from .receipts import history
 
@@ -27,8 +29,10 @@ def describe(store: Store) -> dict:
         estimator class), ``aggregation``, ``schedule``, ``epochs``, ``holdout`` (the
         score recorded at training, or None), ``bytes`` and ``files`` (every file the
         manifest names), ``pending`` (an unfinished forget's journal, or None),
-        ``signed_by`` (``ed25519:<hex>`` or None), ``id_type``, and ``group_column`` and
-        ``group_type`` (None for a store built without groups).
+        ``unservable`` (why the model will not predict: an interrupted request or missing
+        checkpoints; None when it serves or there is no model), ``signed_by``
+        (``ed25519:<hex>`` or None), ``id_type``, and ``group_column`` and ``group_type``
+        (None for a store built without groups).
     """
     # The receipts module owns the audit log, whose receipts are counted (the manifest's
     # count can run one ahead of the log after a crash before the append).
@@ -44,9 +48,19 @@ def describe(store: Store) -> dict:
         "aggregation": model.get("aggregation"), "schedule": model.get("schedule"),
         "epochs": model.get("epochs"), "holdout": store.manifest.get("holdout"),
         "bytes": int(sum(m["bytes"] for m in files.values())), "files": len(files),
-        "pending": store.manifest.pending,
+        "pending": store.manifest.pending, "unservable": _unservable(store),
         "signed_by": f"ed25519:{store.signer}" if store.signer else None,
         "id_type": store.manifest.id_type,
         "group_column": store.manifest.schema.get("group_name"),
         "group_type": store.manifest.schema.get("group_type"),
     }
+
+
+def _unservable(store: Store) -> str | None:
+    if not store.manifest.model:
+        return None
+    try:
+        ensure_servable(store)
+    except StaleModelError as exc:
+        return str(exc)
+    return None
