@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..engine import driver, forms
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
-from ..store import RetrainPlan, Store
+from ..store import RetrainPlan, Store, sparse
 from ..store import columns as colmod
 from ..store import ingest as ingest_mod
 from ..tasks.backend import choose, connect
@@ -197,7 +197,13 @@ class _SISABase(BaseEstimator):
             if is_classifier(self):
                 check_classification_targets(np.asarray(y))
             typed = _typed_frame(X, y, sample_ids)
-        if typed is not None:
+        if sparse.is_sparse_input(X):  # kept sparse (sisa.store.sparse)
+            y = np.asarray(y)
+            if is_classifier(self):
+                check_classification_targets(y)
+            store.ingest(X, y, sample_ids=sample_ids,
+                         check=lambda schema: forms.check(est, schema), **common)
+        elif typed is not None:
             table, label, ids = typed
             store.ingest(table, label=label, id_column=ids,
                          check=lambda schema: forms.check(est, schema), **common)
@@ -346,6 +352,8 @@ class _SISABase(BaseEstimator):
         acc = forms.accepts(self._base_estimator())
         if colmod.is_columns(schema):
             return forms.model_input(_typed_rows(X, schema), schema, acc)
+        if sparse.is_sparse(schema):
+            return sparse.predict_input(X, schema)
         return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES,
                              ensure_all_finite="allow-nan" if acc.nan else True)
 

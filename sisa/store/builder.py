@@ -190,7 +190,7 @@ class _Builder:
             "id_type": source.id_type,
         }
         if source.columns is not None:  # typed columns: kinds and types, nothing from rows
-            self.schema_info.update(layout=columns.COLUMNS, columns=source.columns)
+            self.schema_info.update(layout=source.layout, columns=source.columns)
 
     def job(self, scratch: Scratch) -> Job:
         """What every task of this build shares."""
