@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 import scipy.sparse as sp
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -19,7 +20,7 @@ from sisa.datasets._dataset import package_file
 from sisa.errors import InputError
 from sisa.store.layout import FEATURES
 
-from .conftest import tree_digest
+from .conftest import run_cli, tree_digest
 
 CROSSES = [("native-country", "occupation"), ("education", "occupation"),
            ("age", "occupation"), ("hours-per-week", "occupation"),
@@ -242,3 +243,15 @@ def test_predict_checks_width_and_takes_dense_rows(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no feature-name warning on CSR
         model.predict_proba(X[:5])
+
+
+def test_cli_predict_on_a_sparse_store_is_one_line(tmp_path):
+    X, y = _small()
+    fit(MultinomialNB(), X, y, tmp_path / "s")
+    pacsv.write_csv(pa.table({"x0": [1.0]}), tmp_path / "rows.csv")
+    before = tree_digest(tmp_path / "s")
+    code, _out, err = run_cli("predict", str(tmp_path / "s"), str(tmp_path / "rows.csv"),
+                             "--out", str(tmp_path / "p.parquet"))
+    assert code == 2 and "sparse matrix" in err and "Python" in err
+    assert len(err.strip().splitlines()) == 1
+    assert tree_digest(tmp_path / "s") == before and not (tmp_path / "p.parquet").exists()
