@@ -255,3 +255,17 @@ def test_cli_predict_on_a_sparse_store_is_one_line(tmp_path):
     assert code == 2 and "sparse matrix" in err and "Python" in err
     assert len(err.strip().splitlines()) == 1
     assert tree_digest(tmp_path / "s") == before and not (tmp_path / "p.parquet").exists()
+
+
+def test_bytes_do_not_depend_on_memory_budget_or_input_format(tmp_path):
+    # 1 MB of budget spills many runs and merges slices in ranges; CSR, csr_array and
+    # COO input give the same canonical rows
+    X = sp.random(6_000, 2_000, density=0.02, format="csr", random_state=3)
+    y = np.arange(6_000) % 3
+    digests = []
+    for k, (data, budget) in enumerate([(X, 256), (sp.csr_array(X), 1), (X.tocoo(), 1)]):
+        with Store.building(str(tmp_path / f"s{k}"), overwrite=True) as st:
+            st.ingest(data, y, n_shards=4, n_slices=3, memory_budget_mb=budget)
+            st.publish()
+        digests.append({key: v["sha256"] for key, v in st.manifest.slices.items()})
+    assert digests[0] == digests[1] == digests[2]
