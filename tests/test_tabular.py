@@ -81,9 +81,23 @@ def fit(est, X, y, path, ids=None):
                               store=str(path)).fit(X, y, sample_ids=ids)
 
 
+def plain_bytes(path) -> bytes:
+    """A file's bytes; for an Arrow file (slices are zstd-compressed) also its content
+    written out uncompressed, dictionaries as stored (unused entries included)."""
+    data = path.read_bytes()
+    if path.suffix == ".arrow":
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, reader.schema) as w:
+            for i in range(reader.num_record_batches):
+                w.write_batch(reader.get_batch(i))
+        data += sink.getvalue().to_pybytes()
+    return data
+
+
 def files_holding(root, text: str) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and text.encode() in p.read_bytes())
+                  if p.is_file() and text.encode() in plain_bytes(p))
 
 
 def checkpoints(model) -> dict:
@@ -102,7 +116,9 @@ def test_forgetting_the_last_row_of_a_category_leaves_no_trace(tmp_path, make):
     kinds = dict(zip(schema["feature_names"], (c["kind"] for c in schema["columns"]),
                      strict=True))
     assert {kinds[c] for c in CATS} == {"category"} and {kinds[c] for c in NUMS} == {"number"}
-    assert files_holding(tmp_path / "a", RARE)  # a slice (and a shard model) holds it now
+    holding = files_holding(tmp_path / "a", RARE)  # a slice and a shard model, now
+    assert any(f.startswith("data/") for f in holding)
+    assert any(f.startswith("checkpoints/") for f in holding)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "X does not have valid feature names"
         before = model.predict_proba(df)
@@ -388,6 +404,8 @@ def test_typed_ingest_is_the_same_whatever_the_budget_and_keeps_every_value(tmp_
     tight = Store.create(tmp_path / "b", tmp_path / "t.parquet", memory_budget_mb=1,
                          batch_rows=3000, **common)  # a spill run every ~3k rows
     assert roomy.manifest.slices == tight.manifest.slices
+    first = tmp_path / "a" / roomy.manifest.slices["0/0"]["file"]
+    assert 2 * first.stat().st_size < len(plain_bytes(first)) - first.stat().st_size  # zstd
     assert roomy.manifest.index_parts == tight.manifest.index_parts
     assert [c["kind"] for c in roomy.manifest.schema["columns"]] == [
         "number", "number", "bool", "date", "category", "category"]
@@ -402,8 +420,8 @@ def test_typed_ingest_is_the_same_whatever_the_budget_and_keeps_every_value(tmp_
 
 
 def test_typed_ingest_on_ray_writes_the_serial_files(ray_session, tmp_path, monkeypatch):
-    from sisa.store import parallel_ingest
     from sisa.engine import ExecutionSettings
+    from sisa.store import parallel_ingest
 
     monkeypatch.setattr(parallel_ingest, "PART_ROWS", 9_000)  # several parts per file
     pq.write_table(typed_table(40_000, seed=2), tmp_path / "t.parquet", row_group_size=8_000)

@@ -84,7 +84,7 @@ def ipc_bytes(table: pa.Table) -> pa.Buffer:
     columns are re-encoded from the rows themselves: :func:`sisa.store.columns.canonical`)."""
     table = columns.canonical(table)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as w:
+    with pa.ipc.new_file(sink, table.schema, options=columns.write_options(table)) as w:
         w.write_table(table.combine_chunks() if table.num_rows else table)
     return sink.getvalue()
 
