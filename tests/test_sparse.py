@@ -269,3 +269,15 @@ def test_bytes_do_not_depend_on_memory_budget_or_input_format(tmp_path):
             st.publish()
         digests.append({key: v["sha256"] for key, v in st.manifest.slices.items()})
     assert digests[0] == digests[1] == digests[2]
+
+
+def test_ray_training_writes_the_local_checkpoints(ray_session, tmp_path):
+    X = sp.random(3_000, 500, density=0.02, format="csr", random_state=4)
+    s = np.asarray(X.sum(axis=1)).ravel()
+    y = (s > np.median(s)).astype(int)
+    local = fit(sgd(), X, y, tmp_path / "local", shards=3, slices=2)
+    on_ray = SISAClassifier(sgd(), n_shards=3, n_slices=2, backend="ray",
+                            store=str(tmp_path / "ray")).fit(X, y)
+    assert checkpoints(on_ray) == checkpoints(local)
+    on_ray.forget([1, 2, 3])
+    assert on_ray.verify().ok
