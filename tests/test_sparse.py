@@ -203,7 +203,10 @@ def _bad_inputs():
     inf = X.copy()
     inf.data = inf.data.copy()
     inf.data[4] = np.inf
-    cases = {"indptr-not-monotone": down, "index-out-of-range": out, "negative-index": neg,
+    cplx = X.astype(np.complex128)
+    flat = sp.coo_array(np.ones(200))  # 1-D
+    cases = {"complex-values": cplx, "one-dimensional": flat,
+             "indptr-not-monotone": down, "index-out-of-range": out, "negative-index": neg,
              "indptr-shape-mismatch": short, "data-shorter-than-indices": ragged,
              "negative-shape": shape_neg, "no-columns": zero_cols, "infinite-value": inf}
     return cases
@@ -220,6 +223,13 @@ def test_bad_csr_is_one_line_and_store_unchanged(case, tmp_path):
     assert "\n" not in msg and len(msg) < 300 and "X" in msg
     assert tree_digest(tmp_path / "s") == before
     assert model.verify().ok
+
+
+def test_labels_of_the_wrong_length_refused(tmp_path):
+    X, y = _small()
+    with pytest.raises(InputError, match="one label per row"):
+        fit(MultinomialNB(), X, y[:-1], tmp_path / "s")
+    assert tree_digest(tmp_path / "s") == "absent"
 
 
 def test_model_without_sparse_input_refused_before_writing(tmp_path):

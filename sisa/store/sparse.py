@@ -92,6 +92,25 @@ def checked(X, allow_missing: bool = False):
                              f"({str(exc).splitlines()[0][:100]}): build a valid CSR "
                              "matrix") from None
     indptr, indices, data = (np.asarray(X.indptr), np.asarray(X.indices), np.asarray(X.data))
+    _check_structure(indptr, indices, data, n, d)
+    values = data.astype(np.float32 if data.dtype == np.float32 else np.float64)
+    for bad, what, fix in ((np.isinf(values), "infinite", "fix or drop those rows"),
+                           (np.zeros(0, bool) if allow_missing else np.isnan(values), "NaN",
+                            "use a model that allows missing values, or fix or drop them")):
+        if bad.any():
+            row = int(np.searchsorted(indptr, int(np.flatnonzero(bad)[0]), "right") - 1)
+            raise InputError(f"X holds {int(bad.sum())} {what} value(s), the first at row "
+                             f"{row}: {fix}")
+    out = sp.csr_matrix((values, indices.astype(np.int32), indptr.astype(np.int64)),
+                        shape=(n, d), copy=True)
+    out.sum_duplicates()  # also sorts each row's indices
+    out.eliminate_zeros()
+    return out
+
+
+def _check_structure(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
+                     d: int) -> None:
+    """The CSR invariants of an ``(n, d)`` matrix, checked with plain numpy."""
     if indptr.ndim != 1 or len(indptr) != n + 1:
         raise InputError(f"X is a CSR matrix with {len(indptr)} indptr entries for {n} rows "
                          f"(want {n + 1}): its indptr does not match its shape")
@@ -99,7 +118,8 @@ def checked(X, allow_missing: bool = False):
         raise InputError("X is a CSR matrix whose indptr/indices are not integers: build it "
                          "with scipy.sparse.csr_matrix")
     if data.dtype.kind not in "biuf":
-        raise InputError(f"X is a sparse matrix of dtype {data.dtype}: it must be numeric")
+        raise InputError(f"X is a sparse matrix of dtype {data.dtype}: it must hold real "
+                         "numbers (integers, floats or booleans)")
     steps = np.diff(indptr.astype(np.int64))
     if indptr[0] != 0 or (steps < 0).any():
         row = int(np.flatnonzero(steps < 0)[0]) if (steps < 0).any() else 0
@@ -114,19 +134,6 @@ def checked(X, allow_missing: bool = False):
         row = int(np.searchsorted(indptr, bad, "right") - 1)
         raise InputError(f"X is a CSR matrix with column index {int(indices[bad])} at row "
                          f"{row}, outside its {d} columns: fix the indices or the shape")
-    values = data.astype(np.float32 if data.dtype == np.float32 else np.float64)
-    bad = np.isinf(values) if allow_missing else ~np.isfinite(values)
-    if bad.any():
-        row = int(np.searchsorted(indptr, int(np.flatnonzero(bad)[0]), "right") - 1)
-        raise InputError(
-            f"X holds {int(bad.sum())} non-finite value(s) (NaN or inf), the first at row "
-            f"{row}: " + ("fix or drop them" if allow_missing else "use a model that allows "
-                          "missing values, or fix or drop them"))
-    out = sp.csr_matrix((values, indices.astype(np.int32), indptr.astype(np.int64)),
-                        shape=(n, d), copy=True)
-    out.sum_duplicates()  # also sorts each row's indices
-    out.eliminate_zeros()
-    return out
 
 
 def blocks(X, rows: int) -> Iterator[pa.StructArray]:
