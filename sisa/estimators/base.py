@@ -358,8 +358,13 @@ class _SISABase(BaseEstimator):
                              ensure_all_finite="allow-nan" if acc.nan else True)
 
     def __sklearn_tags__(self):
+        from sklearn.utils import get_tags
+
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
+        # sparse X is kept sparse and handed to the shard model (sisa.store.sparse), so
+        # the ensemble takes it exactly when its shard model does
+        tags.input_tags.sparse = get_tags(self._base_estimator()).input_tags.sparse
         return tags
 
 
