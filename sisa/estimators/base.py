@@ -106,6 +106,9 @@ class _SISABase(BaseEstimator):
             path to a Parquet/CSV/Arrow file or directory, or a :class:`~sisa.Store`
             Training features. With a table or path, ``y`` names the label column;
             with a Store (or its URI and ``y=None``), its rows are used as they are.
+            Category (string), boolean, date and timestamp columns and missing values
+            are stored as they are; each shard model gets them in the form it takes
+            (:mod:`sisa.engine.forms`).
         y : array-like of shape (n_samples,) or str, default=None
             Labels, or the label column's name.
         sample_ids : array-like of shape (n_samples,), default=None
