@@ -108,7 +108,8 @@ class _SISABase(BaseEstimator):
             with a Store (or its URI and ``y=None``), its rows are used as they are.
             Category (string), boolean, date and timestamp columns and missing values
             are stored as they are; each shard model gets them in the form it takes
-            (:mod:`sisa.engine.forms`).
+            (:mod:`sisa.engine.forms`). A scipy sparse matrix is stored kept sparse and
+            reaches a shard model that takes sparse input as CSR (:mod:`sisa.store.sparse`).
         y : array-like of shape (n_samples,) or str, default=None
             Labels, or the label column's name.
         sample_ids : array-like of shape (n_samples,), default=None
