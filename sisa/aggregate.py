@@ -28,15 +28,15 @@ def aligned_proba(model, X, classes: np.ndarray) -> np.ndarray:
     p = model.predict_proba(X)
     if len(model.classes_) == len(classes) and np.array_equal(model.classes_, classes):
         return p
-    out = np.zeros((len(X), len(classes)))
+    out = np.zeros((X.shape[0], len(classes)))  # X.shape: a CSR matrix has no len
     out[:, np.searchsorted(classes, model.classes_)] = p
     return out
 
 
 def vote(models: list, X, classes: np.ndarray) -> np.ndarray:
     """Majority vote; ties go to the class listed first in ``classes``."""
-    counts = np.zeros((len(X), len(classes)), dtype=np.int64)
-    rows = np.arange(len(X))
+    counts = np.zeros((X.shape[0], len(classes)), dtype=np.int64)
+    rows = np.arange(X.shape[0])
     for m in _live(models):
         idx = np.searchsorted(classes, m.predict(X))
         np.add.at(counts, (rows, idx), 1)

@@ -40,6 +40,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_out(args.out, args.store)  # before any work: a usage error, exit 2
     model = open_model(args.store)
     schema = model.store_.manifest.schema
+    if schema.get("layout") == "sparse":
+        raise InputError(f"store {args.store} was fit on a sparse matrix, which a CSV or "
+                         "Parquet file cannot carry: predict through Python "
+                         "(SISAClassifier.load(store).predict(X_csr))")
     table = read_table(args.data, CsvOptions.of(args.na_values, not args.keep_whitespace))
     # typed columns: the model reads them by name, as at fit
     X = table if is_columns(schema) else _features(table, schema["feature_names"], args.data)

@@ -13,7 +13,10 @@ booleans (0/1), dates (days since 1970-01-01) and timestamps (seconds since the 
 as floats with NaN for a missing value; category columns as pandas ``category`` whose
 categories are the sorted distinct values of the rows handed over. At fit those are a
 shard's own rows, so the list is exact under forget; at predict, the rows predicted
-(the models map categories by value, not by code).
+(the models map categories by value, not by code). A store of a sparse block
+(:mod:`sisa.store.sparse`) gives a ``scipy.sparse.csr_matrix`` of its declared width to
+a model whose ``input_tags.sparse`` is True, and refuses any other model before anything
+is written.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError
-from ..store import columns
+from ..store import columns, sparse
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def _nan(est) -> tuple[bool, bool]:
 def check(est, schema_info: dict) -> None:
     """Refuse, in one line naming the fix, a store whose column kinds ``est`` cannot take
     (before anything is trained or written)."""
+    sparse.require_sparse_model(est, schema_info)
     if not columns.is_columns(schema_info):
         return
     cats = [n for n, e in zip(schema_info["feature_names"], schema_info["columns"],
@@ -131,9 +135,12 @@ def _float(a: pa.Array, dtype: np.dtype) -> np.ndarray:
 
 def model_input(X, schema_info: dict, acc: Accepts):
     """Rows as the model takes them: a float array as it is (dense stores), or the
-    ``features`` struct of typed columns as a DataFrame or float array (module doc)."""
+    ``features`` struct of typed columns as a DataFrame or float array (module doc), or
+    a sparse block as a ``scipy.sparse.csr_matrix`` of the store's width."""
     if not isinstance(X, pa.StructArray):
         return X
+    if sparse.is_sparse(schema_info):
+        return sparse.to_csr(X, schema_info)
     dtype = np.dtype(schema_info.get("dtype", "float64"))
     names = schema_info["feature_names"]
     children = X.flatten()

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..engine import driver, forms
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
-from ..store import Store
+from ..store import Store, sparse
 from ..store import columns as colmod
 from ..tasks.backend import choose, connect
 from ..tasks.settings import BACKENDS, ExecutionSettings
@@ -82,7 +82,8 @@ class _SISABase(BaseEstimator):
             with a Store (or its URI and ``y=None``), its rows are used as they are.
             Category (string), boolean, date and timestamp columns and missing values
             are stored as they are; each shard model gets them in the form it takes
-            (:mod:`sisa.engine.forms`).
+            (:mod:`sisa.engine.forms`). A scipy sparse matrix is stored kept sparse and
+            reaches a shard model that takes sparse input as CSR (:mod:`sisa.store.sparse`).
         y : array-like of shape (n_samples,) or str, default=None
             Labels, or the label column's name.
         sample_ids : array-like of shape (n_samples,), default=None
@@ -168,24 +169,23 @@ class _SISABase(BaseEstimator):
         nan = forms.accepts(est).nan
         common = {"n_shards": self.n_shards, "n_slices": self.n_slices,
                   "random_state": self.random_state, "allow_missing": nan}
-        if self.store is not None and Store.exists(store.uri):
-            from ..unlearn import history
-
-            try:
-                n = len(history(Store.open(store.uri, check_files=False)))
-            except SisaError:  # damaged or another format: nothing to keep
-                n = 0
-            if n:
-                raise InputError(
-                    f"store {store.uri} holds an audit log of {n} forget request(s); refitting "
-                    "would erase it: pass another store path (or archive and delete this one "
-                    "first)")
+        if self.store is not None:
+            _refuse_replacing_a_log(store.uri)
         typed = None
         if inputs.is_frame(X) and y is not None and not isinstance(y, str):
             if is_classifier(self):
                 check_classification_targets(np.asarray(y))
             typed = inputs.typed_frame(X, y, sample_ids)
-        if typed is not None:
+        if sparse.is_sparse_input(X):  # kept sparse (sisa.store.sparse)
+            y = np.asarray(y)
+            if is_classifier(self):
+                check_classification_targets(y)
+            if isinstance(groups, str):
+                raise InputError(f"groups={groups!r} names a column, but X is a sparse "
+                                 "matrix: pass one group key per row")
+            store.ingest(X, y, sample_ids=sample_ids, groups=groups,
+                         check=lambda schema: forms.check(est, schema), **common)
+        elif typed is not None:
             table, label, ids = typed
             table, group_column = inputs.with_groups(table, groups)
             store.ingest(table, label=label, id_column=ids, group_column=group_column,
@@ -361,10 +361,33 @@ class _SISABase(BaseEstimator):
         acc = forms.accepts(self._base_estimator())
         if colmod.is_columns(schema):
             return forms.model_input(inputs.typed_rows(X, schema), schema, acc)
+        if sparse.is_sparse(schema):
+            return sparse.predict_input(X, schema)
         return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES,
                              ensure_all_finite="allow-nan" if acc.nan else True)
 
     def __sklearn_tags__(self):
+        from sklearn.utils import get_tags
+
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
+        # sparse X is kept sparse and handed to the shard model (sisa.store.sparse), so
+        # the ensemble takes it exactly when its shard model does
+        tags.input_tags.sparse = get_tags(self._base_estimator()).input_tags.sparse
         return tags
+
+
+def _refuse_replacing_a_log(uri: str) -> None:
+    """A refit over a store whose audit log holds receipts would erase that log."""
+    if not Store.exists(uri):
+        return
+    from ..unlearn import history
+
+    try:
+        n = len(history(Store.open(uri, check_files=False)))
+    except SisaError:  # damaged or another format: nothing to keep
+        n = 0
+    if n:
+        raise InputError(
+            f"store {uri} holds an audit log of {n} forget request(s); refitting would erase "
+            "it: pass another store path (or archive and delete this one first)")

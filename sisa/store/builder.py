@@ -201,7 +201,7 @@ class _Builder:
             "id_type": source.id_type,
         }
         if source.columns is not None:  # typed columns: kinds and types, nothing from rows
-            self.schema_info.update(layout=columns.COLUMNS, columns=source.columns)
+            self.schema_info.update(layout=source.layout, columns=source.columns)
         if source.group_type:  # only then: a store without groups keeps its bytes
             self.schema_info.update(group_name=columns_group_name(source),
                                     group_type=source.group_type)

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError
+from . import sparse
 
 COLUMNS = "columns"
 FEATURES = "features"
@@ -98,6 +99,8 @@ def run_type(e: dict) -> pa.DataType:
 
 def struct_type(schema_info: dict, run: bool = False) -> pa.StructType:
     """The ``features`` struct of a slice file (``run``: of a spill run)."""
+    if sparse.is_sparse(schema_info):
+        return sparse.struct_type(schema_info)
     to = run_type if run else stored_type
     return pa.struct([pa.field(n, to(e)) for n, e in
                       zip(schema_info["feature_names"], schema_info["columns"], strict=True)])

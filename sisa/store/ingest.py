@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 from ..errors import InputError
 from . import columns as colmod
 from . import ids as idmod
+from . import sparse
 from .arrow_checks import validated
 from .sources import ARROW_ERRORS, csv_only, reading, to_dataset
 from .text import CsvOptions
@@ -52,6 +53,7 @@ class Source:
     table: TableInput | None = None  # a table or file: how to read parts of it elsewhere
     columns: list[dict] | None = None  # per feature column kind/type: the "columns" layout
     group_type: str | None = None  # the group keys' type (sisa.store.ids), if grouped
+    layout: str = colmod.COLUMNS  # or sparse.SPARSE: one sparse block (sisa.store.sparse)
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,10 @@ def _as_keys(values: np.ndarray) -> np.ndarray:
 def from_arrays(X, y, sample_ids=None, groups=None, deletion_prob=None, dtype=None,
                 allow_missing: bool = False) -> Source:
     """Source over in-memory numpy arrays (one batch); with ``allow_missing``, NaN
-    features (missing values) are kept."""
+    features (missing values) are kept. A scipy sparse ``X`` is kept sparse
+    (:mod:`sisa.store.sparse`)."""
+    if sparse.is_sparse_input(X):
+        return sparse.source(X, y, sample_ids, groups, deletion_prob, dtype, allow_missing)
     X = np.asarray(X)
     if X.ndim != 2:
         raise InputError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import CorruptStoreError
-from . import columns
+from . import columns, sparse
 
 # Columns of a slice file (and of the index: ID, "shard", "slice").
 ID, LABEL, FEATURES = "sample_id", "label", "features"
@@ -70,7 +70,7 @@ def slice_schema(schema: dict) -> pa.Schema:
     """The Arrow schema of a slice file, from the manifest's ``schema`` entry: features
     as one float list per row (dense), or a struct of typed columns
     (:mod:`sisa.store.columns`)."""
-    if columns.is_columns(schema):
+    if columns.is_columns(schema) or sparse.is_sparse(schema):
         features = columns.struct_type(schema)
     else:
         ftype = pa.float32() if schema["dtype"] == "float32" else pa.float64()

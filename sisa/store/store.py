@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from .._crash import crashpoint
 from ..errors import LocationError, StoreError, StoreLockedError
-from . import builder, deletion, keys, localfs
+from . import builder, deletion, keys, localfs, sparse
 from . import manifest as mf
 from .assign import AssignmentConfig, spread
 from .audit_keys import AuditKeys
@@ -291,7 +291,7 @@ class Store(RowReading, AuditKeys):
 
     @property
     def n_features(self) -> int:
-        return len(self.manifest.schema["feature_names"])
+        return sparse.width(self.manifest.schema)
 
     @property
     def fingerprint(self) -> str:
