@@ -272,3 +272,32 @@ def test_a_forget_whose_checkpoint_would_not_load_is_rolled_back(tmp_path):
     _refused(info, "builtins.round")
     assert "rolled back" in str(info.value)
     assert_serving(tmp_path / "a", X, before)
+
+
+# ------------------------------------- a planted intent: refused, not a loop of "repair"
+def test_a_planted_intent_is_refused_with_a_way_out_and_runs_nothing(tmp_path):
+    """``audit/intent.json`` written by someone without the store's key (its ids do not
+    give its keyed digest) is refused by ``repair`` and ``forget`` with one line that says
+    to move it out, instead of "run `sisa repair`", which would loop; nothing runs, and
+    once it is moved out the store repairs and serves as before."""
+    import json
+
+    X, y = make_classification(300, 4)
+    model = fit(SGDClassifier(loss="log_loss", random_state=0), X, y, tmp_path / "a",
+                n_shards=2, n_slices=2)
+    before = model.predict(X)
+    planted = {"request": {"request_id": "f" * 32, "ids_sha256": "0" * 64, "n_ids": 2},
+               "ids": [3, 4]}
+    (tmp_path / "a" / INTENT).write_text(json.dumps(planted))
+    digest = tree_digest(tmp_path / "a")
+    for argv in (("repair", str(tmp_path / "a")), ("forget", str(tmp_path / "a"), "--id", "5")):
+        code, _, err = run_cli(*argv, "--backend", "local", "--quiet")
+        line = err.strip()
+        assert code == 1 and "\n" not in line, err
+        assert "move it out" in line and "planted" in line, line
+        assert tree_digest(tmp_path / "a") == digest  # nothing ran, nothing was removed
+    (tmp_path / "a" / INTENT).unlink()
+    code, _, err = run_cli("repair", str(tmp_path / "a"), "--backend", "local", "--quiet")
+    assert code == 0, err
+    assert_serving(tmp_path / "a", X, before)
+    assert history(Store.open(tmp_path / "a")) == []

@@ -19,6 +19,7 @@ the deletion and the retrain plan all come from that one result.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import uuid
@@ -241,14 +242,25 @@ def _check_resume_points(store: Store, plan: RetrainPlan) -> None:
 
 
 def _read_intent(store: Store) -> dict:
+    """The intent, checked against itself: its ids must give its own keyed digest. One
+    that does not was edited or planted by someone without the store's key; acting on it
+    (or asking to repair it, which would act on it) is refused."""
     try:
         intent = json.loads(store.loc.read_bytes(INTENT).to_pybytes())
         if not isinstance(intent["request"]["ids_sha256"], str):
             raise TypeError("ids_sha256 is not a string")
-        return intent
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptStoreError(f"{store.loc.path(INTENT)} is not a forget request ({exc}): "
-                                "it was damaged or edited; restore the store from backup") from None
+        digest = receipts.ids_digest(store, intent["ids"])[0]
+    except (ValueError, KeyError, TypeError, SisaError) as exc:
+        raise CorruptStoreError(f"{store.loc.path(INTENT)} is not a forget request "
+                                f"({type(exc).__name__}): it was damaged or edited; move it out "
+                                "of the store (nothing was changed), then run `sisa repair` "
+                                "again") from None
+    if not hmac.compare_digest(digest, intent["request"]["ids_sha256"]):
+        raise CorruptStoreError(
+            f"{store.loc.path(INTENT)} names ids that do not give its own keyed digest: it was "
+            "edited or planted by someone without the store's key, and nothing was run; move "
+            "it out of the store (keep it as evidence), then run `sisa repair` again")
+    return intent
 
 
 def _close(store: Store, receipt: dict) -> dict:
