@@ -84,3 +84,55 @@ def test_the_cli_names_the_command_and_runs_it(v3):
     assert code == 0 and "already" in out
     code, out, _ = run_cli("status", str(v3))
     assert code == 0 and "238" in out
+
+
+# ------------------------------------------ format 5: slice files an older sisa would misread
+def _fit_to(path, X, y, **fit_kw):
+    import warnings
+
+    from sklearn.linear_model import SGDClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SISAClassifier(SGDClassifier(loss="log_loss", random_state=0), n_shards=2,
+                              n_slices=2, store=str(path), backend="local").fit(X, y, **fit_kw)
+
+
+def test_a_store_an_older_sisa_would_misread_is_format_5_and_a_plain_one_stays_4(tmp_path):
+    """Typed columns, a sparse block or a group-hash column change what a slice file holds:
+    such a store says format 5, so a sisa that reads only format 4 refuses it in one line
+    (rather than misreading its slices); a dense store without groups stays format 4, byte
+    for byte what an older sisa reads. This sisa reads both."""
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from .conftest import make_classification
+
+    X, y = make_classification(240, 4)
+    plain = _fit_to(tmp_path / "plain", X, y)
+    grouped = _fit_to(tmp_path / "grouped", X, y, groups=np.arange(240) // 3)
+    csr = _fit_to(tmp_path / "sparse", sp.csr_matrix(np.where(X > 0.5, X, 0)), y)
+    df = pd.DataFrame({"a": X[:, 0], "b": pd.Categorical(np.where(X[:, 1] > 0, "u", "v"))})
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    pipe = make_pipeline(make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["b"]),
+                                                 remainder="passthrough"),
+                         SGDClassifier(loss="log_loss", random_state=0))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        typed = SISAClassifier(pipe, n_shards=2, n_slices=1, store=str(tmp_path / "typed"),
+                               backend="local").fit(df, y)
+    assert plain.store_.manifest["format"] == manifest_io.FORMAT == "sisa-store/4"
+    for model in (grouped, csr, typed):
+        st = model.store_
+        assert st.manifest["format"] == manifest_io.FORMAT_LAYOUTS == "sisa-store/5"
+        with pytest.raises(StoreError, match="has format 'sisa-store/5'") as info:
+            manifest_io.read_root(st.loc, formats=(manifest_io.FORMAT,))  # an older reader
+        assert "\n" not in str(info.value)
+        assert verify(Store.open(st.uri)).ok  # this sisa reads and proves it

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from . import manifest_io as io
-from .manifest_io import FORMAT, MANIFEST, canonical_json, key_cell
+from .manifest_io import MANIFEST, canonical_json, key_cell
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -42,7 +42,8 @@ def initial(*, store_id: str, signer_key: str | None, assignment: dict, schema: 
     from .manifest import now_iso
 
     return from_flat({
-        "format": FORMAT, "sisa_version": __version__, "generation": 0, "created": now_iso(),
+        "format": io.format_of(schema), "sisa_version": __version__, "generation": 0,
+        "created": now_iso(),
         "store_id": store_id,
         "signer": {"alg": ALG, "public_key": signer_key} if signer_key else None,
         "assignment": assignment, "schema": schema, "slices": slices, "index": index,
@@ -70,7 +71,7 @@ def from_flat(d: Mapping) -> Manifest:
     index = d.pop("index")
     tombs = d.pop("tombstones") or {"parts": {}, "rows": 0}
     n_buckets = len(index["parts"])
-    root = {**d, "format": FORMAT, "model": model,
+    root = {**d, "format": io.format_of(d["schema"]), "model": model,
             "shards": [{"file": "", "sha256": "", "bytes": 0, "rows": 0}] * n_shards,
             "index": {"rows": index["rows"], "buckets": n_buckets,
                       "pages": [None] * _pages(n_buckets)},
@@ -101,8 +102,8 @@ def upgrade(loc, key):
     data files, checkpoints and audit log, now named by leaves. Checks the old
     manifest's checksum, signature and paths first; a signed store needs its owner's
     ``key``. Returns the new manifest, or None if the store is already current."""
-    root = io.read_root(loc, formats=(FORMAT, io.OLD_FORMAT))
-    if root["format"] == FORMAT:
+    root = io.read_root(loc, formats=(*io.READABLE, io.OLD_FORMAT))
+    if root["format"] in io.READABLE:
         return None
     from .manifest import now_iso, write
 

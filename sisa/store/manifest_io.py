@@ -17,6 +17,11 @@ from .fs import MissingFileError
 from .layout import check_manifest_paths
 
 FORMAT = "sisa-store/4"
+# Format 4 plus slice files an older sisa would misread: typed columns, a sparse block or a
+# group-hash column. A store needing none of them keeps format 4 (and its bytes), so an
+# older sisa still reads it; one that does is refused by an older sisa instead of misread.
+FORMAT_LAYOUTS = "sisa-store/5"
+READABLE = (FORMAT, FORMAT_LAYOUTS)
 OLD_FORMAT = "sisa-store/3"  # one file holding every entry: `sisa upgrade` converts it
 MANIFEST = "manifest.json"
 _HEAD = re.compile(rb'\{"checksum":"([0-9a-f]{64})","signature":"([0-9a-f]*)","manifest":')
@@ -104,7 +109,14 @@ def split(raw: bytes) -> tuple[bytes, str] | None:
     return None
 
 
-def read_root(loc, *, formats: tuple[str, ...] = (FORMAT,)) -> dict:
+def format_of(schema: dict) -> str:
+    """The format a store with this ``schema`` is written in (:data:`FORMAT_LAYOUTS` only
+    when its slice files need it)."""
+    plain = schema.get("layout", "dense") == "dense" and not schema.get("group_type")
+    return FORMAT if plain else FORMAT_LAYOUTS
+
+
+def read_root(loc, *, formats: tuple[str, ...] = READABLE) -> dict:
     """The root's body, its checksum, format and signature checked."""
     raw = loc.read_stable(MANIFEST, lambda b: split(b) is not None)  # torn S3 reads
     parts = split(raw)
@@ -274,10 +286,11 @@ def _check_signer_and_audit(m: dict, where: str) -> None:
 
 
 def _old_format(where: str, fmt, uri: str) -> str:
+    reads = " and ".join(READABLE)
     if fmt == OLD_FORMAT:
-        return (f"{where} has format {fmt!r} (one manifest file); this sisa reads {FORMAT}: "
+        return (f"{where} has format {fmt!r} (one manifest file); this sisa reads {reads}: "
                 f"convert it in place with `sisa upgrade {uri}` (data and checkpoints are "
                 "kept as they are)")
-    return (f"{where} has format {fmt!r}; this sisa reads {FORMAT}: rebuild the store from the "
+    return (f"{where} has format {fmt!r}; this sisa reads {reads}: rebuild the store from the "
             "source data (`sisa train ... --overwrite`, or Store.create(..., overwrite=True)), "
             "or open it with the sisa version that wrote it")
