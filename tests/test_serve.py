@@ -195,10 +195,12 @@ def test_predict_batch_erase_and_exactness(store, token_file, data, tmp_path):
         rids, seen = {}, {}
         threads = [threading.Thread(target=hammer) for _ in range(8)]
         senders = [threading.Thread(target=send, args=(erased[k::4],)) for k in range(4)]
+        sent0 = time.monotonic()
         for t in threads + senders:
             t.start()
         for t in senders:
             t.join()
+        sending = time.monotonic() - sent0
         watchers = [threading.Thread(target=watch, args=(r,)) for r in rids.values()]
         for t in watchers:
             t.start()
@@ -213,7 +215,11 @@ def test_predict_batch_erase_and_exactness(store, token_file, data, tmp_path):
         log = history(Store.open(str(store)))
         listed = [q["request_id"] for r in log for q in r["requests"]]
         assert sorted(listed) == sorted(rids.values())  # each request in exactly one receipt
-        assert len(log) <= 20  # batched: 200 requests, a handful of forgets
+        # batched: a batch starts once its oldest request is 1 s old (or 100 are queued), so
+        # the forgets number at most one per second of sending, plus one after it and two
+        # for full batches (max_batch=100), however
+        # fast or loaded the machine: far fewer than the 200 requests
+        assert len(log) <= min(sending / 1.0 + 3, 50), (len(log), sending)
         for r in log:
             shards = [s for s, _ in r["affected"]]
             assert len(shards) == len(set(shards))  # one retrain per affected shard
