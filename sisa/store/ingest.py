@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 from ..errors import InputError
 from . import columns as colmod
 from . import ids as idmod
+from .pages import table_batches
 from .text import CsvOptions, from_pandas
 
 SMALL_FLOATS = {pa.float16(), pa.float32(), pa.int8(), pa.uint8(), pa.int16(), pa.uint16(),
@@ -70,17 +71,6 @@ class TableInput:
     dataset: ds.Dataset
     columns: Columns
     what: str
-
-
-def scan_options(fmt: ds.FileFormat | None) -> dict:
-    """``to_batches`` options that keep a scan's memory flat: no read-ahead threads
-    (pyarrow's defaults buffer up to 16 batches per file and 4 files: 3 GB of a 10M-row
-    Parquet file), and Parquet column chunks read as decoded rather than a whole row
-    group pre-buffered."""
-    opts: dict = {"batch_readahead": 1, "fragment_readahead": 1, "use_threads": False}
-    if isinstance(fmt, ds.ParquetFileFormat):
-        opts["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False)
-    return opts
 
 
 def checked_batches(record_batches, columns: Columns, what: str,
@@ -302,8 +292,7 @@ def from_table(
     what = data if isinstance(data, (str, os.PathLike)) else "the input"
 
     def stream() -> Iterator[pa.RecordBatch]:  # lazy: a parallel ingest never scans here
-        yield from dataset.to_batches(columns=columns.names, batch_size=batch_rows,
-                                      **scan_options(getattr(dataset, "format", None)))
+        yield from table_batches(dataset, columns.names, batch_rows)
 
     return Source(feats, label, label_type, id_column, out_dtype,
                   checked_batches(stream(), columns, what), id_type, _known_rows(dataset),
