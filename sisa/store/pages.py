@@ -35,11 +35,19 @@ def parquet_batches(fs, path: str, row_groups, schema: pa.Schema,
         pf = pq.ParquetFile(f, buffer_size=PARQUET_BUFFER, pre_buffer=False)
         # batches cut at row group ends, as a dataset scan cuts them: a part of a parallel
         # ingest (whole row groups) sees the batches, and so the errors, of a serial read
+        present = [n for n in schema.names if n in pf.schema_arrow.names]
         for rg in range(pf.num_row_groups) if row_groups is None else row_groups:
             for rb in pf.iter_batches(batch_size=batch_rows, row_groups=[rg],
-                                      columns=schema.names, use_threads=False):
-                # as a dataset scan would: the dataset's column order and types
-                yield rb if rb.schema.equals(schema) else rb.select(schema.names).cast(schema)
+                                      columns=present, use_threads=False):
+                yield rb if rb.schema.equals(schema) else _as_scanned(rb, schema)
+
+
+def _as_scanned(rb: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``rb`` as a dataset scan gives it: the dataset's column order and types, and a
+    column this file lacks all null."""
+    return pa.RecordBatch.from_arrays(
+        [rb.column(f.name).cast(f.type) if f.name in rb.schema.names
+         else pa.nulls(rb.num_rows, f.type) for f in schema], schema=schema)
 
 
 def table_batches(dataset: ds.Dataset, names: list[str],
