@@ -10,10 +10,15 @@ Modes, each in a fresh driver process (its ``ru_maxrss`` is the ingest's alone):
   on a running cluster, and run at nice 0 like the single process (Ray's default is 15).
   Workers' peak RSS comes from the tasks themselves.
 
+``--files K`` reads a directory of K Parquet files of N/K rows each, written by
+``pyarrow.parquet.write_table`` with its defaults (one row group of up to 1M rows per
+file, as pyarrow and pandas write them) instead of one file of 100k-row row groups.
+
 ``--code PATH`` measures another checkout of sisa (for example the commit before this
 change, for "before"); its modes must exist there (``serial`` always does).
 
 Run: python benchmarks/ingest.py [--rows 1000000 10000000] [--modes serial ray1 ray2]
+     [--files 10]
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _data import synthetic_parquet  # noqa: E402
+from _data import CACHE, synthetic_parquet  # noqa: E402
 
 S, R = 256, 8
 
@@ -60,6 +65,30 @@ if mode != "serial":
                nodes=len(run["nodes"]["ingesting"]), phases=run["seconds"])
 print(json.dumps(res))
 """
+
+
+def default_row_groups(n_rows: int, n_files: int, n_features: int = 50) -> Path:
+    """A directory of ``n_files`` Parquet files of ``n_rows / n_files`` rows x
+    ``n_features`` float32 + ``label``, each written with pyarrow's defaults."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = CACHE / f"pyarrow-default-{n_rows}x{n_features}-{n_files}-files"
+    if out.exists():
+        return out
+    tmp = out.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for k in range(n_files):
+        rng = np.random.default_rng(k)
+        X = rng.normal(size=(n_rows // n_files, n_features)).astype(np.float32)
+        cols = {f"f{i}": X[:, i] for i in range(n_features)}
+        pq.write_table(pa.table({**cols, "label": (X[:, 0] > 0).astype(np.int64)}),
+                       tmp / f"part-{k:02d}.parquet")
+        del X, cols
+    tmp.rename(out)
+    return out
 
 
 def run(mode: str, src: Path, code: Path, env: dict) -> dict:
@@ -101,10 +130,12 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["serial", "ray1", "ray2"])
     ap.add_argument("--code", type=Path, default=HERE.parent,
                     help="the sisa checkout to measure (default: this one)")
+    ap.add_argument("--files", type=int, default=0,
+                    help="read K files written with pyarrow's defaults (1M-row row groups)")
     args = ap.parse_args()
     results = []
     for n in args.rows:
-        src = synthetic_parquet(n, 50)
+        src = default_row_groups(n, args.files) if args.files else synthetic_parquet(n, 50)
         for mode in args.modes:
             env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
             if mode == "serial":
@@ -112,7 +143,8 @@ def main() -> None:
             else:
                 res = on_cluster(int(mode[-1]), lambda e, m=mode, s=src:
                                  run(m, s, args.code.resolve(), e))
-            results.append({"rows": n, "mode": mode, "code": str(args.code), **res})
+            results.append({"rows": n, "mode": mode, "code": str(args.code),
+                            "files": args.files or 1, **res})
             print(json.dumps(results[-1]), flush=True)
     print("\n| rows | mode | seconds | driver peak RSS (MB) | worker peak RSS (MB) |")
     print("|---|---|---|---|---|")

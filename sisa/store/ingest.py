@@ -20,6 +20,7 @@ from . import columns as colmod
 from . import ids as idmod
 from . import sparse
 from .arrow_checks import validated
+from .pages import table_batches
 from .sources import ARROW_ERRORS, csv_only, reading, to_dataset
 from .text import CsvOptions
 
@@ -73,17 +74,6 @@ class TableInput:
     dataset: ds.Dataset
     columns: Columns
     what: str
-
-
-def scan_options(fmt: ds.FileFormat | None) -> dict:
-    """``to_batches`` options that keep a scan's memory flat: no read-ahead threads
-    (pyarrow's defaults buffer up to 16 batches per file and 4 files: 3 GB of a 10M-row
-    Parquet file), and Parquet column chunks read as decoded rather than a whole row
-    group pre-buffered."""
-    opts: dict = {"batch_readahead": 1, "fragment_readahead": 1, "use_threads": False}
-    if isinstance(fmt, ds.ParquetFileFormat):
-        opts["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False)
-    return opts
 
 
 def checked_batches(record_batches, columns: Columns, what: str,
@@ -241,8 +231,7 @@ def from_table(
     what = data if isinstance(data, (str, os.PathLike)) else "the input"
 
     def stream() -> Iterator[pa.RecordBatch]:  # lazy: a parallel ingest never scans here
-        yield from dataset.to_batches(columns=columns.names, batch_size=batch_rows,
-                                      **scan_options(getattr(dataset, "format", None)))
+        yield from table_batches(dataset, columns.names, batch_rows)
 
     group_type = (idmod.column_group_type(schema.field(group_column).type, group_column)
                   if group_column else None)

@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 
 from ..errors import InputError
 from ..tasks import backend
-from . import ingest, merge, sources, spill
+from . import ingest, merge, pages, sources, spill
 from .index import n_index_buckets
 from .spill import Job, Spilled
 
@@ -64,12 +64,17 @@ class Reader:
     batch_rows: int
 
     def batches(self, part: Part):
-        fmt = ds.ParquetFileFormat() if self.parquet else ds.IpcFileFormat()
         fs = pafs.LocalFileSystem()
-        frag = (fmt.make_fragment(part.path, fs, row_groups=list(part.row_groups))
-                if self.parquet else fmt.make_fragment(part.path, fs))
-        stream = frag.to_batches(schema=self.schema, columns=self.columns.names,
-                                 batch_size=self.batch_rows, **ingest.scan_options(fmt))
+        if self.parquet:  # page by page, not whole row groups
+            names = self.columns.names
+            stream = pages.parquet_batches(fs, part.path, list(part.row_groups),
+                                            pa.schema([self.schema.field(n) for n in names]),
+                                            self.batch_rows)
+        else:
+            fmt = ds.IpcFileFormat()
+            stream = fmt.make_fragment(part.path, fs).to_batches(
+                schema=self.schema, columns=self.columns.names, batch_size=self.batch_rows,
+                **pages.scan_options(fmt))
         return ingest.checked_batches(stream, self.columns, self.what, part.first_row)
 
 
