@@ -358,15 +358,12 @@ def _is_cython_helper(obj, module: str, name: str) -> bool:
     return _is_allowed_class(_walk(module, name[len(prefix):]), module)
 
 
-_ALLOWED: dict[tuple[str, str, tuple[str, ...]], object] = {}
-
-
 def _returns_fresh(module: str, name: str, trusted: tuple[str, ...]) -> bool:
     """Whether calling ``module.name`` (if allowed) builds a new object, never one of its
     arguments: classes, and the reconstructors of :func:`allowed_objects` and Cython. Not
     ufuncs (``logical_or(cls, 0)`` returns ``cls``), ``check_array``, a trusted function."""
     try:
-        obj = resolve(module, name, trusted=trusted)
+        obj = _resolved(module, name, trusted, "the pickle")
     except UntrustedCodeError:
         return True  # the real load refuses it: the dry run need not follow it
     return ((isinstance(obj, type) and not _within(module, trusted_modules(trusted)))
@@ -374,20 +371,23 @@ def _returns_fresh(module: str, name: str, trusted: tuple[str, ...]) -> bool:
             or type(obj).__name__ == "cython_function_or_method")
 
 
+_ALLOWED: dict[tuple[str, str, tuple[str, ...]], object] = {}
+
+
+def _resolved(mod: str, name: str, trusted: tuple[str, ...], source: str):
+    """:func:`resolve`, kept per process and trust once allowed (dry run and load alike)."""
+    if (obj := _ALLOWED.get((mod, name, trusted))) is None:
+        obj = _ALLOWED[mod, name, trusted] = resolve(mod, name, trusted=trusted, source=source)
+    return obj
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, trusted: tuple[str, ...], source: str) -> None:
         super().__init__(file)
         self._trusted, self._source = trusted, source
 
-    def find_class(self, module: str, name: str):
-        # An allowed global stays allowed for the same trust within a process: decide it
-        # once (a model reload resolves hundreds of the same globals).
-        key = (module, name, self._trusted)
-        obj = _ALLOWED.get(key)
-        if obj is None:
-            obj = _ALLOWED[key] = resolve(module, name, trusted=self._trusted,
-                                          source=self._source)
-        return obj
+    def find_class(self, module: str, name: str):  # decided once per process and trust
+        return _resolved(module, name, self._trusted, self._source)
 
     def persistent_load(self, pid):
         raise UntrustedCodeError(f"{self._source} holds a persistent reference, which sisa "
