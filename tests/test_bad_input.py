@@ -610,6 +610,10 @@ DATA_FILES = {  # train DATA -> (file, extra flags, message, bug)
     "holdout-null-feature": ("hold_null_feat.parquet", "--holdout 0.2", f"row {TE[3]}\\b", ""),
     "holdout-dup-ids": ("hold_dup_ids.parquet", "--id uid --holdout 0.2", "duplicate", ""),
     "feature-missing-vs-flag": ("missing_feat.parquet", "--features f0,f1,f2", "'f2'", ""),
+    # one column for two roles (was rc 1: 'Field "y" exists 2 times in schema')
+    "id-is-label": ("good.parquet", "--id y", r"\['y'\] are given for two roles", ""),
+    "group-is-label": ("good.parquet", "--group y", "two roles", ""),
+    "group-is-id": ("dup_str_ids.parquet", "--id uid --group uid", r"\['uid'\].*two roles", ""),
 }
 for name, (fname, extra, msg, bug) in DATA_FILES.items():
     argv = f"train {{F}}/{fname} --label y {extra} --shards 2 --slices 2 --backend local "
