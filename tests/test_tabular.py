@@ -231,6 +231,25 @@ def test_predict_on_a_dataframe_warns_nothing(tmp_path):
         assert (model.predict(df) == y).mean() > 0.9
 
 
+def test_every_column_of_a_typed_dataframe_is_a_feature_whatever_its_name(tmp_path):
+    """Columns named like the ones sisa adds (``label``, ``__label``, ``__sample_id``) or
+    starting with ``__`` are features, as in a float matrix (were a raw KeyError 'Column
+    __label does not exist in schema', or silently dropped)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"c": pd.Categorical(rng.choice(["x", "y", "z"], n)),
+                       "label": rng.normal(size=n), "__label": rng.normal(size=n),
+                       "__sample_id": rng.normal(size=n), "__x": rng.normal(size=n)})
+    y = (df["__x"] > 0).astype(int).to_numpy()
+    ids = np.arange(n) * 2 + 1
+    model = fit(hgb(), df, y, tmp_path / "a", ids)
+    assert list(model.feature_names_in_) == list(df.columns)
+    assert model.store_.manifest.schema["feature_names"] == list(df.columns)
+    assert (model.predict(df) == y).mean() > 0.9  # it learnt from "__x"
+    assert model.forget([ids[4]])["n_ids"] == 1
+    assert verify(model.store_, settings=LOCAL).ok
+
+
 # ------------------------------------------------------------------ CSV as published, CLI
 def write_adult_csv(path, n: int = 2400) -> None:
     lines = adult_lines(n)
