@@ -41,7 +41,9 @@ def reading(what) -> Iterator[None]:
     try:
         yield
     except ARROW_ERRORS as exc:
-        first = _no_values((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # a nested error's cause, not Arrow's wrapping ("Error creating dataset. ...")
+        first = _no_values(first.rsplit("Invalid: ", 1)[-1][:200])
         raise InputError(f"cannot read {what} ({first}): check that it is a valid, non-empty "
                          "Parquet, CSV (with a header row) or Arrow file") from None
 
