@@ -203,6 +203,28 @@ def test_bool_date_and_timestamp_columns_reach_a_numeric_model_as_floats(tmp_pat
     assert verify(model.store_, settings=LOCAL).ok
 
 
+def test_naive_timestamps_on_a_zoned_column_are_refused_not_shifted(tmp_path):
+    """Arrow reads naive timestamps cast to a zoned type as UTC: local wall times shifted
+    by the zone's offset, silently other predictions (was so); the same instants in
+    another zone are the same rows."""
+    n = 200
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=n),
+                       "t": pd.date_range("2020-01-01", periods=n, freq="h", tz="Europe/Paris")})
+    y = (np.arange(n) > 100).astype(int)
+    model = fit(HistGradientBoostingClassifier(max_iter=5), df, y, tmp_path / "a")
+    before = model.predict_proba(df)
+    utc = df.assign(t=df["t"].dt.tz_convert("UTC"))
+    assert np.array_equal(model.predict_proba(utc), before)
+    with pytest.raises(InputError,
+                       match=r"'t' holds timestamps without a time zone.*Europe/Paris"):
+        model.predict(df.assign(t=df["t"].dt.tz_localize(None)))
+    naive = fit(HistGradientBoostingClassifier(max_iter=5),
+                df.assign(t=df["t"].dt.tz_localize(None)), y, tmp_path / "b")
+    with pytest.raises(InputError, match=r"holds timestamps with a time zone.*without"):
+        naive.predict(df)
+
+
 def test_missing_values_reach_hgb_in_a_dense_store(tmp_path):
     """All-numeric input keeps the dense float layout (NaN for missing) for a model that
     takes NaN; one that does not is told what to do."""
