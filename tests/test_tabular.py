@@ -225,6 +225,29 @@ def test_naive_timestamps_on_a_zoned_column_are_refused_not_shifted(tmp_path):
         naive.predict(df)
 
 
+def test_a_categorical_of_integers_is_a_category_column(tmp_path):
+    """pandas ``Categorical([3, 7, 11])`` (Arrow ``dictionary<int64>``) was refused as a
+    type sisa cannot store: it is a category column (its values as text), forgotten
+    exactly like one of strings."""
+    rng = np.random.default_rng(0)
+    n = 300
+    codes = rng.choice([3, 7, 11], n)
+    codes[17] = 42  # the only row of category 42
+    df = pd.DataFrame({"a": rng.normal(size=n), "k": pd.Categorical(codes)})
+    y = (codes == 7).astype(int)
+    model = fit(hgb(), df, y, tmp_path / "a")
+    assert [c["kind"] for c in model.store_.manifest.schema["columns"]] == ["number",
+                                                                          "category"]
+    assert (model.predict(df) == y).mean() > 0.9
+    assert np.array_equal(model.predict_proba(df.assign(k=df["k"].astype(str))),
+                          model.predict_proba(df))
+    model.forget([17])
+    keep = np.arange(n) != 17
+    fresh = fit(hgb(), df[keep], y[keep], tmp_path / "b", np.flatnonzero(keep))
+    assert checkpoints(model) == checkpoints(fresh)
+    assert verify(model.store_, settings=LOCAL).ok
+
+
 def test_missing_values_reach_hgb_in_a_dense_store(tmp_path):
     """All-numeric input keeps the dense float layout (NaN for missing) for a model that
     takes NaN; one that does not is told what to do."""

@@ -54,7 +54,9 @@ def entry(name: str, t: pa.DataType) -> dict:
         return {"kind": "number", "type": "float64" if t == pa.float64() else "float32"}
     if pa.types.is_boolean(t):
         return {"kind": "bool", "type": "bool"}
-    if _is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type)):
+    if _is_text(t) or (pa.types.is_dictionary(t) and (
+            _is_text(t.value_type) or pa.types.is_integer(t.value_type))):
+        # a categorical of integers (pandas Categorical([3, 7])): its values as text
         return {"kind": "category", "type": "dictionary<string>"}
     if pa.types.is_date(t):
         return {"kind": "date", "type": "date32"}
