@@ -123,6 +123,7 @@ def write_files(d: Path) -> None:
     (d / "ragged.csv").write_text("f0,f1,f2,y\n" + rows.replace("\n0.9,1.0,0.5,1",
                                                                 "\n0.9,1.0,0.5,1,9") + "\n")
     (d / "nan_text.csv").write_text("f0,f1,f2,y\nnan,1.0,0.5,0\n" + rows + "\n")
+    (d / "dup_header.csv").write_text("f0,f1,f1,y\n" + rows + "\n")
     (d / "latin1.csv").write_bytes(b"f0,f1,f2,y\n\xe9,1,1,0\n1,1,1,1\n")
     (d / "junk.parquet").write_bytes(bytes(range(256)) * 2)
     (d / "junk.txt").write_text("hello\n")
@@ -589,6 +590,9 @@ DATA_FILES = {  # train DATA -> (file, extra flags, message, bug)
     "latin1-csv": ("latin1.csv", "", "not UTF-8 text", ""),
     "bad-cell-csv": ("bad_cell.csv", "", r"\['f1'\] are categories.*--na-values", ""),
     "header-only-csv": ("header_only.csv", "", "", ""),
+    # was Arrow's wrapping cut at 200 characters: "... Invalid: CSV file contained mult"
+    "dup-header-csv": ("dup_header.csv", "", "CSV file contained multiple columns named f1\\)",
+                       ""),
     "zero-rows": ("zero_rows.parquet", "", "no rows", ""),
     "one-row": ("one_row.parquet", "", "use fewer shards", ""),
     "nan-feature": ("nan_feat.parquet", "", r"NaN or inf.*row 5.*\['f0'\]", ""),
@@ -610,6 +614,10 @@ DATA_FILES = {  # train DATA -> (file, extra flags, message, bug)
     "holdout-null-feature": ("hold_null_feat.parquet", "--holdout 0.2", f"row {TE[3]}\\b", ""),
     "holdout-dup-ids": ("hold_dup_ids.parquet", "--id uid --holdout 0.2", "duplicate", ""),
     "feature-missing-vs-flag": ("missing_feat.parquet", "--features f0,f1,f2", "'f2'", ""),
+    # one column for two roles (was rc 1: 'Field "y" exists 2 times in schema')
+    "id-is-label": ("good.parquet", "--id y", r"\['y'\] are given for two roles", ""),
+    "group-is-label": ("good.parquet", "--group y", "two roles", ""),
+    "group-is-id": ("dup_str_ids.parquet", "--id uid --group uid", r"\['uid'\].*two roles", ""),
 }
 for name, (fname, extra, msg, bug) in DATA_FILES.items():
     argv = f"train {{F}}/{fname} --label y {extra} --shards 2 --slices 2 --backend local "

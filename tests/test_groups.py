@@ -239,6 +239,33 @@ def test_polars_in_fit_predict_and_forget(tmp_path):
     assert arr.forget(groups=["u00001"])["n_ids"] == r["n_ids"]
 
 
+def test_polars_categorical_and_enum_columns_are_categories(tmp_path):
+    """polars exports a Categorical or Enum as ``dictionary<string_view>``, which Arrow can
+    neither decode nor cast (was "has type dictionary<values=string_view, ...>, which sisa
+    cannot store"): stored as categories, the same bytes as from plain strings."""
+    pl = pytest.importorskip("polars")  # in the test extra: skipped only outside it
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y, users = _data()
+    colour = np.array(["red", "green", "blue"])[(X[:, 1] > 0).astype(int) + (X[:, 2] > 0)]
+    plain = pl.DataFrame({"a": X[:, 0], "c": colour, "e": users, "label": y})
+    typed = plain.with_columns(pl.col("c").cast(pl.Categorical),
+                               pl.col("e").cast(pl.Enum(sorted(set(users)))))
+    fits = []
+    for name, df in (("plain", plain), ("typed", typed)):
+        hgb = HistGradientBoostingClassifier(categorical_features="from_dtype", max_iter=5)
+        clf = _model(tmp_path / name, estimator=hgb).fit(df, "label")
+        kinds = [c["kind"] for c in clf.store_.manifest.schema["columns"]]
+        assert kinds == ["number", "category", "category"]
+        np.testing.assert_array_equal(clf.predict(typed.drop("label")),
+                                      clf.predict(plain.drop("label")))
+        fits.append(clf)
+    assert fits[0].store_.fingerprint == fits[1].store_.fingerprint
+    assert ({k: v["sha256"] for k, v in fits[0].store_.manifest.checkpoints.items()}
+            == {k: v["sha256"] for k, v in fits[1].store_.manifest.checkpoints.items()})
+    assert fits[1].forget([0])["n_ids"] == 1 and fits[1].verify().ok
+
+
 def test_a_numeric_label_with_very_many_values_stops_a_classifier(tmp_path):
     from sklearn.tree import DecisionTreeClassifier
 

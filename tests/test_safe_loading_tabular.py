@@ -272,6 +272,25 @@ def test_a_trusted_module_function_may_be_a_partial(monkeypatch):
 
 
 # --------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize("forge", ["raw-bitsets-1-word", "binned-bitsets-1-d",
+                                   "is-categorical-short"])
+def test_categorical_histogram_boosting_reading_outside_its_arrays_is_refused(forge):
+    """Made only of allowed objects, but predict would read past an array in Cython
+    (``bitset[i, value // 32]`` on rows of fewer than 8 words; ``f_idx_map`` of
+    ``is_categorical_``'s length indexed by a feature index): refused at load."""
+    model, _ = fitted("hgb-cat-index")
+    pred = model._predictors[0][0]
+    assert pred.nodes["is_categorical"].any()
+    if forge == "raw-bitsets-1-word":
+        pred.raw_left_cat_bitsets = pred.raw_left_cat_bitsets[:, :1].copy()
+    elif forge == "binned-bitsets-1-d":
+        pred.binned_left_cat_bitsets = pred.binned_left_cat_bitsets.ravel().copy()
+    else:
+        model._bin_mapper.is_categorical_ = model._bin_mapper.is_categorical_[:1].copy()
+    with pytest.raises(UntrustedCodeError, match="forged"):
+        safe_pickle.loads(dumps(model), source="checkpoint 0/0")
+
+
 def test_sisa_trains_verifies_and_forgets_histogram_boosting_on_category_codes(tmp_path):
     df, y = _table(400)
     X = _codes(df)

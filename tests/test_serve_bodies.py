@@ -126,6 +126,14 @@ class BodyServer(Server):
 # Every error a body can earn, digits as N and feature-name lists as L: anything else
 # (a value of the client's, pyarrow's words, the server's memory) fails the test.
 TEMPLATES = {
+    # a model of typed columns (its feature names 'a', 'c' in the test that serves one)
+    'this model takes typed columns: body must be {"rows": [{"feature": value, ...}, ...]} '
+    "with at least one row",
+    "row N lacks feature 'a'",
+    "feature 'a' holds a value that is not a number, string, boolean or null",
+    "feature 'a' mixes value types across rows: give it the one type it was trained on",
+    "the rows do not fit the model's feature columns: send each feature in the type it was "
+    "trained on ('a': number, 'c': category)",
     "body is not valid JSON (line N column N)",
     "body is not valid JSON: it must be UTF-N text",
     "body is not valid JSON: a number is too long",
@@ -506,3 +514,50 @@ def test_fuzz_bodies_over_http(store, tokens, record_property):
           f"{worst[0]:.1f} MiB, {worst[1]:.1f} x the decoded body for the largest",
           file=sys.stderr)
     assert sum(statuses.values()) == n and statuses.get(200, 0) > 0
+
+
+def test_a_typed_column_model_answers_json_records_and_400s_what_does_not_fit(tmp_path,
+                                                                              tokens):
+    """A store of typed columns (categories, missing values) was served but every
+    prediction failed: records with text were "not a list of numbers" (400) and numeric
+    rows a 500. Records by name now reach the model as a table; rows its columns refuse
+    are a one-line 400 naming the columns' kinds, never the client's values."""
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from sisa import SISAClassifier
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=300),
+                       "c": pd.Categorical(rng.choice(["x", "y", "z"], 300))})
+    df.loc[::9, "a"] = np.nan
+    y = ((df["c"] == "x") | (df["a"] > 1)).astype(int).to_numpy()
+    model = SISAClassifier(HistGradientBoostingClassifier(categorical_features="from_dtype",
+                                                          max_iter=10),
+                           n_shards=2, n_slices=1, backend="local",
+                           store=str(tmp_path / "typed")).fit(df, y)
+    token_file, toks = tokens
+    srv = ThreadServer(tmp_path / "typed", token_file, batch_window=86400)
+    try:
+        def post(doc):
+            return httpx.post(srv.url + "/v1/predict", content=json.dumps(doc), headers={
+                "Authorization": f"Bearer {toks['predict']}",
+                "Content-Type": "application/json"})
+
+        rows = [{"a": 0.5, "c": "x"}, {"a": None, "c": "z"}, {"a": 2.0, "c": None},
+                {"a": -1, "c": "never-seen"}]
+        r = post({"rows": rows})
+        assert r.status_code == 200, r.text
+        want = model.predict_proba(pd.DataFrame(rows).astype({"a": float}))
+        np.testing.assert_array_equal(np.array(r.json()["probabilities"]), want)
+        secret = "s3cr3t-value"
+        for doc in ({"rows": [{"a": secret, "c": "x"}]},             # cannot be a number
+                    {"rows": [{"a": 1.0, "c": "x"}, {"a": secret, "c": "x"}]},
+                    {"rows": [{"a": [1.0], "c": "x"}]}, {"rows": [{"c": "x"}]},
+                    {"rows": [[0.5, 1.0]]}):
+            r = post(doc)
+            assert r.status_code == 400 and "\n" not in r.text, (doc, r.text)
+            assert secret not in r.text
+            check_error(r.json()["error"])
+    finally:
+        srv.stop()

@@ -203,6 +203,51 @@ def test_bool_date_and_timestamp_columns_reach_a_numeric_model_as_floats(tmp_pat
     assert verify(model.store_, settings=LOCAL).ok
 
 
+def test_naive_timestamps_on_a_zoned_column_are_refused_not_shifted(tmp_path):
+    """Arrow reads naive timestamps cast to a zoned type as UTC: local wall times shifted
+    by the zone's offset, silently other predictions (was so); the same instants in
+    another zone are the same rows."""
+    n = 200
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=n),
+                       "t": pd.date_range("2020-01-01", periods=n, freq="h", tz="Europe/Paris")})
+    y = (np.arange(n) > 100).astype(int)
+    model = fit(HistGradientBoostingClassifier(max_iter=5), df, y, tmp_path / "a")
+    before = model.predict_proba(df)
+    utc = df.assign(t=df["t"].dt.tz_convert("UTC"))
+    assert np.array_equal(model.predict_proba(utc), before)
+    with pytest.raises(InputError,
+                       match=r"'t' holds timestamps without a time zone.*Europe/Paris"):
+        model.predict(df.assign(t=df["t"].dt.tz_localize(None)))
+    naive = fit(HistGradientBoostingClassifier(max_iter=5),
+                df.assign(t=df["t"].dt.tz_localize(None)), y, tmp_path / "b")
+    with pytest.raises(InputError, match=r"holds timestamps with a time zone.*without"):
+        naive.predict(df)
+
+
+def test_a_categorical_of_integers_is_a_category_column(tmp_path):
+    """pandas ``Categorical([3, 7, 11])`` (Arrow ``dictionary<int64>``) was refused as a
+    type sisa cannot store: it is a category column (its values as text), forgotten
+    exactly like one of strings."""
+    rng = np.random.default_rng(0)
+    n = 300
+    codes = rng.choice([3, 7, 11], n)
+    codes[17] = 42  # the only row of category 42
+    df = pd.DataFrame({"a": rng.normal(size=n), "k": pd.Categorical(codes)})
+    y = (codes == 7).astype(int)
+    model = fit(hgb(), df, y, tmp_path / "a")
+    assert [c["kind"] for c in model.store_.manifest.schema["columns"]] == ["number",
+                                                                          "category"]
+    assert (model.predict(df) == y).mean() > 0.9
+    assert np.array_equal(model.predict_proba(df.assign(k=df["k"].astype(str))),
+                          model.predict_proba(df))
+    model.forget([17])
+    keep = np.arange(n) != 17
+    fresh = fit(hgb(), df[keep], y[keep], tmp_path / "b", np.flatnonzero(keep))
+    assert checkpoints(model) == checkpoints(fresh)
+    assert verify(model.store_, settings=LOCAL).ok
+
+
 def test_missing_values_reach_hgb_in_a_dense_store(tmp_path):
     """All-numeric input keeps the dense float layout (NaN for missing) for a model that
     takes NaN; one that does not is told what to do."""
@@ -229,6 +274,25 @@ def test_predict_on_a_dataframe_warns_nothing(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert (model.predict(df) == y).mean() > 0.9
+
+
+def test_every_column_of_a_typed_dataframe_is_a_feature_whatever_its_name(tmp_path):
+    """Columns named like the ones sisa adds (``label``, ``__label``, ``__sample_id``) or
+    starting with ``__`` are features, as in a float matrix (were a raw KeyError 'Column
+    __label does not exist in schema', or silently dropped)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"c": pd.Categorical(rng.choice(["x", "y", "z"], n)),
+                       "label": rng.normal(size=n), "__label": rng.normal(size=n),
+                       "__sample_id": rng.normal(size=n), "__x": rng.normal(size=n)})
+    y = (df["__x"] > 0).astype(int).to_numpy()
+    ids = np.arange(n) * 2 + 1
+    model = fit(hgb(), df, y, tmp_path / "a", ids)
+    assert list(model.feature_names_in_) == list(df.columns)
+    assert model.store_.manifest.schema["feature_names"] == list(df.columns)
+    assert (model.predict(df) == y).mean() > 0.9  # it learnt from "__x"
+    assert model.forget([ids[4]])["n_ids"] == 1
+    assert verify(model.store_, settings=LOCAL).ok
 
 
 # ------------------------------------------------------------------ CSV as published, CLI

@@ -75,7 +75,26 @@ def _predictor_ok(o, n_features: int | None) -> bool:
                 or (n_features is not None and (inner["feature_idx"] >= n_features).any())
                 or (inner["feature_idx"] < 0).any()
                 or (cat["bitset_idx"] >= min(len(o.raw_left_cat_bitsets),
-                                             len(o.binned_left_cat_bitsets))).any())
+                                             len(o.binned_left_cat_bitsets))).any()
+                # predict reads bitset[i, value // 32] for a uint8 value: 8 words a row
+                or any(b.ndim != 2 or b.shape[1] != 8
+                       for b in (o.raw_left_cat_bitsets, o.binned_left_cat_bitsets)))
+
+
+def _check_bin_mapper(o, n_features: int | None, source: str) -> None:
+    """A histogram-boosting bin mapper: predict maps each feature index through an array
+    of ``is_categorical_``'s length, so it must have one entry per feature."""
+    import numpy as np
+    from sklearn.ensemble._hist_gradient_boosting.binning import _BinMapper
+
+    if not isinstance(o, _BinMapper):
+        return
+    cat = getattr(o, "is_categorical_", None)
+    if not (cat is None or (isinstance(cat, np.ndarray) and cat.ndim == 1
+                            and (n_features is None or cat.size == n_features))):
+        raise UntrustedCodeError(f"{source} holds a histogram-boosting bin mapper whose "
+                                 "categorical flags do not match its feature count: the file "
+                                 "was forged; restore the store from backup")
 
 
 def _native_checks():
@@ -117,8 +136,7 @@ def check_loaded(obj, source: str, safe_function: Callable[[object], bool]) -> N
     from sklearn.preprocessing import FunctionTransformer
 
     native = _native_checks()
-    seen: set[int] = set()
-    stack: list[tuple[object, int | None]] = [(obj, None)]
+    seen, stack = set(), [(obj, None)]  # ids walked; (object, its model's n_features)
     while stack:
         o, n_features = stack.pop()
         if id(o) in seen or isinstance(o, (np.generic, str, bytes, int, float)):
@@ -128,6 +146,7 @@ def check_loaded(obj, source: str, safe_function: Callable[[object], bool]) -> N
             if o.dtype.hasobject:
                 stack.extend((v, n_features) for v in o.ravel(order="K").tolist())
             continue
+        _check_bin_mapper(o, n_features, source)
         for cls, ok, what in native:
             if isinstance(o, cls):
                 if not ok(o, n_features):

@@ -186,9 +186,10 @@ class _SISABase(BaseEstimator):
             store.ingest(X, y, sample_ids=sample_ids, groups=groups,
                          check=lambda schema: forms.check(est, schema), **common)
         elif typed is not None:
-            table, label, ids = typed
+            table, label, ids, feats = typed
             table, group_column = inputs.with_groups(table, groups)
             store.ingest(table, label=label, id_column=ids, group_column=group_column,
+                         feature_columns=[f for f in feats if f != group_column],
                          check=lambda schema: forms.check(est, schema), **common)
         elif inputs.is_table_like(X) or isinstance(y, str):
             if not isinstance(y, str):

@@ -74,7 +74,8 @@ def is_frame(X) -> bool:
 
 def typed_frame(X, y, sample_ids):
     """A DataFrame with any non-numeric column as an Arrow table holding the labels (and
-    ids) as columns, with their names; None for an all-numeric one (a float matrix)."""
+    ids) as columns, with their names and X's columns; None for an all-numeric one (a
+    float matrix)."""
     table = from_pandas(X)
     if all(colmod.is_number(t) for t in table.schema.types):
         return None
@@ -82,13 +83,21 @@ def typed_frame(X, y, sample_ids):
     if y.ndim != 1 or len(y) != table.num_rows:
         raise InputError(f"y must be 1-D with one label per row ({table.num_rows}), got shape "
                          f"{y.shape}")
-    label = "label" if "label" not in table.column_names else "__label"
+    feats = table.column_names  # every column a feature, "__x" too (as for a float matrix)
+    label = _free("label", feats)
     table = table.append_column(label, pa.array(y))
     ids = None
     if sample_ids is not None:
-        ids = "__sample_id"
+        ids = _free("__sample_id", feats)
         table = table.append_column(ids, pa.array(np.asarray(sample_ids)))
-    return table, label, ids
+    return table, label, ids, feats
+
+
+def _free(name: str, taken: list[str]) -> str:
+    """``name``, or ``__name``, ``____name``... : the first no column of X has."""
+    while name in taken:
+        name = "__" + name
+    return name
 
 
 def typed_rows(X, schema: dict):

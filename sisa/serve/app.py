@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .auth import scopes_of
-from .bodies import HTTPError, parse_ids, parse_rows, read_body
+from .bodies import ARROW_STREAM, HTTPError, parse_ids, parse_records, parse_rows, read_body
 from .service import Service
 
 if TYPE_CHECKING:  # starlette is the serve extra: imported when an app is built
@@ -135,10 +135,14 @@ class _Handlers:
 
         self.authorize(request, "predict")
         raw = await read_body(request, self.service.limits.max_body)
-        X = await self.parse(
-            parse_rows, raw, request.headers.get("content-type", ""),
-            self.service.feature_names(), self.service.n_features(),
-            self.service.limits.max_rows, self.service.limits.max_body)
+        ctype = request.headers.get("content-type", "")
+        if self.service.typed() and not ctype.startswith(ARROW_STREAM):
+            X = await self.parse(parse_records, raw, self.service.feature_names(),
+                                 self.service.limits.max_rows)
+        else:
+            X = await self.parse(parse_rows, raw, ctype, self.service.feature_names(),
+                                 self.service.n_features(), self.service.limits.max_rows,
+                                 self.service.limits.max_body)
         return _json(await run_in_threadpool(self.service.predict, X))
 
     @_answers_errors

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from starlette.requests import Request
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -145,6 +146,42 @@ def parse_rows(body: bytes, content_type: str, names: list[str], n_features: int
     if not np.isfinite(X).all():
         raise HTTPError(400, "rows hold NaN or infinite values")
     return X
+
+
+def parse_records(body: bytes, names: list[str], max_rows: int) -> pa.Table:
+    """The rows of a prediction request to a model of typed columns (categories, dates,
+    missing values): JSON ``{"rows": [{"feature": value, ...}, ...]}``, each value a
+    number, string, boolean or null, as a table the model casts to its columns' types.
+
+    Raises
+    ------
+    HTTPError
+        400 for a malformed body or a value of no one type, 413 for too many rows.
+    """
+    import pyarrow as pa
+
+    doc = parse_json(body)
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise HTTPError(400, 'this model takes typed columns: body must be {"rows": '
+                        '[{"feature": value, ...}, ...]} with at least one row')
+    if len(rows) > max_rows:
+        raise HTTPError(413, f"{len(rows)} rows: at most {max_rows} per request")
+    columns = {}
+    for name in names:
+        if any(name not in r for r in rows):
+            raise HTTPError(400, f"row {next(i for i, r in enumerate(rows) if name not in r)} "
+                            f"lacks feature {name!r}")
+        values = [r[name] for r in rows]
+        if not all(v is None or isinstance(v, (str, int, float)) for v in values):
+            raise HTTPError(400, f"feature {name!r} holds a value that is not a number, "
+                            "string, boolean or null")
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            raise HTTPError(400, f"feature {name!r} mixes value types across rows: give it "
+                            "the one type it was trained on") from None
+    return pa.table(columns)
 
 
 def _json_rows(body: bytes, names: list[str], n_features: int, max_rows: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from ..store import ids as idmod
 from ..store.manifest import now_iso
 from ..tasks.settings import ExecutionSettings
 from ..unlearn import forget, receipts, repair
-from .bodies import Limits
+from .bodies import HTTPError, Limits
 from .metrics import Metrics
 from .queue import ErasureQueue
 
@@ -155,15 +155,34 @@ class Service:
         during = self.forget_running
         with columns_by_name():
             out: dict = {"model": fp}
-            if hasattr(model, "predict_proba") and getattr(model, "aggregation_", "") == "soft":
-                proba = model.predict_proba(X)
-                out["predictions"] = model.classes_[proba.argmax(axis=1)].tolist()
-                out["probabilities"] = proba.tolist()
-                out["classes"] = model.classes_.tolist()
-            else:
-                out["predictions"] = model.predict(X).tolist()
+            try:
+                if hasattr(model, "predict_proba") and getattr(model, "aggregation_",
+                                                               "") == "soft":
+                    proba = model.predict_proba(X)
+                    out["predictions"] = model.classes_[proba.argmax(axis=1)].tolist()
+                    out["probabilities"] = proba.tolist()
+                    out["classes"] = model.classes_.tolist()
+                else:
+                    out["predictions"] = model.predict(X).tolist()
+            except InputError:  # rows the typed columns refuse; its text may quote them
+                raise HTTPError(400, "the rows do not fit the model's feature columns: send "
+                                "each feature in the type it was trained on ("
+                                + self._kinds() + ")") from None
         self.metrics.observe_prediction(time.perf_counter() - t0, during)
         return out
+
+    def typed(self) -> bool:
+        """Whether the served model takes typed columns (rows as JSON records, by name)."""
+        from ..store import columns as colmod
+
+        return colmod.is_columns(self.model[0].store_.manifest.schema)
+
+    def _kinds(self) -> str:
+        schema = self.model[0].store_.manifest.schema
+        kinds = [c.get("kind", "number") for c in schema.get("columns") or []] or \
+            ["number"] * len(schema["feature_names"])
+        pairs = [f"{n!r}: {k}" for n, k in zip(schema["feature_names"], kinds, strict=False)]
+        return ", ".join(pairs[:8]) + (", ..." if len(pairs) > 8 else "")
 
     def n_features(self) -> int:
         """Features the served model takes."""

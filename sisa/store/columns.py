@@ -54,7 +54,9 @@ def entry(name: str, t: pa.DataType) -> dict:
         return {"kind": "number", "type": "float64" if t == pa.float64() else "float32"}
     if pa.types.is_boolean(t):
         return {"kind": "bool", "type": "bool"}
-    if _is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type)):
+    if _is_text(t) or (pa.types.is_dictionary(t) and (
+            _is_text(t.value_type) or pa.types.is_integer(t.value_type))):
+        # a categorical of integers (pandas Categorical([3, 7])): its values as text
         return {"kind": "category", "type": "dictionary<string>"}
     if pa.types.is_date(t):
         return {"kind": "date", "type": "date32"}
@@ -122,6 +124,7 @@ def typed(arrays: list[pa.Array], names: list[str], entries: list[dict], offset:
                 raise InputError(f"feature column {n!r} holds infinite values, the first at row "
                                  f"{offset + _first(pc.is_inf(a))}: fix or drop those rows")
             a = pc.if_else(pc.is_nan(a), pa.scalar(None, a.type), a)
+        _same_zone(a.type, n, e)
         if a.null_count and not allow_missing:
             raise InputError(
                 f"feature column {n!r} has {a.null_count} missing value(s), the first at row "
@@ -134,6 +137,18 @@ def typed(arrays: list[pa.Array], names: list[str], entries: list[dict], offset:
             raise InputError(f"feature column {n!r} does not fit its type {run_type(e)} "
                              f"({str(exc).splitlines()[0][:120]}): give it one type") from None
     return pa.StructArray.from_arrays(out, names=names)
+
+
+def _same_zone(t: pa.DataType, name: str, e: dict) -> None:
+    """Naive timestamps on a column of zoned ones (or the reverse) would be read as UTC
+    wall times and silently shift: refused."""
+    if e.get("kind") == "timestamp" and pa.types.is_timestamp(t) and (
+            (t.tz is None) != (e.get("tz") is None)):
+        stored = f"in time zone {e['tz']}" if e.get("tz") else "without a time zone"
+        raise InputError(f"feature column {name!r} holds timestamps "
+                         f"{'without' if t.tz is None else 'with'} a time zone, but the "
+                         f"model's are {stored}: give them the same kind (pandas: "
+                         "Series.dt.tz_localize / .dt.tz_convert(None))")
 
 
 def _first(mask: pa.Array) -> int:

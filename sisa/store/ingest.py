@@ -256,6 +256,10 @@ def _feature_columns(schema: pa.Schema, special: list[str],
                      feature_columns: list[str] | None) -> list[str]:
     """The feature columns, checked: present, each named once, none of them the
     label/id/group/deletion-probability column (their types: :func:`sisa.store.columns.entry`)."""
+    reused = sorted({c for c in special if special.count(c) > 1})
+    if reused:
+        raise InputError(f"column(s) {reused} are given for two roles (label, id, group, "
+                         "deletion probability): give each role its own column")
     missing = [c for c in special + list(feature_columns or []) if c not in schema.names]
     if missing:
         raise InputError(f"column(s) {missing} not found; the input has {schema.names}")

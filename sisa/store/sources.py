@@ -41,7 +41,9 @@ def reading(what) -> Iterator[None]:
     try:
         yield
     except ARROW_ERRORS as exc:
-        first = _no_values((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # a nested error's cause, not Arrow's wrapping ("Error creating dataset. ...")
+        first = _no_values(first.rsplit("Invalid: ", 1)[-1][:200])
         raise InputError(f"cannot read {what} ({first}): check that it is a valid, non-empty "
                          "Parquet, CSV (with a header row) or Arrow file") from None
 
@@ -119,7 +121,26 @@ def to_dataset(data, csv: CsvOptions | None = None) -> ds.Dataset:
 
 def plain_strings(table: pa.Table) -> pa.Table:
     """``string_view`` columns (polars exports its strings so) as ``string``: the type of
-    every string label, id and group key in a store."""
-    fields = [pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f
-              for f in table.schema]
-    return table if fields == list(table.schema) else table.cast(pa.schema(fields))
+    every string label, id and group key in a store; a ``dictionary<string_view>`` column
+    (a polars Categorical or Enum) keeps its codes with ``string`` values, as Arrow has no
+    kernel to decode or cast it."""
+    if not any(_is_view(t) for t in table.schema.types):
+        return table
+    fields, columns = [], []
+    for f, col in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_string_view(f.type):
+            f, col = f.with_type(pa.string()), col.cast(pa.string())
+        elif _is_view(f.type):
+            t = pa.dictionary(f.type.index_type, pa.string(), f.type.ordered)
+            f, col = f.with_type(t), pa.chunked_array(
+                [pa.DictionaryArray.from_arrays(c.indices, c.dictionary.cast(pa.string()),
+                                               ordered=t.ordered)
+                 for c in col.chunks], t)
+        fields.append(f)
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, table.schema.metadata))
+
+
+def _is_view(t: pa.DataType) -> bool:
+    return pa.types.is_string_view(t) or (
+        pa.types.is_dictionary(t) and pa.types.is_string_view(t.value_type))
