@@ -249,6 +249,8 @@ class _SISABase(BaseEstimator):
             if strict:
                 raise
             self.estimators_, self._unservable = None, str(exc)
+        # what the shard models take, decided once here rather than on every predict
+        self._accepts = forms.accepts(self._base_estimator())
         self.n_features_in_ = store.n_features
         names = store.manifest.schema["feature_names"]
         if names and not all(n.startswith("x") and n[1:].isdigit() for n in names):
@@ -359,7 +361,7 @@ class _SISABase(BaseEstimator):
                 f"this model will not predict: {getattr(self, '_unservable', '')}; after "
                 "`sisa repair` (or rerunning the same forget), call model.refresh()")
         schema = self.store_.manifest.schema
-        acc = forms.accepts(self._base_estimator())
+        acc = self._accepts
         if colmod.is_columns(schema):
             return forms.model_input(inputs.typed_rows(X, schema), schema, acc)
         if sparse.is_sparse(schema):
@@ -374,7 +376,10 @@ class _SISABase(BaseEstimator):
         tags.non_deterministic = False
         # sparse X is kept sparse and handed to the shard model (sisa.store.sparse), so
         # the ensemble takes it exactly when its shard model does
-        tags.input_tags.sparse = get_tags(self._base_estimator()).input_tags.sparse
+        # (tags of the estimator as given: a clone here would cost every predict a clone,
+        # since validate_data reads the tags)
+        est = self.estimator if self.estimator is not None else self._base_estimator()
+        tags.input_tags.sparse = get_tags(est).input_tags.sparse
         return tags
 
 
