@@ -2,7 +2,7 @@
 hard- and soft-vote accuracy next to the same estimator trained monolithically.
 
 Needs the Debian package dataset-fashion-mnist.
-Run: python benchmarks/accuracy.py [--shards 20] [--slices 4] [--rows 60000]
+Run: python -m benchmarks.accuracy [--shards 20] [--slices 4] [--rows 60000]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ over all rows, where each shard model makes E passes over its rows (streaming sc
 Ray tasks on the machine's CPUs, forgets of one shard in process.
 
 Needs ``pip install 'sisa[torch,plots]'`` and the Debian package dataset-fashion-mnist.
-Run: python benchmarks/deep.py [--rows 20000] [--epochs 4] [--shards 1,5,10,20]
+Run: python -m benchmarks.deep [--rows 20000] [--epochs 4] [--shards 1,5,10,20]
                                [--slices 1,4,8] [--out docs/reports/deep]
 """
 
@@ -58,7 +58,7 @@ def main() -> None:
     singles = rng.choice(n, size=args.single, replace=False)
     batch = rng.choice(np.setdiff1d(np.arange(n), singles), size=args.batch, replace=False)
     cnn = TorchClassifier(SMALL_CNN_LAYERS, lr=args.lr, batch_size=64)
-    res = {"command": "python benchmarks/deep.py " + " ".join(
+    res = {"command": "python -m benchmarks.deep " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
         "train_rows": n, "test_rows": len(test.y), "epochs": E, "grid": []}
 

@@ -6,22 +6,20 @@ random id (median of >= 10) and a batch of 100 ids, each speed-up next to its id
 the cost model's ratio of row-passes, and, against the 2-CPU fit, that ratio divided by
 the 2 CPUs a full retrain can use and a one-shard retrain cannot.
 
-Run: python benchmarks/forget.py [--rows 1000000] [--repeats 10]
+Run: python -m benchmarks.forget [--rows 1000000] [--repeats 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _data import synthetic_parquet
+from benchmarks._data import synthetic_parquet
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ file, as pyarrow and pandas write them) instead of one file of 100k-row row grou
 ``--code PATH`` measures another checkout of sisa (for example the commit before this
 change, for "before"); its modes must exist there (``serial`` always does).
 
-Run: python benchmarks/ingest.py [--rows 1000000 10000000] [--modes serial ray1 ray2]
+Run: python -m benchmarks.ingest [--rows 1000000 10000000] [--modes serial ray1 ray2]
      [--files 10]
 """
 
@@ -34,8 +34,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from _data import CACHE, synthetic_parquet  # noqa: E402
+from benchmarks._data import CACHE, synthetic_parquet  # noqa: E402
 
 S, R = 256, 8
 
@@ -106,7 +105,6 @@ def run(mode: str, src: Path, code: Path, env: dict) -> dict:
 
 def on_cluster(nodes: int, fn):
     """``fn(env)`` with a local Ray cluster of ``nodes`` nodes (1 CPU each) up."""
-    sys.path.insert(0, str(HERE.parent))
     from tests.test_cluster import LocalCluster
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}

@@ -17,7 +17,7 @@ after the same fit and two warm-up forgets:
 Also prints each forget's time against its position: the audit log grows by one receipt
 per forget and is read whole by every forget.
 
-Run: python benchmarks/profile_forget.py [--forgets 60] [--log-growth 300] [--out prof.json]
+Run: python -m benchmarks.profile_forget [--forgets 60] [--log-growth 300] [--out prof.json]
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import json
 import os
 import pstats
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -40,8 +39,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.tree import DecisionTreeClassifier
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _adult_split import SPLITS, adult_split
+from benchmarks._adult_split import SPLITS, adult_split
 
 # ----------------------------------------------------------------------------- timers
 

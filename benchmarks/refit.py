@@ -13,8 +13,8 @@ deterministic under sisa's seeds, the CPU time of one shard's fit (S=8: what a f
 refits) and the accuracy of the S=8 ensemble. sisa never changes the user's estimator:
 these are for the user to choose.
 
-Run: python benchmarks/refit.py [--forgets 20] [--only hgb-8x4,tree-32x4,tree-32x1]
-     python benchmarks/refit.py --hgb-options
+Run: python -m benchmarks.refit [--forgets 20] [--only hgb-8x4,tree-32x4,tree-32x1]
+     python -m benchmarks.refit --hgb-options
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ With ``--compare-shards 16`` the same fit at S = 16 is timed for the fit-ratio t
 Last, a paper figure for 100M rows from the cost model and the per-row constants measured
 here (a least-squares fit of forget time = fixed + per-row x rows retrained).
 
-Run: python benchmarks/scale.py --rows 1000000 10000000 [--forgets 30] [--compare-shards 16]
+Run: python -m benchmarks.scale --rows 1000000 10000000 [--forgets 30] [--compare-shards 16]
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import time
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _data import synthetic_parquet
+from benchmarks._data import synthetic_parquet
 
 INGEST = """
 import sys, time

@@ -9,7 +9,7 @@ then:
 2. for each batch window: 40 single-id erasure requests sent at 20/s, the time from each
    202 to `done`, the number of forgets (retrain batches) they cost, and the erasures/s.
 
-Run: python benchmarks/serve.py [--rows 20000] [--windows 0.5,2,5]
+Run: python -m benchmarks.serve [--rows 20000] [--windows 0.5,2,5]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sparse input kept sparse (issue 23): store size, the two candidate encodings, accuracy
 against a plain fit, and exact forget, on UCI Adult one-hot with crosses (>= 3,000 columns).
 
-    python benchmarks/sparse.py [--rows 32561]
+    python -m benchmarks.sparse [--rows 32561]
 
 No text corpus ships with the installed packages, so the matrix is Adult (from the
 mglearn wheel) one-hot: each column (numbers in buckets) and eleven crosses of two, the

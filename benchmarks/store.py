@@ -1,7 +1,7 @@
 """Store benchmark (issue: foundation): ingest 1M x 50 float32 from Parquet into 16 x 8
 slices with bounded memory, read one slice, delete 10 scattered ids.
 
-Run: python benchmarks/store.py [--rows 1000000]
+Run: python -m benchmarks.store [--rows 1000000]
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _data import synthetic_parquet
+from benchmarks._data import synthetic_parquet
 
 INGEST = """
 import json, resource, sys, time

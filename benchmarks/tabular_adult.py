@@ -14,7 +14,7 @@ string categories, ``<=50K``/``>50K`` labels, with a header row) split 80/20 int
 
 Usage::
 
-    python benchmarks/tabular_adult.py [--shards 8] [--slices 1] [--seed 0]
+    python -m benchmarks.tabular_adult [--shards 8] [--slices 1] [--seed 0]
 """
 
 from __future__ import annotations

@@ -1,22 +1,20 @@
 """Training benchmark (issue: engine): a sliced SISA fit through Ray on 2 CPUs, the same
 shards trained one after another in one process, and a monolithic fit on all rows.
 
-Run: python benchmarks/train.py [--rows 1000000] [--shards 16] [--slices 8]
+Run: python -m benchmarks.train [--rows 1000000] [--shards 16] [--slices 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 
 import numpy as np
 from sklearn.linear_model import SGDClassifier
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _data import synthetic_parquet
+from benchmarks._data import synthetic_parquet
 
 
 def main() -> None:

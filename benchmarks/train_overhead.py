@@ -27,7 +27,7 @@ median. Prints:
 Times are CPU time of this process (``time.process_time``; training runs on one thread)
 and wall time.
 
-Run: python benchmarks/train_overhead.py [--rows 1000000] [--repeats 200] [--forgets 20]
+Run: python -m benchmarks.train_overhead [--rows 1000000] [--repeats 200] [--forgets 20]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import tempfile
 import time
 
@@ -44,8 +43,7 @@ from sklearn import config_context
 from sklearn.base import clone, is_classifier
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _data import synthetic_parquet
+from benchmarks._data import synthetic_parquet
 
 
 def _old_step(self, model, prototype, X, y, classes, random_state, shard, sl):

@@ -29,7 +29,7 @@ from its repository by hand, outside this project). When the ``dare`` package is
 importable it is measured; without it the sisa part and the monolithic reference still
 run and the output says DaRE was unavailable.
 
-Run: python benchmarks/vs_dare.py [--split issue] [--dare-topd 0,11,13,16] [--dare-deletes 200]
+Run: python -m benchmarks.vs_dare [--split issue] [--dare-topd 0,11,13,16] [--dare-deletes 200]
      [--forgets 50] [--configs dt-32x1,dt-8x4,hgb-8x1,hgb-8x4]
 """
 
@@ -43,15 +43,13 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _adult_split import SPLITS, adult_split, import_dare
+from benchmarks._adult_split import SPLITS, adult_split, import_dare
 
 # DaRE's Adult hyperparameters (jobs/delete/batch.sh, jobs/topd_tuning/batch.sh: adult gini
 # 50 trees, depth 20, k 5; max_features "sqrt" is its default).

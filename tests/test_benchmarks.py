@@ -1,0 +1,47 @@
+"""The tracked benchmark suite runs (quick mode), and a before/after of two commits is one
+command: ``python -m benchmarks.compare BASE HEAD`` on a repository of two real commits of
+sisa, the second made slower on purpose, must show it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OPS = {"ingest", "read_slice", "fit", "forget_one_row", "verify"}
+
+
+def _git(repo: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+@pytest.mark.slow
+def test_compare_two_commits_is_one_command(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "sisa", repo / "sisa", ignore=shutil.ignore_patterns("__pycache__"))
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    # The head commit reads every slice 20 ms slower: the comparison must see it.
+    with open(repo / "sisa" / "__init__.py", "a") as f:
+        f.write("\n_read = Store.read_slice\nStore.read_slice = lambda self, *a: "
+                "(__import__('time').sleep(0.02), _read(self, *a))[1]\n")
+    _git(repo, "commit", "-qam", "slower slice reads")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.compare", "HEAD~1", "HEAD",
+                           "--size", "quick", "--json", "--repo", str(repo)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    rows = {r["benchmark"]: r for r in json.loads(done.stdout)}
+    assert set(rows) == OPS
+    for r in rows.values():
+        assert r["base_ms"] > 0 and r["head_ms"] > 0 and r["base_peak_mb"] > 50
+    assert rows["read_slice"]["head_ms"] - rows["read_slice"]["base_ms"] >= 15
+    assert rows["read_slice"]["speedup"] < 0.5
