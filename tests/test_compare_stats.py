@@ -202,3 +202,16 @@ def _default_permutations() -> int:
     parser = argparse.ArgumentParser(prog="sisa")
     cli.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["compare"]).permutations
+
+
+def test_lower_bound_rejects_bad_input_in_one_line():
+    ok = np.zeros((8, 3))
+    for args, kwargs, match in [((np.zeros((3, 3)), ok), {}, "at least 4 models"),
+                                ((ok, np.zeros((8, 2))), {}, "disagree on rows"),
+                                ((ok, ok), {"alpha": 1.5}, "alpha must be in"),
+                                ((ok, np.full((8, 3), np.nan)), {}, "NaN or inf")]:
+        with pytest.raises(InputError, match=match) as info:
+            epsilon_lower_bound(*args, **kwargs)
+        assert "\n" not in str(info.value)
+    # Identical constant samples: nothing to show.
+    assert epsilon_lower_bound(ok, ok)["max"] == 0.0
