@@ -9,7 +9,7 @@ __all__ = ["cost_table", "epsilon_table", "headline", "render"]
 
 
 def _p(p: float) -> str:
-    return f"{p:.2f}" if p >= 0.01 else f"{p:.3f}"
+    return f"{p:.2f}" if p >= 0.01 else f"{p:.2g}"  # 2000 permutations reach 0.0005
 
 
 def _sd(x: float | None) -> str:
