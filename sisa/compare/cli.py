@@ -105,8 +105,9 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
                    help="loss-perturbation σ of newton_noisy (linear; default: 1)")
     p.add_argument("--bootstrap", type=int, default=100, metavar="B",
                    help="bootstrap replicates per interval (default: 100)")
-    p.add_argument("--permutations", type=int, default=50, metavar="B",
-                   help="permutations per test (default: 50)")
+    p.add_argument("--permutations", type=int, default=2000, metavar="B",
+                   help="permutations per test, the same for every method of a forget set; "
+                        "p-values are Holm-corrected across the report (default: 2000)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -157,6 +158,8 @@ def run_from_args(args: argparse.Namespace) -> int:
             raise
         print(f"sisa compare: error: {exc}", file=sys.stderr)
         return 1
+    for warn in rep.data.get("statistics", {}).get("warnings", []):
+        print(f"sisa compare: warning: {warn}", file=sys.stderr)
     if args.json:
         print(rep.to_json())
     elif not args.quiet:

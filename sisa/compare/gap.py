@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from sisa.compare.bounds import epsilon_lower_bound
 from sisa.compare.data import Scenario
 from sisa.compare.epsilon import per_example_epsilon
 from sisa.compare.families import Family
-from sisa.compare.intervals import epsilon_interval, permutation_pvalue
+from sisa.compare.intervals import epsilon_interval
+from sisa.compare.permutation import DEFAULT_PERMUTATIONS, holm, permutation_test
 from sisa.compare.scores import forgetting_quality
 from sisa.tasks.backend import map_tasks
 from sisa.tasks.settings import ExecutionSettings
@@ -217,26 +219,38 @@ def run_epsilon(scenarios: dict[str, Scenario], fam: Family, *, n_models: int = 
 
 
 def _interval(a: np.ndarray, b: np.ndarray, n_boot: int, n_perm: int, seed: int,
-              with_p: bool) -> dict:
+              perm_seed: int | None) -> dict:
     ci = epsilon_interval(a, b, n_boot=n_boot, random_state=seed)
     eps = per_example_epsilon(a, b)
     ci["forgetting_quality"] = forgetting_quality(eps, a.shape[0])
     ci["eps_per_row"] = np.round(eps, 4).tolist()
-    if with_p:
-        ci["p_value"] = permutation_pvalue(a, b, n_perm=n_perm, random_state=seed + 1,
-                                           observed=float(eps.mean()))
+    lb = epsilon_lower_bound(a, b)
+    ci.update(eps_lower=lb["mean"], eps_lower_max=lb["max"], eps_lower_level=lb["level"],
+              eps_lower_per_row=np.round(lb["per_row"], 4).tolist())
+    if perm_seed is not None:
+        test = permutation_test(a, b, n_perm=n_perm, random_state=perm_seed)
+        ci.update(p_value=test["p_value"], n_perm=n_perm)
     return ci
 
 
-def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100, n_perm: int = 50,
+def _perm_seed(i: int) -> int:
+    """The re-splits' seed of the ``i``-th forget set: one per forget set, shared by all
+    its methods (common random numbers)."""
+    return 7919 * (i + 1)
+
+
+def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100,
+             n_perm: int = DEFAULT_PERMUTATIONS,
              settings: ExecutionSettings | None = None) -> dict[str, dict]:
-    """ε̂ with interval and p-value per (forget set, method), and the floor per kind.
+    """ε̂ with interval, lower bound and p-value per (forget set, method), and the floor
+    per kind.
 
     Parameters
     ----------
     runs : dict of str to ScenarioRuns
-    n_boot, n_perm : int, default=100, 50
-        Bootstrap replicates per interval; permutations per test.
+    n_boot, n_perm : int, default=100, 2000
+        Bootstrap replicates per interval; permutations per test (the same re-splits
+        for every method of a forget set).
     settings : ExecutionSettings, optional
         Where the estimates run (default: Ray, with a progress bar).
 
@@ -245,20 +259,29 @@ def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100, n_perm: int = 
     dict
         ``{scenario: {"methods": {m: interval}, "floors": {kind: interval}}}``; an
         interval has ``eps``, ``lo``, ``hi``, ``median``, ``forgetting_quality``,
-        ``eps_per_row`` and (methods) ``p_value``.
+        ``eps_per_row``, the worst rows and the cap (see
+        :func:`~sisa.compare.intervals.epsilon_interval`), the lower bound ``eps_lower``
+        (mean over rows), ``eps_lower_max`` (worst row), ``eps_lower_per_row`` and
+        ``eps_lower_level`` (:func:`~sisa.compare.bounds.epsilon_lower_bound`); methods
+        also ``p_value`` (raw), ``p_holm`` (Holm-adjusted over every method test of
+        ``runs``), ``n_perm`` and ``n_tests``.
     """
     settings = settings or ExecutionSettings(backend="ray", progress=True)
     where, calls = [], []
-    for name, r in runs.items():
+    for j, (name, r) in enumerate(runs.items()):
         for m in r.methods:
             where.append((name, "methods", m))
-            calls.append((r.stats[m], r.ref[r.reference_kind[m]], True))
+            calls.append((r.stats[m], r.ref[r.reference_kind[m]], _perm_seed(j)))
         for k in r.ref:
             where.append((name, "floors", k))
-            calls.append((r.ref[k], r.ref2[k], False))
+            calls.append((r.ref[k], r.ref2[k], None))
     calls = [(a, b, n_boot, n_perm, 1000 + i, p) for i, (a, b, p) in enumerate(calls)]
     res: dict[str, dict] = {name: {"methods": {}, "floors": {}} for name in runs}
     for (name, part, key), ci in zip(where, map_tasks(_interval, calls, settings,
                                                       desc="estimates", unit="ε̂"), strict=True):
         res[name][part][key] = ci
+    tests = [ci for s in res.values() for ci in s["methods"].values()]
+    if tests:
+        for ci, adj in zip(tests, holm([ci["p_value"] for ci in tests]), strict=True):
+            ci.update(p_holm=float(adj), n_tests=len(tests))
     return res

@@ -27,7 +27,7 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         scenarios: tuple[str, ...] | None = None, sisa_scenarios: tuple[str, ...] | None = None,
         fraction: float = 0.02, n_shards: int | None = None, n_slices: int | None = None,
         lam: float | None = None, noise_std: float | None = None,
-        subsample: float | None = None, n_boot: int = 100, n_perm: int = 50, repeats: int = 5,
+        subsample: float | None = None, n_boot: int = 100, n_perm: int = 2000, repeats: int = 5,
         seed: int = 0, out: str | os.PathLike | None = None,
         settings: ExecutionSettings | None = None, figures: bool = True) -> CompareReport:
     """Run the head-to-head comparison and write the report.
@@ -55,8 +55,9 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         rows, injected: half as many positive rows).
     n_shards, n_slices, lam, noise_std, subsample : optional
         Settings of a family given by name (None: its default; lam, noise_std: linear).
-    n_boot, n_perm : int, default=100, 50
-        Bootstrap replicates per interval; permutations per test.
+    n_boot, n_perm : int, default=100, 2000
+        Bootstrap replicates per interval; permutations per test (Holm-corrected across
+        the report; the report warns when too few for any test to reject).
     seed : int, default=0
         The data split and the forget sets.
     out : path, optional
@@ -104,6 +105,10 @@ def _config(fam: Family, **given) -> dict:
                          f"model families), got {given['dataset']!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 4:
         raise InputError(f"n_models must be an integer >= 4, got {n!r}")
+    for k in ("n_boot", "n_perm"):
+        if isinstance(given[k], bool) or not isinstance(given[k], int) or given[k] < 1:
+            raise InputError(f"{k} must be a positive integer (--bootstrap, --permutations), "
+                             f"got {given[k]!r}")
     bad = [s for s in (*pick["scenarios"], *pick["sisa_scenarios"]) if s not in SCENARIOS]
     if bad or not pick["scenarios"]:
         raise InputError(f"forget sets must be among {', '.join(SCENARIOS)}; got {bad or '()'}")

@@ -2,7 +2,10 @@
 
 :func:`epsilon_interval` (mean per-row ε̂ with a confidence interval over models and
 rows), :func:`permutation_pvalue` (are the two sets of models exchangeable?) and
-:func:`detectable_shift` (the smallest shift N models per side can tell apart).
+:func:`detectable_shift` (the smallest shift N models per side can tell apart). The
+report's tests use :func:`sisa.compare.permutation.permutation_test` instead (thousands of
+permutations, shared across methods, Holm-corrected); its lower bound on ε is
+:func:`sisa.compare.bounds.epsilon_lower_bound`.
 """
 
 from __future__ import annotations
@@ -45,7 +48,12 @@ def epsilon_interval(stats_a: np.ndarray, stats_b: np.ndarray, *, n_boot: int = 
     -------
     dict
         ``eps`` (the mean over rows of the full-sample ε), ``lo``, ``hi``, ``median``
-        (median per-row ε), ``n_boot``.
+        (median per-row ε), ``n_boot``; the worst rows, which the mean hides:
+        ``row_q95`` and ``row_max`` (per-row ε); and the cap: ``cap``, ``rows_at_cap``
+        and ``share_at_cap`` (rows whose ε is the cap: perfect separation or a collapsed
+        sample, beyond what N models resolve) and ``at_cap`` (the interval reaches the
+        cap: ε̂ is censored there, so two methods at the cap are tied, not ranked). The
+        interval's ends are clipped to ``[0, cap]``.
 
     Examples
     --------
@@ -62,6 +70,7 @@ def epsilon_interval(stats_a: np.ndarray, stats_b: np.ndarray, *, n_boot: int = 
         raise InputError(f"n_boot must be a positive integer, got {n_boot!r}")
     rng = _rng(random_state)
     kwargs.setdefault("eps_max", max_epsilon(max(a.shape[0], b.shape[0])))
+    cap = float(kwargs["eps_max"])
     eps = per_example_epsilon(a, b, **kwargs)
     reps = np.empty(n_boot)
     for k in range(n_boot):
@@ -73,9 +82,18 @@ def epsilon_interval(stats_a: np.ndarray, stats_b: np.ndarray, *, n_boot: int = 
     # look more separable: the replicates run high (by ~0.2 at N = 256). The interval
     # is the percentile interval shifted by that bias, so it is centred on the estimate.
     bias = reps.mean() - eps.mean()
-    lo, hi = np.quantile(reps, [tail, 1 - tail]) - bias
-    return {"eps": float(eps.mean()), "lo": float(max(lo, 0.0)), "hi": float(hi),
-            "median": float(np.median(eps)), "n_boot": int(n_boot)}
+    lo, hi = np.clip(np.quantile(reps, [tail, 1 - tail]) - bias, 0.0, cap)
+    return {"eps": float(eps.mean()), "lo": float(lo), "hi": float(hi),
+            "median": float(np.median(eps)), "n_boot": int(n_boot), **_worst_and_cap(eps, hi,
+                                                                                      cap)}
+
+
+def _worst_and_cap(eps: np.ndarray, hi: float, cap: float) -> dict:
+    """The worst rows (the mean hides them) and the rows at the cap."""
+    at_cap = np.isclose(eps, cap, rtol=0, atol=1e-9)
+    return {"row_q95": float(np.quantile(eps, 0.95)), "row_max": float(eps.max()),
+            "cap": cap, "rows_at_cap": int(at_cap.sum()), "share_at_cap": float(at_cap.mean()),
+            "at_cap": bool(hi >= cap - 1e-9)}
 
 
 def permutation_pvalue(stats_a: np.ndarray, stats_b: np.ndarray, *, n_perm: int = 100,
@@ -85,6 +103,8 @@ def permutation_pvalue(stats_a: np.ndarray, stats_b: np.ndarray, *, n_perm: int 
     Permutation test on the mean per-row ε̂: the pooled models are split at random
     into two sets of the original sizes (one split for all rows, since a model is the
     unit of randomness) ``n_perm`` times; ``p = (1 + #{ε̂_perm >= ε̂}) / (1 + n_perm)``.
+    Each permutation recomputes ε̂ (~10 ms at N = 256 and 45 rows); for the thousands of
+    permutations a report needs use :func:`sisa.compare.permutation.permutation_test`.
 
     Parameters
     ----------

@@ -9,7 +9,7 @@ __all__ = ["cost_table", "epsilon_table", "headline", "render"]
 
 
 def _p(p: float) -> str:
-    return f"{p:.2f}" if p >= 0.01 else f"{p:.3f}"
+    return f"{p:.2f}" if p >= 0.01 else f"{p:.2g}"  # 2000 permutations reach 0.0005
 
 
 def _sd(x: float | None) -> str:
@@ -26,6 +26,30 @@ def _ci(e: dict) -> str:
     return f"{e['eps']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]"
 
 
+# The estimator's statistics (sisa.compare.bounds, .permutation): lower bound, worst
+# rows, rows at the cap, Holm-adjusted p.
+_STATS_HEAD = ["ε lower bound (mean / max row)", "q95 / max per row", "rows at cap",
+               "p Holm"]
+
+
+_BOUND_TEXT = (
+    "* ε̂ is an estimate, not a bound (two samples of one distribution read ~1.2). "
+    "ε lower bound: Clopper–Pearson, a threshold rule chosen on half the models and "
+    "evaluated on the other half; with 95% confidence it is below the mean (and "
+    "worst-row) ε of every row at once. q95 / max per row: the worst rows the mean "
+    "hides. Rows at cap: per-row ε at the cap (perfect separation); *at cap*: "
+    "the interval reaches the cap, so such methods are tied, not ranked.")
+
+
+def _stats_cells(e: dict) -> list[str]:
+    lower = (f"{e['eps_lower']:.2f} / {e['eps_lower_max']:.2f}" if "eps_lower" in e else "")
+    worst = f"{e['row_q95']:.2f} / {e['row_max']:.2f}" if "row_q95" in e else ""
+    cap = (f"{e['rows_at_cap']}/{len(e['eps_per_row'])}" + (" (at cap)" if e["at_cap"]
+                                                            else "")
+           if "rows_at_cap" in e else "")
+    return [lower, worst, cap, _p(e["p_holm"]) if "p_holm" in e else ""]
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -40,6 +64,7 @@ def epsilon_table(data: dict, scenario: str) -> str:
     inj = any("injected_weight" in r for r in s["methods"].values())
     head = ["method", "ε̂ [95% CI]", "floor [95% CI]", "p", "verdict", "FQ", "score",
             "acc W", "acc U", "acc test", "unlearn time"] + (["w(injected)"] if inj else [])
+    head += _STATS_HEAD
     lines = [_row(head), "|" + "---|" * len(head)]
     for m, r in s["methods"].items():
         e, f = r["eps"], s["floors"][r["reference"]]
@@ -51,6 +76,7 @@ def epsilon_table(data: dict, scenario: str) -> str:
         if inj:
             w = r.get("injected_weight")
             row.append(f"{w['mean']:.3f} ± {w['sd']:.3f}" if w else "")
+        row += _stats_cells(e)
         lines.append(_row(row))
     return "\n".join(lines)
 
@@ -103,9 +129,12 @@ def _protocol(d: dict) -> list[str]:
         "samples of one distribution.",
         f"* ε̂ = mean over the forgotten rows of the per-row ε (δ = {pr['delta']:g}, cap "
         f"{pr['eps_max']:g} ≈ ln(N−1)); 95% intervals from {cfg['n_boot']} bootstrap "
-        "replicates over models and rows (bias-shifted); p = permutation test of "
-        f"unlearned vs reference models ({cfg['n_perm']} permutations). Verdict: *above "
+        "replicates over models and rows (bias-shifted, clipped to the cap); p = "
+        f"permutation test of unlearned vs reference models ({cfg['n_perm']} "
+        "permutations, the same re-splits for every method of a forget set), Holm-"
+        "adjusted across every test of the report (p Holm). Verdict (on p Holm): *above "
         "floor* = interval above the floor's and p < 0.05; *at floor* = p ≥ 0.05.",
+        _BOUND_TEXT,
         "* FQ = the challenge's forgetting quality; score = FQ × (acc W / retrain's) × "
         "(acc test / retrain's), the challenge's final score (W is its retain set).",
         f"* One model family for every method: {text['model']}. Statistic: the true "
@@ -128,6 +157,8 @@ def _protocol(d: dict) -> list[str]:
 def _epsilon_sections(d: dict) -> list[str]:
     pr = d["protocol"]
     lines = ["## ε̂ against each method's floor", ""]
+    lines += [f"**Warning:** {w}" for w in d.get("statistics", {}).get("warnings", [])]
+    lines += [""] if d.get("statistics", {}).get("warnings") else []
     for name, s in d["scenarios"].items():
         si = s["info"]
         lines += [f"### {name}: {si['rule']}", "",

@@ -17,6 +17,7 @@ from sisa.compare import markdown
 from sisa.compare.epsilon import DELTA, max_epsilon
 from sisa.compare.families import Family
 from sisa.compare.gap import ScenarioRuns
+from sisa.compare.permutation import min_p_warning
 from sisa.compare.scores import final_score, summary_stats
 
 __all__ = ["ALPHA", "CompareReport", "verdict"]
@@ -29,9 +30,10 @@ def verdict(ci: dict, floor: dict, alpha: float = ALPHA) -> str:
 
     ``above floor``: its interval lies above the floor's and the permutation test
     rejects exchangeability; ``at floor``: the test does not reject (p >= alpha);
-    ``distinguishable``: the test rejects but the intervals overlap.
+    ``distinguishable``: the test rejects but the intervals overlap. The test's p is
+    the Holm-adjusted one (``p_holm``) when the report has it, else the raw ``p_value``.
     """
-    p = ci.get("p_value", 1.0)
+    p = ci.get("p_holm", ci.get("p_value", 1.0))
     if p >= alpha:
         return "at floor"
     return "above floor" if ci["lo"] > floor["hi"] else "distinguishable"
@@ -76,7 +78,17 @@ def _scenario(r: ScenarioRuns, est: dict) -> dict:
             "floors": est["floors"],
             "certified_epsilon_median": float(np.median(cert)) if cert else None,
             "sisa_byte_identical": [x["sisa_byte_identical"] for x in r.extra
-                                    if "sisa_byte_identical" in x]}
+                                    if "sisa_byte_identical" in x],
+            "tied_at_cap": [m for m in r.methods if est["methods"][m].get("at_cap")]}
+
+
+def _statistics(est: dict, n_perm: int) -> dict:
+    """How the report's tests are corrected, and whether any of them can reject."""
+    n_tests = sum(len(s["methods"]) for s in est.values())
+    warn = min_p_warning(n_perm, n_tests, ALPHA)
+    return {"n_tests": n_tests, "n_perm": n_perm, "correction": "holm",
+            "smallest_p": 1 / (n_perm + 1), "smallest_p_holm": min(1.0, n_tests / (n_perm + 1)),
+            "warnings": [warn] if warn else []}
 
 
 @dataclass
@@ -122,6 +134,7 @@ class CompareReport:
                          "alpha": ALPHA},
             "scenarios": scen,
             "power": power,
+            "statistics": _statistics(est, config["n_perm"]),
             "costs": costs,
             "sisa_check": {"seeds_checked": len(checked), "byte_identical": int(sum(checked)),
                            "ok": bool(checked) and all(checked)},
