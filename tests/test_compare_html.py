@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from sisa.compare import browser, html
+from sisa.compare import browser, html, markdown
 from sisa.compare.head2head import run
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
@@ -158,3 +158,21 @@ def test_rerender_bad_input_is_one_line_exit_2(tmp_path, content):
     assert err.startswith("sisa.compare.html: error:") and "\n" not in err
     assert "not json" not in err  # the file's bytes are not echoed
     assert not (tmp_path / "report.html").exists()
+
+
+def test_markdown_states_over_forgetting_next_to_fair_r2(quick):
+    d = copy.deepcopy(quick[0].data)
+    first = next(iter(d["costs"]["requests"].values()))
+    for m, r in first.items():
+        r["fair_r2"]["mean"] = 0.5 if m == "relabel" else 0.2
+    runs = d["scenarios"]["duplicated"]["methods"]
+    runs["retrain"]["acc"]["u"]["mean"], runs["relabel"]["acc"]["u"]["mean"] = 0.95, 0.081
+    text = markdown.render(d)
+    assert "Fair R² ranks **relabel** first (0.500 vs retrain's 0.200" in text
+    assert "on the duplicated set its accuracy on U is 0.081 vs retrain's 0.950" in text
+    for s in d["scenarios"].values():  # no gap: said so, not "over-forgets"
+        s["methods"]["relabel"]["acc"]["u"]["mean"] = s["methods"]["retrain"]["acc"]["u"]["mean"]
+    text = markdown.render(d)
+    assert "over-forgets" not in text and "within 0.05 of retrain's on every" in text
+    # SISA's reading at its floor is stated as a consequence of byte identity
+    assert "second draw of its floor" in text

@@ -221,8 +221,8 @@ def _kv(d: dict) -> str:
 def _overview(data: dict) -> str:
     """Methods x forget sets: each cell ε̂ and verdict, coloured by the verdict."""
     scen = data.get("scenarios", {})
-    methods: list[str] = []
-    for s in scen.values():
+    methods: list[str] = []  # in the order of the forget set that runs the most
+    for s in sorted(scen.values(), key=lambda s: -len(s.get("methods", {}))):
         methods += [m for m in s.get("methods", {}) if m not in methods]
     head = "<th>method</th>" + "".join(f"<th>{escape(n)}</th>" for n in scen)
     body = []
@@ -253,8 +253,8 @@ def _headline(data: dict) -> str:
             counts[r.get("verdict", "?")] = counts.get(r.get("verdict", "?"), 0) + 1
     n_methods = len({m for s in scen.values() for m in s.get("methods", {})})
     chk, t = data.get("sisa_check", {}), data.get("timings", {})
-    name = fam.get("name", data.get("config", {}).get("family", "?"))
-    parts = [f"{name} family, N = {pr.get('n_models', '?')} models per side, "
+    name = fam.get("name", data.get("config", {}).get("family"))
+    parts = [f"{name + ' family, ' if name else ''}N = {pr.get('n_models', '?')} models per side, "
              f"{n_methods} methods on {len(scen)} forget sets of {info.get('rows', '?')} rows."]
     if counts:
         parts.append("Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
