@@ -119,18 +119,22 @@ def test_new_keys_and_curves_appear_without_changes(quick):
     d["scenarios"]["random"]["eps_vs_time_curve"] = {
         "newton": [{"time_s": 0.0, "eps": 2.0}, {"time_s": 1.0, "eps": 1.2}],
         "finetune": {"x": [0, 1, 2], "y": [2.5, 2.0, 1.5]}}
+    for m in ("retrain", "original"):  # per-method curves: one figure, a line each
+        d["scenarios"]["duplicated"]["methods"][m]["eps_time_curve"] = {
+            "time_s": [0.0, 0.5, 1.0], "eps": [3.0, 2.0, 1.2]}
     d["holm"] = {"n_tests": 38, "method": "Holm"}
     page = html.render(d)
     for text in ("tpr at 1pct fpr", "0.432", "eps · lower bound", "0.877", "Holm", "38",
-                 "verdicts at fraction · 0.99", "random · eps_vs_time_curve"):
+                 "verdicts at fraction · 0.99", "random · eps_vs_time_curve",
+                 "duplicated · eps_time_curve"):
         assert text in page, text
-    assert page.count("<img") == before.count("<img") + 1
+    assert page.count("<img") == before.count("<img") + 2
     # a verdict in a new column is coloured like the verdict column
     assert re.search(r'<td class="v" style="background:#[0-9a-f]+">distinguishable</td>',
                      page)
     # an undrawable curve is left out, never an error
     d["scenarios"]["random"]["eps_vs_time_curve"] = {"newton": "not a curve"}
-    assert html.render(d).count("<img") == before.count("<img")
+    assert html.render(d).count("<img") == before.count("<img") + 1
 
 
 def test_rerender_command_from_a_saved_run(quick, tmp_path):

@@ -17,7 +17,7 @@ __all__ = ["FLAGS", "chromium", "dump_dom", "screenshot"]
 # No network, no background services, no profile of the user's: the page is a local file.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--hide-scrollbars")
+         "--hide-scrollbars", "--disable-dev-shm-usage")
 _TIMEOUT_S = 180
 
 

@@ -196,8 +196,9 @@ def _table(rows: dict[str, dict], first: str, lead: tuple[str, ...] = ()) -> str
         notes.append("Same for every row: " + "; ".join(
             f"{_nice(k)} = {_text(k, next(iter(flat.values())).get(k))}" for k in same))
     if lists:
-        notes.append("Per-row lists (" + ", ".join(_nice(k) for k in lists)
-                     + ") are drawn in the figures.")
+        notes.append("Long lists and curves (" + ", ".join(_nice(k) for k in lists)
+                     + ") are in report.json; per-row ε̂ and curves are drawn in the "
+                       "figures.")
     foot = "".join(f'<p class="muted">{escape(n)}</p>' for n in notes)
     return (f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}'
             f"</tbody></table></div>{foot}")
@@ -254,8 +255,9 @@ def _headline(data: dict) -> str:
     n_methods = len({m for s in scen.values() for m in s.get("methods", {})})
     chk, t = data.get("sisa_check", {}), data.get("timings", {})
     name = fam.get("name", data.get("config", {}).get("family"))
-    parts = [f"{name + ' family, ' if name else ''}N = {pr.get('n_models', '?')} models per side, "
-             f"{n_methods} methods on {len(scen)} forget sets of {info.get('rows', '?')} rows."]
+    rows = _text("", info.get("rows"))
+    parts = [f"{name + ' family, ' if name else ''}N = {pr.get('n_models', '?')} models "
+             f"per side, {n_methods} methods on {len(scen)} forget sets of {rows} rows."]
     if counts:
         parts.append("Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
     if chk.get("seeds_checked"):

@@ -8,7 +8,11 @@ level, a forget set, a method's record) whose value is one of
 * a list of dicts with numbers: x is the first numeric key, y the second (``lo`` and
   ``hi``, when present, are a band);
 * a dict with ``x`` and ``y`` lists (optional ``x_label``, ``y_label``, ``lo``, ``hi``);
+* a dict of equally long lists of numbers: x is the first, y the second;
 * a dict of names (methods) to one of the above: one line per name.
+
+A curve key inside methods' records (``scenarios → s → methods → m → key``) is drawn as
+one figure per forget set and key, one line per method.
 
 Anything else under such a key is skipped: a figure the page cannot draw is left out,
 never an error.
@@ -74,6 +78,12 @@ def _one_series(name: str, v) -> tuple[Series, str, str] | None:
         band = lo is not None and hi is not None and lo.size == hi.size == x.size
         return ((name, x, y, lo if band else None, hi if band else None),
                 str(v.get("x_label", "x")), str(v.get("y_label", "y")))
+    if isinstance(v, dict):
+        cols = [(k, _arr(x)) for k, x in v.items() if isinstance(x, list)]
+        cols = [(k, a) for k, a in cols if a is not None]
+        if len(cols) >= 2 and cols[0][1].size == cols[1][1].size >= 2:
+            return (name, cols[0][1], cols[1][1], None, None), cols[0][0], cols[1][0]
+        return None
     if not isinstance(v, list) or len(v) < 2:
         return None
     if all(isinstance(p, (list, tuple)) and len(p) >= 2 and all(map(_is_num, p)) for p in v):
@@ -110,18 +120,27 @@ def series_of(value) -> tuple[list[Series], str, str]:
 
 
 def find_curves(data: dict) -> Iterator[tuple[str, object]]:
-    """(title, value) of every key containing ``curve``, searched two levels into the
-    forget sets' method records (never into per-row lists)."""
+    """(title, value) of every key containing ``curve`` (dicts only, a few levels deep);
+    the same key in several methods' records is one value, method -> curve."""
     def walk(node, path: list[str], depth: int):
-        if not isinstance(node, dict) or depth > 4:
+        if not isinstance(node, dict) or depth > 5:
             return
         for k, v in node.items():
             if "curve" in str(k).lower():
-                yield " · ".join([*path, str(k)]), v
+                yield [*path, str(k)], v
             elif isinstance(v, dict):
                 yield from walk(v, [*path, str(k)], depth + 1)
 
-    yield from walk(data, [], 0)
+    grouped: dict[tuple[str, ...], dict] = {}
+    for path, v in walk(data, [], 0):
+        if "methods" in path[:-2]:
+            i = path.index("methods")
+            key = (*path[:i], *path[i + 2:])
+            grouped.setdefault(key, {})[path[i + 1]] = v
+        else:
+            grouped[tuple(path)] = v
+    for path, v in grouped.items():
+        yield " · ".join(p for p in path if p != "scenarios"), v
 
 
 def _curve(title: str, value, nice) -> str | None:
