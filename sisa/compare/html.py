@@ -314,7 +314,7 @@ def _figures(data: dict, figures: bool) -> str:
         return ('<p class="muted">No figures: install them with '
                 "<code>pip install 'sisa[plots]'</code>.</p>")
     return "<h2>Figures</h2>" + "".join(
-        f'<figure><img alt="{escape(title)}" src="{escape(uri)}">'
+        f'<figure><img decoding="sync" alt="{escape(title)}" src="{escape(uri)}">'
         f"<figcaption>{escape(title)}</figcaption></figure>"
         for title, uri in draw(data, _nice))
 
