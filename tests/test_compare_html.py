@@ -180,3 +180,12 @@ def test_markdown_states_over_forgetting_next_to_fair_r2(quick):
     assert "over-forgets" not in text and "within 0.05 of retrain's on every" in text
     # SISA's reading at its floor is stated as a consequence of byte identity
     assert "second draw of its floor" in text
+
+
+def test_a_figure_the_data_cannot_feed_is_left_out_not_an_error(quick):
+    d = copy.deepcopy(quick[0].data)
+    del d["protocol"]  # what the ε̂ figure reads (a report of another version)
+    d["scenarios"]["random"]["methods"]["newton"]["eps"]["eps_per_row"][0] = "x"
+    page = html.render(d)
+    assert page.count("not drawn (this report lacks data it reads)") == 2
+    assert page.count("<img") >= 1 and "newton" in page  # the rest is still there

@@ -315,7 +315,8 @@ def _figures(data: dict, figures: bool) -> str:
                 "<code>pip install 'sisa[plots]'</code>.</p>")
     return "<h2>Figures</h2>" + "".join(
         f'<figure><img decoding="sync" alt="{escape(title)}" src="{escape(uri)}">'
-        f"<figcaption>{escape(title)}</figcaption></figure>"
+        f"<figcaption>{escape(title)}</figcaption></figure>" if uri is not None else
+        f'<p class="muted">{escape(title)}: not drawn (this report lacks data it reads).</p>'
         for title, uri in draw(data, _nice))
 
 

@@ -198,8 +198,19 @@ def _per_row(data: dict) -> str | None:
     return _uri(fig)
 
 
-def figures(data: dict, nice) -> list[tuple[str, str]]:
-    """(title, data URI) of every figure the report's data allows.
+def _safe(draw, *args) -> str | None:
+    """A figure, or None if the report's data lacks what it reads (a report written by
+    another version): the page then says so instead of failing."""
+    try:
+        return draw(*args)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+        plt.close("all")
+        return None
+
+
+def figures(data: dict, nice) -> list[tuple[str, str | None]]:
+    """(title, data URI or None if it could not be drawn) of every figure the report's
+    data allows.
 
     Parameters
     ----------
@@ -211,15 +222,15 @@ def figures(data: dict, nice) -> list[tuple[str, str]]:
     out = []
     if data.get("scenarios"):
         out.append(("ε̂ against each method's floor (95% intervals)",
-                    _drawn(plot_epsilon, data)))
-        rows = _per_row(data)
-        if rows:
-            out.append(("Per-row ε̂ distributions", rows))
+                    _safe(_drawn, plot_epsilon, data)))
+        if any(isinstance((r.get("eps") or {}).get("eps_per_row"), list)
+               for s in data["scenarios"].values() for r in s.get("methods", {}).values()):
+            out.append(("Per-row ε̂ distributions", _safe(_per_row, data)))
     for title, value in find_curves(data):
-        uri = _curve(title, value, nice)
+        uri = _safe(_curve, title, value, nice)
         if uri:
             out.append((title, uri))
     if (data.get("costs") or {}).get("noise"):
         out.append(("Certified Newton: accuracy against certified ε",
-                    _drawn(plot_newton_noise, data)))
+                    _safe(_drawn, plot_newton_noise, data)))
     return out
