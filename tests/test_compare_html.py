@@ -77,6 +77,10 @@ def test_compare_writes_the_page_and_chromium_renders_it(quick, tmp_path):
     colours = np.unique(pixels, axis=0)
     assert len(colours) > 100  # text, coloured verdicts, figures: not one flat colour
     assert (pixels.min(axis=1) < 200).mean() > 0.02  # and not an almost white page
+    # painted to the bottom: no 150-px band of white rows (a figure not yet decoded when
+    # the screenshot was taken left one; the page's own gaps are under 50 px)
+    inked = (img[..., :3].min(axis=(1, 2)) < 0.9).astype(int)
+    assert np.convolve(inked, np.ones(150, dtype=int), mode="valid").min() > 0
 
 
 def test_page_is_self_contained(quick):
