@@ -25,7 +25,8 @@ Families (one model for every method):
   torch   an MLP (sisa.deep.TorchClassifier): retrain, sisa, finetune, neggrad (NegGrad+),
           original; on a smaller subset so that N models per side fit the budget
 Forget sets: random, subgroup, mislabeled, duplicated, injected. Writes report.json,
-report.md and the figures (epsilon_ci.png; linear: newton_noise.png) to --out.
+report.md, report.html (one self-contained page) and the figures (epsilon_ci.png;
+linear: newton_noise.png) to --out.
 
 example: sisa compare --dataset adult     # N=256 per side, 5 forget sets, ~15 min on 2 CPUs
 more:

@@ -149,7 +149,8 @@ def _execute(fam: Family, config: dict, settings: ExecutionSettings) -> CompareR
 
 
 def _write(report: CompareReport, out: Path, figures: bool) -> None:
-    """The figures first (the page links them), then ``report.json`` and ``report.md``."""
+    """The figures first (the page links them), then ``report.json``, ``report.md`` and
+    ``report.html``."""
     if figures:
         try:
             from sisa.compare.plots import plot_all
@@ -161,4 +162,4 @@ def _write(report: CompareReport, out: Path, figures: bool) -> None:
             paths = plot_all(report.data, out)
             report.data["figures"] = [p.name for p in paths]
             report.files.update({p.stem: p for p in paths})
-    report.write(out)
+    report.write(out, figures=figures)

@@ -167,12 +167,16 @@ class CompareReport:
         """The whole ``report.md`` page."""
         return markdown.render(self.data)
 
-    def write(self, out: str | os.PathLike) -> dict[str, Path]:
-        """Write ``report.json`` and ``report.md`` to ``out`` (created if missing)."""
+    def write(self, out: str | os.PathLike, figures: bool = True) -> dict[str, Path]:
+        """Write ``report.json``, ``report.md`` and ``report.html`` to ``out`` (created if
+        missing); ``figures``: draw the page's figures inline (needs matplotlib)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.files["json"] = out / "report.json"
         self.files["json"].write_text(self.to_json() + "\n", encoding="utf-8")
         self.files["md"] = out / "report.md"
         self.files["md"].write_text(self.to_markdown(), encoding="utf-8")
+        from sisa.compare import html  # here: `python -m sisa.compare.html` imports the package
+
+        self.files["html"] = html.write(self.data, out, figures=figures)
         return self.files
