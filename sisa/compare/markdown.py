@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sisa.compare import baselines_md
+
 __all__ = ["cost_table", "epsilon_table", "headline", "render"]
 
 
@@ -220,6 +222,7 @@ def render(data: dict) -> str:
     else:
         lines += [f"No full-data cost run for the {data['family']['name']} family: the "
                   "unlearning times in the tables are its costs.", ""]
+    lines += baselines_md.render(data)
     lines += _check_and_time(data)
     if data["figures"]:
         lines += ["", "## Figures", ""]
