@@ -61,7 +61,7 @@ def scrub_network(model: TorchClassifier, X_w: np.ndarray, y_w: np.ndarray, X_u:
 
     if epochs < 0 or max_steps < 0 or min(batch, batch_u) < 1 or temperature <= 0:
         raise InputError("SCRUB needs epochs, max_steps >= 0, batches >= 1, temperature > 0")
-    teacher = model.module_.eval()
+    teacher, mode = model.module_, model.module_.training
     model = copy.deepcopy(model)
     net = model.module_.train()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
@@ -73,8 +73,10 @@ def scrub_network(model: TorchClassifier, X_w: np.ndarray, y_w: np.ndarray, X_u:
     xw, xu = rows(X_w), rows(X_u)
     yw = torch.from_numpy(np.searchsorted(model.classes_, y_w).astype(np.int64))
     with deterministic(torch, model.device):
-        with torch.no_grad():
+        with torch.no_grad():  # the teacher's outputs, in eval mode, its mode kept
+            teacher.eval()
             tw, tu = teacher(xw), teacher(xu)
+            teacher.train(mode)
         torch.manual_seed(int(np.random.SeedSequence([seed, STREAM, 5]).generate_state(1)[0]))
         for epoch in range(epochs):
             if epoch < max_steps:
