@@ -30,6 +30,12 @@ def _kl(torch, student_logits, teacher_logits, T: float):
                     reduction="batchmean") * T * T
 
 
+def _rows(torch, model: TorchClassifier, X: np.ndarray):
+    """Rows as the network's input tensor."""
+    x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    return x.reshape((len(X), *model.input_shape_))
+
+
 def scrub_network(model: TorchClassifier, X_w: np.ndarray, y_w: np.ndarray, X_u: np.ndarray, *,
                   epochs: int = 4, max_steps: int = 2, lr: float = 0.01, momentum: float = 0.9,
                   batch: int = 64, batch_u: int = 16, alpha: float = 0.1, gamma: float = 1.0,
@@ -66,11 +72,7 @@ def scrub_network(model: TorchClassifier, X_w: np.ndarray, y_w: np.ndarray, X_u:
     net = model.module_.train()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
 
-    def rows(X):
-        x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        return x.reshape((len(X), *model.input_shape_))
-
-    xw, xu = rows(X_w), rows(X_u)
+    xw, xu = _rows(torch, model, X_w), _rows(torch, model, X_u)
     yw = torch.from_numpy(np.searchsorted(model.classes_, y_w).astype(np.int64))
     with deterministic(torch, model.device):
         with torch.no_grad():  # the teacher's outputs, in eval mode, its mode kept
