@@ -144,7 +144,7 @@ def test_curves_start_at_the_original_and_end_near_retrains_cost(adult):
 def test_run_reports_tuning_curves_and_scrub(tmp_path):
     rep = run(n_models=4, eps_rows=700, cost_rows=700, scenarios=("mislabeled",),
               sisa_scenarios=(), repeats=1, n_boot=3, n_perm=3, settings=LOCAL, out=tmp_path,
-              figures=False, baselines={"tune_models": 4, "curve_models": 4})
+              baselines={"tune_models": 4, "curve_models": 4})
     d = json.loads((tmp_path / "report.json").read_text())
     assert "scrub" in d["scenarios"]["mislabeled"]["methods"]
     chosen = d["tuning"]["forget_sets"]["mislabeled"]["methods"]
@@ -154,6 +154,8 @@ def test_run_reports_tuning_curves_and_scrub(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## Tuning of fine-tune, NegGrad+ and SCRUB" in md and "against unlearning time" in md
     assert rep.timings["tuning_s"] > 0
+    assert "epsilon_vs_time.png" in d["figures"]
+    assert (tmp_path / "epsilon_vs_time.png").stat().st_size > 10_000
     with pytest.raises(InputError, match="baselines takes"):
         run(n_models=4, eps_rows=700, scenarios=("mislabeled",), sisa_scenarios=(),
             settings=LOCAL, baselines={"curve_rows": 3})
