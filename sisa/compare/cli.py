@@ -109,6 +109,12 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--permutations", type=int, default=2000, metavar="B",
                    help="permutations per test, the same for every method of a forget set; "
                         "p-values are Holm-corrected across the report (default: 2000)")
+    p.add_argument("--tune-models", type=int, metavar="N",
+                   help="models per side of the tuning of fine-tune, NegGrad+ and SCRUB on "
+                        "a validation forget set (0: no tuning; default: linear 32, torch 8)")
+    p.add_argument("--curve-models", type=int, metavar="N",
+                   help="models per side of each point of the ε̂-against-time curves (0: "
+                        "none; default: linear 64, torch 16)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -153,7 +159,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                   sisa_scenarios=args.sisa_forget_sets, fraction=args.forget_fraction,
                   n_shards=args.shards, n_slices=args.slices, noise_std=args.noise,
                   n_boot=args.bootstrap, n_perm=args.permutations, seed=args.seed, out=out,
-                  settings=settings)
+                  settings=settings,
+                  baselines={"tune_models": args.tune_models, "curve_models": args.curve_models})
     except SisaError as exc:
         if args.debug:
             raise

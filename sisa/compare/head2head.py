@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sisa.compare import curves
 from sisa.compare.costs import cost_run
 from sisa.compare.data import SCENARIOS, adult_features, make_scenario
 from sisa.compare.families import Family, make_family
@@ -16,6 +17,7 @@ from sisa.compare.gap import estimate, run_epsilon
 from sisa.compare.intervals import detectable_shift
 from sisa.compare.linear_family import LinearFamily
 from sisa.compare.report import CompareReport
+from sisa.compare.tuning import tune_family
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 
@@ -29,7 +31,8 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         lam: float | None = None, noise_std: float | None = None,
         subsample: float | None = None, n_boot: int = 100, n_perm: int = 2000, repeats: int = 5,
         seed: int = 0, out: str | os.PathLike | None = None,
-        settings: ExecutionSettings | None = None, figures: bool = True) -> CompareReport:
+        settings: ExecutionSettings | None = None, figures: bool = True,
+        baselines: dict | None = None) -> CompareReport:
     """Run the head-to-head comparison and write the report.
 
     Parameters
@@ -66,6 +69,8 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         Where the tasks run (default: Ray, with progress bars).
     figures : bool, default=True
         Draw the figures into ``out`` (needs matplotlib, the ``plots`` extra).
+    baselines : dict, optional
+        ``tune_models``, ``curve_models``, ``curve_scenarios`` (:func:`_baseline_config`).
 
     Returns
     -------
@@ -78,7 +83,7 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
                      cost_rows=cost_rows, scenarios=scenarios, sisa_scenarios=sisa_scenarios,
                      fraction=fraction, n_boot=n_boot, n_perm=n_perm, repeats=repeats,
                      seed=seed, backend=settings.backend)
-    report = _execute(fam, config, settings)
+    report = _execute(fam, config, settings, baselines)
     if out is not None:
         _write(report, Path(out), figures)
     return report
@@ -122,12 +127,46 @@ def _config(fam: Family, **given) -> dict:
             "family": fam.name}
 
 
-def _execute(fam: Family, config: dict, settings: ExecutionSettings) -> CompareReport:
+def _baseline_config(fam: Family, config: dict, tune_models: int | None = None,
+                     curve_models: int | None = None,
+                     curve_scenarios: tuple[str, ...] | None = None) -> dict:
+    """The tuning's and the curves' settings, the family's defaults
+    (:data:`sisa.compare.curves.DEFAULTS`) filled in.
+
+    ``tune_models``: models per side of the tuning of fine-tune, NegGrad+ and SCRUB on a
+    validation forget set (:mod:`sisa.compare.tuning`; 0: no tuning; linear 32).
+    ``curve_models``, ``curve_scenarios``: models per side of each point of the
+    ε̂-against-time curves (:mod:`sisa.compare.curves`; 0: none; linear 64) and their
+    forget sets, those of the run's among them (linear: mislabeled and injected). The
+    default model counts are at most the ε runs' N.
+    """
+    d = curves.DEFAULTS.get(fam.name, {"tune_models": 0, "curve_models": 0,
+                                       "curve_scenarios": ()})
+    n = config["n_models"]  # by default never more models than the ε runs
+    out = {"tune_models": min(d["tune_models"], n) if tune_models is None else tune_models,
+           "curve_models": min(d["curve_models"], n) if curve_models is None else curve_models}
+    for k, v in out.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or 0 < v < 4:
+            raise InputError(f"{k} must be 0 (off) or an integer >= 4, got {v!r}")
+    wanted = d["curve_scenarios"] if curve_scenarios is None else curve_scenarios
+    out["curve_scenarios"] = [s for s in wanted if s in config["scenarios"]]
+    return out
+
+
+def _execute(fam: Family, config: dict, settings: ExecutionSettings,
+             baselines: dict | None = None) -> CompareReport:
     """The ε runs (with the cost run beside them), the estimates, the report."""
+    try:
+        config.update(_baseline_config(fam, config, **(baselines or {})))
+    except TypeError as e:  # an unknown key of `baselines`
+        raise InputError(f"baselines takes tune_models, curve_models, curve_scenarios: {e}")\
+            from None
     t0 = time.perf_counter()
     Xtr, ytr, Xte, yte, names, info = adult_features(config["eps_rows"], config["seed"])
     scs = {s: make_scenario(s, Xtr, ytr, Xte, yte, names, fraction=config["fraction"],
                             seed=config["seed"]) for s in config["scenarios"]}
+    fam, tuning = tune_family(fam, scs, (Xtr, ytr, Xte, yte, names), config, settings)
+    t_tune = time.perf_counter() - t0
     methods = {s: fam.methods if s in config["sisa_scenarios"]
                else tuple(m for m in fam.methods if m != "sisa") for s in scs}
     # The linear family's cost run on all of Adult runs beside the ε runs.
@@ -135,15 +174,19 @@ def _execute(fam: Family, config: dict, settings: ExecutionSettings) -> CompareR
                         "seed": config["seed"], "fraction": config["fraction"]})
             ] if isinstance(fam, LinearFamily) else []
     runs, side_out = run_epsilon(scs, fam, n_models=config["n_models"], methods=methods,
-                                 settings=settings, side_tasks=side)
+                                 settings=settings,
+                                 side_tasks=side + curves.side_tasks(fam, scs, config))
     t_train = time.perf_counter() - t0
     est = estimate(runs, n_boot=config["n_boot"], n_perm=config["n_perm"], settings=settings)
     t_est = time.perf_counter() - t0 - t_train
     n_rows = int(np.median([sc.stat_rows.size for sc in scs.values()]))
     power = {**detectable_shift(config["n_models"], n_rows, n_boot=30), "n_rows": n_rows}
-    report = CompareReport.build(fam, info, runs, est, side_out[0] if side_out else None,
+    report = CompareReport.build(fam, info, runs, est, side_out[0] if side else None,
                                  power, config,
                                  {"training_s": t_train, "estimates_s": t_est})
+    report.data["tuning"] = tuning
+    report.timings["tuning_s"] = t_tune
+    report.data["curves"] = curves.collect(side_out[len(side):], config)
     report.timings["total_s"] = time.perf_counter() - t0
     return report
 

@@ -11,7 +11,9 @@ i.e. scikit-learn's ``C = 1``), fit to its optimum on the same fixed features:
 * ``pru``: Izzo et al.'s projective residual update;
 * ``emse``: the EMSE objective (log-loss on W, ``-log(1 - p_y)`` on U) by L-BFGS;
 * ``finetune``, ``neggrad``, ``relabel``: SGD on W; NegGrad+; random relabelling, all
-  with one shared budget (:data:`sisa.baselines.linear.SGD_BUDGET`);
+  with one shared budget (:data:`sisa.baselines.linear.SGD_BUDGET`) unless ``params``
+  (the tuning's choice, :mod:`sisa.compare.tuning`) sets a method's own;
+* ``scrub``: SCRUB (Kurmanji et al. 2023), :func:`sisa.baselines.scrub.scrub`;
 * ``original``: the model fit on D, untouched (do nothing).
 
 Randomness: a convex model fit to its optimum is a deterministic function of its data,
@@ -32,6 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from sisa.baselines import linear as L
 from sisa.baselines.newton import certified_epsilon
+from sisa.baselines.scrub import SCRUB_BUDGET, ScrubBudget, scrub
 from sisa.compare.data import SCENARIOS, STREAM, Scenario, seed_rows, subsample
 from sisa.compare.epsilon import DELTA
 from sisa.compare.exact import SisaSetup, ensemble_logit
@@ -41,7 +44,7 @@ __all__ = ["METHODS", "REFERENCE_KIND", "LinearFamily", "accuracy", "injected_we
            "statistic"]
 
 METHODS = ("retrain", "sisa", "newton", "newton_noisy", "pru", "emse", "finetune",
-           "neggrad", "relabel", "original")
+           "neggrad", "relabel", "scrub", "original")
 # Which reference distribution each method is measured against (and whose floor).
 REFERENCE_KIND = {m: "monolithic" for m in METHODS}
 REFERENCE_KIND.update({"sisa": "sisa", "newton_noisy": "noisy"})
@@ -95,6 +98,10 @@ class LinearFamily:
         Passes, batch and step of fine-tune, NegGrad+ and relabelling.
     emse_iter : int
         L-BFGS iterations of EMSE.
+    params : dict, optional
+        Per forget set, per method: the settings the tuning chose (``epochs``, ``step``,
+        NegGrad+'s ``alpha``, SCRUB's ``max_steps`` and ``alpha``); a forget set or method
+        missing from it uses the defaults above.
     """
 
     name: ClassVar[str] = "linear"
@@ -113,6 +120,7 @@ class LinearFamily:
     subsample: float = 0.9
     budget: L.SGDBudget = L.SGD_BUDGET
     emse_iter: int = 20
+    params: dict | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.subsample < 1:
@@ -141,8 +149,21 @@ class LinearFamily:
             "finetune": f"fine-tune on W: {sgd}",
             "neggrad": f"NegGrad+ (0.95 x W's loss - 0.05 x U's loss): {sgd}",
             "relabel": f"random relabelling of U, then {sgd} on W ∪ U",
+            "scrub": (f"SCRUB (Kurmanji et al. 2023): teacher = the original; max-steps "
+                      f"ascend KL on U, min-steps descend {SCRUB_BUDGET.gamma:g} x CE + alpha "
+                      f"x KL on W (T = {SCRUB_BUDGET.temperature:g}), batch "
+                      f"{SCRUB_BUDGET.batch}"),
             "original": "the model fit on D, nothing forgotten",
-        }
+        } | self._tuned_lines()
+
+    def _tuned_lines(self) -> dict[str, str]:
+        """Tuned methods' lines name the tuning (their settings differ per forget set)."""
+        if not self.params:
+            return {}
+        return {"finetune": "fine-tune on W, minibatch SGD, tuned per forget set",
+                "neggrad": "NegGrad+ (alpha x W's loss - (1 - alpha) x U's loss), minibatch "
+                           "SGD, tuned per forget set",
+                "scrub": "SCRUB (Kurmanji et al. 2023), tuned per forget set"}
 
     def summary(self) -> dict:
         """The report's ``family`` section: settings, method lines and protocol text."""
@@ -150,6 +171,7 @@ class LinearFamily:
                 "n_shards": self.n_shards, "n_slices": self.n_slices,
                 "subsample": self.subsample, "sgd_budget": vars(self.budget),
                 "emse_iter": self.emse_iter, "describe": self.describe(),
+                "params": self.params,
                 "text": {
                     "model": (f"L2 logistic regression, λ = {self.lam:g} (scikit-learn C = "
                               f"{1 / self.lam:g}), fit to its optimum by Newton's method on "
@@ -222,7 +244,7 @@ class LinearFamily:
                        models: dict, times: dict, extra: dict) -> None:
         """The methods that start from the original fit on D (one fit, timed apart)."""
         w, u, d = rows
-        X, y, lam, budget = sc.X, sc.y, self.lam, self.budget
+        X, y, lam, budget = sc.X, sc.y, self.lam, self.sgd_budget(sc.name, "relabel")
         rng = np.random.default_rng([seed, STREAM, 3])
         orig, extra["original_fit_s"] = _timed(
             lambda: L.fit_logistic(X[d], y[d], lam, theta0=warm))
@@ -232,12 +254,36 @@ class LinearFamily:
             "pru": lambda: L.projective_residual_update(orig, X[d], y[d], np.isin(d, u), lam),
             "emse": lambda: L.emse_unlearn(orig, X[w], y[w], X[u], y[u], lam,
                                            max_iter=self.emse_iter),
-            "finetune": lambda: L.finetune(orig, X[w], y[w], lam, rng, budget),
-            "neggrad": lambda: L.neggrad_plus(orig, X[w], y[w], X[u], y[u], lam, rng, budget),
+            "finetune": lambda: L.finetune(orig, X[w], y[w], lam, rng,
+                                           self.sgd_budget(sc.name, "finetune")),
+            "neggrad": lambda: L.neggrad_plus(orig, X[w], y[w], X[u], y[u], lam, rng,
+                                              self.sgd_budget(sc.name, "neggrad"),
+                                              alpha=self.setting(sc.name, "neggrad", "alpha")),
             "relabel": lambda: L.random_relabel(orig, X[w], y[w], X[u], y[u], lam, rng, budget),
+            "scrub": lambda: scrub(orig, X[w], y[w], X[u], lam, rng,
+                                   self.scrub_budget(sc.name)),
         }
         for m in mono:
             models[m], times[m] = _timed(runs[m])
+
+    def setting(self, scenario: str, method: str, key: str) -> Any:
+        """One setting of a method on a forget set: the tuned value, else the default."""
+        given = ((self.params or {}).get(scenario) or {}).get(method) or {}
+        if key in given:
+            return given[key]
+        if method == "scrub":
+            return getattr(SCRUB_BUDGET, key)
+        return 0.95 if key == "alpha" else getattr(self.budget, key)
+
+    def sgd_budget(self, scenario: str, method: str) -> L.SGDBudget:
+        """The SGD budget of ``finetune``, ``neggrad`` or ``relabel`` on a forget set."""
+        return L.SGDBudget(int(self.setting(scenario, method, "epochs")), self.budget.batch,
+                           float(self.setting(scenario, method, "step")))
+
+    def scrub_budget(self, scenario: str) -> ScrubBudget:
+        """SCRUB's settings on a forget set."""
+        return ScrubBudget(**{k: self.setting(scenario, "scrub", k)
+                              for k in ScrubBudget.__dataclass_fields__})
 
     statistic = staticmethod(statistic)
     injected_weight = staticmethod(injected_weight)

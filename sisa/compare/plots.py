@@ -14,12 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["plot_all", "plot_epsilon", "plot_newton_noise"]
+__all__ = ["plot_all", "plot_all_curves", "plot_curves", "plot_epsilon", "plot_newton_noise"]
 
 COLORS = {"retrain": "#7f7f7f", "sisa": "#2ca02c", "newton": "#9467bd",
           "newton_noisy": "#c5b0d5", "pru": "#17becf", "emse": "#ff7f0e",
           "finetune": "#1f77b4", "neggrad": "#8c564b", "relabel": "#e377c2",
-          "original": "#d62728"}
+          "original": "#d62728", "scrub": "#bcbd22"}
 _DPI = 120
 
 
@@ -80,4 +80,47 @@ def plot_all(data: dict, out: Path) -> list[Path]:
     paths = [plot_epsilon(data, out / "epsilon_ci.png")]
     if (data.get("costs") or {}).get("noise"):
         paths.append(plot_newton_noise(data, out / "newton_noise.png"))
+    paths += plot_all_curves(data, out)
     return paths
+
+
+def plot_curves(data: dict, path: Path) -> Path:
+    """ε̂ against unlearning time (0 to retrain's cost) per method, one panel per forget set
+    of the curves, and accuracy on U against ε̂ below it."""
+    cv = data["curves"]
+    sets = cv["forget_sets"]
+    fig, axes = plt.subplots(2, len(sets), figsize=(5.6 * len(sets), 8.4), squeeze=False)
+    for k, (name, fs) in enumerate(sets.items()):
+        top, bottom = axes[0][k], axes[1][k]
+        for m, c in fs["methods"].items():
+            pts = c["points"]
+            t = [p["time_s"] * 1e3 for p in pts]
+            e = [p["eps"] for p in pts]
+            style = "o-" if len(pts) > 1 else ("s" if m != "retrain" else "*")
+            top.plot(t, e, style, color=COLORS.get(m, "black"), label=m, ms=7)
+            acc = [p["acc_u"] for p in pts]
+            if acc[0] is not None:
+                bottom.plot(e, acc, style, color=COLORS.get(m, "black"), label=m)
+        floor = fs["methods"]["retrain"]["points"][0]
+        top.axhline(floor["eps"], color=COLORS["retrain"], ls=":", lw=1)
+        top.axvline(fs["retrain_s"] * 1e3, color=COLORS["retrain"], ls="--", lw=1)
+        top.set_xlabel("unlearning time per model (ms); dashed: retrain's (cold refit)")
+        top.set_ylabel("mean per-row ε̂; dotted: floor (retrain vs retrain)")
+        top.set_title(f"{name}: ε̂ against cost, N = {cv['n_models']}", fontsize=10)
+        bottom.set_xlabel("mean per-row ε̂")
+        bottom.set_ylabel("accuracy on U")
+        bottom.set_title(f"{name}: accuracy on U against ε̂", fontsize=10)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+        top.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_all_curves(data: dict, out: Path) -> list[Path]:
+    """The curves' figure, when the report has curves."""
+    if not data.get("curves"):
+        return []
+    return [plot_curves(data, Path(out) / "epsilon_vs_time.png")]

@@ -33,13 +33,14 @@ import numpy as np
 
 from sisa.compare.data import STREAM, Scenario, seed_rows, subsample
 from sisa.compare.exact import SisaSetup, ensemble_logit
+from sisa.compare.torch_methods import scrub_network
 from sisa.deep import TorchClassifier
 from sisa.deep.estimator import deterministic
 from sisa.errors import InputError
 
 __all__ = ["METHODS", "REFERENCE_KIND", "TorchFamily", "descend"]
 
-METHODS = ("retrain", "sisa", "finetune", "neggrad", "original")
+METHODS = ("retrain", "sisa", "finetune", "neggrad", "scrub", "original")
 REFERENCE_KIND = {m: "monolithic" for m in METHODS}
 REFERENCE_KIND["sisa"] = "sisa"
 
@@ -146,6 +147,16 @@ class TorchFamily:
     unlearn_lr: float = 0.01
     momentum: float = 0.9
     alpha: float = 0.95
+    params: dict | None = None
+
+    def method_params(self, scenario: str, method: str, seed: int) -> dict:
+        """Keyword arguments of ``descend`` (finetune, neggrad) or ``scrub_network`` on a
+        forget set: the family's budget, overridden by the tuning's choice (``params``)."""
+        p = {"epochs": self.unlearn_epochs, "lr": self.unlearn_lr, "momentum": self.momentum,
+             "batch": self.batch, "seed": seed}
+        if method == "neggrad":
+            p["alpha"] = self.alpha
+        return p | ((self.params or {}).get(scenario) or {}).get(method, {})
 
     def __post_init__(self) -> None:
         if not 0 < self.subsample <= 1:
@@ -177,6 +188,9 @@ class TorchFamily:
             "finetune": f"fine-tune the original on W: {sgd}",
             "neggrad": (f"NegGrad+ ({self.alpha:g} x W's loss - {1 - self.alpha:.2g} x U's "
                         f"loss, U batches cycled; Kurmanji et al. 2023): {sgd}"),
+            "scrub": (f"SCRUB (Kurmanji et al. 2023): teacher = the original; max-steps "
+                      f"ascend KL on U, min-steps descend CE + alpha x KL on W: {sgd}"
+                      + ("; tuned per forget set" if self.params else "")),
             "original": "the network trained on D, nothing forgotten",
         }
 
@@ -227,7 +241,7 @@ class TorchFamily:
         w, u, d = seed_rows(sc, self.subsample, seed)
         X, y = sc.X, sc.y
         models, times, extra = {}, {}, {}
-        if {"original", "finetune", "neggrad"} & set(methods):
+        if {"original", "finetune", "neggrad", "scrub"} & set(methods):
             t0 = time.perf_counter()
             orig = self.network(seed).fit(X[d], y[d])
             extra["original_fit_s"] = time.perf_counter() - t0
@@ -236,7 +250,14 @@ class TorchFamily:
             runs = {"original": lambda: orig,
                     "finetune": lambda: descend(orig, X[w], y[w], **budget),
                     "neggrad": lambda: descend(orig, X[w], y[w], (X[u], y[u]),
-                                               alpha=self.alpha, **budget)}
+                                               alpha=self.alpha, **budget),
+                    "scrub": lambda: scrub_network(orig, X[w], y[w], X[u],
+                                                   **self.method_params(sc.name, "scrub", seed))}
+            for m in ("finetune", "neggrad"):
+                if (self.params or {}).get(sc.name, {}).get(m):  # the tuning's choice
+                    p = self.method_params(sc.name, m, seed)
+                    runs[m] = (lambda p=p: descend(orig, X[w], y[w], **p)) if m == "finetune" \
+                        else (lambda p=p: descend(orig, X[w], y[w], (X[u], y[u]), **p))
             for m in (m for m in methods if m in runs):
                 t0 = time.perf_counter()
                 models[m] = runs[m]()
