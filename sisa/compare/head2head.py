@@ -59,8 +59,7 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
     n_shards, n_slices, lam, noise_std, subsample : optional
         Settings of a family given by name (None: its default; lam, noise_std: linear).
     n_boot, n_perm : int, default=100, 2000
-        Bootstrap replicates per interval; permutations per test (Holm-corrected across
-        the report; the report warns when too few for any test to reject).
+        Bootstrap replicates per interval; permutations per test (p Holm-corrected).
     seed : int, default=0
         The data split and the forget sets.
     out : path, optional
