@@ -5,9 +5,9 @@ Each form is built from the fitted models of a group of shards (same type, same 
 same classes) and computes what each model's own ``predict``/``predict_proba`` computes,
 with the same elementwise operations in the same dtype. Inputs are either one matrix
 ``(n, d)`` shared by every shard or one per shard ``(G, n, d)`` (after per-shard
-scaling); outputs are ``(G, n, k)``. Only the products are grouped differently (one
-BLAS call for all shards instead of one per shard), which is where the last bits of the
-float results may differ from the per-shard loop (docs/design.md, "Aggregate").
+scaling); outputs are ``(G, n, k)``. The products are batched (one call for all shards)
+with each shard's operands laid out as in its own ``predict``, so the results are the
+loop's bits wherever BLAS keeps its kernel per shape (docs/design.md, "Aggregate").
 """
 
 from __future__ import annotations
@@ -39,24 +39,14 @@ def _classes(m) -> tuple:
     return () if c is None else tuple(np.asarray(c).tolist())
 
 
-def first_product(X: np.ndarray, Wcat: np.ndarray | None, Wst: np.ndarray) -> np.ndarray:
-    """``X @ W_g`` for every shard g, as ``(G, n, k)``.
-
-    With float64 weights ``Wcat`` (d, G*k) holds the shards' weights side by side and a
-    shared ``X`` takes one product: its sums may round in another order than the
-    per-shard products, ~1e-16 relative. With float32 weights (``Wcat`` None) that order
-    would show at 1e-7, so each shard gets its own product in one batched call, with the
-    layout the loop's product has: the same BLAS kernel, the same bits."""
-    if X.ndim == 2 and Wcat is not None:
-        n, (G, _, k) = X.shape[0], Wst.shape
-        return (X @ Wcat).reshape(n, G, k).transpose(1, 0, 2)
+def first_product(X: np.ndarray, Wst: np.ndarray) -> np.ndarray:
+    """``X @ W_g`` for every shard g, as ``(G, n, k)``: one batched call that gives each
+    shard its own product, with the operands' layout the loop's product has, so BLAS runs
+    the same kernel and the sums round in the same order (the same bits). One product
+    against all shards' weights side by side would be ~3x cheaper alone on one thread,
+    but rounds in another order (1e-7 relative for float32 models) and, with a
+    multi-threaded BLAS on a busy machine, was 30-70x slower in our runs."""
     return np.matmul(X[None] if X.ndim == 2 else X, Wst)
-
-
-def _side_by_side(Wst: np.ndarray) -> np.ndarray | None:
-    if Wst.dtype != np.float64:
-        return None
-    return np.ascontiguousarray(Wst.transpose(1, 0, 2).reshape(Wst.shape[1], -1))
 
 
 class Linear:
@@ -66,7 +56,6 @@ class Linear:
         m0 = models[0]
         coefs = [np.atleast_2d(m.coef_) for m in models]  # (k, d)
         self.Wst = np.stack(coefs).transpose(0, 2, 1)  # (G, d, k): coef_.T's layout
-        self.Wcat = _side_by_side(self.Wst)
         # the intercept's dtype as `+ intercept_` would promote it (a Python float is weak)
         self.b = np.stack([np.broadcast_to(np.asarray(
             m.intercept_, dtype=np.result_type(m.coef_, m.intercept_)), (c.shape[0],))
@@ -90,7 +79,7 @@ class Linear:
     def raw(self, X: np.ndarray) -> np.ndarray:
         # the loop's `X @ coef_.T + intercept_`: a new array, so float32 coefficients
         # with a float64 intercept give float64 scores, as there
-        return first_product(X, self.Wcat, self.Wst) + self.b[:, None, :]
+        return first_product(X, self.Wst) + self.b[:, None, :]
 
     def proba(self, Z: np.ndarray) -> np.ndarray:
         if self.link == "softmax":  # sklearn.utils.extmath.softmax
@@ -132,7 +121,6 @@ class MLP:
         m0 = models[0]
         layers = list(zip(*(m.coefs_ for m in models), strict=True))
         self.Wst = [np.stack(ws) for ws in layers]  # (G, h_in, h_out) per layer
-        self.Wcat = _side_by_side(self.Wst[0])
         self.b = [np.stack(bs) for bs in zip(*(m.intercepts_ for m in models), strict=True)]
         self.hidden, self.out = _MLP_ACT[m0.activation], m0.out_activation_
         self.width = max(w.shape[2] for w in self.Wst)
@@ -149,7 +137,7 @@ class MLP:
                 m.out_activation_, _classes(m))
 
     def raw(self, X: np.ndarray) -> np.ndarray:
-        A = first_product(X, self.Wcat, self.Wst[0])
+        A = first_product(X, self.Wst[0])
         A += self.b[0][:, None, :]
         for W, b in zip(self.Wst[1:], self.b[1:], strict=True):
             self.hidden(A)  # _forward_pass_fast: no activation after the last layer
