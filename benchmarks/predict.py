@@ -10,6 +10,7 @@
   collapse into one model), and the stacked product alone.
 
 Run: python benchmarks/predict.py [--rows 200000] [--shards 16,256] [--repeat 30]
+     python benchmarks/predict.py --only torch --rows 20000 --shards 256 --torch-threads 1
 """
 
 from __future__ import annotations
@@ -104,8 +105,25 @@ def torch_mlp(args, X, y) -> dict:
             r = before_after(model, X[:n], args.repeat)
             r["loop_x_network"] = round(r["loop_ms"] / out[f"network_{n}_ms"], 1)
             r["stacked_x_network"] = round(r["stacked_ms"] / out[f"network_{n}_ms"], 1)
+            r["floor_bmm_ms"] = floor_bmm(model, X[:n], args.repeat)
             out[f"S={S}_{n}"] = r
     return out
+
+
+def floor_bmm(model, X: np.ndarray, repeat: int) -> float:
+    """The stacked networks' products alone (S times one network's arithmetic)."""
+    import torch
+
+    ops = [op for op in model._stacked.groups[0].form.ops if op[0] == "linear"]
+    x = torch.from_numpy(X).expand(len(model._stacked.groups[0].positions), *X.shape)
+
+    def run() -> None:
+        h = x
+        for _, W, b in ops:
+            h = torch.baddbmm(b, h, W)
+
+    with torch.no_grad():
+        return median_ms(run, repeat)
 
 
 def main() -> None:
@@ -114,17 +132,24 @@ def main() -> None:
     ap.add_argument("--shards", default="16,256")
     ap.add_argument("--slices", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--only", choices=["sgd", "torch"], default=None)
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch.set_num_threads for every torch timing (default: torch's)")
     args = ap.parse_args()
     args.shards = [int(s) for s in args.shards.split(",")]
     X, y = data(args.rows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = {"rows": args.rows, "features": X.shape[1], "sgd_log_loss": sgd(args, X, y)}
-        print(json.dumps(out, indent=1), flush=True)
-        if not args.skip_torch:
-            out["torch_mlp"] = torch_mlp(args, X, y)
-            print(json.dumps(out["torch_mlp"], indent=1))
+        if args.only != "torch":
+            out = {"rows": args.rows, "features": X.shape[1], "sgd_log_loss": sgd(args, X, y)}
+            print(json.dumps(out, indent=1), flush=True)
+        if args.only != "sgd":
+            if args.torch_threads:
+                import torch
+
+                torch.set_num_threads(args.torch_threads)
+            print(json.dumps({"rows": args.rows, "torch_mlp": torch_mlp(args, X, y)},
+                             indent=1))
 
 
 if __name__ == "__main__":
