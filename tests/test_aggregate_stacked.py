@@ -256,3 +256,19 @@ def test_a_mixed_ensemble_or_subclass_is_not_guessed():
     assert stacked.build([a, b], classes) is None
     assert stacked.build([a, tree], classes) is None
     assert stacked.build([None, None], classes) is None
+
+
+def test_rows_in_bounded_passes_answer_the_same(tmp_path, monkeypatch):
+    """Temporary arrays are bounded (shards x rows x width per pass): many passes over the
+    rows give the same answers as one."""
+    X, y = _data(n=500, k=3)
+    model = _fit(SISAClassifier(_scaled(SGDClassifier(loss="log_loss")), n_shards=4,
+                                n_slices=2, backend="local", store=tmp_path / "s"), X, y)
+    one_pass = model.predict_proba(X)
+    monkeypatch.setattr(stacked, "_ELEMENTS", 4 * 6 * 7)  # 7 rows a pass
+    model._stacked = stacked.build(model.estimators_, model.classes_)
+    assert model._stacked.chunk == 7
+    np.testing.assert_array_equal(model.predict_proba(X), one_pass)
+    _assert_same(model, X)
+    model.aggregation_ = "hard"
+    _assert_same(model, X)

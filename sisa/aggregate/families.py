@@ -214,6 +214,7 @@ class Scalers:
             mean = np.stack([s.mean_ for s in sc]) if sc[0].with_mean else None
             scale = np.stack([s.scale_ for s in sc]) if sc[0].with_std else None
             self.steps.append((mean, scale))
+        self.width = int(pipelines[0].n_features_in_)  # X is copied once per shard
 
     @staticmethod
     def key(p) -> tuple | None:

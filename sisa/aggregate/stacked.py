@@ -47,6 +47,8 @@ class _Group:
         self.positions = np.asarray(positions)
         own = getattr(finals[0], "classes_", None)
         self.cols = None if classes is None or own is None else np.searchsorted(classes, own)
+        # values per row per shard in the widest temporary array of a pass
+        self.width = max(self.form.width, self.scalers.width if scaled else 0)
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         if self.scalers is not None:
@@ -61,7 +63,7 @@ class Stacked:
         self.models = tuple(models)  # every shard, None included: what this was built from
         self.n_live = sum(m is not None for m in models)
         self.classes, self.groups = classes, groups
-        self.chunk = max(1, _ELEMENTS // (self.n_live * max(g.form.width for g in groups)))
+        self.chunk = max(1, _ELEMENTS // (self.n_live * max(g.width for g in groups)))
 
     def serves(self, models: list, X) -> bool:
         """Whether this stacked form was built from exactly ``models`` (a model reloaded
