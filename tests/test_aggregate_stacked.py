@@ -131,10 +131,14 @@ def test_torch_mlp_matches_the_loop_within_float32(tmp_path):
     model = _fit(SISAClassifier(net, n_shards=5, n_slices=2, backend="local",
                                 store=tmp_path / "s"), X, y)
     _assert_same(model, X, rtol=RTOL_FLOAT32)
+    # many rows: each shard's layers called as its forward pass calls them, the same bits
+    np.testing.assert_array_equal(model.predict_proba(X), _loop_answers(model, X))
+    _assert_same(model, X[:5], rtol=RTOL_FLOAT32)  # few rows: one batched product a layer
     scaled = _fit(SISAClassifier(_scaled(TorchClassifier(lr=1e-2, random_state=0)),
                                  n_shards=4, n_slices=2, aggregation="hard", backend="local",
                                  store=tmp_path / "t"), X, y)
     _assert_same(scaled, X, rtol=RTOL_FLOAT32)
+    _assert_same(scaled, X[:5], rtol=RTOL_FLOAT32)
 
 
 def test_shards_knowing_fewer_classes_map_onto_the_full_list(tmp_path):
