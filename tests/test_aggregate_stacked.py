@@ -260,6 +260,9 @@ def test_a_mixed_ensemble_or_subclass_is_not_guessed():
     assert stacked.build([a, b], classes) is None
     assert stacked.build([a, tree], classes) is None
     assert stacked.build([None, None], classes) is None
+    odd = SGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    odd.coef_ = "not an array"  # attributes unlike its type's: the loop decides
+    assert stacked.build([a, odd], classes) is None
 
 
 def test_rows_in_bounded_passes_answer_the_same(tmp_path, monkeypatch):

@@ -129,6 +129,15 @@ def build(models: list, classes=None) -> Stacked | None:
     classes : ndarray, default=None
         The ensemble's classes (None for a regressor).
     """
+    try:
+        return _build(models, classes)
+    except (AttributeError, TypeError, ValueError, IndexError):
+        # a model whose fitted attributes are not what its type promises (a forged or
+        # foreign checkpoint): the loop serves, and reports its own error if it has one
+        return None
+
+
+def _build(models: list, classes) -> Stacked | None:
     live = [m for m in models if m is not None]
     if not live:
         return None
