@@ -9,7 +9,13 @@ then:
 2. for each batch window: 40 single-id erasure requests sent at 20/s, the time from each
    202 to `done`, the number of forgets (retrain batches) they cost, and the erasures/s.
 
+With ``--scale-shards 256`` it instead measures a large ensemble (issue 26): an
+``SGDClassifier(loss="log_loss")`` model at S shards on 200,000 x 50 float32 rows, 1-row
+predict p50/p99 from one client (count-bound), throughput with 8 concurrent clients, and
+the in-process rate of the same 1-row ``predict_proba`` (stacked form and per-shard loop).
+
 Run: python -m benchmarks.serve [--rows 20000] [--windows 0.5,2,5]
+     python -m benchmarks.serve --scale-shards 256 [--rows 200000]
 """
 
 from __future__ import annotations
@@ -83,12 +89,75 @@ def latency(client: Client, X: np.ndarray, seconds: float, threads: int = 4) -> 
             "req_per_s": round(len(ms) / seconds, 1)}
 
 
+def sequential(client: Client, X: np.ndarray, requests: int) -> dict:
+    """One client, ``requests`` calls back to back (bounded by count, not time)."""
+    for _ in range(20):
+        client.predict(X)  # warm: connection, first-call costs
+    ms = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        client.predict(X)
+        ms.append((time.perf_counter() - t0) * 1000)
+    return {"requests": requests, "p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+
+
+def in_process_rate(model, X: np.ndarray, calls: int = 300) -> dict:
+    """1-row predict_proba in this process: median ms and calls per second."""
+    model.predict_proba(X)
+    ms = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        model.predict_proba(X)
+        ms.append((time.perf_counter() - t0) * 1000)
+    med = float(np.median(ms))
+    return {"p50_ms": round(med, 3), "calls_per_s": round(1000 / med, 1)}
+
+
+def at_scale(args, tokens: str, tmp: str) -> dict:
+    """`sisa serve` of an S-shard SGD model: 1-row latency and 8-client throughput."""
+    from sklearn.linear_model import SGDClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(args.rows, 50)).astype(np.float32)
+    y = ((X @ rng.normal(size=50) + rng.normal(scale=2.0, size=args.rows)) > 0).astype(int)
+    store = os.path.join(tmp, "scale")
+    model = SISAClassifier(SGDClassifier(loss="log_loss"), n_shards=args.scale_shards,
+                           n_slices=4, store=store, backend="local").fit(X, y)
+    out: dict = {"rows": args.rows, "shards": args.scale_shards}
+    out["in_process_stacked"] = in_process_rate(model, X[:1])
+    fast, model._stacked = model._stacked, None
+    out["in_process_loop"] = in_process_rate(model, X[:1], calls=60)
+    model._stacked = fast
+    proc, c = start(store, tokens, 0.0)
+    try:
+        out["serve_1_client"] = sequential(c, X[:1], args.requests_scale)
+        out["serve_8_clients"] = latency(c, X[:1], 10, threads=8)
+    finally:
+        stop(proc)
+    out["serve_8_clients_vs_in_process"] = round(
+        out["serve_8_clients"]["req_per_s"] / out["in_process_stacked"]["calls_per_s"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=20_000)
+    ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--windows", default="0.5,2,5")
     ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--scale-shards", type=int, default=None)
+    ap.add_argument("--requests-scale", type=int, default=500)
     args = ap.parse_args()
+    if args.scale_shards:
+        args.rows = args.rows or 200_000
+        with tempfile.TemporaryDirectory() as tmp:
+            tokens = os.path.join(tmp, "tokens")
+            with open(tokens, "w") as f:
+                f.write(f"predict,erase {TOKEN}\n")
+            os.chmod(tokens, 0o600)
+            print(json.dumps(at_scale(args, tokens, tmp), indent=1))
+        return
+    args.rows = args.rows or 20_000
     rng = np.random.default_rng(0)
     X = rng.normal(size=(args.rows, 20)).astype(np.float32)
     y = (X @ rng.normal(size=(20, 3))).argmax(axis=1)

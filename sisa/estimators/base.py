@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..aggregate import stacked
 from ..engine import driver, forms
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
@@ -258,6 +259,10 @@ class _SISABase(BaseEstimator):
         classes = store.manifest.model["classes"]
         if classes is not None:
             self.classes_ = np.asarray(classes)
+        # the shard models stacked for one vectorized pass, derived again from every
+        # reload (never stored); None: the per-shard loop serves (sisa.aggregate.stacked)
+        self._stacked = None if self.estimators_ is None else stacked.build(
+            self.estimators_, self.classes_ if is_classifier(self) else None)
 
     # -------------------------------------------------------------- persistence
     @classmethod
@@ -368,6 +373,12 @@ class _SISABase(BaseEstimator):
             return sparse.predict_input(X, schema)
         return validate_data(self, X, reset=False, dtype=FLOAT_DTYPES,
                              ensure_all_finite="allow-nan" if acc.nan else True)
+
+    def _stacked_for(self, X):
+        """The stacked shard models (:mod:`sisa.aggregate.stacked`) when they were built
+        from the models now loaded and ``X`` is a dense matrix; else None (the loop)."""
+        fast = getattr(self, "_stacked", None)
+        return fast if fast is not None and fast.serves(self.estimators_, X) else None
 
     def __sklearn_tags__(self):
         from sklearn.utils import get_tags

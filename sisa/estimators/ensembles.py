@@ -107,10 +107,17 @@ class SISAClassifier(ClassifierMixin, _SISABase):
     def predict(self, X):
         """Aggregated class prediction (vote, or argmax of the mean probability)."""
         X = self._check_X(X)  # once: a second check would see an array without names
+        fast = self._stacked_for(X)
         if self.aggregation_ == "soft":
-            return self.classes_[aggregate.mean_proba(self.estimators_, X, self.classes_)
-                                 .argmax(axis=1)]
+            return self.classes_[self._mean_proba(X, fast).argmax(axis=1)]
+        if fast is not None:
+            return fast.vote(X)
         return aggregate.vote(self.estimators_, X, self.classes_)
+
+    def _mean_proba(self, X, fast):
+        if fast is not None:
+            return fast.mean_proba(X)
+        return aggregate.mean_proba(self.estimators_, X, self.classes_)
 
     def _soft(self) -> bool:
         return self._resolved_aggregation() == "soft"
@@ -119,7 +126,7 @@ class SISAClassifier(ClassifierMixin, _SISABase):
     def predict_proba(self, X):
         """Mean of the shard models' class probabilities (``aggregation='soft'``)."""
         X = self._check_X(X)
-        return aggregate.mean_proba(self.estimators_, X, self.classes_)
+        return self._mean_proba(X, self._stacked_for(X))
 
 
 class SISARegressor(RegressorMixin, _SISABase):
@@ -153,6 +160,9 @@ class SISARegressor(RegressorMixin, _SISABase):
     def predict(self, X):
         """Mean or median of the shard models' predictions."""
         X = self._check_X(X)
+        fast = self._stacked_for(X)
+        if fast is not None:
+            return fast.regress(X, self.aggregation_)
         return aggregate.regress(self.estimators_, X, self.aggregation_)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import StaleModelError
+from ..errors import StaleModelError
 
 CLASSIFIER_AGGREGATIONS = ("hard", "soft")
 REGRESSOR_AGGREGATIONS = ("mean", "median")

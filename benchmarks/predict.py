@@ -1,0 +1,156 @@
+"""``predict_proba`` of a SISA ensemble against one model, before (per-shard loop) and after
+(the stacked form, sisa.aggregate.stacked) in one run (issue 26).
+
+200,000 x 50 float32 rows, backend local, medians of 30 calls:
+* ``SGDClassifier(loss="log_loss")``: 1 row and 1,000 rows at S = 16 and S = 256 against
+  the monolithic model;
+* a ``TorchClassifier`` MLP (50 -> 100 -> 2) ensemble at S = 256 against one network;
+* the floors the ensemble cannot go under: sisa's own input check (``_check_X``), the
+  S x n logistic functions a soft vote must evaluate (a mean of probabilities does not
+  collapse into one model), and the stacked product alone.
+
+Run: python -m benchmarks.predict [--rows 200000] [--shards 16,256] [--repeat 30]
+     python -m benchmarks.predict --only torch --rows 20000 --shards 256 --torch-threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+
+import numpy as np
+from scipy.special import expit
+from sklearn.linear_model import SGDClassifier
+
+from sisa import SISAClassifier
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()  # warm
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1e3, 4)
+
+
+def data(rows: int, d: int = 50, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, d)).astype(np.float32)
+    y = ((X @ rng.normal(size=d) + rng.normal(scale=2.0, size=rows)) > 0).astype(np.int64)
+    return X, y
+
+
+def before_after(model, X: np.ndarray, repeat: int) -> dict:
+    """The loop's time (stacked form set aside) and the stacked form's, same model."""
+    fast = model._stacked
+    assert fast is not None, "no stacked form for this model"
+    model._stacked = None
+    try:
+        loop = median_ms(lambda: model.predict_proba(X), repeat)
+        want = model.predict_proba(X)
+    finally:
+        model._stacked = fast
+    got = model.predict_proba(X)
+    return {"loop_ms": loop, "stacked_ms": median_ms(lambda: model.predict_proba(X), repeat),
+            "max_rel_diff": float(np.max(np.abs(got - want) / np.maximum(np.abs(want),
+                                                                         1e-300)))}
+
+
+def floors(model, X: np.ndarray, repeat: int) -> dict:
+    S = model._stacked.n_live
+    z = np.zeros((S, X.shape[0], 1))
+    g = model._stacked.groups[0]
+    return {"check_X_ms": median_ms(lambda: model._check_X(X), repeat),
+            "product_ms": median_ms(lambda: g.raw(X), repeat),
+            "expit_S_x_n_ms": median_ms(lambda: expit(z), repeat)}
+
+
+def sgd(args, X, y) -> dict:
+    out: dict = {}
+    mono = SGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    for n in (1, 1000):
+        out[f"monolithic_{n}_ms"] = median_ms(lambda n=n: mono.predict_proba(X[:n]),
+                                              args.repeat)
+    for S in args.shards:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = SISAClassifier(n_shards=S, n_slices=args.slices, backend="local",
+                                   store=tmp).fit(X, y)
+            for n in (1, 1000):
+                r = before_after(model, X[:n], args.repeat)
+                r["loop_x_mono"] = round(r["loop_ms"] / out[f"monolithic_{n}_ms"], 1)
+                r["stacked_x_mono"] = round(r["stacked_ms"] / out[f"monolithic_{n}_ms"], 1)
+                r["floors"] = floors(model, X[:n], args.repeat)
+                out[f"S={S}_{n}"] = r
+    return out
+
+
+def torch_mlp(args, X, y) -> dict:
+    from sisa.deep import TorchClassifier
+
+    S = max(args.shards)
+    net = TorchClassifier(max_epochs=1, batch_size=256, random_state=0)
+    out: dict = {}
+    one = net.fit(X, y)
+    for n in (1, 1000):
+        out[f"network_{n}_ms"] = median_ms(lambda n=n: one.predict_proba(X[:n]), args.repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = SISAClassifier(TorchClassifier(batch_size=256, random_state=0), n_shards=S,
+                               n_slices=1, epochs=1, backend="local", store=tmp).fit(X, y)
+        for n in (1, 1000):
+            r = before_after(model, X[:n], args.repeat)
+            r["loop_x_network"] = round(r["loop_ms"] / out[f"network_{n}_ms"], 1)
+            r["stacked_x_network"] = round(r["stacked_ms"] / out[f"network_{n}_ms"], 1)
+            r["floor_bmm_ms"] = floor_bmm(model, X[:n], args.repeat)
+            out[f"S={S}_{n}"] = r
+    return out
+
+
+def floor_bmm(model, X: np.ndarray, repeat: int) -> float:
+    """The stacked networks' products alone (S times one network's arithmetic)."""
+    import torch
+
+    ops = [op for op in model._stacked.groups[0].form.ops if op[0] == "linear"]
+    x = torch.from_numpy(X).expand(len(model._stacked.groups[0].positions), *X.shape)
+
+    def run() -> None:
+        h = x
+        for _, W, b in ops:
+            h = torch.baddbmm(b, h, W)
+
+    with torch.no_grad():
+        return median_ms(run, repeat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--shards", default="16,256")
+    ap.add_argument("--slices", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--only", choices=["sgd", "torch"], default=None)
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch.set_num_threads for every torch timing (default: torch's)")
+    args = ap.parse_args()
+    args.shards = [int(s) for s in args.shards.split(",")]
+    X, y = data(args.rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if args.only != "torch":
+            out = {"rows": args.rows, "features": X.shape[1], "sgd_log_loss": sgd(args, X, y)}
+            print(json.dumps(out, indent=1), flush=True)
+        if args.only != "sgd":
+            if args.torch_threads:
+                import torch
+
+                torch.set_num_threads(args.torch_threads)
+            print(json.dumps({"rows": args.rows, "torch_mlp": torch_mlp(args, X, y)},
+                             indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The aggregate in one vectorized pass: shard models stacked by family.
+
+:func:`build` looks at the fitted shard models' types and shapes and, when every live
+shard belongs to a family with a stacked form (:mod:`.families`, :mod:`.torch_family`),
+returns a :class:`Stacked` that answers ``vote``/``mean_proba``/``regress`` as the
+per-shard loop in :mod:`sisa.aggregate` does, with one product per layer for all shards.
+Otherwise (trees, boosting, k-NN, anything not recognised) it returns None and the loop
+serves. The stacked form is derived from the loaded checkpoints, rebuilt whenever they
+are (fit, load, forget, refresh), and never stored.
+
+Shards are grouped by (family, shapes, classes): a shard refit without some class forms
+its own group whose columns map onto the full class list, as ``aligned_proba`` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import families
+from .torch_family import TorchNet
+
+_FAMILIES = (families.Linear, families.MLP, families.GaussianBayes, TorchNet)
+_ELEMENTS = 1 << 22  # shards x rows x widest layer per pass: bounds the temporary arrays
+
+
+def _family(m):
+    """(family, pipeline scalers key, family key), or None when no stacked form fits."""
+    scalers = families.Scalers.key(m)
+    final = m.steps[-1][1] if scalers is not None else m
+    for fam in _FAMILIES:
+        try:
+            k = fam.key(final)
+        except AttributeError:  # an unfitted or unusual model: the loop decides
+            return None
+        if k is not None:
+            return fam, scalers, k
+    return None
+
+
+class _Group:
+    """Shards of one family, shape and class list, with their place in the ensemble."""
+
+    def __init__(self, fam, models: list, positions: list[int], classes, scaled: bool):
+        finals = [m.steps[-1][1] for m in models] if scaled else models
+        self.form = fam(finals)
+        self.scalers = families.Scalers(models) if scaled else None
+        self.positions = np.asarray(positions)
+        own = getattr(finals[0], "classes_", None)
+        self.cols = None if classes is None or own is None else np.searchsorted(classes, own)
+        # values per row per shard in the widest temporary array of a pass
+        self.width = max(self.form.width, self.scalers.width if scaled else 0)
+
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        if self.scalers is not None:
+            X = self.scalers.transform(X, len(self.positions))
+        return self.form.raw(X)
+
+
+class Stacked:
+    """The shard models of one ensemble, stacked; see the module docstring."""
+
+    def __init__(self, models: list, classes, groups: list[_Group]):
+        self.models = tuple(models)  # every shard, None included: what this was built from
+        self.n_live = sum(m is not None for m in models)
+        self.classes, self.groups = classes, groups
+        self.chunk = max(1, _ELEMENTS // (self.n_live * max(g.width for g in groups)))
+
+    def serves(self, models: list, X) -> bool:
+        """Whether this stacked form was built from exactly ``models`` (a model reloaded
+        or replaced since is another object) and ``X`` is a dense float matrix."""
+        return (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f"
+                and len(models) == len(self.models)
+                and all(a is b for a, b in zip(models, self.models, strict=True)))
+
+    def _chunks(self, X):
+        for start in range(0, max(X.shape[0], 1), self.chunk):
+            yield X[start:start + self.chunk]
+
+    def mean_proba(self, X: np.ndarray) -> np.ndarray:
+        """Mean of the shard probabilities; summed over the shards in shard order, as
+        ``sum()`` over the loop does."""
+        out = []
+        for Xc in self._chunks(X):
+            groups = [(g, g.form.proba(g.raw(Xc))) for g in self.groups]
+            if len(groups) == 1 and np.array_equal(groups[0][0].cols,
+                                                   np.arange(len(self.classes))):
+                P = groups[0][1]
+            else:
+                P = np.zeros((self.n_live, Xc.shape[0], len(self.classes)))
+                for g, p in groups:
+                    P[g.positions[:, None], :, g.cols[None, :]] = p.transpose(0, 2, 1)
+            out.append(P.sum(axis=0) / self.n_live)
+        return np.concatenate(out)
+
+    def vote(self, X: np.ndarray) -> np.ndarray:
+        """Majority vote; ties go to the class listed first."""
+        C, out = len(self.classes), []
+        for Xc in self._chunks(X):
+            n = Xc.shape[0]
+            idx = np.empty((self.n_live, n), dtype=np.intp)
+            for g in self.groups:
+                idx[g.positions] = g.cols[g.form.index(g.raw(Xc))]
+            flat = (np.arange(n)[None, :] * C + idx).ravel()
+            counts = np.bincount(flat, minlength=n * C).reshape(n, C)
+            out.append(self.classes[counts.argmax(axis=1)])
+        return np.concatenate(out)
+
+    def regress(self, X: np.ndarray, how: str) -> np.ndarray:
+        """Mean or median over the shards of an (S, n) stack, as the loop's."""
+        out = []
+        for Xc in self._chunks(X):
+            values = [(g, g.form.values(g.raw(Xc))) for g in self.groups]
+            # the dtype np.stack of the shard predictions has (float32 models: float32)
+            preds = np.empty((self.n_live, Xc.shape[0]),
+                             dtype=np.result_type(*(v for _, v in values)))
+            for g, v in values:
+                preds[g.positions] = v
+            out.append(np.median(preds, axis=0) if how == "median" else preds.mean(axis=0))
+        return np.concatenate(out)
+
+
+def build(models: list, classes=None) -> Stacked | None:
+    """The stacked form of these shard models, or None when the loop must serve.
+
+    Parameters
+    ----------
+    models : list
+        The shard models (None for an empty shard), as ``estimators_``.
+    classes : ndarray, default=None
+        The ensemble's classes (None for a regressor).
+    """
+    try:
+        return _build(models, classes)
+    except (AttributeError, TypeError, ValueError, IndexError):
+        # a model whose fitted attributes are not what its type promises (a forged or
+        # foreign checkpoint): the loop serves, and reports its own error if it has one
+        return None
+
+
+def _build(models: list, classes) -> Stacked | None:
+    live = [m for m in models if m is not None]
+    if not live:
+        return None
+    keys: dict[tuple, list[int]] = {}
+    for i, m in enumerate(live):
+        fk = _family(m)
+        if fk is None:
+            return None
+        keys.setdefault(fk, []).append(i)
+    groups = []
+    for (fam, scalers, _), positions in keys.items():
+        group = _Group(fam, [live[i] for i in positions], positions, classes,
+                       scalers is not None)
+        if (classes is None) != group.form.regressor:
+            return None
+        groups.append(group)
+    return Stacked(models, classes, groups)
