@@ -234,10 +234,26 @@ def publish(tmp: str, target: str) -> None:
     fsync_dir(os.path.dirname(target))
 
 
+def each(fn, items: list, parallel: bool = True) -> None:
+    """``fn(item)`` for every item, several at a time in the fsync pool's threads when
+    ``parallel`` and there are several (errors propagate; all are attempted)."""
+    if not parallel or len(items) < 2:
+        for item in items:
+            fn(item)
+        return
+    list(_pool().map(fn, items))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(16, thread_name_prefix="sisa-fsync")
+    return _POOL
+
+
 def _sync(files: list[str], more: list[tuple[str, bool]]) -> None:
     """fsync ``files`` and their folders, and ``more`` (``(path, is a folder)``), each
     once, in one parallel round."""
-    global _POOL
     jobs = list(dict.fromkeys([(f, False) for f in files] + more
                               + [(os.path.dirname(f), True) for f in files]))
     with _waiting(len(jobs)):
@@ -245,9 +261,7 @@ def _sync(files: list[str], more: list[tuple[str, bool]]) -> None:
             for job in jobs:
                 _fsync_path(*job)
             return
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(16, thread_name_prefix="sisa-fsync")
-        list(_POOL.map(lambda job: _fsync_path(*job), jobs))
+        list(_pool().map(lambda job: _fsync_path(*job), jobs))
 
 
 def file_stamp(path: str) -> tuple | None:
