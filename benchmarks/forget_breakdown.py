@@ -17,8 +17,10 @@ Three commands, each printing JSON:
   Where the forget returns ``timings`` (its own breakdown), their medians are printed too.
 - ``adult [--forgets K]``: the same for DecisionTree(max_depth=10), S = 32, R = 1 on Adult
   (benchmarks/vs_dare.py's "dt-32x1"), on a fresh signed store in a temp dir.
-- ``disk``: the latency of one fsync on this disk (4 KB file, and a folder), and of a
-  round of 8 in parallel: the floor of a durable commit.
+- ``disk``: the latency of one fsync on this disk (4 KB file, and a folder), of a
+  round of 8 in parallel, of a tree forget's group (7 new 20 KB files and their 5
+  folders in parallel) and of one ``syncfs`` doing the same: the floor of a durable
+  commit.
 
 Run: python benchmarks/forget_breakdown.py build --rows 1000000 --dir /tmp/fb1m
      python benchmarks/forget_breakdown.py run --dir /tmp/fb1m --forgets 20
@@ -27,6 +29,7 @@ Run: python benchmarks/forget_breakdown.py build --rows 1000000 --dir /tmp/fb1m
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -109,7 +112,7 @@ def forgets(model, ids) -> dict:
            "load": [round(x, 2) for x in os.getloadavg()]}
     if own:  # the forget's own breakdown (code that reports one)
         keys = [k for k in own[0] if isinstance(own[0][k], (int, float))]
-        out["own_timings_median"] = {k: round(float(np.median([o[k] for o in own])), 3)
+        out["own_timings_median"] = {k: round(float(np.median([o[k] for o in own])), 5)
                                      for k in keys}
     return out
 
@@ -187,22 +190,57 @@ def disk(args) -> dict:
         os.close(fd)
         return file_s, dir_s
 
+    def written(k: int) -> str:  # a new 20 KB file in one of 5 folders, not fsynced
+        folder = f"{root}/d{k % 5}"
+        os.makedirs(folder, exist_ok=True)
+        path = f"{folder}/g{k}-{time.perf_counter_ns()}"
+        with open(path, "wb") as f:
+            f.write(os.urandom(20_000))
+        return path
+
+    def fsync_path(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    libc = ctypes.CDLL(None, use_errno=True)
     try:
         single = [one(k) for k in range(args.samples)]
-        rounds = []
+        rounds, group, syncfs = [], [], []
         with ThreadPoolExecutor(8) as pool:
             for _ in range(args.samples // 4):
                 t = time.perf_counter()
                 list(pool.map(one, range(8)))
                 rounds.append(time.perf_counter() - t)
+            for _ in range(args.samples // 4):  # a tree forget's group: 7 files, 5 folders
+                files = [written(k) for k in range(7)]
+                t = time.perf_counter()
+                list(pool.map(fsync_path, files + sorted({os.path.dirname(f) for f in files})))
+                group.append(time.perf_counter() - t)
+                files = [written(k) for k in range(7)]  # the same by one syncfs (Linux)
+                fd = os.open(root, os.O_RDONLY)
+                t = time.perf_counter()
+                ok = libc.syncfs(fd) == 0
+                syncfs.append(time.perf_counter() - t)
+                os.close(fd)
+                assert ok, os.strerror(ctypes.get_errno())
         return {"fsync_file_ms_median": round(float(np.median([s[0] for s in single])) * 1e3, 3),
                 "fsync_file_ms_p90": round(float(np.percentile([s[0] for s in single], 90))
                                            * 1e3, 3),
                 "fsync_dir_ms_median": round(float(np.median([s[1] for s in single])) * 1e3, 3),
                 "round_of_8_files_and_dirs_ms_median": round(float(np.median(rounds)) * 1e3, 3),
+                "group_7_files_5_dirs_ms": _med_p90(group),
+                "syncfs_instead_ms": _med_p90(syncfs),
                 "samples": args.samples, "load": [round(x, 2) for x in os.getloadavg()]}
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _med_p90(seconds: list[float]) -> dict:
+    return {"median": round(float(np.median(seconds)) * 1e3, 3),
+            "p90": round(float(np.percentile(seconds, 90)) * 1e3, 3)}
 
 
 def main() -> None:
