@@ -252,8 +252,8 @@ class Location:
         a later manifest names) inside a :meth:`batch` leaves its fsyncs to the batch's
         grouped round; any other write is durable when it returns. A ``commit`` write
         (a manifest's root) is the batch's commit point: its bytes are fsynced in the
-        batch's round, with every file it names, and renamed into place after the round
-        of folders (:func:`sisa.store.localfs.publish`)."""
+        batch's round, with every file it names and their folders, and renamed into place
+        after it (:func:`sisa.store.localfs.publish`)."""
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if self.is_local:

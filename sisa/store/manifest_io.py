@@ -84,10 +84,10 @@ def write(loc, root: Mapping, leaves: Iterable[tuple[str, bytes]], key) -> None:
     body = canonical_json(dict(root))
     digest = hashlib.sha256(body).hexdigest().encode()
     sig = key.sign(body).encode() if signer else b""
-    # One group commit: the leaves, the root's bytes and every file the batch wrote before
-    # (a forget's slices, buckets, checkpoints) are fsynced in one parallel round, their
-    # folders in the next, and only then is the root renamed into place (its folder
-    # fsynced last): nothing the root names can be missing after a power loss.
+    # One group commit: the leaves, the root's bytes, every file the batch wrote before (a
+    # forget's slices, buckets, checkpoints) and every folder holding a new entry are
+    # fsynced in one parallel round, and only then is the root renamed into place (its
+    # folder fsynced last): nothing the root names can be missing after a power loss.
     with loc.batch():
         loc.write_many(list(leaves))
         loc.write_atomic(MANIFEST, b'{"checksum":"' + digest + b'","signature":"' + sig
