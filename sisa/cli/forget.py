@@ -55,4 +55,15 @@ def _receipt_text(r: dict) -> str:
             + (" (already forgotten: replayed receipt)" if r.get("replayed") else "")
             + (f"\ngroups sha256 {r['groups_sha256']}" if "groups_sha256" in r else "")
             + f"\nids sha256 {r['ids_sha256']}\nfingerprint {r['fingerprint_before'][:16]} -> "
-            f"{r['fingerprint_after'][:16]}")
+            f"{r['fingerprint_after'][:16]}" + _timings_text(r.get("timings")))
+
+
+def _timings_text(t: dict | None) -> str:
+    """Where the forget's time went (not part of the signed receipt)."""
+    if not t or not t.get("wall_s"):
+        return ""
+    rest = sorted(((k[:-2], v) for k, v in t.items() if k.endswith("_s")
+                   and k not in ("wall_s", "training_s") and v > 0), key=lambda kv: -kv[1])
+    return (f"\ntime {1e3 * t['wall_s']:.1f} ms: training {1e3 * t['training_s']:.1f} ms, the "
+            f"rest {100 * t['outside_training']:.0f}% ("
+            + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in rest[:5]) + f"); {t['fsyncs']} fsyncs")

@@ -8,6 +8,7 @@ commits them to the manifest.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -47,6 +48,11 @@ class ShardResult:
     checkpoints: list[dict] = field(default_factory=list)
     rows_processed: int = 0
     seconds: float = 0.0
+    #: seconds of the task's parts: ``training_s`` (the model's fit), ``read_slices_s``,
+    #: ``checkpoints_s`` (resume load; pickle, load-back check, write); see
+    #: :mod:`sisa.unlearn.timings`
+    phases: dict = field(default_factory=dict)
+    pid: int = field(default_factory=os.getpid)  # the process that trained it
 
 
 def schedule_of(store: Store) -> Schedule:
@@ -104,6 +110,8 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
     sched = schedule_of(store)
     classes = model_meta["classes"]
     model = None
+    result = ShardResult(shard, start_slice)
+    clock = _Clock(result.phases)
     prev_slice = sched.resume_from(start_slice)
     if prev_slice is not None:
         prev = store.manifest.checkpoint(shard, prev_slice)
@@ -111,7 +119,7 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
             raise TrainingError(shard, start_slice, "the checkpoint before this slice is missing;"
                                 " run `sisa repair` to retrain the shard from scratch")
         model = ck.load_verified(store, prev)
-    result = ShardResult(shard, start_slice)
+        clock.lap("checkpoints_s")
     # the cumulative schedule trains on slices 0..r at step r: keep what it reads
     rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative",
                       prototype=prototype)
@@ -119,7 +127,9 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
     try:
         for sl in sched.steps(start_slice):
             X, y = rows.of(sched.slices_for(sl))
+            clock.lap("read_slices_s")
             model = sched.step(model, prototype, X, y, classes, store.random_state, shard, sl)
+            clock.lap("training_s")
             result.rows_processed += len(y) * sched.passes()
             blob = ck.dumps(model)
             if write:
@@ -129,12 +139,25 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
             meta.update(shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl),
                         rows=store.slice_rows(shard, sl))
             result.checkpoints.append(meta)
+            clock.lap("checkpoints_s")
     except SisaError:
         raise
     except Exception as exc:
         raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
                             traceback.format_exc()) from exc
     return result
+
+
+class _Clock:
+    """Laps of a shard task, added to ``phases`` by name (the first from its creation)."""
+
+    def __init__(self, phases: dict) -> None:
+        self.phases, self.last = phases, time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.phases[part] = self.phases.get(part, 0.0) + now - self.last
+        self.last = now
 
 
 def _check_loads_back(blob: bytes, model, shard: int, sl: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from numbers import Integral, Real
 from typing import ClassVar
@@ -323,8 +324,15 @@ class _SISABase(BaseEstimator):
             Keep the raw ids (and group keys) in the receipt.
         progress : bool, optional
             Show progress bars (default: ``verbose``).
+
+        Returns
+        -------
+        dict
+            The signed receipt, plus ``timings`` (not part of it): the forget's wall time
+            split into the shard models' training and the rest, the model reload
+            included, and its fsync count (:mod:`sisa.unlearn.timings`).
         """
-        from ..unlearn import forget, forget_groups
+        from ..unlearn import forget, forget_groups, timings
 
         check_is_fitted(self)
         if (ids is _UNSET) == (groups is None):
@@ -338,8 +346,9 @@ class _SISABase(BaseEstimator):
                 receipt = forget(self.store_, ids, record_ids=record_ids,
                                  settings=self._settings(progress))
         finally:  # reload even on failure: never keep serving models that saw the rows
+            started = time.perf_counter()
             self._set_fitted(self.store_, strict=False)
-        return receipt
+        return timings.with_reload(receipt, time.perf_counter() - started)
 
     def verify(self, *, shards=None, sample: int | None = None, progress: bool | None = None):
         """Prove the store: retrain shards from scratch and compare checkpoint bytes, scan

@@ -241,7 +241,7 @@ class Location:
     # -- writing -----------------------------------------------------------------------
     def write_atomic(self, rel: str, data: bytes | pa.Buffer, *, mode: int = 0o644,
                      durable: bool = True, fsync_file: bool = False,
-                     deferrable: bool = False) -> None:
+                     deferrable: bool = False, commit: bool = False) -> None:
         """Write a whole file so that readers see the old bytes or the new, never a mix.
 
         Locally the bytes go to a temporary file in ``<root>/.tmp/`` first, so a writer
@@ -250,30 +250,36 @@ class Location:
         (the default) the file and its directory entry are fsynced before returning;
         ``fsync_file`` alone fsyncs the file only. A ``deferrable`` write (a file that only
         a later manifest names) inside a :meth:`batch` leaves its fsyncs to the batch's
-        grouped round; any other write is durable when it returns."""
+        grouped round; any other write is durable when it returns. A ``commit`` write
+        (a manifest's root) is the batch's commit point: its bytes are fsynced in the
+        batch's round, with every file it names and their folders, and renamed into place
+        after it (:func:`sisa.store.localfs.publish`)."""
         target = self.path(rel)
         parent = target.rsplit("/", 1)[0]
         if self.is_local:
             self._no_links(rel)  # not through a linked directory, not onto a link
             self._no_links(TEMP_DIR)  # nor through a planted .tmp link
-            makedirs_durable(parent)
-            makedirs_durable(self.path(TEMP_DIR))
+            deferred = durable and deferrable and localfs.batching()
+            makedirs_durable(parent, defer=deferred)
+            makedirs_durable(self.path(TEMP_DIR), defer=deferred or commit)
             tmp = self.path(f"{TEMP_DIR}/{os.getpid()}-{secrets.token_hex(6)}")
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-                deferred = durable and deferrable and localfs.batching()
                 with open(fd, "wb") as f:
                     f.write(memoryview(data))
                     f.flush()
-                    if (durable and not deferred) or fsync_file:
-                        os.fsync(f.fileno())
-                os.replace(tmp, target)
+                    if (durable and not deferred and not commit) or fsync_file:
+                        localfs.fsync_fd(f.fileno())
+                if commit:  # fsynced with the batch, renamed after it
+                    localfs.publish(tmp, target)
+                else:
+                    os.replace(tmp, target)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             if deferred:
                 localfs.make_durable(target)  # by the batch's round, with its folder
-            elif durable:
+            elif durable and not commit:
                 fsync_dir(parent)
         else:
             if not self.is_flat:  # HDFS has real directories; S3/GCS need no markers
@@ -337,38 +343,32 @@ class Location:
         except FileNotFoundError:
             return 0
 
-    def append_line(self, rel: str, line: str) -> None:
-        """Append one line durably (fsync locally; read-modify-PUT on object stores)."""
+    def append_line(self, rel: str, line: str, *, durable: bool = True) -> None:
+        """Append one line (read-modify-PUT on object stores). Locally it is fsynced unless
+        not ``durable``: then the caller makes it durable later (:meth:`sync_later`); a
+        file it creates is made durable, folder entry included, either way."""
         payload = (line.rstrip("\n") + "\n").encode()
         if self.is_local:
             target = self._no_links(rel)
             makedirs_durable(os.path.dirname(target))
             new = not os.path.lexists(target)
-            try:
-                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                             | os.O_NONBLOCK, 0o644)  # a planted FIFO: an error, not a hang
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise link_error(target) from None
-                if exc.errno == errno.ENXIO:  # a FIFO nobody reads
-                    raise UnsafePathError(f"{target} is not a regular file: remove it (rm "
-                                          f"{target}) and restore the store's file from "
-                                          "backup") from None
-                raise
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise UnsafePathError(f"{target} is not a regular file: remove it (rm {target}) "
-                                      "and restore the store's file from backup")
-            os.set_blocking(fd, True)
-            with open(fd, "ab") as f:
+            with open(localfs.open_append(target), "ab") as f:
                 f.write(payload)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable or new:
+                    localfs.fsync_fd(f.fileno())
             if new:
                 fsync_dir(os.path.dirname(target))
         else:
             old = self.read_bytes(rel).to_pybytes() if self.exists(rel) else b""
             self.write_atomic(rel, old + payload)
+
+    def sync_later(self, rel: str) -> None:
+        """fsync the data of a local file whose folder entry is durable (one
+        :meth:`append_line` made): in the current :meth:`batch`'s round, or now. No-op
+        for a missing file and on object stores."""
+        if self.is_local and self.exists(rel):
+            localfs.make_durable(self._no_links(rel), folder=False)
 
     def delete(self, rel: str) -> None:
         """Delete one file. Locally a link is removed itself (``unlink`` never follows

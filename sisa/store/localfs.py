@@ -10,6 +10,7 @@ import mmap
 import os
 import stat
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -70,9 +71,33 @@ def walk_nofollow(root: str, base: str):
 
 
 
-def makedirs_durable(path: str) -> None:
+def open_append(path: str) -> int:
+    """A descriptor of ``path`` opened to append (created if missing), refusing a link
+    or anything but a regular file (a planted FIFO: an error, not a hang)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_error(path) from None
+        if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody reads
+            raise
+        fd = None
+    if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd is not None:
+            os.close(fd)
+        raise UnsafePathError(f"{path} is not a regular file: remove it (rm {path}) and "
+                              "restore the store's file from backup")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def makedirs_durable(path: str, defer: bool = False) -> None:
     """Create missing directories and fsync each new one's parent: a file fsynced
-    inside a new directory is lost on power failure if the directory entry is."""
+    inside a new directory is lost on power failure if the directory entry is. With
+    ``defer`` (for a file whose own fsyncs are deferred) inside a :func:`batched` block,
+    the parents join the batch's round of fsyncs, which runs before any root that
+    names the file."""
     missing = []
     p = path
     while p and not os.path.isdir(p):
@@ -81,13 +106,55 @@ def makedirs_durable(path: str) -> None:
     if missing:
         os.makedirs(path, exist_ok=True)
         for d in reversed(missing):
-            fsync_dir(os.path.dirname(d) or ".")
+            if defer and batching():
+                _PENDING.more.append((os.path.dirname(d) or ".", True))
+            else:
+                fsync_dir(os.path.dirname(d) or ".")
+
+
+# -- fsync accounting. Every fsync sisa makes locally goes through :func:`fsync_fd`,
+# :func:`fsync_dir` or a batch's rounds, which tally (per thread: a forget's own count,
+# whatever other threads of the process do) how many were issued and how long the
+# thread waited for them. A round's fsyncs run in parallel: its wait is the round's.
+_TALLY = threading.local()
+
+
+def fsync_tally() -> tuple[int, float]:
+    """``(fsyncs issued, seconds waited for them)`` by this thread so far, the parallel
+    rounds of its batches included (each fsync of a round counts, the round's wall time
+    is the wait)."""
+    return getattr(_TALLY, "n", 0), getattr(_TALLY, "s", 0.0)
+
+
+@contextlib.contextmanager
+def _waiting(n: int):
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        _TALLY.n = getattr(_TALLY, "n", 0) + n
+        _TALLY.s = getattr(_TALLY, "s", 0.0) + time.perf_counter() - t
+
+
+def fsync_fd(fd: int) -> None:
+    """``os.fsync`` of an open file, tallied."""
+    with _waiting(1):
+        os.fsync(fd)
 
 
 def fsync_dir(path: str) -> None:
+    """fsync a directory (its entries: files created, renamed into or removed from it),
+    tallied. A directory that cannot be opened is skipped (nothing was written there)."""
+    with _waiting(1):
+        _fsync_path(path, directory=True)
+
+
+def _fsync_path(path: str, directory: bool = False) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | (0 if directory else os.O_NOFOLLOW))
     except OSError:
+        if not directory:
+            raise
         return
     try:
         os.fsync(fd)
@@ -95,11 +162,18 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-# Grouped durability. A file that only a later manifest will name need not be on disk
-# before the next write starts, only before that manifest: inside :func:`batched`, writes
-# skip their own fsyncs and :func:`flush` (run before a manifest's root is written, and
-# when the outermost batch ends) fsyncs every file, then every folder they landed in, in
-# parallel: two rounds of fsyncs instead of two per file.
+# Grouped durability (a group commit). A file that only a later manifest will name need
+# not be on disk before the next write starts, only before that manifest: inside
+# :func:`batched`, writes skip their own fsyncs and :func:`flush` (run before a
+# manifest's root is published, and when the outermost batch ends) makes them durable
+# in one parallel round: every file's data (the new root's temporary file included,
+# :func:`publish`) and every folder that got a new entry, each once. Files and folders
+# share the round because nothing orders them: a content file was renamed into its
+# folder before the round, and what must follow both is only the root's rename, after
+# the round. Concurrent fsyncs share the disk's flushes, so a round costs about one
+# fsync's latency whatever its size. The count of fsyncs is what POSIX asks (each new
+# file's data, each folder holding a new entry); the waits are one round, then the
+# root's folder, instead of two per file.
 _PENDING = threading.local()  # this thread's paths awaiting fsync (None: no batch)
 _POOL: ThreadPoolExecutor | None = None
 
@@ -112,12 +186,13 @@ def batched():
     if batching():
         yield
         return
-    _PENDING.paths = []
+    # paths: files fsynced with their folder; more: (path, is a folder) fsynced alone
+    _PENDING.paths, _PENDING.more = [], []
     try:
         yield
         flush()
     finally:
-        _PENDING.paths = None
+        _PENDING.paths = _PENDING.more = None
 
 
 def batching() -> bool:
@@ -125,36 +200,68 @@ def batching() -> bool:
     return getattr(_PENDING, "paths", None) is not None
 
 
-def make_durable(path: str) -> None:
-    """fsync ``path`` (written) and its folder: with the current batch's :func:`flush`,
-    or now outside a batch."""
+def make_durable(path: str, folder: bool = True) -> None:
+    """fsync ``path`` (written) and, with ``folder``, its folder: with the current
+    batch's :func:`flush`, or now outside a batch."""
     if batching():
-        _PENDING.paths.append(path)
+        if folder:
+            _PENDING.paths.append(path)
+        else:
+            _PENDING.more.append((path, False))
     else:
-        _sync([path])
+        _sync([path] if folder else [], [] if folder else [(path, False)])
 
 
 def flush() -> None:
     """Make every write of the current batch durable (no-op without one)."""
-    paths = getattr(_PENDING, "paths", None)
-    if paths:
-        files = list(dict.fromkeys(paths))
-        paths.clear()
-        _sync(files)
+    if batching() and (_PENDING.paths or _PENDING.more):
+        files, more = list(_PENDING.paths), list(_PENDING.more)
+        _PENDING.paths.clear(), _PENDING.more.clear()
+        _sync(files, more)
 
 
-def _sync(files: list[str]) -> None:
-    """fsync the files, then their folders; several at a time in parallel threads."""
-    global _POOL
-    dirs = sorted({os.path.dirname(f) for f in files})
-    if len(files) == 1:
-        _fsync_file(files[0])
-        fsync_dir(dirs[0])
+def publish(tmp: str, target: str) -> None:
+    """Commit point of a batch: ``tmp`` (written, not yet fsynced) is fsynced in the
+    batch's round with every file and folder of the batch, and only then is ``tmp``
+    renamed onto ``target`` and ``target``'s folder fsynced. Two waits for the whole
+    commit: what the root names is durable before the rename that publishes
+    it, and the rename before this returns. ``tmp``'s own folder is not fsynced: the
+    rename removes its entry there."""
+    with batched():
+        make_durable(tmp, folder=False)
+        flush()
+    os.replace(tmp, target)
+    fsync_dir(os.path.dirname(target))
+
+
+def each(fn, items: list, parallel: bool = True) -> None:
+    """``fn(item)`` for every item, several at a time in the fsync pool's threads when
+    ``parallel`` and there are several (errors propagate; all are attempted)."""
+    if not parallel or len(items) < 2:
+        for item in items:
+            fn(item)
         return
+    list(_pool().map(fn, items))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(8, thread_name_prefix="sisa-fsync")
-    list(_POOL.map(_fsync_file, files))
-    list(_POOL.map(fsync_dir, dirs))
+        _POOL = ThreadPoolExecutor(16, thread_name_prefix="sisa-fsync")
+    return _POOL
+
+
+def _sync(files: list[str], more: list[tuple[str, bool]]) -> None:
+    """fsync ``files`` and their folders, and ``more`` (``(path, is a folder)``), each
+    once, in one parallel round."""
+    jobs = list(dict.fromkeys([(f, False) for f in files] + more
+                              + [(os.path.dirname(f), True) for f in files]))
+    with _waiting(len(jobs)):
+        if len(jobs) <= 2:  # one file and its folder: no thread hand-off
+            for job in jobs:
+                _fsync_path(*job)
+            return
+        list(_pool().map(lambda job: _fsync_path(*job), jobs))
 
 
 def file_stamp(path: str) -> tuple | None:
@@ -177,14 +284,6 @@ def _forget_pool() -> None:
     """A forked child has none of the pool's threads: it makes its own."""
     global _POOL
     _POOL = None
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 os.register_at_fork(after_in_child=_forget_pool)

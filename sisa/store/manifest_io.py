@@ -81,13 +81,17 @@ def write(loc, root: Mapping, leaves: Iterable[tuple[str, bytes]], key) -> None:
     signer = root.get("signer")
     if signer and (key is None or key.public_hex != signer["public_key"]):
         raise KeyFileError(wrong_key(loc.uri, signer["public_key"], key))  # before any write
-    loc.write_many(list(leaves))
-    loc.flush()  # every file the root will name is durable before it (a batch's included)
     body = canonical_json(dict(root))
     digest = hashlib.sha256(body).hexdigest().encode()
     sig = key.sign(body).encode() if signer else b""
-    loc.write_atomic(MANIFEST, b'{"checksum":"' + digest + b'","signature":"' + sig
-                     + b'","manifest":' + body + b"}")
+    # One group commit: the leaves, the root's bytes, every file the batch wrote before (a
+    # forget's slices, buckets, checkpoints) and every folder holding a new entry are
+    # fsynced in one parallel round, and only then is the root renamed into place (its
+    # folder fsynced last): nothing the root names can be missing after a power loss.
+    with loc.batch():
+        loc.write_many(list(leaves))
+        loc.write_atomic(MANIFEST, b'{"checksum":"' + digest + b'","signature":"' + sig
+                         + b'","manifest":' + body + b"}", commit=True)
 
 
 def wrong_key(uri: str, public_hex: str, key) -> str:

@@ -384,8 +384,9 @@ class Store(RowReading, AuditKeys):
         self._seen = self._stamp()  # ours: the lock excludes other writers
         self.manifest = new = new.written()
         crashpoint("commit:after-manifest")
-        for rel in old.dropped_files(new):
-            self.loc.delete(rel)
+        # several at a time: each unlink waits for the journal on its own, and files that
+        # only the old state named go in any order
+        localfs.each(self.loc.delete, old.dropped_files(new), parallel=self.loc.is_local)
 
     def collect_garbage(self) -> list[str]:
         """Remove every file the manifest does not name (leftovers of interrupted

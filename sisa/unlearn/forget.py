@@ -34,7 +34,7 @@ from ..store.layout import INTENT
 from ..store.manifest import RetrainPlan, now_iso
 from ..store.store import Store
 from ..tasks.settings import ExecutionSettings
-from . import receipts
+from . import receipts, timings
 
 
 def forget(store: Store, ids, *, record_ids: bool = False,
@@ -61,7 +61,9 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     -------
     dict
         The receipt: request id and time, ids digest, affected (shard, first slice) pairs,
-        shards emptied, rows retrained vs a full retrain, wall time, fingerprints.
+        shards emptied, rows retrained vs a full retrain, wall time, fingerprints. Also,
+        outside the signed receipt, ``timings``: where the wall time went, the shard's
+        training against the rest, and the fsyncs (:mod:`sisa.unlearn.timings`).
 
     Raises
     ------
@@ -73,51 +75,51 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         A shard failed to retrain: the request was rolled back (nothing deleted).
     """
     settings = settings or ExecutionSettings()
+    laps = timings.Laps()
     ids = store.id_array(ids)  # once: a generator given as ids is read one time only
     if len(ids) == 0 and not requests:  # a service batch whose ids are all absent: a receipt
         raise InputError("no sample ids given: pass at least one id to forget")
     with store.lock():
         digest, canon = receipts.ids_digest(store, ids)
-        resumed = _resume_or_refuse(store, digest, settings)
-        if resumed is not None:
-            return resumed
-        done = _replayed(store, digest, canon, requests)
-        if done is not None:  # finished (its intent, if left, is this request's: see above)
-            store.loc.delete(INTENT)
-            return done
+        done = _resumed_or_replayed(store, digest, canon, settings, requests)
+        if done is not None:
+            return laps.attach(done, "plan_s")
         resolved = deletion.resolve(store, canon)  # unknown ids: raise before any write
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
         request = _request(store, resolved, change, digest, record_ids, requests, named)
         _check_resume_points(store, change.plan)
+        laps.lap("plan_s")
         # Not fsynced: it survives a killed process; after a power loss without it the store
         # is as before the request (nothing is committed until _apply's one write).
         store.loc.write_atomic(INTENT, json.dumps({"request": request,
                                                    "ids": canon.to_pylist()}).encode(),
                                durable=False)
         crashpoint("forget:after-intent")
-        sealed = _apply(store, change, request, settings)
+        sealed = _apply(store, change, request, settings, laps)
         store.loc.delete(INTENT)
         receipts.sync_log(store)
-        return sealed
+        return laps.attach(sealed, "log_s")
 
 
 def _apply(store: Store, change: deletion.Deletion, request: dict,
-           settings: ExecutionSettings) -> dict:
+           settings: ExecutionSettings, laps: timings.Laps) -> dict:
     """Stage the deletion (new files, nothing committed), retrain the plan's shards from
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
     intent (a rerun or ``repair`` redoes the request); after it, the request is done. A
     sisa error before that write (a shard that fails to retrain) rolls it back."""
     try:
-        return _stage_retrain_commit(store, change, request, settings)
+        return _stage_retrain_commit(store, change, request, settings, laps)
     except _NotCommitted as failed:
         raise _roll_back(store, failed.error) from None
 
 
 def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict,
-                          settings: ExecutionSettings) -> dict:
-    # One round of fsyncs for what this process writes (new slices, index and tombstone
-    # buckets, checkpoints trained here, leaves), just before the manifest names them.
+                          settings: ExecutionSettings, laps: timings.Laps) -> dict:
+    # One group commit for what this process writes (new slices, index and tombstone
+    # buckets, checkpoints trained here, leaves, the root, the audit log's last line): one
+    # parallel round of fsyncs just before the root is renamed into place, then the root's
+    # folder (sisa.store.localfs.publish).
     with store.loc.batch():
         try:
             if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
@@ -125,17 +127,21 @@ def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict
             else:
                 staged = deletion.stage(store, change)
                 crashpoint("forget:after-stage")
+                laps.lap("write_data_s")
                 results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
                                               desc="retraining shards")
+                laps.retrain(results)
                 staged = staged.with_checkpoints([m for res in results
                                                   for m in res.checkpoints])
                 rows = sum(res.rows_processed for res in results)
             receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
                                already=len(change.resolved.already_deleted))
             sealed, audit = receipts.seal(store, receipt)
+            laps.lap("receipt_s")
         except SisaError as exc:  # sisa's own error (a crash is not one): undo, then say why
             raise _NotCommitted(exc) from exc
         store.commit(staged.with_receipt(sealed, audit))
+        laps.lap("commit_s")
     crashpoint("forget:before-log")
     return sealed
 
@@ -160,6 +166,19 @@ def _roll_back(store: Store, error: SisaError) -> SisaError:
     error.args = (f"{cause}; the forget was rolled back: no row was deleted and the last "
                   "committed model still serves; fix the cause, then forget these ids again",)
     return error
+
+
+def _resumed_or_replayed(store: Store, digest: str, canon, settings: ExecutionSettings,
+                         requests: list[dict] | None) -> dict | None:
+    """The receipt of this very request if it was interrupted (finished now) or is done
+    (replayed); an error if another request is unfinished; else None."""
+    resumed = _resume_or_refuse(store, digest, settings)
+    if resumed is not None:
+        return resumed
+    done = _replayed(store, digest, canon, requests)
+    if done is not None:  # finished (its intent, if left, is this request's: see below)
+        store.loc.delete(INTENT)
+    return done
 
 
 def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) -> dict | None:

@@ -5,7 +5,8 @@ None for the first), the ``store_id`` and, in a signed store, ``signature``: the
 Ed25519 signature over the receipt's canonical bytes, so a receipt handed to a third
 party proves itself with the public key alone. The forget's final manifest commit holds
 ``audit = {"receipts": n, "head": hash of receipt n-1}`` and the whole last receipt; the
-log line is appended after that commit. Hence:
+log line is appended after that commit, and fsynced with the next commit's group (the
+manifest holds the receipt whole until then). Hence:
 
 - a receipt removed, reordered or edited breaks ``prev``/``seq``, its signature or the
   committed head, and :func:`check` names it;
@@ -80,6 +81,16 @@ def groups_forgotten(store: Store, group_hashes: list[str]) -> list[dict | None]
     return [latest.get(h) for h in group_hashes]
 
 
+#: Fields a forget's answer carries beside its receipt, never signed nor logged: its
+#: ``timings`` (:mod:`sisa.unlearn.timings`) and a replay's ``replayed``.
+ANSWER_FIELDS = ("timings", "replayed")
+
+
+def as_logged(receipt: dict) -> dict:
+    """A receipt as the log holds it: what a forget returned, less :data:`ANSWER_FIELDS`."""
+    return {k: v for k, v in receipt.items() if k not in ANSWER_FIELDS}
+
+
 def receipt_hash(receipt: dict) -> str:
     """The hash that chains receipts: over the canonical bytes, signature excluded."""
     body = {k: v for k, v in receipt.items() if k != "signature"}
@@ -89,6 +100,14 @@ def receipt_hash(receipt: dict) -> str:
 def seal(store: Store, receipt: dict) -> tuple[dict, dict]:
     """Chain (and sign) a receipt onto the store's log; returns the receipt and the
     manifest's new ``audit`` entry, to be committed together."""
+    # The log's last line is appended after its commit without an fsync (sync_log): until
+    # a later commit replaces the manifest's last receipt, that receipt is committed there
+    # whole and sync_log restores a line a power loss took. This is that later commit, so
+    # the log is made durable first: with this commit's group of fsyncs when it runs in a
+    # batch (a forget), else now. No receipt is ever held only in volatile memory.
+    if store.loc.is_local:  # an object store's append is a durable PUT
+        sync_log(store)
+        store.loc.sync_later(log_path(store))
     audit = store.manifest.audit
     sealed = {**receipt, "seq": audit["receipts"], "prev": audit["head"],
               "store_id": store.manifest.store_id}
@@ -188,7 +207,7 @@ def sync_log(store: Store) -> bool:
     if torn or not store.loc.exists(rel):
         store.loc.write_atomic(rel, text.encode())
     else:
-        store.loc.append_line(rel, log_line(log[-1]).decode())
+        store.loc.append_line(rel, log_line(log[-1]).decode(), durable=False)
     return True
 
 
@@ -203,7 +222,7 @@ def _quick_sync(store: Store, last: dict | None) -> bool | None:
         return False
     if last is not None and size == want - len(log_line(last)) and (size > 0 or
                                                                      last["seq"] == 0):
-        store.loc.append_line(rel, log_line(last).decode())
+        store.loc.append_line(rel, log_line(last).decode(), durable=False)
         return True
     return None
 

@@ -308,7 +308,7 @@ def _held_receipt_problems(store: Store, log: list[dict], held: list[dict]) -> l
     out = []
     chain = {r["seq"]: receipts.receipt_hash(r) for r in log
              if isinstance(r.get("seq"), int)}
-    for r in held:
+    for r in map(receipts.as_logged, held):  # as `sisa forget --json` printed it
         who = f"the receipt you hold (request {r.get('request_id')}, seq {r.get('seq')})"
         if store.signer and not receipts.signature_ok(store.signer, r):
             out.append(f"{who} is not signed by this store's owner")
