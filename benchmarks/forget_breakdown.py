@@ -22,8 +22,8 @@ Three commands, each printing JSON:
   folders in parallel) and of one ``syncfs`` doing the same: the floor of a durable
   commit.
 
-Run: python benchmarks/forget_breakdown.py build --rows 1000000 --dir /tmp/fb1m
-     python benchmarks/forget_breakdown.py run --dir /tmp/fb1m --forgets 20
+Run: python -m benchmarks.forget_breakdown build --rows 1000000 --dir /tmp/fb1m
+     python -m benchmarks.forget_breakdown run --dir /tmp/fb1m --forgets 20
 """
 
 from __future__ import annotations
@@ -33,16 +33,12 @@ import ctypes
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 FSYNCS: list[float] = []  # seconds of each os.fsync call
 TRAIN: list[float] = []  # seconds of each shard task run in this process
@@ -118,9 +114,9 @@ def forgets(model, ids) -> dict:
 
 
 def build(args) -> dict:
-    from _data import synthetic_parquet
     from sklearn.linear_model import SGDClassifier
 
+    from benchmarks._data import synthetic_parquet
     from sisa import SISAClassifier, Store
 
     src = synthetic_parquet(args.rows, 50)
@@ -148,9 +144,9 @@ def run(args) -> dict:
 
 
 def adult(args) -> dict:
-    from _adult_split import adult_split
     from sklearn.tree import DecisionTreeClassifier
 
+    from benchmarks._adult_split import adult_split
     from sisa import SISAClassifier
     from sisa.store import keys
 
