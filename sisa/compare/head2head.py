@@ -12,6 +12,14 @@ import numpy as np
 from sisa.compare.costs import cost_run
 from sisa.compare.data import SCENARIOS, adult_features, make_scenario
 from sisa.compare.families import Family, make_family
+from sisa.compare.fractions import (
+    EXTRA_FRACTIONS,
+    FRACTION_METHODS,
+    FRACTION_MODELS,
+    add_to_report,
+    attack_report,
+    fraction_runs,
+)
 from sisa.compare.gap import estimate, run_epsilon
 from sisa.compare.intervals import detectable_shift
 from sisa.compare.linear_family import LinearFamily
@@ -29,6 +37,7 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         lam: float | None = None, noise_std: float | None = None,
         subsample: float | None = None, n_boot: int = 100, n_perm: int = 50, repeats: int = 5,
         seed: int = 0, out: str | os.PathLike | None = None,
+        fractions: tuple[float, ...] | None = None, fraction_models: int | None = None,
         settings: ExecutionSettings | None = None, figures: bool = True) -> CompareReport:
     """Run the head-to-head comparison and write the report.
 
@@ -63,6 +72,11 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         Directory for ``report.json``, ``report.md`` and the figures (None: no files).
     settings : ExecutionSettings, optional
         Where the tasks run (default: Ray, with progress bars).
+    fractions : tuple of float, optional
+        Other subsample fractions to give verdicts at, with ``fraction_models`` models per
+        side (default ``min(FRACTION_MODELS, n_models)`` = 128 at the defaults) and the
+        methods of :data:`~sisa.compare.fractions.FRACTION_METHODS` (linear family;
+        default ``EXTRA_FRACTIONS`` = 0.5, 0.99; ``()``: none).
     figures : bool, default=True
         Draw the figures into ``out`` (needs matplotlib, the ``plots`` extra).
 
@@ -77,6 +91,8 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
                      cost_rows=cost_rows, scenarios=scenarios, sisa_scenarios=sisa_scenarios,
                      fraction=fraction, n_boot=n_boot, n_perm=n_perm, repeats=repeats,
                      seed=seed, backend=settings.backend)
+    config.update(_fraction_config(fam, fractions, min(FRACTION_MODELS, config["n_models"])
+                                   if fraction_models is None else fraction_models))
     report = _execute(fam, config, settings)
     if out is not None:
         _write(report, Path(out), figures)
@@ -117,6 +133,19 @@ def _config(fam: Family, **given) -> dict:
             "family": fam.name}
 
 
+def _fraction_config(fam: Family, fractions: tuple[float, ...] | None, n: int) -> dict:
+    """The extra subsample fractions' settings (none for a family without ``subsample``)."""
+    if not isinstance(fam, LinearFamily):
+        return {"fractions": [], "fraction_models": n, "fraction_methods": []}
+    fr = EXTRA_FRACTIONS if fractions is None else tuple(fractions)
+    if any(not 0 < f < 1 for f in fr):
+        raise InputError(f"fractions must be in (0, 1), got {list(fr)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 4:
+        raise InputError(f"fraction_models must be an integer >= 4, got {n!r}")
+    return {"fractions": [float(f) for f in fr], "fraction_models": n,
+            "fraction_methods": list(FRACTION_METHODS)}
+
+
 def _execute(fam: Family, config: dict, settings: ExecutionSettings) -> CompareReport:
     """The ε runs (with the cost run beside them), the estimates, the report."""
     t0 = time.perf_counter()
@@ -134,11 +163,18 @@ def _execute(fam: Family, config: dict, settings: ExecutionSettings) -> CompareR
     t_train = time.perf_counter() - t0
     est = estimate(runs, n_boot=config["n_boot"], n_perm=config["n_perm"], settings=settings)
     t_est = time.perf_counter() - t0 - t_train
+    t1 = time.perf_counter()
+    attacks = attack_report(runs)
+    t_att = time.perf_counter() - t1
+    fractions = fraction_runs(scs, fam, config, settings)
     n_rows = int(np.median([sc.stat_rows.size for sc in scs.values()]))
     power = {**detectable_shift(config["n_models"], n_rows, n_boot=30), "n_rows": n_rows}
     report = CompareReport.build(fam, info, runs, est, side_out[0] if side_out else None,
                                  power, config,
                                  {"training_s": t_train, "estimates_s": t_est})
+    add_to_report(report.data, attacks, fractions, getattr(fam, "subsample", None), runs)
+    report.timings.update({"attacks_s": t_att, "fractions_s": sum(
+        f["time_s"] for f in fractions.values())})
     report.timings["total_s"] = time.perf_counter() - t0
     return report
 
