@@ -102,7 +102,8 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
                    help="SISA slices R (default: 1: the linear model refits from scratch, so "
                         "slices would save no compute)")
     p.add_argument("--noise", type=float, metavar="SIGMA",
-                   help="loss-perturbation σ of newton_noisy (linear; default: 1000)")
+                   help="loss-perturbation σ of newton_noisy (linear; default: 30, at its "
+                        "λ = 1000)")
     p.add_argument("--bootstrap", type=int, default=100, metavar="B",
                    help="bootstrap replicates per interval (default: 100)")
     p.add_argument("--permutations", type=int, default=50, metavar="B",

@@ -64,6 +64,7 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         rows, injected: half as many positive rows).
     n_shards, n_slices, lam, noise_std, subsample : optional
         Settings of a family given by name (None: its default; lam, noise_std: linear).
+        ``fractions``, ``fraction_models``: other subsample fractions with verdicts and N.
     n_boot, n_perm : int, default=100, 50
         Bootstrap replicates per interval; permutations per test.
     seed : int, default=0
@@ -72,11 +73,6 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         Directory for ``report.json``, ``report.md`` and the figures (None: no files).
     settings : ExecutionSettings, optional
         Where the tasks run (default: Ray, with progress bars).
-    fractions : tuple of float, optional
-        Other subsample fractions to give verdicts at, with ``fraction_models`` models per
-        side (default ``min(FRACTION_MODELS, n_models)`` = 128 at the defaults) and the
-        methods of :data:`~sisa.compare.fractions.FRACTION_METHODS` (linear family;
-        default ``EXTRA_FRACTIONS`` = 0.5, 0.99; ``()``: none).
     figures : bool, default=True
         Draw the figures into ``out`` (needs matplotlib, the ``plots`` extra).
 
@@ -91,8 +87,7 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
                      cost_rows=cost_rows, scenarios=scenarios, sisa_scenarios=sisa_scenarios,
                      fraction=fraction, n_boot=n_boot, n_perm=n_perm, repeats=repeats,
                      seed=seed, backend=settings.backend)
-    config.update(_fraction_config(fam, fractions, min(FRACTION_MODELS, config["n_models"])
-                                   if fraction_models is None else fraction_models))
+    config |= _fraction_config(fam, config, fractions, fraction_models)
     report = _execute(fam, config, settings)
     if out is not None:
         _write(report, Path(out), figures)
@@ -128,13 +123,17 @@ def _config(fam: Family, **given) -> dict:
             "cost_rows": given["cost_rows"], "scenarios": list(pick["scenarios"]),
             "sisa_scenarios": list(pick["sisa_scenarios"]), "fraction": given["fraction"],
             "n_shards": fam.n_shards, "n_slices": fam.n_slices,
-            **{k: getattr(fam, k, None) for k in ("lam", "noise_std", "subsample")},
+            **{k: getattr(fam, k, None) for k in ("lam", "noise_std", "noise_lam", "subsample")},
             **{k: given[k] for k in ("n_boot", "n_perm", "repeats", "seed", "backend")},
             "family": fam.name}
 
 
-def _fraction_config(fam: Family, fractions: tuple[float, ...] | None, n: int) -> dict:
-    """The extra subsample fractions' settings (none for a family without ``subsample``)."""
+def _fraction_config(fam: Family, config: dict, fractions: tuple[float, ...] | None,
+                     n: int | None) -> dict:
+    """The extra subsample fractions' settings (none for a family without ``subsample``):
+    ``EXTRA_FRACTIONS`` by default, with ``min(FRACTION_MODELS, n_models)`` models per side
+    and the methods of ``FRACTION_METHODS``."""
+    n = min(FRACTION_MODELS, config["n_models"]) if n is None else n
     if not isinstance(fam, LinearFamily):
         return {"fractions": [], "fraction_models": n, "fraction_methods": []}
     fr = EXTRA_FRACTIONS if fractions is None else tuple(fractions)
