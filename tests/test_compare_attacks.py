@@ -102,3 +102,4 @@ def test_report_carries_attacks_fractions_and_certificate(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "LiRA TPR@1% (models)" in md and "n/r (N=8 < 100)" in md
     assert "ε̂, verdict @ 0.99" in md
+    assert "(λ = 1000); its ε̂ " in md and cert["lam"] == 1000 and cert["noise_std"] == 30

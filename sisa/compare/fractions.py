@@ -120,7 +120,9 @@ def add_to_report(data: dict, attacks: dict, fractions: dict, subsample: float |
     for name, s in data["scenarios"].items():
         cert = _certified(runs[name]) if name in runs else None
         if cert is not None and "newton_noisy" in s["methods"]:
-            s["methods"]["newton_noisy"]["certified_epsilon"] = cert
+            s["methods"]["newton_noisy"]["certified_epsilon"] = {
+                **cert, "lam": data["family"].get("noise_lam"),
+                "noise_std": data["family"].get("noise_std")}
         for m, row in s["methods"].items():
             rows = np.asarray(row["eps"].get("eps_per_row") or [0.0])
             row["eps_row_q95"] = float(np.quantile(rows, 0.95))

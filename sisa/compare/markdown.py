@@ -72,6 +72,16 @@ def _fraction_cell(by: dict | None, f: str) -> str:
     return "" if r is None else f"{r['eps']:.2f} {r['verdict']}"
 
 
+def _beside(s: dict) -> str:
+    """newton_noisy's certified ε's maximum and its ε̂, after the median."""
+    r = s["methods"].get("newton_noisy", {})
+    c = r.get("certified_epsilon")
+    if not c:
+        return "."
+    return (f", max {c['max']:.3g} over the seeds (λ = {c.get('lam') or 0:g}); its ε̂ "
+            f"{_ci(r['eps'])} against the noisy retrain.")
+
+
 def attacks_table(data: dict, scenario: str) -> str:
     """Markdown table of one forget set's stronger attacks, per-row tails and the verdicts
     at each subsample fraction (empty when the report has none)."""
@@ -186,7 +196,7 @@ def _epsilon_sections(d: dict) -> list[str]:
         if s["certified_epsilon_median"] is not None:
             lines += [f"newton_noisy's certified ε (Guo et al., δ = {pr['delta']:g}, "
                       f"σ = {d['family']['noise_std']:g}): median "
-                      f"{s['certified_epsilon_median']:.3g}.", ""]
+                      f"{s['certified_epsilon_median']:.3g}" + _beside(s), ""]
     lines += [
         "Floors: each method is compared with its own kind of reference "
         f"({d['family']['text']['floors']}), and its floor "
