@@ -103,3 +103,22 @@ def test_report_carries_attacks_fractions_and_certificate(tmp_path):
     assert "LiRA TPR@1% (models)" in md and "n/r (N=8 < 100)" in md
     assert "ε̂, verdict @ 0.99" in md
     assert "(λ = 1000); its ε̂ " in md and cert["lam"] == 1000 and cert["noise_std"] == 30
+
+
+def test_cli_fraction_options(capsys):
+    import argparse
+
+    from sisa.compare import cli
+
+    parser = argparse.ArgumentParser(prog="sisa")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["compare", "--fractions", "0.5, 0.99", "--subsample", "0.8",
+                              "--fraction-models", "64"])
+    assert args.fractions == (0.5, 0.99) and args.subsample == 0.8
+    assert args.fraction_models == 64
+    assert parser.parse_args(["compare", "--fractions", "none"]).fractions == ()
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["compare", "--fractions", "0.5,half"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--fractions: expected comma-separated numbers" in err
