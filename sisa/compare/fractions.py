@@ -12,6 +12,7 @@ the methods whose per-seed cost dominates (SISA's store round trips, the noisy f
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,6 @@ def fraction_runs(scs: dict, fam: Any, config: dict,
     Returns ``{fraction: {scenario: {method: summary}}}`` with ``n_models`` and the
     wall time (``time_s``) per fraction; empty when the family has no such setting.
     """
-    import time
-
     if not hasattr(fam, "subsample"):
         return {}
     out: dict[str, dict] = {}
