@@ -124,7 +124,7 @@ def test_run_end_to_end_writes_a_consistent_report(tmp_path):
     assert set(d["costs"]["requests"]) == {"2%", "1 row"}
     md = (tmp_path / "report.md").read_text()
     assert "Deviations from the challenge" in md and "byte-identity" in md
-    assert md.count("| original |") == 3  # two forget sets and the cost table
+    assert md.count("| original |") == 5  # two forget sets (ε̂, attacks) and the cost table
 
 
 def test_cli_parses_lists_and_errors_are_one_line(capsys, tmp_path):

@@ -254,3 +254,90 @@ def test_invalid_data_raise():
         with pytest.raises(InputError):
             clf.remove(bad)
     assert clf.n_removed_ == 0  # failed calls change nothing
+
+
+# -- the linear family's certified Newton (sisa compare's newton_noisy) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def adult_sets():
+    from sisa.compare.data import adult_features, make_scenario
+
+    Xtr, ytr, Xte, yte, names, _ = adult_features(3000, seed=0)
+    return {s: make_scenario(s, Xtr, ytr, Xte, yte, names, seed=0)
+            for s in ("random", "mislabeled", "injected")}
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_folded_newton_residual_is_within_its_bound_on_adult(adult_sets, noisy):
+    """The premise of the certificate: after the Newton step the gradient of the perturbed
+    objective on W is at most β, on real rows (norms up to 40, not <= 1)."""
+    from sisa.baselines.certificate import fit_folded, folded_gradient, folded_newton_removal
+    from sisa.compare.data import seed_rows
+    from sisa.compare.linear_family import LinearFamily
+
+    fam = LinearFamily()
+    lam = fam.noise_lam
+    checked = 0
+    for sc in adult_sets.values():
+        for seed in range(3):
+            w, _, d = seed_rows(sc, fam.subsample, seed)
+            b = fam.noise(sc.X.shape[1], seed) if noisy else None
+            theta = fit_folded(sc.X[d], sc.y[d], lam, noise=b)
+            new, beta = folded_newton_removal(theta, sc.X[w], sc.y[w], lam, noise=b)
+            resid = float(np.linalg.norm(folded_gradient(new, sc.X[w], sc.y[w], lam, b)))
+            before = float(np.linalg.norm(folded_gradient(theta, sc.X[w], sc.y[w], lam, b)))
+            assert 0 < resid <= beta < before, (sc.name, seed, resid, beta, before)
+            checked += 1
+    assert checked == 9
+
+
+def _rates(pos: np.ndarray, neg: np.ndarray) -> list[tuple[int, int]]:
+    """(positives, negatives) at or above each threshold, in both directions."""
+    out = []
+    for sign in (1.0, -1.0):
+        p, q = sign * pos, sign * neg
+        for t in np.concatenate([p, q, [np.inf]]):
+            out.append((int((p >= t).sum()), int((q >= t).sum())))
+    return out
+
+
+def _grad_sum(fam, theta: np.ndarray, sc, seed: int) -> float:
+    """Σ_{W_i}(p - y) of θ = (w, c) on the rows seed ``seed`` trained on."""
+    from scipy.special import expit
+
+    from sisa.compare.data import subsample
+
+    w = subsample(sc, fam.subsample, seed)
+    return float(np.sum(expit(sc.X[w] @ theta[:-1] + theta[-1]) - (sc.y[w] > 0)))
+
+
+def test_whitebox_statistic_stays_within_the_certificate(adult_sets):
+    """No threshold on Σ_W(p - y) tells noisy Newton from noisy retrain beyond
+    TPR <= e^ε FPR + δ (either way round), with exact 99.9 % binomial bounds on both
+    rates, over 80 models per side. The old noise left the intercept unperturbed and
+    unpenalised: every retrain had Σ_W(p - y) = 0 and every Newton model its residual."""
+    from scipy.stats import beta as beta_dist
+    from threadpoolctl import threadpool_limits
+
+    from sisa.compare.epsilon import DELTA
+    from sisa.compare.linear_family import LinearFamily
+
+    fam, sc, n = LinearFamily(), adult_sets["mislabeled"], 80
+    with threadpool_limits(limits=1):
+        runs = [fam.unlearn(sc, s, ("newton_noisy",)) for s in range(n)]
+        newton = np.array([_grad_sum(fam, r["models"]["newton_noisy"], sc, s)
+                           for s, r in enumerate(runs)])
+        retrain = np.array([_grad_sum(fam, fam.reference("noisy", sc, s), sc, s)
+                            for s in range(n, 2 * n)])
+    # The intercept's coordinate is perturbed too: the retrains' statistic is not pinned.
+    assert retrain.std() > 1.0, retrain.std()
+    eps = max(r["extra"]["certified_epsilon"] for r in runs)
+    assert 0 < eps <= 3.0, eps  # a meaningful certificate at the default σ
+    a = 1e-3
+    for x, y in _rates(newton, retrain) + [(q, p) for p, q in _rates(retrain, newton)]:
+        tpr_lo = beta_dist.ppf(a, x, n - x + 1) if x > 0 else 0.0
+        fpr_hi = beta_dist.ppf(1 - a, y + 1, n - y) if y < n else 1.0
+        assert tpr_lo <= math.exp(eps) * fpr_hi + DELTA, (x, y, eps)
+    assert np.allclose(newton, [fam.whitebox(r["models"]["newton_noisy"], sc, s)
+                                for s, r in enumerate(runs)])

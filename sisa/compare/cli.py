@@ -40,6 +40,18 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    """Comma-separated fractions; "none" (or nothing) for none."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(float(t) for t in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers in (0, 1) or 'none', got {text[:40]!r}"
+        ) from None
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``compare`` subcommand on an argparse ``subparsers`` object.
 
@@ -103,7 +115,15 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
                    help="SISA slices R (default: 1: the linear model refits from scratch, so "
                         "slices would save no compute)")
     p.add_argument("--noise", type=float, metavar="SIGMA",
-                   help="loss-perturbation σ of newton_noisy (linear; default: 1)")
+                   help="loss-perturbation σ of newton_noisy (linear; default: 30, at its "
+                        "λ = 1000)")
+    p.add_argument("--subsample", type=float, metavar="F",
+                   help="fraction of W each seed trains on (linear; default: 0.9)")
+    p.add_argument("--fractions", type=_fractions, metavar="LIST",
+                   help="other subsample fractions with verdicts, or 'none' (linear; "
+                        "default: 0.5,0.99)")
+    p.add_argument("--fraction-models", type=int, metavar="N",
+                   help="models per side at those fractions (default: min(128, N))")
     p.add_argument("--bootstrap", type=int, default=100, metavar="B",
                    help="bootstrap replicates per interval (default: 100)")
     p.add_argument("--permutations", type=int, default=2000, metavar="B",
@@ -158,6 +178,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                   cost_rows=args.cost_rows or None, scenarios=args.forget_sets,
                   sisa_scenarios=args.sisa_forget_sets, fraction=args.forget_fraction,
                   n_shards=args.shards, n_slices=args.slices, noise_std=args.noise,
+                  subsample=args.subsample, fractions=args.fractions,
+                  fraction_models=args.fraction_models,
                   n_boot=args.bootstrap, n_perm=args.permutations, seed=args.seed, out=out,
                   settings=settings,
                   baselines={"tune_models": args.tune_models, "curve_models": args.curve_models})

@@ -58,6 +58,9 @@ class ScenarioRuns:
         The kind of reference each method is measured against (and whose floor).
     extra : list of dict
         Per seed: certified ε, SISA rows retrained, byte identity (checked seeds).
+    whitebox : dict
+        ``{"stats": method -> (N,), "ref": kind -> (N,)}``: the white-box statistic of
+        each model (families with ``whitebox``; methods it does not apply to are left out).
     """
 
     scenario: Scenario
@@ -70,6 +73,7 @@ class ScenarioRuns:
     injected_weight: dict[str, np.ndarray]
     reference_kind: dict[str, str]
     extra: list[dict] = field(default_factory=list)
+    whitebox: dict = field(default_factory=dict)
 
 
 def _accuracy(fam: Family, model: Any, X: np.ndarray, y: np.ndarray) -> float:
@@ -113,9 +117,14 @@ def seed_run(sc: Scenario, fam: Family, seed: int, n_models: int, *,
         Xs, ys = sc.X[rows], sc.y[rows]
         kinds = sorted({fam.reference_kind[m] for m in methods})
         ref, ref2 = {}, {}
+        wb_fn = getattr(fam, "whitebox", None)
+        wb: dict = {"stats": {}, "ref": {}}
         for k in kinds:
             for store, s in ((ref, seed + n_models), (ref2, seed + 2 * n_models)):
-                store[k] = fam.statistic(fam.reference(k, sc, s, warm), Xs, ys)
+                model = fam.reference(k, sc, s, warm)
+                store[k] = fam.statistic(model, Xs, ys)
+                if wb_fn is not None and store is ref:
+                    wb["ref"][k] = wb_fn(model, sc, s)
         w = sc.w_idx
         stats, acc, inj = {}, {}, {}
         for m, model in out["models"].items():
@@ -125,8 +134,11 @@ def seed_run(sc: Scenario, fam: Family, seed: int, n_models: int, *,
             weight = None if sc.injected is None else fam.injected_weight(model, sc.injected)
             if weight is not None:
                 inj[m] = weight
+            if wb_fn is not None:
+                wb["stats"][m] = wb_fn(model, sc, seed)
     return {"seed": seed, "stats": stats, "ref": ref, "ref2": ref2, "acc": acc,
-            "times": out["times"], "injected_weight": inj, "extra": out["extra"]}
+            "times": out["times"], "injected_weight": inj, "extra": out["extra"],
+            "whitebox": wb}
 
 
 def _collect(sc: Scenario, fam: Family, methods: tuple[str, ...],
@@ -140,7 +152,18 @@ def _collect(sc: Scenario, fam: Family, methods: tuple[str, ...],
     return ScenarioRuns(sc, methods, stack("stats", methods), stack("ref", kinds),
                         stack("ref2", kinds), stack("acc", methods), stack("times", methods),
                         stack("injected_weight", results[0]["injected_weight"]),
-                        {m: fam.reference_kind[m] for m in methods}, [r["extra"] for r in results])
+                        {m: fam.reference_kind[m] for m in methods}, [r["extra"] for r in results],
+                        _stack_whitebox(results))
+
+
+def _stack_whitebox(results: list[dict]) -> dict:
+    """Per part, the white-box statistics of the keys every seed has a value for."""
+    out: dict = {}
+    for part in ("stats", "ref"):
+        vals = [r.get("whitebox", {}).get(part, {}) for r in results]
+        keys = [k for k in vals[0] if all(v.get(k) is not None for v in vals)] if vals else []
+        out[part] = {k: np.array([v[k] for v in vals]) for k in keys}
+    return out
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,14 @@ from sisa.compare import curves
 from sisa.compare.costs import cost_run
 from sisa.compare.data import SCENARIOS, adult_features, make_scenario
 from sisa.compare.families import Family, make_family
+from sisa.compare.fractions import (
+    EXTRA_FRACTIONS,
+    FRACTION_METHODS,
+    FRACTION_MODELS,
+    add_to_report,
+    attack_report,
+    fraction_runs,
+)
 from sisa.compare.gap import estimate, run_epsilon
 from sisa.compare.intervals import detectable_shift
 from sisa.compare.linear_family import LinearFamily
@@ -31,17 +39,16 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         lam: float | None = None, noise_std: float | None = None,
         subsample: float | None = None, n_boot: int = 100, n_perm: int = 2000, repeats: int = 5,
         seed: int = 0, out: str | os.PathLike | None = None,
+        fractions: tuple[float, ...] | None = None, fraction_models: int | None = None,
         settings: ExecutionSettings | None = None, figures: bool = True,
         baselines: dict | None = None) -> CompareReport:
     """Run the head-to-head comparison and write the report.
 
     Parameters
     ----------
-    dataset : {"adult"}, default="adult"
-        The binary task every method shares.
-    family : {"linear", "torch"} or Family, default="linear"
-        The model every method uses (:class:`~sisa.compare.linear_family.LinearFamily`,
-        :class:`~sisa.compare.torch_family.TorchFamily`), by name or as an object.
+    dataset, family : {"adult"}, {"linear", "torch"} or Family, default="adult", "linear"
+        The task every method shares; the model every method uses (by name, or a
+        :class:`~sisa.compare.linear_family.LinearFamily` / ``TorchFamily``).
     n_models : int, optional
         N models per side for each ε̂ (ε resolves up to about ``ln(N - 1)``). Default:
         the family's (linear 256, torch 64).
@@ -58,16 +65,16 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
         rows, injected: half as many positive rows).
     n_shards, n_slices, lam, noise_std, subsample : optional
         Settings of a family given by name (None: its default; lam, noise_std: linear).
+        ``fractions``, ``fraction_models``: other subsample fractions with verdicts and N.
     n_boot, n_perm : int, default=100, 2000
         Bootstrap replicates per interval; permutations per test (p Holm-corrected).
     seed : int, default=0
         The data split and the forget sets.
-    out : path, optional
-        Directory for ``report.json``, ``report.md`` and the figures (None: no files).
+    out, figures : path or None, bool, default=None, True
+        Directory for ``report.json``, ``report.md``, ``report.html`` and the figures (None:
+        no files); draw the figures (needs matplotlib, the ``plots`` extra).
     settings : ExecutionSettings, optional
         Where the tasks run (default: Ray, with progress bars).
-    figures : bool, default=True
-        Draw the figures into ``out`` (needs matplotlib, the ``plots`` extra).
     baselines : dict, optional
         ``tune_models``, ``curve_models``, ``curve_scenarios`` (:func:`_baseline_config`).
 
@@ -82,6 +89,7 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
                      cost_rows=cost_rows, scenarios=scenarios, sisa_scenarios=sisa_scenarios,
                      fraction=fraction, n_boot=n_boot, n_perm=n_perm, repeats=repeats,
                      seed=seed, backend=settings.backend)
+    config |= _fraction_config(fam, config, fractions, fraction_models)
     report = _execute(fam, config, settings, baselines)
     if out is not None:
         _write(report, Path(out), figures)
@@ -121,7 +129,7 @@ def _config(fam: Family, **given) -> dict:
             "cost_rows": given["cost_rows"], "scenarios": list(pick["scenarios"]),
             "sisa_scenarios": list(pick["sisa_scenarios"]), "fraction": given["fraction"],
             "n_shards": fam.n_shards, "n_slices": fam.n_slices,
-            **{k: getattr(fam, k, None) for k in ("lam", "noise_std", "subsample")},
+            **{k: getattr(fam, k, None) for k in ("lam", "noise_std", "noise_lam", "subsample")},
             **{k: given[k] for k in ("n_boot", "n_perm", "repeats", "seed", "backend")},
             "family": fam.name}
 
@@ -152,6 +160,23 @@ def _baseline_config(fam: Family, config: dict, tune_models: int | None = None,
     return out
 
 
+def _fraction_config(fam: Family, config: dict, fractions: tuple[float, ...] | None,
+                     n: int | None) -> dict:
+    """The extra subsample fractions' settings (none for a family without ``subsample``):
+    ``EXTRA_FRACTIONS`` by default, with ``min(FRACTION_MODELS, n_models)`` models per side
+    and the methods of ``FRACTION_METHODS``."""
+    n = min(FRACTION_MODELS, config["n_models"]) if n is None else n
+    if not isinstance(fam, LinearFamily):
+        return {"fractions": [], "fraction_models": n, "fraction_methods": []}
+    fr = EXTRA_FRACTIONS if fractions is None else tuple(fractions)
+    if any(not 0 < f < 1 for f in fr):
+        raise InputError(f"fractions must be in (0, 1), got {list(fr)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 4:
+        raise InputError(f"fraction_models must be an integer >= 4, got {n!r}")
+    return {"fractions": [float(f) for f in fr], "fraction_models": n,
+            "fraction_methods": list(FRACTION_METHODS)}
+
+
 def _execute(fam: Family, config: dict, settings: ExecutionSettings,
              baselines: dict | None = None) -> CompareReport:
     """The ε runs (with the cost run beside them), the estimates, the report."""
@@ -178,6 +203,10 @@ def _execute(fam: Family, config: dict, settings: ExecutionSettings,
     t_train = time.perf_counter() - t0
     est = estimate(runs, n_boot=config["n_boot"], n_perm=config["n_perm"], settings=settings)
     t_est = time.perf_counter() - t0 - t_train
+    t1 = time.perf_counter()
+    attacks = attack_report(runs)
+    t_att = time.perf_counter() - t1
+    fractions = fraction_runs(scs, fam, config, settings)
     n_rows = int(np.median([sc.stat_rows.size for sc in scs.values()]))
     power = {**detectable_shift(config["n_models"], n_rows, n_boot=30), "n_rows": n_rows}
     report = CompareReport.build(fam, info, runs, est, side_out[0] if side else None,
@@ -186,6 +215,9 @@ def _execute(fam: Family, config: dict, settings: ExecutionSettings,
     report.data["tuning"] = tuning
     report.timings["tuning_s"] = t_tune
     report.data["curves"] = curves.collect(side_out[len(side):], config)
+    add_to_report(report.data, attacks, fractions, getattr(fam, "subsample", None), runs)
+    report.timings.update({"attacks_s": t_att, "fractions_s": sum(
+        f["time_s"] for f in fractions.values())})
     report.timings["total_s"] = time.perf_counter() - t0
     return report
 

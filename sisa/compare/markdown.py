@@ -81,6 +81,64 @@ def epsilon_table(data: dict, scenario: str) -> str:
     return "\n".join(lines)
 
 
+def _tpr(block: dict | None, fpr: str) -> str:
+    """A TPR at one FPR, or why there is none."""
+    if not block:
+        return ""
+    t = block["tpr_at"].get(fpr)
+    if t is None:
+        return ""
+    if not t["resolvable"]:
+        return f"n/r (N={t['n_neg']} < {t['n_neg_needed']})"
+    return f"{t['tpr']:.3f}"
+
+
+def _fraction_cell(by: dict | None, f: str) -> str:
+    r = (by or {}).get(f)
+    return "" if r is None else f"{r['eps']:.2f} {r['verdict']}"
+
+
+def _beside(s: dict) -> str:
+    """newton_noisy's certified ε's maximum and its ε̂, after the median."""
+    r = s["methods"].get("newton_noisy", {})
+    c = r.get("certified_epsilon")
+    if not c:
+        return "."
+    return (f", max {c['max']:.3g} over the seeds (λ = {c.get('lam') or 0:g}); its ε̂ "
+            f"{_ci(r['eps'])} against the noisy retrain.")
+
+
+def attacks_table(data: dict, scenario: str) -> str:
+    """Markdown table of one forget set's stronger attacks, per-row tails and the verdicts
+    at each subsample fraction (empty when the report has none)."""
+    s = data["scenarios"][scenario]
+    fr = sorted({f for r in s["methods"].values() for f in r.get("by_fraction", {})},
+                key=float)
+    if not any("attacks" in r for r in s["methods"].values()):
+        return ""
+    head = ["method", "ε̂ per row q95 / max", "LiRA TPR@1% (models)", "LiRA TPR@0.1%",
+            "LiRA TPR@1% (pairs)", "LiRA per-row TPR@1% mean / q95 / max",
+            "white-box TPR@1%", "white-box TPR@0.1%", "white-box ε̂",
+            "certified ε (median / max)"] + [f"ε̂, verdict @ {f}" for f in fr]
+    lines = [_row(head), "|" + "---|" * len(head)]
+    for m, r in s["methods"].items():
+        a = r.get("attacks", {})
+        li, wb = a.get("lira"), a.get("whitebox")
+        pr = (li or {}).get("per_row", {})
+        cert = r.get("certified_epsilon")
+        row = [m, f"{r.get('eps_row_q95', 0):.2f} / {r.get('eps_row_max', 0):.2f}",
+               _tpr(li and li["models"], "0.01"), _tpr(li and li["models"], "0.001"),
+               _tpr(li and li["pairs"], "0.01"),
+               (f"{pr['mean']:.3f} / {pr['q95']:.3f} / {pr['max']:.3f}"
+                if pr.get("resolvable") else f"n/r (N={pr.get('n_neg', '?')})" if li else ""),
+               _tpr(wb, "0.01"), _tpr(wb, "0.001"),
+               f"{wb['eps']:.2f}" if wb else "",
+               f"{cert['median']:.3g} / {cert['max']:.3g}" if cert else ""]
+        row += [_fraction_cell(r.get("by_fraction"), f) for f in fr]
+        lines.append(_row(row))
+    return "\n".join(lines)
+
+
 def headline(data: dict) -> str:
     """One line per forget set: each method's ε̂ and CI next to its floor."""
     out = []
@@ -165,10 +223,11 @@ def _epsilon_sections(d: dict) -> list[str]:
                   f"|D| = {si['n_train']:,}, |U| = {si['n_forget']:,}, ε measured on "
                   f"{si['n_stat_rows']:,} rows; test {si['n_test']:,}.", "",
                   epsilon_table(d, name), ""]
+        lines += [attacks_table(d, name), ""] if attacks_table(d, name) else []
         if s["certified_epsilon_median"] is not None:
             lines += [f"newton_noisy's certified ε (Guo et al., δ = {pr['delta']:g}, "
                       f"σ = {d['family']['noise_std']:g}): median "
-                      f"{s['certified_epsilon_median']:.3g}.", ""]
+                      f"{s['certified_epsilon_median']:.3g}" + _beside(s), ""]
     lines += [
         "Floors: each method is compared with its own kind of reference "
         f"({d['family']['text']['floors']}), and its floor "
