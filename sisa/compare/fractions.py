@@ -27,8 +27,8 @@ __all__ = ["EXTRA_FRACTIONS", "FRACTION_METHODS", "FRACTION_MODELS", "add_to_rep
 
 EXTRA_FRACTIONS = (0.5, 0.99)
 FRACTION_MODELS = 128
-FRACTION_METHODS = ("retrain", "newton", "pru", "emse", "finetune", "neggrad", "relabel",
-                    "original")
+FRACTION_METHODS = ("retrain", "newton", "pru", "emse", "finetune", "neggrad", "scrub",
+                    "relabel", "original")
 
 
 def attack_report(runs: dict[str, ScenarioRuns]) -> dict[str, dict[str, dict]]:
