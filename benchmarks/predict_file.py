@@ -72,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--shards", type=int, default=256)
-    ap.add_argument("--batch-rows", type=int, default=65_536)
+    ap.add_argument("--batch-rows", type=int, default=4096)
     ap.add_argument("--build-only", action="store_true", help="make the data and stores")
     args = ap.parse_args()
     train_file = synthetic_parquet(200_000, 50, seed=1)

@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", metavar="NAME", help="DATA's column copied to the output as "
                    "the rows' id (default: the store's id column if DATA has it, else the "
                    "row number as `row`)")
-    p.add_argument("--batch-rows", type=int, default=65_536, metavar="N",
-                   help="rows read, scored and written at a time (memory scales with N)")
+    p.add_argument("--batch-rows", type=int, default=4096, metavar="N",
+                   help="rows read and scored at a time (memory scales with N; S shards' "
+                        "class probabilities of a batch stay in cache at the default)")
     _csv_options(p)
     p.set_defaults(func=cmd_predict)
 

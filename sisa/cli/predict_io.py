@@ -4,7 +4,7 @@ temporary file beside ``--out`` that is renamed over it only once every row is s
 
 Why batches: a 10M-row x 50-column file is 2-4 GB decoded; read whole (as ``sisa
 predict`` once did) it needs that much memory and more for the float64 matrix, while a
-batch of 64k rows needs tens of MB whatever the file's length. Why the rename: a run that
+batch of 4k rows needs a few MB whatever the file's length. Why the rename: a run that
 fails or is interrupted at row 9M must leave no output that looks complete, and must not
 destroy the output of an earlier run.
 """
@@ -26,7 +26,7 @@ from ..store.pages import table_batches
 from ..store.sources import csv_only, reading, to_dataset
 from ..store.text import CsvOptions
 
-DEFAULT_BATCH_ROWS = 65_536
+ROW_GROUP_ROWS = 65_536  # rows per Parquet row group (CSV block) of the output
 PARTIAL = ".partial"  # suffix of the temporary output (its name starts with a dot too)
 
 
@@ -102,21 +102,37 @@ class AtomicOutput:
         self.csv = self.out.lower().endswith(".csv")
         self.writer = None
         self.rows = 0
+        self._held: list[pa.RecordBatch] = []
+        self._held_rows = 0
         self._term = None
 
     def write(self, rb: pa.RecordBatch) -> None:
-        with self._writing():
-            if self.writer is None:
+        """Add ``rb``'s rows; they reach the file in row groups of :data:`ROW_GROUP_ROWS`
+        (scoring batches are small for the cache's sake, row groups large for readers')."""
+        if self.writer is None:  # the file is there from the first batch on
+            with self._writing():
                 import pyarrow.csv as pacsv
                 import pyarrow.parquet as pq
 
                 self.writer = (pacsv.CSVWriter(self.tmp, rb.schema) if self.csv
                                else pq.ParquetWriter(self.tmp, rb.schema))
-            self.writer.write(rb) if self.csv else self.writer.write_batch(rb)
+        self._held.append(rb)
+        self._held_rows += rb.num_rows
         self.rows += rb.num_rows
+        if self._held_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._held:
+            return
+        table = pa.Table.from_batches(self._held).combine_chunks()
+        self._held, self._held_rows = [], 0
+        with self._writing():
+            self.writer.write(table) if self.csv else self.writer.write_table(table)
 
     def commit(self) -> None:
         """Close the file, flush it to disk and rename it over ``out``."""
+        self._flush()
         with self._writing():
             self.writer.close()
             self.writer = None
