@@ -57,8 +57,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     progress = bar(total=src.count_rows(), desc="predict", unit="rows", unit_scale=True,
                    enabled=not args.quiet, delay=PROGRESS_AFTER_S)
     with progress, AtomicOutput(args.out) as out:
-        read = list(dict.fromkeys(features + ([id_name] if id_name else [])))
-        for rb in src.batches(read, args.batch_rows):
+        # every column is read and validated, the ones the model ignores too: a forged
+        # column is refused, not passed over (the label column is small beside features)
+        for rb in src.batches(src.names, args.batch_rows):
             cols = {id_name or "row": rb.column(id_name) if id_name
                     else pa.array(np.arange(done, done + rb.num_rows))}
             cols.update(_score(model, _model_input(rb, features, schema, src.what), names))

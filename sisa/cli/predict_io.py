@@ -53,8 +53,10 @@ class Input:
         missing = [c for c in names if c not in self.names]
         if missing:
             more = "..." if len(self.names) > 8 else ""
-            raise InputError(f"{self.what} lacks {role} column(s) {missing[:5]}: its columns "
-                             f"are {self.names[:8]}{more}")
+            fix = ("name one of its columns" if role.startswith("--") else
+                   "pass a file with every column the model was trained on")
+            raise InputError(f"{self.what} lacks {role} column(s) {missing[:5]}: {fix} "
+                             f"({self.names[:8]}{more})")
 
     def count_rows(self) -> int | None:
         """The row count from the files' metadata (Parquet, Arrow), or None where only a full
