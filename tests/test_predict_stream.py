@@ -23,7 +23,6 @@ from sklearn.naive_bayes import MultinomialNB
 from threadpoolctl import threadpool_limits
 
 from sisa import SISAClassifier
-from sisa.cli.predict_io import Input
 from sisa.estimators import columns_by_name
 from sisa.store.text import CsvOptions
 
@@ -84,6 +83,8 @@ def test_output_has_ids_and_the_in_memory_probabilities(trained, tmp_path):
 
 def _peak_while_reading(path: Path, batch_rows: int) -> tuple[int, list[int]]:
     """Arrow memory held at most while DATA's batches are read, and the batch sizes."""
+    from sisa.cli.predict_io import Input
+
     src = Input(str(path), CsvOptions.of(None, True))
     base, peak, sizes = pa.total_allocated_bytes(), 0, []
     for rb in src.batches(["uid", "f0", "f1", "f2", "f3", "f4"], batch_rows):
