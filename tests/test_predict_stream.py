@@ -22,7 +22,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import MultinomialNB
 from threadpoolctl import threadpool_limits
 
-from sisa import SISAClassifier
+from sisa import SISAClassifier, SISARegressor
 from sisa.estimators import columns_by_name
 from sisa.store.text import CsvOptions
 
@@ -268,3 +268,21 @@ def test_sgd_probabilities_match_a_plain_sgd_ensemble(tmp_path):
     assert got.column_names[:2] == ["row", "prediction"]  # uid is a feature here
     P = np.column_stack([got.column(f"proba_{k}").to_numpy() for k in range(3)])
     np.testing.assert_allclose(P, model.predict_proba(X), rtol=1e-12)
+
+
+def test_a_regressor_writes_ids_and_predictions_only(tmp_path):
+    t = _table(1000, seed=9).drop(["name", "y"])
+    t = t.append_column("target", pa.array(t.column("f0").to_numpy() * 3 + 1))
+    pq.write_table(t, tmp_path / "rows.parquet")
+    model = SISARegressor(n_shards=2, n_slices=1, backend="local",
+                          store=str(tmp_path / "st")).fit(str(tmp_path / "rows.parquet"),
+                                                          "target")
+    code, _, err = run_cli("predict", str(tmp_path / "st"), str(tmp_path / "rows.parquet"),
+                           "--id-column", "uid", "--batch-rows", "64", "--out",
+                           str(tmp_path / "p.parquet"), "--quiet")
+    assert code == 0, err
+    got = pq.read_table(tmp_path / "p.parquet")
+    assert got.column_names == ["uid", "prediction"]
+    X = t.select(["uid"] + [f"f{i}" for i in range(5)])
+    np.testing.assert_allclose(got.column("prediction").to_numpy(), model.predict(X),
+                               rtol=1e-12)
