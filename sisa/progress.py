@@ -31,7 +31,8 @@ class _Lines:
 
 
 def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str,
-        unit: str = "it", enabled: bool = True, unit_scale: bool = False) -> tqdm:
+        unit: str = "it", enabled: bool = True, unit_scale: bool = False,
+        delay: float = 0.0) -> tqdm:
     """A tqdm bar on stderr: in place on a terminal, throttled whole lines elsewhere.
 
     Parameters
@@ -46,13 +47,15 @@ def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: s
         ``False`` gives a silent bar (every call still works).
     unit_scale : bool, default=False
         Show large counts as ``1.2M``.
+    delay : float, default=0.0
+        Seconds before the bar first shows: a short run prints nothing.
     """
     stream = sys.stderr
     on_terminal = bool(getattr(stream, "isatty", lambda: False)())
     if on_terminal:
         return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale,
-                    disable=not enabled, leave=False, file=stream)
+                    disable=not enabled, leave=False, file=stream, delay=delay)
     return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale,
                 disable=not enabled, leave=True, file=_Lines(stream), ascii=True,
                 mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, dynamic_ncols=False,
-                ncols=100)
+                ncols=100, delay=delay)

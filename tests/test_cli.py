@@ -67,7 +67,8 @@ def test_train_forget_verify_status_history_predict(tmp_path):
     assert receipt["request_id"] in sisa("history", "st", cwd=tmp_path).stdout
     sisa("predict", "st", "data.parquet", "--out", "pred.parquet", cwd=tmp_path)
     pred = pq.read_table(tmp_path / "pred.parquet")
-    assert pred.column_names == ["uid", "prediction"] and pred.num_rows == 3000
+    assert pred.column_names == ["uid", "prediction", "proba_0", "proba_1"]
+    assert pred.num_rows == 3000
     assert (pred.column("prediction").to_numpy() == table.column("y").to_numpy()).mean() > 0.9
     bad = sisa("forget", "st", "--id", "77", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "77" in bad.stderr and len(bad.stderr.splitlines()) == 1

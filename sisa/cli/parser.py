@@ -162,7 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict", "Predict rows of DATA with the model in STORE.")
     p.add_argument("store", metavar="STORE")
     p.add_argument("data", metavar="DATA")
-    p.add_argument("--out", required=True, help="output .parquet or .csv")
+    p.add_argument("--out", required=True, help="output .parquet or .csv: an id column, "
+                   "prediction and proba_<class> per class; written whole or not at all")
+    p.add_argument("--id-column", metavar="NAME", help="DATA's column copied to the output as "
+                   "the rows' id (default: the store's id column if DATA has it, else the "
+                   "row number as `row`)")
+    p.add_argument("--batch-rows", type=int, default=4096, metavar="N",
+                   help="rows read and scored at a time (memory scales with N; S shards' "
+                        "class probabilities of a batch stay in cache at the default)")
     _csv_options(p)
     p.set_defaults(func=cmd_predict)
 

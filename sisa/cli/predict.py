@@ -6,18 +6,25 @@ import argparse
 import os
 
 import numpy as np
+import pyarrow as pa
 
 from ..errors import InputError
 from ..estimators import columns_by_name
 from ..estimators import load as open_model
+from ..store.text import CsvOptions
 from .common import emit
+
+PROGRESS_AFTER_S = 2.0  # a run shorter than this prints no progress
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Predict the rows of DATA with the model in STORE and write them to ``--out``.
+    """Predict the rows of DATA with the model in STORE and write them to ``--out``, a
+    record batch at a time (:mod:`.predict_io`): memory stays that of one batch whatever
+    the file's length, and ``--out`` appears only once every row is scored.
 
-    The output keeps the store's id column when DATA has it, so predictions can be joined
-    back to their rows.
+    The output holds an id column (``--id-column``; else the store's id column when DATA
+    has it; else ``row``, the row number from 0), ``prediction``, and for a classifier
+    with ``predict_proba`` one ``proba_<class>`` column per class, in ``classes_`` order.
 
     Parameters
     ----------
@@ -29,36 +36,93 @@ def cmd_predict(args: argparse.Namespace) -> int:
     int
         0; failures raise (and :func:`sisa.cli.main` turns them into exit codes).
     """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    import time
 
-    from ..store.columns import is_columns
-    from ..store.sources import read_table
-    from ..store.text import CsvOptions
+    from ..progress import bar
+    from .predict_io import AtomicOutput, Input
 
     _check_out(args.out, args.store)  # before any work: a usage error, exit 2
+    if args.batch_rows < 1:
+        raise InputError(f"--batch-rows {args.batch_rows}: give a positive number of rows")
     model = open_model(args.store)
     schema = model.store_.manifest.schema
-    if schema.get("layout") == "sparse":
-        raise InputError(f"store {args.store} was fit on a sparse matrix, which a CSV or "
-                         "Parquet file cannot carry: predict through Python "
-                         "(SISAClassifier.load(store).predict(X_csr))")
-    table = read_table(args.data, CsvOptions.of(args.na_values, not args.keep_whitespace))
-    # typed columns: the model reads them by name, as at fit
-    X = table if is_columns(schema) else _features(table, schema["feature_names"], args.data)
-    with columns_by_name():
-        cols = {"prediction": model.predict(X)}
-    if schema.get("id_name") and schema["id_name"] in table.column_names:
-        cols = {schema["id_name"]: table.column(schema["id_name"]), **cols}
-    out = pa.table(cols)
-    if args.out.endswith(".csv"):
-        pacsv.write_csv(out, args.out)
-    else:
-        pq.write_table(out, args.out)
-    emit(args, {"rows": out.num_rows, "out": args.out},
-         f"wrote {out.num_rows:,} predictions to {args.out}")
+    src = Input(args.data, CsvOptions.of(args.na_values, not args.keep_whitespace))
+    features = _feature_columns(src, schema)
+    id_name = _id_column(args.id_column, src, schema)
+    proba = hasattr(model, "predict_proba")  # soft vote: prediction = argmax, as predict()
+    names = [f"proba_{c}" for c in model.classes_] if proba else []
+    if id_name in ("prediction", *names):
+        raise InputError(f"--id-column {id_name} is also an output column's name: rename it")
+    t0, done = time.perf_counter(), 0
+    progress = bar(total=src.count_rows(), desc="predict", unit="rows", unit_scale=True,
+                   enabled=not args.quiet, delay=PROGRESS_AFTER_S)
+    with progress, AtomicOutput(args.out) as out:
+        # every column is read and validated, the ones the model ignores too: a forged
+        # column is refused, not passed over (the label column is small beside features)
+        for rb in src.batches(src.names, args.batch_rows):
+            cols = {id_name or "row": rb.column(id_name) if id_name
+                    else pa.array(np.arange(done, done + rb.num_rows))}
+            cols.update(_score(model, _model_input(rb, features, schema, src.what), names))
+            out.write(pa.RecordBatch.from_pydict(cols))
+            done += rb.num_rows
+            progress.update(rb.num_rows)
+        if not done:
+            raise InputError(f"{args.data} has no rows: there is nothing to predict")
+        out.commit()
+    secs = time.perf_counter() - t0
+    emit(args, {"rows": done, "out": args.out, "seconds": round(secs, 3)},
+         f"wrote {done:,} predictions to {args.out} in {secs:.1f}s "
+         f"({done / max(secs, 1e-9):,.0f} rows/s)")
     return 0
+
+
+def _feature_columns(src, schema: dict) -> list[str]:
+    """The columns of DATA the model reads, checked against DATA's columns up front."""
+    if schema.get("layout") == "sparse":
+        from .predict_sparse import sparse_column
+
+        return [sparse_column(src, schema)]
+    names = schema["feature_names"]
+    src.require(names, "feature")
+    return names
+
+
+def _id_column(given: str | None, src, schema: dict) -> str | None:
+    """The id column passed through to the output: ``--id-column`` (which DATA must have),
+    else the store's id column when DATA has it, else None (row numbers)."""
+    if given is not None:
+        src.require([given], "--id-column")
+        return given
+    stored = schema.get("id_name")
+    return stored if stored and stored in src.names else None
+
+
+def _model_input(rb, features: list[str], schema: dict, what: str):
+    """One batch as the model takes it: a table of typed columns (read by name, as at
+    fit), a CSR matrix for a sparse store, else a float64 matrix."""
+    from ..store.columns import is_columns
+
+    table = pa.Table.from_batches([rb.select(features)])
+    if is_columns(schema):
+        return table
+    if schema.get("layout") == "sparse":
+        from .predict_sparse import to_matrix
+
+        return to_matrix(table.column(0), schema, what)
+    return _features(table, features, what)
+
+
+def _score(model, X, proba_names: list[str]) -> dict:
+    """``prediction`` and the ``proba_*`` columns of one batch."""
+    with columns_by_name():
+        if not proba_names:
+            return {"prediction": pa.array(model.predict(X))}
+        p = model.predict_proba(X)
+    # the ensemble's own predict is this argmax of the same mean (a second pass would
+    # score every row twice)
+    out = {"prediction": pa.array(model.classes_[p.argmax(axis=1)])}
+    out.update({n: pa.array(p[:, k]) for k, n in enumerate(proba_names)})
+    return out
 
 
 def _features(table, names: list[str], data: str) -> np.ndarray:
@@ -66,12 +130,6 @@ def _features(table, names: list[str], data: str) -> np.ndarray:
     reported by column name before the model sees a row."""
     import pyarrow.types as pat
 
-    if table.num_rows == 0:
-        raise InputError(f"{data} has no rows: there is nothing to predict")
-    missing = [c for c in names if c not in table.column_names]
-    if missing:
-        raise InputError(f"{data} lacks feature column(s) {missing[:5]} the model was trained "
-                         "on")
     text = [c for c in names if not (
         pat.is_integer(t := table.schema.field(c).type) or pat.is_floating(t)
         or pat.is_boolean(t))]
