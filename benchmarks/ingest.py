@@ -51,7 +51,7 @@ if mode != "serial":
     want = int(mode[-1])
     while len([n for n in ray.nodes() if n["Alive"]]) < want:
         time.sleep(0.2)
-    warm = ray.remote(num_cpus=1)(lambda: __import__("sisa.store.parallel_ingest") and 0)
+    warm = ray.remote(num_cpus=1)(lambda: __import__("sisa.store.write.parallel_ingest") and 0)
     ray.get([warm.remote() for _ in range(4 * want)])  # workers up, sisa imported
     kw["settings"] = ExecutionSettings(backend="ray")
 t = time.perf_counter()

@@ -33,9 +33,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from ..store.columns import is_columns
-    from ..store.sources import read_table
-    from ..store.text import CsvOptions
+    from ..store.format.columns import is_columns
+    from ..store.write.sources import read_table
+    from ..store.write.text import CsvOptions
 
     _check_out(args.out, args.store)  # before any work: a usage error, exit 2
     model = open_model(args.store)
@@ -98,7 +98,7 @@ def _is_store_dir(d: str) -> bool:
 def _check_out(out: str, store: str) -> None:
     """``--out`` must name a file in an existing folder outside every sisa store: a file
     written into a store fails its ``verify`` and its ``repair`` deletes it."""
-    from ..store.fs import Location
+    from ..store.io.fs import Location
 
     path = os.path.expanduser(out)
     folder = os.path.dirname(path) or "."

@@ -1,10 +1,10 @@
 """The Arrow-backed shard/slice store: the single source of truth for training rows.
 
-:class:`Store` is the face of a store at one location (:mod:`sisa.store.layout` has the
-files): it opens and reads it, holds its write lock (:mod:`sisa.store.lock`) and commits
+:class:`Store` is the face of a store at one location (:mod:`sisa.store.format.layout` has the
+files): it opens and reads it, holds its write lock (:mod:`sisa.store.io.lock`) and commits
 new states, each a :class:`~sisa.store.manifest.Manifest` made by that module's
-``with_*`` methods. Building (:mod:`sisa.store.builder`) and deleting rows
-(:mod:`sisa.store.deletion`) are modules of their own.
+``with_*`` methods. Building (:mod:`sisa.store.write.builder`) and deleting rows
+(:mod:`sisa.store.write.deletion`) are modules of their own.
 
 Every file but the manifest is content-addressed and immutable. A change writes new
 files, then replaces the manifest (atomic), then removes the files only the old
@@ -24,15 +24,17 @@ import pyarrow as pa
 
 from .._crash import crashpoint
 from ..errors import LocationError, StoreError, StoreLockedError
-from . import builder, deletion, keys, localfs, sparse
 from . import manifest as mf
-from .assign import AssignmentConfig, spread
-from .audit_keys import AuditKeys
-from .fs import Location, MissingFileError
-from .layout import KEEP, QUEUE_FILE
-from .lock import WriteLock
-from .manifest import Manifest
-from .reading import RowReading
+from .format import keys, sparse
+from .format.assign import AssignmentConfig, spread
+from .format.layout import KEEP, QUEUE_FILE
+from .io import localfs
+from .io.fs import Location, MissingFileError
+from .io.lock import WriteLock
+from .manifest import Manifest, RetrainPlan
+from .read.audit_keys import AuditKeys
+from .read.reading import RowReading
+from .write import builder, deletion
 
 
 class Store(RowReading, AuditKeys):
@@ -51,7 +53,7 @@ class Store(RowReading, AuditKeys):
     ----------
     manifest : Manifest
         The state this object reads; replaced by :meth:`commit` and :meth:`reload`.
-    loc : sisa.store.fs.Location
+    loc : sisa.store.io.fs.Location
         Where the files are.
 
     Examples
@@ -192,7 +194,7 @@ class Store(RowReading, AuditKeys):
             Replace a store already at ``uri``.
         **ingest_kw
             ``n_shards`` and ``n_slices`` (required), and the ingest options documented at
-            :func:`sisa.store.builder.ingest_rows`: ``label``, ``random_state``,
+            :func:`sisa.store.write.builder.ingest_rows`: ``label``, ``random_state``,
             ``sample_ids``/``id_column``, ``groups``/``group_column``,
             ``deletion_prob``/``deletion_prob_column``, ``hot_shards``, ``hot_threshold``,
             ``feature_columns``, ``dtype``, ``memory_budget_mb``, ``batch_rows``,
@@ -229,8 +231,17 @@ class Store(RowReading, AuditKeys):
         >>> st.n_rows
         100
         """
-        with builder.building(cls, uri, overwrite=overwrite) as store:
-            yield store
+        where = builder.site(uri, overwrite=overwrite)
+        store = cls(str(uri), None)
+        store.replaced_generation = where.replaced_generation
+        with store.lock():
+            store.staged = True
+            try:
+                yield store
+            finally:
+                if store.staged:  # failed (or never published)
+                    builder.clean(where)
+                    store.staged = False
 
     def ingest(self, data, y=None, **options) -> Store:
         """Write the data of a staged store (see :meth:`building`); every row is read and
@@ -242,7 +253,7 @@ class Store(RowReading, AuditKeys):
             As in :meth:`create`.
         **options
             ``n_shards``, ``n_slices`` (required) and the ingest options documented at
-            :func:`sisa.store.builder.ingest_rows`.
+            :func:`sisa.store.write.builder.ingest_rows`.
 
         Returns
         -------
@@ -323,7 +334,7 @@ class Store(RowReading, AuditKeys):
     def lock(self) -> Iterator[Store]:
         """Exclusive write lock: re-entrant in the thread holding it; other threads using
         this object wait for it, other objects and processes get
-        :class:`StoreLockedError` (see :mod:`sisa.store.lock`). Taking it clears the
+        :class:`StoreLockedError` (see :mod:`sisa.store.io.lock`). Taking it clears the
         debris of a writer killed mid-write and reloads the committed manifest."""
         with self._thread_lock:
             if self._lock_depth:
@@ -405,7 +416,7 @@ class Store(RowReading, AuditKeys):
                 if rel not in keep and not QUEUE_FILE.fullmatch(rel)]
 
     def delete(self, ids) -> deletion.DeleteResult:
-        """Physically remove rows by sample id (:mod:`sisa.store.deletion`).
+        """Physically remove rows by sample id (:mod:`sisa.store.write.deletion`).
 
         Each affected slice is rewritten without the rows, the index and tombstones are
         updated, checkpoints from the earliest affected slice of each shard on are
@@ -420,4 +431,14 @@ class Store(RowReading, AuditKeys):
             A classifier's store would keep fewer than two classes; nothing is changed.
         """
         with self.lock():
-            return deletion.apply(self, deletion.prepare(self, deletion.resolve(self, ids)))
+            change = deletion.prepare(self, deletion.resolve(self, ids))
+            before, found = self.fingerprint, change.resolved
+            if len(found.found_ids) == 0:
+                return deletion.DeleteResult(0, found.already_deleted, RetrainPlan(), {},
+                                             before, before)
+            rows_before = {int(s): self.shard_rows(int(s)) for s in np.unique(found.shard)}
+            new = deletion.stage(self, change)  # the producer: new files, a new manifest
+            crashpoint("delete:before-commit")
+            self.commit(new)
+            crashpoint("delete:after-commit")
+            return deletion.result(change, rows_before, before, self.fingerprint)

@@ -13,7 +13,7 @@ A forget runs in four durable steps, each of which a rerun or ``repair`` resumes
 4. the journal is cleared in the same commit that chains the (signed) receipt onto the
    audit log's committed head; the receipt is then appended to the log.
 
-The ids are resolved once (:func:`sisa.store.deletion.resolve`): the receipt's digest,
+The ids are resolved once (:func:`sisa.store.write.deletion.resolve`): the receipt's digest,
 the deletion and the retrain plan all come from that one result.
 """
 
@@ -29,10 +29,10 @@ from ..engine import checkpoints as ck
 from ..engine import driver
 from ..engine.train import schedule_of
 from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError
-from ..store import deletion
-from ..store.layout import INTENT
+from ..store.format.layout import INTENT
 from ..store.manifest import RetrainPlan, now_iso
 from ..store.store import Store
+from ..store.write import deletion
 from ..tasks.settings import ExecutionSettings
 from . import receipts
 

@@ -20,8 +20,8 @@ import hashlib
 import hmac
 import json
 
-from ..store import ids as idmod
-from ..store import keys
+from ..store.format import ids as idmod
+from ..store.format import keys
 from ..store.manifest import canonical_json
 from ..store.store import Store
 

@@ -38,11 +38,11 @@ from ..engine import checkpoints as ck
 from ..engine.driver import train_shards
 from ..engine.train import schedule_of
 from ..errors import InputError, SisaError
-from ..store import at_rest
-from ..store.fs import MissingFileError
-from ..store.index import id_buckets
-from ..store.layout import ID, INTENT, LABEL, QUEUE_FILE, slice_labels, union
+from ..store.format.index import id_buckets
+from ..store.format.layout import ID, INTENT, LABEL, QUEUE_FILE, slice_labels, union
+from ..store.io.fs import MissingFileError
 from ..store.manifest import RetrainPlan, slice_key
+from ..store.read import at_rest
 from ..store.store import Store
 from ..tasks.settings import ExecutionSettings
 from . import receipts
@@ -122,7 +122,8 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     seed : int, optional
         Seed of the ``sample`` draw.
     public_key : str, optional
-        The owner's Ed25519 public key (64 hex digits, see :func:`sisa.store.keys.parse_public`):
+        The owner's Ed25519 public key (64 hex digits, see
+        :func:`sisa.store.format.keys.parse_public`):
         the manifest must be signed by it. Needs no private key and no audit key.
     forgotten_ids : iterable of int or str, optional
         Ids said to be forgotten: each must be absent from the index and every data file.
@@ -200,7 +201,7 @@ def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
 
 
 def _state_problems(store: Store, rest: at_rest.AtRest | str, notes: list[str]) -> list[str]:
-    """Seen at rest (:func:`sisa.store.at_rest.look`): an unfinished run, an interrupted
+    """Seen at rest (:func:`sisa.store.read.at_rest.look`): an unfinished run, an interrupted
     forget, leftover files; and no model. Queued erasures are a note (no receipt claims
     them yet, docs/serve.md). A store never at rest is one problem: a writer was busy."""
     model = [] if store.manifest.model else ["the store holds no trained model"]
