@@ -46,7 +46,7 @@ src, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 kw = {}
 if mode != "serial":
     from sisa.engine import ExecutionSettings, connect
-    from sisa.store import parallel_ingest
+    from sisa.store.write import parallel_ingest
     ray = connect()
     want = int(mode[-1])
     while len([n for n in ray.nodes() if n["Alive"]]) < want:

@@ -359,7 +359,7 @@ DRIVER = """
 import json, sys
 from sisa import Store
 from sisa.engine import ExecutionSettings
-from sisa.store import parallel_ingest
+from sisa.store.write import parallel_ingest
 parallel_ingest.PART_ROWS = 5_000
 st = Store.create(sys.argv[2], sys.argv[1], label="slabel", id_column="sid", n_shards=3,
                   n_slices=2, settings=ExecutionSettings(backend="ray"))
