@@ -67,8 +67,9 @@ class Store(RowReading, AuditKeys):
 
     def __init__(self, uri: str, manifest: Mapping | None) -> None:
         self.loc = Location(str(uri))
-        self.manifest = (manifest if isinstance(manifest, Manifest) or manifest is None
-                         else mf.from_flat(manifest))
+        self._manifest: Manifest | None = (
+            manifest if isinstance(manifest, Manifest) or manifest is None
+            else mf.from_flat(manifest))
         self.staged = False  # commits stay in memory until `publish` (a fit being built)
         self.replaced_generation = -1  # a build's predecessor at this location
         self._lock: WriteLock | None = None
@@ -84,11 +85,32 @@ class Store(RowReading, AuditKeys):
         state = {**self.__dict__, "_index_cache": {}, "_lock": None, "_lock_depth": 0,
                  "_lock_owner": None, "_key": None, "_audit_key": None, "_seen": None}
         del state["_thread_lock"]
-        return state
+        # Pickled under its public name, in place: models saved before `manifest` became a
+        # property load unchanged, and the pickled bytes are the same.
+        return {("manifest" if k == "_manifest" else k): v for k, v in state.items()}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({("_manifest" if k == "manifest" else k): v
+                              for k, v in state.items()})
         self._thread_lock = threading.RLock()
+
+    @property
+    def manifest(self) -> Manifest:
+        """The state this object reads (a store being built has none until it ingests).
+
+        Raises
+        ------
+        StoreError
+            The store has no manifest yet (a staged store before :meth:`ingest`).
+        """
+        if self._manifest is None:
+            raise StoreError(f"internal: store {self.uri} has no manifest yet (a store being "
+                             "built needs `ingest` first)")
+        return self._manifest
+
+    @manifest.setter
+    def manifest(self, manifest: Manifest) -> None:
+        self._manifest = manifest
 
     # ------------------------------------------------------------------ opening
     @property
@@ -269,7 +291,7 @@ class Store(RowReading, AuditKeys):
         """Make a staged store the store at its location: one manifest write, then the
         files of the store it replaces (data, checkpoints, audit log) are removed."""
         self._require_lock()
-        if not self.staged or not self.manifest:
+        if not self.staged or not self._manifest:
             raise StoreError("internal: nothing staged to publish (use Store.building)")
         new = self.manifest.stamped(self.manifest.generation)
         mf.write(self.loc, new, self._key)
@@ -349,7 +371,7 @@ class Store(RowReading, AuditKeys):
             try:
                 self.loc.clear_temp()  # debris of a writer killed mid-write: never ours to keep
                 changed = self._seen is None or self._stamp() != self._seen
-                if self.manifest and changed and mf.exists(self.loc):
+                if self._manifest and changed and mf.exists(self.loc):
                     self.reload()  # see what the previous holder committed
                 yield self
             finally:
@@ -357,9 +379,11 @@ class Store(RowReading, AuditKeys):
                 self._lock.release()
                 self._lock = None
 
-    def _require_lock(self) -> None:
-        if not self._lock_depth or self._lock_owner != threading.get_ident():
+    def _require_lock(self) -> WriteLock:
+        if (not self._lock_depth or self._lock_owner != threading.get_ident()
+                or self._lock is None):  # (held: the lock is set while the depth is)
             raise StoreError("internal: store writes must run inside `with store.lock():`")
+        return self._lock
 
     def put_blob(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> dict:
         """Write a content-addressed file; returns its manifest entry (file, sha256,
@@ -376,7 +400,7 @@ class Store(RowReading, AuditKeys):
 
         In a staged store (a fit being built beside the published state) the commit only
         replaces the in-memory manifest; :meth:`publish` writes it."""
-        self._require_lock()
+        held = self._require_lock()
         new = manifest if isinstance(manifest, Manifest) else mf.from_flat(manifest)
         if self.staged:
             self.manifest = new.stamped(self.manifest.generation)
@@ -388,7 +412,7 @@ class Store(RowReading, AuditKeys):
                     f"store {self.uri} was changed by another writer (generation "
                     f"{on_disk.generation}, expected {self.manifest.generation}); reopen it "
                     "and retry")
-            self._lock.check()  # object stores have no CAS: re-check we still hold the lock
+            held.check()  # object stores have no CAS: re-check we still hold the lock
         old = self.manifest
         new = new.stamped(old.generation + 1)
         mf.write(self.loc, new, self.signing_key())

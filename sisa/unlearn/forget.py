@@ -28,7 +28,7 @@ from .._crash import crashpoint
 from ..engine import checkpoints as ck
 from ..engine import driver
 from ..engine.train import schedule_of
-from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError
+from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError, StoreError
 from ..store.format.layout import INTENT
 from ..store.manifest import RetrainPlan, now_iso
 from ..store.store import Store
@@ -308,6 +308,8 @@ def _complete(store: Store, settings: ExecutionSettings, already: int = 0,
         store.loc.delete(INTENT)  # the journal in the manifest supersedes it
     driver.run_pending(store, settings, desc="retraining shards")
     pending = store.manifest.pending
+    if pending is None:  # the journal stays until `_close` replaces it with the receipt
+        raise StoreError(f"internal: the journal of the forget on {store.uri} is gone")
     return _close(store, _receipt(store, pending["request"],
                                   rows_retrained=pending["rows_processed"], already=already))
 

@@ -75,6 +75,6 @@ def forget_groups(store: Store, groups, *, record_ids: bool = False,
                 f"forgotten as a group: {shown}; check the keys (nothing was changed)")
         named["groups_already_forgotten"] = len(empty)
         if len(ids) == 0:  # every group was forgotten before: as a replayed request
-            latest = max(before, key=lambda r: r["seq"])
+            latest = max((r for r in before if r is not None), key=lambda r: r["seq"])
             return {**latest, "replayed": True, "groups_already_forgotten": len(empty)}
         return forget(store, ids, record_ids=record_ids, settings=settings, named=named)

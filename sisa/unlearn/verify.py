@@ -352,9 +352,9 @@ def _audit_problems(store: Store, log: tuple[list[dict], list[str]] | None) -> l
     if tomb_rows != store.manifest.n_deleted:
         out.append(f"{tomb_rows} tombstones but {store.manifest.n_deleted} deleted "
                    "rows recorded: the manifest was edited")
-    log = log[0] if log is not None else []
+    logged = log[0] if log is not None else []
     committed = store.manifest.last_receipt
-    last = committed or (log[-1] if log else None)  # the signed one first
+    last = committed or (logged[-1] if logged else None)  # the signed one first
     pending = store.manifest.pending
     if last and not pending and last.get("fingerprint_after") != store.fingerprint:
         out.append(f"the data are not the state the last forget (request "
@@ -367,7 +367,7 @@ def _audit_problems(store: Store, log: tuple[list[dict], list[str]] | None) -> l
     def count(v) -> int:  # the log is untrusted input: an edited field is not a crash
         return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
-    if tomb_rows < sum(count(r.get("n_ids")) - count(r.get("already_deleted")) for r in log):
+    if tomb_rows < sum(count(r.get("n_ids")) - count(r.get("already_deleted")) for r in logged):
         out.append("fewer tombstones than rows the audit log says were forgotten")
     return out
 

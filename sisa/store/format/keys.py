@@ -163,7 +163,7 @@ def parse_public(text: str) -> str:
     return hexpart
 
 
-def check_signature(public_hex: str, data: bytes, signature_hex: str) -> bool:
+def check_signature(public_hex: object, data: bytes, signature_hex: object) -> bool:
     """Whether ``signature_hex`` signs ``data`` under ``public_hex`` (any malformed input,
     as an edited store may hold, is simply not a valid signature)."""
     if not (isinstance(public_hex, str) and isinstance(signature_hex, str)):

@@ -135,7 +135,7 @@ def check_manifest_paths(m: dict, where: str) -> None:
                 or not isinstance(meta.get("sha256"), str) or not _SHA256.fullmatch(meta["sha256"]):
             raise bad(entry, meta, shape)
         hit = pattern.fullmatch(meta["file"])
-        if (hit is None or hit.group(hit.lastindex) != meta["sha256"][:32]
+        if (hit is None or hit.groups()[-1] != meta["sha256"][:32]
                 or tuple(int(g) for g in hit.groups()[:-1]) != want):
             raise bad(entry, meta, shape)
 

@@ -55,7 +55,9 @@ class _Recorder:
     """A write-only file object that keeps what pyarrow writes except placeholder buffers."""
 
     def __init__(self, placeholders: dict[int, tuple]) -> None:
-        self.pos, self.fixed, self.places = 0, [], {}
+        self.pos = 0
+        self.fixed: list[tuple[int, bytes]] = []  # (offset, bytes) written as they are
+        self.places: dict[tuple, int] = {}  # (column, role) -> offset of its placeholder
         self.placeholders = placeholders  # address -> (column, role, region end)
         self.closed = False
 

@@ -125,7 +125,7 @@ def read_root(loc, *, formats: tuple[str, ...] = READABLE) -> dict:
         with contextlib.suppress(ValueError):
             m = json.loads(parts[0])
     where = loc.path(MANIFEST)
-    if not isinstance(m, dict):
+    if parts is None or not isinstance(m, dict):  # (m is a dict only if parts is not None)
         fmt = re.search(rb'"format":"(sisa-store/[0-9]+)"', raw)
         if fmt and fmt.group(1).decode() not in formats:
             raise StoreError(_old_format(where, fmt.group(1).decode(), loc.uri))

@@ -264,7 +264,8 @@ class Manifest(dict):
         return d
 
     # -- changes (each returns a new manifest) ---------------------------------------
-    def _with(self, root: Mapping | None = None, leaves: Mapping[str, tuple[dict, str]] = (),
+    def _with(self, root: Mapping | None = None,
+              leaves: Mapping[tuple[str, int], tuple[dict, str]] | None = None,
               **top) -> Manifest:
         """A new manifest: ``top`` replaces root keys; ``leaves`` maps a root slot
         (``"shards"/s``, ``"index"/p``, ``"tombstones"/p``) to a new leaf body and file."""

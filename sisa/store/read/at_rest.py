@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import manifest as mf
@@ -61,7 +62,7 @@ def manifest_token(loc: Location):
         return None
 
 
-def busy(store, files: list[str] = ()) -> str:
+def busy(store, files: Sequence[str] = ()) -> str:
     """Why the store is not at rest ("" if it is): the write lock is held by a live
     process other than ``store`` itself, or a live process is writing one of ``files``
     (a temporary file ``.tmp/<pid>-...``; `sisa serve` writes queue files this way

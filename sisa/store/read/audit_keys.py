@@ -10,16 +10,33 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from ...errors import CorruptStoreError, KeyFileError
 from .. import manifest as mf
 from ..format import ids as idmod
 from ..format import keys
+from ..io.fs import Location
 
 
 class AuditKeys:
     """The key methods of :class:`~sisa.store.Store` (a mixin: it needs ``manifest``,
     ``loc``, ``uri``, ``id_array``, ``_key`` and ``_audit_key``)."""
+
+    if TYPE_CHECKING:  # what the host provides (declared for the type checker only)
+        loc: Location
+        _key: keys.KeyPair | None
+        _audit_key: bytes | None
+
+        @property
+        def manifest(self) -> mf.Manifest: ...
+
+        @property
+        def uri(self) -> str: ...
+
+        def id_array(self, ids) -> pa.Array: ...
 
     @property
     def signer(self) -> str | None:
@@ -42,8 +59,9 @@ class AuditKeys:
         derived from the owner's key file for signed stores, else read from the store's
         0600 audit-key file."""
         if self._audit_key is None:
-            if self.signer is not None:
-                self._audit_key = self.signing_key().audit_key(self.manifest.store_id)
+            key = self.signing_key()  # None exactly when the store is unsigned
+            if key is not None:
+                self._audit_key = key.audit_key(self._store_id())
             else:
                 rel = self.manifest.audit_files()["key"]
                 if not self.loc.exists(rel):
@@ -51,6 +69,13 @@ class AuditKeys:
                                             "restore the store from backup")
                 self._audit_key = bytes.fromhex(self.loc.read_bytes(rel).to_pybytes().decode())
         return self._audit_key
+
+    def _store_id(self) -> str:
+        sid = self.manifest.store_id
+        if sid is None:  # every store since format 3 has one; the audit key is per store
+            raise CorruptStoreError(f"the manifest of {self.uri} has no store_id: restore the "
+                                    "store from backup")
+        return sid
 
     def has_audit_key(self) -> bool:
         """Whether this process can compute the keyed id hashes (a third party checking a

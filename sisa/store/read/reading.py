@@ -9,8 +9,9 @@ features reach numpy without a copy.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,8 +23,8 @@ from ..format import ids as idmod
 from ..format import index as idx
 from ..format.arrow_checks import damage
 from ..format.layout import FEATURES, ID, LABEL, read_ipc, slice_schema, union
-from ..io.fs import MissingFileError
-from ..manifest import canonical_json
+from ..io.fs import Location, MissingFileError
+from ..manifest import Manifest, canonical_json
 
 _TOMBSTONES = pa.schema([("h", pa.binary(16))])  # a keyed hash per deleted id
 
@@ -45,6 +46,23 @@ class SliceData:
 class RowReading:
     """The read methods of :class:`~sisa.store.Store` (a mixin: it needs ``manifest``,
     ``loc``, ``n_features``, ``read_consistent`` and ``_index_cache``)."""
+
+    if TYPE_CHECKING:  # what the host provides (declared for the type checker only)
+        loc: Location
+        _index_cache: dict[str, pa.Table]
+
+        @property
+        def manifest(self) -> Manifest: ...
+
+        @property
+        def uri(self) -> str: ...
+
+        @property
+        def n_features(self) -> int: ...
+
+        def read_consistent(self, fn: Callable[[Any], object], attempts: int = 8) -> Any: ...
+
+        def referenced_files(self) -> dict[str, dict]: ...
 
     def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
         """Raise :class:`CorruptStoreError` naming the first missing, resized or (with

@@ -204,7 +204,7 @@ class _Builder:
         self.store_id, self.key, self.check = store_id, key, check
         self.budget = max(int(budget_mb), 0) * 2**20
         self.batch_rows = batch_rows
-        self.schema_info = {
+        self.schema_info: dict[str, object] = {
             "feature_names": source.feature_names, "label_name": source.label_name,
             "label_type": str(source.label_type), "id_name": source.id_name,
             "dtype": "float32" if source.dtype == np.float32 else "float64",

@@ -10,6 +10,7 @@ or without a holdout.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -114,7 +115,7 @@ def split_file(path, label: str, fraction: float, seed: int, *, id_column: str |
     if not id_column:
         table = table.append_column(ROW_ID, pa.array(np.arange(table.num_rows), pa.int64()))
         id_column = ROW_ID
-    columns = {"id_column": id_column, "group_column": group_column,
+    columns: dict[str, Any] = {"id_column": id_column, "group_column": group_column,
                "deletion_prob_column": deletion_prob_column, "feature_columns": feature_columns,
                "allow_missing": allow_missing}
     source = from_table(table, label, **columns)

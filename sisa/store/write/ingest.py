@@ -76,7 +76,7 @@ class TableInput:
     what: str
 
 
-def checked_batches(record_batches, columns: Columns, what: str,
+def checked_batches(record_batches, columns: Columns, what: str | os.PathLike,
                     first_row: int = 0) -> Iterator[Batch]:
     """Record batches as checked :class:`Batch` es; errors name rows from ``first_row``."""
     offset = first_row

@@ -284,7 +284,7 @@ def write_index(job: Job, spilled: list[Spilled], buckets, n_buckets: int
     schema = pa.schema([(ID, idmod.arrow_type(job.shape.id_type)), ("shard", pa.int32()),
                         ("slice", pa.int32())])
     runs, out = Runs(job.scratch, spilled), Output(job.loc, job.chunk_bytes)
-    n_dups, smallest = 0, []
+    n_dups, smallest = 0, list[object]()
     try:
         out.prepare(index_dir(b) for b in buckets)
         for b in buckets:

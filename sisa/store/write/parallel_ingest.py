@@ -68,6 +68,7 @@ class Reader:
         fs = pafs.LocalFileSystem()
         if self.parquet:  # page by page, not whole row groups
             names = self.columns.names
+            assert part.row_groups is not None  # plan() lists a Parquet file's row groups
             stream = pages.parquet_batches(fs, part.path, list(part.row_groups),
                                             pa.schema([self.schema.field(n) for n in names]),
                                             self.batch_rows)
@@ -104,6 +105,7 @@ def choose(source: ingest.Source, settings, batch_rows: int) -> ParallelIngest |
     if settings.backend == "auto" and (why or small or backend.choose(settings, 2) != "ray"):
         return None
     t = source.table
+    assert t is not None  # unsupported(source) said why otherwise, and we returned or raised
     return ParallelIngest(t, settings, Reader(isinstance(t.dataset.format, ds.ParquetFileFormat),
                                               t.dataset.schema, t.columns, t.what, batch_rows))
 
@@ -122,7 +124,8 @@ def plan(dataset: ds.Dataset, what: str, n_parts: int = 1,
             else:
                 units.append((frag.path, None, frag.count_rows()))
     target = min(PART_ROWS, max_rows, -(-sum(u[2] for u in units) // max(n_parts, 1)))
-    parts, first = [], 0
+    parts: list[Part] = []
+    first = 0
     for path, rg, rows in units:
         last = parts[-1] if parts else None
         if (last and last.path == path and rg is not None and last.row_groups is not None

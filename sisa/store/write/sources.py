@@ -42,7 +42,7 @@ def read_table(data, csv: CsvOptions | None = None) -> pa.Table:
     csv = csv_only(data, csv)
     dataset = to_dataset(data, csv)
     what = data if isinstance(data, (str, os.PathLike)) else "the input"
-    batches = []
+    batches: list[pa.RecordBatch] = []
     stream = iter(dataset.to_batches())
     while True:
         with reading(what):

@@ -236,7 +236,7 @@ class Spiller:
             self.typed.append(X)
             self.text += X.nbytes
         else:
-            if self.used and self.used + m > len(self.X):
+            if self.used and (self.X is None or self.used + m > len(self.X)):
                 self.flush()
             if self.X is None or len(self.X) < m:  # allocated lazily: untouched pages are free
                 self.X = np.empty((max(self.cap, m), self.shape.n_features), self.shape.dtype)
@@ -291,6 +291,7 @@ class Spiller:
                 if typed is not None:
                     feats = typed.slice(a, b - a)
                 else:  # gathered one window at a time: no second copy
+                    assert self.X is not None  # untyped rows are buffered in X
                     feats = pa.FixedSizeListArray.from_arrays(
                         pa.array(self.X[perm[a:b]].reshape(-1)), d)
                 group = [] if ghash is None else [pa.array(ghash[a:b])]
