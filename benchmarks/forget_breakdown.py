@@ -148,7 +148,7 @@ def adult(args) -> dict:
 
     from benchmarks._adult_split import adult_split
     from sisa import SISAClassifier
-    from sisa.store import keys
+    from sisa.store.format import keys
 
     os.environ.setdefault("SISA_KEY", keys.generate().to_json())  # signed, as vs_dare
     Xtr, _, ytr, _ = adult_split("issue")

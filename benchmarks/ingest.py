@@ -45,12 +45,12 @@ src, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 kw = {}
 if mode != "serial":
     from sisa.engine import ExecutionSettings, connect
-    from sisa.store import parallel_ingest
+    from sisa.store.write import parallel_ingest
     ray = connect()
     want = int(mode[-1])
     while len([n for n in ray.nodes() if n["Alive"]]) < want:
         time.sleep(0.2)
-    warm = ray.remote(num_cpus=1)(lambda: __import__("sisa.store.parallel_ingest") and 0)
+    warm = ray.remote(num_cpus=1)(lambda: __import__("sisa.store.write.parallel_ingest") and 0)
     ray.get([warm.remote() for _ in range(4 * want)])  # workers up, sisa imported
     kw["settings"] = ExecutionSettings(backend="ray")
 t = time.perf_counter()

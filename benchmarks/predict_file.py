@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _data import CACHE, synthetic_parquet
+
+from benchmarks._data import CACHE, synthetic_parquet
 
 
 def train(shards: int, train_file: Path) -> Path:

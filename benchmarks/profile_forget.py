@@ -260,7 +260,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message=".*has no partial_fit.*")
     if not args.unsigned and "SISA_KEY" not in os.environ:
-        from sisa.store import keys
+        from sisa.store.format import keys
 
         os.environ["SISA_KEY"] = keys.generate().to_json()
 

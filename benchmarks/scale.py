@@ -51,7 +51,7 @@ def ingest(src, uri: str, S: int, R: int, budget_mb: int) -> tuple[float, float]
 
 def count_manifest_bytes():
     """Patch Location.write_atomic to count the bytes written to the root and leaves."""
-    from sisa.store.fs import Location
+    from sisa.store.io.fs import Location
 
     counter = {"bytes": 0}
     original = Location.write_atomic

@@ -25,8 +25,8 @@ from sklearn.preprocessing import OneHotEncoder
 
 from sisa import SISAClassifier
 from sisa.datasets._dataset import package_file
-from sisa.store import sparse
-from sisa.store.layout import read_ipc
+from sisa.store.format import sparse
+from sisa.store.format.layout import read_ipc
 
 NAMES = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
          "occupation", "relationship", "race", "gender", "capital-gain", "capital-loss",

@@ -57,8 +57,8 @@ def main() -> None:
 
     from sisa import SISAClassifier
     from sisa.datasets._dataset import package_file
-    from sisa.store.sources import read_table
-    from sisa.store.text import CsvOptions
+    from sisa.store.write.sources import read_table
+    from sisa.store.write.text import CsvOptions
 
     src = package_file("mglearn", "data/adult.data", "SISA_ADULT_PATH", None, "UCI Adult")
     lines = [ln for ln in Path(src).read_text().splitlines() if ln.strip()]

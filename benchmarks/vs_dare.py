@@ -355,7 +355,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown configs {unknown}: choose from {sorted(CONFIGS)}")
     if not args.unsigned and "SISA_KEY" not in os.environ:
-        from sisa.store import keys
+        from sisa.store.format import keys
 
         os.environ["SISA_KEY"] = keys.generate().to_json()
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sisa.errors import InputError
-from sisa.store.assign import AssignmentConfig, assign, keyed_hash, spread
+from sisa.store.format.assign import AssignmentConfig, assign, keyed_hash, spread
 
 ids_strategy = st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=300, unique=True)
 

@@ -41,8 +41,8 @@ import pytest
 
 from sisa import SISAClassifier, SISARegressor, Store
 from sisa.errors import InputError, SisaError, StoreError
-from sisa.store import keys
-from sisa.store.holdout import split as _split
+from sisa.store.format import keys
+from sisa.store.write.holdout import split as _split
 
 from .conftest import LOCAL, tree_digest
 from .conftest import run_cli as cli

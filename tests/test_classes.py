@@ -16,8 +16,8 @@ from sklearn.naive_bayes import GaussianNB
 
 from sisa import SISAClassifier, SISARegressor, Store
 from sisa.errors import InputError
-from sisa.store import deletion
-from sisa.store import index as store_mod
+from sisa.store.format import index as store_mod
+from sisa.store.write import deletion
 from sisa.unlearn import history, verify
 
 from .conftest import LOCAL, make_classification, make_regression

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from sisa import SISAClassifier, Store
-from sisa.store import uris as suris
+from sisa.store.io import uris as suris
 from sisa.unlearn import repair, verify
 
 from .conftest import LOCAL

@@ -16,11 +16,11 @@ from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.errors import CorruptStoreError
-from sisa.store import localfs
-from sisa.store import manifest_io as io
-from sisa.store.deletion import label_union
+from sisa.store.io import localfs
 from sisa.store.manifest import MANIFEST
-from sisa.store.manifest_build import fingerprint
+from sisa.store.manifest import codec as io
+from sisa.store.manifest.build import fingerprint
+from sisa.store.read.reading import label_union
 from sisa.unlearn import verify
 
 from .conftest import LOCAL, make_classification

@@ -43,8 +43,8 @@ import pytest
 from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
-from sisa.store import keys
-from sisa.store.layout import INTENT
+from sisa.store.format import keys
+from sisa.store.format.layout import INTENT
 from sisa.unlearn import history
 
 from .conftest import make_classification, tree_digest

@@ -19,7 +19,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.errors import CorruptStoreError, InputError, StaleModelError, UnknownIdError
-from sisa.store.layout import INTENT
+from sisa.store.format.layout import INTENT
 from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import history, repair, verify
 from sisa.unlearn.receipts import log_path

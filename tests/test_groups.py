@@ -15,7 +15,7 @@ import pytest
 from sisa import SISAClassifier
 from sisa.errors import InputError, UnknownIdError
 from sisa.store import Store
-from sisa.store.layout import GROUP
+from sisa.store.format.layout import GROUP
 from sisa.unlearn import forget_groups, history
 
 from .conftest import run_cli, tree_digest
@@ -41,7 +41,7 @@ def _store_bytes(root: Path) -> bytes:
 
 def _hash_bytes(store: Store, key) -> bytes:
     """The 8 bytes a slice stores for this group key (its keyed hash)."""
-    from sisa.store.assign import group_hash
+    from sisa.store.format.assign import group_hash
 
     return int(group_hash(store.config, np.array([key]))[0]).to_bytes(8, "little")
 

@@ -27,11 +27,11 @@ import pytest
 from sisa import SISAClassifier, Store
 from sisa.engine import ExecutionSettings
 from sisa.errors import InputError
-from sisa.store import builder, ingest, merge, parallel_ingest
-from sisa.store.assign import AssignmentConfig, assign, group_hash
-from sisa.store.index import bucketed, id_buckets, n_index_buckets
-from sisa.store.layout import FEATURES, GROUP, ID, LABEL, ipc_bytes, slice_schema
-from sisa.store.streamed_ipc import StreamedFile
+from sisa.store.format.assign import AssignmentConfig, assign, group_hash
+from sisa.store.format.index import bucketed, id_buckets, n_index_buckets
+from sisa.store.format.layout import FEATURES, GROUP, ID, LABEL, ipc_bytes, slice_schema
+from sisa.store.format.streamed_ipc import StreamedFile
+from sisa.store.write import builder, ingest, merge, parallel_ingest
 from sisa.unlearn import repair
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def reference(data, S: int, R: int, seed: int = 0, **kw) -> dict:
             FEATURES: pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])}
     info = {"feature_names": src.feature_names, "label_type": str(src.label_type),
             "dtype": str(src.dtype), "id_type": src.id_type}
-    if cat("groups") is not None:  # each row's keyed group hash (sisa.store.groups)
+    if cat("groups") is not None:  # each row's keyed group hash (sisa.store.write.groups)
         cols[GROUP] = group_hash(AssignmentConfig(S, R, seed, hot), cat("groups"))
         info["group_type"] = src.group_type
     t = pa.table({**cols, "__order": order})
@@ -359,7 +359,7 @@ DRIVER = """
 import json, sys
 from sisa import Store
 from sisa.engine import ExecutionSettings
-from sisa.store import parallel_ingest
+from sisa.store.write import parallel_ingest
 parallel_ingest.PART_ROWS = 5_000
 st = Store.create(sys.argv[2], sys.argv[1], label="slabel", id_column="sid", n_shards=3,
                   n_slices=2, settings=ExecutionSettings(backend="ray"))

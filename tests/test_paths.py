@@ -22,7 +22,7 @@ from sisa import SISAClassifier, Store
 from sisa.cli import main
 from sisa.errors import CorruptStoreError, StaleModelError
 from sisa.store import manifest as manifest_mod
-from sisa.store.fs import Location, UnsafePathError
+from sisa.store.io.fs import Location, UnsafePathError
 from sisa.unlearn import forget, repair, verify
 
 from .conftest import LOCAL, make_classification

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from sisa import SISAClassifier, SISARegressor
 from sisa.estimators import columns_by_name
-from sisa.store.text import CsvOptions
+from sisa.store.write.text import CsvOptions
 
 from .conftest import run_cli
 

@@ -19,8 +19,8 @@ from sisa import SISAClassifier, Store
 from sisa.engine import checkpoints as ck
 from sisa.engine.schedule import Schedule, derive_seed
 from sisa.engine.train import schedule_of
-from sisa.store.fs import sha256_bytes
-from sisa.store.layout import checkpoint_dir
+from sisa.store.format.layout import checkpoint_dir
+from sisa.store.io.fs import sha256_bytes
 from sisa.store.manifest import RetrainPlan
 from sisa.unlearn import repair, verify
 

@@ -28,7 +28,7 @@ from sklearn.preprocessing import SplineTransformer
 from sisa import SISAClassifier, Store
 from sisa.engine.train import TrainingError
 from sisa.errors import StaleModelError
-from sisa.store.layout import INTENT
+from sisa.store.format.layout import INTENT
 from sisa.unlearn import history, repair, verify
 from sisa.unlearn.status import describe
 

@@ -27,10 +27,10 @@ from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.errors import StaleModelError, StoreError, StoreLockedError
-from sisa.store import lock as slock
-from sisa.store import uris as suris
+from sisa.store.io import lock as slock
+from sisa.store.io import uris as suris
 from sisa.store.manifest import write as _write_manifest
-from sisa.store.manifest_io import split as _split_manifest
+from sisa.store.manifest.codec import split as _split_manifest
 from sisa.unlearn import history, repair, verify
 
 from .conftest import LOCAL, make_classification

@@ -16,7 +16,7 @@ import pytest
 from sisa import Store
 from sisa.errors import CorruptStoreError, KeyFileError
 from sisa.serve import make_server
-from sisa.store import keys
+from sisa.store.format import keys
 from sisa.unlearn import history, verify
 
 from . import test_serve as ts

@@ -1,5 +1,5 @@
 """Sparse input (issue 23): a scipy CSR matrix goes in kept sparse, the shard models get
-CSR, and forget/verify stay exact (sisa.store.sparse)."""
+CSR, and forget/verify stay exact (sisa.store.format.sparse)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sklearn.preprocessing import OneHotEncoder
 from sisa import SISAClassifier, Store
 from sisa.datasets._dataset import package_file
 from sisa.errors import InputError
-from sisa.store.layout import FEATURES
+from sisa.store.format.layout import FEATURES
 
 from .conftest import run_cli, tree_digest
 

@@ -284,7 +284,7 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     """A forget must not rewrite files that grow with the whole store: the index and
     the tombstones are split by a hash of the id, and a delete rewrites only the
     buckets its ids fall in."""
-    from sisa.store import index as store_mod
+    from sisa.store.format import index as store_mod
     from sisa.unlearn import verify
 
     monkeypatch.setattr(store_mod, "INDEX_BUCKET_ROWS", 64)  # 2000 rows -> 32 buckets

@@ -26,7 +26,7 @@ from sisa.datasets.adult import ADULT_COLUMNS
 from sisa.engine import forms
 from sisa.engine.spec import to_spec
 from sisa.errors import InputError
-from sisa.store.layout import FEATURES, slice_schema
+from sisa.store.format.layout import FEATURES, slice_schema
 from sisa.unlearn import verify
 
 from .conftest import LOCAL, run_cli, tree_digest
@@ -482,7 +482,7 @@ def test_typed_ingest_is_the_same_whatever_the_budget_and_keeps_every_value(tmp_
 
 def test_typed_ingest_on_ray_writes_the_serial_files(ray_session, tmp_path, monkeypatch):
     from sisa.engine import ExecutionSettings
-    from sisa.store import parallel_ingest
+    from sisa.store.write import parallel_ingest
 
     monkeypatch.setattr(parallel_ingest, "PART_ROWS", 9_000)  # several parts per file
     pq.write_table(typed_table(40_000, seed=2), tmp_path / "t.parquet", row_group_size=8_000)

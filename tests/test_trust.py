@@ -20,8 +20,8 @@ import pytest
 
 from sisa import SISAClassifier, Store
 from sisa.errors import InputError
-from sisa.store import keys
-from sisa.store.layout import ID
+from sisa.store.format import keys
+from sisa.store.format.layout import ID
 from sisa.store.manifest import MANIFEST
 from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import receipts, repair, verify
@@ -290,7 +290,7 @@ def test_a_swapped_tombstone_fails_verify_even_with_the_manifest_rehashed(tmp_pa
 
 
 def _ipc(table):
-    from sisa.store.layout import ipc_bytes
+    from sisa.store.format.layout import ipc_bytes
     return ipc_bytes(table)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from sisa import SISAClassifier, Store
 from sisa.errors import StoreError
-from sisa.store import manifest_io
+from sisa.store.manifest import codec as manifest_io
 from sisa.unlearn import history, verify
 
 from .conftest import LOCAL, run_cli

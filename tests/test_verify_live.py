@@ -22,8 +22,8 @@ from sklearn.linear_model import SGDClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.errors import SisaError
-from sisa.store import at_rest
-from sisa.store.layout import INTENT
+from sisa.store.format.layout import INTENT
+from sisa.store.read import at_rest
 from sisa.unlearn import verify
 
 from .conftest import LOCAL, make_classification, run_cli
@@ -36,7 +36,7 @@ WRITER = textwrap.dedent("""
     import json, sys, time
     from sisa import Store
     from sisa.engine import ExecutionSettings
-    from sisa.store.lock import ObjectLock
+    from sisa.store.io.lock import ObjectLock
     from sisa.unlearn import forget
     ObjectLock.settle = 0.05  # one writer here, and moto answers fast
     uri, ids, pause = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
@@ -50,7 +50,7 @@ WRITER = textwrap.dedent("""
 HOLDER = textwrap.dedent("""
     import sys
     from sisa import Store
-    from sisa.store.layout import INTENT
+    from sisa.store.format.layout import INTENT
     store = Store.open(sys.argv[1])
     with store.lock():  # a forget under way: its intent and a file no manifest names yet
         store.loc.write_atomic(INTENT, b'{"request": {}}')
@@ -221,7 +221,7 @@ def test_a_live_lock_holder_is_busy_not_damage_and_a_dead_one_leaves_debris(stor
 
 def test_verify_on_s3_while_forgets_commit_never_reports_damage():
     pytest.importorskip("moto.server")
-    from sisa.store import uris
+    from sisa.store.io import uris
 
     from .test_s3 import S3_ENV_KEYS, moto_s3
 
@@ -230,7 +230,7 @@ def test_verify_on_s3_while_forgets_commit_never_reports_damage():
             mp.delenv(k, raising=False)
         for k, v in env.items():
             mp.setenv(k, v)
-        mp.setattr("sisa.store.lock.ObjectLock.settle", 0.05)
+        mp.setattr("sisa.store.io.lock.ObjectLock.settle", 0.05)
         uri = f"s3://live/{uuid.uuid4().hex[:8]}"
         try:
             fit(uri, n_shards=3, n=600)

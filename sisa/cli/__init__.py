@@ -17,7 +17,7 @@ import sys
 import traceback
 
 from ..errors import InputError, SisaError
-from ..store.holdout import split as _split  # noqa: F401  (its former home: tests import it)
+from ..store.write.holdout import split as _split  # noqa: F401  (its former home: tests import it)
 from .parser import build_parser
 
 __all__ = ["build_parser", "main"]

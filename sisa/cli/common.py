@@ -58,7 +58,7 @@ def read_ids(args: argparse.Namespace, id_type: str, *, flag: str = "id",
     """
     import pyarrow as pa
 
-    from ..store import ids as idmod
+    from ..store.format import ids as idmod
 
     parts = []
     if getattr(args, flag):

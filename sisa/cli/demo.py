@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from ..store.holdout import split
+from ..store.write.holdout import split
 from .common import estimator_params, load_builtin, ratio, settings
 
 INDENT = "      "  # under the "[k/4] " step headings

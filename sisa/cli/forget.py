@@ -24,8 +24,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         0; failures raise (and :func:`sisa.cli.main` turns them into exit codes).
     """
     from ..store import Store
-    from ..store import ids as idmod
-    from ..store.groups import group_type
+    from ..store.format import ids as idmod
+    from ..store.write.groups import group_type
     from ..unlearn import forget, forget_groups
 
     store = Store.open(args.store)

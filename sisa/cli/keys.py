@@ -24,7 +24,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     int
         0; failures raise (and :func:`sisa.cli.main` turns them into exit codes).
     """
-    from ..store import keys
+    from ..store.format import keys
 
     path = args.out or os.environ.get(keys.KEY_FILE_ENV) or str(keys.DEFAULT_KEY_FILE)
     target = Path(path).expanduser().resolve()
@@ -54,7 +54,7 @@ def cmd_key(args: argparse.Namespace) -> int:
     int
         0; failures raise (and :func:`sisa.cli.main` turns them into exit codes).
     """
-    from ..store import keys
+    from ..store.format import keys
 
     key = keys.configured(args.key_file)
     if key is None:

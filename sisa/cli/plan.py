@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import InputError
-from ..store.holdout import split
+from ..store.write.holdout import split
 from .common import emit, estimator_params, load_builtin
 
 MIN_ROWS_PER_SLICE = 100  # below this a slice is too small to train a model step on

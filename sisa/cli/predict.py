@@ -11,7 +11,7 @@ import pyarrow as pa
 from ..errors import InputError
 from ..estimators import columns_by_name
 from ..estimators import load as open_model
-from ..store.text import CsvOptions
+from ..store.write.text import CsvOptions
 from .common import emit
 
 PROGRESS_AFTER_S = 2.0  # a run shorter than this prints no progress
@@ -100,7 +100,7 @@ def _id_column(given: str | None, src, schema: dict) -> str | None:
 def _model_input(rb, features: list[str], schema: dict, what: str):
     """One batch as the model takes it: a table of typed columns (read by name, as at
     fit), a CSR matrix for a sparse store, else a float64 matrix."""
-    from ..store.columns import is_columns
+    from ..store.format.columns import is_columns
 
     table = pa.Table.from_batches([rb.select(features)])
     if is_columns(schema):
@@ -156,7 +156,7 @@ def _is_store_dir(d: str) -> bool:
 def _check_out(out: str, store: str) -> None:
     """``--out`` must name a file in an existing folder outside every sisa store: a file
     written into a store fails its ``verify`` and its ``repair`` deletes it."""
-    from ..store.fs import Location
+    from ..store.io.fs import Location
 
     path = os.path.expanduser(out)
     folder = os.path.dirname(path) or "."

@@ -21,10 +21,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import InputError, SisaError
-from ..store.arrow_checks import validated
-from ..store.pages import table_batches
-from ..store.sources import csv_only, reading, to_dataset
-from ..store.text import CsvOptions
+from ..store.format.arrow_checks import validated
+from ..store.write.pages import table_batches
+from ..store.write.sources import csv_only, reading, to_dataset
+from ..store.write.text import CsvOptions
 
 ROW_GROUP_ROWS = 65_536  # rows per Parquet row group (CSV block) of the output
 PARTIAL = ".partial"  # suffix of the temporary output (its name starts with a dot too)

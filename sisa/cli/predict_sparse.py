@@ -1,5 +1,5 @@
 """``sisa predict`` on a store fit on a sparse matrix: DATA (Parquet or Arrow) carries the
-rows in the form a sparse store keeps them (:mod:`sisa.store.sparse`), one column that is
+rows in the form a sparse store keeps them (:mod:`sisa.store.format.sparse`), one column that is
 a struct of ``indices`` (a list of integer column numbers) and ``values`` (a list of
 numbers) per row; each batch becomes a CSR matrix of the store's width, checked as
 ``SISAClassifier.predict`` checks a CSR matrix it is given."""
@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
-from ..store import sparse
+from ..store.format import sparse
 
 
 def _is_rows(t: pa.DataType) -> bool:

@@ -9,7 +9,7 @@ import warnings
 from ..datasets import DATASETS
 from ..errors import InputError
 from ..estimators import columns_by_name
-from ..store.holdout import split, split_file
+from ..store.write.holdout import split, split_file
 from .common import emit, estimator_params, load_builtin
 
 DEFAULT_MODEL = "sgd"  # the preset --model names when not given (parser.py)
@@ -109,7 +109,7 @@ def _file_source(args: argparse.Namespace, est):
     Missing values are kept when the model takes them; a column kind it cannot take is
     refused before any row is read."""
     from ..engine import forms
-    from ..store.ingest import CsvOptions
+    from ..store.write.ingest import CsvOptions
 
     csv = CsvOptions.of(args.na_values, not args.keep_whitespace)
     nan = forms.accepts(est).nan

@@ -25,7 +25,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         0 when every check passes, 1 when one fails.
     """
     from ..store import Store
-    from ..store.keys import parse_public
+    from ..store.format.keys import parse_public
     from ..unlearn import verify
 
     shards = int_list(args.shards, "--shards") if args.shards else None

@@ -17,7 +17,7 @@ from sklearn.base import clone, is_classifier
 
 from .._crash import crashpoint
 from ..errors import InputError, SisaError, StaleModelError
-from ..store.layout import INTENT
+from ..store.format.layout import INTENT
 from ..store.manifest import RetrainPlan
 from ..store.store import Store
 from ..tasks.backend import TaskError, map_tasks

@@ -7,14 +7,14 @@ documented parameter that does (``HistGradientBoosting*``'s ``categorical_featur
 of a DataFrame by name; a ``Pipeline`` takes what its first step takes).
 
 Forms: a store of dense float rows always gives a float array (as it always has). A
-store of typed columns (:mod:`sisa.store.columns`) gives a pandas DataFrame, named by
+store of typed columns (:mod:`sisa.store.format.columns`) gives a pandas DataFrame, named by
 the feature names, to a model that takes one, and a float array otherwise: numbers,
 booleans (0/1), dates (days since 1970-01-01) and timestamps (seconds since the epoch)
 as floats with NaN for a missing value; category columns as pandas ``category`` whose
 categories are the sorted distinct values of the rows handed over. At fit those are a
 shard's own rows, so the list is exact under forget; at predict, the rows predicted
 (the models map categories by value, not by code). A store of a sparse block
-(:mod:`sisa.store.sparse`) gives a ``scipy.sparse.csr_matrix`` of its declared width to
+(:mod:`sisa.store.format.sparse`) gives a ``scipy.sparse.csr_matrix`` of its declared width to
 a model whose ``input_tags.sparse`` is True, and refuses any other model before anything
 is written.
 """
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError
-from ..store import columns, sparse
+from ..store.format import columns, sparse
 
 
 @dataclass(frozen=True)

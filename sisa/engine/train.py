@@ -19,12 +19,16 @@ import pyarrow as pa
 from threadpoolctl import ThreadpoolController
 
 from ..errors import SisaError
-from ..store.fs import sha256_bytes
-from ..store.layout import checkpoint_dir
+from ..store.format.layout import checkpoint_dir
+from ..store.io.fs import sha256_bytes
 from ..store.store import Store
+from ..tasks import backend
 from . import checkpoints as ck
 from . import forms, safe_pickle
 from .schedule import Schedule
+
+if __name__ not in backend.WARM_MODULES:  # Ray workers import this while they wait
+    backend.WARM_MODULES.append(__name__)
 
 
 class TrainingError(SisaError):

@@ -20,8 +20,9 @@ from ..aggregate import stacked
 from ..engine import driver, forms
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
-from ..store import Store, sparse
-from ..store import columns as colmod
+from ..store import Store
+from ..store.format import columns as colmod
+from ..store.format import sparse
 from ..tasks.backend import choose, connect
 from ..tasks.settings import BACKENDS, ExecutionSettings
 from . import inputs
@@ -85,7 +86,7 @@ class _SISABase(BaseEstimator):
             Category (string), boolean, date and timestamp columns and missing values
             are stored as they are; each shard model gets them in the form it takes
             (:mod:`sisa.engine.forms`). A scipy sparse matrix is stored kept sparse and
-            reaches a shard model that takes sparse input as CSR (:mod:`sisa.store.sparse`).
+            reaches a shard model that takes sparse input as CSR (:mod:`sisa.store.format.sparse`).
         y : array-like of shape (n_samples,) or str, default=None
             Labels, or the label column's name.
         sample_ids : array-like of shape (n_samples,), default=None
@@ -178,7 +179,7 @@ class _SISABase(BaseEstimator):
             if is_classifier(self):
                 check_classification_targets(np.asarray(y))
             typed = inputs.typed_frame(X, y, sample_ids)
-        if sparse.is_sparse_input(X):  # kept sparse (sisa.store.sparse)
+        if sparse.is_sparse_input(X):  # kept sparse (sisa.store.format.sparse)
             y = np.asarray(y)
             if is_classifier(self):
                 check_classification_targets(y)
@@ -394,7 +395,7 @@ class _SISABase(BaseEstimator):
 
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
-        # sparse X is kept sparse and handed to the shard model (sisa.store.sparse), so
+        # sparse X is kept sparse and handed to the shard model (sisa.store.format.sparse), so
         # the ensemble takes it exactly when its shard model does
         # (tags of the estimator as given: a clone here would cost every predict a clone,
         # since validate_data reads the tags)

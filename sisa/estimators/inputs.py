@@ -11,11 +11,11 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..store import Store
-from ..store import columns as colmod
-from ..store import ids as idmod
-from ..store.builder import GROUPS_COLUMN
-from ..store.sources import read_table
-from ..store.text import from_pandas
+from ..store.format import columns as colmod
+from ..store.format import ids as idmod
+from ..store.write.builder import GROUPS_COLUMN
+from ..store.write.sources import read_table
+from ..store.write.text import from_pandas
 
 
 def is_table_like(X) -> bool:

@@ -19,7 +19,7 @@ import struct
 
 import numpy as np
 
-from .bodies import HTTPError
+from .refusal import HTTPError
 
 # Message.fbs: the MessageHeader union's members this reader meets
 _SCHEMA, _DICTIONARY_BATCH, _RECORD_BATCH = 1, 2, 3

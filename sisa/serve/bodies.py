@@ -12,27 +12,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .arrow_ipc import arrow_rows
+from .refusal import HTTPError
+
 if TYPE_CHECKING:
     import pyarrow as pa
     from starlette.requests import Request
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
-
-class HTTPError(Exception):
-    """A request the service refuses: ``status`` and a one-line reason for the client.
-
-    Parameters
-    ----------
-    status : int
-        The HTTP status (4xx).
-    message : str
-        The reason, sent as ``{"error": message}``.
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+__all__ = ["ARROW_STREAM", "HTTPError", "Limits", "parse_ids", "parse_records", "parse_rows",
+           "read_body"]
 
 
 @dataclass
@@ -135,8 +125,6 @@ def parse_rows(body: bytes, content_type: str, names: list[str], n_features: int
         400 for a malformed body or bad values, 413 for too many rows.
     """
     if content_type.startswith(ARROW_STREAM):
-        from .arrow_ipc import arrow_rows
-
         # a compressed body may decode to no more than an uncompressed one may carry
         X = arrow_rows(body, names, max_rows, max_decoded)
     else:

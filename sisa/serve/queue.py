@@ -10,7 +10,7 @@ import threading
 
 from ..errors import CorruptStoreError
 from ..store import Store
-from ..store.layout import QUEUE_FILE
+from ..store.format.layout import QUEUE_FILE
 
 MAC_LABEL = b"sisa-serve-queue/1"  # the queue key is the audit key's, for this use only
 FIELDS = {frozenset({"request_id", "queued_at", "ids"}),  # queued

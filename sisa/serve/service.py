@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ..errors import InputError, SisaError, StoreLockedError
 from ..store import Store
-from ..store import ids as idmod
+from ..store.format import ids as idmod
 from ..store.manifest import now_iso
 from ..tasks.settings import ExecutionSettings
 from ..unlearn import forget, receipts, repair
@@ -173,7 +173,7 @@ class Service:
 
     def typed(self) -> bool:
         """Whether the served model takes typed columns (rows as JSON records, by name)."""
-        from ..store import columns as colmod
+        from ..store.format import columns as colmod
 
         return colmod.is_columns(self.model[0].store_.manifest.schema)
 

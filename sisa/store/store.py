@@ -1,10 +1,10 @@
 """The Arrow-backed shard/slice store: the single source of truth for training rows.
 
-:class:`Store` is the face of a store at one location (:mod:`sisa.store.layout` has the
-files): it opens and reads it, holds its write lock (:mod:`sisa.store.lock`) and commits
+:class:`Store` is the face of a store at one location (:mod:`sisa.store.format.layout` has the
+files): it opens and reads it, holds its write lock (:mod:`sisa.store.io.lock`) and commits
 new states, each a :class:`~sisa.store.manifest.Manifest` made by that module's
-``with_*`` methods. Building (:mod:`sisa.store.builder`) and deleting rows
-(:mod:`sisa.store.deletion`) are modules of their own.
+``with_*`` methods. Building (:mod:`sisa.store.write.builder`) and deleting rows
+(:mod:`sisa.store.write.deletion`) are modules of their own.
 
 Every file but the manifest is content-addressed and immutable. A change writes new
 files, then replaces the manifest (atomic), then removes the files only the old
@@ -24,15 +24,17 @@ import pyarrow as pa
 
 from .._crash import crashpoint
 from ..errors import LocationError, StoreError, StoreLockedError
-from . import builder, deletion, keys, localfs, sparse
 from . import manifest as mf
-from .assign import AssignmentConfig, spread
-from .audit_keys import AuditKeys
-from .fs import Location, MissingFileError
-from .layout import KEEP, QUEUE_FILE
-from .lock import WriteLock
-from .manifest import Manifest
-from .reading import RowReading
+from .format import keys, sparse
+from .format.assign import AssignmentConfig, spread
+from .format.layout import KEEP, QUEUE_FILE
+from .io import localfs
+from .io.fs import Location, MissingFileError
+from .io.lock import WriteLock
+from .manifest import Manifest, RetrainPlan
+from .read.audit_keys import AuditKeys
+from .read.reading import RowReading
+from .write import builder, deletion
 
 
 class Store(RowReading, AuditKeys):
@@ -51,7 +53,7 @@ class Store(RowReading, AuditKeys):
     ----------
     manifest : Manifest
         The state this object reads; replaced by :meth:`commit` and :meth:`reload`.
-    loc : sisa.store.fs.Location
+    loc : sisa.store.io.fs.Location
         Where the files are.
 
     Examples
@@ -65,8 +67,9 @@ class Store(RowReading, AuditKeys):
 
     def __init__(self, uri: str, manifest: Mapping | None) -> None:
         self.loc = Location(str(uri))
-        self.manifest = (manifest if isinstance(manifest, Manifest) or manifest is None
-                         else mf.from_flat(manifest))
+        self._manifest: Manifest | None = (
+            manifest if isinstance(manifest, Manifest) or manifest is None
+            else mf.from_flat(manifest))
         self.staged = False  # commits stay in memory until `publish` (a fit being built)
         self.replaced_generation = -1  # a build's predecessor at this location
         self._lock: WriteLock | None = None
@@ -82,11 +85,32 @@ class Store(RowReading, AuditKeys):
         state = {**self.__dict__, "_index_cache": {}, "_lock": None, "_lock_depth": 0,
                  "_lock_owner": None, "_key": None, "_audit_key": None, "_seen": None}
         del state["_thread_lock"]
-        return state
+        # Pickled under its public name, in place: models saved before `manifest` became a
+        # property load unchanged, and the pickled bytes are the same.
+        return {("manifest" if k == "_manifest" else k): v for k, v in state.items()}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({("_manifest" if k == "manifest" else k): v
+                              for k, v in state.items()})
         self._thread_lock = threading.RLock()
+
+    @property
+    def manifest(self) -> Manifest:
+        """The state this object reads (a store being built has none until it ingests).
+
+        Raises
+        ------
+        StoreError
+            The store has no manifest yet (a staged store before :meth:`ingest`).
+        """
+        if self._manifest is None:
+            raise StoreError(f"internal: store {self.uri} has no manifest yet (a store being "
+                             "built needs `ingest` first)")
+        return self._manifest
+
+    @manifest.setter
+    def manifest(self, manifest: Manifest) -> None:
+        self._manifest = manifest
 
     # ------------------------------------------------------------------ opening
     @property
@@ -192,7 +216,7 @@ class Store(RowReading, AuditKeys):
             Replace a store already at ``uri``.
         **ingest_kw
             ``n_shards`` and ``n_slices`` (required), and the ingest options documented at
-            :func:`sisa.store.builder.ingest_rows`: ``label``, ``random_state``,
+            :func:`sisa.store.write.builder.ingest_rows`: ``label``, ``random_state``,
             ``sample_ids``/``id_column``, ``groups``/``group_column``,
             ``deletion_prob``/``deletion_prob_column``, ``hot_shards``, ``hot_threshold``,
             ``feature_columns``, ``dtype``, ``memory_budget_mb``, ``batch_rows``,
@@ -229,8 +253,17 @@ class Store(RowReading, AuditKeys):
         >>> st.n_rows
         100
         """
-        with builder.building(cls, uri, overwrite=overwrite) as store:
-            yield store
+        where = builder.site(uri, overwrite=overwrite)
+        store = cls(str(uri), None)
+        store.replaced_generation = where.replaced_generation
+        with store.lock():
+            store.staged = True
+            try:
+                yield store
+            finally:
+                if store.staged:  # failed (or never published)
+                    builder.clean(where)
+                    store.staged = False
 
     def ingest(self, data, y=None, **options) -> Store:
         """Write the data of a staged store (see :meth:`building`); every row is read and
@@ -242,7 +275,7 @@ class Store(RowReading, AuditKeys):
             As in :meth:`create`.
         **options
             ``n_shards``, ``n_slices`` (required) and the ingest options documented at
-            :func:`sisa.store.builder.ingest_rows`.
+            :func:`sisa.store.write.builder.ingest_rows`.
 
         Returns
         -------
@@ -258,7 +291,7 @@ class Store(RowReading, AuditKeys):
         """Make a staged store the store at its location: one manifest write, then the
         files of the store it replaces (data, checkpoints, audit log) are removed."""
         self._require_lock()
-        if not self.staged or not self.manifest:
+        if not self.staged or not self._manifest:
             raise StoreError("internal: nothing staged to publish (use Store.building)")
         new = self.manifest.stamped(self.manifest.generation)
         mf.write(self.loc, new, self._key)
@@ -323,7 +356,7 @@ class Store(RowReading, AuditKeys):
     def lock(self) -> Iterator[Store]:
         """Exclusive write lock: re-entrant in the thread holding it; other threads using
         this object wait for it, other objects and processes get
-        :class:`StoreLockedError` (see :mod:`sisa.store.lock`). Taking it clears the
+        :class:`StoreLockedError` (see :mod:`sisa.store.io.lock`). Taking it clears the
         debris of a writer killed mid-write and reloads the committed manifest."""
         with self._thread_lock:
             if self._lock_depth:
@@ -338,7 +371,7 @@ class Store(RowReading, AuditKeys):
             try:
                 self.loc.clear_temp()  # debris of a writer killed mid-write: never ours to keep
                 changed = self._seen is None or self._stamp() != self._seen
-                if self.manifest and changed and mf.exists(self.loc):
+                if self._manifest and changed and mf.exists(self.loc):
                     self.reload()  # see what the previous holder committed
                 yield self
             finally:
@@ -346,9 +379,11 @@ class Store(RowReading, AuditKeys):
                 self._lock.release()
                 self._lock = None
 
-    def _require_lock(self) -> None:
-        if not self._lock_depth or self._lock_owner != threading.get_ident():
+    def _require_lock(self) -> WriteLock:
+        if (not self._lock_depth or self._lock_owner != threading.get_ident()
+                or self._lock is None):  # (held: the lock is set while the depth is)
             raise StoreError("internal: store writes must run inside `with store.lock():`")
+        return self._lock
 
     def put_blob(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> dict:
         """Write a content-addressed file; returns its manifest entry (file, sha256,
@@ -365,7 +400,7 @@ class Store(RowReading, AuditKeys):
 
         In a staged store (a fit being built beside the published state) the commit only
         replaces the in-memory manifest; :meth:`publish` writes it."""
-        self._require_lock()
+        held = self._require_lock()
         new = manifest if isinstance(manifest, Manifest) else mf.from_flat(manifest)
         if self.staged:
             self.manifest = new.stamped(self.manifest.generation)
@@ -377,7 +412,7 @@ class Store(RowReading, AuditKeys):
                     f"store {self.uri} was changed by another writer (generation "
                     f"{on_disk.generation}, expected {self.manifest.generation}); reopen it "
                     "and retry")
-            self._lock.check()  # object stores have no CAS: re-check we still hold the lock
+            held.check()  # object stores have no CAS: re-check we still hold the lock
         old = self.manifest
         new = new.stamped(old.generation + 1)
         mf.write(self.loc, new, self.signing_key())
@@ -406,7 +441,7 @@ class Store(RowReading, AuditKeys):
                 if rel not in keep and not QUEUE_FILE.fullmatch(rel)]
 
     def delete(self, ids) -> deletion.DeleteResult:
-        """Physically remove rows by sample id (:mod:`sisa.store.deletion`).
+        """Physically remove rows by sample id (:mod:`sisa.store.write.deletion`).
 
         Each affected slice is rewritten without the rows, the index and tombstones are
         updated, checkpoints from the earliest affected slice of each shard on are
@@ -421,4 +456,14 @@ class Store(RowReading, AuditKeys):
             A classifier's store would keep fewer than two classes; nothing is changed.
         """
         with self.lock():
-            return deletion.apply(self, deletion.prepare(self, deletion.resolve(self, ids)))
+            change = deletion.prepare(self, deletion.resolve(self, ids))
+            before, found = self.fingerprint, change.resolved
+            if len(found.found_ids) == 0:
+                return deletion.DeleteResult(0, found.already_deleted, RetrainPlan(), {},
+                                             before, before)
+            rows_before = {int(s): self.shard_rows(int(s)) for s in np.unique(found.shard)}
+            new = deletion.stage(self, change)  # the producer: new files, a new manifest
+            crashpoint("delete:before-commit")
+            self.commit(new)
+            crashpoint("delete:after-commit")
+            return deletion.result(change, rows_before, before, self.fingerprint)

@@ -14,6 +14,7 @@ Callers never touch Ray: :func:`map_tasks` runs a list of calls where an
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import secrets
@@ -66,10 +67,14 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
 _WARMING: list = []
 
 
-def _import_training_stack() -> None:
-    from sklearn import linear_model  # noqa: F401  (the usual shard model's module)
+# Modules a fresh worker imports while it waits for its first task. The layers above add
+# theirs (the engine its training module): this bottom layer names none of them itself.
+WARM_MODULES: list[str] = ["sklearn.linear_model"]  # the usual shard model's module
 
-    from . import train  # noqa: F401
+
+def _import_training_stack(modules: list[str]) -> None:
+    for name in modules:
+        importlib.import_module(name)
 
 
 def _warm_workers(ray) -> None:
@@ -81,7 +86,7 @@ def _warm_workers(ray) -> None:
     """
     n = int(ray.cluster_resources().get("CPU", 1))
     task = ray.remote(num_cpus=1, max_retries=0)(_import_training_stack)
-    _WARMING[:] = [task.remote() for _ in range(n)]
+    _WARMING[:] = [task.remote(list(WARM_MODULES)) for _ in range(n)]
 
 
 def choose(settings: ExecutionSettings, n_tasks: int) -> str:

@@ -13,7 +13,7 @@ A forget runs in four durable steps, each of which a rerun or ``repair`` resumes
 4. the journal is cleared in the same commit that chains the (signed) receipt onto the
    audit log's committed head; the receipt is then appended to the log.
 
-The ids are resolved once (:func:`sisa.store.deletion.resolve`): the receipt's digest,
+The ids are resolved once (:func:`sisa.store.write.deletion.resolve`): the receipt's digest,
 the deletion and the retrain plan all come from that one result.
 """
 
@@ -28,11 +28,11 @@ from .._crash import crashpoint
 from ..engine import checkpoints as ck
 from ..engine import driver
 from ..engine.train import schedule_of
-from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError
-from ..store import deletion
-from ..store.layout import INTENT
+from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError, StoreError
+from ..store.format.layout import INTENT
 from ..store.manifest import RetrainPlan, now_iso
 from ..store.store import Store
+from ..store.write import deletion
 from ..tasks.settings import ExecutionSettings
 from . import receipts, timings
 
@@ -119,7 +119,7 @@ def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict
     # One group commit for what this process writes (new slices, index and tombstone
     # buckets, checkpoints trained here, leaves, the root, the audit log's last line): one
     # parallel round of fsyncs just before the root is renamed into place, then the root's
-    # folder (sisa.store.localfs.publish).
+    # folder (sisa.store.io.localfs.publish).
     with store.loc.batch():
         try:
             if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
@@ -327,6 +327,8 @@ def _complete(store: Store, settings: ExecutionSettings, already: int = 0,
         store.loc.delete(INTENT)  # the journal in the manifest supersedes it
     driver.run_pending(store, settings, desc="retraining shards")
     pending = store.manifest.pending
+    if pending is None:  # the journal stays until `_close` replaces it with the receipt
+        raise StoreError(f"internal: the journal of the forget on {store.uri} is gone")
     return _close(store, _receipt(store, pending["request"],
                                   rows_retrained=pending["rows_processed"], already=already))
 

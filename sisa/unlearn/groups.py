@@ -2,7 +2,7 @@
 
 A forget by group is a forget by id with more on its receipt. The request's group keys
 go through the id boundary by the store's group key type, resolve to the sample ids of
-their rows (:func:`sisa.store.groups.group_rows`: only the slices they hash to are read),
+their rows (:func:`sisa.store.write.groups.group_rows`: only the slices they hash to are read),
 and those ids are forgotten as one request (:func:`sisa.unlearn.forget`) whose receipt
 names the groups under the rules of ids (:func:`sisa.unlearn.receipts.groups_named`:
 keyed hashes, raw keys only with ``record_ids``).
@@ -16,8 +16,8 @@ returns its receipt.
 from __future__ import annotations
 
 from ..errors import InputError, UnknownIdError
-from ..store.groups import group_keys, group_rows
 from ..store.store import Store
+from ..store.write.groups import group_keys, group_rows
 from ..tasks.settings import ExecutionSettings
 from . import receipts
 from .forget import forget, repair
@@ -75,6 +75,6 @@ def forget_groups(store: Store, groups, *, record_ids: bool = False,
                 f"forgotten as a group: {shown}; check the keys (nothing was changed)")
         named["groups_already_forgotten"] = len(empty)
         if len(ids) == 0:  # every group was forgotten before: as a replayed request
-            latest = max(before, key=lambda r: r["seq"])
+            latest = max((r for r in before if r is not None), key=lambda r: r["seq"])
             return {**latest, "replayed": True, "groups_already_forgotten": len(empty)}
         return forget(store, ids, record_ids=record_ids, settings=settings, named=named)

@@ -21,8 +21,8 @@ import hashlib
 import hmac
 import json
 
-from ..store import ids as idmod
-from ..store import keys
+from ..store.format import ids as idmod
+from ..store.format import keys
 from ..store.manifest import canonical_json
 from ..store.store import Store
 
@@ -239,14 +239,14 @@ def check(store: Store, log: tuple[list[dict], list[str]] | None = None) -> list
     """Everything wrong with the audit log (``log``: as :func:`read_log` returns it; read
     now if not given) against the committed manifest: a receipt removed, reordered,
     edited or unsigned, one missing at the end, a torn line."""
-    log, problems = read_log(store) if log is None else (log[0], list(log[1]))
+    receipts, problems = read_log(store) if log is None else (log[0], list(log[1]))
     signer = store.signer
-    for i, r in enumerate(log):
+    for i, r in enumerate(receipts):
         who = f"receipt {i} (request {r.get('request_id', '?')})"
         if r.get("seq") != i:
             problems.append(f"{who} carries seq {r.get('seq')}: a receipt before it was removed "
                             "or the log was reordered")
-        want_prev = receipt_hash(log[i - 1]) if i else None
+        want_prev = receipt_hash(receipts[i - 1]) if i else None
         if r.get("prev") != want_prev:
             problems.append(f"{who} does not chain to the receipt before it: one was removed, "
                             "reordered or edited")
@@ -257,11 +257,12 @@ def check(store: Store, log: tuple[list[dict], list[str]] | None = None) -> list
                                 "edited or forged")
     audit = store.manifest.audit
     n = audit.get("receipts", 0)
-    if len(log) != n:
-        problems.append(f"the audit log holds {len(log)} receipt(s) but the manifest commits {n}"
+    if len(receipts) != n:
+        problems.append(f"the audit log holds {len(receipts)} receipt(s) but the manifest "
+                        f"commits {n}"
                         + (": the last was not logged yet; run `sisa repair`"
-                           if len(log) == n - 1 else ": receipts were removed or added"))
-    elif n and receipt_hash(log[-1]) != audit.get("head"):
-        problems.append(f"the last receipt (request {log[-1].get('request_id')}) is not the one "
-                        "the manifest commits: the log was edited")
+                           if len(receipts) == n - 1 else ": receipts were removed or added"))
+    elif n and receipt_hash(receipts[-1]) != audit.get("head"):
+        problems.append(f"the last receipt (request {receipts[-1].get('request_id')}) is not "
+                        "the one the manifest commits: the log was edited")
     return problems

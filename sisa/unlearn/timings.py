@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..store import localfs
+from ..store.io import localfs
 
 #: The parts of a forget's wall time, in seconds; they add up to ``wall_s``.
 PARTS = (
@@ -34,7 +34,7 @@ PARTS = (
 class Laps:
     """Consecutive parts of one forget, timed on the thread that runs it: each
     :meth:`lap` charges the time since the last one to a part, less the fsync waits of
-    that time (:func:`sisa.store.localfs.fsync_tally`), which go to ``fsync_s``."""
+    that time (:func:`sisa.store.io.localfs.fsync_tally`), which go to ``fsync_s``."""
 
     def __init__(self) -> None:
         self.start = self.last = time.perf_counter()

@@ -38,11 +38,11 @@ from ..engine import checkpoints as ck
 from ..engine.driver import train_shards
 from ..engine.train import schedule_of
 from ..errors import InputError, SisaError
-from ..store import at_rest
-from ..store.fs import MissingFileError
-from ..store.index import id_buckets
-from ..store.layout import ID, INTENT, LABEL, QUEUE_FILE, slice_labels, union
+from ..store.format.index import id_buckets
+from ..store.format.layout import ID, INTENT, LABEL, QUEUE_FILE, slice_labels, union
+from ..store.io.fs import MissingFileError
 from ..store.manifest import RetrainPlan, slice_key
+from ..store.read import at_rest
 from ..store.store import Store
 from ..tasks.settings import ExecutionSettings
 from . import receipts
@@ -122,7 +122,8 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     seed : int, optional
         Seed of the ``sample`` draw.
     public_key : str, optional
-        The owner's Ed25519 public key (64 hex digits, see :func:`sisa.store.keys.parse_public`):
+        The owner's Ed25519 public key (64 hex digits, see
+        :func:`sisa.store.format.keys.parse_public`):
         the manifest must be signed by it. Needs no private key and no audit key.
     forgotten_ids : iterable of int or str, optional
         Ids said to be forgotten: each must be absent from the index and every data file.
@@ -200,7 +201,7 @@ def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
 
 
 def _state_problems(store: Store, rest: at_rest.AtRest | str, notes: list[str]) -> list[str]:
-    """Seen at rest (:func:`sisa.store.at_rest.look`): an unfinished run, an interrupted
+    """Seen at rest (:func:`sisa.store.read.at_rest.look`): an unfinished run, an interrupted
     forget, leftover files; and no model. Queued erasures are a note (no receipt claims
     them yet, docs/serve.md). A store never at rest is one problem: a writer was busy."""
     model = [] if store.manifest.model else ["the store holds no trained model"]
@@ -351,9 +352,9 @@ def _audit_problems(store: Store, log: tuple[list[dict], list[str]] | None) -> l
     if tomb_rows != store.manifest.n_deleted:
         out.append(f"{tomb_rows} tombstones but {store.manifest.n_deleted} deleted "
                    "rows recorded: the manifest was edited")
-    log = log[0] if log is not None else []
+    logged = log[0] if log is not None else []
     committed = store.manifest.last_receipt
-    last = committed or (log[-1] if log else None)  # the signed one first
+    last = committed or (logged[-1] if logged else None)  # the signed one first
     pending = store.manifest.pending
     if last and not pending and last.get("fingerprint_after") != store.fingerprint:
         out.append(f"the data are not the state the last forget (request "
@@ -366,7 +367,7 @@ def _audit_problems(store: Store, log: tuple[list[dict], list[str]] | None) -> l
     def count(v) -> int:  # the log is untrusted input: an edited field is not a crash
         return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
-    if tomb_rows < sum(count(r.get("n_ids")) - count(r.get("already_deleted")) for r in log):
+    if tomb_rows < sum(count(r.get("n_ids")) - count(r.get("already_deleted")) for r in logged):
         out.append("fewer tombstones than rows the audit log says were forgotten")
     return out
 

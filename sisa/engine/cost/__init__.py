@@ -5,7 +5,7 @@ proxy the SISA paper uses for time. All functions are pure and closed-form.
 
 Model
 -----
-Rows are placed by a keyed hash (:mod:`sisa.store.assign`), so each row lands in
+Rows are placed by a keyed hash (:mod:`sisa.store.format.assign`), so each row lands in
 each (shard, slice) cell independently with probability ``1/(S*R)``. The formulas
 are exact expectations under that model, over both the placement and the choice
 of the rows to forget (forget requests pick distinct rows uniformly at random).

@@ -323,7 +323,7 @@ def expected_rows_single_distribution_aware(
 
     Rows whose deletion probability is at least the threshold ("hot", ``n_hot``
     rows) are hashed into shards ``[0, H)``, the ``n_cold`` others into ``[H, S)``
-    (:class:`sisa.store.assign.AssignmentConfig` ``hot_shards``). A request is hot
+    (:class:`sisa.store.format.assign.AssignmentConfig` ``hot_shards``). A request is hot
     with probability ``pi = p_hot_mass / (p_hot_mass + p_cold_mass)``; within its
     group the row's cell is uniform whatever its own probability, so::
 
