@@ -13,11 +13,11 @@ from sisa.aggregate import mean_proba
 from sisa.baselines.linear import L2LogisticRegression
 from sisa.compare import cli
 from sisa.compare.data import SCENARIOS, adult_features, make_scenario
-from sisa.compare.exact import ensemble_logit
-from sisa.compare.gap import seed_run
 from sisa.compare.head2head import run
-from sisa.compare.linear_family import METHODS, LinearFamily
-from sisa.compare.report import verdict
+from sisa.compare.methods.exact import ensemble_logit
+from sisa.compare.methods.linear_family import METHODS, LinearFamily
+from sisa.compare.report.report import verdict
+from sisa.compare.runs.gap import seed_run
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 

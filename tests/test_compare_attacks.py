@@ -1,5 +1,5 @@
-"""Tests for sisa.compare.attacks (per-example LiRA, the white-box gradient statistic) and
-their place in the report (sisa.compare.fractions)."""
+"""Tests for sisa.compare.stats.attacks (per-example LiRA, the white-box gradient statistic) and
+their place in the report (sisa.compare.runs.fractions)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from sisa.compare.attacks import lira, tpr_at_fpr, whitebox
 from sisa.compare.data import adult_features, make_scenario
 from sisa.compare.head2head import run
-from sisa.compare.linear_family import LinearFamily
+from sisa.compare.methods.linear_family import LinearFamily
+from sisa.compare.stats.attacks import lira, tpr_at_fpr, whitebox
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 

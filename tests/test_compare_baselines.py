@@ -11,11 +11,12 @@ from threadpoolctl import threadpool_limits
 
 from sisa.baselines import linear as L
 from sisa.baselines.scrub import SCRUB_BUDGET, scrub
-from sisa.compare import curves, knobs, tuning
 from sisa.compare.data import adult_features, make_scenario, seed_rows
-from sisa.compare.epsilon import per_example_epsilon
 from sisa.compare.head2head import run
-from sisa.compare.linear_family import LinearFamily
+from sisa.compare.methods import knobs
+from sisa.compare.methods.linear_family import LinearFamily
+from sisa.compare.runs import curves, tuning
+from sisa.compare.stats.epsilon import per_example_epsilon
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 
@@ -55,7 +56,7 @@ def test_linear_scrub_moves_a_mislabeled_forget_set_toward_retrain(adult):
 
 def test_torch_scrub_forgets_memorised_flipped_labels():
     torch = pytest.importorskip("torch")  # the `deep` extra
-    from sisa.compare.torch_methods import scrub_network
+    from sisa.compare.methods.torch_methods import scrub_network
     from sisa.deep import TorchClassifier
 
     rng = np.random.default_rng(0)

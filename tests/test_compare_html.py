@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from sisa.compare import browser, html, markdown
 from sisa.compare.head2head import run
+from sisa.compare.report import browser, html, markdown
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 
@@ -147,7 +147,7 @@ def test_rerender_command_from_a_saved_run(quick, tmp_path):
     first = (out / "report.html").read_text(encoding="utf-8")
     (out / "report.html").unlink()
     shot = tmp_path / "docs" / "report.png"
-    done = subprocess.run([sys.executable, "-m", "sisa.compare.html", str(out),
+    done = subprocess.run([sys.executable, "-m", "sisa.compare.report.html", str(out),
                            "--screenshot", str(shot)], capture_output=True, text=True,
                           cwd=ROOT, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
@@ -159,11 +159,11 @@ def test_rerender_command_from_a_saved_run(quick, tmp_path):
 def test_rerender_bad_input_is_one_line_exit_2(tmp_path, content):
     if content is not None:
         (tmp_path / "report.json").write_bytes(content.encode("latin-1"))
-    done = subprocess.run([sys.executable, "-m", "sisa.compare.html", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "sisa.compare.report.html", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert done.returncode == 2
     err = done.stderr.strip()
-    assert err.startswith("sisa.compare.html: error:") and "\n" not in err
+    assert err.startswith("sisa.compare.report.html: error:") and "\n" not in err
     assert "not json" not in err  # the file's bytes are not echoed
     assert not (tmp_path / "report.html").exists()
 

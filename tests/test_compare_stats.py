@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from sisa.compare import cli
-from sisa.compare.bounds import clopper_pearson_upper, epsilon_lower_bound
-from sisa.compare.epsilon import DELTA, max_epsilon, per_example_epsilon
-from sisa.compare.gap import ScenarioRuns, estimate
 from sisa.compare.head2head import run
-from sisa.compare.intervals import epsilon_interval
-from sisa.compare.permutation import holm, min_p_warning, permutation_test
+from sisa.compare.runs.gap import ScenarioRuns, estimate
+from sisa.compare.stats.bounds import clopper_pearson_upper, epsilon_lower_bound
+from sisa.compare.stats.epsilon import DELTA, max_epsilon, per_example_epsilon
+from sisa.compare.stats.intervals import epsilon_interval
+from sisa.compare.stats.permutation import holm, min_p_warning, permutation_test
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 

@@ -10,12 +10,12 @@ import pytest
 pytest.importorskip("torch")
 
 from sisa.compare.data import adult_features, make_scenario
-from sisa.compare.epsilon import per_example_epsilon
-from sisa.compare.exact import checkpoint_hashes
-from sisa.compare.families import make_family
-from sisa.compare.gap import seed_run
 from sisa.compare.head2head import run
-from sisa.compare.torch_family import METHODS, TorchFamily, descend
+from sisa.compare.methods.exact import checkpoint_hashes
+from sisa.compare.methods.families import make_family
+from sisa.compare.methods.torch_family import METHODS, TorchFamily, descend
+from sisa.compare.runs.gap import seed_run
+from sisa.compare.stats.epsilon import per_example_epsilon
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 

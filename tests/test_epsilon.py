@@ -1,5 +1,5 @@
 """Tests for the ε estimator (NeurIPS 2023 unlearning-challenge ε), its scores and intervals:
-sisa.compare.epsilon, .scores and .intervals, through the package's public names."""
+sisa.compare.stats.epsilon, .scores and .intervals, through the package's public names."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sisa import compare as E
-from sisa.compare import epsilon
+from sisa.compare.stats import epsilon
 from sisa.errors import InputError
 
 # -- a direct numpy port of the challenge's metric.py (grid thresholds, one row at a time) -----

@@ -274,7 +274,7 @@ def test_folded_newton_residual_is_within_its_bound_on_adult(adult_sets, noisy):
     objective on W is at most β, on real rows (norms up to 40, not <= 1)."""
     from sisa.baselines.certificate import fit_folded, folded_gradient, folded_newton_removal
     from sisa.compare.data import seed_rows
-    from sisa.compare.linear_family import LinearFamily
+    from sisa.compare.methods.linear_family import LinearFamily
 
     fam = LinearFamily()
     lam = fam.noise_lam
@@ -320,8 +320,8 @@ def test_whitebox_statistic_stays_within_the_certificate(adult_sets):
     from scipy.stats import beta as beta_dist
     from threadpoolctl import threadpool_limits
 
-    from sisa.compare.epsilon import DELTA
-    from sisa.compare.linear_family import LinearFamily
+    from sisa.compare.methods.linear_family import LinearFamily
+    from sisa.compare.stats.epsilon import DELTA
 
     fam, sc, n = LinearFamily(), adult_sets["mislabeled"], 80
     with threadpool_limits(limits=1):

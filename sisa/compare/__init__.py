@@ -8,19 +8,19 @@ do nothing) and ``torch`` (an MLP: retrain, SISA, fine-tune, NegGrad+, do nothin
 """
 
 from sisa.compare.data import SCENARIOS
-from sisa.compare.epsilon import max_epsilon, per_example_epsilon
 from sisa.compare.head2head import run
-from sisa.compare.intervals import detectable_shift, epsilon_interval, permutation_pvalue
-from sisa.compare.linear_family import METHODS, LinearFamily
-from sisa.compare.report import CompareReport
-from sisa.compare.scores import (
+from sisa.compare.methods.linear_family import METHODS, LinearFamily
+from sisa.compare.methods.torch_family import TorchFamily
+from sisa.compare.report.report import CompareReport
+from sisa.compare.stats.epsilon import max_epsilon, per_example_epsilon
+from sisa.compare.stats.intervals import detectable_shift, epsilon_interval, permutation_pvalue
+from sisa.compare.stats.scores import (
     final_score,
     forgetting_quality,
     logit_confidence,
     residual,
     summarize,
 )
-from sisa.compare.torch_family import TorchFamily
 
 __all__ = [
     "METHODS",

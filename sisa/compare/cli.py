@@ -84,7 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _add_protocol_options(p: argparse.ArgumentParser) -> None:
     """What is compared: data, model family, forget sets, N, the family's settings."""
     from sisa.compare.data import SCENARIOS
-    from sisa.compare.families import FAMILIES
+    from sisa.compare.methods.families import FAMILIES
 
     def default(key: str) -> str:  # "256 (linear), 64 (torch)"
         show = (lambda v: ",".join(v)) if key.endswith("scenarios") else str

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sisa.compare import curves
-from sisa.compare.costs import cost_run
 from sisa.compare.data import SCENARIOS, adult_features, make_scenario
-from sisa.compare.families import Family, make_family
-from sisa.compare.fractions import (
+from sisa.compare.methods.families import Family, make_family
+from sisa.compare.methods.linear_family import LinearFamily
+from sisa.compare.report.report import CompareReport
+from sisa.compare.runs import curves
+from sisa.compare.runs.costs import cost_run
+from sisa.compare.runs.fractions import (
     EXTRA_FRACTIONS,
     FRACTION_METHODS,
     FRACTION_MODELS,
@@ -21,11 +23,9 @@ from sisa.compare.fractions import (
     attack_report,
     fraction_runs,
 )
-from sisa.compare.gap import estimate, run_epsilon
-from sisa.compare.intervals import detectable_shift
-from sisa.compare.linear_family import LinearFamily
-from sisa.compare.report import CompareReport
-from sisa.compare.tuning import tune_family
+from sisa.compare.runs.gap import estimate, run_epsilon
+from sisa.compare.runs.tuning import tune_family
+from sisa.compare.stats.intervals import detectable_shift
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 
@@ -48,7 +48,7 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
     ----------
     dataset, family : {"adult"}, {"linear", "torch"} or Family, default="adult", "linear"
         The task every method shares; the model every method uses (by name, or a
-        :class:`~sisa.compare.linear_family.LinearFamily` / ``TorchFamily``).
+        :class:`~sisa.compare.methods.linear_family.LinearFamily` / ``TorchFamily``).
     n_models : int, optional
         N models per side for each ε̂ (ε resolves up to about ``ln(N - 1)``). Default:
         the family's (linear 256, torch 64).
@@ -138,12 +138,12 @@ def _baseline_config(fam: Family, config: dict, tune_models: int | None = None,
                      curve_models: int | None = None,
                      curve_scenarios: tuple[str, ...] | None = None) -> dict:
     """The tuning's and the curves' settings, the family's defaults
-    (:data:`sisa.compare.curves.DEFAULTS`) filled in.
+    (:data:`sisa.compare.runs.curves.DEFAULTS`) filled in.
 
     ``tune_models``: models per side of the tuning of fine-tune, NegGrad+ and SCRUB on a
-    validation forget set (:mod:`sisa.compare.tuning`; 0: no tuning; linear 32).
+    validation forget set (:mod:`sisa.compare.runs.tuning`; 0: no tuning; linear 32).
     ``curve_models``, ``curve_scenarios``: models per side of each point of the
-    ε̂-against-time curves (:mod:`sisa.compare.curves`; 0: none; linear 64) and their
+    ε̂-against-time curves (:mod:`sisa.compare.runs.curves`; 0: none; linear 64) and their
     forget sets, those of the run's among them (linear: mislabeled and injected). The
     default model counts are at most the ε runs' N.
     """
@@ -227,7 +227,7 @@ def _write(report: CompareReport, out: Path, figures: bool) -> None:
     ``report.html``."""
     if figures:
         try:
-            from sisa.compare.plots import plot_all
+            from sisa.compare.report.plots import plot_all
         except ImportError:  # matplotlib is the optional `plots` extra
             print("note: no figures written; install them with `pip install 'sisa[plots]'`",
                   file=sys.stderr)

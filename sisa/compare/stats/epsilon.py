@@ -38,8 +38,8 @@ the challenge's ``max_ε`` (7 for N = 512, 6 for N = 256). Pass ``eps_max=50`` f
 challenge's per-example clip; the forgetting quality scores both alike.
 
 The statistics the estimator reads and the challenge's scores are in
-:mod:`sisa.compare.scores`; the bootstrap interval, permutation test and power check
-in :mod:`sisa.compare.intervals`.
+:mod:`sisa.compare.stats.scores`; the bootstrap interval, permutation test and power check
+in :mod:`sisa.compare.stats.intervals`.
 
 ε needs randomness on both sides: a deterministic training run gives point masses,
 and any difference between them is "perfect separation".
@@ -307,7 +307,7 @@ def per_example_epsilon(stats_unlearned: np.ndarray, stats_reference: np.ndarray
     ----------
     stats_unlearned : array of shape (n_models_a, n_rows)
         Statistic of each row under each unlearned model (e.g.
-        :func:`~sisa.compare.scores.logit_confidence`). At least 2 models.
+        :func:`~sisa.compare.stats.scores.logit_confidence`). At least 2 models.
     stats_reference : array of shape (n_models_b, n_rows)
         The same under models retrained without the rows. At least 2 models.
     delta : float, default=1e-5

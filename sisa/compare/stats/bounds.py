@@ -1,6 +1,6 @@
 """An exact lower confidence bound on ε, per row and per method.
 
-The challenge's ε̂ (:func:`~sisa.compare.epsilon.per_example_epsilon`) plugs observed
+The challenge's ε̂ (:func:`~sisa.compare.stats.epsilon.per_example_epsilon`) plugs observed
 error rates into the (ε, δ) inequality and takes the best rule over many thresholds:
 on two samples of one distribution it reads ~1.2 at N = 256, not 0 (small counts and
 the maximum over rules both push it up). It is an estimate, not a bound.
@@ -39,7 +39,7 @@ import numbers
 import numpy as np
 from scipy.stats import beta
 
-from sisa.compare.epsilon import DELTA, as_stats, max_epsilon
+from sisa.compare.stats.epsilon import DELTA, as_stats, max_epsilon
 from sisa.errors import InputError
 
 __all__ = ["LB_ALPHA", "clopper_pearson_upper", "epsilon_lower_bound"]

@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from sisa.compare.epsilon import max_epsilon
+from sisa.compare.stats.epsilon import max_epsilon
 from sisa.errors import InputError
 
 __all__ = ["final_score", "forgetting_quality", "logit_confidence", "residual", "summarize",
@@ -125,7 +125,7 @@ def forgetting_quality(eps: np.ndarray, n_models: int) -> float:
     Parameters
     ----------
     eps : array of shape (n_rows,)
-        Per-row ε, e.g. from :func:`~sisa.compare.epsilon.per_example_epsilon`.
+        Per-row ε, e.g. from :func:`~sisa.compare.stats.epsilon.per_example_epsilon`.
     n_models : int
         Models per side; the challenge uses the number of unlearned models.
 

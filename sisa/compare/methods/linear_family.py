@@ -15,7 +15,7 @@ i.e. scikit-learn's ``C = 1``), fit to its optimum on the same fixed features:
 * ``emse``: the EMSE objective (log-loss on W, ``-log(1 - p_y)`` on U) by L-BFGS;
 * ``finetune``, ``neggrad``, ``relabel``: SGD on W; NegGrad+; random relabelling, all
   with one shared budget (:data:`sisa.baselines.linear.SGD_BUDGET`) unless ``params``
-  (the tuning's choice, :mod:`sisa.compare.tuning`) sets a method's own;
+  (the tuning's choice, :mod:`sisa.compare.runs.tuning`) sets a method's own;
 * ``scrub``: SCRUB (Kurmanji et al. 2023), :func:`sisa.baselines.scrub.scrub`;
 * ``original``: the model fit on D, untouched (do nothing).
 
@@ -41,8 +41,8 @@ from sisa.baselines.certificate import fit_folded, folded_newton_removal
 from sisa.baselines.newton import certified_epsilon
 from sisa.baselines.scrub import SCRUB_BUDGET, ScrubBudget, scrub
 from sisa.compare.data import SCENARIOS, STREAM, Scenario, seed_rows, subsample
-from sisa.compare.epsilon import DELTA
-from sisa.compare.exact import SisaSetup, ensemble_logit
+from sisa.compare.methods.exact import SisaSetup, ensemble_logit
+from sisa.compare.stats.epsilon import DELTA
 from sisa.errors import InputError
 
 __all__ = ["METHODS", "REFERENCE_KIND", "LinearFamily", "accuracy", "injected_weight",

@@ -4,12 +4,12 @@ Tables are rendered generically from the report's records: every key of a method
 record is a column (nested dicts flattened to ``a · b``), known keys get a readable
 header (``HEADERS``), unknown keys are shown under their own name, and a column equal on
 every row moves to a "same for every method" line. Figures are inline PNG
-(:mod:`sisa.compare.html_figures`); there is no network reference, no external CSS or
+(:mod:`sisa.compare.report.html_figures`); there is no network reference, no external CSS or
 script. Every text from the report is escaped.
 
 Re-render a saved run (and screenshot it in headless Chromium)::
 
-    python -m sisa.compare.html runs/compare-adult \
+    python -m sisa.compare.report.html runs/compare-adult \
         --screenshot docs/reports/compare-adult/report.png
 """
 
@@ -309,7 +309,7 @@ def _figures(data: dict, figures: bool) -> str:
     if not figures:
         return ""
     try:
-        from sisa.compare.html_figures import figures as draw
+        from sisa.compare.report.html_figures import figures as draw
     except ImportError:  # matplotlib is the optional `plots` extra
         return ('<p class="muted">No figures: install them with '
                 "<code>pip install 'sisa[plots]'</code>.</p>")
@@ -377,10 +377,10 @@ def _load(run_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sisa.compare.html RUN_DIR [--screenshot PNG]``: re-render a saved
+    """``python -m sisa.compare.report.html RUN_DIR [--screenshot PNG]``: re-render a saved
     run's ``report.html`` from its ``report.json`` (and screenshot it in headless
     Chromium). Exit 2 on bad input, with one line on stderr."""
-    p = argparse.ArgumentParser(prog="python -m sisa.compare.html",
+    p = argparse.ArgumentParser(prog="python -m sisa.compare.report.html",
                                 description="Re-render report.html from a saved run.")
     p.add_argument("run_dir", type=Path, help="a `sisa compare --out` directory")
     p.add_argument("--screenshot", type=Path, metavar="PNG",
@@ -392,11 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         page = write(_load(args.run_dir), args.run_dir)
         print(page)
         if args.screenshot is not None:
-            from sisa.compare.browser import screenshot
+            from sisa.compare.report.browser import screenshot
 
             print(screenshot(page, args.screenshot, args.width, args.height))
     except InputError as exc:
-        print(f"sisa.compare.html: error: {exc}", file=sys.stderr)
+        print(f"sisa.compare.report.html: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

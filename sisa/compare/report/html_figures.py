@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sisa.compare.plots import COLORS, plot_epsilon, plot_newton_noise
+from sisa.compare.report.plots import COLORS, plot_epsilon, plot_newton_noise
 
 __all__ = ["Series", "figures", "find_curves", "series_of"]
 
@@ -49,7 +49,7 @@ def _uri(fig) -> str:
 
 
 def _drawn(draw, data: dict) -> str:
-    """A :mod:`sisa.compare.plots` figure, drawn into memory instead of a file."""
+    """A :mod:`sisa.compare.report.plots` figure, drawn into memory instead of a file."""
     buf = io.BytesIO()
     draw(data, buf)
     plt.close("all")

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from sisa.compare.attacks import lira, whitebox
-from sisa.compare.gap import ScenarioRuns, estimate, run_epsilon
-from sisa.compare.report import verdict
+from sisa.compare.report.report import verdict
+from sisa.compare.runs.gap import ScenarioRuns, estimate, run_epsilon
+from sisa.compare.stats.attacks import lira, whitebox
 from sisa.tasks.settings import ExecutionSettings
 
 __all__ = ["EXTRA_FRACTIONS", "FRACTION_METHODS", "FRACTION_MODELS", "add_to_report",

@@ -3,9 +3,9 @@
 :func:`epsilon_interval` (mean per-row ε̂ with a confidence interval over models and
 rows), :func:`permutation_pvalue` (are the two sets of models exchangeable?) and
 :func:`detectable_shift` (the smallest shift N models per side can tell apart). The
-report's tests use :func:`sisa.compare.permutation.permutation_test` instead (thousands of
+report's tests use :func:`sisa.compare.stats.permutation.permutation_test` instead (thousands of
 permutations, shared across methods, Holm-corrected); its lower bound on ε is
-:func:`sisa.compare.bounds.epsilon_lower_bound`.
+:func:`sisa.compare.stats.bounds.epsilon_lower_bound`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from sisa.compare.epsilon import as_stats, max_epsilon, per_example_epsilon
+from sisa.compare.stats.epsilon import as_stats, max_epsilon, per_example_epsilon
 from sisa.errors import InputError
 
 __all__ = ["detectable_shift", "epsilon_interval", "permutation_pvalue"]
@@ -37,12 +37,12 @@ def epsilon_interval(stats_a: np.ndarray, stats_b: np.ndarray, *, n_boot: int = 
     Parameters
     ----------
     stats_a, stats_b : array of shape (n_models, n_rows)
-        As for :func:`~sisa.compare.epsilon.per_example_epsilon`.
+        As for :func:`~sisa.compare.stats.epsilon.per_example_epsilon`.
     n_boot : int, default=100
     level : float, default=0.95
     random_state : int or Generator, default=0
     **kwargs
-        Passed to :func:`~sisa.compare.epsilon.per_example_epsilon`.
+        Passed to :func:`~sisa.compare.stats.epsilon.per_example_epsilon`.
 
     Returns
     -------
@@ -104,7 +104,7 @@ def permutation_pvalue(stats_a: np.ndarray, stats_b: np.ndarray, *, n_perm: int 
     into two sets of the original sizes (one split for all rows, since a model is the
     unit of randomness) ``n_perm`` times; ``p = (1 + #{ε̂_perm >= ε̂}) / (1 + n_perm)``.
     Each permutation recomputes ε̂ (~10 ms at N = 256 and 45 rows); for the thousands of
-    permutations a report needs use :func:`sisa.compare.permutation.permutation_test`.
+    permutations a report needs use :func:`sisa.compare.stats.permutation.permutation_test`.
 
     Parameters
     ----------
@@ -115,7 +115,7 @@ def permutation_pvalue(stats_a: np.ndarray, stats_b: np.ndarray, *, n_perm: int 
     observed : float, optional
         The observed mean ε̂, if already computed.
     **kwargs
-        Passed to :func:`~sisa.compare.epsilon.per_example_epsilon`.
+        Passed to :func:`~sisa.compare.stats.epsilon.per_example_epsilon`.
 
     Returns
     -------

@@ -1,5 +1,6 @@
 """Each family's tunable methods: their grids, their budget knob, and how to run one setting
-from an original model (shared by :mod:`sisa.compare.tuning` and :mod:`sisa.compare.curves`).
+from an original model (shared by :mod:`sisa.compare.runs.tuning` and
+:mod:`sisa.compare.runs.curves`).
 
 A *setting* is a dict of a method's keyword settings (``epochs``, ``step``/``lr``, ``alpha``,
 ``max_steps``); the *budget knob* is ``epochs`` (passes over W; EMSE's L-BFGS iterations),
@@ -17,9 +18,9 @@ import numpy as np
 from sisa.baselines import linear as L
 from sisa.baselines.scrub import scrub
 from sisa.compare.data import STREAM, Scenario, seed_rows
-from sisa.compare.linear_family import LinearFamily
-from sisa.compare.torch_family import descend
-from sisa.compare.torch_methods import scrub_network
+from sisa.compare.methods.linear_family import LinearFamily
+from sisa.compare.methods.torch_family import descend
+from sisa.compare.methods.torch_methods import scrub_network
 
 __all__ = ["CURVE_METHODS", "FIXED_METHODS", "GRIDS", "apply", "grid", "original"]
 

@@ -16,9 +16,9 @@ from threadpoolctl import threadpool_limits
 from sisa.baselines.certificate import fit_folded, folded_newton_removal
 from sisa.baselines.newton import certified_epsilon
 from sisa.compare.data import Scenario, adult_features, make_scenario, seed_rows, single_row
-from sisa.compare.epsilon import DELTA
-from sisa.compare.linear_family import METHODS, LinearFamily, accuracy, statistic
-from sisa.compare.scores import summary_stats
+from sisa.compare.methods.linear_family import METHODS, LinearFamily, accuracy, statistic
+from sisa.compare.stats.epsilon import DELTA
+from sisa.compare.stats.scores import summary_stats
 from sisa.metrics import expected_calibration_error, exponential_r2
 
 __all__ = ["NOISE_SWEEP", "cost_run"]

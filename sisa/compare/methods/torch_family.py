@@ -32,8 +32,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sisa.compare.data import STREAM, Scenario, seed_rows, subsample
-from sisa.compare.exact import SisaSetup, ensemble_logit
-from sisa.compare.torch_methods import scrub_network
+from sisa.compare.methods.exact import SisaSetup, ensemble_logit
+from sisa.compare.methods.torch_methods import scrub_network
 from sisa.deep import TorchClassifier
 from sisa.deep.estimator import deterministic
 from sisa.errors import InputError

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from sisa.compare.bounds import epsilon_lower_bound
 from sisa.compare.data import Scenario
-from sisa.compare.epsilon import per_example_epsilon
-from sisa.compare.families import Family
-from sisa.compare.intervals import epsilon_interval
-from sisa.compare.permutation import DEFAULT_PERMUTATIONS, holm, permutation_test
-from sisa.compare.scores import forgetting_quality
+from sisa.compare.methods.families import Family
+from sisa.compare.stats.bounds import epsilon_lower_bound
+from sisa.compare.stats.epsilon import per_example_epsilon
+from sisa.compare.stats.intervals import epsilon_interval
+from sisa.compare.stats.permutation import DEFAULT_PERMUTATIONS, holm, permutation_test
+from sisa.compare.stats.scores import forgetting_quality
 from sisa.tasks.backend import map_tasks
 from sisa.tasks.settings import ExecutionSettings
 
@@ -283,9 +283,9 @@ def estimate(runs: dict[str, ScenarioRuns], *, n_boot: int = 100,
         ``{scenario: {"methods": {m: interval}, "floors": {kind: interval}}}``; an
         interval has ``eps``, ``lo``, ``hi``, ``median``, ``forgetting_quality``,
         ``eps_per_row``, the worst rows and the cap (see
-        :func:`~sisa.compare.intervals.epsilon_interval`), the lower bound ``eps_lower``
+        :func:`~sisa.compare.stats.intervals.epsilon_interval`), the lower bound ``eps_lower``
         (mean over rows), ``eps_lower_max`` (worst row), ``eps_lower_per_row`` and
-        ``eps_lower_level`` (:func:`~sisa.compare.bounds.epsilon_lower_bound`); methods
+        ``eps_lower_level`` (:func:`~sisa.compare.stats.bounds.epsilon_lower_bound`); methods
         also ``p_value`` (raw), ``p_holm`` (Holm-adjusted over every method test of
         ``runs``), ``n_perm`` and ``n_tests``.
     """

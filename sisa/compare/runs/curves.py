@@ -3,7 +3,7 @@ unlearning time, from zero (the original model) to retrain's cost.
 
 Retrain's cost is a cold refit on W (the linear family's: Newton's method from zero; the
 torch family's: training from its seed), the median over the curve's reference models.
-For each method with a budget knob (:data:`sisa.compare.knobs.CURVE_METHODS`, at its tuned
+For each method with a budget knob (:data:`sisa.compare.methods.knobs.CURVE_METHODS`, at its tuned
 setting otherwise) one unit (one epoch; EMSE: one L-BFGS iteration) is timed on a few
 seeds, each timing a cold retrain then :data:`CALIBRATION_UNITS` units (so both see the
 same load), and ``E = max(1, round(retrain's time / one unit's time))`` units cost about
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from sisa.compare import knobs
 from sisa.compare.data import Scenario
-from sisa.compare.epsilon import per_example_epsilon
-from sisa.compare.tuning import _accs
+from sisa.compare.methods import knobs
+from sisa.compare.runs.tuning import _accs
+from sisa.compare.stats.epsilon import per_example_epsilon
 from sisa.tasks.backend import map_tasks
 from sisa.tasks.settings import ExecutionSettings
 

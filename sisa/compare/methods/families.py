@@ -2,7 +2,7 @@
 
 A family is one model (the same for every method), its unlearning methods and the
 kinds of reference each method is measured against. The ε runs
-(:mod:`sisa.compare.gap`) only call the members of :class:`Family`, so a new family is
+(:mod:`sisa.compare.runs.gap`) only call the members of :class:`Family`, so a new family is
 a new class with these members, registered in :data:`FAMILIES`.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from sisa.compare.data import Scenario
-from sisa.compare.linear_family import LinearFamily
-from sisa.compare.torch_family import TorchFamily
+from sisa.compare.methods.linear_family import LinearFamily
+from sisa.compare.methods.torch_family import TorchFamily
 from sisa.errors import InputError
 
 __all__ = ["FAMILIES", "Family", "make_family"]

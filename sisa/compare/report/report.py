@@ -1,6 +1,6 @@
 """The comparison report: one JSON-ready document, written as ``report.json`` and
-``report.md`` (the text is :mod:`sisa.compare.markdown`'s; the figures are drawn by
-:func:`sisa.compare.head2head.run` with :mod:`sisa.compare.plots`)."""
+``report.md`` (the text is :mod:`sisa.compare.report.markdown`'s; the figures are drawn by
+:func:`sisa.compare.head2head.run` with :mod:`sisa.compare.report.plots`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from sisa.compare import markdown
-from sisa.compare.epsilon import DELTA, max_epsilon
-from sisa.compare.families import Family
-from sisa.compare.gap import ScenarioRuns
-from sisa.compare.permutation import min_p_warning
-from sisa.compare.scores import final_score, summary_stats
+from sisa.compare.methods.families import Family
+from sisa.compare.report import markdown
+from sisa.compare.runs.gap import ScenarioRuns
+from sisa.compare.stats.epsilon import DELTA, max_epsilon
+from sisa.compare.stats.permutation import min_p_warning
+from sisa.compare.stats.scores import final_score, summary_stats
 
 __all__ = ["ALPHA", "CompareReport", "verdict"]
 
@@ -176,7 +176,7 @@ class CompareReport:
         self.files["json"].write_text(self.to_json() + "\n", encoding="utf-8")
         self.files["md"] = out / "report.md"
         self.files["md"].write_text(self.to_markdown(), encoding="utf-8")
-        from sisa.compare import html  # here: `python -m sisa.compare.html` imports the package
+        from sisa.compare.report import html
 
         self.files["html"] = html.write(self.data, out, figures=figures)
         return self.files

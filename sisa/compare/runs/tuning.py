@@ -6,7 +6,7 @@ Adult's training rows minus the measured forget set's rows (so the two share no 
 row; the subgroup rule takes the one-hot column of the training rows closest in size to
 the measured subgroup, another country), and its models use seeds from
 :data:`VAL_SEED` on (disjoint from the ε runs' ``0 .. 3N-1``). On it each setting of a
-method's grid (:data:`sisa.compare.knobs.GRIDS`) unlearns ``n_val`` originals, and is
+method's grid (:data:`sisa.compare.methods.knobs.GRIDS`) unlearns ``n_val`` originals, and is
 scored by the **criterion**: the challenge's final score (forgetting quality of the
 per-row ε̂ against ``n_val`` retrains x retain- and test-accuracy ratios to retrain).
 The highest score wins; scores within :data:`TIE` of the best count as ties, broken by
@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from sisa.compare import knobs
 from sisa.compare.data import SUBGROUP, Scenario, make_scenario
-from sisa.compare.epsilon import per_example_epsilon
-from sisa.compare.scores import final_score, forgetting_quality
+from sisa.compare.methods import knobs
+from sisa.compare.stats.epsilon import per_example_epsilon
+from sisa.compare.stats.scores import final_score, forgetting_quality
 from sisa.errors import InputError
 from sisa.tasks.backend import map_tasks
 from sisa.tasks.settings import ExecutionSettings

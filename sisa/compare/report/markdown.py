@@ -26,7 +26,7 @@ def _ci(e: dict) -> str:
     return f"{e['eps']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]"
 
 
-# The estimator's statistics (sisa.compare.bounds, .permutation): lower bound, worst
+# The estimator's statistics (sisa.compare.stats.bounds, .permutation): lower bound, worst
 # rows, rows at the cap, Holm-adjusted p.
 _STATS_HEAD = ["ε lower bound (mean / max row)", "q95 / max per row", "rows at cap",
                "p Holm"]
@@ -354,7 +354,7 @@ def render(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# -- tuned baselines (sisa.compare.tuning, sisa.compare.curves) ---------------------------------
+# -- tuned baselines (sisa.compare.runs.tuning, sisa.compare.runs.curves) ----------------
 
 
 def _fmt(setting: dict) -> str:

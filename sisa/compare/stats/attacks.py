@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from sisa.compare.epsilon import as_stats, per_example_epsilon
+from sisa.compare.stats.epsilon import as_stats, per_example_epsilon
 from sisa.errors import InputError
 
 __all__ = ["FPRS", "gaussian_llr", "lira", "lira_scores", "tpr_at_fpr", "whitebox"]

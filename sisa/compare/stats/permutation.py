@@ -25,7 +25,7 @@ import numbers
 
 import numpy as np
 
-from sisa.compare.epsilon import DELTA, _eps_from_rates, as_stats, max_epsilon
+from sisa.compare.stats.epsilon import DELTA, _eps_from_rates, as_stats, max_epsilon
 from sisa.errors import InputError
 
 __all__ = ["DEFAULT_PERMUTATIONS", "holm", "min_p_warning", "permutation_test"]
