@@ -142,34 +142,51 @@ def test_cli_parses_lists_and_errors_are_one_line(capsys, tmp_path):
 
 def _compare_imports() -> dict[str, set[str]]:
     """Module -> the sisa.compare modules it imports anywhere (function bodies and
-    TYPE_CHECKING blocks included); importing the package itself is an edge to __init__."""
+    TYPE_CHECKING blocks included), both as dotted names below ``sisa.compare``
+    (``stats.epsilon``); importing a package (``sisa.compare``, ``sisa.compare.runs``)
+    is an edge to that package's ``__init__`` (``__init__``, ``runs.__init__``)."""
     import ast
     from pathlib import Path
 
     import sisa.compare
 
     root = Path(sisa.compare.__file__).parent
-    mods = {p.stem for p in root.glob("*.py")}
+    names = {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")}
 
-    def targets(node) -> list[str]:
+    def resolve(dotted: str) -> str | None:
+        rel = dotted.removeprefix("sisa.compare").lstrip(".")
+        if dotted.split(".")[:2] != ["sisa", "compare"]:
+            return None
+        if rel in names:
+            return rel
+        return f"{rel}.__init__" if rel else "__init__"
+
+    def targets(node, here: list[str]) -> list[str]:
         if isinstance(node, ast.Import):
-            return [n.name.split(".")[2] if n.name.startswith("sisa.compare.") else "__init__"
-                    for n in node.names if n.name.split(".")[:2] == ["sisa", "compare"]]
+            return [t for n in node.names if (t := resolve(n.name))]
         if not isinstance(node, ast.ImportFrom):
             return []
-        module = ("sisa.compare" + (f".{node.module}" if node.module else "")
-                  if node.level == 1 else node.module or "")
-        if module == "sisa.compare":
-            return [a.name if a.name in mods else "__init__" for a in node.names]
-        return [module.split(".")[2]] if module.startswith("sisa.compare.") else []
+        base = ".".join(here[:len(here) - node.level + 1]) if node.level else ""
+        module = ".".join(x for x in (base, node.module or "") if x)
+        out = []
+        for a in node.names:
+            full = resolve(f"{module}.{a.name}")
+            out.append(full if full in names else resolve(module))
+        return [t for t in out if t]
 
-    return {p.stem: {t for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
-                     for t in targets(node)} - {p.stem} for p in root.glob("*.py")}
+    graph = {}
+    for p in root.rglob("*.py"):
+        name = ".".join(p.relative_to(root).with_suffix("").parts)
+        here = ["sisa", "compare", *p.relative_to(root).parent.parts]
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        graph[name] = {t for node in ast.walk(tree) for t in targets(node, here)} - {name}
+    return graph
 
 
 def test_compare_modules_import_no_cycle():
     graph = _compare_imports()
-    assert {"epsilon", "gap", "report", "plots", "head2head"} <= set(graph)
+    assert {"stats.epsilon", "runs.gap", "report.report", "report.plots", "head2head"} <= set(
+        graph)
     assert "__init__" not in set().union(*(graph[m] for m in graph if m != "__init__"))
     state: dict[str, int] = {}
 
@@ -185,5 +202,5 @@ def test_compare_modules_import_no_cycle():
         if m not in state:
             visit(m, [])
     # The layering the package is built on: figures and text know nothing of the runs.
-    assert graph["plots"] == set() and graph["markdown"] == set()
-    assert not {"head2head", "gap", "report"} & graph["costs"]
+    assert graph["report.plots"] == set() and graph["report.markdown"] == set()
+    assert not {"head2head", "runs.gap", "report.report"} & graph["runs.costs"]
