@@ -121,7 +121,12 @@ def _random_rows(name: str, rng: np.random.Generator, X: np.ndarray, y: np.ndarr
                  X_test: np.ndarray, names: list[str], fraction: float, copies: int) -> _Forget:
     u = rng.choice(len(y), max(2, round(fraction * len(y))), replace=False)
     if name == "mislabeled":
-        y[u] = 1 - y[u]
+        classes = np.unique(y)
+        if len(classes) == 2:
+            y[u] = 1 - y[u]
+        else:  # each row's label moves to one of the other classes, uniformly
+            k = np.searchsorted(classes, y[u]) + rng.integers(1, len(classes), len(u))
+            y[u] = classes[k % len(classes)]
     rule = (f"random {fraction:.1%} of the training rows"
             + (", labels flipped in D" if name == "mislabeled" else ""))
     return _Forget(X, y, X_test, u, u, None, rule)
