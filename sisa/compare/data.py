@@ -178,7 +178,8 @@ def make_scenario(name: str, X: np.ndarray, y: np.ndarray, X_test: np.ndarray,
     name : {"random", "subgroup", "mislabeled", "duplicated", "injected"}
         ``random``: a random ``fraction`` of the rows. ``subgroup``: every row with
         ``native-country=Mexico`` (2% of Adult). ``mislabeled``: a random ``fraction``
-        whose labels are flipped in D. ``duplicated``: ``fraction / 2`` of the rows,
+        whose labels are flipped in D (with more than two classes: each moved to one of
+        the other classes, uniformly). ``duplicated``: ``fraction / 2`` of the rows,
         each present ``copies`` times in D (U holds every copy; ε is measured on the
         distinct rows). ``injected``: a random ``fraction / 2`` of the positive rows
         get a new feature equal to 1 (0 on every other row, test included), so the
