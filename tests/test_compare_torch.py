@@ -199,3 +199,13 @@ def test_family_settings_are_checked():
         TorchFamily(channels=(8, 0))
     with pytest.raises(InputError, match="to the family object"):
         run(family=FAM, n_shards=3, settings=ExecutionSettings(backend="local"))
+
+
+def test_default_size_passes_the_power_check():
+    # The report's power line for the defaults: N models a side, the 8% forget set's rows.
+    from sisa.compare.intervals import detectable_shift
+
+    d = TorchFamily.defaults
+    rows = round(d["fraction"] * d["eps_rows"])
+    assert d["dataset"] == "fashion-mnist" and rows == 200
+    assert detectable_shift(d["n_models"], rows, n_boot=30)["smallest"] <= 0.25
