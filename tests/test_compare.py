@@ -135,7 +135,7 @@ def test_cli_parses_lists_and_errors_are_one_line(capsys, tmp_path):
     assert LinearFamily.defaults["n_models"] == 256
     assert _parse(["--family", "torch"]).family == "torch"
     args = _parse(["--forget-sets", "outliers", "--out", str(tmp_path), "--quiet", "--local"])
-    assert args.func(args) == 1
+    assert args.func(args) == 2  # bad input
     err = capsys.readouterr().err.strip()
     assert err.startswith("sisa compare: error:") and "outliers" in err and "\n" not in err
 

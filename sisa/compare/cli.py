@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from sisa.errors import SisaError
+from sisa.errors import InputError, SisaError
 
 __all__ = ["add_parser", "main", "run_from_args"]
 
-_DATASETS = ("adult",)
+_DATASETS = ("adult", "fashion-mnist")
 
 _EPILOG = """\
 Families (one model for every method):
@@ -22,15 +22,15 @@ Families (one model for every method):
           Newton step), newton_noisy (with the certificate's noise), pru (projective
           residual update), emse, finetune, neggrad (NegGrad+), relabel (random
           relabelling), original (do nothing); plus a cost run on all of Adult
-  torch   an MLP (sisa.deep.TorchClassifier): retrain, sisa, finetune, neggrad (NegGrad+),
-          original; on a smaller subset so that N models per side fit the budget
+  torch   a small CNN (sisa.deep.TorchClassifier) on Fashion-MNIST: retrain, sisa,
+          finetune, neggrad (NegGrad+), original; 2,500 rows so N models per side fit
 Forget sets: random, subgroup, mislabeled, duplicated, injected. Writes report.json,
 report.md, report.html (one self-contained page) and the figures (epsilon_ci.png;
 linear: newton_noise.png) to --out.
 
 example: sisa compare --dataset adult     # N=256 per side, 5 forget sets, ~15 min on 2 CPUs
 more:
-  sisa compare --family torch             # N=64 per side, 2 forget sets, minutes on 2 CPUs
+  sisa compare --family torch             # Fashion-MNIST CNN, N=128, 2 forget sets
   sisa compare --models 64 --forget-sets random,mislabeled --out runs/cmp-quick
   sisa compare --models 1024 --ray-address auto     # on a cluster
 """
@@ -90,8 +90,9 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
         show = (lambda v: ",".join(v)) if key.endswith("scenarios") else str
         return ", ".join(f"{show(c.defaults[key])} ({name})" for name, c in FAMILIES.items())
 
-    p.add_argument("--dataset", default="adult", choices=_DATASETS,
-                   help="built-in binary dataset (default: adult)")
+    p.add_argument("--dataset", choices=_DATASETS,
+                   help="built-in dataset: the family's own (default: adult for linear, "
+                        "fashion-mnist for torch)")
     p.add_argument("--family", default="linear", choices=tuple(FAMILIES),
                    help="model family every method uses (default: linear)")
     p.add_argument("--models", type=int, metavar="N",
@@ -103,8 +104,9 @@ def _add_protocol_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sisa-forget-sets", type=_names, metavar="LIST",
                    help="forget sets on which SISA's ε̂ is estimated (default: "
                         f"{default('sisa_scenarios')}; SISA is checked byte for byte on them)")
-    p.add_argument("--forget-fraction", type=float, default=0.02, metavar="F",
-                   help="size of the random and mislabeled forget sets (default: 0.02)")
+    p.add_argument("--forget-fraction", type=float, metavar="F",
+                   help="size of the random and mislabeled forget sets (default: 0.02 "
+                        "(linear), 0.08 (torch))")
     p.add_argument("--eps-rows", type=int, metavar="N",
                    help=f"rows the ε runs use (default: {default('eps_rows')}; 0 = all)")
     p.add_argument("--cost-rows", type=int, default=0, metavar="N",
@@ -162,13 +164,15 @@ def run_from_args(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0 on success; 1 on an error (printed to stderr) or if a checked SISA forget was
-        not byte-identical to a fit without U.
+        0 on success; 2 on bad input, 1 on another error (printed to stderr) or if a
+        checked SISA forget was not byte-identical to a fit without U.
     """
+    from sisa.compare.families import FAMILIES
     from sisa.compare.head2head import run
     from sisa.tasks.settings import ExecutionSettings
 
-    name = args.dataset if args.family == "linear" else f"{args.dataset}-{args.family}"
+    data = args.dataset or FAMILIES[args.family].defaults.get("dataset", "adult")
+    name = data if args.family == "linear" else f"{data}-{args.family}"
     out = args.out if args.out is not None else Path("runs") / f"compare-{name}"
     try:
         settings = ExecutionSettings(backend="local" if args.local else "ray",
@@ -187,7 +191,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         print(f"sisa compare: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, InputError) else 1
     for warn in rep.data.get("statistics", {}).get("warnings", []):
         print(f"sisa compare: warning: {warn}", file=sys.stderr)
     if args.json:

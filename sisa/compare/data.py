@@ -121,7 +121,12 @@ def _random_rows(name: str, rng: np.random.Generator, X: np.ndarray, y: np.ndarr
                  X_test: np.ndarray, names: list[str], fraction: float, copies: int) -> _Forget:
     u = rng.choice(len(y), max(2, round(fraction * len(y))), replace=False)
     if name == "mislabeled":
-        y[u] = 1 - y[u]
+        classes = np.unique(y)
+        if len(classes) == 2:
+            y[u] = 1 - y[u]
+        else:  # each row's label moves to one of the other classes, uniformly
+            k = np.searchsorted(classes, y[u]) + rng.integers(1, len(classes), len(u))
+            y[u] = classes[k % len(classes)]
     rule = (f"random {fraction:.1%} of the training rows"
             + (", labels flipped in D" if name == "mislabeled" else ""))
     return _Forget(X, y, X_test, u, u, None, rule)
@@ -173,7 +178,8 @@ def make_scenario(name: str, X: np.ndarray, y: np.ndarray, X_test: np.ndarray,
     name : {"random", "subgroup", "mislabeled", "duplicated", "injected"}
         ``random``: a random ``fraction`` of the rows. ``subgroup``: every row with
         ``native-country=Mexico`` (2% of Adult). ``mislabeled``: a random ``fraction``
-        whose labels are flipped in D. ``duplicated``: ``fraction / 2`` of the rows,
+        whose labels are flipped in D (with more than two classes: each moved to one of
+        the other classes, uniformly). ``duplicated``: ``fraction / 2`` of the rows,
         each present ``copies`` times in D (U holds every copy; ε is measured on the
         distinct rows). ``injected``: a random ``fraction / 2`` of the positive rows
         get a new feature equal to 1 (0 on every other row, test included), so the

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sisa.compare.data import SCENARIOS, adult_features, make_scenario
+from sisa.compare.data import SCENARIOS, make_scenario
+from sisa.compare.images import IMAGE_SCENARIOS, features
 from sisa.compare.methods.families import Family, make_family
 from sisa.compare.methods.linear_family import LinearFamily
 from sisa.compare.report.report import CompareReport
@@ -32,10 +33,10 @@ from sisa.tasks.settings import ExecutionSettings
 __all__ = ["run"]
 
 
-def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: int | None = None,
+def run(dataset: str | None = None, *, family: str | Family = "linear", n_models: int | None = None,
         eps_rows: int | str | None = "auto", cost_rows: int | None = None,
         scenarios: tuple[str, ...] | None = None, sisa_scenarios: tuple[str, ...] | None = None,
-        fraction: float = 0.02, n_shards: int | None = None, n_slices: int | None = None,
+        fraction: float | None = None, n_shards: int | None = None, n_slices: int | None = None,
         lam: float | None = None, noise_std: float | None = None,
         subsample: float | None = None, n_boot: int = 100, n_perm: int = 2000, repeats: int = 5,
         seed: int = 0, out: str | os.PathLike | None = None,
@@ -46,22 +47,25 @@ def run(dataset: str = "adult", *, family: str | Family = "linear", n_models: in
 
     Parameters
     ----------
-    dataset, family : {"adult"}, {"linear", "torch"} or Family, default="adult", "linear"
-        The task every method shares; the model every method uses (by name, or a
+    dataset, family : {"adult", "fashion-mnist"}, {"linear", "torch"} or Family
+        The task every method shares (default: the family's; linear: adult, torch:
+        fashion-mnist); the model every method uses (default "linear"; by name, or a
         :class:`~sisa.compare.methods.linear_family.LinearFamily` / ``TorchFamily``).
     n_models : int, optional
         N models per side for each ε̂ (ε resolves up to about ``ln(N - 1)``). Default:
-        the family's (linear 256, torch 64).
+        the family's (linear 256, torch 128).
     eps_rows : int, None or "auto", default="auto"
-        Rows of Adult the ε runs use (None: all; "auto": the family's, linear 3000, torch
-        1200): the 3N models per method and forget set must fit the time budget.
+        Training rows the ε runs use (None: all; "auto": the family's, linear 3000 of
+        Adult, torch 2500 of Fashion-MNIST): the 3N models per method and forget set must
+        fit the time budget.
     cost_rows, repeats : int or None, int, default=None, 5
         Rows (None: all of Adult) and seeds of the linear family's full-data cost run.
     scenarios, sisa_scenarios : tuple of str, optional
         Forget sets (``SCENARIOS``); those on which SISA's ε is estimated too (SISA is
         the costliest method per seed). Default: the family's.
-    fraction : float, default=0.02
-        Size of the random, mislabeled forget sets (duplicated: half as many distinct
+    fraction : float, optional
+        Size of the random, mislabeled forget sets (default: the family's, linear 0.02,
+        torch 0.08) (duplicated: half as many distinct
         rows, injected: half as many positive rows).
     n_shards, n_slices, lam, noise_std, subsample : optional
         Settings of a family given by name (None: its default; lam, noise_std: linear).
@@ -112,9 +116,17 @@ def _config(fam: Family, **given) -> dict:
     pick = {k: d[k] if given[k] is None else given[k]
             for k in ("n_models", "scenarios", "sisa_scenarios")}
     n = pick["n_models"]
-    if given["dataset"] != "adult":
-        raise InputError(f"sisa compare runs on 'adult' (a binary task for the shared "
-                         f"model families), got {given['dataset']!r}")
+    data = d.get("dataset", "adult")
+    given["dataset"] = given["dataset"] or data
+    if given["dataset"] != data:
+        raise InputError(f"the {fam.name} family runs on {data!r}, not "
+                         f"{given['dataset']!r}: use --dataset {data} (linear: adult, torch: "
+                         "fashion-mnist)")
+    if given["fraction"] is None:
+        given["fraction"] = d.get("fraction", 0.02)
+    if data != "adult" and set(pick["scenarios"]) - set(IMAGE_SCENARIOS):
+        raise InputError(f"on {data} the forget sets are {', '.join(IMAGE_SCENARIOS)} "
+                         "(subgroup and injected are defined on Adult's columns)")
     if isinstance(n, bool) or not isinstance(n, int) or n < 4:
         raise InputError(f"n_models must be an integer >= 4, got {n!r}")
     for k in ("n_boot", "n_perm"):
@@ -186,7 +198,8 @@ def _execute(fam: Family, config: dict, settings: ExecutionSettings,
         raise InputError(f"baselines takes tune_models, curve_models, curve_scenarios: {e}")\
             from None
     t0 = time.perf_counter()
-    Xtr, ytr, Xte, yte, names, info = adult_features(config["eps_rows"], config["seed"])
+    Xtr, ytr, Xte, yte, names, info = features(config["dataset"], config["eps_rows"],
+                                               config["seed"])
     scs = {s: make_scenario(s, Xtr, ytr, Xte, yte, names, fraction=config["fraction"],
                             seed=config["seed"]) for s in config["scenarios"]}
     fam, tuning = tune_family(fam, scs, (Xtr, ytr, Xte, yte, names), config, settings)

@@ -175,10 +175,10 @@ def _protocol(d: dict) -> list[str]:
         "",
         "## Protocol",
         "",
-        f"* **ε runs** on {info['rows']:,} rows of Adult "
+        f"* **ε runs** on {info['rows']:,} rows of {info.get('source', 'Adult')} "
         + ("(all)" if cfg["eps_rows"] is None else
-           "(a seeded subsample of the 32,561: the 3N models per method and forget set "
-           "must fit the time budget)")
+           "(a seeded subsample of its training rows: the 3N models per method and forget "
+           "set must fit the time budget)")
         + f", {info['n_features']} features ({info['feature_map']}).",
         f"* The NeurIPS-2023 challenge's protocol: for every method N = {n} unlearned "
         f"models (seeds 0..{n - 1}) against N reference models trained without U with "
@@ -195,8 +195,9 @@ def _protocol(d: dict) -> list[str]:
         _BOUND_TEXT,
         "* FQ = the challenge's forgetting quality; score = FQ × (acc W / retrain's) × "
         "(acc test / retrain's), the challenge's final score (W is its retain set).",
-        f"* One model family for every method: {text['model']}. Statistic: the true "
-        "class's logit (SISA: log-odds of the vote, by log-sum-exp: never clamped).",
+        f"* One model family for every method: {text['model']}. Statistic: "
+        + text.get("stat_line", "the true class's logit (SISA: log-odds of the vote, by "
+                   "log-sum-exp: never clamped)."),
         f"* Randomness: {text['randomness']}.",
         "",
         "**Deviations from the challenge** (google-deepmind/unlearning_evaluation): "
