@@ -52,17 +52,14 @@ def run(dataset: str | None = None, *, family: str | Family = "linear", n_models
         fashion-mnist); the model every method uses (default "linear"; by name, or a
         :class:`~sisa.compare.methods.linear_family.LinearFamily` / ``TorchFamily``).
     n_models : int, optional
-        N models per side for each ε̂ (ε resolves up to about ``ln(N - 1)``). Default:
-        the family's (linear 256, torch 128).
+        N models per side per ε̂ (resolves ε up to ``ln(N - 1)``; linear 256, torch 128).
     eps_rows : int, None or "auto", default="auto"
-        Training rows the ε runs use (None: all; "auto": the family's, linear 3000 of
-        Adult, torch 2500 of Fashion-MNIST): the 3N models per method and forget set must
-        fit the time budget.
+        Training rows of the ε runs (None: all; "auto": the family's, sized for the time
+        budget: linear 3000 of Adult, torch 2500 of Fashion-MNIST).
     cost_rows, repeats : int or None, int, default=None, 5
         Rows (None: all of Adult) and seeds of the linear family's full-data cost run.
     scenarios, sisa_scenarios : tuple of str, optional
-        Forget sets (``SCENARIOS``); those on which SISA's ε is estimated too (SISA is
-        the costliest method per seed). Default: the family's.
+        Forget sets; those on which SISA's ε is estimated too (default: the family's).
     fraction : float, optional
         Size of the random, mislabeled forget sets (default: the family's, linear 0.02,
         torch 0.08) (duplicated: half as many distinct
