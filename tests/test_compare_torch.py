@@ -203,7 +203,7 @@ def test_family_settings_are_checked():
 
 def test_default_size_passes_the_power_check():
     # The report's power line for the defaults: N models a side, the 8% forget set's rows.
-    from sisa.compare.intervals import detectable_shift
+    from sisa.compare.stats.intervals import detectable_shift
 
     d = TorchFamily.defaults
     rows = round(d["fraction"] * d["eps_rows"])

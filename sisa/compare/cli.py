@@ -167,8 +167,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         0 on success; 2 on bad input, 1 on another error (printed to stderr) or if a
         checked SISA forget was not byte-identical to a fit without U.
     """
-    from sisa.compare.families import FAMILIES
     from sisa.compare.head2head import run
+    from sisa.compare.methods.families import FAMILIES
     from sisa.tasks.settings import ExecutionSettings
 
     data = args.dataset or FAMILIES[args.family].defaults.get("dataset", "adult")
