@@ -209,3 +209,19 @@ def test_default_size_passes_the_power_check():
     rows = round(d["fraction"] * d["eps_rows"])
     assert d["dataset"] == "fashion-mnist" and rows == 200
     assert detectable_shift(d["n_models"], rows, n_boot=30)["smallest"] <= 0.25
+
+
+def test_a_diverged_network_reads_as_maximally_wrong_not_nan(fmnist):
+    """NegGrad+ at a large budget can drive a network's weights to NaN; its margin must be
+    a finite "maximally wrong" value, not NaN (the ε estimator refuses NaN, which stopped
+    a whole default run)."""
+    import torch
+
+    from sisa.compare.images import MARGIN_CLIP
+
+    Xtr, ytr, Xte, yte = fmnist[:4]
+    net = FAM.network(1).fit(Xtr, ytr)
+    with torch.no_grad():
+        next(net.module_.parameters()).fill_(float("nan"))
+    m = margin(net, Xte[:20], yte[:20])
+    assert np.all(np.isfinite(m)) and np.all(m == -MARGIN_CLIP)

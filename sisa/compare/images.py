@@ -103,6 +103,9 @@ def _log_probs(model, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return out
 
 
+MARGIN_CLIP = 1e4  # far beyond any margin a working network gives (|log p| of float64 ≤ ~745)
+
+
 def margin(model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``log p_y - max_{k != y} log p_k`` per row: > 0 exactly when the model is right.
 
@@ -127,4 +130,9 @@ def margin(model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     rows = np.arange(len(t))
     own = lp[rows, t].copy()
     lp[rows, t] = -np.inf
-    return own - lp.max(axis=1)
+    # A network that diverged (NegGrad+ at a large budget: NaN or infinite logits) reads as
+    # maximally wrong; finite values beyond ±MARGIN_CLIP are clipped. The estimator only
+    # compares statistics against thresholds, so the clip changes no verdict between
+    # networks that predict.
+    return np.nan_to_num(np.clip(own - lp.max(axis=1), -MARGIN_CLIP, MARGIN_CLIP),
+                         nan=-MARGIN_CLIP)
