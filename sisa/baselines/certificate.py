@@ -12,6 +12,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.special import expit, log_expit
 
+from sisa.baselines.linear import damped_newton
 from sisa.errors import InputError
 
 __all__ = ["certified_epsilon", "fit_folded", "folded_gradient", "folded_newton_removal",
@@ -114,21 +115,10 @@ def fit_folded(X: np.ndarray, y: np.ndarray, lam: float, *, noise: np.ndarray | 
     """The exact minimiser (damped Newton to ``||grad|| <= tol * n``) of the folded objective
     (:func:`folded_gradient`); ``θ = (w, c)``. Strongly convex for any ``noise``."""
     theta = np.zeros(X.shape[1] + 1) if theta0 is None else np.array(theta0, dtype=float)
-    f = _folded_objective(theta, X, y, lam, noise)
-    for _ in range(max_iter):
-        g = folded_gradient(theta, X, y, lam, noise)
-        if np.linalg.norm(g) <= tol * max(1, len(y)):
-            break
-        step = cho_solve(cho_factor(_folded_hessian(theta, X, lam)), g)
-        t = 1.0
-        while True:  # backtracking keeps Newton monotone far from the optimum
-            cand = theta - t * step
-            fc = _folded_objective(cand, X, y, lam, noise)
-            if fc <= f - 1e-4 * t * (g @ step) or t < 1e-10:
-                break
-            t *= 0.5
-        theta, f = cand, fc
-    return theta
+    return damped_newton(theta, lambda t: _folded_objective(t, X, y, lam, noise),
+                         lambda t: folded_gradient(t, X, y, lam, noise),
+                         lambda t, g: cho_solve(cho_factor(_folded_hessian(t, X, lam)), g),
+                         tol * max(1, len(y)), max_iter)
 
 
 def residual_bound(X_w: np.ndarray, step: np.ndarray) -> float:

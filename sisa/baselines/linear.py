@@ -125,20 +125,31 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, lam: float = 1.0, *,
     and a perturbation larger than the row count there has no minimiser.
     """
     theta = np.zeros(X.shape[1] + 1) if theta0 is None else np.array(theta0, dtype=float)
-    f = objective(theta, X, y, lam, noise)
+    return damped_newton(theta, lambda t: objective(t, X, y, lam, noise),
+                         lambda t: gradient(t, X, y, lam, noise),
+                         lambda t, g: _solve(hessian(t, X, lam), g),
+                         tol * max(1, len(y)), max_iter)
+
+
+def damped_newton(theta: np.ndarray, f, grad, newton_step, gtol: float,
+                  max_iter: int) -> np.ndarray:
+    """Minimise a strongly convex ``f`` from ``theta`` by Newton steps with backtracking
+    (Armijo), until ``||grad|| <= gtol`` or ``max_iter`` steps; ``newton_step(θ, g)``
+    solves ``H(θ) s = g``."""
+    fx = f(theta)
     for _ in range(max_iter):
-        g = gradient(theta, X, y, lam, noise)
-        if np.linalg.norm(g) <= tol * max(1, len(y)):
+        g = grad(theta)
+        if np.linalg.norm(g) <= gtol:
             return theta
-        step = _solve(hessian(theta, X, lam), g)
+        step = newton_step(theta, g)
         t = 1.0
         while True:  # backtracking keeps Newton monotone far from the optimum
             cand = theta - t * step
-            fc = objective(cand, X, y, lam, noise)
-            if fc <= f - 1e-4 * t * (g @ step) or t < 1e-10:
+            fc = f(cand)
+            if fc <= fx - 1e-4 * t * (g @ step) or t < 1e-10:
                 break
             t *= 0.5
-        theta, f = cand, fc
+        theta, fx = cand, fc
     return theta
 
 
