@@ -43,9 +43,8 @@ from sisa import SISAClassifier, SISARegressor, Store
 from sisa.errors import InputError, SisaError, StoreError
 from sisa.store.format import keys
 from sisa.store.write.holdout import split as _split
-
-from .conftest import LOCAL, tree_digest
-from .conftest import run_cli as cli
+from tests.helpers import LOCAL, tree_digest
+from tests.helpers import run_cli as cli
 
 N_ROWS = 400
 STORES = ("S", "T", "R")  # templates: int ids (row numbers), string ids, S before a forget

@@ -19,8 +19,7 @@ from sisa.errors import InputError
 from sisa.store.format import index as store_mod
 from sisa.store.write import deletion
 from sisa.unlearn import history, verify
-
-from .conftest import LOCAL, make_classification, make_regression
+from tests.helpers import LOCAL, make_classification, make_regression
 
 
 def fit(est, X, y, path, ids=None, cls=SISAClassifier):

@@ -36,8 +36,8 @@ import pytest
 from sisa import SISAClassifier, Store
 from sisa.store.io import uris as suris
 from sisa.unlearn import repair, verify
+from tests.helpers import LOCAL
 
-from .conftest import LOCAL
 from .test_s3 import S3_ENV_KEYS, moto_s3, s3_keys
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),

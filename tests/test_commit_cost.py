@@ -22,8 +22,7 @@ from sisa.store.manifest import codec as io
 from sisa.store.manifest.build import fingerprint
 from sisa.store.read.reading import label_union
 from sisa.unlearn import verify
-
-from .conftest import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification
 
 
 def _fit(tmp_path, n=3000, S=8, R=4, **kw):

@@ -46,9 +46,8 @@ from sisa import SISAClassifier, Store
 from sisa.store.format import keys
 from sisa.store.format.layout import INTENT
 from sisa.unlearn import history
-
-from .conftest import make_classification, tree_digest
-from .conftest import run_cli as cli_in_process
+from tests.helpers import make_classification, tree_digest
+from tests.helpers import run_cli as cli_in_process
 
 KILLS = int(os.environ.get("SISA_CRASH_KILLS", "10"))
 SEED = int(os.environ.get("SISA_CRASH_SEED", "20261201"))

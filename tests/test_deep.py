@@ -27,8 +27,7 @@ from sisa.engine.presets import PRESETS  # noqa: E402
 from sisa.engine.spec import check, from_spec, to_spec  # noqa: E402
 from sisa.errors import InputError, UntrustedCodeError  # noqa: E402
 from sisa.store import Store  # noqa: E402
-
-from .conftest import make_classification, pickle_globals  # noqa: E402
+from tests.helpers import make_classification, pickle_globals  # noqa: E402
 
 MLP = [{"layer": "linear", "out_features": 16}, "relu", {"layer": "linear"}]
 # 8x8 digits: conv -> 8x4x4 -> dropout (seeded like the rest) -> 4 classes

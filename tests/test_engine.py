@@ -18,8 +18,7 @@ from sisa import SISAClassifier, SISARegressor
 from sisa.engine import TrainingError, derive_seed
 from sisa.engine.schedule import Schedule
 from sisa.errors import CorruptStoreError
-
-from .conftest import LOCAL, make_classification, make_regression
+from tests.helpers import LOCAL, make_classification, make_regression
 
 
 def ckpt_hashes(model) -> dict[str, str]:

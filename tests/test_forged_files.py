@@ -31,8 +31,7 @@ import pytest
 
 from sisa import Store
 from sisa.store import manifest as manifest_mod
-
-from .conftest import run_cli, tree_digest
+from tests.helpers import run_cli, tree_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 400
@@ -148,7 +147,7 @@ def files(tmp_path_factory) -> Path:
 RUNNER = """
 import json, os, sys
 from sisa.cli import main
-from tests.conftest import tree_digest
+from tests.helpers import tree_digest
 out = []
 for case in json.loads(sys.stdin.read()):
     pid = os.fork()

@@ -23,8 +23,7 @@ from sisa.store.format.layout import INTENT
 from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import history, repair, verify
 from sisa.unlearn.receipts import log_path
-
-from .conftest import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification
 
 ESTIMATORS = {
     "sgd": SGDClassifier(loss="log_loss"),

@@ -17,8 +17,7 @@ from sisa import SISAClassifier
 from sisa.cli import main as cli_main
 from sisa.store.manifest import MANIFEST
 from sisa.unlearn import forget, history, receipts, timings, verify
-
-from .conftest import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification
 
 
 def _fit(tmp_path, est=None, S=4, R=2):

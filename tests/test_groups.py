@@ -17,8 +17,7 @@ from sisa.errors import InputError, UnknownIdError
 from sisa.store import Store
 from sisa.store.format.layout import GROUP
 from sisa.unlearn import forget_groups, history
-
-from .conftest import run_cli, tree_digest
+from tests.helpers import run_cli, tree_digest
 
 N, S, R = 600, 3, 2
 

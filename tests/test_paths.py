@@ -24,8 +24,7 @@ from sisa.errors import CorruptStoreError, StaleModelError
 from sisa.store import manifest as manifest_mod
 from sisa.store.io.fs import Location, UnsafePathError
 from sisa.unlearn import forget, repair, verify
-
-from .conftest import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification
 
 
 def fit(path, n=600, **kw):

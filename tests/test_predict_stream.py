@@ -25,8 +25,7 @@ from threadpoolctl import threadpool_limits
 from sisa import SISAClassifier, SISARegressor
 from sisa.estimators import columns_by_name
 from sisa.store.write.text import CsvOptions
-
-from .conftest import run_cli
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,8 +23,7 @@ from sisa.store.format.layout import checkpoint_dir
 from sisa.store.io.fs import sha256_bytes
 from sisa.store.manifest import RetrainPlan
 from sisa.unlearn import repair, verify
-
-from .conftest import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification
 
 S, R = 3, 4
 REFIT = {"tree": lambda: DecisionTreeClassifier(max_depth=5),

@@ -31,8 +31,7 @@ from sisa.errors import StaleModelError
 from sisa.store.format.layout import INTENT
 from sisa.unlearn import history, repair, verify
 from sisa.unlearn.status import describe
-
-from .conftest import LOCAL, make_classification, run_cli, tree_digest
+from tests.helpers import LOCAL, make_classification, run_cli, tree_digest
 
 torch = pytest.importorskip("torch")
 

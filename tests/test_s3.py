@@ -32,8 +32,7 @@ from sisa.store.io import uris as suris
 from sisa.store.manifest import write as _write_manifest
 from sisa.store.manifest.codec import split as _split_manifest
 from sisa.unlearn import history, repair, verify
-
-from .conftest import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")

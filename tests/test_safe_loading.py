@@ -50,8 +50,7 @@ from sisa.errors import InputError, UntrustedCodeError
 from sisa.store import Store
 from sisa.store import manifest as manifest_mod
 from sisa.unlearn import verify
-
-from .conftest import LOCAL, pickle_globals
+from tests.helpers import LOCAL, pickle_globals
 
 ESTIMATORS = {
     **{f"preset:{k}": f for k, f in PRESETS.items()},

@@ -24,8 +24,7 @@ from sisa import SISAClassifier, Store
 from sisa.client import Client
 from sisa.serve import Limits, make_server
 from sisa.unlearn import history, verify
-
-from .conftest import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification
 
 N, D = 3000, 10
 IDS = np.arange(N) * 7 + 3  # not row numbers: ids must cross the boundary as ids

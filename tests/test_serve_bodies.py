@@ -25,8 +25,8 @@ import pytest
 
 from sisa.serve import ARROW_STREAM, HTTPError, parse_rows
 from sisa.serve.bodies import parse_ids
+from tests.helpers import make_classification
 
-from .conftest import make_classification
 from .test_serve import Server, ThreadServer, _fit
 
 N, D = 600, 4

@@ -18,9 +18,9 @@ from sisa.errors import CorruptStoreError, KeyFileError
 from sisa.serve import make_server
 from sisa.store.format import keys
 from sisa.unlearn import history, verify
+from tests.helpers import LOCAL, run_cli
 
 from . import test_serve as ts
-from .conftest import LOCAL, run_cli
 from .test_serve import BOTH, ERASE, IDS, PRED, ThreadServer, _fit, _queued
 
 # the fixtures of test_serve.py: a fitted base store (3,000 rows), a copy per test, tokens
@@ -278,8 +278,7 @@ def test_string_store_refuses_a_lone_surrogate_in_one_line(tmp_path, token_file)
     from sklearn.linear_model import LogisticRegression
 
     from sisa import SISAClassifier
-
-    from .conftest import make_classification
+    from tests.helpers import make_classification
 
     X, y = make_classification(300, 4, seed=2)
     with pytest.warns(UserWarning, match="no partial_fit"):  # one slice: that is fine here

@@ -19,8 +19,7 @@ from sisa import SISAClassifier, Store
 from sisa.datasets._dataset import package_file
 from sisa.errors import InputError
 from sisa.store.format.layout import FEATURES
-
-from .conftest import run_cli, tree_digest
+from tests.helpers import run_cli, tree_digest
 
 CROSSES = [("native-country", "occupation"), ("education", "occupation"),
            ("age", "occupation"), ("hours-per-week", "occupation"),

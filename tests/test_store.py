@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from sisa._crash import InjectedCrash
 from sisa.errors import CorruptStoreError, InputError, StoreError, StoreLockedError, UnknownIdError
 from sisa.store import Store
-
-from .conftest import make_classification
+from tests.helpers import make_classification
 
 
 def slice_files(store: Store) -> dict[str, str]:

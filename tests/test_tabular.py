@@ -28,8 +28,7 @@ from sisa.engine.spec import to_spec
 from sisa.errors import InputError
 from sisa.store.format.layout import FEATURES, slice_schema
 from sisa.unlearn import verify
-
-from .conftest import LOCAL, run_cli, tree_digest
+from tests.helpers import LOCAL, run_cli, tree_digest
 
 RARE = "Holand-Netherlands"  # one row of adult.data has it (line 19609)
 CATS = ["workclass", "education", "marital-status", "occupation", "relationship", "race",

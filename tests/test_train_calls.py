@@ -14,8 +14,7 @@ from sisa.engine import checkpoints as ck
 from sisa.engine import safe_pickle
 from sisa.engine.schedule import Schedule, derive_seed
 from sisa.store.store import Store
-
-from .conftest import make_classification
+from tests.helpers import make_classification
 
 CALLS: list[bool] = []
 

@@ -25,8 +25,7 @@ from sisa.store.format.layout import ID
 from sisa.store.manifest import MANIFEST
 from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import receipts, repair, verify
-
-from .conftest import LOCAL, make_classification, run_cli, tree_digest
+from tests.helpers import LOCAL, make_classification, run_cli, tree_digest
 
 
 def cli(*argv: str) -> tuple[int, str, str]:

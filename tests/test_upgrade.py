@@ -13,8 +13,7 @@ from sisa import SISAClassifier, Store
 from sisa.errors import StoreError
 from sisa.store.manifest import codec as manifest_io
 from sisa.unlearn import history, verify
-
-from .conftest import LOCAL, run_cli
+from tests.helpers import LOCAL, run_cli
 
 FIXTURE = Path(__file__).parent / "data" / "store-v3"
 
@@ -107,7 +106,7 @@ def test_a_store_an_older_sisa_would_misread_is_format_5_and_a_plain_one_stays_4
     import pandas as pd
     import scipy.sparse as sp
 
-    from .conftest import make_classification
+    from tests.helpers import make_classification
 
     X, y = make_classification(240, 4)
     plain = _fit_to(tmp_path / "plain", X, y)

@@ -25,8 +25,7 @@ from sisa.errors import SisaError
 from sisa.store.format.layout import INTENT
 from sisa.store.read import at_rest
 from sisa.unlearn import verify
-
-from .conftest import LOCAL, make_classification, run_cli
+from tests.helpers import LOCAL, make_classification, run_cli
 
 N = 1200
 # What verify may say while a writer commits: both say it is not damage and to retry.
