@@ -1,11 +1,15 @@
 """Before/after: run the tracked suite at two commits and print the ratios.
 
-    python -m benchmarks.compare BASE [HEAD] [--size quick|full]
+    python -m benchmarks.compare BASE [HEAD] [--size quick|full] [--repeat K]
 
 Each commit is checked out into a temporary git worktree; the suite of *this* checkout
 (benchmarks/suite) runs against that commit's sisa (PYTHONPATH names the worktree), so an
 old commit is measured by the same benchmarks. HEAD defaults to the working tree as it is.
 Prints, per benchmark, both medians, the speed-up (base / head) and both peak RSS figures.
+
+``--repeat K`` runs the two suites K times each, alternating base, head, base, head, and keeps
+per benchmark the lowest of its K medians: on a shared machine a burst of load then slows
+both sides' runs alike instead of landing on one of them.
 """
 
 from __future__ import annotations
@@ -41,6 +45,27 @@ def run_suite(code: Path, size: str, out: Path, work: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def _checkout(repo: Path, rev: str | None, tree: Path) -> Path:
+    """The code to measure: ``repo`` itself for ``None`` (the working tree), else a detached
+    worktree of ``rev``."""
+    if rev is None:
+        return repo
+    sha = _git("rev-parse", "--verify", f"{rev}^{{commit}}", cwd=repo)
+    _git("worktree", "add", "--detach", str(tree), sha, cwd=repo)
+    return tree
+
+
+def best_of(runs: list[dict]) -> dict:
+    """One pytest-benchmark result from K runs of the same suite: per benchmark, the run
+    with the lowest median (its stats and peak memory figures together)."""
+    best: dict[str, dict] = {}
+    for run in runs:
+        for b in run["benchmarks"]:
+            if b["name"] not in best or b["stats"]["median"] < best[b["name"]]["stats"]["median"]:
+                best[b["name"]] = b
+    return {"benchmarks": list(best.values())}
+
+
 def _op_mb(bench: dict) -> float | None:
     """Peak RSS the operation itself added (its process's peak over its setup's)."""
     info = bench["extra_info"]
@@ -72,23 +97,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("base", help="a commit, branch or tag")
     p.add_argument("head", nargs="?", default=None, help="default: the working tree as it is")
     p.add_argument("--size", choices=("quick", "full"), default="full")
+    p.add_argument("--repeat", type=int, default=1, metavar="K",
+                   help="alternate the two suites K times; keep each benchmark's best median")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--repo", type=Path, default=ROOT, help="the git repository (default: this one)")
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error(f"--repeat must be at least 1, got {args.repeat}")
     with tempfile.TemporaryDirectory(prefix="sisa-bench-compare-") as tmp:
-        work, results = Path(tmp), []
-        for label, rev in (("base", args.base), ("head", args.head)):
-            if rev is None:
-                results.append(run_suite(args.repo, args.size, work / f"{label}.json", work))
-                continue
-            sha = _git("rev-parse", "--verify", f"{rev}^{{commit}}", cwd=args.repo)
-            tree = work / f"tree-{label}"
-            _git("worktree", "add", "--detach", str(tree), sha, cwd=args.repo)
-            try:
-                results.append(run_suite(tree, args.size, work / f"{label}.json", work))
-            finally:
-                _git("worktree", "remove", "--force", str(tree), cwd=args.repo)
-        rows = table(*results)
+        work = Path(tmp)
+        codes = {label: _checkout(args.repo, rev, work / f"tree-{label}")
+                 for label, rev in (("base", args.base), ("head", args.head))}
+        try:
+            runs: dict[str, list[dict]] = {"base": [], "head": []}
+            for k in range(args.repeat):
+                for label, code in codes.items():
+                    runs[label].append(run_suite(code, args.size, work / f"{label}-{k}.json",
+                                                 work))
+        finally:
+            for code in codes.values():
+                if code != args.repo:
+                    _git("worktree", "remove", "--force", str(code), cwd=args.repo)
+        rows = table(best_of(runs["base"]), best_of(runs["head"]))
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

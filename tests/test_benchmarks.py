@@ -45,3 +45,19 @@ def test_compare_two_commits_is_one_command(tmp_path):
         assert r["base_ms"] > 0 and r["head_ms"] > 0 and r["base_peak_mb"] > 50
     assert rows["read_slice"]["head_ms"] - rows["read_slice"]["base_ms"] >= 15
     assert rows["read_slice"]["speedup"] < 0.5
+
+
+def test_best_of_keeps_each_benchmarks_lowest_median_with_its_own_figures():
+    from benchmarks.compare import best_of
+
+    def run(fit_ms, forget_ms, mb):
+        return {"benchmarks": [
+            {"name": "test_fit", "stats": {"median": fit_ms}, "extra_info": {"peak_rss_mb": mb}},
+            {"name": "test_forget", "stats": {"median": forget_ms},
+             "extra_info": {"peak_rss_mb": mb}}]}
+
+    best = {b["name"]: b for b in best_of([run(5.0, 2.0, 100), run(4.0, 3.0, 200)])["benchmarks"]}
+    assert best["test_fit"]["stats"]["median"] == 4.0
+    assert best["test_fit"]["extra_info"]["peak_rss_mb"] == 200  # figures of the same run
+    assert best["test_forget"]["stats"]["median"] == 2.0
+    assert best["test_forget"]["extra_info"]["peak_rss_mb"] == 100
