@@ -1,6 +1,6 @@
 """Before/after: run the tracked suite at two commits and print the ratios.
 
-    python -m benchmarks.compare BASE [HEAD] [--size quick|full] [--repeat K]
+    python -m benchmarks.compare BASE [HEAD] [--size quick|full] [--repeat K] [--only EXPR]
 
 Each commit is checked out into a temporary git worktree; the suite of *this* checkout
 (benchmarks/suite) runs against that commit's sisa (PYTHONPATH names the worktree), so an
@@ -32,13 +32,15 @@ def _git(*args: str, cwd: Path) -> str:
                           text=True).stdout.strip()
 
 
-def run_suite(code: Path, size: str, out: Path, work: Path) -> dict:
-    """Run the suite against the sisa in ``code``; return pytest-benchmark's JSON."""
+def run_suite(code: Path, size: str, out: Path, work: Path, only: str | None = None) -> dict:
+    """Run the suite against the sisa in ``code`` (the benchmarks pytest's ``-k only``
+    selects, if given); return pytest-benchmark's JSON."""
     suite = work / f"suite-{out.stem}"
     shutil.copytree(SUITE, suite, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PYTHONPATH": str(code)}
     done = subprocess.run([sys.executable, "-m", "pytest", str(suite), "-q", "-p",
-                           "no:cacheprovider", f"--size={size}", f"--benchmark-json={out}"],
+                           "no:cacheprovider", f"--size={size}", f"--benchmark-json={out}",
+                           *(["-k", only] if only else [])],
                           cwd=work, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"the suite failed at {code}: {done.stdout[-1500:]}{done.stderr[-500:]}")
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", choices=("quick", "full"), default="full")
     p.add_argument("--repeat", type=int, default=1, metavar="K",
                    help="alternate the two suites K times; keep each benchmark's best median")
+    p.add_argument("--only", metavar="EXPR",
+                   help="the benchmarks a pytest -k expression selects, e.g. 'fit or forget'")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--repo", type=Path, default=ROOT, help="the git repository (default: this one)")
     args = p.parse_args(argv)
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             for k in range(args.repeat):
                 for label, code in codes.items():
                     runs[label].append(run_suite(code, args.size, work / f"{label}-{k}.json",
-                                                 work))
+                                                 work, args.only))
         finally:
             for code in codes.values():
                 if code != args.repo:
