@@ -37,6 +37,15 @@ def make_store(uri: str, parquet: Path, size: dict):
     return Store.create(uri, str(parquet), **layout)
 
 
+def read_slice(store, shard: int, slice_: int):
+    """One slice's rows: ``store.rows.read_slice`` once the read side is a composed object,
+    ``store.read_slice`` on older sisa (where reading was a mixin of the store)."""
+    rows = getattr(store, "rows", None)
+    if rows is not None and hasattr(rows, "read_slice"):
+        return rows.read_slice(shard, slice_)
+    return store.read_slice(shard, slice_)
+
+
 def rows_retrained(receipt) -> int:
     """A forget's rows retrained: a dict key on older sisa, an attribute on typed records."""
     if isinstance(receipt, dict):
