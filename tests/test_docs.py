@@ -1,9 +1,11 @@
-"""The documentation site builds with warnings as errors, and its map is complete: the
-index links every page of the nav, and every Markdown page under docs/ is reachable from
-the index by links (a page nobody can find is a page nobody reads)."""
+"""The documentation site builds with warnings as errors, and its map is complete: every
+Markdown page under docs/ is in the site's nav and linked from docs/index.md itself (the
+committed reports from docs/reports/index.md), and every page is reachable from the index
+by links (a page nobody can find is a page nobody reads)."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import sys
@@ -56,3 +58,25 @@ def test_index_links_every_nav_page_and_every_page_is_reachable():
     missing = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")
                      if p.resolve() not in seen)
     assert not missing, f"pages no link reaches from docs/index.md: {missing}"
+
+
+def test_every_page_is_in_the_nav_and_on_the_map():
+    """A new page must be added to mkdocs.yml's nav and to docs/index.md; a committed
+    report (``reports/*/report.md``, kept out of the nav) to docs/reports/index.md."""
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    nav = set(_nav_pages(config["nav"]))
+    outside_nav = [g.strip() for g in config.get("not_in_nav", "").splitlines() if g.strip()]
+    on_map = _links(DOCS / "index.md") | {(DOCS / "index.md").resolve()}
+    reports = _links(DOCS / "reports" / "index.md")
+    problems = []
+    for page in sorted(DOCS.rglob("*.md")):
+        rel = page.relative_to(DOCS).as_posix()
+        if any(fnmatch.fnmatch(rel, g) for g in outside_nav):
+            if page.resolve() not in reports:
+                problems.append(f"{rel}: not linked from reports/index.md")
+            continue
+        if rel not in nav:
+            problems.append(f"{rel}: not in mkdocs.yml's nav")
+        if page.resolve() not in on_map:
+            problems.append(f"{rel}: not linked from docs/index.md")
+    assert not problems, "; ".join(problems)
