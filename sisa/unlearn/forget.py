@@ -23,6 +23,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 
 from .._crash import crashpoint
@@ -42,7 +43,8 @@ from .records import ForgetRequest, Intent, Receipt, SealedReceipt, ServiceReque
 
 def forget(store: Store, ids, *, record_ids: bool = False,
            settings: ExecutionSettings | None = None,
-           requests: list[dict] | None = None, named: dict | None = None) -> dict:
+           requests: Sequence[ServiceRequest | dict] | None = None,
+           named: dict | None = None) -> dict:
     """Exactly unlearn the rows with these sample ids; returns the receipt.
 
     Parameters
@@ -55,10 +57,11 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         Keep the raw ids in the receipt. By default it holds only their keyed digest.
     settings : ExecutionSettings, optional
         Where the retrain runs (default: ``ExecutionSettings()``).
-    requests, named : list of dict and dict, optional
+    requests, named : list of ServiceRequest (or its JSON dict) and dict, optional
         The service requests this batch answers (``sisa serve``: request id, keyed ids digest
-        and count of each, no raw ids) and its groups (:mod:`sisa.unlearn.groups`): in the
-        intent, journal and signed receipt, so ``repair`` after a crash still names them.
+        and count of each, no raw ids; a malformed one is an ``InputError``) and its groups
+        (:mod:`sisa.unlearn.groups`): in the intent, journal and signed receipt, so
+        ``repair`` after a crash still names them.
 
     Returns
     -------
@@ -78,18 +81,19 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         A shard failed to retrain: the request was rolled back (nothing deleted).
     """
     settings = settings or ExecutionSettings()
+    served = _service_requests(requests)
     laps = timings.Laps()
     ids = store.id_array(ids)  # once: a generator given as ids is read one time only
-    if len(ids) == 0 and not requests:  # a service batch whose ids are all absent: a receipt
+    if len(ids) == 0 and not served:  # a service batch whose ids are all absent: a receipt
         raise InputError("no sample ids given: pass at least one id to forget")
     with store.lock():
         digest, canon = receipts.ids_digest(store, ids)
-        done = _resumed_or_replayed(store, digest, canon, settings, requests)
+        done = _resumed_or_replayed(store, digest, canon, settings, served)
         if done is not None:
             return laps.attach(done, "plan_s")
         resolved = deletion.resolve(store, canon)  # unknown ids: raise before any write
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
-        request = _request(store, resolved, change, digest, record_ids, requests, named)
+        request = _request(store, resolved, change, digest, record_ids, served, named)
         _check_resume_points(store, change.plan)
         laps.lap("plan_s")
         # Not fsynced: it survives a killed process; after a power loss without it the store
@@ -171,7 +175,7 @@ def _roll_back(store: Store, error: SisaError) -> SisaError:
 
 
 def _resumed_or_replayed(store: Store, digest: str, canon, settings: ExecutionSettings,
-                         requests: list[dict] | None) -> dict | None:
+                         requests: tuple[ServiceRequest, ...]) -> dict | None:
     """The receipt of this very request if it was interrupted (finished now) or is done
     (replayed); an error if another request is unfinished; else None."""
     resumed = _resume_or_refuse(store, digest, settings)
@@ -207,7 +211,8 @@ def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) ->
     return None
 
 
-def _replayed(store: Store, digest: str, canon, requests: list[dict] | None) -> dict | None:
+def _replayed(store: Store, digest: str, canon, requests: tuple[ServiceRequest, ...]
+              ) -> dict | None:
     """The logged receipt of these very ids if none of them is stored any more: a replayed
     request is a no-op that returns its receipt. Service requests it does not name are
     new requests: they get a receipt of their own (one that changes nothing)."""
@@ -216,13 +221,13 @@ def _replayed(store: Store, digest: str, canon, requests: list[dict] | None) -> 
         return None  # some id is still stored: not a replay (no need to read the log)
     done = receipts.find(store, ids_sha256=digest)
     named = {q["request_id"] for q in (done or {}).get("requests") or ()}
-    if done is None or not {q["request_id"] for q in requests or ()} <= named:
+    if done is None or not {q.request_id for q in requests} <= named:
         return None
     return {**done, "replayed": True}
 
 
 def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletion,
-             digest: str, record_ids: bool, requests: list[dict] | None,
+             digest: str, record_ids: bool, requests: tuple[ServiceRequest, ...],
              named: dict | None = None) -> ForgetRequest:
     """What the intent, the journal and the receipt record of the request (with ``named``:
     the groups of a forget by group, as :func:`receipts.groups_named` gives them)."""
@@ -233,7 +238,7 @@ def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletio
         ids_sha256=digest, n_ids=len(resolved.ids), fingerprint_before=store.fingerprint,
         affected=tuple((int(s), int(r)) for s, r in change.plan.pairs()),
         ids=tuple(resolved.ids.to_pylist()) if record_ids else None,
-        requests=tuple(ServiceRequest.from_json(q) for q in requests) if requests else None,
+        requests=requests or None,
         groups_sha256=named.get("groups_sha256"), n_groups=named.get("n_groups"),
         group_hashes=_tuple(named.get("group_hashes")), groups=_tuple(named.get("groups")),
         groups_already_forgotten=named.get("groups_already_forgotten"),
@@ -243,6 +248,13 @@ def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletio
         reason=None if removed is None else (
             f"class(es) {removed} lost their last rows: the model's class list changes, so "
             "every shard retrains from its first slice"))
+
+
+def _service_requests(requests: Sequence[ServiceRequest | dict] | None
+                      ) -> tuple[ServiceRequest, ...]:
+    """The caller's service requests, typed (a malformed one: InputError, nothing done)."""
+    return tuple(q if isinstance(q, ServiceRequest) else ServiceRequest.from_json(
+        q, "a service request given to forget", error=InputError) for q in requests or ())
 
 
 def _tuple(v) -> tuple | None:
@@ -376,8 +388,7 @@ def repair(store: Store, *, settings: ExecutionSettings | None = None) -> dict:
             left = intent.request
             receipt = forget(store, list(intent.ids), record_ids=left.ids is not None,
                              settings=settings,
-                             requests=None if left.requests is None else [
-                                 q.to_json() for q in left.requests],
+                             requests=left.requests,
                              named=receipts.named_of(left))
             summary["completed_request"] = receipt["request_id"]
         store.loc.delete(INTENT)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..errors import CorruptStoreError
 from ..store.manifest.journal import (
     Fields,
     is_hex,
@@ -57,10 +58,12 @@ class ServiceRequest:
                 "n_ids": self.n_ids}
 
     @classmethod
-    def from_json(cls, obj: object, name: str = "a service request") -> ServiceRequest:
-        f = Fields(name, obj)
+    def from_json(cls, obj: object, name: str = "a service request", *,
+                  error: type[Exception] = CorruptStoreError) -> ServiceRequest:
+        f = Fields(name, obj, error=error)
+        # the digest is the caller's (sisa.unlearn.forget's ``requests``): any short string
         out = cls(request_id=f.req("request_id", _short_str),
-                  ids_sha256=f.req("ids_sha256", SHA256), n_ids=f.req("n_ids", is_int))
+                  ids_sha256=f.req("ids_sha256", _short_str), n_ids=f.req("n_ids", is_int))
         f.done()
         return out
 
