@@ -22,7 +22,7 @@ import hmac
 import json
 from dataclasses import replace
 
-from ..errors import StoreError
+from ..errors import CorruptStoreError, StoreError
 from ..store.format import ids as idmod
 from ..store.format import keys
 from ..store.manifest import canonical_json
@@ -169,8 +169,25 @@ def parse_log(raw: bytes | None) -> tuple[list[dict], list[str]]:
             problems.append(f"line {i + 1} of the audit log is torn (no line break): run "
                             "`sisa repair`")
             continue
+        problem = _not_a_logged_receipt(obj, line, i)
+        if problem:  # still checked below (chain, signature), so every fault is named
+            problems.append(problem)
         out.append(obj)
     return out, problems
+
+
+def _not_a_logged_receipt(obj: dict, line: bytes, i: int) -> str | None:
+    """Why line ``i`` (parsed: ``obj``) is not a receipt as sisa logs it, or None. The
+    chain hashes a receipt's canonical JSON, so a line whose bytes differ from its
+    receipt's (a space swapped for a tab, a key written twice) would pass it unseen."""
+    try:
+        SealedReceipt.from_json(obj, f"line {i + 1} of the audit log")
+    except CorruptStoreError as exc:
+        return str(exc)
+    if log_line(obj) != line + b"\n":
+        return (f"line {i + 1} of the audit log is not the bytes sisa writes for its receipt: "
+                "the log was edited")
+    return None
 
 
 def history(store: Store) -> list[dict]:
