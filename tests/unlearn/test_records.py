@@ -1,0 +1,290 @@
+"""The typed records of a forget (issue 25, "Typed records"): the request, the intent, the
+receipt (sealed into the audit log), the manifest's journal entry and the serve queue's
+entry. Each ``to_json`` gives the bytes sisa wrote before the records were typed (tested
+on stores written then: tests/data/README.md), each ``from_json`` takes those and nothing
+else, with one line naming the record and the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sisa import Store
+from sisa.errors import CorruptStoreError
+from sisa.serve.queue import QueueEntry
+from sisa.store.format import keys
+from sisa.store.format.layout import INTENT
+from sisa.store.manifest import canonical_json
+from sisa.store.manifest.journal import INT_MAX, JournalEntry
+from sisa.unlearn import history, receipts
+from sisa.unlearn.records import (
+    ForgetRequest,
+    Intent,
+    Receipt,
+    SealedReceipt,
+    ServiceRequest,
+)
+from tests.helpers import run_cli, tree_digest
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+V4_PUBLIC = "ed25519:5d060d2820aeba9067d84ebf963c6a696a772f1acd13ab73dd5b6f176cfaf383"
+
+
+@pytest.fixture
+def keyless(monkeypatch, tmp_path):
+    """No key anywhere: the fixtures' audit keys are their own (and no $HOME key)."""
+    monkeypatch.delenv(keys.KEY_ENV, raising=False)
+    monkeypatch.delenv(keys.KEY_FILE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def copy(name: str, tmp_path: Path) -> Path:
+    out = tmp_path / name
+    shutil.copytree(DATA / name, out)
+    return out
+
+
+def log_bytes(store: Path) -> bytes:
+    (path,) = (store / "audit").glob("receipts-*.jsonl")
+    return path.read_bytes()
+
+
+def manifest_body(store: Path) -> tuple[bytes, dict]:
+    raw = (store / "manifest.json").read_bytes()
+    return raw, json.loads(raw)["manifest"]
+
+
+def assert_log_round_trips(store: Path, n: int) -> list[SealedReceipt]:
+    """Every line of the audit log parses and re-serialises to its own bytes; the
+    manifest's last receipt too (inline in the manifest's signed bytes), and it is the
+    committed head of the chain."""
+    lines = log_bytes(store).splitlines(keepends=True)
+    assert len(lines) == n
+    typed = [SealedReceipt.from_json(json.loads(line)) for line in lines]
+    for line, r in zip(lines, typed, strict=True):
+        assert receipts.log_line(r.to_json()) == line
+        assert json.dumps(r.to_json(), sort_keys=True).encode() + b"\n" == line
+    raw, body = manifest_body(store)
+    last = SealedReceipt.from_json(body["last_receipt"])
+    assert last == typed[-1]
+    assert canonical_json(last.to_json()) in raw  # the manifest's bytes hold it unchanged
+    assert receipts.receipt_hash(last.to_json()) == body["audit"]["head"]
+    return typed
+
+
+# ------------------------------------------------- (1) the signed format-4 store
+def test_the_signed_v4_stores_receipts_round_trip_and_still_verify(tmp_path, keyless):
+    store = copy("store-v4", tmp_path)
+    typed = assert_log_round_trips(store, 2)
+    public = V4_PUBLIC.split(":")[1]
+    for r in typed:  # the owner's signature is over the bytes to_json gives
+        assert r.signature is not None and receipts.signature_ok(public, r.to_json())
+        assert not receipts.signature_ok(public, r.unsigned().to_json())
+    assert typed[0].prev is None and typed[1].prev == receipts.receipt_hash(typed[0].to_json())
+    assert typed[1].receipt.request.n_groups == 1 and typed[0].receipt.request.n_groups is None
+    assert receipts.check(Store.open(store)) == []
+    before = tree_digest(store)
+    code, out, err = run_cli("verify", str(store), "--public-key", V4_PUBLIC, "--json",
+                             "--quiet", "--backend", "local")
+    assert code == 0 and json.loads(out)["problems"] == [], err
+    assert tree_digest(store) == before
+
+
+# ---------------------------------------- (2) a forget interrupted after its intent
+def test_the_interrupted_stores_intent_round_trips_and_repair_finishes_it(tmp_path, keyless):
+    store = copy("store-v4-interrupted", tmp_path)
+    raw = (store / INTENT).read_bytes()
+    intent = Intent.from_json(json.loads(raw))
+    assert json.dumps(intent.to_json()).encode() == raw  # key order too: not sorted
+    left = intent.request
+    assert len(intent.ids) == left.n_ids == 6 and left.started is not None
+    assert left.n_groups == 1 and left.groups_already_forgotten == 0 and left.ids is None
+    assert assert_log_round_trips(store, 1)[0].signature is None  # unsigned
+    code, out, err = run_cli("repair", str(store), "--json", "--quiet", "--backend", "local")
+    assert code == 0, err
+    done = json.loads(out)["completed_request"]
+    logged = history(Store.open(store))
+    assert len(logged) == 2 and not (store / INTENT).exists()
+    new = assert_log_round_trips(store, 2)[1]
+    assert new.request_id == done and new.seq == 1
+    req = new.receipt.request  # the intent's request, redone as it was
+    assert (req.ids_sha256, req.n_ids, req.groups_sha256, req.group_hashes) == (
+        left.ids_sha256, left.n_ids, left.groups_sha256, left.group_hashes)
+    code, _, err = run_cli("verify", str(store), "--quiet", "--backend", "local")
+    assert code == 0, err
+
+
+# ------------------------------------------ (2b) a forget journaled by a format-3 store
+def test_a_journaled_forget_of_a_v3_store_round_trips_and_repair_finishes_it(tmp_path,
+                                                                              keyless):
+    store = copy("store-v3-pending", tmp_path)
+    code, _, err = run_cli("upgrade", str(store), "--quiet")
+    assert code == 0, err
+    raw, body = manifest_body(store)
+    entry = JournalEntry.from_json(body["pending"])
+    assert entry.to_json() == body["pending"] and canonical_json(entry.to_json()) in raw
+    assert entry.kind == "forget" and entry.rows_processed == 0
+    request = ForgetRequest.from_json(entry.request)
+    assert request.to_json() == entry.request and request.started is not None
+    assert Store.open(store).manifest.pending == entry
+    code, out, err = run_cli("status", str(store), "--json")
+    assert code == 0 and json.loads(out)["pending"] == body["pending"], err
+    code, out, err = run_cli("repair", str(store), "--json", "--quiet", "--backend", "local")
+    assert code == 0 and json.loads(out)["completed_request"] == request.request_id, err
+    assert Store.open(store).manifest.pending is None
+    last = assert_log_round_trips(store, 2)[1]
+    assert last.receipt.request == dataclasses.replace(request, started=None)
+    code, _, err = run_cli("verify", str(store), "--quiet", "--backend", "local")
+    assert code == 0, err
+
+
+# ------------------------------------------------------- (3) round-trip properties
+def _hex(n: int):
+    return st.text("0123456789abcdef", min_size=n, max_size=n)
+
+
+_short = st.text(max_size=64)
+_count = st.integers(0, INT_MAX)
+_sample_id = st.one_of(st.integers(-(2**63), INT_MAX), st.text(max_size=20))
+_label = st.one_of(st.integers(-(10**9), 10**9), st.text(max_size=8), st.booleans(),
+                   st.floats(-1e6, 1e6, allow_nan=False))
+
+
+def _opt(strategy):
+    return st.none() | strategy
+
+
+def _tuple_of(strategy, n: int = 4):
+    return st.lists(strategy, max_size=n).map(tuple)
+
+
+service_requests = st.builds(ServiceRequest, request_id=_short, ids_sha256=_short,
+                             n_ids=_count)
+
+
+def forget_requests(started: bool):
+    return st.builds(
+        ForgetRequest, request_id=_short, requested_at=_short,
+        started=st.floats(0, 1e12, allow_nan=False) | st.integers(0, 10**12) if started
+        else st.none(),
+        ids_sha256=_hex(64), n_ids=_count, fingerprint_before=_hex(64),
+        affected=_tuple_of(st.tuples(_count, _count)), ids=_opt(_tuple_of(_sample_id)),
+        requests=_opt(_tuple_of(service_requests, 3)), groups_sha256=_opt(_hex(64)),
+        n_groups=_opt(_count), group_hashes=_opt(_tuple_of(_hex(32))),
+        groups=_opt(_tuple_of(_sample_id)), groups_already_forgotten=_opt(_count),
+        classes_removed=_opt(_tuple_of(_label, 3)), reason=_opt(st.text(max_size=40)))
+
+
+unsealed = st.builds(
+    Receipt, request=forget_requests(False), shards_emptied=_tuple_of(_count),
+    rows_retrained=_count, rows_full_retrain=_count, already_deleted=_count,
+    wall_time_s=st.floats(0, 1e6, allow_nan=False) | st.integers(0, 10**6),
+    completed_at=_short, fingerprint_after=_hex(64), tombstones_after=_hex(64))
+sealed = st.builds(SealedReceipt, receipt=unsealed, seq=_count, prev=_opt(_hex(64)),
+                   store_id=_hex(32), signature=_opt(_hex(128)))
+RECORDS = {
+    ServiceRequest: service_requests,
+    ForgetRequest: forget_requests(True),
+    Intent: st.builds(Intent, request=forget_requests(True), ids=_tuple_of(_sample_id)),
+    Receipt: unsealed,
+    SealedReceipt: sealed,
+    JournalEntry: st.one_of(
+        st.builds(JournalEntry, kind=st.just("fit"), rows_processed=_opt(_count)),
+        st.builds(JournalEntry, kind=st.just("forget"), rows_processed=_opt(_count),
+                  request=_opt(forget_requests(True).map(ForgetRequest.to_json)))),
+    QueueEntry: st.one_of(
+        st.builds(QueueEntry, request_id=_short, queued_at=_short,
+                  ids=_tuple_of(_sample_id)),
+        st.builds(QueueEntry, request_id=_short, queued_at=_short, failed=st.text())),
+}
+
+
+@pytest.mark.parametrize("cls", list(RECORDS), ids=lambda c: c.__name__)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_every_record_round_trips_through_its_json(cls, data):
+    record = data.draw(RECORDS[cls])
+    obj = record.to_json()
+    assert cls.from_json(obj) == record
+    text = json.dumps(obj, sort_keys=True)  # as the log and the manifest hold it
+    assert cls.from_json(json.loads(text)) == record
+    assert json.dumps(cls.from_json(json.loads(text)).to_json(), sort_keys=True) == text
+    absent = [k for k, v in obj.items() if v is None]
+    assert absent in ([], ["prev"])  # an optional field sisa omits is omitted, not null
+
+
+def _fresh_chain_store(root: Path) -> Store:
+    """An unsigned store with one receipt logged (the interrupted fixture, intent gone)."""
+    shutil.copytree(DATA / "store-v4-interrupted", root)
+    (root / INTENT).unlink()
+    return Store.open(root)
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chain=st.lists(unsealed, min_size=1, max_size=4))
+def test_a_chain_of_sealed_receipts_round_trips(chain, tmp_path_factory, keyless):
+    store = _fresh_chain_store(tmp_path_factory.mktemp("chain") / "s")
+    with store.lock():
+        for r in chain:
+            done, audit = receipts.seal(store, r)
+            store.commit(store.manifest.with_receipt(done.to_json(), audit))
+            receipts.sync_log(store)
+    store = Store.open(store.uri)
+    raw = log_bytes(Path(store.uri))
+    logged, problems = receipts.parse_log(raw)
+    assert problems == [] and receipts.check(store) == []
+    typed = [SealedReceipt.from_json(r) for r in logged]
+    assert [t.receipt for t in typed[1:]] == chain and [t.seq for t in typed] == list(
+        range(len(chain) + 1))
+    assert b"".join(receipts.log_line(t.to_json()) for t in typed) == raw
+    assert typed[-1] == receipts.committed(store)
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory):
+    """The signed fixture's log, and an unsigned log of four receipts, each with its store."""
+    signed = tmp_path_factory.mktemp("v4") / "store-v4"
+    shutil.copytree(DATA / "store-v4", signed)
+    store = _fresh_chain_store(tmp_path_factory.mktemp("u") / "s")
+    request = SealedReceipt.from_json(history(store)[0]).receipt
+    with store.lock():
+        for n in range(3):
+            done, audit = receipts.seal(store, dataclasses.replace(request, rows_retrained=n))
+            store.commit(store.manifest.with_receipt(done.to_json(), audit))
+            receipts.sync_log(store)
+    return [(Store.open(signed), log_bytes(signed)),
+            (Store.open(store.uri), log_bytes(Path(store.uri)))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(which=st.integers(0, 1), where=st.floats(0, 1, exclude_max=True),
+       byte=st.sampled_from(list(b'\t\r\n "0,:')) | st.integers(0, 255))
+def test_any_one_byte_change_to_any_log_line_is_detected(chains, which, where, byte):
+    store, raw = chains[which]
+    assert receipts.check(store, receipts.parse_log(raw)) == []
+    at = int(where * len(raw))
+    if raw[at] == byte:
+        byte = (byte + 1) % 256
+    edited = raw[:at] + bytes([byte]) + raw[at + 1:]
+    log = receipts.parse_log(edited)
+    assert log[1] + receipts.check(store, log), (at, byte)
+
+
+def test_a_space_swapped_for_a_tab_in_a_logged_receipt_fails_verify(tmp_path, keyless):
+    """The chain hashes a receipt's canonical JSON, so whitespace edits parse to the same
+    receipt: only the line's bytes show them (found writing the property above)."""
+    store = copy("store-v4", tmp_path)
+    (path,) = (store / "audit").glob("receipts-*.jsonl")
+    path.write_bytes(path.read_bytes().replace(b'": ', b'":\t', 1))
+    code, out, err = run_cli("verify", str(store), "--public-key", V4_PUBLIC, "--json",
+                             "--quiet", "--backend", "local")
+    problems = json.loads(out)["problems"]
+    assert code == 1 and any("line 1 of the audit log is not the bytes sisa writes" in p
+                             for p in problems), problems
