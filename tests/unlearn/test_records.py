@@ -283,8 +283,131 @@ def test_a_space_swapped_for_a_tab_in_a_logged_receipt_fails_verify(tmp_path, ke
     store = copy("store-v4", tmp_path)
     (path,) = (store / "audit").glob("receipts-*.jsonl")
     path.write_bytes(path.read_bytes().replace(b'": ', b'":\t', 1))
-    code, out, err = run_cli("verify", str(store), "--public-key", V4_PUBLIC, "--json",
+    code, out, _ = run_cli("verify", str(store), "--public-key", V4_PUBLIC, "--json",
                              "--quiet", "--backend", "local")
     problems = json.loads(out)["problems"]
     assert code == 1 and any("line 1 of the audit log is not the bytes sisa writes" in p
                              for p in problems), problems
+
+
+# -------------------------------------------------------- (4) forged records
+SECRET = "s3cr3t-value-0xDEADBEEF"  # planted in a bad field: no error may echo it
+_REQ = {"request_id": "a" * 32, "requested_at": "2026-12-07T22:27:17.602+00:00",
+        "started": 1.5, "ids_sha256": "b" * 64, "n_ids": 2, "fingerprint_before": "c" * 64,
+        "affected": [[0, 1]]}
+
+
+def _with(obj: dict, **edits) -> dict:
+    out = {**obj, **edits}
+    return {k: v for k, v in out.items() if v is not _DROP}
+
+
+_DROP = object()
+FORGED = {  # record, JSON, field the error must name
+    "request-not-an-object": (ForgetRequest, [SECRET], "not a JSON object"),
+    "request-missing-field": (ForgetRequest, _with(_REQ, ids_sha256=_DROP), "'ids_sha256'"),
+    "request-extra-field": (ForgetRequest, _with(_REQ, **{SECRET: 1}), "does not define"),
+    "request-n_ids-a-string": (ForgetRequest, _with(_REQ, n_ids=SECRET), "'n_ids'"),
+    "request-n_ids-huge": (ForgetRequest, _with(_REQ, n_ids=2**70), "'n_ids'"),
+    "request-n_ids-negative": (ForgetRequest, _with(_REQ, n_ids=-1), "'n_ids'"),
+    "request-n_ids-a-bool": (ForgetRequest, _with(_REQ, n_ids=True), "'n_ids'"),
+    "request-digest-not-hex": (ForgetRequest, _with(_REQ, ids_sha256=SECRET), "'ids_sha256'"),
+    "request-affected-shape": (ForgetRequest, _with(_REQ, affected=[[0]]), "'affected'"),
+    "request-started-infinite": (ForgetRequest, _with(_REQ, started=float("inf")),
+                                 "'started'"),
+    "request-ids-nested": (ForgetRequest, _with(_REQ, ids=[1, {"x": SECRET}]), "'ids'"),
+    "request-service-request-extra": (ForgetRequest, _with(_REQ, requests=[
+        {"request_id": "r", "ids_sha256": "d", "n_ids": 1, "x": SECRET}]), "does not define"),
+    "intent-not-an-object": (Intent, SECRET, "not a JSON object"),
+    "intent-ids-a-string": (Intent, {"request": _REQ, "ids": SECRET}, "'ids'"),
+    "intent-request-null": (Intent, {"request": None, "ids": [1]}, "not a JSON object"),
+    "receipt-seq-a-string": (SealedReceipt, {"seq": SECRET}, "'"),
+    "journal-bad-kind": (JournalEntry, {"kind": SECRET}, "'kind'"),
+    "journal-kind-missing": (JournalEntry, {"rows_processed": 0}, "'kind'"),
+    "journal-rows-a-float": (JournalEntry, {"kind": "fit", "rows_processed": 1.0},
+                             "'rows_processed'"),
+    "journal-request-on-a-fit": (JournalEntry, {"kind": "fit", "request": _REQ}, "'request'"),
+    "journal-a-list": (JournalEntry, [], "not a JSON object"),
+    "queue-ids-and-failed": (QueueEntry, {"request_id": "r", "queued_at": "t", "ids": [1],
+                                          "failed": SECRET}, "'ids' or field 'failed'"),
+    "queue-ids-a-string": (QueueEntry, {"request_id": "r", "queued_at": "t", "ids": SECRET},
+                           "'ids'"),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGED))
+def test_a_forged_record_is_one_line_naming_it_and_never_its_value(case):
+    cls, obj, names = FORGED[case]
+    with pytest.raises(CorruptStoreError) as info:
+        cls.from_json(obj)
+    msg = str(info.value)
+    assert "\n" not in msg and names in msg and SECRET not in msg and "DEADBEEF" not in msg
+    record = {ForgetRequest: "request", Intent: "intent", SealedReceipt: "receipt",
+              JournalEntry: "journal", QueueEntry: "queue"}[cls]
+    assert record in msg, msg
+
+
+def _forge_journal(store: Path, pending) -> None:
+    """The manifest rewritten with ``pending``, as someone with write access to an unsigned
+    store could (its checksum recomputed)."""
+    from sisa.store.manifest import write
+
+    m = dict(Store.open(store, check_files=False).manifest.flat())
+    m["pending"] = pending
+    write(Store(str(store), m).loc, m, None)
+
+
+@pytest.mark.parametrize("pending", [
+    {"kind": "delete"}, {"kind": "fit", "rows_processed": "0"}, {"kind": "fit", "x": 1},
+    {"kind": "forget", "request": [SECRET]}, [SECRET], {"kind": "fit", "rows_processed": 2**64},
+], ids=["bad-kind", "rows-a-string", "extra-key", "request-not-an-object", "a-list",
+        "rows-huge"])
+def test_a_forged_journal_stops_repair_and_status_with_one_line_changing_nothing(
+        tmp_path, keyless, pending):
+    store = copy("store-v4-interrupted", tmp_path)
+    (store / INTENT).unlink()
+    _forge_journal(store, pending)
+    before = tree_digest(store)
+    for argv in (("repair", str(store), "--backend", "local"), ("status", str(store))):
+        code, _, err = run_cli(*argv, "--quiet")
+        line = err.strip()
+        assert code == 1 and "\n" not in line and "journal (pending)" in line, err
+        assert SECRET not in line
+        assert tree_digest(store) == before
+
+
+@pytest.mark.parametrize("edit", [
+    lambda i: [SECRET], lambda i: {**i, "evil": SECRET},
+    lambda i: {**i, "request": {**i["request"], "n_ids": SECRET}},
+    lambda i: {**i, "request": {**i["request"], "n_ids": 2**80}},
+    lambda i: {**i, "ids": [[SECRET]]},
+    lambda i: {k: v for k, v in i.items() if k != "ids"},
+], ids=["a-list", "extra-key", "n_ids-a-string", "n_ids-huge", "ids-nested", "ids-missing"])
+def test_a_forged_intent_stops_repair_and_forget_with_one_line_changing_nothing(
+        tmp_path, keyless, edit):
+    store = copy("store-v4-interrupted", tmp_path)
+    intent = json.loads((store / INTENT).read_bytes())
+    (store / INTENT).write_text(json.dumps(edit(intent)))
+    before = tree_digest(store)
+    for argv in (("repair", str(store)), ("forget", str(store), "--id", "3")):
+        code, _, err = run_cli(*argv, "--backend", "local", "--quiet")
+        line = err.strip()
+        assert code == 1 and "\n" not in line and "audit/intent.json" in line, err
+        assert "move it out" in line and SECRET not in line
+        assert tree_digest(store) == before
+
+
+def test_a_malformed_committed_receipt_fails_verify_naming_its_field(tmp_path, keyless):
+    store = copy("store-v4-interrupted", tmp_path)
+    (store / INTENT).unlink()
+    m = dict(Store.open(store, check_files=False).manifest.flat())
+    m["last_receipt"] = {**m["last_receipt"], "seq": SECRET}
+    from sisa.store.manifest import write
+
+    write(Store(str(store), m).loc, m, None)
+    before = tree_digest(store)
+    code, _, err = run_cli("verify", str(store), "--backend", "local", "--quiet")
+    line = err.strip()
+    assert code == 1 and "\n" not in line and SECRET not in line, err
+    assert "last receipt" in line and "'seq'" in line, line
+    assert tree_digest(store) == before
