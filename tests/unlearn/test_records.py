@@ -30,6 +30,7 @@ from sisa.unlearn.records import (
     SealedReceipt,
     ServiceRequest,
 )
+from sisa.unlearn.timings import PARTS, Timings
 from tests.helpers import run_cli, tree_digest
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -198,6 +199,10 @@ RECORDS = {
         st.builds(JournalEntry, kind=st.just("fit"), rows_processed=_opt(_count)),
         st.builds(JournalEntry, kind=st.just("forget"), rows_processed=_opt(_count),
                   request=_opt(forget_requests(True).map(ForgetRequest.to_json)))),
+    Timings: st.builds(
+        Timings, **{p: st.floats(0, 1e6, allow_nan=False) for p in ("wall_s", *PARTS)},
+        fsyncs=_count, outside_training=st.floats(-1e3, 1, allow_nan=False),
+        remote_training=st.booleans()),
     QueueEntry: st.one_of(
         st.builds(QueueEntry, request_id=_short, queued_at=_short,
                   ids=_tuple_of(_sample_id)),
@@ -330,6 +335,8 @@ FORGED = {  # record, JSON, field the error must name
     "journal-a-list": (JournalEntry, [], "not a JSON object"),
     "queue-ids-and-failed": (QueueEntry, {"request_id": "r", "queued_at": "t", "ids": [1],
                                           "failed": SECRET}, "'ids' or field 'failed'"),
+    "timings-part-missing": (Timings, {"wall_s": 1.0, "fsyncs": 0, "outside_training": 0.5},
+                             "'plan_s'"),
     "queue-ids-a-string": (QueueEntry, {"request_id": "r", "queued_at": "t", "ids": SECRET},
                            "'ids'"),
 }
@@ -343,7 +350,7 @@ def test_a_forged_record_is_one_line_naming_it_and_never_its_value(case):
     msg = str(info.value)
     assert "\n" not in msg and names in msg and SECRET not in msg and "DEADBEEF" not in msg
     record = {ForgetRequest: "request", Intent: "intent", SealedReceipt: "receipt",
-              JournalEntry: "journal", QueueEntry: "queue"}[cls]
+              JournalEntry: "journal", QueueEntry: "queue", Timings: "timings"}[cls]
     assert record in msg, msg
 
 
