@@ -20,7 +20,7 @@ from ..store.format import ids as idmod
 from ..store.manifest import now_iso
 from ..tasks.settings import ExecutionSettings
 from ..unlearn import forget, receipts, repair
-from ..unlearn.records import ServiceRequest
+from ..unlearn.records import SealedReceipt, ServiceRequest
 from .bodies import HTTPError, Limits
 from .metrics import Metrics
 from .queue import ErasureQueue, QueueEntry
@@ -299,12 +299,13 @@ class Service:
         # Serve the new model before saying "done": a client told its erasure completed
         # never gets a prediction from a model that saw its rows.
         self._load_model()
+        logged = SealedReceipt.from_json(receipts.as_logged(receipt)).receipt
         with self.metrics.lock:
             self.metrics.forgets += not receipt.get("replayed")
-            self.metrics.rows_retrained += int(receipt.get("rows_retrained", 0))
-            self.metrics.shard_retrains += len(receipt.get("affected", ()))
+            self.metrics.rows_retrained += logged.rows_retrained
+            self.metrics.shard_retrains += len(logged.request.affected)
             self.metrics.requests_done += len(batch)
-        named = {q["request_id"] for q in receipt.get("requests") or ()}
+        named = {q.request_id for q in logged.request.requests or ()}
         for r in batch:
             if r.request_id not in named:  # never expected: a 202 ends in a receipt naming it
                 self._fail([r], "internal error: the batch's receipt does not name it")
