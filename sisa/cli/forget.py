@@ -53,14 +53,14 @@ def _receipt_text(answer: dict) -> str:
     r = SealedReceipt.from_json(as_logged(answer)).receipt
     q = r.request
     t = answer.get("timings")
-    groups = (f"{q.n_groups} group(s): " if q.n_groups is not None else "")
+    groups = (f"{q.n_groups} group(s): " if q.kind == "groups" else "")
     return (f"forgot {groups}{q.n_ids} id(s) (request {q.request_id}): retrained "
             f"{r.rows_retrained:,} rows instead of {r.rows_full_retrain:,} "
             f"({ratio(r.rows_full_retrain, r.rows_retrained)}) in {r.wall_time_s}s; "
             f"shards touched {[s for s, _ in q.affected]}"
             + (f"; emptied {list(r.shards_emptied)}" if r.shards_emptied else "")
             + (" (already forgotten: replayed receipt)" if answer.get("replayed") else "")
-            + (f"\ngroups sha256 {q.groups_sha256}" if q.groups_sha256 is not None else "")
+            + (f"\ngroups sha256 {q.groups_sha256}" if q.kind == "groups" else "")
             + f"\nids sha256 {q.ids_sha256}\nfingerprint {q.fingerprint_before[:16]} -> "
             f"{r.fingerprint_after[:16]}"
             + _timings_text(None if t is None else Timings.from_json(t)))

@@ -19,7 +19,7 @@ from .._crash import crashpoint
 from ..errors import InputError, SisaError, StaleModelError
 from ..store.format.layout import INTENT
 from ..store.manifest import RetrainPlan
-from ..store.manifest.journal import JournalEntry
+from ..store.manifest.journal import JournalEntry, JournalKind
 from ..store.store import Store
 from ..tasks.backend import TaskError, map_tasks
 from ..tasks.settings import ExecutionSettings
@@ -92,7 +92,7 @@ def fit(store: Store, spec: dict, settings: ExecutionSettings, *,
 
 
 def train(store: Store, settings: ExecutionSettings, *, restart: RetrainPlan | None = None,
-          kind: str = "fit", desc: str = "training shards",
+          kind: JournalKind = "fit", desc: str = "training shards",
           close: Callable[[Store], dict] | None = None) -> list[ShardResult]:
     """Train what the store lacks, committing shard by shard, then clear the journal.
 

@@ -16,6 +16,7 @@ The journal entry the manifest holds is :class:`sisa.store.manifest.journal.Jour
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from ..errors import CorruptStoreError
 from ..store.manifest.journal import (
@@ -30,6 +31,9 @@ from ..store.manifest.journal import (
 )
 
 SHA256 = is_hex(64)
+#: What a forget request names: sample ids, or groups (every row of some people).
+ForgetKind = Literal["ids", "groups"]
+Label = str | bool | int | float
 
 
 def _short_str(v: object) -> str:
@@ -98,7 +102,7 @@ class ForgetRequest:
     group_hashes: tuple[str, ...] | None = None
     groups: tuple[int | str, ...] | None = None
     groups_already_forgotten: int | None = None
-    classes_removed: tuple[int | str, ...] | None = None
+    classes_removed: tuple[Label, ...] | None = None
     reason: str | None = None
 
     def to_json(self) -> dict:
@@ -116,6 +120,10 @@ class ForgetRequest:
                    classes_changed=None if self.classes_removed is None else {
                        "removed": list(self.classes_removed)},
                    reason=self.reason)
+
+    @property
+    def kind(self) -> ForgetKind:
+        return "ids" if self.groups_sha256 is None else "groups"
 
     @property
     def named(self) -> dict:
@@ -152,10 +160,15 @@ class ForgetRequest:
             classes_removed=changed, reason=f.opt("reason", is_str))
 
 
-def _classes_changed(v: object) -> tuple[int | str, ...]:
+def _label(v: object) -> Label:
+    """A class label as the model's class list holds it: a string, a bool or a number."""
+    return v if isinstance(v, (str, bool)) else is_number(v)
+
+
+def _classes_changed(v: object) -> tuple[Label, ...]:
     if not (isinstance(v, dict) and list(v) == ["removed"]):
         raise TypeError("must be {\"removed\": [classes]}")
-    return list_of(is_sample_id)(v["removed"])
+    return list_of(_label)(v["removed"])
 
 
 def _listed(v: tuple | None) -> list | None:

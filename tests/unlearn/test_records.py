@@ -106,6 +106,7 @@ def test_the_interrupted_stores_intent_round_trips_and_repair_finishes_it(tmp_pa
     left = intent.request
     assert len(intent.ids) == left.n_ids == 6 and left.started is not None
     assert left.n_groups == 1 and left.groups_already_forgotten == 0 and left.ids is None
+    assert left.kind == "groups"
     assert assert_log_round_trips(store, 1)[0].signature is None  # unsigned
     code, out, err = run_cli("repair", str(store), "--json", "--quiet", "--backend", "local")
     assert code == 0, err
@@ -133,6 +134,7 @@ def test_a_journaled_forget_of_a_v3_store_round_trips_and_repair_finishes_it(tmp
     assert entry.kind == "forget" and entry.rows_processed == 0
     request = ForgetRequest.from_json(entry.request)
     assert request.to_json() == entry.request and request.started is not None
+    assert request.kind == "ids"
     assert Store.open(store).manifest.pending == entry
     code, out, err = run_cli("status", str(store), "--json")
     assert code == 0 and json.loads(out)["pending"] == body["pending"], err
