@@ -59,9 +59,8 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         Where the retrain runs (default: ``ExecutionSettings()``).
     requests, named : list of ServiceRequest (or its JSON dict) and dict, optional
         The service requests this batch answers (``sisa serve``: request id, keyed ids digest
-        and count of each, no raw ids; a malformed one is an ``InputError``) and its groups
-        (:mod:`sisa.unlearn.groups`): in the intent, journal and signed receipt, so
-        ``repair`` after a crash still names them.
+        and count of each) and its groups (:mod:`sisa.unlearn.groups`): in the intent,
+        journal and signed receipt, so ``repair`` after a crash still names them.
 
     Returns
     -------
@@ -98,8 +97,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         laps.lap("plan_s")
         # Not fsynced: it survives a killed process; after a power loss without it the store
         # is as before the request (nothing is committed until _apply's one write).
-        intent = Intent(request=request, ids=tuple(canon.to_pylist()))
-        store.loc.write_atomic(INTENT, json.dumps(intent.to_json()).encode(), durable=False)
+        store.loc.write_atomic(INTENT, _intent_bytes(request, canon), durable=False)
         crashpoint("forget:after-intent")
         sealed = _apply(store, change, request, settings, laps)
         store.loc.delete(INTENT)
@@ -255,6 +253,11 @@ def _service_requests(requests: Sequence[ServiceRequest | dict] | None
     """The caller's service requests, typed (a malformed one: InputError, nothing done)."""
     return tuple(q if isinstance(q, ServiceRequest) else ServiceRequest.from_json(
         q, "a service request given to forget", error=InputError) for q in requests or ())
+
+
+def _intent_bytes(request: ForgetRequest, canon) -> bytes:
+    """``audit/intent.json``: the request and its ids (as written before it was typed)."""
+    return json.dumps(Intent(request=request, ids=tuple(canon.to_pylist())).to_json()).encode()
 
 
 def _tuple(v) -> tuple | None:
