@@ -303,6 +303,12 @@ _REQ = {"request_id": "a" * 32, "requested_at": "2026-12-07T22:27:17.602+00:00",
         "started": 1.5, "ids_sha256": "b" * 64, "n_ids": 2, "fingerprint_before": "c" * 64,
         "affected": [[0, 1]]}
 
+_RCPT = {**{k: v for k, v in _REQ.items() if k != "started"}, "shards_emptied": [],
+         "rows_retrained": 10, "rows_full_retrain": 30, "already_deleted": 0,
+         "wall_time_s": 0.5, "completed_at": "2026-12-07T22:27:18.000+00:00",
+         "fingerprint_after": "d" * 64, "tombstones_after": "e" * 64}
+_SEALED = {**_RCPT, "seq": 0, "prev": None, "store_id": "f" * 32}
+
 
 def _with(obj: dict, **edits) -> dict:
     out = {**obj, **edits}
@@ -322,13 +328,18 @@ FORGED = {  # record, JSON, field the error must name
     "request-affected-shape": (ForgetRequest, _with(_REQ, affected=[[0]]), "'affected'"),
     "request-started-infinite": (ForgetRequest, _with(_REQ, started=float("inf")),
                                  "'started'"),
+    "request-started-a-huge-int": (ForgetRequest, _with(_REQ, started=10**400), "'started'"),
+    "receipt-wall-time-huge": (Receipt, _with(_RCPT, wall_time_s=-(10**30)), "'wall_time_s'"),
+    "receipt-with-started": (Receipt, _with(_RCPT, started=1.0), "does not define"),
+    "sealed-prev-a-number": (SealedReceipt, _with(_SEALED, prev=7), "'prev'"),
+    "sealed-signature-short": (SealedReceipt, _with(_SEALED, signature="ab"), "'signature'"),
     "request-ids-nested": (ForgetRequest, _with(_REQ, ids=[1, {"x": SECRET}]), "'ids'"),
     "request-service-request-extra": (ForgetRequest, _with(_REQ, requests=[
         {"request_id": "r", "ids_sha256": "d", "n_ids": 1, "x": SECRET}]), "does not define"),
     "intent-not-an-object": (Intent, SECRET, "not a JSON object"),
     "intent-ids-a-string": (Intent, {"request": _REQ, "ids": SECRET}, "'ids'"),
     "intent-request-null": (Intent, {"request": None, "ids": [1]}, "not a JSON object"),
-    "receipt-seq-a-string": (SealedReceipt, {"seq": SECRET}, "'"),
+    "receipt-seq-a-string": (SealedReceipt, _with(_SEALED, seq=SECRET), "'seq'"),
     "journal-bad-kind": (JournalEntry, {"kind": SECRET}, "'kind'"),
     "journal-kind-missing": (JournalEntry, {"rows_processed": 0}, "'kind'"),
     "journal-rows-a-float": (JournalEntry, {"kind": "fit", "rows_processed": 1.0},
@@ -352,6 +363,7 @@ def test_a_forged_record_is_one_line_naming_it_and_never_its_value(case):
     msg = str(info.value)
     assert "\n" not in msg and names in msg and SECRET not in msg and "DEADBEEF" not in msg
     record = {ForgetRequest: "request", Intent: "intent", SealedReceipt: "receipt",
+              Receipt: "receipt",
               JournalEntry: "journal", QueueEntry: "queue", Timings: "timings"}[cls]
     assert record in msg, msg
 
@@ -420,3 +432,11 @@ def test_a_malformed_committed_receipt_fails_verify_naming_its_field(tmp_path, k
     assert code == 1 and "\n" not in line and SECRET not in line, err
     assert "last receipt" in line and "'seq'" in line, line
     assert tree_digest(store) == before
+
+
+def test_the_forged_cases_differ_from_a_valid_record_in_one_field_only():
+    """The receipts the forged cases edit are valid as they stand (so each case tests the
+    one field it edits)."""
+    assert Receipt.from_json(_RCPT).to_json() == _RCPT
+    assert SealedReceipt.from_json(_SEALED).to_json() == _SEALED
+    assert ForgetRequest.from_json(_REQ).to_json() == _REQ

@@ -84,6 +84,8 @@ def is_number(v: object) -> float | int:
     """A finite JSON number, kept as parsed (an int stays an int: the same bytes out)."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise TypeError(f"must be a number, not {type(v).__name__}")
+    if isinstance(v, int) and not -INT_MAX - 1 <= v <= INT_MAX:  # before float(): no overflow
+        raise ValueError("is out of range")
     if not math.isfinite(v) or abs(v) > 1e18:
         raise ValueError("is out of range")
     return v
