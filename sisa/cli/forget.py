@@ -44,26 +44,36 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
-def _receipt_text(r: dict) -> str:
-    """A forget's receipt as a person reads it."""
-    groups = (f"{r['n_groups']} group(s): " if "n_groups" in r else "")
-    return (f"forgot {groups}{r['n_ids']} id(s) (request {r['request_id']}): retrained "
-            f"{r['rows_retrained']:,} rows instead of {r['rows_full_retrain']:,} "
-            f"({ratio(r['rows_full_retrain'], r['rows_retrained'])}) in {r['wall_time_s']}s; "
-            f"shards touched {[s for s, _ in r['affected']]}"
-            + (f"; emptied {r['shards_emptied']}" if r.get("shards_emptied") else "")
-            + (" (already forgotten: replayed receipt)" if r.get("replayed") else "")
-            + (f"\ngroups sha256 {r['groups_sha256']}" if "groups_sha256" in r else "")
-            + f"\nids sha256 {r['ids_sha256']}\nfingerprint {r['fingerprint_before'][:16]} -> "
-            f"{r['fingerprint_after'][:16]}" + _timings_text(r.get("timings")))
+def _receipt_text(answer: dict) -> str:
+    """A forget's receipt (what :func:`sisa.unlearn.forget` answered) as a person reads it."""
+    from ..unlearn.receipts import as_logged
+    from ..unlearn.records import SealedReceipt
+    from ..unlearn.timings import Timings
+
+    r = SealedReceipt.from_json(as_logged(answer)).receipt
+    q = r.request
+    t = answer.get("timings")
+    groups = (f"{q.n_groups} group(s): " if q.kind == "groups" else "")
+    return (f"forgot {groups}{q.n_ids} id(s) (request {q.request_id}): retrained "
+            f"{r.rows_retrained:,} rows instead of {r.rows_full_retrain:,} "
+            f"({ratio(r.rows_full_retrain, r.rows_retrained)}) in {r.wall_time_s}s; "
+            f"shards touched {[s for s, _ in q.affected]}"
+            + (f"; emptied {list(r.shards_emptied)}" if r.shards_emptied else "")
+            + (" (already forgotten: replayed receipt)" if answer.get("replayed") else "")
+            + (f"\ngroups sha256 {q.groups_sha256}" if q.kind == "groups" else "")
+            + f"\nids sha256 {q.ids_sha256}\nfingerprint {q.fingerprint_before[:16]} -> "
+            f"{r.fingerprint_after[:16]}"
+            + _timings_text(None if t is None else Timings.from_json(t)))
 
 
-def _timings_text(t: dict | None) -> str:
-    """Where the forget's time went (not part of the signed receipt)."""
-    if not t or not t.get("wall_s"):
+def _timings_text(t) -> str:
+    """Where the forget's time went (a :class:`~sisa.unlearn.timings.Timings`; not part of
+    the signed receipt)."""
+    if t is None or not t.wall_s:
         return ""
-    rest = sorted(((k[:-2], v) for k, v in t.items() if k.endswith("_s")
+    parts = t.to_json()
+    rest = sorted(((k[:-2], v) for k, v in parts.items() if k.endswith("_s")
                    and k not in ("wall_s", "training_s") and v > 0), key=lambda kv: -kv[1])
-    return (f"\ntime {1e3 * t['wall_s']:.1f} ms: training {1e3 * t['training_s']:.1f} ms, the "
-            f"rest {100 * t['outside_training']:.0f}% ("
-            + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in rest[:5]) + f"); {t['fsyncs']} fsyncs")
+    return (f"\ntime {1e3 * t.wall_s:.1f} ms: training {1e3 * t.training_s:.1f} ms, the "
+            f"rest {100 * t.outside_training:.0f}% ("
+            + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in rest[:5]) + f"); {t.fsyncs} fsyncs")

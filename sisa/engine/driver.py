@@ -19,6 +19,7 @@ from .._crash import crashpoint
 from ..errors import InputError, SisaError, StaleModelError
 from ..store.format.layout import INTENT
 from ..store.manifest import RetrainPlan
+from ..store.manifest.journal import JournalEntry, JournalKind
 from ..store.store import Store
 from ..tasks.backend import TaskError, map_tasks
 from ..tasks.settings import ExecutionSettings
@@ -91,7 +92,7 @@ def fit(store: Store, spec: dict, settings: ExecutionSettings, *,
 
 
 def train(store: Store, settings: ExecutionSettings, *, restart: RetrainPlan | None = None,
-          kind: str = "fit", desc: str = "training shards",
+          kind: JournalKind = "fit", desc: str = "training shards",
           close: Callable[[Store], dict] | None = None) -> list[ShardResult]:
     """Train what the store lacks, committing shard by shard, then clear the journal.
 
@@ -179,9 +180,9 @@ def train_shards(store: Store, plan: RetrainPlan, settings: ExecutionSettings, *
     return sorted(results, key=lambda r: r.shard)
 
 
-def finish(store: Store, **fields) -> dict:
+def finish(store: Store, **fields) -> JournalEntry | None:
     """Clear the journal once no shard is pending; returns what it held."""
-    pending = store.manifest.pending or {}
+    pending = store.manifest.pending
     left = store.manifest.pending_plan()
     if left:
         raise StaleModelError(f"store {store.uri}: shards {sorted(left)} are still"
@@ -232,7 +233,7 @@ def ensure_servable(store: Store) -> None:
     missing = sorted(store.manifest.pending_plan())
     intent = store.loc.exists(INTENT)
     if pending or missing or intent:
-        what = (f"an unfinished {pending['kind']}" if pending else
+        what = (f"an unfinished {pending.kind}" if pending else
                 "an interrupted forget request" if intent else "missing checkpoints")
         shards = f" (shards {missing[:10]} not retrained)" if missing else ""
         raise StaleModelError(

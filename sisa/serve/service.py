@@ -20,9 +20,10 @@ from ..store.format import ids as idmod
 from ..store.manifest import now_iso
 from ..tasks.settings import ExecutionSettings
 from ..unlearn import forget, receipts, repair
+from ..unlearn.records import SealedReceipt, ServiceRequest
 from .bodies import HTTPError, Limits
 from .metrics import Metrics
-from .queue import ErasureQueue
+from .queue import ErasureQueue, QueueEntry
 
 log = logging.getLogger("sisa.serve")
 BUSY_RETRY_S = 1.0  # pause before retrying a batch when another writer holds the store
@@ -103,14 +104,14 @@ class Service:
         self._index_log()
         resumed = 0
         for entry in entries:
-            rid = entry["request_id"]
+            rid = entry.request_id
             if rid in self.done_by_log:  # its receipt landed (before a crash, or by repair)
                 self.queue.remove(rid)
-            elif "failed" in entry:
-                self.requests[rid] = _Request(rid, entry["queued_at"], None, state="failed",
-                                              reason=entry["failed"])
+            elif entry.ids is None:
+                self.requests[rid] = _Request(rid, entry.queued_at, None, state="failed",
+                                              reason=entry.failed)
             else:
-                req = self._request(rid, entry["queued_at"], entry["ids"])
+                req = self._request(rid, entry.queued_at, list(entry.ids))
                 self.requests[rid] = req
                 self.pending.append(req)
                 resumed += 1
@@ -216,7 +217,7 @@ class Service:
             digest, canon = receipts.ids_digest(self.reader, arr)
         rid = secrets.token_hex(16)  # unguessable: the id is the handle on the request
         req = _Request(rid, now_iso(), canon.to_pylist(), ids_sha256=digest, n_ids=len(canon))
-        self.queue.put({"request_id": rid, "queued_at": req.queued_at, "ids": req.ids})
+        self.queue.put(QueueEntry(request_id=rid, queued_at=req.queued_at, ids=tuple(req.ids)))
         with self.cond:
             self.requests[rid] = req
             self.pending.append(req)
@@ -298,12 +299,13 @@ class Service:
         # Serve the new model before saying "done": a client told its erasure completed
         # never gets a prediction from a model that saw its rows.
         self._load_model()
+        logged = SealedReceipt.from_json(receipts.as_logged(receipt)).receipt
         with self.metrics.lock:
             self.metrics.forgets += not receipt.get("replayed")
-            self.metrics.rows_retrained += int(receipt.get("rows_retrained", 0))
-            self.metrics.shard_retrains += len(receipt.get("affected", ()))
+            self.metrics.rows_retrained += logged.rows_retrained
+            self.metrics.shard_retrains += len(logged.request.affected)
             self.metrics.requests_done += len(batch)
-        named = {q["request_id"] for q in receipt.get("requests") or ()}
+        named = {q.request_id for q in logged.request.requests or ()}
         for r in batch:
             if r.request_id not in named:  # never expected: a 202 ends in a receipt naming it
                 self._fail([r], "internal error: the batch's receipt does not name it")
@@ -315,8 +317,8 @@ class Service:
     def _forget(self, batch: list[_Request]) -> dict | None:
         """Forget a batch's ids as one request; the receipt, or None when the batch went
         back to the queue (store busy) or was failed or split request by request."""
-        requests = [{"request_id": r.request_id, "ids_sha256": r.ids_sha256, "n_ids": r.n_ids}
-                    for r in batch]
+        requests = [ServiceRequest(request_id=r.request_id, ids_sha256=r.ids_sha256,
+                                   n_ids=r.n_ids) for r in batch]
         try:
             self.forget_running = True
             with self._locked():
@@ -382,8 +384,9 @@ class Service:
 
     def _fail(self, batch: list[_Request], reason: str) -> None:
         for r in batch:
-            self.queue.put({"request_id": r.request_id, "queued_at": r.queued_at,
-                            "failed": reason})  # the reason survives a restart; the ids not
+            # the reason survives a restart; the ids not
+            self.queue.put(QueueEntry(request_id=r.request_id, queued_at=r.queued_at,
+                                      failed=reason))
             r.ids, r.reason, r.state = None, reason, "failed"
         with self.metrics.lock:
             self.metrics.requests_failed += len(batch)

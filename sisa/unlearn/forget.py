@@ -23,6 +23,8 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
 
 from .._crash import crashpoint
 from ..engine import checkpoints as ck
@@ -31,15 +33,18 @@ from ..engine.train import schedule_of
 from ..errors import CorruptStoreError, InputError, SisaError, StaleModelError, StoreError
 from ..store.format.layout import INTENT
 from ..store.manifest import RetrainPlan, now_iso
+from ..store.manifest.journal import JournalEntry
 from ..store.store import Store
 from ..store.write import deletion
 from ..tasks.settings import ExecutionSettings
 from . import receipts, timings
+from .records import ForgetRequest, Intent, Receipt, SealedReceipt, ServiceRequest
 
 
 def forget(store: Store, ids, *, record_ids: bool = False,
            settings: ExecutionSettings | None = None,
-           requests: list[dict] | None = None, named: dict | None = None) -> dict:
+           requests: Sequence[ServiceRequest | dict] | None = None,
+           named: dict | None = None) -> dict:
     """Exactly unlearn the rows with these sample ids; returns the receipt.
 
     Parameters
@@ -52,10 +57,10 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         Keep the raw ids in the receipt. By default it holds only their keyed digest.
     settings : ExecutionSettings, optional
         Where the retrain runs (default: ``ExecutionSettings()``).
-    requests, named : list of dict and dict, optional
+    requests, named : list of ServiceRequest (or its JSON dict) and dict, optional
         The service requests this batch answers (``sisa serve``: request id, keyed ids digest
-        and count of each, no raw ids) and its groups (:mod:`sisa.unlearn.groups`): in the
-        intent, journal and signed receipt, so ``repair`` after a crash still names them.
+        and count of each) and its groups (:mod:`sisa.unlearn.groups`): in the intent,
+        journal and signed receipt, so ``repair`` after a crash still names them.
 
     Returns
     -------
@@ -75,34 +80,33 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         A shard failed to retrain: the request was rolled back (nothing deleted).
     """
     settings = settings or ExecutionSettings()
+    served = _service_requests(requests)
     laps = timings.Laps()
     ids = store.id_array(ids)  # once: a generator given as ids is read one time only
-    if len(ids) == 0 and not requests:  # a service batch whose ids are all absent: a receipt
+    if len(ids) == 0 and not served:  # a service batch whose ids are all absent: a receipt
         raise InputError("no sample ids given: pass at least one id to forget")
     with store.lock():
         digest, canon = receipts.ids_digest(store, ids)
-        done = _resumed_or_replayed(store, digest, canon, settings, requests)
+        done = _resumed_or_replayed(store, digest, canon, settings, served)
         if done is not None:
             return laps.attach(done, "plan_s")
         resolved = deletion.resolve(store, canon)  # unknown ids: raise before any write
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
-        request = _request(store, resolved, change, digest, record_ids, requests, named)
+        request = _request(store, resolved, change, digest, record_ids, served, named)
         _check_resume_points(store, change.plan)
         laps.lap("plan_s")
         # Not fsynced: it survives a killed process; after a power loss without it the store
         # is as before the request (nothing is committed until _apply's one write).
-        store.loc.write_atomic(INTENT, json.dumps({"request": request,
-                                                   "ids": canon.to_pylist()}).encode(),
-                               durable=False)
+        store.loc.write_atomic(INTENT, _intent_bytes(request, canon), durable=False)
         crashpoint("forget:after-intent")
         sealed = _apply(store, change, request, settings, laps)
         store.loc.delete(INTENT)
         receipts.sync_log(store)
-        return laps.attach(sealed, "log_s")
+        return laps.attach(sealed.to_json(), "log_s")
 
 
-def _apply(store: Store, change: deletion.Deletion, request: dict,
-           settings: ExecutionSettings, laps: timings.Laps) -> dict:
+def _apply(store: Store, change: deletion.Deletion, request: ForgetRequest,
+           settings: ExecutionSettings, laps: timings.Laps) -> SealedReceipt:
     """Stage the deletion (new files, nothing committed), retrain the plan's shards from
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
@@ -114,8 +118,8 @@ def _apply(store: Store, change: deletion.Deletion, request: dict,
         raise _roll_back(store, failed.error) from None
 
 
-def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict,
-                          settings: ExecutionSettings, laps: timings.Laps) -> dict:
+def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: ForgetRequest,
+                          settings: ExecutionSettings, laps: timings.Laps) -> SealedReceipt:
     # One group commit for what this process writes (new slices, index and tombstone
     # buckets, checkpoints trained here, leaves, the root, the audit log's last line): one
     # parallel round of fsyncs just before the root is renamed into place, then the root's
@@ -140,7 +144,7 @@ def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict
             laps.lap("receipt_s")
         except SisaError as exc:  # sisa's own error (a crash is not one): undo, then say why
             raise _NotCommitted(exc) from exc
-        store.commit(staged.with_receipt(sealed, audit))
+        store.commit(staged.with_receipt(sealed.to_json(), audit))
         laps.lap("commit_s")
     crashpoint("forget:before-log")
     return sealed
@@ -169,7 +173,7 @@ def _roll_back(store: Store, error: SisaError) -> SisaError:
 
 
 def _resumed_or_replayed(store: Store, digest: str, canon, settings: ExecutionSettings,
-                         requests: list[dict] | None) -> dict | None:
+                         requests: tuple[ServiceRequest, ...]) -> dict | None:
     """The receipt of this very request if it was interrupted (finished now) or is done
     (replayed); an error if another request is unfinished; else None."""
     resumed = _resume_or_refuse(store, digest, settings)
@@ -188,24 +192,25 @@ def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) ->
         raise StaleModelError(f"store {store.uri} has no trained model: fit one first")
     pending = store.manifest.pending
     if pending:
-        req = pending.get("request", {})
-        if pending["kind"] == "forget" and req.get("ids_sha256") == digest:
-            return _complete(store, settings, resumed=True)
+        req = journaled_request(pending)
+        if pending.kind == "forget" and req is not None and req.ids_sha256 == digest:
+            return _complete(store, settings, resumed=True).to_json()
         raise StaleModelError(
-            f"store {store.uri} has an unfinished {pending['kind']}"
-            f"{' (request ' + req['request_id'] + ')' if req else ''}: run `sisa repair "
+            f"store {store.uri} has an unfinished {pending.kind}"
+            f"{' (request ' + req.request_id + ')' if req else ''}: run `sisa repair "
             f"{store.uri}` before forgetting more rows")
     if store.loc.exists(INTENT):
-        left = _read_intent(store)["request"]
-        if left["ids_sha256"] != digest:  # never overwrite another unfinished request
+        left = _read_intent(store).request
+        if left.ids_sha256 != digest:  # never overwrite another unfinished request
             raise StaleModelError(
-                f"store {store.uri}: an interrupted forget (request {left['request_id']}) "
+                f"store {store.uri}: an interrupted forget (request {left.request_id}) "
                 f"left {INTENT}; run `sisa repair {store.uri}` to finish it first")
         store.collect_garbage()  # its half-written files: leave what `repair` would
     return None
 
 
-def _replayed(store: Store, digest: str, canon, requests: list[dict] | None) -> dict | None:
+def _replayed(store: Store, digest: str, canon, requests: tuple[ServiceRequest, ...]
+              ) -> dict | None:
     """The logged receipt of these very ids if none of them is stored any more: a replayed
     request is a no-op that returns its receipt. Service requests it does not name are
     new requests: they get a receipt of their own (one that changes nothing)."""
@@ -214,32 +219,56 @@ def _replayed(store: Store, digest: str, canon, requests: list[dict] | None) -> 
         return None  # some id is still stored: not a replay (no need to read the log)
     done = receipts.find(store, ids_sha256=digest)
     named = {q["request_id"] for q in (done or {}).get("requests") or ()}
-    if done is None or not {q["request_id"] for q in requests or ()} <= named:
+    if done is None or not {q.request_id for q in requests} <= named:
         return None
     return {**done, "replayed": True}
 
 
 def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletion,
-             digest: str, record_ids: bool, requests: list[dict] | None,
-             named: dict | None = None) -> dict:
+             digest: str, record_ids: bool, requests: tuple[ServiceRequest, ...],
+             named: dict | None = None) -> ForgetRequest:
     """What the intent, the journal and the receipt record of the request (with ``named``:
-    the groups of a forget by group)."""
-    request = {"request_id": uuid.uuid4().hex, "requested_at": now_iso(),
-               "started": time.time(), "ids_sha256": digest, "n_ids": len(resolved.ids),
-               "fingerprint_before": store.fingerprint, "affected": change.plan.pairs()}
-    if record_ids:
-        request["ids"] = resolved.ids.to_pylist()
-    if requests:
-        request["requests"] = requests
-    request.update(named or {})
-    if change.removed_classes:
+    the groups of a forget by group, as :func:`receipts.groups_named` gives them)."""
+    named = named or {}
+    removed = change.removed_classes or None
+    return ForgetRequest(
+        request_id=uuid.uuid4().hex, requested_at=now_iso(), started=time.time(),
+        ids_sha256=digest, n_ids=len(resolved.ids), fingerprint_before=store.fingerprint,
+        affected=tuple((int(s), int(r)) for s, r in change.plan.pairs()),
+        ids=tuple(resolved.ids.to_pylist()) if record_ids else None,
+        requests=requests or None,
+        groups_sha256=named.get("groups_sha256"), n_groups=named.get("n_groups"),
+        group_hashes=_tuple(named.get("group_hashes")), groups=_tuple(named.get("groups")),
+        groups_already_forgotten=named.get("groups_already_forgotten"),
         # The class list is part of what a fresh fit learns: every shard retrains from
         # slice 0, and the receipt says why it cost more.
-        request["classes_changed"] = {"removed": change.removed_classes}
-        request["reason"] = (f"class(es) {change.removed_classes} lost their last rows: the "
-                             "model's class list changes, so every shard retrains from its "
-                             "first slice")
-    return request
+        classes_removed=None if removed is None else tuple(removed),
+        reason=None if removed is None else (
+            f"class(es) {removed} lost their last rows: the model's class list changes, so "
+            "every shard retrains from its first slice"))
+
+
+def _service_requests(requests: Sequence[ServiceRequest | dict] | None
+                      ) -> tuple[ServiceRequest, ...]:
+    """The caller's service requests, typed (a malformed one: InputError, nothing done)."""
+    return tuple(q if isinstance(q, ServiceRequest) else ServiceRequest.from_json(
+        q, "a service request given to forget", error=InputError) for q in requests or ())
+
+
+def _intent_bytes(request: ForgetRequest, canon) -> bytes:
+    """``audit/intent.json``: the request and its ids (as written before it was typed)."""
+    return json.dumps(Intent(request=request, ids=tuple(canon.to_pylist())).to_json()).encode()
+
+
+def _tuple(v) -> tuple | None:
+    return None if v is None else tuple(v)
+
+
+def journaled_request(pending: JournalEntry) -> ForgetRequest | None:
+    """The request an older store's forget journaled (None for another kind of run)."""
+    if pending.request is None:
+        return None
+    return ForgetRequest.from_json(pending.request, "the journaled forget request")
 
 
 def _check_resume_points(store: Store, plan: RetrainPlan) -> None:
@@ -260,21 +289,26 @@ def _check_resume_points(store: Store, plan: RetrainPlan) -> None:
                 "data), then forget again; nothing was changed") from None
 
 
-def _read_intent(store: Store) -> dict:
+def _read_intent(store: Store) -> Intent:
     """The intent, checked against itself: its ids must give its own keyed digest. One
     that does not was edited or planted by someone without the store's key; acting on it
     (or asking to repair it, which would act on it) is refused."""
     try:
-        intent = json.loads(store.loc.read_bytes(INTENT).to_pybytes())
-        if not isinstance(intent["request"]["ids_sha256"], str):
-            raise TypeError("ids_sha256 is not a string")
-        digest = receipts.ids_digest(store, intent["ids"])[0]
-    except (ValueError, KeyError, TypeError, SisaError) as exc:
+        raw = json.loads(store.loc.read_bytes(INTENT).to_pybytes())
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise CorruptStoreError(f"{store.loc.path(INTENT)} is not a forget request "
                                 f"({type(exc).__name__}): it was damaged or edited; move it out "
                                 "of the store (nothing was changed), then run `sisa repair` "
                                 "again") from None
-    if not hmac.compare_digest(digest, intent["request"]["ids_sha256"]):
+    intent = Intent.from_json(raw, str(store.loc.path(INTENT)))  # a bad field: named
+    try:
+        digest = receipts.ids_digest(store, list(intent.ids))[0]
+    except SisaError as exc:
+        raise CorruptStoreError(f"{store.loc.path(INTENT)} is not a forget request "
+                                f"({type(exc).__name__}): its ids are not of this store's id "
+                                "type; move it out of the store (nothing was changed), then "
+                                "run `sisa repair` again") from None
+    if not hmac.compare_digest(digest, intent.request.ids_sha256):
         raise CorruptStoreError(
             f"{store.loc.path(INTENT)} names ids that do not give its own keyed digest: it was "
             "edited or planted by someone without the store's key, and nothing was run; move "
@@ -282,13 +316,13 @@ def _read_intent(store: Store) -> dict:
     return intent
 
 
-def _close(store: Store, receipt: dict) -> dict:
+def _close(store: Store, receipt: Receipt) -> SealedReceipt:
     """Chain and sign the receipt, commit it with the journal cleared, then log it."""
     sealed, audit = receipts.seal(store, receipt)
     if store.manifest.pending:
-        driver.finish(store, last_receipt=sealed, audit=audit)
+        driver.finish(store, last_receipt=sealed.to_json(), audit=audit)
     else:
-        store.commit(store.manifest.with_receipt(sealed, audit))
+        store.commit(store.manifest.with_receipt(sealed.to_json(), audit))
     crashpoint("forget:before-log")
     receipts.sync_log(store)
     return sealed
@@ -301,36 +335,35 @@ def _full_retrain_rows(store: Store) -> int:
         [leaf["slices"][str(r)]["rows"] for r in range(len(leaf["slices"]))])))
 
 
-def _receipt(store: Store, request: dict, *, rows_retrained: int, already: int = 0) -> dict:
-    full = _full_retrain_rows(store)
-    affected = request.get("affected", [])
-    receipt = {k: v for k, v in request.items() if k != "started"}
-    receipt.update(
-        affected=affected,
-        shards_emptied=[s for s, _ in affected if store.shard_rows(s) == 0],
+def _receipt(store: Store, request: ForgetRequest, *, rows_retrained: int,
+             already: int = 0) -> Receipt:
+    started = request.started if request.started is not None else time.time()
+    return Receipt(
+        request=replace(request, started=None),  # the clock is the intent's, not signed
+        shards_emptied=tuple(s for s, _ in request.affected if store.shard_rows(s) == 0),
         rows_retrained=int(rows_retrained),
-        rows_full_retrain=int(full),
+        rows_full_retrain=int(_full_retrain_rows(store)),
         already_deleted=already,
-        wall_time_s=round(time.time() - request["started"], 4),
+        wall_time_s=round(time.time() - started, 4),
         completed_at=now_iso(),
         fingerprint_after=store.fingerprint,
         tombstones_after=store.tombstones_digest(),
     )
-    return receipt
 
 
 def _complete(store: Store, settings: ExecutionSettings, already: int = 0,
-              resumed: bool = False) -> dict:
+              resumed: bool = False) -> SealedReceipt:
     """Retrain what the journal says is left, then close it with the receipt."""
     if resumed:  # leftovers of the interrupted step may hold deleted rows
         store.collect_garbage()
         store.loc.delete(INTENT)  # the journal in the manifest supersedes it
     driver.run_pending(store, settings, desc="retraining shards")
     pending = store.manifest.pending
-    if pending is None:  # the journal stays until `_close` replaces it with the receipt
+    request = None if pending is None else journaled_request(pending)
+    if pending is None or request is None:  # the journal stays until `_close` clears it
         raise StoreError(f"internal: the journal of the forget on {store.uri} is gone")
-    return _close(store, _receipt(store, pending["request"],
-                                  rows_retrained=pending["rows_processed"], already=already))
+    return _close(store, _receipt(store, request, rows_retrained=pending.rows_processed or 0,
+                                  already=already))
 
 
 def repair(store: Store, *, settings: ExecutionSettings | None = None) -> dict:
@@ -355,18 +388,20 @@ def repair(store: Store, *, settings: ExecutionSettings | None = None) -> dict:
                          "damaged_checkpoints": _drop_damaged_checkpoints(store)}
         if store.loc.exists(INTENT) and not store.manifest.pending:
             intent = _read_intent(store)
-            receipt = forget(store, intent["ids"], record_ids="ids" in intent["request"],
-                             settings=settings, requests=intent["request"].get("requests"),
-                             named=receipts.named_of(intent["request"]))
+            left = intent.request
+            receipt = forget(store, list(intent.ids), record_ids=left.ids is not None,
+                             settings=settings,
+                             requests=left.requests,
+                             named=receipts.named_of(left))
             summary["completed_request"] = receipt["request_id"]
         store.loc.delete(INTENT)
         summary["removed_files"] = store.collect_garbage()
         if store.manifest.model:
             pending = store.manifest.pending
             summary["retrained_shards"] = sorted(store.manifest.pending_plan())
-            if pending and pending["kind"] == "forget":
-                receipt = _complete(store, settings, resumed=True)
-                summary["completed_request"] = receipt["request_id"]
+            if pending and pending.kind == "forget":
+                summary["completed_request"] = _complete(store, settings,
+                                                         resumed=True).request_id
             elif pending or summary["retrained_shards"]:
                 driver.train(store, settings, desc="repairing shards")
         summary["log_restored"] = receipts.sync_log(store)

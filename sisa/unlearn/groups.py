@@ -20,7 +20,7 @@ from ..store.store import Store
 from ..store.write.groups import group_keys, group_rows
 from ..tasks.settings import ExecutionSettings
 from . import receipts
-from .forget import forget, repair
+from .forget import forget, journaled_request, repair
 
 
 def forget_groups(store: Store, groups, *, record_ids: bool = False,
@@ -59,7 +59,8 @@ def forget_groups(store: Store, groups, *, record_ids: bool = False,
     with store.lock():
         named = receipts.groups_named(store, keys, record_ids)
         pending = store.manifest.pending
-        if pending and pending.get("request", {}).get("groups_sha256") == named[
+        left = None if pending is None else journaled_request(pending)
+        if left is not None and left.groups_sha256 == named[
                 "groups_sha256"]:  # this request, interrupted after its deletion: finish it
             repair(store, settings=settings)
             return next(r for r in reversed(receipts.history(store))

@@ -20,11 +20,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 
+from ..errors import CorruptStoreError, StoreError
 from ..store.format import ids as idmod
 from ..store.format import keys
 from ..store.manifest import canonical_json
 from ..store.store import Store
+from .records import ForgetRequest, Receipt, SealedReceipt
 
 
 def log_path(store: Store) -> str:
@@ -61,13 +64,9 @@ def groups_named(store: Store, keys, record: bool = False) -> dict:
     return named
 
 
-GROUP_FIELDS = ("groups_sha256", "n_groups", "group_hashes", "groups",
-                "groups_already_forgotten")
-
-
-def named_of(request: dict) -> dict:
+def named_of(request: ForgetRequest) -> dict:
     """The group fields of a recorded request (an intent's), to redo it as it was."""
-    return {k: request[k] for k in GROUP_FIELDS if k in request}
+    return request.named
 
 
 def groups_forgotten(store: Store, group_hashes: list[str]) -> list[dict | None]:
@@ -97,7 +96,15 @@ def receipt_hash(receipt: dict) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-def seal(store: Store, receipt: dict) -> tuple[dict, dict]:
+def committed(store: Store) -> SealedReceipt | None:
+    """The manifest's last receipt (None before the first forget); a malformed one raises
+    :class:`~sisa.errors.CorruptStoreError`."""
+    raw = store.manifest.last_receipt
+    return None if raw is None else SealedReceipt.from_json(
+        raw, "the manifest's last receipt")
+
+
+def seal(store: Store, receipt: Receipt) -> tuple[SealedReceipt, dict]:
     """Chain (and sign) a receipt onto the store's log; returns the receipt and the
     manifest's new ``audit`` entry, to be committed together."""
     # The log's last line is appended after its commit without an fsync (sync_log): until
@@ -108,16 +115,18 @@ def seal(store: Store, receipt: dict) -> tuple[dict, dict]:
     if store.loc.is_local:  # an object store's append is a durable PUT
         sync_log(store)
         store.loc.sync_later(log_path(store))
-    audit = store.manifest.audit
-    sealed = {**receipt, "seq": audit["receipts"], "prev": audit["head"],
-              "store_id": store.manifest.store_id}
+    audit, store_id = store.manifest.audit, store.manifest.store_id
+    if store_id is None:
+        raise StoreError(f"internal: store {store.uri} has no store_id to chain a receipt to")
+    sealed = SealedReceipt(receipt=receipt, seq=audit["receipts"], prev=audit["head"],
+                           store_id=store_id)
     key = store.signing_key()
     if key is not None:
-        sealed["signature"] = key.sign(canonical_json(
-            {k: v for k, v in sealed.items() if k != "signature"}))
-    new = {"receipts": audit["receipts"] + 1, "head": receipt_hash(sealed)}
+        sealed = replace(sealed, signature=key.sign(canonical_json(sealed.to_json())))
+    body = sealed.to_json()
+    new = {"receipts": audit["receipts"] + 1, "head": receipt_hash(body)}
     if "log_bytes" in audit:  # the log's length once this receipt is appended
-        new["log_bytes"] = audit["log_bytes"] + len(log_line(sealed))
+        new["log_bytes"] = audit["log_bytes"] + len(log_line(body))
     return sealed, new
 
 
@@ -160,8 +169,25 @@ def parse_log(raw: bytes | None) -> tuple[list[dict], list[str]]:
             problems.append(f"line {i + 1} of the audit log is torn (no line break): run "
                             "`sisa repair`")
             continue
+        problem = _not_a_logged_receipt(obj, line, i)
+        if problem:  # still checked below (chain, signature), so every fault is named
+            problems.append(problem)
         out.append(obj)
     return out, problems
+
+
+def _not_a_logged_receipt(obj: dict, line: bytes, i: int) -> str | None:
+    """Why line ``i`` (parsed: ``obj``) is not a receipt as sisa logs it, or None. The
+    chain hashes a receipt's canonical JSON, so a line whose bytes differ from its
+    receipt's (a space swapped for a tab, a key written twice) would pass it unseen."""
+    try:
+        SealedReceipt.from_json(obj, f"line {i + 1} of the audit log")
+    except CorruptStoreError as exc:
+        return str(exc)
+    if log_line(obj) != line + b"\n":
+        return (f"line {i + 1} of the audit log is not the bytes sisa writes for its receipt: "
+                "the log was edited")
+    return None
 
 
 def history(store: Store) -> list[dict]:
@@ -186,8 +212,8 @@ def sync_log(store: Store) -> bool:
     When the manifest records the log's committed length (``audit.log_bytes``), a log
     of exactly that length is taken as in sync and one exactly a receipt short gets it
     appended, without reading the log (``verify`` reads and checks all of it)."""
-    committed = store.manifest.audit.get("receipts", 0)
-    last = store.manifest.last_receipt
+    n = store.manifest.audit.get("receipts", 0)
+    last = committed(store)
     quick = _quick_sync(store, last)
     if quick is not None:
         return quick
@@ -196,12 +222,12 @@ def sync_log(store: Store) -> bool:
     if problems and not (torn and len(problems) == 1):
         return False
     rel = log_path(store)
-    if len(log) == committed and not torn:
+    if len(log) == n and not torn:
         return False
-    if len(log) == committed - 1 and last and last["seq"] == committed - 1 and (
-            not log or receipt_hash(log[-1]) == last["prev"]):
-        log.append(last)
-    elif not (len(log) == committed and torn):
+    if len(log) == n - 1 and last and last.seq == n - 1 and (
+            not log or receipt_hash(log[-1]) == last.prev):
+        log.append(last.to_json())
+    elif not (len(log) == n and torn):
         return False
     text = "".join(log_line(r).decode() for r in log)
     if torn or not store.loc.exists(rel):
@@ -211,7 +237,7 @@ def sync_log(store: Store) -> bool:
     return True
 
 
-def _quick_sync(store: Store, last: dict | None) -> bool | None:
+def _quick_sync(store: Store, last: SealedReceipt | None) -> bool | None:
     """The O(1) path of :func:`sync_log` (None: take the full path)."""
     want = store.manifest.audit.get("log_bytes")
     rel = log_path(store)
@@ -220,9 +246,10 @@ def _quick_sync(store: Store, last: dict | None) -> bool | None:
     size = store.loc.size(rel)
     if size == want:
         return False
-    if last is not None and size == want - len(log_line(last)) and (size > 0 or
-                                                                     last["seq"] == 0):
-        store.loc.append_line(rel, log_line(last).decode(), durable=False)
+    line = None if last is None else log_line(last.to_json())
+    if last is not None and line is not None and size == want - len(line) and (
+            size > 0 or last.seq == 0):
+        store.loc.append_line(rel, line.decode(), durable=False)
         return True
     return None
 

@@ -48,7 +48,7 @@ def describe(store: Store) -> dict:
         "aggregation": model.get("aggregation"), "schedule": model.get("schedule"),
         "epochs": model.get("epochs"), "holdout": store.manifest.get("holdout"),
         "bytes": int(sum(m["bytes"] for m in files.values())), "files": len(files),
-        "pending": store.manifest.pending, "unservable": _unservable(store),
+        "pending": _journal(store), "unservable": _unservable(store),
         "signed_by": f"ed25519:{store.signer}" if store.signer else None,
         "id_type": store.manifest.id_type,
         "group_column": store.manifest.schema.get("group_name"),
@@ -64,3 +64,9 @@ def _unservable(store: Store) -> str | None:
     except StaleModelError as exc:
         return str(exc)
     return None
+
+
+def _journal(store: Store) -> dict | None:
+    """The journal as the manifest holds it (JSON, for ``sisa status --json``)."""
+    pending = store.manifest.pending
+    return None if pending is None else pending.to_json()

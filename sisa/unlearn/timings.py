@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, fields, replace
 
 from ..store.io import localfs
+from ..store.manifest.journal import Fields, is_bool, is_int, is_number
 
 #: The parts of a forget's wall time, in seconds; they add up to ``wall_s``.
 PARTS = (
@@ -29,6 +31,58 @@ PARTS = (
     "reload_s",  # the estimator reloading the retrained shards' models (Python API)
     "other_s",  # the code between the parts
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timings:
+    """Where one forget's wall time went (``timings`` beside its receipt): ``wall_s``,
+    the :data:`PARTS` in seconds, ``fsyncs`` issued by the forget in process,
+    ``outside_training`` (the share of the wall time that is not the models' own
+    training) and ``remote_training`` (only when shard tasks ran in other processes,
+    whose parts overlap)."""
+
+    wall_s: float
+    plan_s: float = 0.0
+    write_data_s: float = 0.0
+    training_s: float = 0.0
+    read_slices_s: float = 0.0
+    checkpoints_s: float = 0.0
+    retrain_other_s: float = 0.0
+    receipt_s: float = 0.0
+    commit_s: float = 0.0
+    fsync_s: float = 0.0
+    log_s: float = 0.0
+    reload_s: float = 0.0
+    other_s: float = 0.0
+    fsyncs: int
+    outside_training: float
+    remote_training: bool = False
+
+    def to_json(self) -> dict:
+        out = {"wall_s": self.wall_s, **{p: getattr(self, p) for p in PARTS},
+               "fsyncs": self.fsyncs, "outside_training": self.outside_training}
+        if self.remote_training:
+            out["remote_training"] = True
+        return out
+
+    @classmethod
+    def from_json(cls, obj: object) -> Timings:
+        f = Fields("the forget's timings", obj)
+        nums = {k.name: f.req(k.name, is_number) for k in fields(cls)
+                if k.name not in ("fsyncs", "remote_training")}
+        out = cls(**nums, fsyncs=f.req("fsyncs", is_int),
+                  remote_training=bool(f.opt("remote_training", is_bool)))
+        f.done()
+        return out
+
+    def with_reload(self, seconds: float) -> Timings:
+        """These timings with the estimator's model reload added."""
+        wall = round(self.wall_s + seconds, 6)
+        return replace(self, reload_s=round(self.reload_s + seconds, 6), wall_s=wall,
+                       outside_training=round(1 - self.training_s / wall, 4) if wall else 0.0)
+
+
+assert tuple(f.name for f in fields(Timings))[1:-3] == PARTS  # one list of parts
 
 
 class Laps:
@@ -67,22 +121,20 @@ class Laps:
     def attach(self, receipt: dict, part: str) -> dict:
         """Close the last lap (``part``); ``receipt`` with the breakdown as ``timings``."""
         self.lap(part)
-        return {**receipt, "timings": self.result()}
+        return {**receipt, "timings": self.result().to_json()}
 
-    def result(self) -> dict:
+    def result(self) -> Timings:
         """The breakdown: ``wall_s``, the :data:`PARTS`, ``fsyncs`` (issued by this
         forget, in process) and ``outside_training`` (the share of the wall time that is
         not the models' own training)."""
         wall = time.perf_counter() - self.start
         self.parts["other_s"] = max(wall - sum(v for k, v in self.parts.items()
                                                if k != "other_s"), 0.0)
-        out = {"wall_s": wall, **self.parts}
-        out = {k: round(v, 6) for k, v in out.items()}
-        out["fsyncs"] = localfs.fsync_tally()[0] - self.fsyncs0
-        out["outside_training"] = round(1 - self.parts["training_s"] / wall, 4) if wall else 0.0
-        if self.remote:
-            out["remote_training"] = True
-        return out
+        return Timings(
+            wall_s=round(wall, 6), **{k: round(v, 6) for k, v in self.parts.items()},
+            fsyncs=localfs.fsync_tally()[0] - self.fsyncs0,
+            outside_training=round(1 - self.parts["training_s"] / wall, 4) if wall else 0.0,
+            remote_training=self.remote)
 
 
 def with_reload(receipt: dict, seconds: float) -> dict:
@@ -90,7 +142,4 @@ def with_reload(receipt: dict, seconds: float) -> dict:
     t = receipt.get("timings")
     if not isinstance(t, dict):
         return receipt
-    t = {**t, "reload_s": round(t["reload_s"] + seconds, 6),
-         "wall_s": round(t["wall_s"] + seconds, 6)}
-    t["outside_training"] = round(1 - t["training_s"] / t["wall_s"], 4) if t["wall_s"] else 0.0
-    return {**receipt, "timings": t}
+    return {**receipt, "timings": Timings.from_json(t).with_reload(seconds).to_json()}

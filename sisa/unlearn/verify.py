@@ -212,7 +212,7 @@ def _state_problems(store: Store, rest: at_rest.AtRest | str, notes: list[str]) 
     problems = []
     pending = store.manifest.pending
     if pending:
-        problems.append(f"an unfinished {pending['kind']} is journaled: run `sisa repair`")
+        problems.append(f"an unfinished {pending.kind} is journaled: run `sisa repair`")
     if INTENT in rest.files:
         problems.append("an interrupted forget left audit/intent.json: run `sisa repair`")
     leftovers = store.unreferenced_files(rest.files)
@@ -353,17 +353,17 @@ def _audit_problems(store: Store, log: tuple[list[dict], list[str]] | None) -> l
         out.append(f"{tomb_rows} tombstones but {store.manifest.n_deleted} deleted "
                    "rows recorded: the manifest was edited")
     logged = log[0] if log is not None else []
-    committed = store.manifest.last_receipt
-    last = committed or (logged[-1] if logged else None)  # the signed one first
+    committed = receipts.committed(store)  # checked when read: typed, or CorruptStoreError
+    last = committed.to_json() if committed else (logged[-1] if logged else None)
     pending = store.manifest.pending
     if last and not pending and last.get("fingerprint_after") != store.fingerprint:
         out.append(f"the data are not the state the last forget (request "
                    f"{last.get('request_id')}) left: a backup from before it was restored, "
                    "or rows changed outside `forget`; deleted rows may be back")
-    if committed and not pending and committed.get("tombstones_after") != \
+    if committed and not pending and committed.receipt.tombstones_after != \
             store.tombstones_digest():
         out.append(f"the tombstones are not the set the last forget (request "
-                   f"{committed.get('request_id')}) committed: they were swapped or edited")
+                   f"{committed.request_id}) committed: they were swapped or edited")
     def count(v) -> int:  # the log is untrusted input: an edited field is not a crash
         return v if isinstance(v, int) and not isinstance(v, bool) else 0
 

@@ -36,6 +36,7 @@ from .codec import (
     leaf_ref,
     slice_key,
 )
+from .journal import JournalEntry, JournalKind
 from .pages import _page_edits, _pages, fingerprint
 from .plan import RetrainPlan
 
@@ -130,9 +131,11 @@ class Manifest(dict):
         return self.get("model")
 
     @property
-    def pending(self) -> dict | None:
-        """The journal of an unfinished run (``{"kind": "fit" | "forget", ...}``) or None."""
-        return self.get("pending")
+    def pending(self) -> JournalEntry | None:
+        """The journal of an unfinished run (:class:`~sisa.store.manifest.journal.JournalEntry`)
+        or None; a malformed one raises :class:`~sisa.errors.CorruptStoreError`."""
+        raw = self.get("pending")
+        return None if raw is None else JournalEntry.from_json(raw)
 
     @property
     def audit(self) -> dict:
@@ -303,9 +306,9 @@ class Manifest(dict):
                   for s in range(len(self["shards"])) if self.shard_leaf(s)["checkpoints"]}
         return self._with(leaves=leaves, model=spec, pending=None)
 
-    def with_run(self, kind: str, plan: RetrainPlan) -> Manifest:
+    def with_run(self, kind: JournalKind, plan: RetrainPlan) -> Manifest:
         """Journal a run of ``kind`` that retrains ``plan``: its stale checkpoints go."""
-        return self.without_checkpoints(plan)._with(pending={"kind": kind})
+        return self.without_checkpoints(plan)._with(pending=JournalEntry(kind=kind).to_json())
 
     def without_checkpoints(self, plan: RetrainPlan) -> Manifest:
         """Drop every checkpoint ``plan`` makes stale (they saw rows now gone, or are
@@ -327,9 +330,9 @@ class Manifest(dict):
             s, checkpoints={**self.shard_leaf(s)["checkpoints"], **cks})
             for s, cks in by_shard.items()}
         top = {}
-        if self.pending:
-            top["pending"] = {**self.pending, "rows_processed":
-                              self.pending.get("rows_processed", 0) + rows_processed}
+        pending = self.pending
+        if pending:
+            top["pending"] = pending.counted(rows_processed).to_json()
         return self._with(leaves=leaves, **top)
 
     def with_run_done(self, **fields) -> Manifest:
