@@ -133,8 +133,8 @@ def main() -> None:
             verify_s = time.perf_counter() - t0
             keep = np.setdiff1d(tr, gone)
             fresh, _ = fit(make(), X[keep], y[keep], tmp / f"{name}-fresh", 8, 4, ids=keep)
-            same = ({k: v["sha256"] for k, v in m.store_.manifest.checkpoints.items()} ==
-                    {k: v["sha256"] for k, v in fresh.store_.manifest.checkpoints.items()})
+            same = ({k: v.sha256 for k, v in m.store_.manifest.checkpoints.items()} ==
+                    {k: v.sha256 for k, v in fresh.store_.manifest.checkpoints.items()})
             row["forget_10"] = {"seconds": round(forget_s, 2), "verify_ok": ok,
                                 "verify_s": round(verify_s, 2),
                                 "checkpoints_identical_to_fresh_fit": same}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sisa.store.manifest import Manifest, RetrainPlan, from_flat
+from sisa.store.manifest import CheckpointFile, Manifest, RetrainPlan, SliceFile, from_flat
 
 PKG = Path(__file__).resolve().parent.parent / "sisa"
 MODULES = sorted(PKG.rglob("*.py"))
@@ -96,21 +96,31 @@ def test_a_manifest_cannot_be_changed_in_place():
     part = {"file": "index/bucket=0000/" + "0" * 32 + ".arrow", "sha256": "0" * 64,
             "bytes": 1, "rows": 0}
     m = from_flat({"generation": 0, "assignment": {"n_shards": 2, "n_slices": 2},
-                   "schema": {}, "slices": {f"{s}/{r}": {**part, "rows": 1} for s in range(2)
-                                            for r in range(2)},
+                   "schema": {}, "slices": {f"{s}/{r}": {**part, "rows": 1, "shard": s,
+                                                         "labels": [0, 1]}
+                                            for s in range(2) for r in range(2)},
                    "index": {"parts": [part], "rows": 0}, "tombstones": None,
                    "model": {"classes": [0, 1], "checkpoints": {}}})
     assert isinstance(m, Manifest) and m.shard_rows(1) == 2
+    assert not isinstance(m, dict)  # no dict mutators to guard: a read-only Mapping
     with pytest.raises(TypeError):
         m["model"] = None  # type: ignore[index]
-    with pytest.raises(TypeError):
-        m.update(model=None)
+    with pytest.raises(AttributeError):
+        m.update(model=None)  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):
         m.extra = 1  # type: ignore[attr-defined]
+    entry = m.slice(0, 0)
+    assert isinstance(entry, SliceFile) and entry.labels == (0, 1)
+    with pytest.raises(AttributeError):
+        entry.rows = 5  # type: ignore[misc]  # a frozen record
     plan = RetrainPlan.of([(1, 3), (1, 1), (0, 2)])
     assert plan == {0: 2, 1: 1} and plan.covers(1, 1) and not plan.covers(0, 1)
+    with pytest.raises(TypeError):
+        plan[2] = 0  # type: ignore[index]
     assert m.pending_plan() == {0: 0, 1: 0}
-    done = m.with_checkpoints([{"shard": 0, "slice": r, "file": "x"} for r in range(2)])
+    ck = [CheckpointFile("x", "0" * 64, 1, rows=1, shard=0, slice=r, lineage="0" * 64)
+          for r in range(2)]
+    done = m.with_checkpoints(ck)
     assert done.pending_plan() == {1: 0} and m.pending_plan() == {0: 0, 1: 0}
 
 

@@ -30,7 +30,7 @@ def fit(est, X, y, path, ids=None, cls=SISAClassifier):
 
 
 def ckpts(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def dir_digest(path) -> dict[str, str]:
@@ -49,7 +49,7 @@ def test_forgetting_every_row_of_a_class_equals_a_fresh_fit_without_it(tmp_path,
     gone = y[0]
     ids = np.arange(900) * 5 + 1
     model = fit(est, X, y, tmp_path / "a", ids)
-    assert model.store_.manifest.slices["0/0"]["labels"] == sorted(set(y.tolist()))
+    assert list(model.store_.manifest.slices["0/0"].labels) == sorted(set(y.tolist()))
     receipt = model.forget(ids[y == gone])
     keep = y != gone
     fresh = fit(est, X[keep], y[keep], tmp_path / "b", ids[keep])
@@ -108,7 +108,7 @@ def test_verify_checks_each_slice_label_list_against_its_rows(tmp_path):
 def test_regression_targets_change_nothing_global(tmp_path):
     X, y = make_regression(600, 4)
     model = fit(SGDRegressor(), X, y, tmp_path / "a", cls=SISARegressor)
-    assert model.store_.manifest.slices["0/0"]["labels"] is None  # float: not recorded
+    assert model.store_.manifest.slices["0/0"].labels is None  # float: not recorded
     r = model.forget([1, 2, 3])
     assert "classes_changed" not in r and model.store_.manifest["model"]["classes"] is None
     assert verify(model.store_, settings=LOCAL).ok
@@ -162,7 +162,7 @@ def test_float_labels_of_a_classifier_are_read_from_the_data(tmp_path):
     X, y = make_classification(600, 4, n_classes=3)
     y = y.astype(np.float64)
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
-    assert model.store_.manifest.slices["0/0"]["labels"] is None
+    assert model.store_.manifest.slices["0/0"].labels is None
     r = model.forget(np.flatnonzero(y == 1.0))
     keep = y != 1.0
     fresh = fit(SGDClassifier(loss="log_loss"), X[keep], y[keep], tmp_path / "b",

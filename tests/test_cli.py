@@ -128,13 +128,13 @@ def test_repair_rebuilds_a_lost_checkpoint_and_refuses_lost_data(tmp_path):
          "2", "--backend", "local", "--quiet", cwd=tmp_path)
     assert sisa("verify", "st", "--quiet", "--backend", "local", cwd=tmp_path).stdout == ""
     st = Store.open(tmp_path / "st")
-    (tmp_path / "st" / st.manifest.checkpoints["1/0"]["file"]).unlink()
+    (tmp_path / "st" / st.manifest.checkpoints["1/0"].file).unlink()
     out = sisa("verify", "st", "--quiet", "--backend", "local", cwd=tmp_path, check=False)
     assert out.returncode == 1 and "FAIL" in out.stdout
     out = sisa("repair", "st", "--backend", "local", cwd=tmp_path)
     assert "shard 1 from slice 0" in out.stdout and "retrained shards [1]" in out.stdout
     sisa("verify", "st", "--quiet", "--backend", "local", cwd=tmp_path)
-    with open(tmp_path / "st" / st.manifest.slices["0/1"]["file"], "r+b") as f:
+    with open(tmp_path / "st" / st.manifest.slices["0/1"].file, "r+b") as f:
         f.truncate(50)
     out = sisa("repair", "st", "--backend", "local", cwd=tmp_path, check=False)
     assert out.returncode == 1 and "restore the store from backup" in out.stderr

@@ -33,7 +33,7 @@ def _fit(tmp_path, n=3000, S=8, R=4, **kw):
 
 
 def _naive_fingerprint(m) -> str:
-    slices = [m.slice(s, r)["sha256"] for s in range(len(m["shards"]))
+    slices = [m.slice(s, r).sha256 for s in range(len(m["shards"]))
               for r in range(len(m.shard_leaf(s)["slices"]))]
     body = io.canonical_json({"assignment": m["assignment"], "schema": m["schema"],
                               "slices": slices})

@@ -68,7 +68,7 @@ TIMEOUT = 600
 # ---------------------------------------------------------------------------- helpers
 def checkpoints(store: Path) -> dict[str, str]:
     m = Store.open(store, check_files=False).manifest
-    return {k: v["sha256"] for k, v in m.checkpoints.items()}
+    return {k: v.sha256 for k, v in m.checkpoints.items()}
 
 
 def fit(X: np.ndarray, y: np.ndarray, ids: np.ndarray, path: Path) -> SISAClassifier:

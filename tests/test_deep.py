@@ -50,7 +50,7 @@ CASES = {
 
 
 def _hashes(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 # ----------------------------------------------------------------- the estimator alone

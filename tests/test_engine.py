@@ -22,7 +22,7 @@ from tests.helpers import LOCAL, make_classification, make_regression
 
 
 def ckpt_hashes(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def test_seeds_depend_only_on_shard_slice_and_pass():
@@ -134,9 +134,9 @@ def test_tampered_checkpoint_is_never_unpickled(tmp_path):
     clf = SISAClassifier(n_shards=2, n_slices=2, store=str(tmp_path / "s"),
                          backend="local").fit(X, y)
     meta = clf.store_.manifest.checkpoints["1/1"]
-    path = tmp_path / "s" / meta["file"]
+    path = tmp_path / "s" / meta.file
     evil = b"cos\nsystem\n(S'touch pwned'\ntR."  # a malicious pickle, padded to the same size
-    path.write_bytes(evil + b" " * (meta["bytes"] - len(evil)))
+    path.write_bytes(evil + b" " * (meta.bytes - len(evil)))
     with pytest.raises(CorruptStoreError, match="hash mismatch"):
         SISAClassifier.load(str(tmp_path / "s"))
 
@@ -182,7 +182,7 @@ X = rng.normal(size=(900, 5)) * [1, 10, 100, 1, 1]; y = (X[:, 0] > 0).astype(int
 pipe = IncrementalPipeline([("scale", StandardScaler()),
                             ("mlp", MLPClassifier(hidden_layer_sizes=(4,)))])
 m = SISAClassifier(pipe, n_shards=2, n_slices=2, store=sys.argv[1], backend="local").fit(X, y)
-print(json.dumps({k: v["sha256"] for k, v in m.store_.manifest.checkpoints.items()}))
+print(json.dumps({k: v.sha256 for k, v in m.store_.manifest.checkpoints.items()}))
 """
 
 
@@ -223,7 +223,7 @@ with store.lock():
     driver.train(store, ExecutionSettings(), restart=RetrainPlan.everything(store.n_shards))
 ray = sys.modules.get("ray")
 print(json.dumps({"ray": bool(ray and ray.is_initialized()),
-                  "ckpts": sorted(m["sha256"] for m in
+                  "ckpts": sorted(m.sha256 for m in
                                   store.manifest.checkpoints.values())}))
 """
 
@@ -234,7 +234,7 @@ def test_auto_backend_starts_ray_only_when_it_pays_and_bytes_do_not_change(tmp_p
     X, y = make_classification(2000, 5)
     ref = SISAClassifier(n_shards=4, n_slices=2, store=str(tmp_path / "s"),
                          backend="local").fit(X, y)
-    want = sorted(m["sha256"] for m in ref.store_.manifest.checkpoints.values())
+    want = sorted(m.sha256 for m in ref.store_.manifest.checkpoints.values())
     runs = {}
     for label, start_cost in (("never pays", "1e9"), ("always pays", "0")):
         out = subprocess.run([sys.executable, "-c", ADAPTIVE, str(tmp_path / "s"), start_cost],

@@ -253,7 +253,7 @@ def _forge_slice(store: Path, how: str) -> str:
     raw = (_patch(raw, offsets.tobytes(), bad.tobytes()) if how == "offsets"
            else bytearray(bytes(raw).replace(b"sample_id", b"sample_iX")))
     (store / meta["file"]).unlink()
-    meta.update(st.put_blob(os.path.dirname(meta["file"]), ".arrow", bytes(raw)))
+    meta.update(st.put_blob(os.path.dirname(meta["file"]), ".arrow", bytes(raw)).to_json())
     manifest_mod.write(st.loc, m, None)
     return ids[0].as_py()
 

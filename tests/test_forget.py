@@ -19,6 +19,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from sisa import SISAClassifier, Store
 from sisa.errors import CorruptStoreError, InputError, StaleModelError, UnknownIdError
+from sisa.store import manifest as mf
 from sisa.store.format.layout import INTENT
 from sisa.store.manifest import write as _write_manifest
 from sisa.unlearn import history, repair, verify
@@ -34,7 +35,7 @@ ESTIMATORS = {
 
 
 def ckpts(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def fit(est, X, y, path, ids=None, **kw):
@@ -137,7 +138,7 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
     X, y = make_classification(900, 4)
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
     store = model.store_
-    old_slice = dict(store.manifest.slices["1/0"])
+    old_slice = store.manifest.slices["1/0"].to_json()
     kept = tmp_path / "old.arrow"
     shutil.copy(tmp_path / "a" / old_slice["file"], kept)
     victim = int(store.read_slice(1, 0).ids[0])
@@ -330,14 +331,14 @@ def test_verify_fails_on_a_restored_backup_and_on_entries_outside_the_grid(tmp_p
     assert not rep.ok and any("a backup from before it" in p for p in rep.problems)
     # a shard leaf naming a slice beyond the grid (e.g. an old slice smuggled back in)
     store = Store.open(backup)
-    leaf = dict(store.manifest.shard_leaf(0))
+    leaf = json.loads(mf.canonical_json(store.manifest.shard_leaf(0)))  # as on disk
     src = leaf["slices"]["0"]  # placed where a slice 3 would be: entries name their cell
     rel = src["file"].replace("slice=000", "slice=003")
     (backup / rel).parent.mkdir(parents=True)
     shutil.copy(backup / src["file"], backup / rel)
     raw = json.dumps({**leaf, "slices": {**leaf["slices"], "3": {**src, "file": rel}}},
                      sort_keys=True, separators=(",", ":")).encode()
-    ref = store.manifest["shards"][0]
+    ref = store.manifest["shards"][0].to_json()
     digest = hashlib.sha256(raw).hexdigest()
     root = json.loads((backup / "manifest.json").read_text())["manifest"]
     new_rel = f"meta/shard-0000-{digest[:32]}.json"

@@ -60,8 +60,8 @@ def test_forget_groups_equals_a_fresh_fit_without_them_and_leaves_no_trace(tmp_p
     a, b = clf.store_, ref.store_
     assert a.fingerprint == b.fingerprint  # the same rows, in the same slices and order
     for s in range(S):
-        assert (a.manifest.checkpoint(s, R - 1)["sha256"]
-                == b.manifest.checkpoint(s, R - 1)["sha256"])
+        assert (a.manifest.checkpoint(s, R - 1).sha256
+                == b.manifest.checkpoint(s, R - 1).sha256)
     np.testing.assert_array_equal(clf.predict_proba(X), ref.predict_proba(X))
     # no file of the store holds the key, nor the hash that stood for it
     raw = _store_bytes(tmp_path / "a")
@@ -260,8 +260,8 @@ def test_polars_categorical_and_enum_columns_are_categories(tmp_path):
                                       clf.predict(plain.drop("label")))
         fits.append(clf)
     assert fits[0].store_.fingerprint == fits[1].store_.fingerprint
-    assert ({k: v["sha256"] for k, v in fits[0].store_.manifest.checkpoints.items()}
-            == {k: v["sha256"] for k, v in fits[1].store_.manifest.checkpoints.items()})
+    assert ({k: v.sha256 for k, v in fits[0].store_.manifest.checkpoints.items()}
+            == {k: v.sha256 for k, v in fits[1].store_.manifest.checkpoints.items()})
     assert fits[1].forget([0])["n_ids"] == 1 and fits[1].verify().ok
 
 

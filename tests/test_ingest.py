@@ -65,8 +65,8 @@ def parquet(tmp_path: Path, t: pa.Table, name: str = "d.parquet", rg: int = 4000
 def digest(st: Store) -> dict:
     """What must not depend on how the store was built."""
     m = st.manifest
-    return {"slices": {k: (v["sha256"], v["rows"], v["labels"]) for k, v in m.slices.items()},
-            "index": [p["sha256"] for p in m.index_parts], "schema": m.schema,
+    return {"slices": {k: (v.sha256, v.rows, v.labels) for k, v in m.slices.items()},
+            "index": [p.sha256 for p in m.index_parts], "schema": m.schema,
             "fingerprint": m.fingerprint}
 
 
@@ -364,8 +364,8 @@ parallel_ingest.PART_ROWS = 5_000
 st = Store.create(sys.argv[2], sys.argv[1], label="slabel", id_column="sid", n_shards=3,
                   n_slices=2, settings=ExecutionSettings(backend="ray"))
 m = st.manifest
-print(json.dumps({"slices": {k: v["sha256"] for k, v in m.slices.items()},
-                  "index": [p["sha256"] for p in m.index_parts],
+print(json.dumps({"slices": {k: v.sha256 for k, v in m.slices.items()},
+                  "index": [p.sha256 for p in m.index_parts],
                   "run": parallel_ingest.LAST_RUN, "leftovers": st.unreferenced_files()}))
 """
 

@@ -197,7 +197,7 @@ def test_repair_removes_planted_links_never_their_targets(store_dir, built):
 
 def test_a_replaced_file_that_is_a_link_is_refused(store_dir):
     st_ = Store.open(store_dir)
-    rel = st_.manifest.checkpoints["1/1"]["file"]
+    rel = st_.manifest.checkpoints["1/1"].file
     real = store_dir.parent / "moved.pkl"
     shutil.move(store_dir / rel, real)
     os.symlink(real, store_dir / rel)  # same bytes, reached through a link
@@ -294,7 +294,7 @@ def test_real_damage_is_still_reported_at_once(store_dir, monkeypatch):
     """A file missing under an unchanged generation is damage: one re-read of the
     manifest, then the error (counted, not timed, so a loaded machine cannot fail it)."""
     st_ = Store.open(store_dir)
-    rel = st_.manifest.checkpoints["0/1"]["file"]
+    rel = st_.manifest.checkpoints["0/1"].file
     (store_dir / rel).unlink()
     reloads = []
     real_reload = Store.reload
@@ -321,7 +321,7 @@ def test_a_planted_temp_folder_link_is_neither_emptied_nor_written_through(store
 def test_a_fifo_or_folder_under_a_file_name_is_refused_without_hanging(store_dir):
     st_ = Store.open(store_dir)
     for i, key in enumerate(("0/0", "1/1")):
-        rel = st_.manifest.checkpoints[key]["file"]
+        rel = st_.manifest.checkpoints[key].file
         (store_dir / rel).unlink()
         if i == 0:
             os.mkfifo(store_dir / rel)

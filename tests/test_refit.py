@@ -21,7 +21,7 @@ from sisa.engine.schedule import Schedule, derive_seed
 from sisa.engine.train import schedule_of
 from sisa.store.format.layout import checkpoint_dir
 from sisa.store.io.fs import sha256_bytes
-from sisa.store.manifest import RetrainPlan
+from sisa.store.manifest import CheckpointFile, RetrainPlan
 from sisa.unlearn import repair, verify
 from tests.helpers import LOCAL, make_classification
 
@@ -31,7 +31,7 @@ REFIT = {"tree": lambda: DecisionTreeClassifier(max_depth=5),
 
 
 def ckpts(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def fit(est, X, y, path, ids=None, **kw):
@@ -129,10 +129,9 @@ def _add_old_intermediate_checkpoints(store: Store) -> None:
     metas = []
     for s in range(S):
         for r in range(R - 1):
-            meta = store.put_blob(checkpoint_dir(s, r), ".pkl", per_slice_fit(store, s, r))
-            meta.update(shard=s, slice=r, lineage=ck.lineage(store, s, r),
-                        rows=store.slice_rows(s, r))
-            metas.append(meta)
+            blob = store.put_blob(checkpoint_dir(s, r), ".pkl", per_slice_fit(store, s, r))
+            metas.append(CheckpointFile.of(blob, shard=s, slice=r, rows=store.slice_rows(s, r),
+                                           lineage=ck.lineage(store, s, r)))
     with store.lock():
         store.commit(store.manifest.with_checkpoints(metas))
 

@@ -41,7 +41,7 @@ BN_NET = [{"layer": "linear", "out_features": 16}, "batchnorm1d", "relu", {"laye
 
 
 def ckpts(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def fit(est, X, y, path, ids=None, **kw):

@@ -113,7 +113,7 @@ def fit(X, y, store: str, ids=None, **kw) -> SISAClassifier:
 
 
 def ckpts(model) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def prefix_of(uri: str) -> str:
@@ -184,7 +184,7 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
 def test_check_files_on_s3_names_a_missing_or_resized_object(s3env, uri):
     X, y = make_classification(300, 3)
     st = Store.create(uri, X, y, n_shards=2, n_slices=2)
-    rel = st.manifest.slices["1/0"]["file"]
+    rel = st.manifest.slices["1/0"].file
     st.loc.write_atomic(rel, b"short")
     with pytest.raises(StoreError, match="has 5 bytes"):
         Store.open(uri)

@@ -269,7 +269,7 @@ def _forge_checkpoint(st_dir, key: str, payload: bytes, drop_later: bool = False
         meta = m["model"]["checkpoints"][key]
         (st_dir / meta["file"]).unlink()
         new = st.put_blob(os.path.dirname(meta["file"]), ".pkl", payload)
-        meta.update(new)
+        meta.update(new.to_json())
         if drop_later:
             s, r = map(int, key.split("/"))
             m["model"]["checkpoints"] = {k: v for k, v in m["model"]["checkpoints"].items()
@@ -282,7 +282,7 @@ def _forge_estimator(st_dir, payload: bytes, marker) -> None:
         est = m["model"]["estimator"]
         if "file" in est:  # a pickled prototype (before the spec)
             (st_dir / est["file"]).unlink()
-            est.update(st.put_blob("model", ".pkl", payload))
+            est.update(st.put_blob("model", ".pkl", payload).to_json())
         else:
             est["spec"] = {"class": "subprocess.Popen",
                            "params": {"args": ["touch", str(marker)]}}

@@ -145,7 +145,7 @@ def _queued(store: Path) -> list[str]:
 
 def _ckpts(path: Path) -> dict[str, str]:
     m = Store.open(str(path)).manifest.checkpoints
-    return {k: v["sha256"] for k, v in m.items()}
+    return {k: v.sha256 for k, v in m.items()}
 
 
 def test_predict_batch_erase_and_exactness(store, token_file, data, tmp_path):

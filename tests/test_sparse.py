@@ -65,7 +65,7 @@ def fit(est, X, y, path, ids=None, shards=2, slices=2):
 
 
 def checkpoints(model) -> dict:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def data_bytes(path) -> int:
@@ -152,8 +152,8 @@ def test_forget_is_byte_identical_to_fresh_fit(make, onehot, tmp_path):
     keep = ~np.isin(ids, gone)
     fresh = fit(make(), X[keep], y[keep], tmp_path / "b", ids=ids[keep], shards=3, slices=2)
     assert checkpoints(model) == checkpoints(fresh)
-    assert {k: v["sha256"] for k, v in model.store_.manifest.slices.items()} == \
-        {k: v["sha256"] for k, v in fresh.store_.manifest.slices.items()}
+    assert {k: v.sha256 for k, v in model.store_.manifest.slices.items()} == \
+        {k: v.sha256 for k, v in fresh.store_.manifest.slices.items()}
     assert np.array_equal(model.predict(X), fresh.predict(X))
     assert model.verify().ok
     assert len(before) == 3000
@@ -276,7 +276,7 @@ def test_bytes_do_not_depend_on_memory_budget_or_input_format(tmp_path):
         with Store.building(str(tmp_path / f"s{k}"), overwrite=True) as st:
             st.ingest(data, y, n_shards=4, n_slices=3, memory_budget_mb=budget)
             st.publish()
-        digests.append({key: v["sha256"] for key, v in st.manifest.slices.items()})
+        digests.append({key: v.sha256 for key, v in st.manifest.slices.items()})
     assert digests[0] == digests[1] == digests[2]
 
 

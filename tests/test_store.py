@@ -25,7 +25,7 @@ from tests.helpers import make_classification
 
 def slice_files(store: Store) -> dict[str, str]:
     """(shard/slice) -> sha256 of the bytes on disk: the store's content, byte for byte."""
-    return {k: m["sha256"] for k, m in store.manifest.slices.items()}
+    return {k: m.sha256 for k, m in store.manifest.slices.items()}
 
 
 def test_build_read_and_balance(tmp_path):
@@ -121,8 +121,8 @@ def test_delete_equals_building_without_the_rows(tmp_path_factory, data):
     assert full.unreferenced_files() == []
     # byte for byte, on disk
     for k, m in full.manifest.slices.items():
-        assert (full.loc.read_bytes(m["file"]).to_pybytes()
-                == rebuilt.loc.read_bytes(rebuilt.manifest.slices[k]["file"]).to_pybytes())
+        assert (full.loc.read_bytes(m.file).to_pybytes()
+                == rebuilt.loc.read_bytes(rebuilt.manifest.slices[k].file).to_pybytes())
 
 
 def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
@@ -226,7 +226,7 @@ def test_bad_layouts_and_ids_are_named(tmp_path):
 def test_missing_altered_or_corrupt_files_are_named(tmp_path):
     X, y = make_classification(500, 3)
     st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
-    victim = st_.manifest.slices["1/0"]["file"]
+    victim = st_.manifest.slices["1/0"].file
     path = tmp_path / "s" / victim
     data = bytearray(path.read_bytes())
     data[-40] ^= 0xFF  # same size, different bytes
@@ -292,7 +292,7 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     sample_ids = ids if id_kind == "int" else np.array([f"user-{i}" for i in ids], dtype=object)
     st_ = Store.create(tmp_path / "s", X, y, sample_ids=sample_ids, n_shards=4, n_slices=2)
     B = st_.index_buckets
-    assert B == 32 and sum(p["rows"] for p in st_.manifest.index_parts) == 2000
+    assert B == 32 and sum(p.rows for p in st_.manifest.index_parts) == 2000
     index = st_.read_index()
     assert sorted(index.column("sample_id").to_pylist()) == sorted(sample_ids.tolist())
     # locate agrees with the data files, in query order, for ids spread over buckets
@@ -302,10 +302,10 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     for q, s, r in zip(query, shard.tolist(), sl.tolist(), strict=True):
         assert q in st_.read_slice_table(s, r).column("sample_id").to_pylist()
     # deleting 3 ids rewrites at most 3 index buckets and creates at most 3 tombstone files
-    before = [p["sha256"] for p in st_.manifest.index_parts]
+    before = [p.sha256 for p in st_.manifest.index_parts]
     gone = sample_ids[[10, 20, 30]].tolist()
     st_.delete(gone)
-    after = [p["sha256"] for p in st_.manifest.index_parts]
+    after = [p.sha256 for p in st_.manifest.index_parts]
     changed = {b for b in range(B) if before[b] != after[b]}
     assert changed == set(store_mod.id_buckets(pa.array(gone), B).tolist())
     assert 1 <= len(st_.manifest.tombstone_parts) <= 3

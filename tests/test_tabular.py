@@ -98,7 +98,7 @@ def files_holding(root, text: str) -> list[str]:
 
 
 def checkpoints(model) -> dict:
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 # ------------------------------------------------------------------ DataFrames in, exactly out
@@ -148,7 +148,7 @@ def test_a_slice_rewritten_on_delete_keeps_only_the_categories_of_its_rows(tmp_p
     keep = table.filter(pa.array(np.arange(len(y)) != rare))
     fresh = Store.create(tmp_path / "b", keep, label="label", id_column="rid", n_shards=2,
                          n_slices=2, allow_missing=True)
-    assert st_.manifest.slices[key]["sha256"] == fresh.manifest.slices[key]["sha256"]
+    assert st_.manifest.slices[key].sha256 == fresh.manifest.slices[key].sha256
     feats = st_.read_slice_table(*map(int, key.split("/"))).column(FEATURES).combine_chunks()
     country = feats.field("native-country")
     assert pa.types.is_dictionary(country.type)
@@ -464,7 +464,7 @@ def test_typed_ingest_is_the_same_whatever_the_budget_and_keeps_every_value(tmp_
     tight = Store.create(tmp_path / "b", tmp_path / "t.parquet", memory_budget_mb=1,
                          batch_rows=3000, **common)  # a spill run every ~3k rows
     assert roomy.manifest.slices == tight.manifest.slices
-    first = tmp_path / "a" / roomy.manifest.slices["0/0"]["file"]
+    first = tmp_path / "a" / roomy.manifest.slices["0/0"].file
     assert 2 * first.stat().st_size < len(plain_bytes(first)) - first.stat().st_size  # zstd
     assert roomy.manifest.index_parts == tight.manifest.index_parts
     assert [c["kind"] for c in roomy.manifest.schema["columns"]] == [

@@ -45,10 +45,10 @@ def test_upgrade_keeps_data_checkpoints_and_the_audit_log(v3):
     st = Store.open(v3)
     assert st.manifest["format"] == manifest_io.FORMAT
     assert st.fingerprint == old["fingerprint"]  # same data state, same fingerprint
-    assert {k: m["sha256"] for k, m in st.manifest.slices.items()} == {
-        k: m["sha256"] for k, m in old["slices"].items()}
-    assert {k: m["sha256"] for k, m in st.manifest.checkpoints.items()} == {
-        k: m["sha256"] for k, m in old["model"]["checkpoints"].items()}
+    # every entry as format 3 held it, field for field
+    assert {k: m.to_json() for k, m in st.manifest.slices.items()} == old["slices"]
+    assert {k: m.to_json() for k, m in st.manifest.checkpoints.items()} == \
+        old["model"]["checkpoints"]
     assert st.manifest.n_tombstones == old["tombstones"]["rows"] == st.manifest.n_deleted == 2
     assert (v3 / f"audit/receipts-{old['store_id']}.jsonl").read_bytes() == log_before
     assert st.manifest.generation == old["generation"] + 1

@@ -159,8 +159,8 @@ def test_damage_made_while_forgets_commit_is_still_reported(store):
     in_0 = np.arange(N)[found][shard == 0]
     ids = in_0[in_0 >= 50][:24]  # the writer only ever touches shard 0
     m = st.manifest
-    tampered = m.slice(1, 1)["file"]
-    deleted = m.checkpoint(1, 0)["file"]
+    tampered = m.slice(1, 1).file
+    deleted = m.checkpoint(1, 0).file
     planted = f"data/shard=0001/slice=000/{'0' * 32}.arrow"
 
     def damage():  # made while the writer is under way: a flipped byte, a lost
@@ -170,7 +170,7 @@ def test_damage_made_while_forgets_commit_is_still_reported(store):
         with open(path, "r+b") as f:  # in place: the same inode, size and name
             f.write(bytes(data))
         os.unlink(os.path.join(store, deleted))
-        shutil.copy(os.path.join(store, m.slice(1, 0)["file"]), os.path.join(store, planted))
+        shutil.copy(os.path.join(store, m.slice(1, 0).file), os.path.join(store, planted))
 
     proc = start_writer(store, ids)
     try:

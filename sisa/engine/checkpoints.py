@@ -27,7 +27,7 @@ import pickle
 
 from .._version import __version__
 from ..errors import CorruptStoreError, SisaError
-from ..store.manifest import canonical_json
+from ..store.manifest import Blob, canonical_json
 from ..store.store import Store
 from . import safe_pickle
 from . import spec as _spec
@@ -53,11 +53,11 @@ def dumps(obj) -> bytes:
     return buf.getvalue()
 
 
-def load_verified(store: Store, meta: dict):
+def load_verified(store: Store, meta: Blob):
     """Unpickle a blob after checking its hash against the manifest entry, calling only
     allow-listed globals (:func:`sisa.engine.safe_pickle.loads`)."""
     data = store.get_blob(meta)  # raises on any mismatch
-    return safe_pickle.loads(data, source=f"checkpoint {store.loc.path(meta['file'])}")
+    return safe_pickle.loads(data, source=f"checkpoint {store.loc.path(meta.file)}")
 
 
 def estimator_spec(store: Store) -> dict:

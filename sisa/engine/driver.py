@@ -219,7 +219,7 @@ def final_models(store: Store, loaded: Mapping[str, object] | None = None) -> li
         if meta is None:
             out.append(None)
         else:
-            model = loaded.get(meta["sha256"])
+            model = loaded.get(meta.sha256)
             out.append(ck.load_verified(store, meta) if model is None else model)
     return out
 

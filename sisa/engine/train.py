@@ -21,6 +21,7 @@ from threadpoolctl import ThreadpoolController
 from ..errors import SisaError
 from ..store.format.layout import checkpoint_dir
 from ..store.io.fs import sha256_bytes
+from ..store.manifest import Blob, CheckpointFile
 from ..store.store import Store
 from ..tasks import backend
 from . import checkpoints as ck
@@ -49,7 +50,7 @@ class TrainingError(SisaError):
 class ShardResult:
     shard: int
     start_slice: int
-    checkpoints: list[dict] = field(default_factory=list)
+    checkpoints: list[CheckpointFile] = field(default_factory=list)
     rows_processed: int = 0
     seconds: float = 0.0
     #: seconds of the task's parts: ``training_s`` (the model's fit), ``read_slices_s``,
@@ -138,11 +139,9 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
             blob = ck.dumps(model)
             if write:
                 _check_loads_back(blob, model, shard, sl)
-            meta = (store.put_blob(checkpoint_dir(shard, sl), ".pkl", blob) if write
-                    else {"sha256": sha256_bytes(blob), "bytes": len(blob)})
-            meta.update(shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl),
-                        rows=store.slice_rows(shard, sl))
-            result.checkpoints.append(meta)
+            result.checkpoints.append(CheckpointFile.of(
+                _put(store, shard, sl, blob, write), rows=store.slice_rows(shard, sl),
+                shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl)))
             clock.lap("checkpoints_s")
     except SisaError:
         raise
@@ -150,6 +149,15 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
         raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
                             traceback.format_exc()) from exc
     return result
+
+
+def _put(store: Store, shard: int, sl: int, blob: bytes, write: bool) -> Blob:
+    """The checkpoint's file entry: written, or (a verify's retrain, compared by hash
+    only) the content-addressed name it would be written under."""
+    if write:
+        return store.put_blob(checkpoint_dir(shard, sl), ".pkl", blob)
+    digest = sha256_bytes(blob)
+    return Blob(f"{checkpoint_dir(shard, sl)}/{digest[:32]}.pkl", digest, len(blob))
 
 
 class _Clock:

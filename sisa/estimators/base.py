@@ -245,7 +245,7 @@ class _SISABase(BaseEstimator):
         previous = getattr(self, "_loaded", {})
         try:
             self.estimators_ = driver.final_models(store, previous)
-            self._loaded = {store.manifest.checkpoint(s, store.n_slices - 1)["sha256"]: m
+            self._loaded = {store.manifest.checkpoint(s, store.n_slices - 1).sha256: m
                             for s, m in enumerate(self.estimators_) if m is not None}
             self._unservable = None
         except SisaError as exc:

@@ -31,7 +31,7 @@ from .format.layout import KEEP, QUEUE_FILE
 from .io import localfs
 from .io.fs import Location, MissingFileError
 from .io.lock import WriteLock
-from .manifest import Manifest, RetrainPlan
+from .manifest import Blob, Manifest, RetrainPlan
 from .read.audit_keys import AuditKeys
 from .read.reading import RowReading
 from .write import builder, deletion
@@ -320,7 +320,7 @@ class Store(RowReading, AuditKeys):
 
     @property
     def n_rows(self) -> int:
-        return sum(m["rows"] for m in self.manifest.slices.values())
+        return sum(m.rows for m in self.manifest.slices.values())
 
     @property
     def n_features(self) -> int:
@@ -332,7 +332,7 @@ class Store(RowReading, AuditKeys):
         return self.manifest.fingerprint
 
     def slice_rows(self, shard: int, sl: int) -> int:
-        return self.manifest.slice(shard, sl)["rows"]
+        return self.manifest.slice(shard, sl).rows
 
     def shard_rows(self, shard: int) -> int:
         return sum(self.slice_rows(shard, r) for r in range(self.n_slices))
@@ -341,14 +341,15 @@ class Store(RowReading, AuditKeys):
         return np.array([self.shard_rows(s) for s in range(self.n_shards)])
 
     def slice_hash(self, shard: int, sl: int) -> str:
-        return self.manifest.slice(shard, sl)["sha256"]
+        return self.manifest.slice(shard, sl).sha256
 
     def spread(self) -> dict:
         """Actual balance of shard sizes (expected equal under the uniform hash)."""
         return spread(self.shard_sizes())
 
-    def referenced_files(self) -> dict[str, dict]:
-        """Every file the manifest vouches for: relative path -> {sha256, bytes, ...}."""
+    def referenced_files(self) -> dict[str, Blob]:
+        """Every file the manifest vouches for: relative path -> its entry (sha256,
+        bytes, ...)."""
         return self.manifest.referenced_files()
 
     # ------------------------------------------------------------------ writing
@@ -385,14 +386,14 @@ class Store(RowReading, AuditKeys):
             raise StoreError("internal: store writes must run inside `with store.lock():`")
         return self._lock
 
-    def put_blob(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> dict:
+    def put_blob(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> Blob:
         """Write a content-addressed file; returns its manifest entry (file, sha256,
         bytes)."""
-        return self.loc.write_content(rel_dir, suffix, data)
+        return Blob(**self.loc.write_content(rel_dir, suffix, data))
 
-    def get_blob(self, meta: Mapping) -> pa.Buffer:
+    def get_blob(self, meta: Blob) -> pa.Buffer:
         """The bytes of a manifest entry's file, after checking its sha256."""
-        return self.loc.read_verified(meta["file"], meta["sha256"])
+        return self.loc.read_verified(meta.file, meta.sha256)
 
     def commit(self, manifest: Mapping) -> None:
         """Atomically make ``manifest`` the store's state, then drop files only the old

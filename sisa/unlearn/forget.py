@@ -332,7 +332,7 @@ def _full_retrain_rows(store: Store) -> int:
     """Rows a full retrain would process: per shard from its slice sizes."""
     sched = schedule_of(store)
     return sum(store.manifest.shard_parts(f"full-rows {sched}", lambda leaf: sched.rows(
-        [leaf["slices"][str(r)]["rows"] for r in range(len(leaf["slices"]))])))
+        [leaf["slices"][str(r)].rows for r in range(len(leaf["slices"]))])))
 
 
 def _receipt(store: Store, request: ForgetRequest, *, rows_retrained: int,
@@ -416,24 +416,25 @@ def _drop_damaged_checkpoints(store: Store) -> list[str]:
     and raises."""
     if store.manifest.model:
         ck.prototype(store)  # a spec that cannot be rebuilt safely cannot be retrained from
-    ckpt_files = {m["file"]: m for m in store.manifest.checkpoints.values()}
-    damaged = RetrainPlan()
+    ckpt_files = {m.file: m for m in store.manifest.checkpoints.values()}
+    damaged: list[tuple[int, int]] = []  # (shard, slice) of each damaged checkpoint
     bad_other: list[str] = []
     for rel, meta in store.referenced_files().items():
         try:
             if rel in ckpt_files:
                 ck.load_verified(store, meta)
             else:
-                store.loc.read_verified(rel, meta["sha256"])
+                store.loc.read_verified(rel, meta.sha256)
         except (SisaError, OSError):
             if rel in ckpt_files:
-                damaged.add(ckpt_files[rel]["shard"], ckpt_files[rel]["slice"])
+                damaged.append((ckpt_files[rel].shard, ckpt_files[rel].slice))
             else:
                 bad_other.append(rel)
     if bad_other:
         raise CorruptStoreError(
             f"{len(bad_other)} file(s) that cannot be rebuilt are missing or damaged, e.g. "
             f"{store.loc.path(bad_other[0])}: restore the store from backup")
-    if damaged:
-        store.commit(store.manifest.without_checkpoints(damaged))
-    return [f"shard {s} from slice {r}" for s, r in sorted(damaged.items())]
+    plan = RetrainPlan.of(damaged)
+    if plan:
+        store.commit(store.manifest.without_checkpoints(plan))
+    return [f"shard {s} from slice {r}" for s, r in sorted(plan.items())]

@@ -47,7 +47,7 @@ def describe(store: Store) -> dict:
         "model": model.get("estimator", {}).get("class"),
         "aggregation": model.get("aggregation"), "schedule": model.get("schedule"),
         "epochs": model.get("epochs"), "holdout": store.manifest.get("holdout"),
-        "bytes": int(sum(m["bytes"] for m in files.values())), "files": len(files),
+        "bytes": int(sum(m.bytes for m in files.values())), "files": len(files),
         "pending": _journal(store), "unservable": _unservable(store),
         "signed_by": f"ed25519:{store.signer}" if store.signer else None,
         "id_type": store.manifest.id_type,

@@ -282,8 +282,8 @@ def _labels_of(store: Store, s: int, r: int, table: pa.Table, problems: list[str
     that disagrees with them is a problem (the class set is built from those entries)."""
     labels = pc.unique(table.column(LABEL)).to_pylist()
     want = slice_labels(table, store.manifest.schema["label_type"])
-    got = store.manifest.slice(s, r).get("labels", "missing")
-    if got != want:
+    got = store.manifest.slice(s, r).labels
+    if (None if got is None else list(got)) != want:
         problems.append(f"slice {r}: the manifest's label list ({str(got)[:60]}) is not the "
                         "slice's labels: the manifest was edited; restore it from backup")
     return labels
@@ -385,7 +385,7 @@ def _check_checkpoints(store: Store, checks: list[ShardCheck],
                 if r in kept:
                     c.problems.append(f"checkpoint for slice {r} is missing")
                 continue
-            if meta["lineage"] != ck.lineage(store, c.shard, r):
+            if meta.lineage != ck.lineage(store, c.shard, r):
                 c.problems.append(f"checkpoint {r} was trained on other data (lineage mismatch)")
             try:  # the hash, and that it loads without calling anything off the allow-list
                 ck.load_verified(store, meta)
@@ -422,7 +422,7 @@ def _retrain(store: Store, checks: list[ShardCheck], targets: list[int],
         c = checks[res.shard]
         c.retrained = True
         for meta in res.checkpoints:
-            stored = cks.get(slice_key(res.shard, meta["slice"]))
-            if stored is not None and stored["sha256"] != meta["sha256"]:
+            stored = cks.get(slice_key(res.shard, meta.slice))
+            if stored is not None and stored.sha256 != meta.sha256:
                 c.problems.append(f"retraining from scratch gives a different checkpoint at "
-                                  f"slice {meta['slice']}")
+                                  f"slice {meta.slice}")

@@ -28,7 +28,7 @@ _TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK
 
 def checkpoint_hashes(model: SISAClassifier) -> dict[str, str]:
     """``{"shard/slice": sha256}`` of a fitted SISA model's checkpoints."""
-    return {k: v["sha256"] for k, v in model.store_.manifest.checkpoints.items()}
+    return {k: v.sha256 for k, v in model.store_.manifest.checkpoints.items()}
 
 
 def ensemble_logit(models: list, X: np.ndarray, y: np.ndarray) -> np.ndarray:

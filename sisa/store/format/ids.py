@@ -115,8 +115,8 @@ def to_store_ids(values, id_type: str) -> pa.Array:
     if isinstance(values, Mapping):
         raise InputError("sample ids must be a list (or array) of ids, not a mapping: pass "
                          "list(d) or list(d.values())")
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        values = [values]  # one id (a wrong one is named below)
+    if isinstance(values, (str, bytes, bytearray, memoryview)) or not isinstance(values, Iterable):
+        values = [values]  # one id (a wrong one is named below); bytes are no list of ints
     arr = np.atleast_1d(values) if isinstance(values, np.ndarray) else None
     if arr is not None and arr.dtype.kind in "bf":
         what = "bool" if arr.dtype.kind == "b" else f"float ({arr.dtype})"
@@ -146,7 +146,13 @@ def _text_array(values, source: str) -> pa.Array:
     ``"\\ud800"`` or an undecodable byte in a command-line argument gives) is refused by
     position, not raised as a codec error."""
     try:
-        return pa.array(values, pa.string())
+        out = pa.array(values, pa.string())
+        # pyarrow ends a numpy str at its first NUL, numpy keeps inner ones: "a\x00b" would
+        # become the id "a" (another row). Such arrays go through Python strings.
+        if isinstance(values, np.ndarray) and np.any(
+                pc.utf8_length(out).to_numpy(zero_copy_only=False) != np.char.str_len(values)):
+            out = pa.array(values.tolist(), pa.string())
+        return out
     except (UnicodeEncodeError, UnicodeDecodeError):
         texts = values.tolist() if isinstance(values, np.ndarray) else list(values)
         i = next(i for i, v in enumerate(texts) if not _is_utf8(v))

@@ -11,6 +11,7 @@ from ..._version import __version__
 from ..format.keys import ALG
 from . import codec as io
 from .codec import MANIFEST, key_cell
+from .entries import Blob, BucketFile, CheckpointFile, ShardRef, SliceFile
 from .model import Manifest, now_iso
 from .pages import _page_edits, _pages, fingerprint
 
@@ -30,33 +31,43 @@ def initial(*, store_id: str, signer_key: str | None, assignment: dict, schema: 
     })
 
 
+def _entry(kind: type[Blob], meta, where: str):
+    """An entry given as a record or as its JSON object (read strictly)."""
+    return meta if isinstance(meta, kind) else kind.from_json(meta, f"manifest {where}")
+
+
 def from_flat(d: Mapping) -> Manifest:
     """A manifest from one dict holding every section inline (:meth:`Manifest.flat`, or
-    a format-3 manifest being upgraded); its leaves are built here, not yet written."""
+    a format-3 manifest being upgraded), entries as records or their JSON objects; its
+    leaves are built here, not yet written."""
     d = dict(d)
     n_shards = d["assignment"]["n_shards"]
     shard_leaves: dict[int, dict] = {s: {"shard": s, "slices": {}, "checkpoints": {}}
                                      for s in range(n_shards)}
     for key, meta in d.pop("slices").items():
         s, r = key_cell(key)
-        shard_leaves[s]["slices"][str(r)] = meta
+        shard_leaves[s]["slices"][str(r)] = _entry(SliceFile, meta, f"slice {key}")
     model = d.get("model")
     if model:
         model = dict(model)
         for key, meta in model.pop("checkpoints", {}).items():
             s, r = key_cell(key)
-            shard_leaves[s]["checkpoints"][str(r)] = meta
+            shard_leaves[s]["checkpoints"][str(r)] = _entry(CheckpointFile, meta,
+                                                            f"checkpoint {key}")
     index = d.pop("index")
     tombs = d.pop("tombstones") or {"parts": {}, "rows": 0}
-    n_buckets = len(index["parts"])
+    index_parts = [_entry(BucketFile, m, f"index bucket {b}") for b, m in enumerate(index["parts"])]
+    tomb_parts = {b: _entry(BucketFile, m, f"tombstone bucket {b}")
+                  for b, m in tombs["parts"].items()}
+    n_buckets = len(index_parts)
     root = {**d, "format": io.format_of(d["schema"]), "model": model,
-            "shards": [{"file": "", "sha256": "", "bytes": 0, "rows": 0}] * n_shards,
+            "shards": [ShardRef("", "", 0, 0)] * n_shards,  # each replaced by its new leaf
             "index": {"rows": index["rows"], "buckets": n_buckets,
                       "pages": [None] * _pages(n_buckets)},
             "tombstones": {"rows": tombs["rows"], "pages": {}}}
     leaves = {("shards", s): (leaf, io.shard_leaf_dir(s)) for s, leaf in shard_leaves.items()}
-    leaves.update(_page_edits("index", index["parts"], {}, True))
-    leaves.update(_page_edits("tombstones", tombs["parts"], {}, True))
+    leaves.update(_page_edits("index", index_parts, {}, True))
+    leaves.update(_page_edits("tombstones", tomb_parts, {}, True))
     new = Manifest(root, {})._with(leaves=leaves)
     return new._with(fingerprint=fingerprint(new))
 

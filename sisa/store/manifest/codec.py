@@ -15,6 +15,7 @@ from ...errors import CorruptStoreError, KeyFileError, StoreError
 from ..format import keys
 from ..format.layout import check_manifest_paths
 from ..io.fs import MissingFileError
+from .entries import BucketFile, CheckpointFile, LeafRef, ShardRef, SliceFile, entry_json
 
 FORMAT = "sisa-store/4"
 # Format 4 plus slice files an older sisa would misread: typed columns, a sparse block or a
@@ -39,8 +40,9 @@ _PARTS: dict[tuple[str, str], object] = {}  # (name, shard leaf sha256) -> shard
 
 
 def canonical_json(obj) -> bytes:
-    """Sorted keys, no spaces: the same value always gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    """Sorted keys, no spaces: the same value always gives the same bytes (a file entry
+    as its JSON object, :func:`~sisa.store.manifest.entries.entry_json`)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=entry_json).encode()
 
 
 def slice_key(shard: int, sl: int) -> str:
@@ -64,11 +66,11 @@ def page_leaf_dir(kind: str, page: int) -> str:
     return f"meta/{kind}-{page:04d}"
 
 
-def leaf_ref(body: dict, prefix: str) -> tuple[dict, bytes]:
-    """``({"file", "sha256", "bytes"}, raw bytes)`` of a leaf body."""
+def leaf_ref(body: dict, prefix: str) -> tuple[LeafRef, bytes]:
+    """``(its reference, raw bytes)`` of a leaf body."""
     raw = canonical_json(body)
     digest = hashlib.sha256(raw).hexdigest()
-    return {"file": f"{prefix}-{digest[:32]}.json", "sha256": digest, "bytes": len(raw)}, raw
+    return LeafRef(f"{prefix}-{digest[:32]}.json", digest, len(raw)), raw
 
 
 def exists(loc) -> bool:
@@ -154,7 +156,8 @@ def read_root(loc, *, formats: tuple[str, ...] = READABLE) -> dict:
 def load(loc) -> tuple[dict, dict[str, dict]]:
     """``(root, leaves by sha256)``: every leaf the root names, hash-checked, shape- and
     path-checked once per process (leaves are cached by kind and hash; a leaf's content
-    fixes its place, so a cached leaf is only checked to stand where it did).
+    fixes its place, so a cached leaf is only checked to stand where it did). The root's
+    leaf references and the leaves' file entries are typed records (:mod:`.entries`).
 
     A reader holds no lock: between its read of the root and of a leaf, a writer may
     commit a new root and delete the leaves only the old one named. A missing leaf is
@@ -163,34 +166,59 @@ def load(loc) -> tuple[dict, dict[str, dict]]:
     for attempt in range(_LOAD_ATTEMPTS):
         root = read_root(loc)
         try:
-            return root, _leaves(loc, root)
+            return _leaves(loc, root)
         except MissingFileError:
             if attempt == _LOAD_ATTEMPTS - 1 or read_root(loc) == root:
                 raise
     raise AssertionError("unreachable")
 
 
-def _leaves(loc, root: dict) -> dict[str, dict]:
+def _leaves(loc, root: dict) -> tuple[dict, dict[str, dict]]:
+    """The root with typed leaf references, and every leaf it names (typed entries)."""
     where = loc.path(MANIFEST)
     try:
         refs = _leaf_refs(root, where)
     except (AttributeError, TypeError, KeyError, ValueError) as exc:
         raise CorruptStoreError(f"manifest {where} is malformed ({exc}): it was edited; "
                                 "restore the store from backup") from None
+    typed = [(kind, i, (ShardRef if kind == "shards" else LeafRef).from_json(
+        ref, f"manifest {where}: {kind} leaf {i}")) for kind, i, ref in refs]
     leaves = {}
-    for kind, i, ref in refs:
-        body = _LEAVES.get((kind, ref["sha256"]))
+    for kind, i, ref in typed:
+        body = _LEAVES.get((kind, ref.sha256))
         if body is None:
-            body = json.loads(loc.read_verified(ref["file"], ref["sha256"]).to_pybytes())
-            _check_leaf(kind, i, body, root, loc.path(ref["file"]))
+            path = loc.path(ref.file)
+            body = json.loads(loc.read_verified(ref.file, ref.sha256).to_pybytes())
+            _check_leaf(kind, i, body, root, path)
+            body = _typed_leaf(kind, body, path)
             if len(_LEAVES) > _MAX_CACHED:
                 _LEAVES.clear()
-            _LEAVES[(kind, ref["sha256"])] = body
+            _LEAVES[(kind, ref.sha256)] = body
         elif body.get("shard" if kind == "shards" else "page") != i or (
                 kind == "shards" and len(body["slices"]) != root["assignment"]["n_slices"]):
-            _check_leaf(kind, i, body, root, loc.path(ref["file"]))  # a moved leaf: raises
-        leaves[ref["sha256"]] = body
-    return leaves
+            _check_shape(kind, i, body, root, loc.path(ref.file))  # a moved leaf: raises
+        leaves[ref.sha256] = body
+    # _leaf_refs lists the shards, then the index pages, then the tombstone pages, in order
+    n, pages = len(root["shards"]), len(root["index"]["pages"])
+    out = {**root, "shards": [ref for _, _, ref in typed[:n]],
+           "index": {**root["index"], "pages": [ref for _, _, ref in typed[n:n + pages]]},
+           "tombstones": {**root["tombstones"], "pages": dict(zip(
+               root["tombstones"]["pages"], (ref for _, _, ref in typed[n + pages:]),
+               strict=True))}}
+    return out, leaves
+
+
+def _typed_leaf(kind: str, body: dict, where: str) -> dict:
+    """A checked leaf body with its file entries as records."""
+    if kind == "shards":
+        return {**body, "slices": {r: SliceFile.from_json(m, f"manifest leaf {where}: slice {r}")
+                                   for r, m in body["slices"].items()},
+                "checkpoints": {r: CheckpointFile.from_json(
+                    m, f"manifest leaf {where}: checkpoint {r}")
+                    for r, m in body["checkpoints"].items()}}
+    return {**body, "parts": {b: BucketFile.from_json(m, f"manifest leaf {where}: {kind} "
+                                                         f"bucket {b}")
+                              for b, m in body["parts"].items()}}
 
 
 def _leaf_refs(root: dict, where: str) -> list[tuple[str, int, dict]]:
@@ -220,6 +248,19 @@ def _leaf_refs(root: dict, where: str) -> list[tuple[str, int, dict]]:
 
 
 def _check_leaf(kind: str, i: int, body, root: dict, where: str) -> None:
+    """A parsed leaf is the leaf ``i`` of ``kind`` and every file it names has the exact
+    path sisa writes for its place."""
+    _check_shape(kind, i, body, root, where)
+    if kind == "shards":  # every file it names has the exact shape sisa writes
+        cells = {sec: {slice_key(i, int(r)): m for r, m in body[sec].items()}
+                 for sec in ("slices", "checkpoints")}
+        check_manifest_paths({"slices": cells["slices"],
+                              "model": {"checkpoints": cells["checkpoints"]}}, where)
+    else:
+        check_manifest_paths({kind: {"parts": body["parts"]}}, where)
+
+
+def _check_shape(kind: str, i: int, body, root: dict, where: str) -> None:
     key = "shard" if kind == "shards" else "page"
     ok = isinstance(body, dict) and body.get(key) == i
     if ok and kind == "shards":
@@ -235,13 +276,6 @@ def _check_leaf(kind: str, i: int, body, root: dict, where: str) -> None:
     if not ok:
         raise CorruptStoreError(f"manifest leaf {where} is not a {kind} leaf for {key} {i}: it "
                                 "was edited; restore the store from backup")
-    if kind == "shards":  # every file it names has the exact shape sisa writes
-        cells = {sec: {slice_key(i, int(r)): m for r, m in body[sec].items()}
-                 for sec in ("slices", "checkpoints")}
-        check_manifest_paths({"slices": cells["slices"],
-                              "model": {"checkpoints": cells["checkpoints"]}}, where)
-    else:
-        check_manifest_paths({kind: {"parts": body["parts"]}}, where)
 
 
 def shard_parts(manifest, name: str, part) -> list:
@@ -251,11 +285,11 @@ def shard_parts(manifest, name: str, part) -> list:
     must say everything ``part`` depends on besides the leaf."""
     out = []
     for ref in manifest["shards"]:
-        key = (name, ref["sha256"])
+        key = (name, ref.sha256)
         if key not in _PARTS:
             if len(_PARTS) > _MAX_CACHED:
                 _PARTS.clear()
-            _PARTS[key] = part(manifest._leaves[ref["sha256"]])
+            _PARTS[key] = part(manifest._leaves[ref.sha256])
         out.append(_PARTS[key])
     return out
 

@@ -14,8 +14,9 @@ and the root, so a forget commits bytes in proportion to the shards it changed, 
 the store. Replacing the root (atomically) is the commit; leaves are hash-checked on
 load like every other file, and parsed leaves are cached by hash within a process.
 
-:class:`Manifest` is the immutable in-memory state (the root as a read-only ``dict`` plus
-its leaves) with typed accessors. A change is made by one of its ``with_*`` methods,
+:class:`Manifest` is the immutable in-memory state (the root as a read-only mapping plus
+its leaves) with typed accessors; the files it names are typed records
+(:mod:`sisa.store.manifest.entries`). A change is made by one of its ``with_*`` methods,
 which return a new manifest sharing what did not change; :meth:`sisa.store.Store.commit`
 hands it to :func:`sisa.store.manifest.write`. Nothing else edits a section or writes the files.
 
@@ -36,6 +37,7 @@ from .codec import (
     leaf_ref,
     slice_key,
 )
+from .entries import Blob, BucketFile, CheckpointFile, LeafRef, ShardRef, SliceFile
 from .journal import JournalEntry, JournalKind
 from .pages import _page_edits, _pages, fingerprint
 from .plan import RetrainPlan
@@ -50,39 +52,44 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-class Manifest(dict):
-    """An immutable store state: the root (this read-only ``dict``, what is signed) and
-    its leaves. Read it through the typed accessors; change it with the ``with_*``
-    methods, which return a new one. Every mutating ``dict`` method raises
-    :class:`TypeError`."""
+class Manifest(Mapping):
+    """An immutable store state: the root (read through this mapping, what is signed)
+    and its leaves. Read it through the typed accessors; change it with the ``with_*``
+    methods, which return a new one.
 
-    __slots__ = ("_leaves", "_unwritten", "_views")
+    A read-only :class:`~collections.abc.Mapping` over a private copy of the root rather
+    than a ``dict`` subclass: it has no mutating method to guard, and the many readers of
+    root sections (``manifest["assignment"]``, ``.get("holdout")``) stay as they are."""
+
+    __slots__ = ("_leaves", "_root", "_unwritten", "_views")
 
     def __init__(self, root: Mapping, leaves: Mapping[str, dict],
                  unwritten: Mapping[str, tuple[str, bytes]] | None = None) -> None:
-        dict.__init__(self, root)
+        self._root = dict(root)  # the root's sections (leaf references typed)
         self._leaves = dict(leaves)  # sha256 -> parsed leaf body (never changed)
         self._unwritten = dict(unwritten or {})  # sha256 -> (file, bytes) not yet on disk
         self._views: dict = {}
 
-    def _read_only(self, *args, **kwargs):
-        raise TypeError("a Manifest is immutable: make a changed copy with its with_* methods "
-                        "(sisa.store.manifest)")
+    def __getitem__(self, key: str):
+        return self._root[key]
 
-    __setitem__ = __delitem__ = __ior__ = _read_only
-    clear = pop = popitem = setdefault = update = _read_only
+    def __iter__(self):
+        return iter(self._root)
+
+    def __len__(self) -> int:
+        return len(self._root)
 
     def __repr__(self) -> str:
         return f"Manifest(generation={self.get('generation')}, store_id={self.store_id!r})"
 
     def __reduce__(self):
-        return (Manifest, (dict(self), self._leaves, self._unwritten))
+        return (Manifest, (self._root, self._leaves, self._unwritten))
 
     def __copy__(self) -> Manifest:
         return self
 
     def __deepcopy__(self, memo) -> Manifest:
-        return Manifest(copy.deepcopy(dict(self), memo), copy.deepcopy(self._leaves, memo),
+        return Manifest(copy.deepcopy(self._root, memo), copy.deepcopy(self._leaves, memo),
                         dict(self._unwritten))
 
     # -- typed accessors -------------------------------------------------------------
@@ -146,31 +153,32 @@ class Manifest(dict):
         return self.get("last_receipt")
 
     def shard_leaf(self, shard: int) -> dict:
-        """Shard ``shard``'s leaf: ``{"shard", "slices": {r: entry}, "checkpoints": ...}``."""
-        return self._leaves[self["shards"][shard]["sha256"]]
+        """Shard ``shard``'s leaf: ``{"shard", "slices": {r: SliceFile}, "checkpoints":
+        {r: CheckpointFile}}``."""
+        return self._leaves[self["shards"][shard].sha256]
 
     def shard_rows(self, shard: int) -> int:
-        return self["shards"][shard]["rows"]
+        return self["shards"][shard].rows
 
     def shard_parts(self, name: str, part) -> list:
         """``part(leaf)`` per shard, kept by leaf hash (:func:`manifest_io.shard_parts`)."""
         return io.shard_parts(self, name, part)
 
-    def slice(self, shard: int, sl: int) -> dict:
+    def slice(self, shard: int, sl: int) -> SliceFile:
         """The entry of slice ``(shard, sl)``: file, sha256, bytes, rows, labels."""
         return self.shard_leaf(shard)["slices"][str(sl)]
 
-    def checkpoint(self, shard: int, sl: int) -> dict | None:
+    def checkpoint(self, shard: int, sl: int) -> CheckpointFile | None:
         """The entry of checkpoint ``(shard, sl)``, or None if there is none."""
         return self.shard_leaf(shard)["checkpoints"].get(str(sl))
 
     @property
-    def slices(self) -> Mapping[str, dict]:
+    def slices(self) -> Mapping[str, SliceFile]:
         """Every slice entry by :func:`slice_key` (a merged view of the shard leaves)."""
         return self._merged("slices")
 
     @property
-    def checkpoints(self) -> Mapping[str, dict]:
+    def checkpoints(self) -> Mapping[str, CheckpointFile]:
         """Every checkpoint entry by :func:`slice_key`."""
         return self._merged("checkpoints")
 
@@ -182,23 +190,23 @@ class Manifest(dict):
         return self._views[section]
 
     @property
-    def index_parts(self) -> list[dict]:
+    def index_parts(self) -> list[BucketFile]:
         """The index bucket entries, bucket by bucket."""
         if "index" not in self._views:
             parts = [None] * self["index"]["buckets"]
             for ref in self["index"]["pages"]:
-                for b, meta in self._leaves[ref["sha256"]]["parts"].items():
+                for b, meta in self._leaves[ref.sha256]["parts"].items():
                     parts[int(b)] = meta
             self._views["index"] = parts
         return self._views["index"]
 
     @property
-    def tombstone_parts(self) -> Mapping[str, dict]:
+    def tombstone_parts(self) -> Mapping[str, BucketFile]:
         """The tombstone bucket entries by bucket number (as a string)."""
         if "tombstones" not in self._views:
             self._views["tombstones"] = {
                 b: meta for ref in self["tombstones"]["pages"].values()
-                for b, meta in self._leaves[ref["sha256"]]["parts"].items()}
+                for b, meta in self._leaves[ref.sha256]["parts"].items()}
         return self._views["tombstones"]
 
     def pending_plan(self) -> RetrainPlan:
@@ -207,18 +215,18 @@ class Manifest(dict):
         shard is trained iff that one exists, and retrains from slice 0."""
         n_slices = self["assignment"]["n_slices"]
         incremental = (self.get("model") or {}).get("incremental", True)
-        plan = RetrainPlan()
+        first = {}
         for s in range(self["assignment"]["n_shards"]):
             done = self.shard_leaf(s)["checkpoints"]
             for r in range(0 if incremental else n_slices - 1, n_slices):
                 if str(r) not in done:
-                    plan[s] = r if incremental else 0
+                    first[s] = r if incremental else 0
                     break
-        return plan
+        return RetrainPlan(first)
 
-    def referenced_files(self) -> dict[str, dict]:
-        """Every file the manifest vouches for (leaves included): relative path ->
-        {sha256, bytes, ...}."""
+    def referenced_files(self) -> dict[str, Blob]:
+        """Every file the manifest vouches for (leaves included): relative path -> its
+        entry (a :class:`~sisa.store.manifest.entries.Blob`: sha256, bytes, ...)."""
         if "files" not in self._views:
             self._views["files"] = dict(e for r in self._leaf_refs() for e in self._entries(r))
         return self._views["files"]
@@ -226,20 +234,20 @@ class Manifest(dict):
     def dropped_files(self, new: Manifest) -> list[str]:
         """The files this state names and ``new`` does not, compared only where a leaf
         changed (a file's path puts it in one leaf: its shard's or its bucket page's)."""
-        mine = {r["sha256"] for r in self._leaf_refs()}
-        theirs = {r["sha256"] for r in new._leaf_refs()}
-        old = {f for r in self._leaf_refs() if r["sha256"] not in theirs
+        mine = {r.sha256 for r in self._leaf_refs()}
+        theirs = {r.sha256 for r in new._leaf_refs()}
+        old = {f for r in self._leaf_refs() if r.sha256 not in theirs
                for f, _ in self._entries(r)}
-        return sorted(old - {f for r in new._leaf_refs() if r["sha256"] not in mine
+        return sorted(old - {f for r in new._leaf_refs() if r.sha256 not in mine
                              for f, _ in new._entries(r)})
 
-    def _entries(self, ref: dict) -> list[tuple[str, dict]]:
+    def _entries(self, ref: LeafRef) -> list[tuple[str, Blob]]:
         """A leaf's own file and every file it names, each with its entry."""
-        body = self._leaves[ref["sha256"]]
+        body = self._leaves[ref.sha256]
         sections = [body["slices"], body["checkpoints"]] if "shard" in body else [body["parts"]]
-        return [(ref["file"], ref), *((m["file"], m) for sec in sections for m in sec.values())]
+        return [(ref.file, ref), *((m.file, m) for sec in sections for m in sec.values())]
 
-    def _leaf_refs(self) -> list[dict]:
+    def _leaf_refs(self) -> list[LeafRef]:
         return (list(self["shards"]) + list(self["index"]["pages"])
                 + list(self["tombstones"]["pages"].values()))
 
@@ -253,17 +261,19 @@ class Manifest(dict):
         return out
 
     def flat(self) -> dict:
-        """A deep copy of the whole state as one dict (slices, index, tombstones and
-        checkpoints inline, as format 3 held them): for inspection, and for tests that
-        forge a store (:func:`from_flat` turns it back into a manifest)."""
+        """A deep copy of the whole state as one JSON dict (slices, index, tombstones and
+        checkpoints inline, as format 3 held them, entries as their JSON objects): for
+        inspection, and for tests that forge a store (:func:`from_flat` turns it back into
+        a manifest)."""
         d = copy.deepcopy({k: v for k, v in self.items()
                            if k not in ("shards", "index", "tombstones")})
-        d["slices"] = copy.deepcopy(dict(self.slices))
-        d["index"] = {"parts": copy.deepcopy(self.index_parts), "rows": self["index"]["rows"]}
-        d["tombstones"] = {"parts": copy.deepcopy(dict(self.tombstone_parts)),
+        d["slices"] = {k: m.to_json() for k, m in self.slices.items()}
+        d["index"] = {"parts": [m.to_json() for m in self.index_parts],
+                      "rows": self["index"]["rows"]}
+        d["tombstones"] = {"parts": {b: m.to_json() for b, m in self.tombstone_parts.items()},
                            "rows": self.n_tombstones}
         if d.get("model"):
-            d["model"]["checkpoints"] = copy.deepcopy(dict(self.checkpoints))
+            d["model"]["checkpoints"] = {k: m.to_json() for k, m in self.checkpoints.items()}
         return d
 
     # -- changes (each returns a new manifest) ---------------------------------------
@@ -272,7 +282,7 @@ class Manifest(dict):
               **top) -> Manifest:
         """A new manifest: ``top`` replaces root keys; ``leaves`` maps a root slot
         (``"shards"/s``, ``"index"/p``, ``"tombstones"/p``) to a new leaf body and file."""
-        new = dict(root if root is not None else self, **top)
+        new = dict(root if root is not None else self._root, **top)
         bodies, unwritten = dict(self._leaves), dict(self._unwritten)
         if leaves:
             shards = list(new["shards"])
@@ -280,10 +290,10 @@ class Manifest(dict):
             tombs = {**new["tombstones"], "pages": dict(new["tombstones"]["pages"])}
             for (kind, i), (body, rel_dir) in leaves.items():
                 ref, raw = leaf_ref(body, rel_dir)
-                bodies[ref["sha256"]] = body
-                unwritten[ref["sha256"]] = (ref["file"], raw)
+                bodies[ref.sha256] = body
+                unwritten[ref.sha256] = (ref.file, raw)
                 if kind == "shards":
-                    shards[i] = {**ref, "rows": sum(m["rows"] for m in body["slices"].values())}
+                    shards[i] = ShardRef.of(ref, rows=sum(m.rows for m in body["slices"].values()))
                 elif kind == "index":
                     index["pages"][i] = ref
                 elif body["parts"]:
@@ -291,7 +301,7 @@ class Manifest(dict):
                 else:
                     tombs["pages"].pop(str(i), None)
             new.update(shards=shards, index=index, tombstones=tombs)
-        live = {ref["sha256"] for ref in Manifest(new, {})._leaf_refs()}
+        live = {ref.sha256 for ref in Manifest(new, {})._leaf_refs()}
         return Manifest(new, {k: v for k, v in bodies.items() if k in live},
                         {k: v for k, v in unwritten.items() if k in live})
 
@@ -321,11 +331,12 @@ class Manifest(dict):
                 leaves[("shards", s)] = self._shard_edit(s, checkpoints=kept)
         return self._with(leaves=leaves)
 
-    def with_checkpoints(self, metas: Iterable[dict], rows_processed: int = 0) -> Manifest:
+    def with_checkpoints(self, metas: Iterable[CheckpointFile],
+                         rows_processed: int = 0) -> Manifest:
         """Add trained shards' checkpoints, counting their rows in the journal."""
         by_shard: dict[int, dict] = {}
         for meta in metas:
-            by_shard.setdefault(meta["shard"], {})[str(meta["slice"])] = meta
+            by_shard.setdefault(meta.shard, {})[str(meta.slice)] = meta
         leaves = {("shards", s): self._shard_edit(
             s, checkpoints={**self.shard_leaf(s)["checkpoints"], **cks})
             for s, cks in by_shard.items()}
@@ -351,8 +362,9 @@ class Manifest(dict):
         """Record which rows of the source file were held out of training."""
         return self._with(holdout=holdout)
 
-    def with_deletion(self, *, slices: Mapping[str, dict], index_parts: Mapping[int, dict],
-                      tombstone_parts: Mapping[int, dict], n_buckets: int, deleted: int,
+    def with_deletion(self, *, slices: Mapping[str, SliceFile],
+                      index_parts: Mapping[int, BucketFile],
+                      tombstone_parts: Mapping[int, BucketFile], n_buckets: int, deleted: int,
                       plan: RetrainPlan, classes: list | None,
                       pending: dict | None = None) -> Manifest:
         """Rows deleted: ``slices`` (by :func:`slice_key`) replace theirs, the index and
@@ -360,7 +372,7 @@ class Manifest(dict):
         and every checkpoint ``plan`` covers goes. A classifier whose class list changes
         gets ``classes`` (``plan`` then covers every shard)."""
         rebucket = n_buckets != self["index"]["buckets"]
-        root = dict(self)
+        root = dict(self._root)
         if rebucket:  # a re-bucketed store starts from empty pages
             root["index"] = {"rows": 0, "buckets": n_buckets,
                              "pages": [None] * _pages(n_buckets)}
@@ -384,8 +396,8 @@ class Manifest(dict):
         if pending is not None:
             top["pending"] = pending
         new = self._with(root, leaves, **top)
-        index_rows = sum(m["rows"] for m in new.index_parts)
-        tomb_rows = sum(m["rows"] for m in new.tombstone_parts.values())
+        index_rows = sum(m.rows for m in new.index_parts)
+        tomb_rows = sum(m.rows for m in new.tombstone_parts.values())
         return new._with(index={**new["index"], "rows": index_rows},
                          tombstones={**new["tombstones"], "rows": tomb_rows},
                          fingerprint=fingerprint(new))
@@ -396,4 +408,4 @@ class Manifest(dict):
 
     def written(self) -> Manifest:
         """The same state, its leaves now on disk."""
-        return Manifest(self, self._leaves)
+        return Manifest(self._root, self._leaves)

@@ -1,4 +1,4 @@
-"""Manifest pages and the data fingerprint: pure functions over leaf dicts, at the bottom
+"""Manifest pages and the data fingerprint: pure functions over leaf bodies, at the bottom
 of :mod:`sisa.store.manifest` so the model and its builders both use them."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from . import codec as io
 from .codec import canonical_json
+from .entries import BucketFile
 
 PAGE = 64  # index/tombstone buckets per page leaf
 
@@ -16,8 +17,8 @@ def _pages(n_buckets: int) -> int:
     return (n_buckets + PAGE - 1) // PAGE
 
 
-def _page_edits(kind: str, old: Mapping | list, changed: Mapping[int, dict], full: bool
-                ) -> dict:
+def _page_edits(kind: str, old: Mapping | list, changed: Mapping[int, BucketFile],
+                full: bool) -> dict:
     """New page leaves for the buckets in ``changed`` (every page, when ``full``)."""
     current = dict(enumerate(old)) if isinstance(old, list) else {int(b): m
                                                                   for b, m in old.items()}
@@ -34,7 +35,7 @@ def fingerprint(manifest) -> str:
     # canonical_json({"assignment", "schema", "slices": [every slice's sha256]}), streamed
     # from per-shard parts kept by leaf hash: a forget re-encodes only its shards' parts
     parts = manifest.shard_parts("fingerprint", lambda leaf: canonical_json(
-        [leaf["slices"][str(r)]["sha256"] for r in range(len(leaf["slices"]))])[1:-1])
+        [leaf["slices"][str(r)].sha256 for r in range(len(leaf["slices"]))])[1:-1])
     return hashlib.sha256(b'{"assignment":' + canonical_json(manifest["assignment"])
                           + b',"schema":' + canonical_json(manifest["schema"])
                           + b',"slices":[' + b",".join(parts) + b"]}").hexdigest()

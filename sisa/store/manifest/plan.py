@@ -2,25 +2,60 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 
-class RetrainPlan(dict):
+@dataclass(frozen=True, eq=False)
+class RetrainPlan(Mapping[int, int]):
     """shard -> first slice to (re)train: what a deletion invalidates, what a run
     journals, what ``repair`` finds damaged. Every checkpoint of a planned shard from
-    that slice on is stale."""
+    that slice on is stale.
 
-    def add(self, shard: int, sl: int) -> None:
-        """Plan ``shard`` from ``sl`` or earlier."""
-        self[int(shard)] = min(self.get(int(shard), int(sl)), int(sl))
+    Immutable: a read-only mapping (equal to any mapping with the same items) over a
+    private copy of ``first``, keys in shard order; :meth:`with_cell` returns a new plan.
+
+    Parameters
+    ----------
+    first : Mapping[int, int], default={}
+        Shard -> first slice to retrain.
+    """
+
+    first: Mapping[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # a sorted private copy behind a read-only view: nothing can change it later
+        copy = {int(s): int(r) for s, r in sorted(dict(self.first).items())}
+        object.__setattr__(self, "first", MappingProxyType(copy))
+
+    def __getitem__(self, shard: int) -> int:
+        return self.first[shard]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.first)
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def __repr__(self) -> str:
+        return f"RetrainPlan({dict(self.first)!r})"
+
+    def __reduce__(self):  # the read-only view does not pickle; its items do
+        return (RetrainPlan, (dict(self.first),))
+
+    def with_cell(self, shard: int, sl: int) -> RetrainPlan:
+        """This plan, with ``shard`` planned from ``sl`` or earlier."""
+        return RetrainPlan.of([*self.items(), (shard, sl)])
 
     @classmethod
     def of(cls, cells: Iterable[tuple[int, int]]) -> RetrainPlan:
         """The plan covering every ``(shard, slice)`` cell given."""
-        plan = cls()
+        first: dict[int, int] = {}
         for s, r in cells:
-            plan.add(s, r)
-        return plan
+            s, r = int(s), int(r)
+            first[s] = min(first.get(s, r), r)
+        return cls(first)
 
     @classmethod
     def everything(cls, n_shards: int) -> RetrainPlan:
@@ -29,8 +64,8 @@ class RetrainPlan(dict):
 
     def covers(self, shard: int, sl: int) -> bool:
         """Whether the checkpoint of ``(shard, sl)`` is stale under this plan."""
-        return shard in self and sl >= self[shard]
+        return shard in self.first and sl >= self.first[shard]
 
     def pairs(self) -> list[list[int]]:
         """``[[shard, first slice], ...]`` sorted, as receipts record it."""
-        return sorted([s, r] for s, r in self.items())
+        return sorted([s, r] for s, r in self.first.items())

@@ -24,7 +24,7 @@ from ..format import index as idx
 from ..format.arrow_checks import damage
 from ..format.layout import FEATURES, ID, LABEL, read_ipc, slice_schema, union
 from ..io.fs import Location, MissingFileError
-from ..manifest import Manifest, canonical_json
+from ..manifest import Blob, Manifest, canonical_json
 
 _TOMBSTONES = pa.schema([("h", pa.binary(16))])  # a keyed hash per deleted id
 
@@ -62,7 +62,7 @@ class RowReading:
 
         def read_consistent(self, fn: Callable[[Any], object], attempts: int = 8) -> Any: ...
 
-        def referenced_files(self) -> dict[str, dict]: ...
+        def referenced_files(self) -> dict[str, Blob]: ...
 
     def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
         """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
@@ -75,19 +75,20 @@ class RowReading:
         wanted = None if shards is None else {int(s) for s in shards}
         listed = {} if self.loc.is_local else self.loc.file_infos()  # 1 LIST, not N HEADs
         for rel, meta in self.referenced_files().items():
-            if wanted is not None and meta.get("shard") not in wanted and "shard" in meta:
+            shard = getattr(meta, "shard", None)  # slices and checkpoints belong to a shard
+            if wanted is not None and shard is not None and shard not in wanted:
                 continue
             info = listed.get(rel) or self.loc.info(rel)
             if info.size is None or info.type.name == "NotFound":
                 raise MissingFileError(
                     f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
                     f"backup, or run `sisa repair {self.uri}` if a write was interrupted", rel)
-            if info.size != meta["bytes"]:
+            if info.size != meta.bytes:
                 raise CorruptStoreError(
                     f"file {self.loc.path(rel)} has {info.size} bytes, the manifest says "
-                    f"{meta['bytes']}: it was truncated or changed; restore it from backup")
+                    f"{meta.bytes}: it was truncated or changed; restore it from backup")
             if hashes:
-                self.loc.read_verified(rel, meta["sha256"])
+                self.loc.read_verified(rel, meta.sha256)
 
     def _read_table(self, rel: str, sha: str, schema: pa.Schema) -> pa.Table:
         buf = self.loc.read_verified(rel, sha)
@@ -108,7 +109,7 @@ class RowReading:
     def read_slice_table(self, shard: int, sl: int) -> pa.Table:
         """One slice as an Arrow table (``sample_id, label, features``), hash-checked."""
         m = self.manifest.slice(shard, sl)
-        return self._read_table(m["file"], m["sha256"], slice_schema(self.manifest.schema))
+        return self._read_table(m.file, m.sha256, slice_schema(self.manifest.schema))
 
     def read_slice(self, shard: int, sl: int) -> SliceData:
         """One slice as numpy ``X, y, ids``; hash-checked, zero-copy over mmap locally."""
@@ -152,13 +153,13 @@ class RowReading:
     def read_index_part(self, bucket: int) -> pa.Table:
         """One index bucket: the ids hashing to it, sorted, with their (shard, slice)."""
         m = self.manifest.index_parts[bucket]
-        table = self._index_cache.get(m["sha256"])
+        table = self._index_cache.get(m.sha256)
         if table is None:  # immutable file: cache by its hash, keep only live buckets
-            live = {p["sha256"] for p in self.manifest.index_parts}
+            live = {p.sha256 for p in self.manifest.index_parts}
             for sha in [k for k in self._index_cache if k not in live]:
                 del self._index_cache[sha]
-            table = self._index_cache[m["sha256"]] = self._read_table(
-                m["file"], m["sha256"], pa.schema([(ID, idmod.arrow_type(self.manifest.id_type)),
+            table = self._index_cache[m.sha256] = self._read_table(
+                m.file, m.sha256, pa.schema([(ID, idmod.arrow_type(self.manifest.id_type)),
                                                    ("shard", pa.int32()), ("slice", pa.int32())]))
         return table
 
@@ -177,14 +178,14 @@ class RowReading:
         names = sorted(parts, key=int) if buckets is None else [str(b) for b in buckets]
         out: list[bytes] = []
         for k in (k for k in names if k in parts):
-            out += self._read_table(parts[k]["file"], parts[k]["sha256"],
+            out += self._read_table(parts[k].file, parts[k].sha256,
                                     _TOMBSTONES).column("h").to_pylist()
         return out
 
     def tombstones_digest(self) -> str:
         """One hash over the tombstone files' hashes: what a receipt commits of the set of
         deleted ids (a swapped tombstone file changes it)."""
-        hashes = sorted(p["sha256"] for p in self.manifest.tombstone_parts.values())
+        hashes = sorted(p.sha256 for p in self.manifest.tombstone_parts.values())
         return hashlib.sha256(canonical_json(hashes)).hexdigest()
 
 
@@ -202,8 +203,8 @@ def label_union(store: RowReading, kept: dict | None = None) -> list:
             continue
         for r, meta in store.manifest.shard_leaf(s)["slices"].items():
             table = kept.get((s, int(r)))
-            if table is None and meta.get("labels") is not None:
-                lists.append(meta["labels"])
+            if table is None and meta.labels is not None:
+                lists.append(meta.labels)
             else:
                 table = store.read_slice_table(s, int(r)) if table is None else table
                 lists.append(pc.unique(table.column(LABEL)).to_pylist())
@@ -212,5 +213,5 @@ def label_union(store: RowReading, kept: dict | None = None) -> list:
 
 def _recorded_labels(leaf: dict) -> list | None:
     """The union of a shard leaf's slice label lists; None if a slice records none."""
-    lists = [m.get("labels") for m in leaf["slices"].values()]
+    lists = [m.labels for m in leaf["slices"].values()]
     return None if any(x is None for x in lists) else union(lists)

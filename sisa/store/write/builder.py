@@ -28,7 +28,7 @@ from ..format import columns, keys
 from ..format.assign import AssignmentConfig
 from ..format.index import n_index_buckets
 from ..io.fs import TEMP_DIR, Location
-from ..manifest import Manifest, slice_key
+from ..manifest import BucketFile, Manifest, SliceFile, slice_key
 from . import ingest, merge, spill
 from .parallel_ingest import ParallelIngest, choose
 from .spill import Job, Scratch, Shape, Spilled
@@ -291,10 +291,10 @@ class _Here:
         return [out]
 
     def index(self, job: Job, spilled: list[Spilled], n_buckets: int
-              ) -> tuple[dict[int, dict], int, list]:
+              ) -> tuple[dict[int, BucketFile], int, list]:
         return merge.write_index(job, spilled, range(n_buckets), n_buckets)
 
-    def slices(self, job: Job, spilled: list[Spilled]) -> dict[int, dict]:
+    def slices(self, job: Job, spilled: list[Spilled]) -> dict[int, SliceFile]:
         S, R = job.config.n_shards, job.config.n_slices
         bar = progress_bar(total=S * R, desc="writing slices", unit="slice",
                            enabled=self.progress)

@@ -36,7 +36,7 @@ from ..format.layout import (
     slice_labels,
     tombstone_dir,
 )
-from ..manifest import Manifest, RetrainPlan, slice_key
+from ..manifest import BucketFile, Manifest, RetrainPlan, SliceFile, slice_key
 from ..read.reading import label_union
 
 if TYPE_CHECKING:
@@ -187,9 +187,9 @@ def stage(store: Store, deletion: Deletion, *, pending: dict | None = None) -> M
     slices = {}
     with store.loc.batch():  # fsynced together, before the manifest that names them
         for (s, r), table in deletion.kept.items():
-            slices[slice_key(s, r)] = {
-                **store.put_blob(slice_dir(s, r), ".arrow", ipc_bytes(table)),
-                "rows": table.num_rows, "shard": s, "labels": slice_labels(table, label_type)}
+            slices[slice_key(s, r)] = SliceFile.of(
+                store.put_blob(slice_dir(s, r), ".arrow", ipc_bytes(table)),
+                rows=table.num_rows, shard=s, labels=slice_labels(table, label_type))
         crashpoint("delete:after-slices")
         index_parts, tombstone_parts, n_buckets = _index_and_tombstones(store, gone)
     return store.manifest.with_deletion(
@@ -198,12 +198,13 @@ def stage(store: Store, deletion: Deletion, *, pending: dict | None = None) -> M
         pending=pending)
 
 
-def _index_and_tombstones(store: Store, gone: pa.Array) -> tuple[dict, dict, int]:
+def _index_and_tombstones(store: Store, gone: pa.Array
+                          ) -> tuple[dict[int, BucketFile], dict[int, BucketFile], int]:
     """The index and tombstone buckets that change once ``gone`` is deleted (bucket ->
     entry, their files written) and the bucket count after."""
     B = store.index_buckets
-    n_left = sum(p["rows"] for p in store.manifest.index_parts) - len(gone)
-    parts: dict[int, dict] = {}
+    n_left = sum(p.rows for p in store.manifest.index_parts) - len(gone)
+    parts: dict[int, BucketFile] = {}
     if n_index_buckets(n_left) != B:
         # The bucket count follows the row count; a delete that crosses a power of two
         # re-buckets the whole index and the tombstones (keyed by the same count), so
@@ -212,25 +213,25 @@ def _index_and_tombstones(store: Store, gone: pa.Array) -> tuple[dict, dict, int
         index = store.read_index().sort_by(ID)  # as the builder has it: sorted by id
         index = index.filter(pc.invert(pc.is_in(index.column(ID), value_set=gone)))
         for b, part in enumerate(bucketed(index, B)):
-            parts[b] = {**store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
-                        "rows": part.num_rows}
+            parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
+                                     rows=part.num_rows)
         old_tombs = store.read_tombstones()
     else:
         for b in np.unique(id_buckets(gone, B)).tolist():
             part = store.read_index_part(b)
             part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=gone)))
-            parts[b] = {**store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
-                        "rows": part.num_rows}
+            parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
+                                     rows=part.num_rows)
         old_tombs = None
     hashes = store.keyed_id_hashes(gone)
     if old_tombs is not None:
         hashes = old_tombs + hashes
     where = hash_buckets(hashes, B)
-    tparts: dict[int, dict] = {}
+    tparts: dict[int, BucketFile] = {}
     for b in np.unique(where).tolist():
         added = [hashes[i] for i in np.flatnonzero(where == b)]
         both = sorted(added + (store.read_tombstones([b]) if old_tombs is None else []))
         table = pa.table({"h": pa.array(both, pa.binary(16))})
-        tparts[b] = {**store.put_blob(tombstone_dir(b), ".arrow", ipc_bytes(table)),
-                     "rows": table.num_rows}
+        tparts[b] = BucketFile.of(store.put_blob(tombstone_dir(b), ".arrow", ipc_bytes(table)),
+                                  rows=table.num_rows)
     return parts, tparts, B

@@ -40,6 +40,7 @@ from ..format.layout import (
 from ..format.streamed_ipc import StreamedFile, Unsupported
 from ..io.fs import Location
 from ..io.localfs import fsync_dir, makedirs_durable
+from ..manifest.entries import Blob, BucketFile, SliceFile
 from .spill import INDEX_BATCH, ORDER, Job, Scratch, Shape, Spilled, key_range
 
 WRITERS = 8  # files written at a time
@@ -131,17 +132,17 @@ class Output:
             os.makedirs(path, exist_ok=True)
         list(self.pool.map(fsync_dir, sorted({os.path.dirname(p) for p in created})))
 
-    def put(self, key, rel_dir: str, data: pa.Buffer, extra: dict) -> None:
-        """Write ``data`` as ``rel_dir/<hash>.arrow``; its entry is ``{file, sha256, bytes,
-        **extra}``."""
+    def put(self, key, rel_dir: str, data: pa.Buffer, kind: type[Blob], **extra) -> None:
+        """Write ``data`` as ``rel_dir/<hash>.arrow``; its entry is a ``kind`` (file,
+        sha256, bytes and ``extra``)."""
         size = data.size
         with self.cond:
             self.cond.wait_for(lambda: self.pending == 0 or self.pending + size <= self.max_bytes)
             self.pending += size
 
-        def write() -> dict:
+        def write() -> Blob:
             try:
-                return {**self.loc.write_content(rel_dir, ".arrow", data), **extra}
+                return kind.of(Blob(**self.loc.write_content(rel_dir, ".arrow", data)), **extra)
             finally:
                 with self.cond:
                     self.pending -= size
@@ -150,7 +151,7 @@ class Output:
         self.futures[key] = self.pool.submit(write)
 
     def put_file(self, key, rel_dir: str, path: str, sha256: str, size: int,
-                 extra: dict) -> None:
+                 kind: type[Blob], **extra) -> None:
         """Move (local store) or upload a finished local file named by its hash."""
         rel = f"{rel_dir}/{sha256[:32]}.arrow"
         info = self.loc.info(rel)  # refuses links on the way
@@ -172,7 +173,7 @@ class Output:
             finally:
                 os.unlink(path)
         done: Future = Future()
-        done.set_result({"file": rel, "sha256": sha256, "bytes": size, **extra})
+        done.set_result(kind(rel, sha256, size, **extra))
         self.futures[key] = done
 
     def entries(self) -> dict:
@@ -209,10 +210,10 @@ def _sorted(batches: list[pa.RecordBatch], run_schema: pa.Schema,
     return t if t.schema.equals(schema) else t.cast(schema)  # `take` owns its buffers
 
 
-def write_slices(job: Job, spilled: list[Spilled], cells, tick=None) -> dict[int, dict]:
+def write_slices(job: Job, spilled: list[Spilled], cells, tick=None
+                 ) -> dict[int, SliceFile]:
     """Write the slices ``cells`` (shard·R + slice) from the runs; returns each one's
-    manifest entry (``file, sha256, bytes, rows, shard, labels``) by cell. ``tick()``
-    after each."""
+    manifest entry by cell. ``tick()`` after each."""
     runs, out = Runs(job.scratch, spilled), Output(job.loc, job.chunk_bytes)
     R = job.config.n_slices
     try:
@@ -239,13 +240,13 @@ def _write_slice(job: Job, runs: Runs, cell: int, out: Output) -> None:
                                                  (id_text, label_text),
                                                  min(-(-size // chunk), rows),
                                                  local_dir(out.loc), label_type)
-            out.put_file(cell, slice_dir(s, r), path, sha, n_bytes,
-                         {"rows": rows, "shard": s, "labels": labels})
+            out.put_file(cell, slice_dir(s, r), path, sha, n_bytes, SliceFile,
+                         rows=rows, shard=s, labels=labels)
             return
     t = _sorted(runs.cell_batches(cell), shape.run_schema, schema)
     # the slice's distinct labels: the class set is a union of manifest entries
-    out.put(cell, slice_dir(s, r), ipc_bytes(t),
-            {"rows": t.num_rows, "shard": s, "labels": slice_labels(t, label_type)})
+    out.put(cell, slice_dir(s, r), ipc_bytes(t), SliceFile,
+            rows=t.num_rows, shard=s, labels=slice_labels(t, label_type))
 
 
 def _stream(runs: Runs, cell: int, shape: Shape, schema: pa.Schema, rows: int, text: tuple,
@@ -277,7 +278,7 @@ def _stream(runs: Runs, cell: int, shape: Shape, schema: pa.Schema, rows: int, t
 
 
 def write_index(job: Job, spilled: list[Spilled], buckets, n_buckets: int
-                ) -> tuple[dict[int, dict], int, list]:
+                ) -> tuple[dict[int, BucketFile], int, list]:
     """Check and write index buckets; returns their entries by bucket, the number of
     duplicated ids and the smallest five of them (once a duplicate is found nothing more
     is written: the build fails)."""
@@ -296,7 +297,7 @@ def write_index(job: Job, spilled: list[Spilled], buckets, n_buckets: int
                 n_dups += len(found)
                 smallest = sorted(smallest + found[:5])[:5]
             elif not n_dups:
-                out.put(b, index_dir(b), ipc_bytes(table), {"rows": table.num_rows})
+                out.put(b, index_dir(b), ipc_bytes(table), BucketFile, rows=table.num_rows)
     finally:
         runs.close()
         entries = out.entries()

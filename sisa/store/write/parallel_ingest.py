@@ -35,6 +35,7 @@ from ...errors import InputError
 from ...tasks import backend
 from ..format import arrow_checks
 from ..format.index import n_index_buckets
+from ..manifest.entries import BucketFile, SliceFile
 from . import ingest, merge, pages, spill
 from .spill import Job, Spilled
 
@@ -209,7 +210,7 @@ class ParallelIngest:
         return [r["spilled"] for r in res]
 
     def index(self, job: Job, spilled: list[Spilled], n_buckets: int
-              ) -> tuple[dict[int, dict], int, list]:
+              ) -> tuple[dict[int, BucketFile], int, list]:
         groups = _groups(list(range(n_buckets)), 2 * self.slots)
         res = self._map("writing the index", index_task, [(g, n_buckets) for g in groups],
                         (job, spilled), unit="bucket", units=[len(g) for g in groups])
@@ -217,7 +218,7 @@ class ParallelIngest:
         smallest = sorted(x for r in res for x in r["smallest"])[:5]
         return parts, sum(r["dups"] for r in res), smallest
 
-    def slices(self, job: Job, spilled: list[Spilled]) -> dict[int, dict]:
+    def slices(self, job: Job, spilled: list[Spilled]) -> dict[int, SliceFile]:
         S, R = job.config.n_shards, job.config.n_slices
         groups = _groups(list(range(S * R)), 4 * self.slots)
         res = self._map("writing slices", slices_task, [(g,) for g in groups], (job, spilled),
