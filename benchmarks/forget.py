@@ -30,14 +30,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    from sisa import SISAClassifier, Store
+    from sisa import IngestOptions, SISAClassifier, Store
     from sisa.engine import connect, cost
 
     S, R, E, P = args.shards, args.slices, args.epochs, 2
     src = synthetic_parquet(args.rows, 50)
     root = tempfile.mkdtemp(prefix="sisa-bench-forget-")
     connect(num_cpus=P)
-    store = Store.create(f"{root}/store", src, label="label", n_shards=S, n_slices=R)
+    store = Store.create(f"{root}/store", src,
+                         options=IngestOptions(label="label", n_shards=S, n_slices=R))
     N = store.n_rows
 
     def fit(backend: str) -> tuple[SISAClassifier, float]:

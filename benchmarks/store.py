@@ -19,9 +19,10 @@ from benchmarks._data import synthetic_parquet
 
 INGEST = """
 import json, resource, sys, time
-from sisa import Store
+from sisa import IngestOptions, Store
 t = time.perf_counter()
-st = Store.create(sys.argv[2], sys.argv[1], label="label", n_shards=16, n_slices=8)
+st = Store.create(sys.argv[2], sys.argv[1],
+                  options=IngestOptions(label="label", n_shards=16, n_slices=8))
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": st.n_rows,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "spread": st.spread()}))

@@ -185,12 +185,12 @@ def main() -> None:
     args = ap.parse_args()
     from sklearn.linear_model import SGDClassifier
 
-    from sisa import SISAClassifier, Store
+    from sisa import IngestOptions, SISAClassifier, Store
 
     S, R, E = 32, 8, 5
     root = tempfile.mkdtemp(prefix="sisa-bench-overhead-")
-    store = Store.create(f"{root}/store", synthetic_parquet(args.rows, 50), label="label",
-                         n_shards=S, n_slices=R)
+    store = Store.create(f"{root}/store", synthetic_parquet(args.rows, 50),
+                         options=IngestOptions(label="label", n_shards=S, n_slices=R))
     model = SISAClassifier(SGDClassifier(loss="log_loss", alpha=1e-5), n_shards=S,
                            n_slices=R, epochs=E, backend="local")
     model.fit(store)

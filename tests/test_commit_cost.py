@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-from sisa import SISAClassifier, Store
+from sisa import IngestOptions, SISAClassifier, Store
 from sisa.errors import CorruptStoreError
 from sisa.store.io import localfs
 from sisa.store.manifest import MANIFEST
@@ -144,7 +144,8 @@ def test_a_forget_fsyncs_its_files_in_one_group_before_the_manifest(tmp_path, mo
 
 
 def test_a_failed_batch_syncs_nothing_and_leaves_no_pending_paths(tmp_path):
-    store = Store.create(tmp_path / "s", *make_classification(200, 3), n_shards=2, n_slices=1)
+    store = Store.create(tmp_path / "s", *make_classification(200, 3),
+                         options=IngestOptions(n_shards=2, n_slices=1))
     with pytest.raises(RuntimeError), store.loc.batch():
         store.loc.write_content("data/x", ".bin", b"abc")
         raise RuntimeError("step failed")
@@ -173,7 +174,8 @@ def test_a_reused_inode_with_a_coarse_mtime_still_shows_the_commit(tmp_path):
 def test_a_forked_child_fsyncs_with_its_own_pool(tmp_path):
     """The grouped-fsync pool's threads do not survive a fork: the child makes its own
     instead of waiting forever on dead ones (while holding the store's lock)."""
-    store = Store.create(tmp_path / "s", *make_classification(200, 3), n_shards=2, n_slices=1)
+    store = Store.create(tmp_path / "s", *make_classification(200, 3),
+                         options=IngestOptions(n_shards=2, n_slices=1))
     with store.loc.batch():  # the parent's pool exists now
         for i in range(3):
             store.loc.write_content(f"data/p{i}", ".bin", bytes([i]) * 10)
@@ -200,7 +202,8 @@ def test_a_forked_child_fsyncs_with_its_own_pool(tmp_path):
 
 
 def test_an_existing_file_reused_outside_a_batch_is_fsynced(tmp_path, monkeypatch):
-    store = Store.create(tmp_path / "s", *make_classification(200, 3), n_shards=2, n_slices=1)
+    store = Store.create(tmp_path / "s", *make_classification(200, 3),
+                         options=IngestOptions(n_shards=2, n_slices=1))
     with pytest.raises(RuntimeError), store.loc.batch():  # written, never fsynced
         entry = store.loc.write_content("data/x", ".bin", b"abcdef")
         raise RuntimeError

@@ -15,7 +15,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.preprocessing import OneHotEncoder
 
-from sisa import SISAClassifier, Store
+from sisa import IngestOptions, SISAClassifier, Store
 from sisa.datasets._dataset import package_file
 from sisa.errors import InputError
 from sisa.store.format.layout import FEATURES
@@ -274,7 +274,8 @@ def test_bytes_do_not_depend_on_memory_budget_or_input_format(tmp_path):
     digests = []
     for k, (data, budget) in enumerate([(X, 256), (sp.csr_array(X), 1), (X.tocoo(), 1)]):
         with Store.building(str(tmp_path / f"s{k}"), overwrite=True) as st:
-            st.ingest(data, y, n_shards=4, n_slices=3, memory_budget_mb=budget)
+            st.ingest(data, y,
+                      options=IngestOptions(n_shards=4, n_slices=3, memory_budget_mb=budget))
             st.publish()
         digests.append({key: v["sha256"] for key, v in st.manifest.slices.items()})
     assert digests[0] == digests[1] == digests[2]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sisa._crash import InjectedCrash
 from sisa.errors import CorruptStoreError, InputError, StoreError, StoreLockedError, UnknownIdError
-from sisa.store import Store
+from sisa.store import IngestOptions, Store
 from tests.helpers import make_classification
 
 
@@ -30,7 +30,7 @@ def slice_files(store: Store) -> dict[str, str]:
 
 def test_build_read_and_balance(tmp_path):
     X, y = make_classification(4000, 5)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=3)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=3))
     assert st_.n_rows == 4000 and st_.n_features == 5
     assert st_.spread()["rel_std"] < 0.1
     seen = np.concatenate([st_.read_slice(s, r).ids for s in range(4) for r in range(3)])
@@ -45,8 +45,9 @@ def test_build_read_and_balance(tmp_path):
 def test_rows_inside_a_slice_follow_the_hash_not_the_input_order(tmp_path):
     X, y = make_classification(1000, 3)
     perm = np.random.default_rng(1).permutation(1000)
-    a = Store.create(tmp_path / "a", X, y, n_shards=2, n_slices=2)
-    b = Store.create(tmp_path / "b", X[perm], y[perm], sample_ids=perm, n_shards=2, n_slices=2)
+    a = Store.create(tmp_path / "a", X, y, options=IngestOptions(n_shards=2, n_slices=2))
+    b = Store.create(tmp_path / "b", X[perm], y[perm],
+                     options=IngestOptions(n_shards=2, n_slices=2), sample_ids=perm)
     assert slice_files(a) == slice_files(b)
     assert a.fingerprint == b.fingerprint
 
@@ -75,10 +76,11 @@ def test_ingest_formats_give_the_same_store(tmp_path, fmt):
         pq.write_table(table.slice(0, 300), tmp_path / "dir" / "a.parquet")
         pq.write_table(table.slice(300), tmp_path / "dir" / "b.parquet")
         src = tmp_path / "dir"
-    st_ = Store.create(tmp_path / "s", src, label="target", id_column="uid", n_shards=3,
-                       n_slices=2, dtype=np.float64, batch_rows=128)
-    ref = Store.create(tmp_path / "ref", X.astype(np.float64), y, sample_ids=np.arange(600) * 7,
-                       n_shards=3, n_slices=2)
+    st_ = Store.create(tmp_path / "s", src,
+                       options=IngestOptions(label="target", id_column="uid", n_shards=3,
+                                             n_slices=2, dtype=np.float64, batch_rows=128))
+    ref = Store.create(tmp_path / "ref", X.astype(np.float64), y,
+                       options=IngestOptions(n_shards=3, n_slices=2), sample_ids=np.arange(600) * 7)
     assert st_.manifest["schema"]["feature_names"] == ["f0", "f1", "f2"]
     for s in range(3):
         for r in range(2):
@@ -89,9 +91,11 @@ def test_ingest_formats_give_the_same_store(tmp_path, fmt):
 def test_spilling_to_disk_gives_identical_files(tmp_path):
     X, y = make_classification(3000, 4)
     table = pa.table({"f": X[:, 0], "g": X[:, 1], "label": y})
-    a = Store.create(tmp_path / "a", table, label="label", n_shards=3, n_slices=2,
-                     batch_rows=100, memory_budget_mb=0)  # spill after every batch
-    b = Store.create(tmp_path / "b", table, label="label", n_shards=3, n_slices=2)
+    a = Store.create(tmp_path / "a", table,
+                     options=IngestOptions(label="label", n_shards=3, n_slices=2, batch_rows=100,
+                                           memory_budget_mb=0))  # spill after every batch
+    b = Store.create(tmp_path / "b", table,
+                     options=IngestOptions(label="label", n_shards=3, n_slices=2))
     assert slice_files(a) == slice_files(b)
 
 
@@ -109,13 +113,15 @@ def test_delete_equals_building_without_the_rows(tmp_path_factory, data):
     rng = np.random.default_rng(seed)
     X, y = rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 3, n)
     root = tmp_path_factory.mktemp("prop")
-    full = Store.create(root / "full", X, y, sample_ids=ids, n_shards=S, n_slices=R,
-                        random_state=seed)
+    full = Store.create(root / "full", X, y,
+                        options=IngestOptions(n_shards=S, n_slices=R, random_state=seed),
+                        sample_ids=ids)
     if U:
         full.delete(U)
     keep = ~np.isin(ids, U)
-    rebuilt = Store.create(root / "rebuilt", X[keep], y[keep], sample_ids=ids[keep], n_shards=S,
-                           n_slices=R, random_state=seed)
+    rebuilt = Store.create(root / "rebuilt", X[keep], y[keep],
+                           options=IngestOptions(n_shards=S, n_slices=R, random_state=seed),
+                           sample_ids=ids[keep])
     assert slice_files(full) == slice_files(rebuilt)
     assert full.fingerprint == rebuilt.fingerprint
     assert full.unreferenced_files() == []
@@ -127,7 +133,7 @@ def test_delete_equals_building_without_the_rows(tmp_path_factory, data):
 
 def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
     X, y = make_classification(1000, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=2))
     res = st_.delete([5, 6, 7])
     assert res.deleted == 3 and sum(res.plan.values()) >= 0 and res.plan
     assert st_.n_rows == 997
@@ -144,11 +150,12 @@ def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
 def test_a_crash_at_any_step_leaves_before_or_after_never_a_mix(tmp_path, monkeypatch, point):
     X, y = make_classification(2000, 3)
     U = list(range(0, 2000, 97))
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=3)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=3))
     before = slice_files(st_)
     keep = np.setdiff1d(np.arange(2000), U)
-    after = slice_files(Store.create(tmp_path / "ref", X[keep], y[keep], sample_ids=keep,
-                                     n_shards=4, n_slices=3))
+    after = slice_files(Store.create(tmp_path / "ref", X[keep], y[keep],
+                                     options=IngestOptions(n_shards=4, n_slices=3),
+                                     sample_ids=keep))
     monkeypatch.setenv("SISA_CRASH_AT", point)
     with pytest.raises(InjectedCrash):
         st_.delete(U)
@@ -170,7 +177,7 @@ def test_a_crash_at_any_step_leaves_before_or_after_never_a_mix(tmp_path, monkey
 
 def test_a_second_writer_gets_a_clear_error_naming_the_holder(tmp_path):
     X, y = make_classification(500, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from sisa.store import Store\n"
@@ -198,34 +205,37 @@ def test_a_second_writer_gets_a_clear_error_naming_the_holder(tmp_path):
 def test_bad_arrays_are_named(tmp_path, make, msg):
     X, y = make_classification(200, 3)
     with pytest.raises(InputError, match=msg):
-        Store.create(tmp_path / "s", *make(X, y), n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", *make(X, y), options=IngestOptions(n_shards=2, n_slices=2))
     assert not Store.exists(tmp_path / "s")
 
 
 def test_bad_layouts_and_ids_are_named(tmp_path):
     X, y = make_classification(50, 3)
     with pytest.raises(InputError, match="fewer shards or slices"):
-        Store.create(tmp_path / "s", X, y, n_shards=10, n_slices=6)
+        Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=10, n_slices=6))
     with pytest.raises(InputError, match="n_shards must be"):
-        Store.create(tmp_path / "s", X, y, n_shards=0, n_slices=1)
+        Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=0, n_slices=1))
     ids = np.arange(50)
     ids[7] = 3
     with pytest.raises(InputError, match=r"duplicate sample id.*\[3\]"):
-        Store.create(tmp_path / "s", X, y, sample_ids=ids, n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2),
+                     sample_ids=ids)
     df = pd.DataFrame({"a": [[1, 2]] * 50, "b": X[:, 0], "label": y})  # strings are stored
     with pytest.raises(InputError, match=r"column 'a' has type list<item: int64>, which sisa "
                                          "cannot store"):
-        Store.create(tmp_path / "s", df, label="label", n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", df,
+                     options=IngestOptions(label="label", n_shards=2, n_slices=2))
     with pytest.raises(InputError, match="not found"):
-        Store.create(tmp_path / "s", df, label="nope", n_shards=2, n_slices=2)
-    Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", df,
+                     options=IngestOptions(label="nope", n_shards=2, n_slices=2))
+    Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     with pytest.raises(InputError, match="already exists"):
-        Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
 
 
 def test_missing_altered_or_corrupt_files_are_named(tmp_path):
     X, y = make_classification(500, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     victim = st_.manifest.slices["1/0"]["file"]
     path = tmp_path / "s" / victim
     data = bytearray(path.read_bytes())
@@ -248,7 +258,7 @@ def test_missing_altered_or_corrupt_files_are_named(tmp_path):
 
 def test_write_leaves_no_temporary_files(tmp_path):
     X, y = make_classification(500, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     st_.delete(list(range(20)))
     names = [p.name for p in (tmp_path / "s").rglob("*")]
     assert not [n for n in names if ".tmp-" in n]
@@ -262,16 +272,19 @@ def test_group_and_deletion_probability_columns(tmp_path):
     p_del = np.where(rng.random(n) < 0.1, 0.8, 0.01)
     table = pa.table({"user": rng.integers(0, 150, n), "p": p_del, "f": rng.normal(size=n),
                       "y": rng.integers(0, 2, n)})
-    st_ = Store.create(tmp_path / "g", table, label="y", group_column="user",
-                       feature_columns=["f"], n_shards=4, n_slices=3)
+    st_ = Store.create(tmp_path / "g", table,
+                       options=IngestOptions(label="y", group_column="user", feature_columns=["f"],
+                                             n_shards=4, n_slices=3))
     where = {}
     for s in range(4):
         for r in range(3):
             for i in st_.read_slice(s, r).ids:
                 where.setdefault(int(table.column("user")[int(i)].as_py()), set()).add((s, r))
     assert all(len(cells) == 1 for cells in where.values())  # a user's rows share one slice
-    hot = Store.create(tmp_path / "h", table, label="y", deletion_prob_column="p",
-                       feature_columns=["f"], n_shards=5, n_slices=2, hot_shards=1)
+    hot = Store.create(tmp_path / "h", table,
+                       options=IngestOptions(label="y", deletion_prob_column="p",
+                                             feature_columns=["f"], n_shards=5, n_slices=2,
+                                             hot_shards=1))
     p = table.column("p").to_numpy()
     hot_ids = np.concatenate([hot.read_slice(0, r).ids for r in range(2)])
     assert set(hot_ids.tolist()) == set(np.flatnonzero(p >= 0.5).tolist())
@@ -290,7 +303,8 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     X, y = make_classification(2000, 3)
     ids = np.arange(2000) * 7 + 3
     sample_ids = ids if id_kind == "int" else np.array([f"user-{i}" for i in ids], dtype=object)
-    st_ = Store.create(tmp_path / "s", X, y, sample_ids=sample_ids, n_shards=4, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=2),
+                       sample_ids=sample_ids)
     B = st_.index_buckets
     assert B == 32 and sum(p["rows"] for p in st_.manifest.index_parts) == 2000
     index = st_.read_index()
@@ -324,7 +338,7 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
 def test_a_boolean_mask_or_float_ids_are_refused_not_cast(tmp_path):
     """pyarrow casts True/False to 1/0: a mask passed as ids would delete ids 0 and 1."""
     X, y = make_classification(200, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     for bad, msg in ((X[:, 0] > 0, "bool values.*ids\\[mask\\]"), ([1.0, 2.0], "is a float"),
                      ([2**70], "out of range"), (["a"], "is a str.*are integers"),
                      (["7"], "pass 7 \\(an int\\)"), ([True], "is a bool")):
@@ -337,7 +351,7 @@ def test_threads_sharing_one_store_take_turns_and_lose_no_delete(tmp_path):
     import threading
 
     X, y = make_classification(1000, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=2))
     errors: list = []
 
     def delete(ids) -> None:
@@ -364,24 +378,28 @@ def test_threads_sharing_one_store_take_turns_and_lose_no_delete(tmp_path):
 
 def test_overwrite_replaces_a_corrupt_store(tmp_path):
     X, y = make_classification(200, 3)
-    Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     (tmp_path / "s" / "manifest.json").write_text("{garbage")
     with pytest.raises(CorruptStoreError):
         Store.open(tmp_path / "s")
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2, overwrite=True)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2),
+                       overwrite=True)
     assert Store.open(tmp_path / "s").fingerprint == st_.fingerprint
 
 
 def test_ids_and_groups_are_the_same_whatever_array_carries_them(tmp_path):
     X, y = make_classification(300, 3)
     ids = np.arange(300) * 3 + 1
-    a = Store.create(tmp_path / "a", X, y, sample_ids=ids.astype(object), n_shards=3,
-                     n_slices=2)
-    b = Store.create(tmp_path / "b", X, y, sample_ids=ids, n_shards=3, n_slices=2)
+    a = Store.create(tmp_path / "a", X, y, options=IngestOptions(n_shards=3, n_slices=2),
+                     sample_ids=ids.astype(object))
+    b = Store.create(tmp_path / "b", X, y, options=IngestOptions(n_shards=3, n_slices=2),
+                     sample_ids=ids)
     assert a.fingerprint == b.fingerprint and a.manifest["schema"]["id_type"] == "int64"
     with pytest.raises(InputError, match="groups must have one key per row"):
-        Store.create(tmp_path / "c", X, y, groups=np.zeros((300, 2)), n_shards=3, n_slices=2)
+        Store.create(tmp_path / "c", X, y, options=IngestOptions(n_shards=3, n_slices=2),
+                     groups=np.zeros((300, 2)))
     table = pa.table({"f": X[:, 0], "y": y})
     with pytest.raises(InputError, match="cannot also be features"):
-        Store.create(tmp_path / "d", table, label="y", feature_columns=["f", "y"],
-                     n_shards=3, n_slices=2)
+        Store.create(tmp_path / "d", table,
+                     options=IngestOptions(label="y", feature_columns=["f", "y"], n_shards=3,
+                                           n_slices=2))

@@ -6,10 +6,11 @@ from pathlib import Path
 
 
 def make_store(uri: str, parquet: Path, size: dict):
-    from sisa import Store
+    from sisa import IngestOptions, Store
 
-    return Store.create(uri, str(parquet), label="label", n_shards=size["shards"],
-                        n_slices=size["slices"])
+    return Store.create(uri, str(parquet),
+                        options=IngestOptions(label="label", n_shards=size["shards"],
+                                              n_slices=size["slices"]))
 
 
 def make_model(size: dict):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,10 @@ from .manifest import Manifest, RetrainPlan
 from .read.audit_keys import AuditKeys
 from .read.reading import RowReading
 from .write import builder, deletion
+from .write.options import IngestOptions
+
+if TYPE_CHECKING:
+    from ..tasks.settings import ExecutionSettings
 
 
 class Store(RowReading, AuditKeys):
@@ -60,7 +65,8 @@ class Store(RowReading, AuditKeys):
     --------
     >>> import numpy as np, tempfile
     >>> X, y = np.random.default_rng(0).normal(size=(100, 3)), np.arange(100) % 2
-    >>> st = Store.create(tempfile.mkdtemp(), X, y, n_shards=2, n_slices=2)
+    >>> st = Store.create(tempfile.mkdtemp(), X, y,
+    ...                   options=IngestOptions(n_shards=2, n_slices=2))
     >>> st.n_rows, st.delete([0, 1]).deleted
     (100, 2)
     """
@@ -199,7 +205,9 @@ class Store(RowReading, AuditKeys):
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def create(cls, uri: str, data, y=None, *, overwrite: bool = False, **ingest_kw) -> Store:
+    def create(cls, uri: str, data, y=None, *, options: IngestOptions,
+               settings: ExecutionSettings | None = None, sample_ids=None, groups=None,
+               deletion_prob=None, overwrite: bool = False) -> Store:
         """Ingest rows into a new store (built beside anything at ``uri``, then switched
         to in one step).
 
@@ -209,25 +217,28 @@ class Store(RowReading, AuditKeys):
             Local path or URI (``file://``, ``s3://``...). Must not hold a store unless
             ``overwrite=True``.
         data : array-like, DataFrame, pyarrow.Table or path
-            Features (with ``y``) or a table/file holding the ``label`` column.
+            Features (with ``y``) or a table/file holding the ``options.label`` column.
         y : array-like, optional
             Labels, when ``data`` is an array.
+        options : IngestOptions
+            The layout (``n_shards``, ``n_slices``, ``random_state``...) and how the input
+            is read (columns, CSV text, memory bounds): :class:`IngestOptions`.
+        settings : ExecutionSettings, optional
+            Where the build runs (default: in this process) and whether progress bars
+            show (``progress``).
+        sample_ids, groups, deletion_prob : array-like, optional
+            With array data, one value per row (a table names these columns in
+            ``options``): see :func:`sisa.store.write.builder.ingest_rows`.
         overwrite : bool, default=False
             Replace a store already at ``uri``.
-        **ingest_kw
-            ``n_shards`` and ``n_slices`` (required), and the ingest options documented at
-            :func:`sisa.store.write.builder.ingest_rows`: ``label``, ``random_state``,
-            ``sample_ids``/``id_column``, ``groups``/``group_column``,
-            ``deletion_prob``/``deletion_prob_column``, ``hot_shards``, ``hot_threshold``,
-            ``feature_columns``, ``dtype``, ``memory_budget_mb``, ``batch_rows``,
-            ``progress``.
 
         Returns
         -------
         Store
         """
         with cls.building(uri, overwrite=overwrite) as store:
-            store.ingest(data, y, **ingest_kw)
+            store.ingest(data, y, options=options, settings=settings, sample_ids=sample_ids,
+                         groups=groups, deletion_prob=deletion_prob)
             store.publish()
         return store
 
@@ -248,7 +259,7 @@ class Store(RowReading, AuditKeys):
         >>> import numpy as np, tempfile
         >>> X, y = np.random.default_rng(0).normal(size=(100, 3)), np.arange(100) % 2
         >>> with Store.building(tempfile.mkdtemp()) as st:
-        ...     _ = st.ingest(X, y, n_shards=2, n_slices=2)
+        ...     _ = st.ingest(X, y, options=IngestOptions(n_shards=2, n_slices=2))
         ...     st.publish()
         >>> st.n_rows
         100
@@ -265,24 +276,27 @@ class Store(RowReading, AuditKeys):
                     builder.clean(where)
                     store.staged = False
 
-    def ingest(self, data, y=None, **options) -> Store:
+    def ingest(self, data, y=None, *, options: IngestOptions,
+               settings: ExecutionSettings | None = None, sample_ids=None, groups=None,
+               deletion_prob=None, check: builder.SchemaCheck | None = None) -> Store:
         """Write the data of a staged store (see :meth:`building`); every row is read and
         validated before anything is published.
 
         Parameters
         ----------
-        data, y
+        data, y, options, settings, sample_ids, groups, deletion_prob
             As in :meth:`create`.
-        **options
-            ``n_shards``, ``n_slices`` (required) and the ingest options documented at
-            :func:`sisa.store.write.builder.ingest_rows`.
+        check : callable, optional
+            ``check(schema)`` before any row is read (a model's check of the column kinds).
 
         Returns
         -------
         Store
             ``self``.
         """
-        new, key = builder.ingest_rows(self, data, y, **options)
+        new, key = builder.ingest_rows(self, data, y, options=options, settings=settings,
+                                       sample_ids=sample_ids, groups=groups,
+                                       deletion_prob=deletion_prob, check=check)
         self.manifest, self._key, self._audit_key = new, key, None
         self._index_cache.clear()
         return self
