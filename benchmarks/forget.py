@@ -52,8 +52,8 @@ def main() -> None:
     ray_s = float(np.median([fit("ray")[1] for _ in range(2)]))
     model, local_s = fit("local")
     model.set_params(backend="auto")  # as users run it: one shard in process, many on Ray
-    X = np.concatenate([store.read_slices(s, range(R)).X for s in range(S)])
-    y = np.concatenate([store.read_slices(s, range(R)).y for s in range(S)])
+    X = np.concatenate([store.rows.read_slices(s, range(R)).X for s in range(S)])
+    y = np.concatenate([store.rows.read_slices(s, range(R)).y for s in range(S)])
     mono = SGDClassifier(loss="log_loss", alpha=1e-5, random_state=0)
     t = time.perf_counter()
     for _ in range(E):
@@ -61,7 +61,7 @@ def main() -> None:
     mono_s = time.perf_counter() - t
     del X, y
     rng = np.random.default_rng(0)
-    ids = store.read_index().column("sample_id").to_numpy()
+    ids = store.rows.read_index().column("sample_id").to_numpy()
     picks = rng.choice(ids, size=args.repeats + 100, replace=False)
     single, rows = [], []
     for i in picks[: args.repeats]:

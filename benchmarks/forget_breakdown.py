@@ -137,7 +137,7 @@ def run(args) -> dict:
     from sisa import SISAClassifier
 
     model = SISAClassifier.load(args.dir).set_params(backend="local")
-    ids = model.store_.read_index().column("sample_id").to_numpy()
+    ids = model.store_.rows.read_index().column("sample_id").to_numpy()
     picks = np.random.default_rng(args.seed).choice(ids, size=args.forgets + 2, replace=False)
     for i in picks[:2]:  # warm-up: imports, caches
         model.forget([int(i)])

@@ -108,7 +108,7 @@ def run_one(n: int, args, root: str) -> dict:
     model.set_params(backend="auto")
     counter = count_manifest_bytes()
     trained = time_train_shard()
-    ids = store.read_index().column("sample_id").to_numpy()
+    ids = store.rows.read_index().column("sample_id").to_numpy()
     picks = np.random.default_rng(0).choice(ids, size=args.forgets, replace=False)
     times, rows, mbytes = [], [], []
     for i in picks:

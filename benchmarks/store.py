@@ -44,11 +44,11 @@ def main() -> None:
     times = []
     for s in range(16):
         t = time.perf_counter()
-        part = st.read_slice(s, 3)
+        part = st.rows.read_slice(s, 3)
         times.append(time.perf_counter() - t)
     rng = np.random.default_rng(0)
     cells = rng.choice(16 * 8, size=10, replace=False)
-    ids = [int(st.read_slice(c // 8, c % 8).ids[0]) for c in cells]
+    ids = [int(st.rows.read_slice(c // 8, c % 8).ids[0]) for c in cells]
     t = time.perf_counter()
     res = st.delete(ids)
     delete_s = time.perf_counter() - t

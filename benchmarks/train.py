@@ -50,9 +50,9 @@ def main() -> None:
         t = time.perf_counter()
         m.fit(store)
         res[key] = round(time.perf_counter() - t, 2)
-    data = store.read_slices(0, range(args.slices))  # warm up I/O path
-    X = np.concatenate([store.read_slices(s, range(args.slices)).X for s in range(args.shards)])
-    y = np.concatenate([store.read_slices(s, range(args.slices)).y for s in range(args.shards)])
+    data = store.rows.read_slices(0, range(args.slices))  # warm up I/O path
+    parts = [store.rows.read_slices(s, range(args.slices)) for s in range(args.shards)]
+    X, y = np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts])
     del data
     mono = SGDClassifier(loss="log_loss", alpha=1e-5, random_state=0)
     t = time.perf_counter()

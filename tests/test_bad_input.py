@@ -1063,6 +1063,6 @@ def test_ids_files_are_read_exactly_as_stored(work: Work) -> None:
                              "--json")
         assert code == 0, err
         assert json.loads(out)["n_ids"] == len(gone)
-        found = Store.open(str(store)).locate(gone + kept)[0]
+        found = Store.open(str(store)).rows.locate(gone + kept)[0]
         assert found.tolist() == [False] * len(gone) + [True] * len(kept)
         shutil.rmtree(store)

@@ -17,6 +17,7 @@ from sklearn.naive_bayes import GaussianNB
 from sisa import IngestOptions, SISAClassifier, SISARegressor, Store
 from sisa.errors import InputError
 from sisa.store.format import index as store_mod
+from sisa.store.read.reading import RowReader
 from sisa.store.write import deletion
 from sisa.unlearn import history, verify
 from tests.helpers import LOCAL, make_classification, make_regression
@@ -121,8 +122,8 @@ def test_the_class_set_comes_from_the_manifest_without_reading_slices(tmp_path, 
     def no_reads(*a, **k):
         raise AssertionError("read a slice")
 
-    monkeypatch.setattr(Store, "read_slice_table", no_reads)
-    assert st_.classes() == [0, 1, 2]
+    monkeypatch.setattr(RowReader, "read_slice_table", no_reads)
+    assert st_.rows.classes() == [0, 1, 2]
 
 
 def index_and_data(path) -> dict[str, str]:
@@ -139,12 +140,12 @@ def test_a_delete_across_an_index_bucket_boundary_leaves_a_fresh_builds_files(tm
     ids = rng.permutation(10 * n)[:n]
     full = Store.create(tmp_path / "full", X, y, options=IngestOptions(n_shards=2, n_slices=2),
                         sample_ids=ids)
-    assert full.index_buckets == 2
+    assert full.rows.index_buckets == 2
     first, second = ids[[5, 70]].tolist(), ids[[9, 600]].tolist()
     full.delete(first)  # 65,537 rows left: still 2 buckets, tombstones in 2 buckets
-    assert full.index_buckets == 2
+    assert full.rows.index_buckets == 2
     full.delete(second)  # 65,535: one bucket, a fresh build's layout
-    assert full.index_buckets == 1
+    assert full.rows.index_buckets == 1
     keep = ~np.isin(ids, first + second)
     fresh = Store.create(tmp_path / "fresh", X[keep], y[keep],
                          options=IngestOptions(n_shards=2, n_slices=2), sample_ids=ids[keep])

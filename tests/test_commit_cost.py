@@ -64,11 +64,11 @@ def test_dropped_files_are_the_set_difference_through_forgets_and_a_rebucket(tmp
 def test_label_union_from_kept_shard_unions_equals_the_slices(tmp_path):
     est, _, y = _fit(tmp_path)
     store = est.store_
-    first = label_union(store)
-    assert first == sorted(set(y.tolist())) == label_union(store)  # second from the cache
+    first = label_union(store.rows)
+    assert first == sorted(set(y.tolist())) == label_union(store.rows)  # second from the cache
     cls2 = np.flatnonzero(y == 2)
     est.forget(cls2.tolist())  # class 2 vanishes: the union must follow, not the cache
-    assert label_union(store) == [0, 1] and est.classes_.tolist() == [0, 1]
+    assert label_union(store.rows) == [0, 1] and est.classes_.tolist() == [0, 1]
 
 
 def test_a_commit_by_another_writer_is_seen_and_our_own_is_not_reread(tmp_path, monkeypatch):

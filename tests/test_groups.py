@@ -78,7 +78,7 @@ def test_one_groups_rows_share_one_shard_and_slice(tmp_path):
     where: dict = {}
     for s in range(S):
         for r in range(R):
-            t = st.read_slice_table(s, r)
+            t = st.rows.read_slice_table(s, r)
             for sid in t.column("sample_id").to_pylist():
                 where.setdefault(users[sid], set()).add((s, r))
             assert t.schema.names[-1] == GROUP  # a hash beside each row, never the key

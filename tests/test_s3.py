@@ -158,7 +158,7 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
     X, y = make_classification(900, 4)
     st = Store.create(uri, X, y, options=IngestOptions(n_shards=3, n_slices=2))
     assert not st.loc.is_local and st.n_rows == 900
-    part = st.read_slice(1, 1)
+    part = st.rows.read_slice(1, 1)
     assert np.array_equal(part.X, X[part.ids]) and np.array_equal(part.y, y[part.ids])
 
     def live() -> set[str]:  # the unsigned store's audit key is the one file beside them

@@ -87,7 +87,7 @@ def test_onehot_20k_by_3k_stays_sparse_and_small(onehot, tmp_path):
     # kept sparse on disk: within 1.5x of the CSR's own bytes (dense would be 480 MB)
     assert data_bytes(tmp_path / "s") <= 1.5 * csr_bytes(X)
     # one row is one Arrow row of (indices, values)
-    t = model.store_.read_slice_table(0, 0)
+    t = model.store_.rows.read_slice_table(0, 0)
     assert t.num_rows == X.shape[0] and pa.types.is_struct(t.schema.field(FEATURES).type)
     # S=1, R=1: the same model as a plain fit (MultinomialNB counts: order-free)
     plain = MultinomialNB().fit(X, y)
@@ -132,7 +132,7 @@ def test_values_round_trip_exactly_in_canonical_form(tmp_path):
                 slices=1)
     store = model.store_
     assert store.manifest.schema["dtype"] == "float32"
-    got = store.read_slice(0, 0)
+    got = store.rows.read_slice(0, 0)
     from sisa.engine.forms import model_input
     csr = model_input(got.X, store.manifest.schema, None)
     order = np.argsort(got.ids)

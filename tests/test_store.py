@@ -33,13 +33,13 @@ def test_build_read_and_balance(tmp_path):
     st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=3))
     assert st_.n_rows == 4000 and st_.n_features == 5
     assert st_.spread()["rel_std"] < 0.1
-    seen = np.concatenate([st_.read_slice(s, r).ids for s in range(4) for r in range(3)])
+    seen = np.concatenate([st_.rows.read_slice(s, r).ids for s in range(4) for r in range(3)])
     assert np.array_equal(np.sort(seen), np.arange(4000))
-    part = st_.read_slice(2, 1)
+    part = st_.rows.read_slice(2, 1)
     assert part.X.dtype == np.float32 and part.X.shape == (len(part), 5)
     assert np.array_equal(part.X, X[part.ids]) and np.array_equal(part.y, y[part.ids])
-    both = st_.read_slices(2, range(2))
-    assert len(both) == len(st_.read_slice(2, 0)) + len(part)
+    both = st_.rows.read_slices(2, range(2))
+    assert len(both) == len(st_.rows.read_slice(2, 0)) + len(part)
 
 
 def test_rows_inside_a_slice_follow_the_hash_not_the_input_order(tmp_path):
@@ -84,7 +84,7 @@ def test_ingest_formats_give_the_same_store(tmp_path, fmt):
     assert st_.manifest["schema"]["feature_names"] == ["f0", "f1", "f2"]
     for s in range(3):
         for r in range(2):
-            a, b = st_.read_slice(s, r), ref.read_slice(s, r)
+            a, b = st_.rows.read_slice(s, r), ref.rows.read_slice(s, r)
             assert np.array_equal(a.ids, b.ids) and np.allclose(a.X, b.X)
 
 
@@ -142,7 +142,7 @@ def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
     with pytest.raises(UnknownIdError, match="5000, 5001"):
         st_.delete([9, 5000, 5001])
     assert Store.open(tmp_path / "s").fingerprint == before  # nothing changed
-    assert st_.locate([9])[0].all()  # 9 was not deleted by the failed call
+    assert st_.rows.locate([9])[0].all()  # 9 was not deleted by the failed call
 
 
 @pytest.mark.parametrize("point", ["delete:after-slices", "delete:before-commit",
@@ -169,7 +169,8 @@ def test_a_crash_at_any_step_leaves_before_or_after_never_a_mix(tmp_path, monkey
         reopened.collect_garbage()
     assert reopened.unreferenced_files() == []
     if crashed_after_commit:  # no leftover file may still hold a deleted row
-        held = np.concatenate([reopened.read_slice(s, r).ids for s in range(4) for r in range(3)])
+        held = np.concatenate([reopened.rows.read_slice(s, r).ids for s in range(4)
+                               for r in range(3)])
         assert not np.isin(held, U).any()
     else:
         assert reopened.delete(U).deleted == len(U)
@@ -242,7 +243,7 @@ def test_missing_altered_or_corrupt_files_are_named(tmp_path):
     data[-40] ^= 0xFF  # same size, different bytes
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptStoreError, match="hash mismatch.*" + victim.split("/")[-1][:8]):
-        Store.open(tmp_path / "s").read_slice(1, 0)
+        Store.open(tmp_path / "s").rows.read_slice(1, 0)
     path.unlink()
     with pytest.raises(CorruptStoreError, match="missing file .*" + victim.split("/")[-1][:8]):
         Store.open(tmp_path / "s")
@@ -278,7 +279,7 @@ def test_group_and_deletion_probability_columns(tmp_path):
     where = {}
     for s in range(4):
         for r in range(3):
-            for i in st_.read_slice(s, r).ids:
+            for i in st_.rows.read_slice(s, r).ids:
                 where.setdefault(int(table.column("user")[int(i)].as_py()), set()).add((s, r))
     assert all(len(cells) == 1 for cells in where.values())  # a user's rows share one slice
     hot = Store.create(tmp_path / "h", table,
@@ -286,7 +287,7 @@ def test_group_and_deletion_probability_columns(tmp_path):
                                              feature_columns=["f"], n_shards=5, n_slices=2,
                                              hot_shards=1))
     p = table.column("p").to_numpy()
-    hot_ids = np.concatenate([hot.read_slice(0, r).ids for r in range(2)])
+    hot_ids = np.concatenate([hot.rows.read_slice(0, r).ids for r in range(2)])
     assert set(hot_ids.tolist()) == set(np.flatnonzero(p >= 0.5).tolist())
 
 
@@ -305,16 +306,16 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     sample_ids = ids if id_kind == "int" else np.array([f"user-{i}" for i in ids], dtype=object)
     st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=2),
                        sample_ids=sample_ids)
-    B = st_.index_buckets
+    B = st_.rows.index_buckets
     assert B == 32 and sum(p["rows"] for p in st_.manifest.index_parts) == 2000
-    index = st_.read_index()
+    index = st_.rows.read_index()
     assert sorted(index.column("sample_id").to_pylist()) == sorted(sample_ids.tolist())
     # locate agrees with the data files, in query order, for ids spread over buckets
     query = sample_ids[[1999, 0, 777, 5]].tolist()
-    found, shard, sl = st_.locate([*query, "nope" if id_kind == "str" else 1])
+    found, shard, sl = st_.rows.locate([*query, "nope" if id_kind == "str" else 1])
     assert found.tolist() == [True, True, True, True, False]
     for q, s, r in zip(query, shard.tolist(), sl.tolist(), strict=True):
-        assert q in st_.read_slice_table(s, r).column("sample_id").to_pylist()
+        assert q in st_.rows.read_slice_table(s, r).column("sample_id").to_pylist()
     # deleting 3 ids rewrites at most 3 index buckets and creates at most 3 tombstone files
     before = [p["sha256"] for p in st_.manifest.index_parts]
     gone = sample_ids[[10, 20, 30]].tolist()
@@ -324,7 +325,7 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     assert changed == set(store_mod.id_buckets(pa.array(gone), B).tolist())
     assert 1 <= len(st_.manifest.tombstone_parts) <= 3
     assert st_.manifest.n_tombstones == 3 and st_.n_rows == 1997
-    assert not st_.locate(gone)[0].any()
+    assert not st_.rows.locate(gone)[0].any()
     # deleted ids are recognised through their tombstone bucket; unknown ones are not
     assert st_.delete([gone[0]]).already_deleted == [gone[0]]
     with pytest.raises(UnknownIdError):
@@ -369,7 +370,7 @@ def test_threads_sharing_one_store_take_turns_and_lose_no_delete(tmp_path):
     assert not errors
     fresh = Store.open(tmp_path / "s")
     fresh.check_files()
-    assert fresh.n_rows == 800 and not fresh.locate(list(range(200)))[0].any()
+    assert fresh.n_rows == 800 and not fresh.rows.locate(list(range(200)))[0].any()
     assert not fresh.unreferenced_files()
     # a thread that does not hold the lock cannot commit behind the holder's back
     with pytest.raises(StoreError, match="must run inside"):

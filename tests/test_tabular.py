@@ -143,7 +143,7 @@ def test_a_slice_rewritten_on_delete_keeps_only_the_categories_of_its_rows(tmp_p
                                              allow_missing=True))
     rare = int(np.flatnonzero(df["native-country"] == RARE)[0])
     key = next(k for k, m in st_.manifest.slices.items()
-               if rare in st_.read_slice(*map(int, k.split("/"))).ids.tolist())
+               if rare in st_.rows.read_slice(*map(int, k.split("/"))).ids.tolist())
     st_.delete([rare])
     assert files_holding(tmp_path / "a", RARE) == []
     keep = table.filter(pa.array(np.arange(len(y)) != rare))
@@ -151,7 +151,7 @@ def test_a_slice_rewritten_on_delete_keeps_only_the_categories_of_its_rows(tmp_p
                          options=IngestOptions(label="label", id_column="rid", n_shards=2,
                                                n_slices=2, allow_missing=True))
     assert st_.manifest.slices[key]["sha256"] == fresh.manifest.slices[key]["sha256"]
-    feats = st_.read_slice_table(*map(int, key.split("/"))).column(FEATURES).combine_chunks()
+    feats = st_.rows.read_slice_table(*map(int, key.split("/"))).column(FEATURES).combine_chunks()
     country = feats.field("native-country")
     assert pa.types.is_dictionary(country.type)
     assert sorted(country.dictionary.to_pylist()) == sorted(
@@ -188,7 +188,7 @@ def test_bool_date_and_timestamp_columns_reach_a_numeric_model_as_floats(tmp_pat
     assert schema["columns"][4] == {"kind": "timestamp", "type": "timestamp", "unit": "us",
                                     "tz": "UTC"}
     assert slice_schema(schema).field(FEATURES).type.field("joined").type == pa.date32()
-    part = model.store_.read_slice(0, 0)
+    part = model.store_.rows.read_slice(0, 0)
     X = forms.model_input(part.X, schema, forms.accepts(est))
     row = table.filter(pa.compute.equal(table["rid"], part.ids[0])).to_pylist()[0]
     assert isinstance(X, np.ndarray) and X.dtype == np.float64
@@ -257,7 +257,7 @@ def test_missing_values_reach_hgb_in_a_dense_store(tmp_path):
     nums = df[NUMS]
     model = fit(HistGradientBoostingClassifier(max_iter=10), nums, y, tmp_path / "a")
     assert "layout" not in model.store_.manifest.schema  # the dense layout, unchanged
-    X = model.store_.read_slice(0, 0).X
+    X = model.store_.rows.read_slice(0, 0).X
     assert np.isnan(X).any() and np.isnan(X[:, 0]).any()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -312,9 +312,9 @@ def test_csv_options_in_python_trim_and_mark_missing(tmp_path):
                                                  na_values=("?",), trim_whitespace=True)))
     schema = st_.manifest.schema
     assert schema["feature_names"] == ADULT_COLUMNS[:-1] and schema["label_name"] == "income"
-    assert st_.classes() == ["<=50K", ">50K"]
+    assert st_.rows.classes() == ["<=50K", ">50K"]
     assert schema["columns"][0] == {"kind": "number", "type": "int64"}  # age, with '?'
-    feats = st_.read_slice_table(0, 0).column(FEATURES).combine_chunks()
+    feats = st_.rows.read_slice_table(0, 0).column(FEATURES).combine_chunks()
     assert feats.field("age").null_count > 0 and feats.field("workclass").null_count > 0
     assert not any(v.startswith(" ") for v in
                    feats.field("workclass").dictionary_decode().drop_null().to_pylist())
@@ -362,7 +362,7 @@ def test_cli_reads_the_published_layout_and_refuses_categories_sgd_cannot_take(t
                              "--holdout", "0.2", "--json")
     assert code == 0, err
     st_ = Store.open(store)
-    assert st_.classes() == ["<=50K", ">50K"] and st_.manifest.schema["feature_names"] == NUMS
+    assert st_.rows.classes() == ["<=50K", ">50K"] and st_.manifest.schema["feature_names"] == NUMS
     assert json.loads(out)["holdout"]["score"] > 0.7
     before = tree_digest(store)
     code, out, err = run_cli("train", str(tmp_path / "adult.csv"), "--label", "income",
@@ -450,7 +450,7 @@ def typed_table(n: int, seed: int = 0) -> pa.Table:
 def stored_rows(st_: Store) -> dict:
     out = {}
     for key in st_.manifest.slices:
-        t = st_.read_slice_table(*map(int, key.split("/")))
+        t = st_.rows.read_slice_table(*map(int, key.split("/")))
         feats = t.column(FEATURES).combine_chunks()
         for uid, label, row in zip(t.column("sample_id").to_pylist(),
                                    t.column("label").to_pylist(), feats.to_pylist(),

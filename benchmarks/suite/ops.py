@@ -6,11 +6,18 @@ from pathlib import Path
 
 
 def make_store(uri: str, parquet: Path, size: dict):
-    from sisa import IngestOptions, Store
+    import sisa
 
-    return Store.create(uri, str(parquet),
-                        options=IngestOptions(label="label", n_shards=size["shards"],
-                                              n_slices=size["slices"]))
+    layout = {"label": "label", "n_shards": size["shards"], "n_slices": size["slices"]}
+    if not hasattr(sisa, "IngestOptions"):  # a baseline commit from before IngestOptions
+        return sisa.Store.create(uri, str(parquet), **layout)
+    return sisa.Store.create(uri, str(parquet), options=sisa.IngestOptions(**layout))
+
+
+def rows(store):
+    """The store's row reader: ``store.rows`` (the store itself at a baseline commit from
+    before the reader was a composed object), so two commits compare either side."""
+    return getattr(store, "rows", store)
 
 
 def make_model(size: dict):

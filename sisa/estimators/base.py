@@ -236,7 +236,7 @@ class _SISABase(BaseEstimator):
     def _classes_from_store(store: Store) -> np.ndarray:
         # the union of the manifest's per-slice label lists: no slice is read (except
         # for float labels, which record none)
-        return np.asarray(store.classes())
+        return np.asarray(store.rows.classes())
 
     def _set_fitted(self, store: Store, strict: bool = True) -> None:
         """Load the shard models; with ``strict=False`` a store that may not serve (an

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from .._crash import crashpoint
-from ..errors import LocationError, StoreError, StoreLockedError
+from ..errors import CorruptStoreError, LocationError, StoreError, StoreLockedError
 from . import manifest as mf
 from .format import keys, sparse
 from .format.assign import AssignmentConfig, spread
@@ -33,8 +33,8 @@ from .io import localfs
 from .io.fs import Location, MissingFileError
 from .io.lock import WriteLock
 from .manifest import Manifest, RetrainPlan
-from .read.audit_keys import AuditKeys
-from .read.reading import RowReading
+from .read.audit_keys import AuditKeys, KeyCache
+from .read.reading import RowReader
 from .write import builder, deletion
 from .write.options import IngestOptions
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..tasks.settings import ExecutionSettings
 
 
-class Store(RowReading, AuditKeys):
+class Store:
     """An on-disk training set split into ``n_shards`` × ``n_slices`` Arrow files.
 
     Build one with :meth:`Store.create`, reopen it with :meth:`Store.open`.
@@ -60,6 +60,11 @@ class Store(RowReading, AuditKeys):
         The state this object reads; replaced by :meth:`commit` and :meth:`reload`.
     loc : sisa.store.io.fs.Location
         Where the files are.
+    rows : RowReader
+        Reads the current state's rows: slices, labels (``classes``), the id index
+        (``locate``) and tombstones.
+    audit : AuditKeys
+        The current state's signer and the keyed hashes of deleted ids.
 
     Examples
     --------
@@ -83,21 +88,30 @@ class Store(RowReading, AuditKeys):
         self._lock_owner: int | None = None
         self._thread_lock = threading.RLock()  # threads sharing this object take turns
         self._index_cache: dict[str, pa.Table] = {}
-        self._key: keys.KeyPair | None = None  # the owner's key, looked up on first need
-        self._audit_key: bytes | None = None
+        self._keys = KeyCache()  # the owner's and the audit key, looked up on first need
         self._seen: tuple | None = None  # the manifest file's identity when last read
 
     def __getstate__(self) -> dict:  # pickled with estimators: no caches, no lock
         state = {**self.__dict__, "_index_cache": {}, "_lock": None, "_lock_depth": 0,
-                 "_lock_owner": None, "_key": None, "_audit_key": None, "_seen": None}
+                 "_lock_owner": None, "_seen": None}
         del state["_thread_lock"]
-        # Pickled under its public name, in place: models saved before `manifest` became a
-        # property load unchanged, and the pickled bytes are the same.
-        return {("manifest" if k == "_manifest" else k): v for k, v in state.items()}
+        # Pickled under their former names, in place: models saved before `manifest` became
+        # a property and the keys moved to `_keys` load unchanged; the pickled bytes are
+        # the same (and hold no key).
+        out: dict[str, object] = {}
+        for k, v in state.items():
+            if k == "_keys":
+                out.update(_key=None, _audit_key=None)
+            else:
+                out["manifest" if k == "_manifest" else k] = v
+        return out
 
     def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state.pop("_key", None), state.pop("_audit_key", None)
         self.__dict__.update({("_manifest" if k == "manifest" else k): v
                               for k, v in state.items()})
+        self._keys = KeyCache()
         self._thread_lock = threading.RLock()
 
     @property
@@ -117,6 +131,18 @@ class Store(RowReading, AuditKeys):
     @manifest.setter
     def manifest(self, manifest: Manifest) -> None:
         self._manifest = manifest
+
+    @property
+    def rows(self) -> RowReader:
+        """The rows of the current state (:class:`~sisa.store.read.reading.RowReader`): a
+        new reader per access, so one reader sees one generation."""
+        return RowReader(self.loc, self.manifest, self._index_cache)
+
+    @property
+    def audit(self) -> AuditKeys:
+        """The current state's signer and audit key
+        (:class:`~sisa.store.read.audit_keys.AuditKeys`); keys looked up once per store."""
+        return AuditKeys(self.loc, self.manifest, self._keys)
 
     # ------------------------------------------------------------------ opening
     @property
@@ -173,6 +199,31 @@ class Store(RowReading, AuditKeys):
                 if self.manifest.generation == generation:
                     raise
         raise AssertionError("unreachable")
+
+    def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
+        """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
+        ``hashes``) altered file (of ``shards`` only, if given). A file missing because a
+        writer committed after this store's manifest was read is not damage: the check
+        reruns on the new manifest (see :meth:`read_consistent`)."""
+        self.read_consistent(lambda st: st._check_files(hashes, shards))
+
+    def _check_files(self, hashes: bool, shards: Iterable[int] | None) -> None:
+        wanted = None if shards is None else {int(s) for s in shards}
+        listed = {} if self.loc.is_local else self.loc.file_infos()  # 1 LIST, not N HEADs
+        for rel, meta in self.referenced_files().items():
+            if wanted is not None and meta.get("shard") not in wanted and "shard" in meta:
+                continue
+            info = listed.get(rel) or self.loc.info(rel)
+            if info.size is None or info.type.name == "NotFound":
+                raise MissingFileError(
+                    f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
+                    f"backup, or run `sisa repair {self.uri}` if a write was interrupted", rel)
+            if info.size != meta["bytes"]:
+                raise CorruptStoreError(
+                    f"file {self.loc.path(rel)} has {info.size} bytes, the manifest says "
+                    f"{meta['bytes']}: it was truncated or changed; restore it from backup")
+            if hashes:
+                self.loc.read_verified(rel, meta["sha256"])
 
     @classmethod
     def upgrade(cls, uri: str) -> bool:
@@ -297,7 +348,7 @@ class Store(RowReading, AuditKeys):
         new, key = builder.ingest_rows(self, data, y, options=options, settings=settings,
                                        sample_ids=sample_ids, groups=groups,
                                        deletion_prob=deletion_prob, check=check)
-        self.manifest, self._key, self._audit_key = new, key, None
+        self.manifest, self._keys = new, KeyCache(key=key)
         self._index_cache.clear()
         return self
 
@@ -308,7 +359,7 @@ class Store(RowReading, AuditKeys):
         if not self.staged or not self._manifest:
             raise StoreError("internal: nothing staged to publish (use Store.building)")
         new = self.manifest.stamped(self.manifest.generation)
-        mf.write(self.loc, new, self._key)
+        mf.write(self.loc, new, self._keys.key)
         self._seen = self._stamp()
         self.manifest, self.staged = new.written(), False
         crashpoint("publish:after-manifest")
@@ -429,7 +480,7 @@ class Store(RowReading, AuditKeys):
             held.check()  # object stores have no CAS: re-check we still hold the lock
         old = self.manifest
         new = new.stamped(old.generation + 1)
-        mf.write(self.loc, new, self.signing_key())
+        mf.write(self.loc, new, self.audit.signing_key())
         self._seen = self._stamp()  # ours: the lock excludes other writers
         self.manifest = new = new.written()
         crashpoint("commit:after-manifest")

@@ -40,8 +40,8 @@ def ids_digest(store: Store, ids):
     holds the owner's key (or, for an unsigned store, the store) and the ids can
     recompute it.
     """
-    canon = idmod.unique_sorted(store.id_array(ids))
-    digest = hmac.new(store.audit_key(), b"\n".join(idmod.id_bytes(canon)), hashlib.sha256)
+    canon = idmod.unique_sorted(store.rows.id_array(ids))
+    digest = hmac.new(store.audit.key(), b"\n".join(idmod.id_bytes(canon)), hashlib.sha256)
     return digest.hexdigest(), canon
 
 
@@ -51,7 +51,7 @@ def groups_named(store: Store, keys, record: bool = False) -> dict:
     audit key of all of them (as :func:`ids_digest`), ``n_groups``, and ``group_hashes``,
     one keyed hash per key (16 bytes, as a tombstone), by which a later request sees that a
     group was forgotten; the raw keys (``groups``) only with ``record``."""
-    key = store.audit_key()
+    key = store.audit.key()
     raw = idmod.group_bytes(keys)
     named = {"groups_sha256": hmac.new(key, b"\n".join(raw), hashlib.sha256).hexdigest(),
              "n_groups": len(raw),
@@ -111,7 +111,7 @@ def seal(store: Store, receipt: dict) -> tuple[dict, dict]:
     audit = store.manifest.audit
     sealed = {**receipt, "seq": audit["receipts"], "prev": audit["head"],
               "store_id": store.manifest.store_id}
-    key = store.signing_key()
+    key = store.audit.signing_key()
     if key is not None:
         sealed["signature"] = key.sign(canonical_json(
             {k: v for k, v in sealed.items() if k != "signature"}))
@@ -240,7 +240,7 @@ def check(store: Store, log: tuple[list[dict], list[str]] | None = None) -> list
     now if not given) against the committed manifest: a receipt removed, reordered,
     edited or unsigned, one missing at the end, a torn line."""
     receipts, problems = read_log(store) if log is None else (log[0], list(log[1]))
-    signer = store.signer
+    signer = store.audit.signer
     for i, r in enumerate(receipts):
         who = f"receipt {i} (request {r.get('request_id', '?')})"
         if r.get("seq") != i:

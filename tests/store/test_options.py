@@ -126,7 +126,7 @@ def test_the_same_options_build_the_same_store_by_array_or_table(tmp_path):
     assert a.random_state == b.random_state == 4 and b.manifest.schema["dtype"] == "float64"
     for s in range(3):  # the same rows in the same places: the layout is the options'
         for r in range(2):
-            assert a.read_slice(s, r).ids.tolist() == b.read_slice(s, r).ids.tolist()
+            assert a.rows.read_slice(s, r).ids.tolist() == b.rows.read_slice(s, r).ids.tolist()
 
 
 def test_progress_is_the_execution_settings_flag(tmp_path, capfd):
