@@ -105,6 +105,7 @@ def test_options_are_normalised_frozen_and_replace_validates_again():
     opts = IngestOptions(n_shards=np.int64(3), n_slices=2, dtype=np.float32,
                          feature_columns=["a", "b"], csv=CsvOptions(na_values=["?"]))
     assert opts.dtype == "float32" and opts.feature_columns == ("a", "b")
+    assert type(opts.n_shards) is int and type(opts.hot_threshold) is float
     assert opts.csv == CsvOptions(na_values=("?",))
     assert opts == IngestOptions(n_shards=3, n_slices=2, dtype="float32",
                                  feature_columns=("a", "b"), csv=CsvOptions(("?",)))

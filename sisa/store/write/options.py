@@ -109,8 +109,10 @@ class IngestOptions:
                              "pass csv=CsvOptions.of(na_values=..., trim_whitespace=...)")
         _at_least("memory_budget_mb", self.memory_budget_mb, 0)
         _at_least("batch_rows", self.batch_rows, 1)
-        for f in ("random_state", "hot_shards", "memory_budget_mb", "batch_rows"):
+        for f in ("n_shards", "n_slices", "random_state", "hot_shards", "memory_budget_mb",
+                  "batch_rows"):  # plain Python numbers: numpy ones compare and print alike
             self._set(f, int(getattr(self, f)))
+        self._set("hot_threshold", float(self.hot_threshold))
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)  # normalising a frozen field, once
