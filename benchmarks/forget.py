@@ -30,14 +30,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    from sisa import SISAClassifier, Store
+    from sisa import IngestOptions, SISAClassifier, Store
     from sisa.engine import connect, cost
 
     S, R, E, P = args.shards, args.slices, args.epochs, 2
     src = synthetic_parquet(args.rows, 50)
     root = tempfile.mkdtemp(prefix="sisa-bench-forget-")
     connect(num_cpus=P)
-    store = Store.create(f"{root}/store", src, label="label", n_shards=S, n_slices=R)
+    store = Store.create(f"{root}/store", src,
+                         options=IngestOptions(label="label", n_shards=S, n_slices=R))
     N = store.n_rows
 
     def fit(backend: str) -> tuple[SISAClassifier, float]:
@@ -51,8 +52,8 @@ def main() -> None:
     ray_s = float(np.median([fit("ray")[1] for _ in range(2)]))
     model, local_s = fit("local")
     model.set_params(backend="auto")  # as users run it: one shard in process, many on Ray
-    X = np.concatenate([store.read_slices(s, range(R)).X for s in range(S)])
-    y = np.concatenate([store.read_slices(s, range(R)).y for s in range(S)])
+    X = np.concatenate([store.rows.read_slices(s, range(R)).X for s in range(S)])
+    y = np.concatenate([store.rows.read_slices(s, range(R)).y for s in range(S)])
     mono = SGDClassifier(loss="log_loss", alpha=1e-5, random_state=0)
     t = time.perf_counter()
     for _ in range(E):
@@ -60,7 +61,7 @@ def main() -> None:
     mono_s = time.perf_counter() - t
     del X, y
     rng = np.random.default_rng(0)
-    ids = store.read_index().column("sample_id").to_numpy()
+    ids = store.rows.read_index().column("sample_id").to_numpy()
     picks = rng.choice(ids, size=args.repeats + 100, replace=False)
     single, rows = [], []
     for i in picks[: args.repeats]:

@@ -117,13 +117,14 @@ def build(args) -> dict:
     from sklearn.linear_model import SGDClassifier
 
     from benchmarks._data import synthetic_parquet
-    from sisa import SISAClassifier, Store
+    from sisa import IngestOptions, SISAClassifier, Store
 
     src = synthetic_parquet(args.rows, 50)
     shutil.rmtree(args.dir, ignore_errors=True)
     t = time.perf_counter()
-    store = Store.create(args.dir, src, label="label", n_shards=256, n_slices=8,
-                         memory_budget_mb=256)
+    store = Store.create(args.dir, src,
+                         options=IngestOptions(label="label", n_shards=256, n_slices=8,
+                                               memory_budget_mb=256))
     ingest = time.perf_counter() - t
     t = time.perf_counter()
     SISAClassifier(SGDClassifier(loss="log_loss", alpha=1e-5), n_shards=256, n_slices=8,
@@ -136,7 +137,7 @@ def run(args) -> dict:
     from sisa import SISAClassifier
 
     model = SISAClassifier.load(args.dir).set_params(backend="local")
-    ids = model.store_.read_index().column("sample_id").to_numpy()
+    ids = model.store_.rows.read_index().column("sample_id").to_numpy()
     picks = np.random.default_rng(args.seed).choice(ids, size=args.forgets + 2, replace=False)
     for i in picks[:2]:  # warm-up: imports, caches
         model.forget([int(i)])

@@ -40,7 +40,7 @@ S, R = 256, 8
 
 DRIVER = """
 import json, os, resource, sys, time
-from sisa import Store
+from sisa import IngestOptions, Store
 src, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 kw = {}
 if mode != "serial":
@@ -54,8 +54,8 @@ if mode != "serial":
     ray.get([warm.remote() for _ in range(4 * want)])  # workers up, sisa imported
     kw["settings"] = ExecutionSettings(backend="ray")
 t = time.perf_counter()
-st = Store.create(out, src, label="label", n_shards=int(sys.argv[4]), n_slices=int(sys.argv[5]),
-                  **kw)
+st = Store.create(out, src, options=IngestOptions(label="label", n_shards=int(sys.argv[4]),
+                                                  n_slices=int(sys.argv[5])), **kw)
 res = {"seconds": round(time.perf_counter() - t, 1), "rows": st.n_rows,
        "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 if mode != "serial":

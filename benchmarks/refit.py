@@ -112,7 +112,7 @@ def hgb_options(root: str) -> list[dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(Xtr, ytr)
-        data = model.store_.read_slices(0, range(1))
+        data = model.store_.rows.read_slices(0, range(1))
         cpu = []
         with threadpool_limits(limits=1):
             for _ in range(3):

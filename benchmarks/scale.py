@@ -29,10 +29,11 @@ from benchmarks._data import synthetic_parquet
 
 INGEST = """
 import sys, time
-from sisa import Store
+from sisa import IngestOptions, Store
 t = time.perf_counter()
-Store.create(sys.argv[1], sys.argv[2], label="label", n_shards=int(sys.argv[3]),
-             n_slices=int(sys.argv[4]), memory_budget_mb=int(sys.argv[5]))
+Store.create(sys.argv[1], sys.argv[2], options=IngestOptions(
+    label="label", n_shards=int(sys.argv[3]), n_slices=int(sys.argv[4]),
+    memory_budget_mb=int(sys.argv[5])))
 print(time.perf_counter() - t)
 """
 
@@ -95,7 +96,7 @@ def fit(store, S: int, R: int, E: int) -> tuple[object, float]:
 
 
 def run_one(n: int, args, root: str) -> dict:
-    from sisa import Store
+    from sisa import IngestOptions, Store
 
     S, R, E = args.shards, args.slices, args.epochs
     src = synthetic_parquet(n, 50)
@@ -107,7 +108,7 @@ def run_one(n: int, args, root: str) -> dict:
     model.set_params(backend="auto")
     counter = count_manifest_bytes()
     trained = time_train_shard()
-    ids = store.read_index().column("sample_id").to_numpy()
+    ids = store.rows.read_index().column("sample_id").to_numpy()
     picks = np.random.default_rng(0).choice(ids, size=args.forgets, replace=False)
     times, rows, mbytes = [], [], []
     for i in picks:
@@ -129,8 +130,9 @@ def run_one(n: int, args, root: str) -> dict:
            "manifest_bytes_per_forget_median": int(np.median(mbytes)),
            "forget_times_ms": [round(1000 * x, 1) for x in times], "forget_rows": rows}
     if args.compare_shards:
-        store16 = Store.create(f"{root}/c{n}", src, label="label",
-                               n_shards=args.compare_shards, n_slices=R)
+        store16 = Store.create(f"{root}/c{n}", src,
+                               options=IngestOptions(label="label", n_shards=args.compare_shards,
+                                                     n_slices=R))
         fit(store16, args.compare_shards, R, E)
         res[f"fit_s_at_{args.compare_shards}_shards"] = round(
             fit(store16, args.compare_shards, R, E)[1], 2)

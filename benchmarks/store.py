@@ -19,9 +19,10 @@ from benchmarks._data import synthetic_parquet
 
 INGEST = """
 import json, resource, sys, time
-from sisa import Store
+from sisa import IngestOptions, Store
 t = time.perf_counter()
-st = Store.create(sys.argv[2], sys.argv[1], label="label", n_shards=16, n_slices=8)
+st = Store.create(sys.argv[2], sys.argv[1],
+                  options=IngestOptions(label="label", n_shards=16, n_slices=8))
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": st.n_rows,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "spread": st.spread()}))
@@ -43,11 +44,11 @@ def main() -> None:
     times = []
     for s in range(16):
         t = time.perf_counter()
-        part = st.read_slice(s, 3)
+        part = st.rows.read_slice(s, 3)
         times.append(time.perf_counter() - t)
     rng = np.random.default_rng(0)
     cells = rng.choice(16 * 8, size=10, replace=False)
-    ids = [int(st.read_slice(c // 8, c % 8).ids[0]) for c in cells]
+    ids = [int(st.rows.read_slice(c // 8, c % 8).ids[0]) for c in cells]
     t = time.perf_counter()
     res = st.delete(ids)
     delete_s = time.perf_counter() - t

@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=5)
     args = ap.parse_args()
-    from sisa import SISAClassifier, Store
+    from sisa import IngestOptions, SISAClassifier, Store
     from sisa.engine import connect
 
     src = synthetic_parquet(args.rows, 50)
@@ -35,8 +35,9 @@ def main() -> None:
     connect(num_cpus=2)
     ray_init_s = time.perf_counter() - t
     t = time.perf_counter()
-    store = Store.create(f"{root}/store", src, label="label", n_shards=args.shards,
-                         n_slices=args.slices)
+    store = Store.create(f"{root}/store", src,
+                         options=IngestOptions(label="label", n_shards=args.shards,
+                                               n_slices=args.slices))
     ingest_s = time.perf_counter() - t
     est = SGDClassifier(loss="log_loss", alpha=1e-5)
     res = {"rows": store.n_rows, "shards": args.shards, "slices": args.slices,
@@ -49,9 +50,9 @@ def main() -> None:
         t = time.perf_counter()
         m.fit(store)
         res[key] = round(time.perf_counter() - t, 2)
-    data = store.read_slices(0, range(args.slices))  # warm up I/O path
-    X = np.concatenate([store.read_slices(s, range(args.slices)).X for s in range(args.shards)])
-    y = np.concatenate([store.read_slices(s, range(args.slices)).y for s in range(args.shards)])
+    data = store.rows.read_slices(0, range(args.slices))  # warm up I/O path
+    parts = [store.rows.read_slices(s, range(args.slices)) for s in range(args.shards)]
+    X, y = np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts])
     del data
     mono = SGDClassifier(loss="log_loss", alpha=1e-5, random_state=0)
     t = time.perf_counter()

@@ -72,7 +72,7 @@ def _old_find_class(self, module, name):
 
 def _old_rows_of(self, slices):
     """A shard task's rows before this change: slices 0..r read again at every step."""
-    data = self.store.read_slices(self.shard, slices)
+    data = self.store.rows.read_slices(self.shard, slices)
     return data.X, data.y
 
 
@@ -113,7 +113,7 @@ def measure(store, model, args) -> dict:
     S, R = store.n_shards, store.n_slices
     sched, proto = schedule_of(store), ck.prototype(store)
     classes = store.manifest.model["classes"]
-    data = store.read_slice(0, 1)
+    data = store.rows.read_slice(0, 1)
     X, y = data.X, data.y
     out = {}
     with threadpool_limits(limits=1):
@@ -151,8 +151,8 @@ def measure(store, model, args) -> dict:
     out["shard"] = ab(lambda i: shard(i, True), lambda i: shard(i, False), args.shards)
     # pairs of ids from one (shard, slice) cell: both sides retrain the same shard from
     # the same slice
-    ids = store.read_index().column("sample_id").to_numpy()
-    _, shards, slices = store.locate(ids)
+    ids = store.rows.read_index().column("sample_id").to_numpy()
+    _, shards, slices = store.rows.locate(ids)
     pairs = []
     for s, k in zip(rng.integers(S, size=args.forgets), rng.integers(R, size=args.forgets),
                     strict=True):
@@ -185,12 +185,12 @@ def main() -> None:
     args = ap.parse_args()
     from sklearn.linear_model import SGDClassifier
 
-    from sisa import SISAClassifier, Store
+    from sisa import IngestOptions, SISAClassifier, Store
 
     S, R, E = 32, 8, 5
     root = tempfile.mkdtemp(prefix="sisa-bench-overhead-")
-    store = Store.create(f"{root}/store", synthetic_parquet(args.rows, 50), label="label",
-                         n_shards=S, n_slices=R)
+    store = Store.create(f"{root}/store", synthetic_parquet(args.rows, 50),
+                         options=IngestOptions(label="label", n_shards=S, n_slices=R))
     model = SISAClassifier(SGDClassifier(loss="log_loss", alpha=1e-5), n_shards=S,
                            n_slices=R, epochs=E, backend="local")
     model.fit(store)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from sisa import compare
+from sisa.compare import CompareOptions
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--quick", action="store_true",
@@ -23,6 +24,6 @@ args = parser.parse_args()
 size = {"n_models": 8, "eps_rows": 600} if args.quick else {}
 if args.quick and args.family == "linear":
     size["cost_rows"] = 3000
-report = compare.run("adult", family=args.family, out=args.out, **size)
+report = compare.run(CompareOptions(dataset="adult", family=args.family, **size), out=args.out)
 print(report.headline())
 print(f"SISA byte-identity check passed: {report.sisa_ok}; full report in {report.files['md']}")

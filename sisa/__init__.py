@@ -20,14 +20,16 @@ from .errors import (
     UntrustedCodeError,
 )
 from .estimators import SISAClassifier, SISARegressor
-from .store import Store
+from .store import CsvOptions, IngestOptions, Store
 from .tasks.settings import ExecutionSettings
 from .unlearn import VerifyReport, forget, forget_groups, history, repair, verify
 
 __all__ = [
     "CorruptStoreError",
+    "CsvOptions",
     "ExecutionSettings",
     "IncrementalPipeline",
+    "IngestOptions",
     "InputError",
     "KeyFileError",
     "LocationError",

@@ -156,7 +156,7 @@ def test_shards_knowing_fewer_classes_map_onto_the_full_list(tmp_path):
 
 
 def _shard_ids(model, shard: int) -> list:
-    index = model.store_.read_index()
+    index = model.store_.rows.read_index()
     return np.asarray(index.column("sample_id"))[np.asarray(index.column("shard")) == shard]
 
 

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sisa import SISAClassifier, SISARegressor, Store
+from sisa import IngestOptions, SISAClassifier, SISARegressor, Store
 from sisa.errors import InputError, SisaError, StoreError
 from sisa.store.format import keys
 from sisa.store.write.holdout import split as _split
@@ -968,9 +968,11 @@ API_CASES.update({  # fit over the existing store S: the old store must survive
 })
 
 
-def _create(store: str = "R", X_=X, y_=Y, **kw) -> Callable[[Ctx], object]:
-    return lambda c: Store.create(c.path(store), X_, y_, **{"n_shards": 2, "n_slices": 2,
-                                                             "overwrite": True, **kw})
+def _create(store: str = "R", X_=X, y_=Y, overwrite: bool = True,
+            **kw) -> Callable[[Ctx], object]:
+    rows = {k: kw.pop(k) for k in ("sample_ids", "groups", "deletion_prob") if k in kw}
+    return lambda c: Store.create(c.path(store), X_, y_, overwrite=overwrite, **rows,
+                                  options=IngestOptions(**{"n_shards": 2, "n_slices": 2, **kw}))
 
 
 API_CASES.update({
@@ -1061,6 +1063,6 @@ def test_ids_files_are_read_exactly_as_stored(work: Work) -> None:
                              "--json")
         assert code == 0, err
         assert json.loads(out)["n_ids"] == len(gone)
-        found = Store.open(str(store)).locate(gone + kept)[0]
+        found = Store.open(str(store)).rows.locate(gone + kept)[0]
         assert found.tolist() == [False] * len(gone) + [True] * len(kept)
         shutil.rmtree(store)

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.naive_bayes import GaussianNB
 
-from sisa import SISAClassifier, SISARegressor, Store
+from sisa import IngestOptions, SISAClassifier, SISARegressor, Store
 from sisa.errors import InputError
 from sisa.store.format import index as store_mod
+from sisa.store.read.reading import RowReader
 from sisa.store.write import deletion
 from sisa.unlearn import history, verify
 from tests.helpers import LOCAL, make_classification, make_regression
@@ -116,13 +117,13 @@ def test_regression_targets_change_nothing_global(tmp_path):
 
 def test_the_class_set_comes_from_the_manifest_without_reading_slices(tmp_path, monkeypatch):
     X, y = make_classification(600, 4, n_classes=3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=3, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=3, n_slices=2))
 
     def no_reads(*a, **k):
         raise AssertionError("read a slice")
 
-    monkeypatch.setattr(Store, "read_slice_table", no_reads)
-    assert st_.classes() == [0, 1, 2]
+    monkeypatch.setattr(RowReader, "read_slice_table", no_reads)
+    assert st_.rows.classes() == [0, 1, 2]
 
 
 def index_and_data(path) -> dict[str, str]:
@@ -137,16 +138,17 @@ def test_a_delete_across_an_index_bucket_boundary_leaves_a_fresh_builds_files(tm
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(n, 2)).astype(np.float32), rng.integers(0, 2, n)
     ids = rng.permutation(10 * n)[:n]
-    full = Store.create(tmp_path / "full", X, y, sample_ids=ids, n_shards=2, n_slices=2)
-    assert full.index_buckets == 2
+    full = Store.create(tmp_path / "full", X, y, options=IngestOptions(n_shards=2, n_slices=2),
+                        sample_ids=ids)
+    assert full.rows.index_buckets == 2
     first, second = ids[[5, 70]].tolist(), ids[[9, 600]].tolist()
     full.delete(first)  # 65,537 rows left: still 2 buckets, tombstones in 2 buckets
-    assert full.index_buckets == 2
+    assert full.rows.index_buckets == 2
     full.delete(second)  # 65,535: one bucket, a fresh build's layout
-    assert full.index_buckets == 1
+    assert full.rows.index_buckets == 1
     keep = ~np.isin(ids, first + second)
-    fresh = Store.create(tmp_path / "fresh", X[keep], y[keep], sample_ids=ids[keep],
-                         n_shards=2, n_slices=2)
+    fresh = Store.create(tmp_path / "fresh", X[keep], y[keep],
+                         options=IngestOptions(n_shards=2, n_slices=2), sample_ids=ids[keep])
     assert index_and_data(tmp_path / "full") == index_and_data(tmp_path / "fresh")
     assert full.manifest.index_parts == fresh.manifest.index_parts
     # the tombstones moved to the new bucket count and still recognise every deleted id
@@ -224,7 +226,8 @@ def test_deletes_across_any_bucket_count_leave_a_fresh_builds_index(tmp_path_fac
     root = tmp_path_factory.mktemp("buckets")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(store_mod, "INDEX_BUCKET_ROWS", 16)
-        full = Store.create(root / "full", X, y, sample_ids=ids, n_shards=2, n_slices=2)
+        full = Store.create(root / "full", X, y, options=IngestOptions(n_shards=2, n_slices=2),
+                            sample_ids=ids)
         gone: set = set()
         for batch in batches:
             full.delete(batch)
@@ -232,8 +235,8 @@ def test_deletes_across_any_bucket_count_leave_a_fresh_builds_index(tmp_path_fac
         keep = ~np.isin(ids, list(gone))
         if keep.sum() < 4:
             return
-        fresh = Store.create(root / "fresh", X[keep], y[keep], sample_ids=ids[keep],
-                             n_shards=2, n_slices=2)
+        fresh = Store.create(root / "fresh", X[keep], y[keep],
+                             options=IngestOptions(n_shards=2, n_slices=2), sample_ids=ids[keep])
         assert full.manifest.index_parts == fresh.manifest.index_parts
         assert index_and_data(root / "full") == index_and_data(root / "fresh")
         tombs = full.manifest["tombstones"]

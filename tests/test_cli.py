@@ -55,7 +55,7 @@ def test_train_forget_verify_status_history_predict(tmp_path):
                "--quiet", "--json", cwd=tmp_path)
     trained = json.loads(out.stdout)
     assert trained["holdout"]["score"] > 0.9 and trained["rows"] < 3000
-    held = Store.open(tmp_path / "st").read_index().column("sample_id").to_pylist()[:4]
+    held = Store.open(tmp_path / "st").rows.read_index().column("sample_id").to_pylist()[:4]
     (tmp_path / "ids.txt").write_text(f"{held[0]}\n{held[1]}, {held[2]}\n")
     receipt = json.loads(sisa("forget", "st", "--ids", "ids.txt", "--id", str(held[3]), "--json",
                               "--quiet", "--backend", "local", cwd=tmp_path).stdout)

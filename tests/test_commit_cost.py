@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-from sisa import SISAClassifier, Store
+from sisa import IngestOptions, SISAClassifier, Store
 from sisa.errors import CorruptStoreError
 from sisa.store.io import localfs
 from sisa.store.manifest import MANIFEST
@@ -64,11 +64,11 @@ def test_dropped_files_are_the_set_difference_through_forgets_and_a_rebucket(tmp
 def test_label_union_from_kept_shard_unions_equals_the_slices(tmp_path):
     est, _, y = _fit(tmp_path)
     store = est.store_
-    first = label_union(store)
-    assert first == sorted(set(y.tolist())) == label_union(store)  # second from the cache
+    first = label_union(store.rows)
+    assert first == sorted(set(y.tolist())) == label_union(store.rows)  # second from the cache
     cls2 = np.flatnonzero(y == 2)
     est.forget(cls2.tolist())  # class 2 vanishes: the union must follow, not the cache
-    assert label_union(store) == [0, 1] and est.classes_.tolist() == [0, 1]
+    assert label_union(store.rows) == [0, 1] and est.classes_.tolist() == [0, 1]
 
 
 def test_a_commit_by_another_writer_is_seen_and_our_own_is_not_reread(tmp_path, monkeypatch):
@@ -144,7 +144,8 @@ def test_a_forget_fsyncs_its_files_in_one_group_before_the_manifest(tmp_path, mo
 
 
 def test_a_failed_batch_syncs_nothing_and_leaves_no_pending_paths(tmp_path):
-    store = Store.create(tmp_path / "s", *make_classification(200, 3), n_shards=2, n_slices=1)
+    store = Store.create(tmp_path / "s", *make_classification(200, 3),
+                         options=IngestOptions(n_shards=2, n_slices=1))
     with pytest.raises(RuntimeError), store.loc.batch():
         store.loc.write_content("data/x", ".bin", b"abc")
         raise RuntimeError("step failed")
@@ -173,7 +174,8 @@ def test_a_reused_inode_with_a_coarse_mtime_still_shows_the_commit(tmp_path):
 def test_a_forked_child_fsyncs_with_its_own_pool(tmp_path):
     """The grouped-fsync pool's threads do not survive a fork: the child makes its own
     instead of waiting forever on dead ones (while holding the store's lock)."""
-    store = Store.create(tmp_path / "s", *make_classification(200, 3), n_shards=2, n_slices=1)
+    store = Store.create(tmp_path / "s", *make_classification(200, 3),
+                         options=IngestOptions(n_shards=2, n_slices=1))
     with store.loc.batch():  # the parent's pool exists now
         for i in range(3):
             store.loc.write_content(f"data/p{i}", ".bin", bytes([i]) * 10)
@@ -200,7 +202,8 @@ def test_a_forked_child_fsyncs_with_its_own_pool(tmp_path):
 
 
 def test_an_existing_file_reused_outside_a_batch_is_fsynced(tmp_path, monkeypatch):
-    store = Store.create(tmp_path / "s", *make_classification(200, 3), n_shards=2, n_slices=1)
+    store = Store.create(tmp_path / "s", *make_classification(200, 3),
+                         options=IngestOptions(n_shards=2, n_slices=1))
     with pytest.raises(RuntimeError), store.loc.batch():  # written, never fsynced
         entry = store.loc.write_content("data/x", ".bin", b"abcdef")
         raise RuntimeError

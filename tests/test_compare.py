@@ -16,6 +16,7 @@ from sisa.compare.data import SCENARIOS, adult_features, make_scenario
 from sisa.compare.head2head import run
 from sisa.compare.methods.exact import ensemble_logit
 from sisa.compare.methods.linear_family import METHODS, LinearFamily
+from sisa.compare.options import CompareOptions
 from sisa.compare.report.report import verdict
 from sisa.compare.runs.gap import seed_run
 from sisa.errors import InputError
@@ -107,8 +108,9 @@ def test_verdict_rules():
 
 
 def test_run_end_to_end_writes_a_consistent_report(tmp_path):
-    rep = run(n_models=5, eps_rows=700, cost_rows=700, scenarios=("random", "duplicated"),
-              sisa_scenarios=("duplicated",), repeats=2, n_boot=3, n_perm=3,
+    rep = run(CompareOptions(n_models=5, eps_rows=700, cost_rows=700,
+                             scenarios=("random", "duplicated"), sisa_scenarios=("duplicated",),
+                             repeats=2, n_boot=3, n_perm=3),
               settings=ExecutionSettings(backend="local"), out=tmp_path, figures=False)
     d = json.loads((tmp_path / "report.json").read_text())
     assert set(d["scenarios"]) == {"random", "duplicated"}

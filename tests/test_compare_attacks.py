@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 from sisa.compare.data import adult_features, make_scenario
 from sisa.compare.head2head import run
 from sisa.compare.methods.linear_family import LinearFamily
+from sisa.compare.options import CompareOptions
 from sisa.compare.stats.attacks import lira, tpr_at_fpr, whitebox
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
@@ -84,8 +85,8 @@ def test_whitebox_separates_unnoised_newton_from_retrain(mislabeled):
 
 
 def test_report_carries_attacks_fractions_and_certificate(tmp_path):
-    rep = run(n_models=8, eps_rows=700, cost_rows=700, scenarios=("mislabeled",),
-              sisa_scenarios=(), repeats=2, n_boot=3, n_perm=3,
+    rep = run(CompareOptions(n_models=8, eps_rows=700, cost_rows=700, scenarios=("mislabeled",),
+                             sisa_scenarios=(), repeats=2, n_boot=3, n_perm=3),
               settings=ExecutionSettings(backend="local"), out=tmp_path, figures=False)
     d = json.loads((tmp_path / "report.json").read_text())
     assert d["config"]["fractions"] == [0.5, 0.99] and d["config"]["fraction_models"] == 8

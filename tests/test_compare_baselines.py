@@ -15,6 +15,7 @@ from sisa.compare.data import adult_features, make_scenario, seed_rows
 from sisa.compare.head2head import run
 from sisa.compare.methods import knobs
 from sisa.compare.methods.linear_family import LinearFamily
+from sisa.compare.options import CompareOptions
 from sisa.compare.runs import curves, tuning
 from sisa.compare.stats.epsilon import per_example_epsilon
 from sisa.errors import InputError
@@ -143,9 +144,10 @@ def test_curves_start_at_the_original_and_end_near_retrains_cost(adult):
 
 
 def test_run_reports_tuning_curves_and_scrub(tmp_path):
-    rep = run(n_models=4, eps_rows=700, cost_rows=700, scenarios=("mislabeled",),
-              sisa_scenarios=(), repeats=1, n_boot=3, n_perm=3, settings=LOCAL, out=tmp_path,
-              baselines={"tune_models": 4, "curve_models": 4})
+    rep = run(CompareOptions(n_models=4, eps_rows=700, cost_rows=700, scenarios=("mislabeled",),
+                             sisa_scenarios=(), repeats=1, n_boot=3, n_perm=3, tune_models=4,
+                             curve_models=4),
+              settings=LOCAL, out=tmp_path)
     d = json.loads((tmp_path / "report.json").read_text())
     assert "scrub" in d["scenarios"]["mislabeled"]["methods"]
     chosen = d["tuning"]["forget_sets"]["mislabeled"]["methods"]
@@ -157,6 +159,5 @@ def test_run_reports_tuning_curves_and_scrub(tmp_path):
     assert rep.timings["tuning_s"] > 0
     assert "epsilon_vs_time.png" in d["figures"]
     assert (tmp_path / "epsilon_vs_time.png").stat().st_size > 10_000
-    with pytest.raises(InputError, match="baselines takes"):
-        run(n_models=4, eps_rows=700, scenarios=("mislabeled",), sisa_scenarios=(),
-            settings=LOCAL, baselines={"curve_rows": 3})
+    with pytest.raises(TypeError, match="curve_rows"):  # an unknown option: no such field
+        CompareOptions(n_models=4, curve_rows=3)  # type: ignore[call-arg]

@@ -16,6 +16,7 @@ import pytest
 from matplotlib.image import imread
 
 from sisa.compare.head2head import run
+from sisa.compare.options import CompareOptions
 from sisa.compare.report import browser, html, markdown
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
@@ -35,8 +36,9 @@ def _chromium() -> None:
 def quick(tmp_path_factory):
     """The fastest configuration tests/test_compare.py runs, with its figures."""
     out = tmp_path_factory.mktemp("cmp")
-    rep = run(n_models=5, eps_rows=700, cost_rows=700, scenarios=("random", "duplicated"),
-              sisa_scenarios=("duplicated",), repeats=2, n_boot=3, n_perm=3,
+    rep = run(CompareOptions(n_models=5, eps_rows=700, cost_rows=700,
+                             scenarios=("random", "duplicated"), sisa_scenarios=("duplicated",),
+                             repeats=2, n_boot=3, n_perm=3),
               settings=ExecutionSettings(backend="local"), out=out, figures=True)
     return rep, out
 

@@ -11,6 +11,7 @@ import pytest
 
 from sisa.compare import cli
 from sisa.compare.head2head import run
+from sisa.compare.options import CompareOptions
 from sisa.compare.runs.gap import ScenarioRuns, estimate
 from sisa.compare.stats.bounds import clopper_pearson_upper, epsilon_lower_bound
 from sisa.compare.stats.epsilon import DELTA, max_epsilon, per_example_epsilon
@@ -191,7 +192,8 @@ def test_cli_warns_and_reports_too_few_permutations(tmp_path, capsys):
 
 def test_bad_permutation_counts_fail_before_any_training(tmp_path):
     with pytest.raises(InputError, match="n_perm must be a positive integer"):
-        run(n_models=5, n_perm=0, out=tmp_path, settings=ExecutionSettings(backend="local"))
+        run(CompareOptions(n_models=5, n_perm=0), out=tmp_path,
+            settings=ExecutionSettings(backend="local"))
     assert not any(tmp_path.iterdir())
     assert _default_permutations() >= 1000
 

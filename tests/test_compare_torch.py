@@ -17,6 +17,7 @@ from sisa.compare.images import cnn_layers, fashion_features, margin
 from sisa.compare.methods.exact import checkpoint_hashes
 from sisa.compare.methods.families import make_family
 from sisa.compare.methods.torch_family import METHODS, TorchFamily, descend
+from sisa.compare.options import CompareOptions
 from sisa.compare.runs.gap import seed_run
 from sisa.compare.stats.epsilon import per_example_epsilon
 from sisa.deep import TorchClassifier
@@ -89,7 +90,7 @@ def test_descend_leaves_the_original_alone_and_is_seeded(mislabeled):
 
 def test_torch_run_end_to_end_writes_the_family_report(tmp_path):
     # The torch family's own dataset (Fashion-MNIST) is the default.
-    rep = run(family=FAM, n_models=4, eps_rows=400, n_boot=3, n_perm=3,
+    rep = run(CompareOptions(family=FAM, n_models=4, eps_rows=400, n_boot=3, n_perm=3),
               settings=ExecutionSettings(backend="local"), out=tmp_path, figures=False)
     d = json.loads((tmp_path / "report.json").read_text())
     assert d["config"]["family"] == "torch" and d["family"]["name"] == "torch"
@@ -176,11 +177,11 @@ def test_mislabeled_moves_every_label_to_another_class(fmnist):
 def test_dataset_and_forget_sets_must_fit_the_family(tmp_path, capsys):
     local = ExecutionSettings(backend="local")
     with pytest.raises(InputError, match="torch family runs on 'fashion-mnist'"):
-        run("adult", family="torch", settings=local)
+        run(CompareOptions(dataset="adult", family="torch"), settings=local)
     with pytest.raises(InputError, match="linear family runs on 'adult'"):
-        run("fashion-mnist", family="linear", settings=local)
+        run(CompareOptions(dataset="fashion-mnist", family="linear"), settings=local)
     with pytest.raises(InputError, match="subgroup and injected are defined on Adult"):
-        run(family="torch", scenarios=("random", "subgroup"), settings=local)
+        run(CompareOptions(family="torch", scenarios=("random", "subgroup")), settings=local)
     code = compare_main(["compare", "--dataset", "adult", "--family", "torch", "--local",
                          "--quiet", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
@@ -198,7 +199,7 @@ def test_family_settings_are_checked():
     with pytest.raises(InputError, match="channels"):
         TorchFamily(channels=(8, 0))
     with pytest.raises(InputError, match="to the family object"):
-        run(family=FAM, n_shards=3, settings=ExecutionSettings(backend="local"))
+        run(CompareOptions(family=FAM, n_shards=3), settings=ExecutionSettings(backend="local"))
 
 
 def test_default_size_passes_the_power_check():

@@ -186,8 +186,8 @@ def setup(tmp_path_factory) -> Iterator[Setup]:
         mp.setenv(keys.KEY_FILE_ENV, str(key_file))
         fit(X, y, ids, templates[True])
         mp.delenv(keys.KEY_FILE_ENV)
-        assert Store.open(templates[True]).signer == keys.load(key_file).public_hex
-        assert Store.open(templates[False]).signer is None
+        assert Store.open(templates[True]).audit.signer == keys.load(key_file).public_hex
+        assert Store.open(templates[False]).audit.signer is None
         # signing changes the manifest, not the models: one reference serves both
         assert checkpoints(templates[True]) == checkpoints(templates[False])
         reference = {}
@@ -315,7 +315,7 @@ def test_kill_9_at_a_random_moment_then_recover_exactly(setup: Setup, trial: int
         assert len(receipts) == 1, [r["request_id"] for r in receipts]
         assert receipts[0]["n_ids"] == len(U)
         assert checkpoints(store) == setup.reference[req]
-        assert not Store.open(store).locate(U)[0].any()
+        assert not Store.open(store).rows.locate(U)[0].any()
     except BaseException as exc:
         record["failure"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         raise

@@ -244,7 +244,7 @@ def _forge_slice(store: Path, how: str) -> str:
     st = Store.open(str(store), check_files=False)
     m = st.manifest.flat()
     meta = m["slices"]["0/0"]
-    table = st.read_slice_table(0, 0)
+    table = st.rows.read_slice_table(0, 0)
     ids = table.column("sample_id").combine_chunks()
     offsets = np.frombuffer(ids.buffers()[1], np.int32)[:len(ids) + 1]
     bad = offsets.copy()

@@ -102,13 +102,13 @@ def test_receipts_log_history_and_replay(tmp_path):
     assert [h["request_id"] for h in model.deletions()] == [r1["request_id"], r2["request_id"]]
     with pytest.raises(UnknownIdError, match="99999"):
         model.forget([6, 99999])
-    assert model.store_.locate([6])[0].all()
+    assert model.store_.rows.locate([6])[0].all()
 
 
 def test_a_shard_losing_all_rows_drops_out(tmp_path):
     X, y = make_classification(900, 4)
     model = fit(SGDClassifier(loss="log_loss"), X, y, tmp_path / "a")
-    shard0 = np.concatenate([model.store_.read_slice(0, r).ids for r in range(3)])
+    shard0 = np.concatenate([model.store_.rows.read_slice(0, r).ids for r in range(3)])
     r = model.forget(shard0)
     assert r["shards_emptied"] == [0]
     assert model.estimators_[0] is None and all(m is not None for m in model.estimators_[1:])
@@ -141,7 +141,7 @@ def test_verify_catches_tampering_leftovers_and_stale_data(tmp_path):
     old_slice = store.manifest.slices["1/0"].to_json()
     kept = tmp_path / "old.arrow"
     shutil.copy(tmp_path / "a" / old_slice["file"], kept)
-    victim = int(store.read_slice(1, 0).ids[0])
+    victim = int(store.rows.read_slice(1, 0).ids[0])
     model.forget([victim])
     assert verify(store, settings=LOCAL).ok
     # 1. a stale copy of a data file left behind
@@ -296,7 +296,7 @@ def test_a_leftover_intent_of_another_request_is_not_overwritten(tmp_path):
         model.forget([7])  # would otherwise drop the interrupted request for id 5
     repair(Store.open(tmp_path / "a"), settings=LOCAL)
     store = Store.open(tmp_path / "a")
-    assert not store.locate([5])[0].any() and len(history(store)) == 1
+    assert not store.rows.locate([5])[0].any() and len(history(store)) == 1
 
 
 def test_receipts_hash_the_ids_under_the_store_key(tmp_path):

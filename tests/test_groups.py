@@ -14,7 +14,7 @@ import pytest
 
 from sisa import SISAClassifier
 from sisa.errors import InputError, UnknownIdError
-from sisa.store import Store
+from sisa.store import IngestOptions, Store
 from sisa.store.format.layout import GROUP
 from sisa.unlearn import forget_groups, history
 from tests.helpers import run_cli, tree_digest
@@ -78,7 +78,7 @@ def test_one_groups_rows_share_one_shard_and_slice(tmp_path):
     where: dict = {}
     for s in range(S):
         for r in range(R):
-            t = st.read_slice_table(s, r)
+            t = st.rows.read_slice_table(s, r)
             for sid in t.column("sample_id").to_pylist():
                 where.setdefault(users[sid], set()).add((s, r))
             assert t.schema.names[-1] == GROUP  # a hash beside each row, never the key
@@ -298,8 +298,9 @@ def test_distribution_aware_sharding_resolves_a_group_in_its_hot_and_cold_shard(
     X, y, _ = _data()
     groups = np.arange(N) % 30
     prob = np.where(np.arange(N) % 4 == 0, 0.9, 0.1)  # a group's rows: some hot, some cold
-    st = Store.create(str(tmp_path / "a"), X, y, n_shards=4, n_slices=2, groups=groups,
-                      deletion_prob=prob, hot_shards=1)
+    st = Store.create(str(tmp_path / "a"), X, y,
+                      options=IngestOptions(n_shards=4, n_slices=2, hot_shards=1), groups=groups,
+                      deletion_prob=prob)
     SISAClassifier(n_shards=4, n_slices=2, backend="local").fit(st)
     r = forget_groups(st, [6])
     assert r["n_ids"] == int((groups == 6).sum()) and len(r["affected"]) == 2

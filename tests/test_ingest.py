@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from sisa import SISAClassifier, Store
+from sisa import IngestOptions, SISAClassifier, Store
 from sisa.engine import ExecutionSettings
 from sisa.errors import InputError
 from sisa.store.format.assign import AssignmentConfig, assign, group_hash
@@ -131,11 +131,11 @@ def test_serial_ingest_writes_the_all_in_memory_files_whatever_the_budget(tmp_pa
     kw = {"label": "label", **OPTIONS[name]}
     ref = reference(src, 3, 2, 5, feature_columns=FEATS, **kw)
     hot = {"hot_shards": 2} if "deletion_prob_column" in kw else {}
-    roomy = Store.create(tmp_path / "a", src, n_shards=3, n_slices=2, random_state=5,
-                         feature_columns=FEATS, **hot, **kw)
-    tight = Store.create(tmp_path / "b", src, n_shards=3, n_slices=2, random_state=5,
-                         feature_columns=FEATS, memory_budget_mb=1, batch_rows=3000, **hot,
-                         **kw)  # a run every ~3k rows
+    options = IngestOptions(n_shards=3, n_slices=2, random_state=5, feature_columns=FEATS,
+                            **hot, **kw)
+    roomy = Store.create(tmp_path / "a", src, options=options)
+    tight = Store.create(tmp_path / "b", src, options=options.replace(
+        memory_budget_mb=1, batch_rows=3000))  # a run every ~3k rows
     same_as_reference(roomy, ref)
     assert digest(tight) == digest(roomy)
     assert roomy.n_rows == n and not list((tmp_path / "a" / ".tmp").iterdir())
@@ -148,8 +148,8 @@ def test_large_slices_are_merged_range_by_range_into_the_same_bytes(tmp_path, mo
     monkeypatch.setattr(merge, "_stream", lambda *a: streamed.append(a[1]) or real(*a))
     monkeypatch.setattr(builder, "CHUNK_MIN", 0)  # budget/4 = 256 kB: every slice streams
     for kw in ({"label": "label"}, {"id_column": "sid", "label": "slabel"}):
-        st = Store.create(tmp_path / f"s{len(streamed)}", src, n_shards=2, n_slices=3,
-                          feature_columns=FEATS, memory_budget_mb=1, **kw)
+        st = Store.create(tmp_path / f"s{len(streamed)}", src, options=IngestOptions(
+            n_shards=2, n_slices=3, feature_columns=FEATS, memory_budget_mb=1, **kw))
         same_as_reference(st, reference(src, 2, 3, feature_columns=FEATS, **kw))
     assert len(streamed) == 12
 
@@ -188,16 +188,17 @@ def test_duplicates_in_several_index_buckets_are_reported_as_one_error(tmp_path)
     assert len(set(id_buckets(pa.array(want), n_index_buckets(70_000)).tolist())) == 2
     with pytest.raises(InputError, match=rf"^3 duplicate sample id\(s\), e\.g\. "
                                          rf"\[{want[0]}, {want[1]}, {want[2]}\]: sample ids "):
-        Store.create(tmp_path / "s", src, label="label", id_column="uid", n_shards=2,
-                     n_slices=2, memory_budget_mb=1, feature_columns=FEATS)
+        Store.create(tmp_path / "s", src,
+                     options=IngestOptions(label="label", id_column="uid", n_shards=2, n_slices=2,
+                                           memory_budget_mb=1, feature_columns=FEATS))
     assert not (tmp_path / "s").exists()  # nothing left behind
 
 
 PEAK = """
 import json, resource, sys
-from sisa import Store
-Store.create(sys.argv[2], sys.argv[1], label="label", n_shards=4, n_slices=4,
-             memory_budget_mb=16)
+from sisa import IngestOptions, Store
+Store.create(sys.argv[2], sys.argv[1], options=IngestOptions(label="label", n_shards=4,
+                                                             n_slices=4, memory_budget_mb=16))
 print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 """
 
@@ -225,9 +226,10 @@ def test_peak_memory_does_not_grow_with_the_rows(tmp_path):
 
 CRASHER = """
 import sys
-from sisa import Store
-Store.create(sys.argv[2], sys.argv[1], label="label", n_shards=3, n_slices=2,
-             memory_budget_mb=1, overwrite=True)
+from sisa import IngestOptions, Store
+Store.create(sys.argv[2], sys.argv[1], options=IngestOptions(label="label", n_shards=3,
+                                                             n_slices=2, memory_budget_mb=1),
+             overwrite=True)
 """
 
 
@@ -237,7 +239,7 @@ def test_kill_9_during_ingest_keeps_the_old_store_and_the_next_writer_clears_deb
         tmp_path, at):
     store = tmp_path / "s"
     old = Store.create(store, parquet(tmp_path, numeric(table(3000, seed=1)), "old.parquet"),
-                       label="label", n_shards=3, n_slices=2)
+                       options=IngestOptions(label="label", n_shards=3, n_slices=2))
     before = digest(old)
     src = parquet(tmp_path, numeric(table(60_000, seed=2)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -257,7 +259,8 @@ def test_kill_9_during_ingest_keeps_the_old_store_and_the_next_writer_clears_deb
     reopened.check_files(hashes=True)
     assert digest(reopened) == before  # the old store, as it was
     if at == "random":  # the next writer: the same build again, or a repair
-        Store.create(store, src, label="label", n_shards=3, n_slices=2, overwrite=True)
+        Store.create(store, src, options=IngestOptions(label="label", n_shards=3, n_slices=2),
+                     overwrite=True)
     else:
         repair(reopened, settings=ExecutionSettings(backend="local"))
         assert digest(Store.open(store)) == before
@@ -283,9 +286,10 @@ def test_parallel_ingest_on_ray_writes_the_serial_files(ray_session, tmp_path, s
     else:
         src, kw = parquet(tmp_path, t), {"label": "label", **OPTIONS[name]}
     hot = {"hot_shards": 2} if "deletion_prob_column" in kw else {}
-    common = dict(n_shards=3, n_slices=2, random_state=5, feature_columns=FEATS, **hot, **kw)
-    serial = Store.create(tmp_path / "serial", src, **common)
-    par = Store.create(tmp_path / "par", src, settings=RAY, **common)
+    options = IngestOptions(n_shards=3, n_slices=2, random_state=5, feature_columns=FEATS,
+                            **hot, **kw)
+    serial = Store.create(tmp_path / "serial", src, options=options)
+    par = Store.create(tmp_path / "par", src, options=options, settings=RAY)
     assert parallel_ingest.LAST_RUN["parts"] >= 8
     assert digest(par) == digest(serial)
     assert par.manifest.store_id != serial.manifest.store_id
@@ -300,14 +304,17 @@ def test_parallel_ingest_refuses_what_it_cannot_split_and_auto_falls_back(ray_se
     with pytest.raises(InputError, match=r"^parallel ingest \(backend='ray'\) reads Parquet or "
                                          r"Arrow files, and .*d\.csv is CSV .*: write it to "
                                          r"Parquet first, or pass backend='auto'"):
-        Store.create(tmp_path / "a", tmp_path / "d.csv", label="label", n_shards=2,
-                     n_slices=2, settings=RAY)
+        Store.create(tmp_path / "a", tmp_path / "d.csv",
+                     options=IngestOptions(label="label", n_shards=2, n_slices=2), settings=RAY)
     with pytest.raises(InputError, match="the input is in memory"):
-        Store.create(tmp_path / "b", X, y, n_shards=2, n_slices=2, settings=RAY)
+        Store.create(tmp_path / "b", X, y, options=IngestOptions(n_shards=2, n_slices=2),
+                     settings=RAY)
     auto = ExecutionSettings(backend="auto")
-    assert Store.create(tmp_path / "c", tmp_path / "d.csv", label="label", n_shards=2,
-                        n_slices=2, settings=auto).n_rows == 2000
-    assert Store.create(tmp_path / "d", X, y, n_shards=2, n_slices=2, settings=auto).n_rows
+    assert Store.create(tmp_path / "c", tmp_path / "d.csv",
+                        options=IngestOptions(label="label", n_shards=2, n_slices=2),
+                        settings=auto).n_rows == 2000
+    assert Store.create(tmp_path / "d", X, y, options=IngestOptions(n_shards=2, n_slices=2),
+                        settings=auto).n_rows
     assert parallel_ingest.choose(ingest.from_table(parquet(tmp_path, t), "label"), auto,
                                   1000) is None  # Ray is up, but 2000 rows stay here
 
@@ -327,8 +334,8 @@ def test_parallel_ingest_reports_the_first_bad_row_and_duplicates_as_serial(ray_
         errors = []
         for settings in (None, RAY):
             with pytest.raises(InputError) as exc:
-                Store.create(tmp_path / "s", src, label="label", n_shards=2, n_slices=2,
-                             settings=settings, **kw)
+                Store.create(tmp_path / "s", src, options=IngestOptions(
+                    label="label", n_shards=2, n_slices=2, **kw), settings=settings)
             errors.append(str(exc.value))
             assert not (tmp_path / "s").exists()
         assert errors[0] == errors[1], errors
@@ -357,12 +364,13 @@ from .test_cluster import BUCKET, cluster, linux_only  # noqa: E402,F401  (the f
 
 DRIVER = """
 import json, sys
-from sisa import Store
+from sisa import IngestOptions, Store
 from sisa.engine import ExecutionSettings
 from sisa.store.write import parallel_ingest
 parallel_ingest.PART_ROWS = 5_000
-st = Store.create(sys.argv[2], sys.argv[1], label="slabel", id_column="sid", n_shards=3,
-                  n_slices=2, settings=ExecutionSettings(backend="ray"))
+st = Store.create(sys.argv[2], sys.argv[1], options=IngestOptions(
+    label="slabel", id_column="sid", n_shards=3, n_slices=2),
+    settings=ExecutionSettings(backend="ray"))
 m = st.manifest
 print(json.dumps({"slices": {k: v.sha256 for k, v in m.slices.items()},
                   "index": [p.sha256 for p in m.index_parts],
@@ -389,8 +397,9 @@ def test_parallel_ingest_on_two_nodes_into_s3_writes_the_serial_files(two_nodes,
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = summary_of(proc.stdout)
-    serial = Store.create(tmp_path / "serial", src, label="slabel", id_column="sid",
-                          n_shards=3, n_slices=2)
+    serial = Store.create(tmp_path / "serial", src,
+                          options=IngestOptions(label="slabel", id_column="sid", n_shards=3,
+                                                n_slices=2))
     want = digest(serial)
     assert out["slices"] == {k: v[0] for k, v in want["slices"].items()}
     assert out["index"] == want["index"] and not out["leftovers"]

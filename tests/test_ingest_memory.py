@@ -22,15 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PEAK = """
 import json, sys
 import pyarrow.dataset, pyarrow.parquet
-from sisa import Store
+from sisa import IngestOptions, Store
 
 def hwm():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 base = hwm()
-Store.create(sys.argv[2], sys.argv[1], label="label", n_shards=4, n_slices=2,
-             memory_budget_mb=8)
+Store.create(sys.argv[2], sys.argv[1], options=IngestOptions(label="label", n_shards=4,
+                                                             n_slices=2, memory_budget_mb=8))
 print(json.dumps(hwm() - base))
 """
 

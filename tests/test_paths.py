@@ -287,7 +287,7 @@ def test_readers_racing_committing_forgets_never_see_a_damaged_store(tmp_path):
     # the first read precedes every commit; then one read (at least) per commit
     assert ok >= 1 and ok + stale >= N_FORGETS
     assert verify(Store.open(uri), retrain=False).ok
-    assert Store.open(uri).locate(list(range(100, 100 + N_FORGETS)))[0].sum() == 0
+    assert Store.open(uri).rows.locate(list(range(100, 100 + N_FORGETS)))[0].sum() == 0
 
 
 def test_real_damage_is_still_reported_at_once(store_dir, monkeypatch):

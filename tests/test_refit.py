@@ -44,7 +44,7 @@ def fit(est, X, y, path, ids=None, **kw):
 def per_slice_fit(store: Store, shard: int, sl: int) -> bytes:
     """What the per-slice schedule checkpointed at ``sl``: a fresh clone, seeded for
     ``sl``, fit on slices 0..sl (the reference for the served checkpoint's bytes)."""
-    data = store.read_slices(shard, range(sl + 1))
+    data = store.rows.read_slices(shard, range(sl + 1))
     est = clone(ck.prototype(store))
     est.set_params(random_state=derive_seed(store.random_state, shard, sl))
     # one BLAS/OpenMP thread, as training runs (HGB records its thread count)
@@ -151,7 +151,7 @@ def test_a_store_with_a_checkpoint_per_slice_still_serves_verifies_and_forgets(t
     assert rep.ok, rep.table()
     # forget a row of shard 0's slice 2: that shard's checkpoints from slice 2 go, slice 3
     # is refit once; its slices 0 and 1 (untouched rows) and the other shards stay
-    _, shard, sl = old.store_.locate(ids)
+    _, shard, sl = old.store_.rows.locate(ids)
     row = next(i for i in ids if shard[i] == 0 and sl[i] == 2)
     receipt = old.forget([int(row)])
     assert receipt["affected"] == [[0, 2]]

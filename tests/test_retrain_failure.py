@@ -132,7 +132,7 @@ def _qda_store(path):
     X = rng.normal(size=(300, 2))
     y = np.r_[np.zeros(140), np.ones(130), np.full(30, 2)].astype(int)
     model = fit(QuadraticDiscriminantAnalysis(), X, y, path, n_shards=3)
-    shard = model.store_.locate(list(range(270, 300)))[1]
+    shard = model.store_.rows.locate(list(range(270, 300)))[1]
     assert (np.bincount(shard, minlength=3) >= 4).all()
     victims = [270 + i for i in range(30) if shard[i] == 1]
     return model, X, victims
@@ -157,7 +157,7 @@ def test_a_forget_whose_retrain_fails_is_rolled_back_and_the_model_keeps_serving
     assert_serving(tmp_path / "a", X, before)
     store = Store.open(tmp_path / "a")
     assert store.fingerprint == fingerprint and history(store) == []
-    assert store.locate(ids)[0].all()
+    assert store.rows.locate(ids)[0].all()
     assert repair(store, settings=LOCAL)["completed_request"] is None
     # the store still forgets what it can: a request that leaves the shard trainable
     receipt = model.forget(others + victims[:-4])
@@ -264,7 +264,7 @@ def test_a_forget_whose_checkpoint_would_not_load_is_rolled_back(tmp_path):
     model = fit(PartialWhenFew(few=180), X, y, tmp_path / "a", n_slices=2)
     sizes = [model.store_.slice_rows(0, r) for r in range(2)]
     assert min(sizes) >= 180
-    in_slice_1 = np.flatnonzero(model.store_.locate(list(range(400)))[2] == 1)
+    in_slice_1 = np.flatnonzero(model.store_.rows.locate(list(range(400)))[2] == 1)
     before = model.predict(X)
     with pytest.raises(TrainingError) as info:
         model.forget(in_slice_1[: sizes[1] - 170].tolist())

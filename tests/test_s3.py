@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import SGDClassifier
 
-from sisa import SISAClassifier, Store
+from sisa import IngestOptions, SISAClassifier, Store
 from sisa.errors import StaleModelError, StoreError, StoreLockedError
 from sisa.store.io import lock as slock
 from sisa.store.io import uris as suris
@@ -156,9 +156,9 @@ def test_s3_uri_options_env_and_query(monkeypatch):
 # ---------------------------------------------------------------------- store on S3
 def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
     X, y = make_classification(900, 4)
-    st = Store.create(uri, X, y, n_shards=3, n_slices=2)
+    st = Store.create(uri, X, y, options=IngestOptions(n_shards=3, n_slices=2))
     assert not st.loc.is_local and st.n_rows == 900
-    part = st.read_slice(1, 1)
+    part = st.rows.read_slice(1, 1)
     assert np.array_equal(part.X, X[part.ids]) and np.array_equal(part.y, y[part.ids])
 
     def live() -> set[str]:  # the unsigned store's audit key is the one file beside them
@@ -175,7 +175,8 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
     assert again.fingerprint == st.fingerprint
     again.check_files(hashes=True)
     # overwrite=True replaces the store in place
-    st2 = Store.create(uri, X[:300], y[:300], n_shards=2, n_slices=2, overwrite=True)
+    st2 = Store.create(uri, X[:300], y[:300], options=IngestOptions(n_shards=2, n_slices=2),
+                       overwrite=True)
     assert Store.open(uri).n_rows == 300
     assert set(s3_keys(s3env, BUCKET, prefix_of(uri))) == (  # the old store's files are gone
         set(st2.referenced_files()) | {"manifest.json", st2.manifest.audit_files()["key"]})
@@ -183,7 +184,7 @@ def test_ingest_read_delete_on_s3_leaves_exactly_the_manifest_files(s3env, uri):
 
 def test_check_files_on_s3_names_a_missing_or_resized_object(s3env, uri):
     X, y = make_classification(300, 3)
-    st = Store.create(uri, X, y, n_shards=2, n_slices=2)
+    st = Store.create(uri, X, y, options=IngestOptions(n_shards=2, n_slices=2))
     rel = st.manifest.slices["1/0"].file
     st.loc.write_atomic(rel, b"short")
     with pytest.raises(StoreError, match="has 5 bytes"):
@@ -255,7 +256,7 @@ def test_kill_9_on_s3_leaves_only_unreferenced_files_and_repair_heals(s3env, uri
 
 def test_raised_crash_before_commit_on_s3_keeps_the_old_state(s3env, uri, monkeypatch):
     X, y = make_classification(600, 3)
-    st = Store.create(uri, X, y, n_shards=2, n_slices=2)
+    st = Store.create(uri, X, y, options=IngestOptions(n_shards=2, n_slices=2))
     before = st.fingerprint
     monkeypatch.setenv("SISA_CRASH_AT", "delete:before-commit")
     with pytest.raises(RuntimeError, match="injected crash"):
@@ -276,7 +277,7 @@ def test_reading_the_manifest_while_it_is_replaced_never_sees_a_torn_copy(s3env,
     can return the new object's start cut to the old length (seen with moto: about a
     quarter of raw reads). The manifest's checksum catches it and sisa reads again."""
     X, y = make_classification(300, 3)
-    st = Store.create(uri, X, y, n_shards=2, n_slices=2)
+    st = Store.create(uri, X, y, options=IngestOptions(n_shards=2, n_slices=2))
     stop = threading.Event()
 
     def commit_again_and_again() -> None:
@@ -309,7 +310,7 @@ def test_reading_the_manifest_while_it_is_replaced_never_sees_a_torn_copy(s3env,
 # ---------------------------------------------------------------------- locking
 def test_object_lock_excludes_a_second_writer_and_names_the_holder(s3env, uri):
     X, y = make_classification(300, 3)
-    Store.create(uri, X, y, n_shards=2, n_slices=2)
+    Store.create(uri, X, y, options=IngestOptions(n_shards=2, n_slices=2))
     a, b = Store.open(uri), Store.open(uri)
     with a.lock():
         with a.lock():  # re-entrant
@@ -323,7 +324,7 @@ def test_object_lock_excludes_a_second_writer_and_names_the_holder(s3env, uri):
 
 def test_object_lock_stale_and_dead_holders_are_taken_over(s3env, uri, monkeypatch):
     X, y = make_classification(300, 3)
-    st = Store.create(uri, X, y, n_shards=2, n_slices=2)
+    st = Store.create(uri, X, y, options=IngestOptions(n_shards=2, n_slices=2))
     # a fresh lock of a live process on another host: refused
     other = {"token": "x" * 32, "pid": 1, "host": "elsewhere", "since": "t", "t": time.time()}
     st.loc.write_atomic(".lock", json.dumps(other).encode())
@@ -353,7 +354,7 @@ def test_object_lock_stale_and_dead_holders_are_taken_over(s3env, uri, monkeypat
 
 def test_a_writer_whose_lock_was_taken_over_commits_nothing(s3env, uri):
     X, y = make_classification(300, 3)
-    st = Store.create(uri, X, y, n_shards=2, n_slices=2)
+    st = Store.create(uri, X, y, options=IngestOptions(n_shards=2, n_slices=2))
     before = st.fingerprint
     with pytest.raises(StoreLockedError, match="lost its lock"), st.lock():
         thief = {"token": "t" * 32, "pid": 1, "host": "elsewhere", "since": "t",
@@ -367,7 +368,7 @@ def test_a_writer_whose_lock_was_taken_over_commits_nothing(s3env, uri):
 
 def test_object_lock_race_and_heartbeat(s3env, uri, monkeypatch):
     X, y = make_classification(300, 3)
-    st = Store.create(uri, X, y, n_shards=2, n_slices=2)
+    st = Store.create(uri, X, y, options=IngestOptions(n_shards=2, n_slices=2))
     monkeypatch.setattr(slock.ObjectLock, "settle", 0.3)
     monkeypatch.setattr(slock.ObjectLock, "heartbeat", 0.2)
     # another writer's PUT lands while we settle: it wins, we refuse

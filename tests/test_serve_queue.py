@@ -30,7 +30,7 @@ NEVER = [int(IDS.max()) + 1 + k for k in range(4)]  # ids no row ever had
 
 
 def _stored(path: Path, ids) -> list[bool]:
-    return Store.open(str(path)).locate(Store.open(str(path)).id_array(ids))[0].tolist()
+    return Store.open(str(path)).rows.locate(Store.open(str(path)).rows.id_array(ids))[0].tolist()
 
 
 def _listed(path: Path) -> list[str]:

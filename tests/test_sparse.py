@@ -15,7 +15,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.preprocessing import OneHotEncoder
 
-from sisa import SISAClassifier, Store
+from sisa import IngestOptions, SISAClassifier, Store
 from sisa.datasets._dataset import package_file
 from sisa.errors import InputError
 from sisa.store.format.layout import FEATURES
@@ -87,7 +87,7 @@ def test_onehot_20k_by_3k_stays_sparse_and_small(onehot, tmp_path):
     # kept sparse on disk: within 1.5x of the CSR's own bytes (dense would be 480 MB)
     assert data_bytes(tmp_path / "s") <= 1.5 * csr_bytes(X)
     # one row is one Arrow row of (indices, values)
-    t = model.store_.read_slice_table(0, 0)
+    t = model.store_.rows.read_slice_table(0, 0)
     assert t.num_rows == X.shape[0] and pa.types.is_struct(t.schema.field(FEATURES).type)
     # S=1, R=1: the same model as a plain fit (MultinomialNB counts: order-free)
     plain = MultinomialNB().fit(X, y)
@@ -132,7 +132,7 @@ def test_values_round_trip_exactly_in_canonical_form(tmp_path):
                 slices=1)
     store = model.store_
     assert store.manifest.schema["dtype"] == "float32"
-    got = store.read_slice(0, 0)
+    got = store.rows.read_slice(0, 0)
     from sisa.engine.forms import model_input
     csr = model_input(got.X, store.manifest.schema, None)
     order = np.argsort(got.ids)
@@ -274,7 +274,8 @@ def test_bytes_do_not_depend_on_memory_budget_or_input_format(tmp_path):
     digests = []
     for k, (data, budget) in enumerate([(X, 256), (sp.csr_array(X), 1), (X.tocoo(), 1)]):
         with Store.building(str(tmp_path / f"s{k}"), overwrite=True) as st:
-            st.ingest(data, y, n_shards=4, n_slices=3, memory_budget_mb=budget)
+            st.ingest(data, y,
+                      options=IngestOptions(n_shards=4, n_slices=3, memory_budget_mb=budget))
             st.publish()
         digests.append({key: v.sha256 for key, v in st.manifest.slices.items()})
     assert digests[0] == digests[1] == digests[2]

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sisa._crash import InjectedCrash
 from sisa.errors import CorruptStoreError, InputError, StoreError, StoreLockedError, UnknownIdError
-from sisa.store import Store
+from sisa.store import IngestOptions, Store
 from tests.helpers import make_classification
 
 
@@ -30,23 +30,24 @@ def slice_files(store: Store) -> dict[str, str]:
 
 def test_build_read_and_balance(tmp_path):
     X, y = make_classification(4000, 5)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=3)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=3))
     assert st_.n_rows == 4000 and st_.n_features == 5
     assert st_.spread()["rel_std"] < 0.1
-    seen = np.concatenate([st_.read_slice(s, r).ids for s in range(4) for r in range(3)])
+    seen = np.concatenate([st_.rows.read_slice(s, r).ids for s in range(4) for r in range(3)])
     assert np.array_equal(np.sort(seen), np.arange(4000))
-    part = st_.read_slice(2, 1)
+    part = st_.rows.read_slice(2, 1)
     assert part.X.dtype == np.float32 and part.X.shape == (len(part), 5)
     assert np.array_equal(part.X, X[part.ids]) and np.array_equal(part.y, y[part.ids])
-    both = st_.read_slices(2, range(2))
-    assert len(both) == len(st_.read_slice(2, 0)) + len(part)
+    both = st_.rows.read_slices(2, range(2))
+    assert len(both) == len(st_.rows.read_slice(2, 0)) + len(part)
 
 
 def test_rows_inside_a_slice_follow_the_hash_not_the_input_order(tmp_path):
     X, y = make_classification(1000, 3)
     perm = np.random.default_rng(1).permutation(1000)
-    a = Store.create(tmp_path / "a", X, y, n_shards=2, n_slices=2)
-    b = Store.create(tmp_path / "b", X[perm], y[perm], sample_ids=perm, n_shards=2, n_slices=2)
+    a = Store.create(tmp_path / "a", X, y, options=IngestOptions(n_shards=2, n_slices=2))
+    b = Store.create(tmp_path / "b", X[perm], y[perm],
+                     options=IngestOptions(n_shards=2, n_slices=2), sample_ids=perm)
     assert slice_files(a) == slice_files(b)
     assert a.fingerprint == b.fingerprint
 
@@ -75,23 +76,26 @@ def test_ingest_formats_give_the_same_store(tmp_path, fmt):
         pq.write_table(table.slice(0, 300), tmp_path / "dir" / "a.parquet")
         pq.write_table(table.slice(300), tmp_path / "dir" / "b.parquet")
         src = tmp_path / "dir"
-    st_ = Store.create(tmp_path / "s", src, label="target", id_column="uid", n_shards=3,
-                       n_slices=2, dtype=np.float64, batch_rows=128)
-    ref = Store.create(tmp_path / "ref", X.astype(np.float64), y, sample_ids=np.arange(600) * 7,
-                       n_shards=3, n_slices=2)
+    st_ = Store.create(tmp_path / "s", src,
+                       options=IngestOptions(label="target", id_column="uid", n_shards=3,
+                                             n_slices=2, dtype=np.float64, batch_rows=128))
+    ref = Store.create(tmp_path / "ref", X.astype(np.float64), y,
+                       options=IngestOptions(n_shards=3, n_slices=2), sample_ids=np.arange(600) * 7)
     assert st_.manifest["schema"]["feature_names"] == ["f0", "f1", "f2"]
     for s in range(3):
         for r in range(2):
-            a, b = st_.read_slice(s, r), ref.read_slice(s, r)
+            a, b = st_.rows.read_slice(s, r), ref.rows.read_slice(s, r)
             assert np.array_equal(a.ids, b.ids) and np.allclose(a.X, b.X)
 
 
 def test_spilling_to_disk_gives_identical_files(tmp_path):
     X, y = make_classification(3000, 4)
     table = pa.table({"f": X[:, 0], "g": X[:, 1], "label": y})
-    a = Store.create(tmp_path / "a", table, label="label", n_shards=3, n_slices=2,
-                     batch_rows=100, memory_budget_mb=0)  # spill after every batch
-    b = Store.create(tmp_path / "b", table, label="label", n_shards=3, n_slices=2)
+    a = Store.create(tmp_path / "a", table,
+                     options=IngestOptions(label="label", n_shards=3, n_slices=2, batch_rows=100,
+                                           memory_budget_mb=0))  # spill after every batch
+    b = Store.create(tmp_path / "b", table,
+                     options=IngestOptions(label="label", n_shards=3, n_slices=2))
     assert slice_files(a) == slice_files(b)
 
 
@@ -109,13 +113,15 @@ def test_delete_equals_building_without_the_rows(tmp_path_factory, data):
     rng = np.random.default_rng(seed)
     X, y = rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 3, n)
     root = tmp_path_factory.mktemp("prop")
-    full = Store.create(root / "full", X, y, sample_ids=ids, n_shards=S, n_slices=R,
-                        random_state=seed)
+    full = Store.create(root / "full", X, y,
+                        options=IngestOptions(n_shards=S, n_slices=R, random_state=seed),
+                        sample_ids=ids)
     if U:
         full.delete(U)
     keep = ~np.isin(ids, U)
-    rebuilt = Store.create(root / "rebuilt", X[keep], y[keep], sample_ids=ids[keep], n_shards=S,
-                           n_slices=R, random_state=seed)
+    rebuilt = Store.create(root / "rebuilt", X[keep], y[keep],
+                           options=IngestOptions(n_shards=S, n_slices=R, random_state=seed),
+                           sample_ids=ids[keep])
     assert slice_files(full) == slice_files(rebuilt)
     assert full.fingerprint == rebuilt.fingerprint
     assert full.unreferenced_files() == []
@@ -127,7 +133,7 @@ def test_delete_equals_building_without_the_rows(tmp_path_factory, data):
 
 def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
     X, y = make_classification(1000, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=2))
     res = st_.delete([5, 6, 7])
     assert res.deleted == 3 and sum(res.plan.values()) >= 0 and res.plan
     assert st_.n_rows == 997
@@ -136,7 +142,7 @@ def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
     with pytest.raises(UnknownIdError, match="5000, 5001"):
         st_.delete([9, 5000, 5001])
     assert Store.open(tmp_path / "s").fingerprint == before  # nothing changed
-    assert st_.locate([9])[0].all()  # 9 was not deleted by the failed call
+    assert st_.rows.locate([9])[0].all()  # 9 was not deleted by the failed call
 
 
 @pytest.mark.parametrize("point", ["delete:after-slices", "delete:before-commit",
@@ -144,11 +150,12 @@ def test_delete_reports_changes_is_idempotent_and_rejects_unknown_ids(tmp_path):
 def test_a_crash_at_any_step_leaves_before_or_after_never_a_mix(tmp_path, monkeypatch, point):
     X, y = make_classification(2000, 3)
     U = list(range(0, 2000, 97))
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=3)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=3))
     before = slice_files(st_)
     keep = np.setdiff1d(np.arange(2000), U)
-    after = slice_files(Store.create(tmp_path / "ref", X[keep], y[keep], sample_ids=keep,
-                                     n_shards=4, n_slices=3))
+    after = slice_files(Store.create(tmp_path / "ref", X[keep], y[keep],
+                                     options=IngestOptions(n_shards=4, n_slices=3),
+                                     sample_ids=keep))
     monkeypatch.setenv("SISA_CRASH_AT", point)
     with pytest.raises(InjectedCrash):
         st_.delete(U)
@@ -162,7 +169,8 @@ def test_a_crash_at_any_step_leaves_before_or_after_never_a_mix(tmp_path, monkey
         reopened.collect_garbage()
     assert reopened.unreferenced_files() == []
     if crashed_after_commit:  # no leftover file may still hold a deleted row
-        held = np.concatenate([reopened.read_slice(s, r).ids for s in range(4) for r in range(3)])
+        held = np.concatenate([reopened.rows.read_slice(s, r).ids for s in range(4)
+                               for r in range(3)])
         assert not np.isin(held, U).any()
     else:
         assert reopened.delete(U).deleted == len(U)
@@ -170,7 +178,7 @@ def test_a_crash_at_any_step_leaves_before_or_after_never_a_mix(tmp_path, monkey
 
 def test_a_second_writer_gets_a_clear_error_naming_the_holder(tmp_path):
     X, y = make_classification(500, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from sisa.store import Store\n"
@@ -198,41 +206,44 @@ def test_a_second_writer_gets_a_clear_error_naming_the_holder(tmp_path):
 def test_bad_arrays_are_named(tmp_path, make, msg):
     X, y = make_classification(200, 3)
     with pytest.raises(InputError, match=msg):
-        Store.create(tmp_path / "s", *make(X, y), n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", *make(X, y), options=IngestOptions(n_shards=2, n_slices=2))
     assert not Store.exists(tmp_path / "s")
 
 
 def test_bad_layouts_and_ids_are_named(tmp_path):
     X, y = make_classification(50, 3)
     with pytest.raises(InputError, match="fewer shards or slices"):
-        Store.create(tmp_path / "s", X, y, n_shards=10, n_slices=6)
+        Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=10, n_slices=6))
     with pytest.raises(InputError, match="n_shards must be"):
-        Store.create(tmp_path / "s", X, y, n_shards=0, n_slices=1)
+        Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=0, n_slices=1))
     ids = np.arange(50)
     ids[7] = 3
     with pytest.raises(InputError, match=r"duplicate sample id.*\[3\]"):
-        Store.create(tmp_path / "s", X, y, sample_ids=ids, n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2),
+                     sample_ids=ids)
     df = pd.DataFrame({"a": [[1, 2]] * 50, "b": X[:, 0], "label": y})  # strings are stored
     with pytest.raises(InputError, match=r"column 'a' has type list<item: int64>, which sisa "
                                          "cannot store"):
-        Store.create(tmp_path / "s", df, label="label", n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", df,
+                     options=IngestOptions(label="label", n_shards=2, n_slices=2))
     with pytest.raises(InputError, match="not found"):
-        Store.create(tmp_path / "s", df, label="nope", n_shards=2, n_slices=2)
-    Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", df,
+                     options=IngestOptions(label="nope", n_shards=2, n_slices=2))
+    Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     with pytest.raises(InputError, match="already exists"):
-        Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+        Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
 
 
 def test_missing_altered_or_corrupt_files_are_named(tmp_path):
     X, y = make_classification(500, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     victim = st_.manifest.slices["1/0"].file
     path = tmp_path / "s" / victim
     data = bytearray(path.read_bytes())
     data[-40] ^= 0xFF  # same size, different bytes
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptStoreError, match="hash mismatch.*" + victim.split("/")[-1][:8]):
-        Store.open(tmp_path / "s").read_slice(1, 0)
+        Store.open(tmp_path / "s").rows.read_slice(1, 0)
     path.unlink()
     with pytest.raises(CorruptStoreError, match="missing file .*" + victim.split("/")[-1][:8]):
         Store.open(tmp_path / "s")
@@ -248,7 +259,7 @@ def test_missing_altered_or_corrupt_files_are_named(tmp_path):
 
 def test_write_leaves_no_temporary_files(tmp_path):
     X, y = make_classification(500, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     st_.delete(list(range(20)))
     names = [p.name for p in (tmp_path / "s").rglob("*")]
     assert not [n for n in names if ".tmp-" in n]
@@ -262,18 +273,21 @@ def test_group_and_deletion_probability_columns(tmp_path):
     p_del = np.where(rng.random(n) < 0.1, 0.8, 0.01)
     table = pa.table({"user": rng.integers(0, 150, n), "p": p_del, "f": rng.normal(size=n),
                       "y": rng.integers(0, 2, n)})
-    st_ = Store.create(tmp_path / "g", table, label="y", group_column="user",
-                       feature_columns=["f"], n_shards=4, n_slices=3)
+    st_ = Store.create(tmp_path / "g", table,
+                       options=IngestOptions(label="y", group_column="user", feature_columns=["f"],
+                                             n_shards=4, n_slices=3))
     where = {}
     for s in range(4):
         for r in range(3):
-            for i in st_.read_slice(s, r).ids:
+            for i in st_.rows.read_slice(s, r).ids:
                 where.setdefault(int(table.column("user")[int(i)].as_py()), set()).add((s, r))
     assert all(len(cells) == 1 for cells in where.values())  # a user's rows share one slice
-    hot = Store.create(tmp_path / "h", table, label="y", deletion_prob_column="p",
-                       feature_columns=["f"], n_shards=5, n_slices=2, hot_shards=1)
+    hot = Store.create(tmp_path / "h", table,
+                       options=IngestOptions(label="y", deletion_prob_column="p",
+                                             feature_columns=["f"], n_shards=5, n_slices=2,
+                                             hot_shards=1))
     p = table.column("p").to_numpy()
-    hot_ids = np.concatenate([hot.read_slice(0, r).ids for r in range(2)])
+    hot_ids = np.concatenate([hot.rows.read_slice(0, r).ids for r in range(2)])
     assert set(hot_ids.tolist()) == set(np.flatnonzero(p >= 0.5).tolist())
 
 
@@ -290,17 +304,18 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     X, y = make_classification(2000, 3)
     ids = np.arange(2000) * 7 + 3
     sample_ids = ids if id_kind == "int" else np.array([f"user-{i}" for i in ids], dtype=object)
-    st_ = Store.create(tmp_path / "s", X, y, sample_ids=sample_ids, n_shards=4, n_slices=2)
-    B = st_.index_buckets
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=2),
+                       sample_ids=sample_ids)
+    B = st_.rows.index_buckets
     assert B == 32 and sum(p.rows for p in st_.manifest.index_parts) == 2000
-    index = st_.read_index()
+    index = st_.rows.read_index()
     assert sorted(index.column("sample_id").to_pylist()) == sorted(sample_ids.tolist())
     # locate agrees with the data files, in query order, for ids spread over buckets
     query = sample_ids[[1999, 0, 777, 5]].tolist()
-    found, shard, sl = st_.locate([*query, "nope" if id_kind == "str" else 1])
+    found, shard, sl = st_.rows.locate([*query, "nope" if id_kind == "str" else 1])
     assert found.tolist() == [True, True, True, True, False]
     for q, s, r in zip(query, shard.tolist(), sl.tolist(), strict=True):
-        assert q in st_.read_slice_table(s, r).column("sample_id").to_pylist()
+        assert q in st_.rows.read_slice_table(s, r).column("sample_id").to_pylist()
     # deleting 3 ids rewrites at most 3 index buckets and creates at most 3 tombstone files
     before = [p.sha256 for p in st_.manifest.index_parts]
     gone = sample_ids[[10, 20, 30]].tolist()
@@ -310,7 +325,7 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
     assert changed == set(store_mod.id_buckets(pa.array(gone), B).tolist())
     assert 1 <= len(st_.manifest.tombstone_parts) <= 3
     assert st_.manifest.n_tombstones == 3 and st_.n_rows == 1997
-    assert not st_.locate(gone)[0].any()
+    assert not st_.rows.locate(gone)[0].any()
     # deleted ids are recognised through their tombstone bucket; unknown ones are not
     assert st_.delete([gone[0]]).already_deleted == [gone[0]]
     with pytest.raises(UnknownIdError):
@@ -324,7 +339,7 @@ def test_bucketed_index_and_tombstones_touch_only_the_buckets_of_the_ids(tmp_pat
 def test_a_boolean_mask_or_float_ids_are_refused_not_cast(tmp_path):
     """pyarrow casts True/False to 1/0: a mask passed as ids would delete ids 0 and 1."""
     X, y = make_classification(200, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     for bad, msg in ((X[:, 0] > 0, "bool values.*ids\\[mask\\]"), ([1.0, 2.0], "is a float"),
                      ([2**70], "out of range"), (["a"], "is a str.*are integers"),
                      (["7"], "pass 7 \\(an int\\)"), ([True], "is a bool")):
@@ -337,7 +352,7 @@ def test_threads_sharing_one_store_take_turns_and_lose_no_delete(tmp_path):
     import threading
 
     X, y = make_classification(1000, 3)
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=4, n_slices=2)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=4, n_slices=2))
     errors: list = []
 
     def delete(ids) -> None:
@@ -355,7 +370,7 @@ def test_threads_sharing_one_store_take_turns_and_lose_no_delete(tmp_path):
     assert not errors
     fresh = Store.open(tmp_path / "s")
     fresh.check_files()
-    assert fresh.n_rows == 800 and not fresh.locate(list(range(200)))[0].any()
+    assert fresh.n_rows == 800 and not fresh.rows.locate(list(range(200)))[0].any()
     assert not fresh.unreferenced_files()
     # a thread that does not hold the lock cannot commit behind the holder's back
     with pytest.raises(StoreError, match="must run inside"):
@@ -364,24 +379,28 @@ def test_threads_sharing_one_store_take_turns_and_lose_no_delete(tmp_path):
 
 def test_overwrite_replaces_a_corrupt_store(tmp_path):
     X, y = make_classification(200, 3)
-    Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2)
+    Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2))
     (tmp_path / "s" / "manifest.json").write_text("{garbage")
     with pytest.raises(CorruptStoreError):
         Store.open(tmp_path / "s")
-    st_ = Store.create(tmp_path / "s", X, y, n_shards=2, n_slices=2, overwrite=True)
+    st_ = Store.create(tmp_path / "s", X, y, options=IngestOptions(n_shards=2, n_slices=2),
+                       overwrite=True)
     assert Store.open(tmp_path / "s").fingerprint == st_.fingerprint
 
 
 def test_ids_and_groups_are_the_same_whatever_array_carries_them(tmp_path):
     X, y = make_classification(300, 3)
     ids = np.arange(300) * 3 + 1
-    a = Store.create(tmp_path / "a", X, y, sample_ids=ids.astype(object), n_shards=3,
-                     n_slices=2)
-    b = Store.create(tmp_path / "b", X, y, sample_ids=ids, n_shards=3, n_slices=2)
+    a = Store.create(tmp_path / "a", X, y, options=IngestOptions(n_shards=3, n_slices=2),
+                     sample_ids=ids.astype(object))
+    b = Store.create(tmp_path / "b", X, y, options=IngestOptions(n_shards=3, n_slices=2),
+                     sample_ids=ids)
     assert a.fingerprint == b.fingerprint and a.manifest["schema"]["id_type"] == "int64"
     with pytest.raises(InputError, match="groups must have one key per row"):
-        Store.create(tmp_path / "c", X, y, groups=np.zeros((300, 2)), n_shards=3, n_slices=2)
+        Store.create(tmp_path / "c", X, y, options=IngestOptions(n_shards=3, n_slices=2),
+                     groups=np.zeros((300, 2)))
     table = pa.table({"f": X[:, 0], "y": y})
     with pytest.raises(InputError, match="cannot also be features"):
-        Store.create(tmp_path / "d", table, label="y", feature_columns=["f", "y"],
-                     n_shards=3, n_slices=2)
+        Store.create(tmp_path / "d", table,
+                     options=IngestOptions(label="y", feature_columns=["f", "y"], n_shards=3,
+                                           n_slices=2))

@@ -20,7 +20,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from sisa import SISAClassifier, Store
+from sisa import CsvOptions, IngestOptions, SISAClassifier, Store
 from sisa.datasets._dataset import package_file
 from sisa.datasets.adult import ADULT_COLUMNS
 from sisa.engine import forms
@@ -138,18 +138,20 @@ def test_a_slice_rewritten_on_delete_keeps_only_the_categories_of_its_rows(tmp_p
     df, y = adult_frame(600)
     table = pa.Table.from_pandas(df.assign(label=y, rid=np.arange(len(y))),
                                  preserve_index=False)
-    st_ = Store.create(tmp_path / "a", table, label="label", id_column="rid", n_shards=2,
-                       n_slices=2, allow_missing=True)
+    st_ = Store.create(tmp_path / "a", table,
+                       options=IngestOptions(label="label", id_column="rid", n_shards=2, n_slices=2,
+                                             allow_missing=True))
     rare = int(np.flatnonzero(df["native-country"] == RARE)[0])
     key = next(k for k, m in st_.manifest.slices.items()
-               if rare in st_.read_slice(*map(int, k.split("/"))).ids.tolist())
+               if rare in st_.rows.read_slice(*map(int, k.split("/"))).ids.tolist())
     st_.delete([rare])
     assert files_holding(tmp_path / "a", RARE) == []
     keep = table.filter(pa.array(np.arange(len(y)) != rare))
-    fresh = Store.create(tmp_path / "b", keep, label="label", id_column="rid", n_shards=2,
-                         n_slices=2, allow_missing=True)
+    fresh = Store.create(tmp_path / "b", keep,
+                         options=IngestOptions(label="label", id_column="rid", n_shards=2,
+                                               n_slices=2, allow_missing=True))
     assert st_.manifest.slices[key].sha256 == fresh.manifest.slices[key].sha256
-    feats = st_.read_slice_table(*map(int, key.split("/"))).column(FEATURES).combine_chunks()
+    feats = st_.rows.read_slice_table(*map(int, key.split("/"))).column(FEATURES).combine_chunks()
     country = feats.field("native-country")
     assert pa.types.is_dictionary(country.type)
     assert sorted(country.dictionary.to_pylist()) == sorted(
@@ -174,8 +176,9 @@ def test_bool_date_and_timestamp_columns_reach_a_numeric_model_as_floats(tmp_pat
     est = make_pipeline(SimpleImputer(), StandardScaler(), SGDClassifier(random_state=0))
 
     def build(rows, path):
-        st_ = Store.create(path, rows, label="label", id_column="rid", n_shards=3, n_slices=2,
-                           allow_missing=True)
+        st_ = Store.create(path, rows,
+                           options=IngestOptions(label="label", id_column="rid", n_shards=3,
+                                                 n_slices=2, allow_missing=True))
         return fit(est, st_, None, path)
 
     model = build(table, tmp_path / "a")
@@ -185,7 +188,7 @@ def test_bool_date_and_timestamp_columns_reach_a_numeric_model_as_floats(tmp_pat
     assert schema["columns"][4] == {"kind": "timestamp", "type": "timestamp", "unit": "us",
                                     "tz": "UTC"}
     assert slice_schema(schema).field(FEATURES).type.field("joined").type == pa.date32()
-    part = model.store_.read_slice(0, 0)
+    part = model.store_.rows.read_slice(0, 0)
     X = forms.model_input(part.X, schema, forms.accepts(est))
     row = table.filter(pa.compute.equal(table["rid"], part.ids[0])).to_pylist()[0]
     assert isinstance(X, np.ndarray) and X.dtype == np.float64
@@ -254,7 +257,7 @@ def test_missing_values_reach_hgb_in_a_dense_store(tmp_path):
     nums = df[NUMS]
     model = fit(HistGradientBoostingClassifier(max_iter=10), nums, y, tmp_path / "a")
     assert "layout" not in model.store_.manifest.schema  # the dense layout, unchanged
-    X = model.store_.read_slice(0, 0).X
+    X = model.store_.rows.read_slice(0, 0).X
     assert np.isnan(X).any() and np.isnan(X[:, 0]).any()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -303,13 +306,15 @@ def write_adult_csv(path, n: int = 2400) -> None:
 
 def test_csv_options_in_python_trim_and_mark_missing(tmp_path):
     write_adult_csv(tmp_path / "adult.csv", 600)
-    st_ = Store.create(tmp_path / "s", tmp_path / "adult.csv", label="income", n_shards=2,
-                       n_slices=2, na_values=["?"], trim_whitespace=True, allow_missing=True)
+    st_ = Store.create(tmp_path / "s", tmp_path / "adult.csv",
+                       options=IngestOptions(label="income", n_shards=2, n_slices=2,
+                                             allow_missing=True, csv=CsvOptions(
+                                                 na_values=("?",), trim_whitespace=True)))
     schema = st_.manifest.schema
     assert schema["feature_names"] == ADULT_COLUMNS[:-1] and schema["label_name"] == "income"
-    assert st_.classes() == ["<=50K", ">50K"]
+    assert st_.rows.classes() == ["<=50K", ">50K"]
     assert schema["columns"][0] == {"kind": "number", "type": "int64"}  # age, with '?'
-    feats = st_.read_slice_table(0, 0).column(FEATURES).combine_chunks()
+    feats = st_.rows.read_slice_table(0, 0).column(FEATURES).combine_chunks()
     assert feats.field("age").null_count > 0 and feats.field("workclass").null_count > 0
     assert not any(v.startswith(" ") for v in
                    feats.field("workclass").dictionary_decode().drop_null().to_pylist())
@@ -357,7 +362,7 @@ def test_cli_reads_the_published_layout_and_refuses_categories_sgd_cannot_take(t
                              "--holdout", "0.2", "--json")
     assert code == 0, err
     st_ = Store.open(store)
-    assert st_.classes() == ["<=50K", ">50K"] and st_.manifest.schema["feature_names"] == NUMS
+    assert st_.rows.classes() == ["<=50K", ">50K"] and st_.manifest.schema["feature_names"] == NUMS
     assert json.loads(out)["holdout"]["score"] > 0.7
     before = tree_digest(store)
     code, out, err = run_cli("train", str(tmp_path / "adult.csv"), "--label", "income",
@@ -445,7 +450,7 @@ def typed_table(n: int, seed: int = 0) -> pa.Table:
 def stored_rows(st_: Store) -> dict:
     out = {}
     for key in st_.manifest.slices:
-        t = st_.read_slice_table(*map(int, key.split("/")))
+        t = st_.rows.read_slice_table(*map(int, key.split("/")))
         feats = t.column(FEATURES).combine_chunks()
         for uid, label, row in zip(t.column("sample_id").to_pylist(),
                                    t.column("label").to_pylist(), feats.to_pylist(),
@@ -458,11 +463,11 @@ def test_typed_ingest_is_the_same_whatever_the_budget_and_keeps_every_value(tmp_
     n = 70_000  # two index buckets
     t = typed_table(n)
     pq.write_table(t, tmp_path / "t.parquet", row_group_size=10_000)
-    common = dict(label="label", id_column="uid", n_shards=3, n_slices=2, random_state=5,
-                  allow_missing=True)
-    roomy = Store.create(tmp_path / "a", tmp_path / "t.parquet", **common)
-    tight = Store.create(tmp_path / "b", tmp_path / "t.parquet", memory_budget_mb=1,
-                         batch_rows=3000, **common)  # a spill run every ~3k rows
+    options = IngestOptions(label="label", id_column="uid", n_shards=3, n_slices=2,
+                            random_state=5, allow_missing=True)
+    roomy = Store.create(tmp_path / "a", tmp_path / "t.parquet", options=options)
+    tight = Store.create(tmp_path / "b", tmp_path / "t.parquet", options=options.replace(
+        memory_budget_mb=1, batch_rows=3000))  # a spill run every ~3k rows
     assert roomy.manifest.slices == tight.manifest.slices
     first = tmp_path / "a" / roomy.manifest.slices["0/0"].file
     assert 2 * first.stat().st_size < len(plain_bytes(first)) - first.stat().st_size  # zstd
@@ -485,10 +490,11 @@ def test_typed_ingest_on_ray_writes_the_serial_files(ray_session, tmp_path, monk
 
     monkeypatch.setattr(parallel_ingest, "PART_ROWS", 9_000)  # several parts per file
     pq.write_table(typed_table(40_000, seed=2), tmp_path / "t.parquet", row_group_size=8_000)
-    common = dict(label="label", id_column="uid", n_shards=3, n_slices=2, allow_missing=True)
-    serial = Store.create(tmp_path / "serial", tmp_path / "t.parquet", **common)
-    par = Store.create(tmp_path / "par", tmp_path / "t.parquet",
-                       settings=ExecutionSettings(backend="ray"), **common)
+    options = IngestOptions(label="label", id_column="uid", n_shards=3, n_slices=2,
+                            allow_missing=True)
+    serial = Store.create(tmp_path / "serial", tmp_path / "t.parquet", options=options)
+    par = Store.create(tmp_path / "par", tmp_path / "t.parquet", options=options,
+                       settings=ExecutionSettings(backend="ray"))
     assert parallel_ingest.LAST_RUN["parts"] >= 4
     assert par.manifest.slices == serial.manifest.slices
     assert par.manifest.index_parts == serial.manifest.index_parts

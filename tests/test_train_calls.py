@@ -13,7 +13,7 @@ from sisa import SISAClassifier
 from sisa.engine import checkpoints as ck
 from sisa.engine import safe_pickle
 from sisa.engine.schedule import Schedule, derive_seed
-from sisa.store.store import Store
+from sisa.store.read.reading import RowReader
 from tests.helpers import make_classification
 
 CALLS: list[bool] = []
@@ -48,13 +48,13 @@ def test_classes_go_to_the_first_partial_fit_call_only():
 def test_a_shard_task_reads_each_slice_once(tmp_path, monkeypatch, schedule):
     X, y = make_classification(1200, 4)
     reads: list = []
-    orig = Store.read_slice_table
+    orig = RowReader.read_slice_table
 
     def counted(self, shard, sl):
         reads.append((shard, sl))
         return orig(self, shard, sl)
 
-    monkeypatch.setattr(Store, "read_slice_table", counted)
+    monkeypatch.setattr(RowReader, "read_slice_table", counted)
     SISAClassifier(n_shards=2, n_slices=4, schedule=schedule, backend="local",
                    store=str(tmp_path / "s")).fit(X, y)
     trained = [c for c in reads if reads.count(c) > 1]

@@ -77,7 +77,7 @@ def test_string_ids_are_never_parsed_as_numbers(tmp_path, keyless):
     assert cli("train", str(data), "--label", "y", "--id", "uid", "--shards", "2", "--slices",
                "2", "--store", str(tmp_path / "s"), "@q")[0] == 0
     def present(*ids):
-        return Store.open(tmp_path / "s").locate(list(ids))[0].tolist()
+        return Store.open(tmp_path / "s").rows.locate(list(ids))[0].tolist()
 
     code, _, err = cli("forget", str(tmp_path / "s"), "--id", "007", "@q")
     assert code == 0, err
@@ -117,11 +117,11 @@ def test_default_ids_are_the_files_row_numbers_with_a_holdout(tmp_path, keyless)
     assert cli("train", str(data), "--label", "y", "--holdout", "0.2", "--shards", "2",
                "--slices", "2", "--store", str(tmp_path / "s"), "@q")[0] == 0
     store = Store.open(tmp_path / "s")
-    stored = store.read_index().column(ID).to_numpy()
+    stored = store.rows.read_index().column(ID).to_numpy()
     col = store.manifest["schema"]["feature_names"].index("rowtag")
     for s in range(2):
         for r in range(2):
-            sl = store.read_slice(s, r)
+            sl = store.rows.read_slice(s, r)
             assert np.array_equal(sl.X[:, col], sl.ids * 10.0)  # id = the row's number
     train_id = int(stored[5])
     held = sorted(set(range(600)) - set(stored.tolist()))
@@ -129,7 +129,7 @@ def test_default_ids_are_the_files_row_numbers_with_a_holdout(tmp_path, keyless)
     code, _, err = cli("forget", str(tmp_path / "s"), "--id", str(held[0]), "@q")
     assert code == 2 and "not in store" in err  # a holdout row is not a trained row
     assert cli("forget", str(tmp_path / "s"), "--id", str(train_id), "@q")[0] == 0
-    assert not Store.open(tmp_path / "s").locate([train_id])[0].any()
+    assert not Store.open(tmp_path / "s").rows.locate([train_id])[0].any()
 
 
 # ------------------------------------------------------------------ 4. a failed overwrite
@@ -297,7 +297,7 @@ def _ipc(table):
 def test_the_audit_key_is_in_no_manifest_and_no_pickle(tmp_path, keyless):
     model = forgotten_store(tmp_path, 1)
     store = model.store_
-    key_hex = store.audit_key().hex().encode()
+    key_hex = store.audit.key().hex().encode()
     for p in (tmp_path / "s").rglob("*"):
         if p.is_file() and p.name != Path(store.manifest.audit_files()["key"]).name:
             assert key_hex not in p.read_bytes(), p
@@ -308,11 +308,11 @@ def test_the_audit_key_is_in_no_manifest_and_no_pickle(tmp_path, keyless):
 def test_a_signed_store_keeps_its_audit_key_out_of_the_store(tmp_path, owner_key):
     model = forgotten_store(tmp_path, 1)
     store = model.store_
-    assert store.signer == keys.load(owner_key).public_hex
+    assert store.audit.signer == keys.load(owner_key).public_hex
     assert "key" not in store.manifest.audit_files()
     assert not list((tmp_path / "s" / "audit").glob("key-*"))
     assert stat.S_IMODE(owner_key.stat().st_mode) == 0o600
-    key_hex = store.audit_key().hex().encode()
+    key_hex = store.audit.key().hex().encode()
     assert not any(key_hex in p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file())
 
 
@@ -476,7 +476,7 @@ def test_a_generator_of_ids_is_read_once_and_forgets_every_id(tmp_path, keyless)
     model = SISAClassifier(n_shards=2, n_slices=2, store=str(tmp_path / "s"),
                            backend="local").fit(X, y)
     receipt = model.forget(i for i in [3, 6])  # was: consumed by a length check, 0 ids
-    assert receipt["n_ids"] == 2 and not model.store_.locate([3, 6])[0].any()
+    assert receipt["n_ids"] == 2 and not model.store_.rows.locate([3, 6])[0].any()
 
 
 @pytest.mark.parametrize("edit", ["signer-str", "signer-list", "signer-key-int", "audit-str",

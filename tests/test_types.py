@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sisa.errors import StoreError
-from sisa.store import Store
+from sisa.store import IngestOptions, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_store_pickles_manifest_under_its_name(tmp_path):
     # Estimators pickle their store: the state keeps the key `manifest` (so models
     # pickled before it became a property load, and the bytes are unchanged).
     X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
-    store = Store.create(str(tmp_path / "s"), X, y, n_shards=2, n_slices=2)
+    store = Store.create(str(tmp_path / "s"), X, y, options=IngestOptions(n_shards=2, n_slices=2))
     state = store.__getstate__()
     assert "manifest" in state and "_manifest" not in state
     assert list(state)[:2] == ["loc", "manifest"]  # same order: same pickled bytes

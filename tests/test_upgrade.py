@@ -62,7 +62,7 @@ def test_an_upgraded_store_forgets_exactly(v3):
     model = SISAClassifier.load(str(v3))
     receipt = model.forget([40, 41])
     assert receipt["n_ids"] == 2 and len(history(model.store_)) == 2
-    assert not model.store_.locate([5, 17, 40, 41])[0].any()
+    assert not model.store_.rows.locate([5, 17, 40, 41])[0].any()
     assert verify(model.store_, settings=LOCAL).ok
 
 

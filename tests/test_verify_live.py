@@ -155,7 +155,7 @@ def test_verify_while_forgets_commit_never_reports_damage(store):
 
 def test_damage_made_while_forgets_commit_is_still_reported(store):
     st = Store.open(store)
-    found, shard, _ = st.locate(np.arange(N))
+    found, shard, _ = st.rows.locate(np.arange(N))
     in_0 = np.arange(N)[found][shard == 0]
     ids = in_0[in_0 >= 50][:24]  # the writer only ever touches shard 0
     m = st.manifest

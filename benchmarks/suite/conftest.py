@@ -69,7 +69,7 @@ def fitted(store, size):
 # interpreter and imports, reported separately as the baseline).
 _PROBE = """
 import json, sys, time
-from ops import make_model, make_store, read_slice
+from ops import make_model, make_store, rows
 
 
 def hwm():
@@ -99,11 +99,11 @@ t = time.perf_counter()
 if op == "ingest":
     make_store(work + "/s", parquet, size)
 elif op == "read_slice":
-    read_slice(st, 0, 0)
+    rows(st).read_slice(0, 0)
 elif op == "fit":
     make_model(size).fit(st)
 elif op == "forget":
-    model.forget([int(read_slice(st, 0, size["slices"] - 1).ids[0])])
+    model.forget([int(rows(st).read_slice(0, size["slices"] - 1).ids[0])])
 elif op == "verify":
     assert model.verify().ok
 print(json.dumps({"seconds": time.perf_counter() - t, "baseline_rss_mb": base,

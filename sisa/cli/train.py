@@ -9,8 +9,9 @@ import warnings
 from ..datasets import DATASETS
 from ..errors import InputError
 from ..estimators import columns_by_name
+from ..store import IngestOptions
 from ..store.write.holdout import split, split_file
-from .common import emit, estimator_params, load_builtin
+from .common import emit, estimator_params, load_builtin, settings
 
 DEFAULT_MODEL = "sgd"  # the preset --model names when not given (parser.py)
 
@@ -39,16 +40,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     est = _checked_estimator(args)
     t0 = time.perf_counter()
     if args.data in DATASETS:
-        est, source, source_kw, hold = _builtin_source(args, est)
+        est, source, options, hold = _builtin_source(args, est)
     else:
-        source, source_kw, hold = _file_source(args, est)
+        source, options, hold = _file_source(args, est)
     regression = is_regressor(est)
     cls = SISARegressor if regression else SISAClassifier
     many = {} if regression else {"allow_many_classes": args.allow_many_classes}
     model = cls(est, n_shards=args.shards, n_slices=args.slices, random_state=args.seed,
                 store=args.store, schedule=args.schedule,
                 epochs=args.epochs if args.epochs else "auto", **estimator_params(args), **many)
-    result = _build_and_fit(args, model, source, source_kw, hold, "r2" if regression
+    result = _build_and_fit(args, model, source, options, hold, "r2" if regression
                             else "accuracy", t0)
     emit(args, result, f"trained {result['rows']:,} rows into {args.shards} shards x "
          f"{args.slices} slices at {args.store} in {result['seconds']}s (shard sizes "
@@ -101,7 +102,7 @@ def _builtin_source(args: argparse.Namespace, est):
     # a table, so the store keeps the dataset's column names (predict matches on them)
     source = pa.table({**{n: ds.X[tr, i] for i, n in enumerate(ds.feature_names)},
                        "label": ds.y[tr], "sample_id": tr})
-    return est, source, {"label": "label", "id_column": "sample_id"}, hold
+    return est, source, _options(args, label="label", id_column="sample_id"), hold
 
 
 def _file_source(args: argparse.Namespace, est):
@@ -109,7 +110,7 @@ def _file_source(args: argparse.Namespace, est):
     Missing values are kept when the model takes them; a column kind it cannot take is
     refused before any row is read."""
     from ..engine import forms
-    from ..store.write.ingest import CsvOptions
+    from ..store import CsvOptions
 
     csv = CsvOptions.of(args.na_values, not args.keep_whitespace)
     nan = forms.accepts(est).nan
@@ -128,23 +129,32 @@ def _file_source(args: argparse.Namespace, est):
             raise InputError(f"--holdout {args.holdout} keeps every one of the {part.n_rows:,} "
                              "rows out of training: use a smaller fraction, like 0.2")
         source, id_column, hold = part.train, part.id_column, part.holdout
-    kw = {"label": args.label, "id_column": id_column, "group_column": args.group,
-          "deletion_prob_column": args.deletion_prob, "feature_columns": feats,
-          "allow_missing": nan, "check": lambda schema: forms.check(est, schema)}
-    if csv is not None and source is args.data:  # a split table was read with them
-        kw.update(na_values=list(csv.na_values), trim_whitespace=csv.trim_whitespace)
-    return source, kw, hold
+    options = _options(args, label=args.label, id_column=id_column, group_column=args.group,
+                       deletion_prob_column=args.deletion_prob, feature_columns=feats,
+                       allow_missing=nan,
+                       csv=csv if source is args.data else None)  # a split table was read
+    return source, options, hold
 
 
-def _build_and_fit(args: argparse.Namespace, model, source, source_kw: dict, hold,
+def _options(args: argparse.Namespace, **columns) -> IngestOptions:
+    """The store's layout from ``--shards``/``--slices``/``--seed``/``--hot-*``, and how
+    the source is read (``columns``)."""
+    return IngestOptions(n_shards=args.shards, n_slices=args.slices, random_state=args.seed,
+                         hot_shards=args.hot_shards, hot_threshold=args.hot_threshold,
+                         **columns)
+
+
+def _build_and_fit(args: argparse.Namespace, model, source, options: IngestOptions, hold,
                    metric: str, t0: float) -> dict:
     """Ingest, fit, score the holdout and publish the new store; returns the result."""
+    from ..engine import forms
     from ..store import Store
 
-    layout = {"n_shards": args.shards, "n_slices": args.slices, "random_state": args.seed,
-              "hot_shards": args.hot_shards, "hot_threshold": args.hot_threshold}
+    est = model.estimator
     with Store.building(args.store, overwrite=args.overwrite) as store:
-        store.ingest(source, progress=not args.quiet, **source_kw, **layout)
+        # in this process (a Ray ingest is the library's, for a big Parquet file)
+        store.ingest(source, options=options, settings=settings(args).replace(backend="local"),
+                     check=lambda schema: forms.check(est, schema))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore" if args.quiet else "default")
             model.fit(store)

@@ -11,6 +11,7 @@ from sisa.compare.data import SCENARIOS
 from sisa.compare.head2head import run
 from sisa.compare.methods.linear_family import METHODS, LinearFamily
 from sisa.compare.methods.torch_family import TorchFamily
+from sisa.compare.options import CompareOptions
 from sisa.compare.report.report import CompareReport
 from sisa.compare.stats.epsilon import max_epsilon, per_example_epsilon
 from sisa.compare.stats.intervals import detectable_shift, epsilon_interval, permutation_pvalue
@@ -25,6 +26,7 @@ from sisa.compare.stats.scores import (
 __all__ = [
     "METHODS",
     "SCENARIOS",
+    "CompareOptions",
     "CompareReport",
     "LinearFamily",
     "TorchFamily",

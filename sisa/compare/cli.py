@@ -169,6 +169,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """
     from sisa.compare.head2head import run
     from sisa.compare.methods.families import FAMILIES
+    from sisa.compare.options import CompareOptions
     from sisa.tasks.settings import ExecutionSettings
 
     data = args.dataset or FAMILIES[args.family].defaults.get("dataset", "adult")
@@ -177,16 +178,17 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         settings = ExecutionSettings(backend="local" if args.local else "ray",
                                      address=args.ray_address, progress=not args.quiet)
-        rep = run(args.dataset, family=args.family, n_models=args.models,
-                  eps_rows="auto" if args.eps_rows is None else args.eps_rows or None,
-                  cost_rows=args.cost_rows or None, scenarios=args.forget_sets,
-                  sisa_scenarios=args.sisa_forget_sets, fraction=args.forget_fraction,
-                  n_shards=args.shards, n_slices=args.slices, noise_std=args.noise,
-                  subsample=args.subsample, fractions=args.fractions,
-                  fraction_models=args.fraction_models,
-                  n_boot=args.bootstrap, n_perm=args.permutations, seed=args.seed, out=out,
-                  settings=settings,
-                  baselines={"tune_models": args.tune_models, "curve_models": args.curve_models})
+        options = CompareOptions(
+            dataset=args.dataset, family=args.family, n_models=args.models,
+            eps_rows="auto" if args.eps_rows is None else args.eps_rows or None,
+            cost_rows=args.cost_rows or None, scenarios=args.forget_sets,
+            sisa_scenarios=args.sisa_forget_sets, fraction=args.forget_fraction,
+            n_shards=args.shards, n_slices=args.slices, noise_std=args.noise,
+            subsample=args.subsample, fractions=args.fractions,
+            fraction_models=args.fraction_models, n_boot=args.bootstrap,
+            n_perm=args.permutations, seed=args.seed, tune_models=args.tune_models,
+            curve_models=args.curve_models)
+        rep = run(options, settings=settings, out=out)
     except SisaError as exc:
         if args.debug:
             raise

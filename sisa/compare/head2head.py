@@ -13,6 +13,7 @@ from sisa.compare.data import SCENARIOS, make_scenario
 from sisa.compare.images import IMAGE_SCENARIOS, features
 from sisa.compare.methods.families import Family, make_family
 from sisa.compare.methods.linear_family import LinearFamily
+from sisa.compare.options import CompareOptions
 from sisa.compare.report.report import CompareReport
 from sisa.compare.runs import curves
 from sisa.compare.runs.costs import cost_run
@@ -33,65 +34,39 @@ from sisa.tasks.settings import ExecutionSettings
 __all__ = ["run"]
 
 
-def run(dataset: str | None = None, *, family: str | Family = "linear", n_models: int | None = None,
-        eps_rows: int | str | None = "auto", cost_rows: int | None = None,
-        scenarios: tuple[str, ...] | None = None, sisa_scenarios: tuple[str, ...] | None = None,
-        fraction: float | None = None, n_shards: int | None = None, n_slices: int | None = None,
-        lam: float | None = None, noise_std: float | None = None,
-        subsample: float | None = None, n_boot: int = 100, n_perm: int = 2000, repeats: int = 5,
-        seed: int = 0, out: str | os.PathLike | None = None,
-        fractions: tuple[float, ...] | None = None, fraction_models: int | None = None,
-        settings: ExecutionSettings | None = None, figures: bool = True,
-        baselines: dict | None = None) -> CompareReport:
+def run(options: CompareOptions | None = None, *, settings: ExecutionSettings | None = None,
+        out: str | os.PathLike | None = None, figures: bool = True) -> CompareReport:
     """Run the head-to-head comparison and write the report.
 
     Parameters
     ----------
-    dataset, family : {"adult", "fashion-mnist"}, {"linear", "torch"} or Family
-        The task every method shares (default: the family's; linear: adult, torch:
-        fashion-mnist); the model every method uses (default "linear"; by name, or a
-        :class:`~sisa.compare.methods.linear_family.LinearFamily` / ``TorchFamily``).
-    n_models : int, optional
-        N models per side per ε̂ (resolves ε up to ``ln(N - 1)``; linear 256, torch 128).
-    eps_rows : int, None or "auto", default="auto"
-        Training rows of the ε runs (None: all; "auto": the family's, sized for the time
-        budget: linear 3000 of Adult, torch 2500 of Fashion-MNIST).
-    cost_rows, repeats : int or None, int, default=None, 5
-        Rows (None: all of Adult) and seeds of the linear family's full-data cost run.
-    scenarios, sisa_scenarios : tuple of str, optional
-        Forget sets; those on which SISA's ε is estimated too (default: the family's).
-    fraction : float, optional
-        Size of the random, mislabeled forget sets (default: the family's, linear 0.02,
-        torch 0.08) (duplicated: half as many distinct
-        rows, injected: half as many positive rows).
-    n_shards, n_slices, lam, noise_std, subsample : optional
-        Settings of a family given by name (None: its default; lam, noise_std: linear).
-        ``fractions``, ``fraction_models``: other subsample fractions with verdicts and N.
-    n_boot, n_perm : int, default=100, 2000
-        Bootstrap replicates per interval; permutations per test (p Holm-corrected).
-    seed : int, default=0
-        The data split and the forget sets.
+    options : CompareOptions, optional
+        What is compared: task, family, sizes, forget sets, statistics
+        (:class:`~sisa.compare.options.CompareOptions`; default: the linear family on Adult
+        with its defaults).
+    settings : ExecutionSettings, optional
+        Where the tasks run (default: Ray, with progress bars).
     out, figures : path or None, bool, default=None, True
         Directory for ``report.json``, ``report.md``, ``report.html`` and the figures (None:
         no files); draw the figures (needs matplotlib, the ``plots`` extra).
-    settings : ExecutionSettings, optional
-        Where the tasks run (default: Ray, with progress bars).
-    baselines : dict, optional
-        ``tune_models``, ``curve_models``, ``curve_scenarios`` (:func:`_baseline_config`).
 
     Returns
     -------
     CompareReport
     """
+    options = CompareOptions() if options is None else options
+    if not isinstance(options, CompareOptions):
+        raise InputError(f"options must be a CompareOptions, got {type(options).__name__}: "
+                         "pass run(CompareOptions(n_models=..., ...))")
     settings = settings or ExecutionSettings(backend="ray", progress=True)
-    fam = _family(family, n_shards=n_shards, n_slices=n_slices, lam=lam, noise_std=noise_std,
-                  subsample=subsample)
-    config = _config(fam, dataset=dataset, n_models=n_models, eps_rows=eps_rows,
-                     cost_rows=cost_rows, scenarios=scenarios, sisa_scenarios=sisa_scenarios,
-                     fraction=fraction, n_boot=n_boot, n_perm=n_perm, repeats=repeats,
-                     seed=seed, backend=settings.backend)
-    config |= _fraction_config(fam, config, fractions, fraction_models)
-    report = _execute(fam, config, settings, baselines)
+    fam = _family(options.family, **options.family_settings)
+    o = options
+    config = _config(fam, dataset=o.dataset, n_models=o.n_models, eps_rows=o.eps_rows,
+                     cost_rows=o.cost_rows, scenarios=o.scenarios,
+                     sisa_scenarios=o.sisa_scenarios, fraction=o.fraction, n_boot=o.n_boot,
+                     n_perm=o.n_perm, repeats=o.repeats, seed=o.seed, backend=settings.backend)
+    config |= _fraction_config(fam, config, o.fractions, o.fraction_models)
+    report = _execute(fam, config, settings, o.baselines)
     if out is not None:
         _write(report, Path(out), figures)
     return report
@@ -102,7 +77,8 @@ def _family(family: str | Family, **settings) -> Family:
     if isinstance(family, str):
         return make_family(family, **settings)
     if any(v is not None for v in settings.values()):
-        raise InputError("pass the family's settings to the family object, not to run()")
+        raise InputError("pass the family's settings to the family object, not to "
+                         "CompareOptions")
     return family
 
 
@@ -187,13 +163,9 @@ def _fraction_config(fam: Family, config: dict, fractions: tuple[float, ...] | N
 
 
 def _execute(fam: Family, config: dict, settings: ExecutionSettings,
-             baselines: dict | None = None) -> CompareReport:
+             baselines: dict) -> CompareReport:
     """The ε runs (with the cost run beside them), the estimates, the report."""
-    try:
-        config.update(_baseline_config(fam, config, **(baselines or {})))
-    except TypeError as e:  # an unknown key of `baselines`
-        raise InputError(f"baselines takes tune_models, curve_models, curve_scenarios: {e}")\
-            from None
+    config.update(_baseline_config(fam, config, **baselines))
     t0 = time.perf_counter()
     Xtr, ytr, Xte, yte, names, info = features(config["dataset"], config["eps_rows"],
                                                config["seed"])

@@ -205,7 +205,7 @@ class _ShardRows:
         parts = []
         for r in slices:
             if r not in self.read:
-                data = self.store.read_slice(self.shard, r)
+                data = self.store.rows.read_slice(self.shard, r)
                 self.read[r] = (data.X, data.y)
             parts.append(self.read[r] if self.keep else self.read.pop(r))
         if len(parts) == 1:

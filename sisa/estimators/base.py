@@ -20,7 +20,7 @@ from ..aggregate import stacked
 from ..engine import driver, forms
 from ..engine.schedule import SCHEDULES, resolve_epochs, warn_refit_once
 from ..errors import InputError, SisaError, StaleModelError
-from ..store import Store
+from ..store import IngestOptions, Store
 from ..store.format import columns as colmod
 from ..store.format import sparse
 from ..tasks.backend import choose, connect
@@ -170,8 +170,8 @@ class _SISABase(BaseEstimator):
         Missing values are kept if ``est`` takes them; a column kind it cannot take is
         refused before any row is read."""
         nan = forms.accepts(est).nan
-        common = {"n_shards": self.n_shards, "n_slices": self.n_slices,
-                  "random_state": self.random_state, "allow_missing": nan}
+        options = IngestOptions(n_shards=self.n_shards, n_slices=self.n_slices,
+                                random_state=self.random_state, allow_missing=nan)
         if self.store is not None:
             _refuse_replacing_a_log(store.uri)
         typed = None
@@ -186,22 +186,24 @@ class _SISABase(BaseEstimator):
             if isinstance(groups, str):
                 raise InputError(f"groups={groups!r} names a column, but X is a sparse "
                                  "matrix: pass one group key per row")
-            store.ingest(X, y, sample_ids=sample_ids, groups=groups,
-                         check=lambda schema: forms.check(est, schema), **common)
+            store.ingest(X, y, sample_ids=sample_ids, groups=groups, options=options,
+                         check=lambda schema: forms.check(est, schema))
         elif typed is not None:
             table, label, ids, feats = typed
             table, group_column = inputs.with_groups(table, groups)
-            store.ingest(table, label=label, id_column=ids, group_column=group_column,
-                         feature_columns=[f for f in feats if f != group_column],
-                         check=lambda schema: forms.check(est, schema), **common)
+            store.ingest(table, options=options.replace(
+                label=label, id_column=ids, group_column=group_column,
+                feature_columns=[f for f in feats if f != group_column]),
+                check=lambda schema: forms.check(est, schema))
         elif inputs.is_table_like(X) or isinstance(y, str):
             if not isinstance(y, str):
                 raise InputError("with a table or file, pass the label column name as y='col'")
             settings = self._settings()  # a big Parquet/Arrow file: Ray tasks when Ray is in use
             X, group_column = inputs.with_groups(X, groups)
-            store.ingest(X, label=y, settings=settings if settings.backend == "local"
-                         else settings.replace(backend="auto"), group_column=group_column,
-                         check=lambda schema: forms.check(est, schema), **common)
+            store.ingest(X, options=options.replace(label=y, group_column=group_column),
+                         settings=settings if settings.backend == "local"
+                         else settings.replace(backend="auto"),
+                         check=lambda schema: forms.check(est, schema))
         else:
             # NaN is ingest's to judge (allowed if the model takes it, else refused with
             # the fix); infinities are refused here
@@ -218,7 +220,7 @@ class _SISABase(BaseEstimator):
             if isinstance(groups, str):
                 raise InputError(f"groups={groups!r} names a column, but X is an array: pass "
                                  "one group key per row, or a table with y='label column'")
-            store.ingest(X, y, sample_ids=sample_ids, groups=groups, **common)
+            store.ingest(X, y, sample_ids=sample_ids, groups=groups, options=options)
         self.n_features_in_ = store.n_features
 
     def _check_same_layout(self, store: Store) -> None:
@@ -234,7 +236,7 @@ class _SISABase(BaseEstimator):
     def _classes_from_store(store: Store) -> np.ndarray:
         # the union of the manifest's per-slice label lists: no slice is read (except
         # for float labels, which record none)
-        return np.asarray(store.classes())
+        return np.asarray(store.rows.classes())
 
     def _set_fitted(self, store: Store, strict: bool = True) -> None:
         """Load the shard models; with ``strict=False`` a store that may not serve (an

@@ -84,7 +84,7 @@ class ErasureQueue:
         """The queue's MAC key (raises :class:`~sisa.errors.KeyFileError` when a signed
         store's owner key is not configured here)."""
         if self._key is None:
-            self._key = hmac.new(self.store.audit_key(), MAC_LABEL, hashlib.sha256).digest()
+            self._key = hmac.new(self.store.audit.key(), MAC_LABEL, hashlib.sha256).digest()
         return self._key
 
     def mac(self, entry: dict) -> str:

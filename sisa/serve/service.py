@@ -209,7 +209,7 @@ class Service:
         """
         with self.reader_lock:
             try:
-                arr = self.reader.id_array(ids)  # the id boundary: by the store's id type
+                arr = self.reader.rows.id_array(ids)  # the id boundary: by the store's id type
             except (InputError, UnicodeError):  # UnicodeError: a lone surrogate ("\ud800")
                 raise InputError(self._bad_id(ids)) from None
             if len(arr) == 0:
@@ -232,7 +232,7 @@ class Service:
                 "JSON strings of Unicode text (no lone surrogates)")
         for k, v in enumerate(ids):
             try:
-                self.reader.id_array([v])
+                self.reader.rows.id_array([v])
             except (InputError, UnicodeError):
                 return (f"id #{k + 1} of {len(ids)} is not an id of this store: its ids are "
                         f"{id_type}, send {want}; nothing was queued")
@@ -360,8 +360,8 @@ class Service:
         ``n_ids`` counts the rows this batch erased; each request's entry counts the ids
         it named). A batch with none left still gets its own receipt (one that changes
         nothing), so every request ends in a receipt that names it."""
-        canon = idmod.unique_sorted(self.store.id_array([i for r in batch for i in r.ids]))
-        return canon.filter(pa.array(self.store.locate(canon)[0]))
+        canon = idmod.unique_sorted(self.store.rows.id_array([i for r in batch for i in r.ids]))
+        return canon.filter(pa.array(self.store.rows.locate(canon)[0]))
 
     def _landed(self, batch: list[_Request]) -> dict | None:
         """After a forget raised: an interrupted forget leaves a journal, so finish it and

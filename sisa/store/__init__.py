@@ -5,6 +5,8 @@ from .manifest import Manifest, RetrainPlan
 from .read.reading import SliceData
 from .store import Store
 from .write.deletion import DeleteResult
+from .write.options import IngestOptions
+from .write.text import CsvOptions
 
-__all__ = ["AssignmentConfig", "DeleteResult", "Manifest", "RetrainPlan", "SliceData", "Store",
-           "assign", "keyed_hash"]
+__all__ = ["AssignmentConfig", "CsvOptions", "DeleteResult", "IngestOptions", "Manifest",
+           "RetrainPlan", "SliceData", "Store", "assign", "keyed_hash"]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from .._crash import crashpoint
-from ..errors import LocationError, StoreError, StoreLockedError
+from ..errors import CorruptStoreError, LocationError, StoreError, StoreLockedError
 from . import manifest as mf
 from .format import keys, sparse
 from .format.assign import AssignmentConfig, spread
@@ -32,12 +33,16 @@ from .io import localfs
 from .io.fs import Location, MissingFileError
 from .io.lock import WriteLock
 from .manifest import Blob, Manifest, RetrainPlan
-from .read.audit_keys import AuditKeys
-from .read.reading import RowReading
+from .read.audit_keys import AuditKeys, KeyCache
+from .read.reading import RowReader
 from .write import builder, deletion
+from .write.options import IngestOptions
+
+if TYPE_CHECKING:
+    from ..tasks.settings import ExecutionSettings
 
 
-class Store(RowReading, AuditKeys):
+class Store:
     """An on-disk training set split into ``n_shards`` × ``n_slices`` Arrow files.
 
     Build one with :meth:`Store.create`, reopen it with :meth:`Store.open`.
@@ -55,12 +60,18 @@ class Store(RowReading, AuditKeys):
         The state this object reads; replaced by :meth:`commit` and :meth:`reload`.
     loc : sisa.store.io.fs.Location
         Where the files are.
+    rows : RowReader
+        Reads the current state's rows: slices, labels (``classes``), the id index
+        (``locate``) and tombstones.
+    audit : AuditKeys
+        The current state's signer and the keyed hashes of deleted ids.
 
     Examples
     --------
     >>> import numpy as np, tempfile
     >>> X, y = np.random.default_rng(0).normal(size=(100, 3)), np.arange(100) % 2
-    >>> st = Store.create(tempfile.mkdtemp(), X, y, n_shards=2, n_slices=2)
+    >>> st = Store.create(tempfile.mkdtemp(), X, y,
+    ...                   options=IngestOptions(n_shards=2, n_slices=2))
     >>> st.n_rows, st.delete([0, 1]).deleted
     (100, 2)
     """
@@ -77,21 +88,30 @@ class Store(RowReading, AuditKeys):
         self._lock_owner: int | None = None
         self._thread_lock = threading.RLock()  # threads sharing this object take turns
         self._index_cache: dict[str, pa.Table] = {}
-        self._key: keys.KeyPair | None = None  # the owner's key, looked up on first need
-        self._audit_key: bytes | None = None
+        self._keys = KeyCache()  # the owner's and the audit key, looked up on first need
         self._seen: tuple | None = None  # the manifest file's identity when last read
 
     def __getstate__(self) -> dict:  # pickled with estimators: no caches, no lock
         state = {**self.__dict__, "_index_cache": {}, "_lock": None, "_lock_depth": 0,
-                 "_lock_owner": None, "_key": None, "_audit_key": None, "_seen": None}
+                 "_lock_owner": None, "_seen": None}
         del state["_thread_lock"]
-        # Pickled under its public name, in place: models saved before `manifest` became a
-        # property load unchanged, and the pickled bytes are the same.
-        return {("manifest" if k == "_manifest" else k): v for k, v in state.items()}
+        # Pickled under their former names, in place: models saved before `manifest` became
+        # a property and the keys moved to `_keys` load unchanged; the pickled bytes are
+        # the same (and hold no key).
+        out: dict[str, object] = {}
+        for k, v in state.items():
+            if k == "_keys":
+                out.update(_key=None, _audit_key=None)
+            else:
+                out["manifest" if k == "_manifest" else k] = v
+        return out
 
     def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state.pop("_key", None), state.pop("_audit_key", None)
         self.__dict__.update({("_manifest" if k == "manifest" else k): v
                               for k, v in state.items()})
+        self._keys = KeyCache()
         self._thread_lock = threading.RLock()
 
     @property
@@ -111,6 +131,18 @@ class Store(RowReading, AuditKeys):
     @manifest.setter
     def manifest(self, manifest: Manifest) -> None:
         self._manifest = manifest
+
+    @property
+    def rows(self) -> RowReader:
+        """The rows of the current state (:class:`~sisa.store.read.reading.RowReader`): a
+        new reader per access, so one reader sees one generation."""
+        return RowReader(self.loc, self.manifest, self._index_cache)
+
+    @property
+    def audit(self) -> AuditKeys:
+        """The current state's signer and audit key
+        (:class:`~sisa.store.read.audit_keys.AuditKeys`); keys looked up once per store."""
+        return AuditKeys(self.loc, self.manifest, self._keys)
 
     # ------------------------------------------------------------------ opening
     @property
@@ -168,6 +200,32 @@ class Store(RowReading, AuditKeys):
                     raise
         raise AssertionError("unreachable")
 
+    def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
+        """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
+        ``hashes``) altered file (of ``shards`` only, if given). A file missing because a
+        writer committed after this store's manifest was read is not damage: the check
+        reruns on the new manifest (see :meth:`read_consistent`)."""
+        self.read_consistent(lambda st: st._check_files(hashes, shards))
+
+    def _check_files(self, hashes: bool, shards: Iterable[int] | None) -> None:
+        wanted = None if shards is None else {int(s) for s in shards}
+        listed = {} if self.loc.is_local else self.loc.file_infos()  # 1 LIST, not N HEADs
+        for rel, meta in self.referenced_files().items():
+            shard = getattr(meta, "shard", None)  # slices and checkpoints belong to a shard
+            if wanted is not None and shard is not None and shard not in wanted:
+                continue
+            info = listed.get(rel) or self.loc.info(rel)
+            if info.size is None or info.type.name == "NotFound":
+                raise MissingFileError(
+                    f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
+                    f"backup, or run `sisa repair {self.uri}` if a write was interrupted", rel)
+            if info.size != meta.bytes:
+                raise CorruptStoreError(
+                    f"file {self.loc.path(rel)} has {info.size} bytes, the manifest says "
+                    f"{meta.bytes}: it was truncated or changed; restore it from backup")
+            if hashes:
+                self.loc.read_verified(rel, meta.sha256)
+
     @classmethod
     def upgrade(cls, uri: str) -> bool:
         """Convert a store written by an older sisa (format ``sisa-store/3``) to the current
@@ -199,7 +257,9 @@ class Store(RowReading, AuditKeys):
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def create(cls, uri: str, data, y=None, *, overwrite: bool = False, **ingest_kw) -> Store:
+    def create(cls, uri: str, data, y=None, *, options: IngestOptions,
+               settings: ExecutionSettings | None = None, sample_ids=None, groups=None,
+               deletion_prob=None, overwrite: bool = False) -> Store:
         """Ingest rows into a new store (built beside anything at ``uri``, then switched
         to in one step).
 
@@ -209,25 +269,28 @@ class Store(RowReading, AuditKeys):
             Local path or URI (``file://``, ``s3://``...). Must not hold a store unless
             ``overwrite=True``.
         data : array-like, DataFrame, pyarrow.Table or path
-            Features (with ``y``) or a table/file holding the ``label`` column.
+            Features (with ``y``) or a table/file holding the ``options.label`` column.
         y : array-like, optional
             Labels, when ``data`` is an array.
+        options : IngestOptions
+            The layout (``n_shards``, ``n_slices``, ``random_state``...) and how the input
+            is read (columns, CSV text, memory bounds): :class:`IngestOptions`.
+        settings : ExecutionSettings, optional
+            Where the build runs (default: in this process) and whether progress bars
+            show (``progress``).
+        sample_ids, groups, deletion_prob : array-like, optional
+            With array data, one value per row (a table names these columns in
+            ``options``): see :func:`sisa.store.write.builder.ingest_rows`.
         overwrite : bool, default=False
             Replace a store already at ``uri``.
-        **ingest_kw
-            ``n_shards`` and ``n_slices`` (required), and the ingest options documented at
-            :func:`sisa.store.write.builder.ingest_rows`: ``label``, ``random_state``,
-            ``sample_ids``/``id_column``, ``groups``/``group_column``,
-            ``deletion_prob``/``deletion_prob_column``, ``hot_shards``, ``hot_threshold``,
-            ``feature_columns``, ``dtype``, ``memory_budget_mb``, ``batch_rows``,
-            ``progress``.
 
         Returns
         -------
         Store
         """
         with cls.building(uri, overwrite=overwrite) as store:
-            store.ingest(data, y, **ingest_kw)
+            store.ingest(data, y, options=options, settings=settings, sample_ids=sample_ids,
+                         groups=groups, deletion_prob=deletion_prob)
             store.publish()
         return store
 
@@ -248,7 +311,7 @@ class Store(RowReading, AuditKeys):
         >>> import numpy as np, tempfile
         >>> X, y = np.random.default_rng(0).normal(size=(100, 3)), np.arange(100) % 2
         >>> with Store.building(tempfile.mkdtemp()) as st:
-        ...     _ = st.ingest(X, y, n_shards=2, n_slices=2)
+        ...     _ = st.ingest(X, y, options=IngestOptions(n_shards=2, n_slices=2))
         ...     st.publish()
         >>> st.n_rows
         100
@@ -265,25 +328,28 @@ class Store(RowReading, AuditKeys):
                     builder.clean(where)
                     store.staged = False
 
-    def ingest(self, data, y=None, **options) -> Store:
+    def ingest(self, data, y=None, *, options: IngestOptions,
+               settings: ExecutionSettings | None = None, sample_ids=None, groups=None,
+               deletion_prob=None, check: builder.SchemaCheck | None = None) -> Store:
         """Write the data of a staged store (see :meth:`building`); every row is read and
         validated before anything is published.
 
         Parameters
         ----------
-        data, y
+        data, y, options, settings, sample_ids, groups, deletion_prob
             As in :meth:`create`.
-        **options
-            ``n_shards``, ``n_slices`` (required) and the ingest options documented at
-            :func:`sisa.store.write.builder.ingest_rows`.
+        check : callable, optional
+            ``check(schema)`` before any row is read (a model's check of the column kinds).
 
         Returns
         -------
         Store
             ``self``.
         """
-        new, key = builder.ingest_rows(self, data, y, **options)
-        self.manifest, self._key, self._audit_key = new, key, None
+        new, key = builder.ingest_rows(self, data, y, options=options, settings=settings,
+                                       sample_ids=sample_ids, groups=groups,
+                                       deletion_prob=deletion_prob, check=check)
+        self.manifest, self._keys = new, KeyCache(key=key)
         self._index_cache.clear()
         return self
 
@@ -294,7 +360,7 @@ class Store(RowReading, AuditKeys):
         if not self.staged or not self._manifest:
             raise StoreError("internal: nothing staged to publish (use Store.building)")
         new = self.manifest.stamped(self.manifest.generation)
-        mf.write(self.loc, new, self._key)
+        mf.write(self.loc, new, self._keys.key)
         self._seen = self._stamp()
         self.manifest, self.staged = new.written(), False
         crashpoint("publish:after-manifest")
@@ -416,7 +482,7 @@ class Store(RowReading, AuditKeys):
             held.check()  # object stores have no CAS: re-check we still hold the lock
         old = self.manifest
         new = new.stamped(old.generation + 1)
-        mf.write(self.loc, new, self.signing_key())
+        mf.write(self.loc, new, self.audit.signing_key())
         self._seen = self._stamp()  # ours: the lock excludes other writers
         self.manifest = new = new.written()
         crashpoint("commit:after-manifest")

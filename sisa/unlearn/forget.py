@@ -82,7 +82,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     settings = settings or ExecutionSettings()
     served = _service_requests(requests)
     laps = timings.Laps()
-    ids = store.id_array(ids)  # once: a generator given as ids is read one time only
+    ids = store.rows.id_array(ids)  # once: a generator given as ids is read one time only
     if len(ids) == 0 and not served:  # a service batch whose ids are all absent: a receipt
         raise InputError("no sample ids given: pass at least one id to forget")
     with store.lock():
@@ -215,7 +215,7 @@ def _replayed(store: Store, digest: str, canon, requests: tuple[ServiceRequest, 
     request is a no-op that returns its receipt. Service requests it does not name are
     new requests: they get a receipt of their own (one that changes nothing)."""
     receipts.sync_log(store)  # a crash may have come between the commit and the log
-    if store.locate(canon)[0].any():
+    if store.rows.locate(canon)[0].any():
         return None  # some id is still stored: not a replay (no need to read the log)
     done = receipts.find(store, ids_sha256=digest)
     named = {q["request_id"] for q in (done or {}).get("requests") or ()}
@@ -347,7 +347,7 @@ def _receipt(store: Store, request: ForgetRequest, *, rows_retrained: int,
         wall_time_s=round(time.time() - started, 4),
         completed_at=now_iso(),
         fingerprint_after=store.fingerprint,
-        tombstones_after=store.tombstones_digest(),
+        tombstones_after=store.rows.tombstones_digest(),
     )
 
 

@@ -43,8 +43,8 @@ def ids_digest(store: Store, ids):
     holds the owner's key (or, for an unsigned store, the store) and the ids can
     recompute it.
     """
-    canon = idmod.unique_sorted(store.id_array(ids))
-    digest = hmac.new(store.audit_key(), b"\n".join(idmod.id_bytes(canon)), hashlib.sha256)
+    canon = idmod.unique_sorted(store.rows.id_array(ids))
+    digest = hmac.new(store.audit.key(), b"\n".join(idmod.id_bytes(canon)), hashlib.sha256)
     return digest.hexdigest(), canon
 
 
@@ -54,7 +54,7 @@ def groups_named(store: Store, keys, record: bool = False) -> dict:
     audit key of all of them (as :func:`ids_digest`), ``n_groups``, and ``group_hashes``,
     one keyed hash per key (16 bytes, as a tombstone), by which a later request sees that a
     group was forgotten; the raw keys (``groups``) only with ``record``."""
-    key = store.audit_key()
+    key = store.audit.key()
     raw = idmod.group_bytes(keys)
     named = {"groups_sha256": hmac.new(key, b"\n".join(raw), hashlib.sha256).hexdigest(),
              "n_groups": len(raw),
@@ -120,7 +120,7 @@ def seal(store: Store, receipt: Receipt) -> tuple[SealedReceipt, dict]:
         raise StoreError(f"internal: store {store.uri} has no store_id to chain a receipt to")
     sealed = SealedReceipt(receipt=receipt, seq=audit["receipts"], prev=audit["head"],
                            store_id=store_id)
-    key = store.signing_key()
+    key = store.audit.signing_key()
     if key is not None:
         sealed = replace(sealed, signature=key.sign(canonical_json(sealed.to_json())))
     body = sealed.to_json()
@@ -267,7 +267,7 @@ def check(store: Store, log: tuple[list[dict], list[str]] | None = None) -> list
     now if not given) against the committed manifest: a receipt removed, reordered,
     edited or unsigned, one missing at the end, a torn line."""
     receipts, problems = read_log(store) if log is None else (log[0], list(log[1]))
-    signer = store.signer
+    signer = store.audit.signer
     for i, r in enumerate(receipts):
         who = f"receipt {i} (request {r.get('request_id', '?')})"
         if r.get("seq") != i:

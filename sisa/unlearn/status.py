@@ -49,7 +49,7 @@ def describe(store: Store) -> dict:
         "epochs": model.get("epochs"), "holdout": store.manifest.get("holdout"),
         "bytes": int(sum(m.bytes for m in files.values())), "files": len(files),
         "pending": _journal(store), "unservable": _unservable(store),
-        "signed_by": f"ed25519:{store.signer}" if store.signer else None,
+        "signed_by": f"ed25519:{store.audit.signer}" if store.audit.signer else None,
         "id_type": store.manifest.id_type,
         "group_column": store.manifest.schema.get("group_name"),
         "group_type": store.manifest.schema.get("group_type"),

@@ -134,7 +134,7 @@ def verify(store: Store, *, shards=None, sample: int | None = None, retrain: boo
     """
     t0 = time.perf_counter()
     store.reload()
-    wanted_gone = None if forgotten_ids is None else store.id_array(forgotten_ids)
+    wanted_gone = None if forgotten_ids is None else store.rows.id_array(forgotten_ids)
     targets = _targets(store.n_shards, shards, sample, seed)  # bad arguments fail first
     first = store.manifest.generation
     for attempt in range(ATTEMPTS):  # noqa: B007 (read after the loop)
@@ -170,11 +170,11 @@ def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
     if log is not None:  # else the look's problem says why it was not checked
         problems += receipts.check(store, log)
         problems += _held_receipt_problems(store, log[0], held)
-    scan = store.has_audit_key()
+    scan = store.audit.has_key()
     tomb: set = set()
     if scan:
         with vanished.reading(problems, raise_damage=True):  # raised, as it always was
-            tomb = set(store.read_tombstones())
+            tomb = set(store.rows.read_tombstones())
     else:
         notes.append("the keyed scan for deleted ids needs the owner's key file (the audit key) "
                      "and was skipped; the signed manifest commits the tombstone files checked "
@@ -183,7 +183,7 @@ def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
                                          vanished)
     if wanted_gone is not None:
         with vanished.reading(problems, raise_damage=True):
-            if store.locate(wanted_gone)[0].any():
+            if store.rows.locate(wanted_gone)[0].any():
                 problems.append("the index still lists ids said to be forgotten")
         notes.append(f"{len(wanted_gone):,} given id(s) checked absent from the index and "
                      "every data file")
@@ -197,7 +197,7 @@ def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
             with vanished.reading(problems, raise_damage=True):
                 _retrain(store, checks, targets, settings)
     return VerifyReport(store.uri, store.fingerprint, checks, problems, len(tomb), 0.0,
-                        store.signer, notes)
+                        store.audit.signer, notes)
 
 
 def _state_problems(store: Store, rest: at_rest.AtRest | str, notes: list[str]) -> list[str]:
@@ -237,14 +237,14 @@ def _scan_slices(store: Store, checks: list[ShardCheck], tomb: set | None,
     for s in range(store.n_shards):
         for r in range(store.n_slices):
             try:
-                table = store.read_slice_table(s, r)
+                table = store.rows.read_slice_table(s, r)
                 ids = table.column(ID)
             except SisaError as exc:
                 vanished.failed(exc, checks[s].problems)
                 continue
             data_ids.append(ids)
             data_labels.append(_labels_of(store, s, r, table, checks[s].problems))
-            hits = sum(h in tomb for h in store.keyed_id_hashes(ids)) if tomb else 0
+            hits = sum(h in tomb for h in store.audit.id_hashes(ids)) if tomb else 0
             if hits:
                 checks[s].problems.append(f"slice {r} holds {hits} deleted id(s)")
             if wanted_gone is not None:
@@ -259,13 +259,13 @@ def _index_problems(store: Store, data_ids: list) -> list[str]:
     """The index lists exactly the ids the data files hold, each in its own bucket."""
     problems = []
     try:
-        index_ids = store.read_index().column(ID)
+        index_ids = store.rows.read_index().column(ID)
         held = pa.chunked_array(data_ids, type=index_ids.type)
         if not np.array_equal(np.sort(index_ids.to_numpy()), np.sort(held.to_numpy())):
             problems.append("the index does not list exactly the ids the data files hold")
-        B = store.index_buckets
+        B = store.rows.index_buckets
         misplaced = [b for b in range(B)
-                     if (id_buckets(store.read_index_part(b).column(ID).combine_chunks(), B)
+                     if (id_buckets(store.rows.read_index_part(b).column(ID).combine_chunks(), B)
                          != b).any()]
         if misplaced:
             problems.append(f"index bucket(s) {misplaced[:5]} hold ids of other buckets: "
@@ -311,7 +311,7 @@ def _held_receipt_problems(store: Store, log: list[dict], held: list[dict]) -> l
              if isinstance(r.get("seq"), int)}
     for r in map(receipts.as_logged, held):  # as `sisa forget --json` printed it
         who = f"the receipt you hold (request {r.get('request_id')}, seq {r.get('seq')})"
-        if store.signer and not receipts.signature_ok(store.signer, r):
+        if store.audit.signer and not receipts.signature_ok(store.audit.signer, r):
             out.append(f"{who} is not signed by this store's owner")
         elif chain.get(r.get("seq")) != receipts.receipt_hash(r):
             out.append(f"{who} is not in this store's audit log: the store was rolled back to "
@@ -321,7 +321,7 @@ def _held_receipt_problems(store: Store, log: list[dict], held: list[dict]) -> l
 
 def _trust_problems(store: Store, public_key: str | None, notes: list[str]) -> list[str]:
     """Who signed the store (the signature itself was checked when it was read)."""
-    signer = store.signer
+    signer = store.audit.signer
     if public_key is not None and signer != public_key:
         return ["the store is " + ("unsigned" if signer is None else
                 f"signed by ed25519:{signer[:16]}...") + ", not by the public key you gave: "
@@ -361,7 +361,7 @@ def _audit_problems(store: Store, log: tuple[list[dict], list[str]] | None) -> l
                    f"{last.get('request_id')}) left: a backup from before it was restored, "
                    "or rows changed outside `forget`; deleted rows may be back")
     if committed and not pending and committed.receipt.tombstones_after != \
-            store.tombstones_digest():
+            store.rows.tombstones_digest():
         out.append(f"the tombstones are not the set the last forget (request "
                    f"{committed.request_id}) committed: they were swapped or edited")
     def count(v) -> int:  # the log is untrusted input: an edited field is not a crash

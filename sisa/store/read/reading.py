@@ -1,4 +1,4 @@
-"""Reading a store's rows, index and tombstones (the read side of :class:`~sisa.store.Store`).
+"""Reading a store's rows, index and tombstones (``store.rows``: :class:`RowReader`).
 
 Every read is checked against the sha256 the manifest records, then fully validated as
 Arrow (an unsigned store's manifest can be forged along with a file, and Arrow trusts a
@@ -9,22 +9,21 @@ features reach numpy without a copy.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...errors import CorruptStoreError
-from ..format import columns
+from ..format import columns, sparse
 from ..format import ids as idmod
 from ..format import index as idx
 from ..format.arrow_checks import damage
 from ..format.layout import FEATURES, ID, LABEL, read_ipc, slice_schema, union
-from ..io.fs import Location, MissingFileError
-from ..manifest import Blob, Manifest, canonical_json
+from ..io.fs import Location
+from ..manifest import Manifest, canonical_json
 
 _TOMBSTONES = pa.schema([("h", pa.binary(16))])  # a keyed hash per deleted id
 
@@ -43,52 +42,29 @@ class SliceData:
         return len(self.ids)
 
 
-class RowReading:
-    """The read methods of :class:`~sisa.store.Store` (a mixin: it needs ``manifest``,
-    ``loc``, ``n_features``, ``read_consistent`` and ``_index_cache``)."""
+class RowReader:
+    """The rows of one state of a store: slices, labels, the id index and tombstones
+    (``store.rows``; every read checked as the module doc says).
 
-    if TYPE_CHECKING:  # what the host provides (declared for the type checker only)
-        loc: Location
-        _index_cache: dict[str, pa.Table]
+    Parameters
+    ----------
+    loc : Location
+        Where the store's files are.
+    manifest : Manifest
+        The state read: every read through this object sees this one generation.
+    index_cache : dict, optional
+        Index buckets already read, by file hash (immutable files: a store shares one
+        cache across its states; only live buckets are kept).
+    """
 
-        @property
-        def manifest(self) -> Manifest: ...
+    def __init__(self, loc: Location, manifest: Manifest,
+                 index_cache: dict[str, pa.Table] | None = None) -> None:
+        self.loc, self.manifest = loc, manifest
+        self._index_cache = {} if index_cache is None else index_cache
 
-        @property
-        def uri(self) -> str: ...
-
-        @property
-        def n_features(self) -> int: ...
-
-        def read_consistent(self, fn: Callable[[Any], object], attempts: int = 8) -> Any: ...
-
-        def referenced_files(self) -> dict[str, Blob]: ...
-
-    def check_files(self, hashes: bool = True, *, shards: Iterable[int] | None = None) -> None:
-        """Raise :class:`CorruptStoreError` naming the first missing, resized or (with
-        ``hashes``) altered file (of ``shards`` only, if given). A file missing because a
-        writer committed after this store's manifest was read is not damage: the check
-        reruns on the new manifest (see :meth:`read_consistent`)."""
-        self.read_consistent(lambda st: st._check_files(hashes, shards))
-
-    def _check_files(self, hashes: bool, shards: Iterable[int] | None) -> None:
-        wanted = None if shards is None else {int(s) for s in shards}
-        listed = {} if self.loc.is_local else self.loc.file_infos()  # 1 LIST, not N HEADs
-        for rel, meta in self.referenced_files().items():
-            shard = getattr(meta, "shard", None)  # slices and checkpoints belong to a shard
-            if wanted is not None and shard is not None and shard not in wanted:
-                continue
-            info = listed.get(rel) or self.loc.info(rel)
-            if info.size is None or info.type.name == "NotFound":
-                raise MissingFileError(
-                    f"missing file {self.loc.path(rel)}: the store is damaged; restore it from "
-                    f"backup, or run `sisa repair {self.uri}` if a write was interrupted", rel)
-            if info.size != meta.bytes:
-                raise CorruptStoreError(
-                    f"file {self.loc.path(rel)} has {info.size} bytes, the manifest says "
-                    f"{meta.bytes}: it was truncated or changed; restore it from backup")
-            if hashes:
-                self.loc.read_verified(rel, meta.sha256)
+    @property
+    def n_features(self) -> int:
+        return sparse.width(self.manifest.schema)
 
     def _read_table(self, rel: str, sha: str, schema: pa.Schema) -> pa.Table:
         buf = self.loc.read_verified(rel, sha)
@@ -189,24 +165,24 @@ class RowReading:
         return hashlib.sha256(canonical_json(hashes)).hexdigest()
 
 
-def label_union(store: RowReading, kept: dict | None = None) -> list:
+def label_union(rows: RowReader, kept: dict | None = None) -> list:
     """Sorted distinct labels of the stored rows, ``kept`` replacing the slices it names:
     a union of the manifest's per-slice label lists (per shard, kept by leaf hash), read
     from the data only for slices that record none (float labels)."""
     kept = kept or {}
     touched = {s for s, _ in kept}
-    recorded = store.manifest.shard_parts("labels", _recorded_labels)
+    recorded = rows.manifest.shard_parts("labels", _recorded_labels)
     lists = []
     for s, labels in enumerate(recorded):
         if s not in touched and labels is not None:
             lists.append(labels)
             continue
-        for r, meta in store.manifest.shard_leaf(s)["slices"].items():
+        for r, meta in rows.manifest.shard_leaf(s)["slices"].items():
             table = kept.get((s, int(r)))
             if table is None and meta.labels is not None:
                 lists.append(meta.labels)
             else:
-                table = store.read_slice_table(s, int(r)) if table is None else table
+                table = rows.read_slice_table(s, int(r)) if table is None else table
                 lists.append(pc.unique(table.column(LABEL)).to_pylist())
     return union(lists)
 

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,10 +31,12 @@ from ..format.index import n_index_buckets
 from ..io.fs import TEMP_DIR, Location
 from ..manifest import BucketFile, Manifest, SliceFile, slice_key
 from . import ingest, merge, spill
+from .options import IngestOptions
 from .parallel_ingest import ParallelIngest, choose
 from .spill import Job, Scratch, Shape, Spilled
 
 if TYPE_CHECKING:
+    from ...tasks.settings import ExecutionSettings
     from ..store import Store
 
 CHUNK_MIN = 4 << 20  # slices up to this size are always merged in memory
@@ -86,14 +89,12 @@ def clean(where: Site) -> None:
         shutil.rmtree(loc.root, ignore_errors=True)
 
 
-def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shards: int,
-                n_slices: int, random_state: int = 0, sample_ids=None,
-                id_column: str | None = None, group_column: str | None = None,
-                deletion_prob_column: str | None = None, groups=None, deletion_prob=None,
-                hot_shards: int = 0, hot_threshold: float = 0.5,
-                feature_columns: list[str] | None = None, dtype=None,
-                memory_budget_mb: int = 256, batch_rows: int = 65_536,
-                progress: bool = False, settings=None, check=None, **reading
+SchemaCheck = Callable[[dict[str, object]], None]
+
+
+def ingest_rows(store: Store, data, y=None, *, options: IngestOptions,
+                settings: ExecutionSettings | None = None, sample_ids=None, groups=None,
+                deletion_prob=None, check: SchemaCheck | None = None
                 ) -> tuple[Manifest, keys.KeyPair | None]:
     """Write the data of a staged store; returns its manifest (one generation past the
     store it replaces, if any) and the owner's key that will sign it.
@@ -103,76 +104,66 @@ def ingest_rows(store: Store, data, y=None, *, label: str | None = None, n_shard
     store : Store
         Staged (:meth:`sisa.store.Store.building`).
     data : array-like, DataFrame, pyarrow.Table or path
-        Features (with ``y``) or a table/file holding the ``label`` column.
-    y, label : array-like or str, optional
-        Labels when ``data`` is an array; the label column of a table or file.
-    n_shards, n_slices : int
-        S and R.
-    random_state : int, default=0
-        Seed of the keyed assignment hash (and later of training).
-    sample_ids : array-like, optional
-        Stable id per row (int or str). ``id_column`` names a column instead.
-        Default: the row numbers 0..n-1 in input order.
-    group_column, groups : optional
-        Group key per row: all rows of a group land in one (shard, slice).
-    deletion_prob_column, deletion_prob, hot_shards, hot_threshold : optional
-        Distribution-aware sharding; see :class:`~sisa.store.format.assign.AssignmentConfig`.
-    feature_columns : list of str, optional
-        Feature columns of a table (default: every other column).
-    dtype : {numpy.float32, numpy.float64}, optional
-        Feature type stored (default: float32 input stays float32, else float64).
-    memory_budget_mb : int, default=256
-        Memory for rows per process: beyond it rows spill to sorted runs in the store's
-        ``.tmp/`` and slices are merged in parts, so the peak stays flat in n.
-    batch_rows, progress : int (65536), bool (False)
-        Rows read from a file at a time; show rows ingested and slices written.
-    settings : sisa.engine.ExecutionSettings, optional
-        Where the work runs (default: here). ``backend="ray"``: Ray tasks, for Parquet/Arrow
-        files (same bytes); ``"auto"``: Ray tasks if Ray is in use and the file is large.
-    check, **reading
-        ``check(schema)`` before any row is read; ``allow_missing``, ``na_values``, ...
+        Features (with ``y``) or a table/file holding the ``options.label`` column.
+    y : array-like, optional
+        Labels when ``data`` is an array.
+    options : IngestOptions
+        The layout and how the input is read (:class:`~sisa.store.write.options.IngestOptions`).
+    settings : sisa.ExecutionSettings, optional
+        Where the work runs (default: here) and whether progress bars show.
+        ``backend="ray"``: Ray tasks, for Parquet/Arrow files (same bytes); ``"auto"``: Ray
+        tasks if Ray is in use and the file is large.
+    sample_ids, groups, deletion_prob : array-like, optional
+        With array data, one value per row: a stable id (int or str; default: the row
+        numbers 0..n-1 in input order), a group key (all rows of a group land in one
+        (shard, slice)), a deletion probability. A table names columns in ``options``.
+    check : callable, optional
+        ``check(schema)`` before any row is read (the model's check of the column kinds).
     """
     if not store.staged:
         raise StoreError("internal: ingest needs a staged store (use Store.building)")
-    config = _config(n_shards, n_slices, random_state, hot_shards, hot_threshold,
-                     deletion_prob is not None or bool(deletion_prob_column))
-    source = _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows,
-                     id_column=id_column, group_column=group_column, **reading,
-                     deletion_prob_column=deletion_prob_column, feature_columns=feature_columns)
-    parallel = choose(source, settings, batch_rows)
+    if not isinstance(options, IngestOptions):
+        raise InputError(f"options must be an IngestOptions, got {type(options).__name__}: "
+                         "pass options=IngestOptions(n_shards=..., n_slices=...)")
+    if options.hot_shards and deletion_prob is None and not options.has_deletion_prob:
+        raise InputError("hot_shards > 0 needs deletion probabilities: pass deletion_prob= or "
+                         "deletion_prob_column=")
+    source = _source(data, y, options, sample_ids, groups, deletion_prob)
+    parallel = choose(source, settings, options.batch_rows)
+    progress = settings is not None and settings.progress
     key = keys.configured()
-    new = _Builder(store.loc, config, source, memory_budget_mb, progress, secrets.token_hex(16),
-                   key, batch_rows, check).build(parallel)
+    new = _Builder(store.loc, options.assignment, source, options.memory_budget_mb, progress,
+                   secrets.token_hex(16), key, options.batch_rows, check).build(parallel)
     if key is None:  # unsigned: the audit key lives beside the data, owner-only
         store.loc.write_atomic(new.audit_files()["key"], secrets.token_hex(32).encode(),
                                mode=0o600)
     return new.stamped(store.replaced_generation + 1), key
 
 
-def _config(n_shards, n_slices, random_state, hot_shards, hot_threshold,
-            has_prob: bool) -> AssignmentConfig:
-    config = AssignmentConfig(int(n_shards), int(n_slices), int(random_state),
-                              int(hot_shards), float(hot_threshold))
-    if hot_shards and not has_prob:
-        raise InputError("hot_shards > 0 needs deletion probabilities: pass deletion_prob= or "
-                         "deletion_prob_column=")
-    return config
-
-
-def _source(data, y, label, sample_ids, groups, deletion_prob, dtype, batch_rows, *,
-            allow_missing=False, na_values=None, trim_whitespace=False, **columns
+def _source(data, y, options: IngestOptions, sample_ids, groups, deletion_prob
             ) -> ingest.Source:
     """The rows to ingest: arrays with ``y``, or a table/file with a ``label`` column."""
-    if label is None:
+    if options.label is None:
         if y is None:
-            raise InputError("pass y= with array data, or label='column' with a table/file")
-        return ingest.from_arrays(data, y, sample_ids, groups, deletion_prob, dtype,
-                                  allow_missing)
-    if sample_ids is not None:
-        raise InputError("pass sample_ids= with array data, or id_column= with a table")
-    return ingest.from_table(data, label, dtype=dtype, batch_rows=batch_rows,
-                             allow_missing=allow_missing, na_values=na_values,
-                             trim_whitespace=trim_whitespace, **columns)
+            raise InputError("pass y= with array data, or IngestOptions(label='column') with a "
+                             "table/file")
+        return ingest.from_arrays(data, y, sample_ids, groups, deletion_prob, options.dtype,
+                                  options.allow_missing)
+    for name, given in (("sample_ids", sample_ids), ("groups", groups),
+                        ("deletion_prob", deletion_prob)):
+        if given is not None:
+            column = {"sample_ids": "id_column", "groups": "group_column"}.get(
+                name, "deletion_prob_column")
+            raise InputError(f"pass {name}= with array data, or IngestOptions({column}=...) "
+                             "with a table")
+    if y is not None:
+        raise InputError("pass y= with array data, or IngestOptions(label='column') with a "
+                         "table/file, not both")
+    return ingest.from_table(
+        data, options.label, id_column=options.id_column, group_column=options.group_column,
+        deletion_prob_column=options.deletion_prob_column, dtype=options.dtype,
+        feature_columns=list(options.feature_columns) if options.feature_columns else None,
+        batch_rows=options.batch_rows, allow_missing=options.allow_missing, csv=options.csv)
 
 
 # The column a table gets for ``fit(table, "label", groups=keys)``: a store names it "groups"

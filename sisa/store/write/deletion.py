@@ -108,14 +108,14 @@ def resolve(store: Store, ids) -> Resolved:
     UnknownIdError
         Some ids are neither stored nor tombstoned; nothing is changed.
     """
-    q = idmod.unique_sorted(store.id_array(ids))
-    found, shard, sl = store.locate(q)
+    q = idmod.unique_sorted(store.rows.id_array(ids))
+    found, shard, sl = store.rows.locate(q)
     already: list = []
     if not found.all():
         missing = pc.filter(q, pa.array(~found))
-        hashes = store.keyed_id_hashes(missing)
-        gone = set(store.read_tombstones(
-            set(hash_buckets(hashes, store.index_buckets).tolist())))
+        hashes = store.audit.id_hashes(missing)
+        gone = set(store.rows.read_tombstones(
+            set(hash_buckets(hashes, store.rows.index_buckets).tolist())))
         known = np.array([h in gone for h in hashes], dtype=bool)
         names = np.asarray(missing.to_pylist(), dtype=object)
         already, unknown = names[known].tolist(), names[~known].tolist()
@@ -139,7 +139,7 @@ def prepare(store: Store, resolved: Resolved) -> Deletion:
     gone = resolved.found_ids
     kept = {}
     for s, r in sorted(set(zip(resolved.shard.tolist(), resolved.slice.tolist(), strict=True))):
-        table = store.read_slice_table(s, r)
+        table = store.rows.read_slice_table(s, r)
         kept[(s, r)] = table.filter(pc.invert(pc.is_in(table.column(ID), value_set=gone)))
     classes, removed = _classes_after(store, kept)
     plan = resolved.plan
@@ -157,7 +157,7 @@ def _classes_after(store: Store, kept: dict) -> tuple[list | None, list]:
     model = store.manifest.model
     if not model or model.get("task") != "classification" or model.get("classes") is None:
         return None, []
-    classes = label_union(store, kept)
+    classes = label_union(store.rows, kept)
     left = set(classes)
     removed = [c for c in model["classes"] if c not in left]
     if len(classes) < 2:
@@ -202,7 +202,7 @@ def _index_and_tombstones(store: Store, gone: pa.Array
                           ) -> tuple[dict[int, BucketFile], dict[int, BucketFile], int]:
     """The index and tombstone buckets that change once ``gone`` is deleted (bucket ->
     entry, their files written) and the bucket count after."""
-    B = store.index_buckets
+    B = store.rows.index_buckets
     n_left = sum(p.rows for p in store.manifest.index_parts) - len(gone)
     parts: dict[int, BucketFile] = {}
     if n_index_buckets(n_left) != B:
@@ -210,27 +210,27 @@ def _index_and_tombstones(store: Store, gone: pa.Array
         # re-buckets the whole index and the tombstones (keyed by the same count), so
         # the store holds the files a fresh build of the remaining rows would.
         B = n_index_buckets(n_left)
-        index = store.read_index().sort_by(ID)  # as the builder has it: sorted by id
+        index = store.rows.read_index().sort_by(ID)  # as the builder has it: sorted by id
         index = index.filter(pc.invert(pc.is_in(index.column(ID), value_set=gone)))
         for b, part in enumerate(bucketed(index, B)):
             parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
                                      rows=part.num_rows)
-        old_tombs = store.read_tombstones()
+        old_tombs = store.rows.read_tombstones()
     else:
         for b in np.unique(id_buckets(gone, B)).tolist():
-            part = store.read_index_part(b)
+            part = store.rows.read_index_part(b)
             part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=gone)))
             parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
                                      rows=part.num_rows)
         old_tombs = None
-    hashes = store.keyed_id_hashes(gone)
+    hashes = store.audit.id_hashes(gone)
     if old_tombs is not None:
         hashes = old_tombs + hashes
     where = hash_buckets(hashes, B)
     tparts: dict[int, BucketFile] = {}
     for b in np.unique(where).tolist():
         added = [hashes[i] for i in np.flatnonzero(where == b)]
-        both = sorted(added + (store.read_tombstones([b]) if old_tombs is None else []))
+        both = sorted(added + (store.rows.read_tombstones([b]) if old_tombs is None else []))
         table = pa.table({"h": pa.array(both, pa.binary(16))})
         tparts[b] = BucketFile.of(store.put_blob(tombstone_dir(b), ".arrow", ipc_bytes(table)),
                                   rows=table.num_rows)

@@ -54,7 +54,7 @@ def group_rows(store: Store, keys: pa.Array) -> tuple[pa.Array, np.ndarray]:
     counts = np.zeros(len(raw), np.int64)
     found = []
     for (s, r), ks in sorted(wanted.items()):
-        table = store.read_slice_table(s, r)
+        table = store.rows.read_slice_table(s, r)
         col = table.column(GROUP).to_numpy()
         hit = np.flatnonzero(np.isin(col, hashes[ks]))
         if len(hit):

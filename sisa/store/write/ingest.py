@@ -200,16 +200,15 @@ def from_table(
     dtype=None,
     batch_rows: int = 65_536,
     allow_missing: bool = False,
-    na_values=None,
-    trim_whitespace: bool = False,
+    csv: CsvOptions | None = None,
 ) -> Source:
     """Source over a DataFrame, Table or file/directory, streamed in record batches.
     Column problems are reported before any row is read; row problems (missing values,
     non-finite features) name the first bad row. All-numeric features are stored as a
     float matrix; any other column kind selects typed columns (:mod:`sisa.store.format.columns`).
-    ``allow_missing`` keeps missing feature values; ``na_values`` and ``trim_whitespace``
-    read CSV text (:class:`CsvOptions`)."""
-    csv = csv_only(data, CsvOptions.of(na_values, trim_whitespace))
+    ``allow_missing`` keeps missing feature values; ``csv`` reads CSV text
+    (:class:`CsvOptions`)."""
+    csv = csv_only(data, csv)
     dataset = to_dataset(data, csv)
     schema = dataset.schema
     special = [c for c in (label, id_column, group_column, deletion_prob_column) if c]

@@ -16,11 +16,28 @@ from ..format.arrow_checks import reading
 
 @dataclass(frozen=True)
 class CsvOptions:
-    """How CSV text is read: cells equal to one of ``na_values`` are missing, and with
-    ``trim_whitespace`` headers and string values lose surrounding blanks (``a, b``)."""
+    """How CSV text is read (for :class:`~sisa.store.write.options.IngestOptions` ``csv``).
+
+    Parameters
+    ----------
+    na_values : sequence of str, default=()
+        Cells equal to one of these are missing (``"?"``, ``"NA"``...).
+    trim_whitespace : bool, default=False
+        Headers and string values lose surrounding blanks (``a, b``).
+    """
 
     na_values: tuple[str, ...] = ()
     trim_whitespace: bool = False
+
+    def __post_init__(self) -> None:
+        na = self.na_values
+        if not isinstance(na, (list, tuple)) or not all(isinstance(v, str) for v in na):
+            raise InputError(f"na_values must be a list of strings, got {na!r}: pass a list, "
+                             "like ['?', 'NA']")
+        if not isinstance(self.trim_whitespace, bool):
+            raise InputError(f"trim_whitespace must be True or False, got "
+                             f"{self.trim_whitespace!r}")
+        object.__setattr__(self, "na_values", tuple(na))  # frozen: normalised once
 
     @classmethod
     def of(cls, na_values=None, trim_whitespace: bool = False) -> CsvOptions | None:
