@@ -57,6 +57,14 @@ class ShardResult:
     #: :mod:`sisa.unlearn.timings`
     phases: dict = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)  # the process that trained it
+    #: sha256 -> the served (last) checkpoint as the restricted loader returned it from
+    #: the very bytes written under that hash (the load-back check's object), so a
+    #: caller in this process need not read, hash and unpickle the file again. Never
+    #: pickled: a result from another process (Ray) arrives without it.
+    models: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "models": {}}
 
 
 def schedule_of(store: Store) -> Schedule:
@@ -127,7 +135,7 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
     # the cumulative schedule trains on slices 0..r at step r: keep what it reads
     rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative",
                       prototype=prototype)
-    sl = start_slice
+    sl, est_hash = start_slice, None
     try:
         for sl in sched.steps(start_slice):
             X, y = rows.of(sched.slices_for(sl))
@@ -136,11 +144,13 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
             clock.lap("training_s")
             result.rows_processed += len(y) * sched.passes()
             blob = ck.dumps(model)
-            if write:
-                _check_loads_back(blob, model, shard, sl)
+            loaded = _check_loads_back(blob, model, shard, sl) if write else None
             meta = (store.put_blob(checkpoint_dir(shard, sl), ".pkl", blob) if write
                     else {"sha256": sha256_bytes(blob), "bytes": len(blob)})
-            meta.update(shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl),
+            if loaded is not None and sl == store.n_slices - 1:
+                result.models[meta["sha256"]] = loaded
+            est_hash = est_hash or ck.estimator_hash(store)
+            meta.update(shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl, est_hash),
                         rows=store.slice_rows(shard, sl))
             result.checkpoints.append(meta)
             clock.lap("checkpoints_s")
@@ -164,13 +174,14 @@ class _Clock:
         self.last = now
 
 
-def _check_loads_back(blob: bytes, model, shard: int, sl: int) -> None:
+def _check_loads_back(blob: bytes, model, shard: int, sl: int):
     """A checkpoint the restricted loader refuses would be committed and then fail every
     later load (predict, verify, the next forget's resume): refuse it here, before it is
-    written, with the type that cannot be loaded. The bytes are in hand: no re-read."""
+    written, with the type that cannot be loaded. The bytes are in hand: no re-read.
+    Returns the loaded object (what loading the checkpoint file gives)."""
     name = type(model).__name__
     try:
-        safe_pickle.loads(blob, source=f"the fitted {name}")
+        return safe_pickle.loads(blob, source=f"the fitted {name}")
     except SisaError as exc:
         raise TrainingError(
             shard, sl, f"{str(exc).splitlines()[0]}; so this checkpoint would not load back and "

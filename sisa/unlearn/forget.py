@@ -39,7 +39,8 @@ from . import receipts, timings
 
 def forget(store: Store, ids, *, record_ids: bool = False,
            settings: ExecutionSettings | None = None,
-           requests: list[dict] | None = None, named: dict | None = None) -> dict:
+           requests: list[dict] | None = None, named: dict | None = None,
+           loaded: dict | None = None) -> dict:
     """Exactly unlearn the rows with these sample ids; returns the receipt.
 
     Parameters
@@ -56,6 +57,11 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         The service requests this batch answers (``sisa serve``: request id, keyed ids digest
         and count of each, no raw ids) and its groups (:mod:`sisa.unlearn.groups`): in the
         intent, journal and signed receipt, so ``repair`` after a crash still names them.
+    loaded : dict, optional
+        Filled with ``sha256 -> model`` of the served checkpoints this forget retrained in
+        this process, as loading their files gives them (the objects its load-back check
+        unpickled from the bytes written): a caller reloading the shard models need not
+        read them again (:meth:`SISAClassifier.forget`).
 
     Returns
     -------
@@ -95,27 +101,28 @@ def forget(store: Store, ids, *, record_ids: bool = False,
                                                    "ids": canon.to_pylist()}).encode(),
                                durable=False)
         crashpoint("forget:after-intent")
-        sealed = _apply(store, change, request, settings, laps)
+        sealed = _apply(store, change, request, settings, laps, loaded)
         store.loc.delete(INTENT)
         receipts.sync_log(store)
         return laps.attach(sealed, "log_s")
 
 
 def _apply(store: Store, change: deletion.Deletion, request: dict,
-           settings: ExecutionSettings, laps: timings.Laps) -> dict:
+           settings: ExecutionSettings, laps: timings.Laps, loaded: dict | None = None) -> dict:
     """Stage the deletion (new files, nothing committed), retrain the plan's shards from
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
     intent (a rerun or ``repair`` redoes the request); after it, the request is done. A
     sisa error before that write (a shard that fails to retrain) rolls it back."""
     try:
-        return _stage_retrain_commit(store, change, request, settings, laps)
+        return _stage_retrain_commit(store, change, request, settings, laps, loaded)
     except _NotCommitted as failed:
         raise _roll_back(store, failed.error) from None
 
 
 def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict,
-                          settings: ExecutionSettings, laps: timings.Laps) -> dict:
+                          settings: ExecutionSettings, laps: timings.Laps,
+                          loaded: dict | None) -> dict:
     # One group commit for what this process writes (new slices, index and tombstone
     # buckets, checkpoints trained here, leaves, the root, the audit log's last line): one
     # parallel round of fsyncs just before the root is renamed into place, then the root's
@@ -134,6 +141,8 @@ def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: dict
                 staged = staged.with_checkpoints([m for res in results
                                                   for m in res.checkpoints])
                 rows = sum(res.rows_processed for res in results)
+                for res in results if loaded is not None else ():
+                    loaded.update(res.models)
             receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
                                already=len(change.resolved.already_deleted))
             sealed, audit = receipts.seal(store, receipt)
