@@ -38,9 +38,8 @@ from . import receipts, timings
 
 
 def forget(store: Store, ids, *, record_ids: bool = False,
-           settings: ExecutionSettings | None = None,
-           requests: list[dict] | None = None, named: dict | None = None,
-           loaded: dict | None = None) -> dict:
+           settings: ExecutionSettings | None = None, requests: list[dict] | None = None,
+           named: dict | None = None, loaded: dict | None = None) -> dict:
     """Exactly unlearn the rows with these sample ids; returns the receipt.
 
     Parameters
@@ -50,7 +49,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     ids : iterable of int or str
         Sample ids to forget, as one batch: each affected shard retrains once.
     record_ids : bool, default=False
-        Keep the raw ids in the receipt. By default it holds only their keyed digest.
+        Keep the raw ids in the receipt (by default only their keyed digest).
     settings : ExecutionSettings, optional
         Where the retrain runs (default: ``ExecutionSettings()``).
     requests, named : list of dict and dict, optional
@@ -58,18 +57,13 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         and count of each, no raw ids) and its groups (:mod:`sisa.unlearn.groups`): in the
         intent, journal and signed receipt, so ``repair`` after a crash still names them.
     loaded : dict, optional
-        Filled with ``sha256 -> model`` of the served checkpoints this forget retrained in
-        this process, as loading their files gives them (the objects its load-back check
-        unpickled from the bytes written): a caller reloading the shard models need not
-        read them again (:meth:`SISAClassifier.forget`).
+        Filled with the models retrained here (:attr:`.train.ShardResult.models`).
 
     Returns
     -------
     dict
-        The receipt: request id and time, ids digest, affected (shard, first slice) pairs,
-        shards emptied, rows retrained vs a full retrain, wall time, fingerprints. Also,
-        outside the signed receipt, ``timings``: where the wall time went, the shard's
-        training against the rest, and the fsyncs (:mod:`sisa.unlearn.timings`).
+        The receipt (request id, ids digest, affected (shard, slice) pairs, rows retrained,
+        fingerprints...); beside it, unsigned, ``timings`` (:mod:`sisa.unlearn.timings`).
 
     Raises
     ------
