@@ -242,3 +242,29 @@ def test_a_shard_result_from_another_process_carries_no_models(tmp_path):
     assert len(res.models) == 1 and next(iter(res.models)) == res.checkpoints[-1]["sha256"]
     back = pickle.loads(pickle.dumps(res))
     assert back.models == {} and back.checkpoints == res.checkpoints
+
+
+def test_a_shard_task_reads_the_next_slice_ahead_and_trains_the_same_bytes(tmp_path,
+                                                                            monkeypatch):
+    """While one slice trains, the next slice the task needs is read (disk, hash, Arrow)
+    on a read-ahead thread; the first one on the task's own thread. The checkpoints are
+    the bytes a fresh fit writes (verify retrains and compares them)."""
+    import threading
+
+    from sisa.store.read.reading import RowReading
+
+    model = _fit(tmp_path, S=2, R=4)
+    reads: list[tuple[int, str]] = []
+    real = RowReading.read_slice
+
+    def read_slice(self, shard, sl):
+        reads.append((sl, threading.current_thread().name))
+        return real(self, shard, sl)
+
+    monkeypatch.setattr(RowReading, "read_slice", read_slice)
+    model.forget([next(i for i in range(2000) if model.store_.locate([i])[2][0] == 1)])
+    assert [sl for sl, _ in reads] == [1, 2, 3]  # from the forgotten row's slice on
+    assert reads[0][1] == threading.current_thread().name
+    assert all(name.startswith("sisa-read-ahead") for _, name in reads[1:])
+    monkeypatch.undo()
+    assert verify(model.store_, settings=LOCAL).ok

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,7 +135,8 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
         clock.lap("checkpoints_s")
     # the cumulative schedule trains on slices 0..r at step r: keep what it reads
     rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative",
-                      prototype=prototype)
+                      prototype=prototype, order=list(dict.fromkeys(
+                          r for sl in sched.steps(start_slice) for r in sched.slices_for(sl))))
     sl, est_hash = start_slice, None
     try:
         for sl in sched.steps(start_slice):
@@ -198,17 +200,20 @@ class _ShardRows:
     of one read of the slices together. Typed columns reach the model in the form it
     takes (:func:`sisa.engine.forms.model_input`), made from the rows of this step."""
 
-    def __init__(self, store: Store, shard: int, keep: bool, prototype=None) -> None:
+    def __init__(self, store: Store, shard: int, keep: bool, prototype=None,
+                 order: list[int] | None = None) -> None:
         self.store, self.shard, self.keep = store, shard, keep
         self.read: dict[int, tuple] = {}
         self.schema = store.manifest.schema
         self.accepts = forms.accepts(prototype) if prototype is not None else None
+        self.order = order or []  # the slices in the order the steps first need them
+        self.ahead: dict[int, Future] = {}
 
     def of(self, slices: range) -> tuple:
         parts = []
         for r in slices:
             if r not in self.read:
-                data = self.store.read_slice(self.shard, r)
+                data = self._read(r)
                 self.read[r] = (data.X, data.y)
             parts.append(self.read[r] if self.keep else self.read.pop(r))
         if len(parts) == 1:
@@ -221,3 +226,36 @@ class _ShardRows:
             X = forms.model_input(X, self.schema, self.accepts or forms.Accepts(False, False,
                                                                                  True))
         return X, y
+
+    def _read(self, r: int):
+        """Slice ``r`` (read ahead if it was), and the read of the next one started: its
+        disk reads and hash run while this one trains (a fit releases the GIL in its
+        compiled loops), one slice ahead at most. The same read, so the same arrays; a
+        damaged slice raises at the step that needs it, as without the read-ahead."""
+        fut = self.ahead.pop(r, None)
+        data = self.store.read_slice(self.shard, r) if fut is None else fut.result()
+        later = self.order[self.order.index(r) + 1:] if r in self.order else []
+        nxt = next((q for q in later if q not in self.read and q not in self.ahead), None)
+        if nxt is not None:
+            self.ahead[nxt] = _reader().submit(self.store.read_slice, self.shard, nxt)
+        return data
+
+
+_READER: ThreadPoolExecutor | None = None
+
+
+def _reader() -> ThreadPoolExecutor:
+    """One thread reading the next slice of a shard task (per process; a forked child
+    makes its own)."""
+    global _READER
+    if _READER is None:
+        _READER = ThreadPoolExecutor(1, thread_name_prefix="sisa-read-ahead")
+    return _READER
+
+
+def _forget_reader() -> None:
+    global _READER
+    _READER = None
+
+
+os.register_at_fork(after_in_child=_forget_reader)
