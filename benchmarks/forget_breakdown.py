@@ -6,7 +6,7 @@ Three commands, each printing JSON:
   R = 8 and fit with ``SGDClassifier(loss="log_loss")``, 5 epochs per slice (the scale
   benchmark's case), kept in D so that several runs (before and after a change) forget
   rows of the same store.
-- ``run --dir D [--forgets K]``: K one-row forgets of random ids, in process
+- ``run --dir D [--forgets K] [--cold]``: K one-row forgets of random ids, in process
   (``backend="local"``), each timed as the caller sees it (``model.forget``, the reload of
   the retrained shard's model included). Measured from outside, so that the same command
   times code that does not report its own breakdown: ``training`` is the shard task
@@ -15,6 +15,8 @@ Three commands, each printing JSON:
   counted and timed. CPU time too (``cpu_ms``: the process's, fsync threads included;
   ``fit_cpu_ms``: the fit's thread), which a loaded machine inflates less than wall time.
   Where the forget returns ``timings`` (its own breakdown), their medians are printed too.
+  With ``--cold`` the store's files are dropped from the page cache first (a store larger
+  than memory): each forget then reads its slices from disk.
 - ``adult [--forgets K]``: the same for DecisionTree(max_depth=10), S = 32, R = 1 on Adult
   (benchmarks/vs_dare.py's "dt-32x1"), on a fresh signed store in a temp dir.
 - ``disk``: the latency of one fsync on this disk (4 KB file, and a folder), of a
@@ -141,7 +143,23 @@ def run(args) -> dict:
     picks = np.random.default_rng(args.seed).choice(ids, size=args.forgets + 2, replace=False)
     for i in picks[:2]:  # warm-up: imports, caches
         model.forget([int(i)])
-    return {"dir": args.dir, **forgets(model, [int(i) for i in picks[2:]])}
+    if args.cold:
+        _evict(args.dir)
+    return {"dir": args.dir, "cold": args.cold, **forgets(model, [int(i) for i in picks[2:]])}
+
+
+def _evict(root: str) -> None:
+    """Drop the store's data files from the page cache (``POSIX_FADV_DONTNEED``, this
+    store's files only): the forgets then read their slices from disk, as they do in a
+    store larger than memory, whatever earlier runs left cached."""
+    for sub in ("data", "index", "checkpoints"):
+        for folder, _, names in os.walk(os.path.join(root, sub)):
+            for name in names:
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
 
 
 def adult(args) -> dict:
@@ -249,6 +267,8 @@ def main() -> None:
     b.add_argument("--backend", default="local")
     r = sub.add_parser("run")
     r.add_argument("--dir", required=True)
+    r.add_argument("--cold", action="store_true",
+                   help="drop the store's files from the page cache after the warm-up")
     a = sub.add_parser("adult")
     d = sub.add_parser("disk")
     d.add_argument("--samples", type=int, default=40)

@@ -125,3 +125,146 @@ def test_sisa_forget_json_prints_the_timings_and_verify_takes_that_receipt(tmp_p
     assert cli_main(["forget", uri, "--id", "6", "--backend", "local"]) == 0
     text = capsys.readouterr().out
     assert "training" in text and "fsyncs" in text
+
+
+def _shard_of(model, i: int) -> int:
+    found, shard, _ = model.store_.locate([i])
+    assert found.all()
+    return int(shard[0])
+
+
+def test_a_forget_serves_the_retrained_models_without_reading_them_back(tmp_path,
+                                                                         monkeypatch):
+    """The retrained shard's served model is the object its load-back check unpickled
+    from the very bytes written under the manifest's hash, not a second read, hash and
+    unpickle of that file; every served model still pickles to its committed file's
+    bytes, and the answers are those of a fresh load."""
+    from sisa.engine import checkpoints as ck
+
+    model = _fit(tmp_path, S=6, R=3)
+    X, _ = make_classification(2000, 5)
+    model.forget([0])
+    loads: list[tuple[int, int]] = []
+    real = ck.load_verified
+
+    def load_verified(store, meta):
+        loads.append((meta["shard"], meta["slice"]))
+        return real(store, meta)
+
+    monkeypatch.setattr(ck, "load_verified", load_verified)
+    for i in (11, 400, 1999):
+        s = _shard_of(model, i)
+        before = model.estimators_[s]
+        loads.clear()
+        model.forget([i])
+        assert model.estimators_[s] is not before  # retrained, and swapped in
+        assert (s, 2) not in loads  # the served checkpoint was not read back
+        store = model.store_
+        for k, m in enumerate(model.estimators_):
+            assert ck.dumps(m) == store.get_blob(store.manifest.checkpoint(k, 2)).to_pybytes()
+    monkeypatch.undo()
+    fresh = SISAClassifier.load(str(tmp_path / "s"))
+    assert (model.predict_proba(X) == fresh.predict_proba(X)).all()
+    assert verify(model.store_, settings=LOCAL).ok
+
+
+def test_a_forget_restacks_only_the_retrained_shards(tmp_path, monkeypatch):
+    """After a forget the stacked aggregate reuses the family keys and arrays of the
+    shards that did not change (at S = 256 rebuilding all of them was most of the
+    reload), and equals a build from scratch: the same values, dtypes and layout."""
+    import numpy as np
+
+    from sisa.aggregate import stacked
+
+    model = _fit(tmp_path, S=8, R=2)
+    X, _ = make_classification(2000, 5)
+    calls: list[object] = []
+    real = stacked._family
+    monkeypatch.setattr(stacked, "_family", lambda m: calls.append(m) or real(m))
+    for i in (5, 700):
+        s = _shard_of(model, i)
+        calls.clear()
+        model.forget([i])
+        # the one retrained shard's new model, not all eight
+        assert len(calls) == 1 and calls[0] is model.estimators_[s]
+        ours, scratch = model._stacked, stacked.build(model.estimators_, model.classes_)
+        assert len(ours.groups) == len(scratch.groups) == 1
+        a, b = ours.groups[0].form, scratch.groups[0].form
+        for u, v in ((a.Wst, b.Wst), (a.b, b.b)):
+            assert u.dtype == v.dtype and u.strides == v.strides and np.array_equal(u, v)
+    monkeypatch.undo()
+    fresh = SISAClassifier.load(str(tmp_path / "s"))
+    assert (model.predict_proba(X) == fresh.predict_proba(X)).all()
+
+
+def test_a_forget_hashes_the_files_it_writes_once(tmp_path, monkeypatch):
+    """The slice a forget writes is hashed as it is written, and its retrain reads it
+    back without hashing it again; once the forget's batch is over, a same-size change
+    to a file it wrote is still caught on the next read."""
+    from sisa.errors import CorruptStoreError
+    from sisa.store.io import fs
+
+    model = _fit(tmp_path, S=4, R=2)
+    model.forget([0])
+    store = model.store_
+    old = set(store.referenced_files())
+    _, shard, sl = store.rows.locate([8])
+    hashed: list[str] = []
+    real = fs.sha256_bytes
+    monkeypatch.setattr(fs, "sha256_bytes", lambda data: hashed.append(real(data)) or
+                        hashed[-1])
+    model.forget([8])
+    monkeypatch.undo()
+    new = {m["sha256"] for rel, m in store.referenced_files().items() if rel not in old}
+    entry = store.manifest.slice(int(shard[0]), int(sl[0]))
+    rel = entry["file"]
+    assert rel not in old
+    # (the manifest's own leaves are hashed by its writer, not through sha256_bytes)
+    counts = {h: hashed.count(h) for h in new}
+    assert counts[entry["sha256"]] == 1 and max(counts.values()) == 1
+    path = tmp_path / "s" / rel
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0xFF  # same size, in place, right after the forget
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError, match="hash mismatch"):
+        store.rows.read_slice(int(shard[0]), int(sl[0]))
+
+
+def test_a_shard_result_from_another_process_carries_no_models(tmp_path):
+    """The models a shard task hands over are for its own process: pickled (a Ray task's
+    result), a ShardResult carries none, and its caller reads the checkpoints."""
+    import pickle
+
+    from sisa.engine import train
+
+    model = _fit(tmp_path, S=2, R=2)
+    res = train.train_shard(model.store_, 1, 1)
+    assert len(res.models) == 1 and next(iter(res.models)) == res.checkpoints[-1]["sha256"]
+    back = pickle.loads(pickle.dumps(res))
+    assert back.models == {} and back.checkpoints == res.checkpoints
+
+
+def test_a_shard_task_reads_the_next_slice_ahead_and_trains_the_same_bytes(tmp_path,
+                                                                            monkeypatch):
+    """While one slice trains, the next slice the task needs is read (disk, hash, Arrow)
+    on a read-ahead thread; the first one on the task's own thread. The checkpoints are
+    the bytes a fresh fit writes (verify retrains and compares them)."""
+    import threading
+
+    from sisa.store.read.reading import RowReading
+
+    model = _fit(tmp_path, S=2, R=4)
+    reads: list[tuple[int, str]] = []
+    real = RowReading.read_slice
+
+    def read_slice(self, shard, sl):
+        reads.append((sl, threading.current_thread().name))
+        return real(self, shard, sl)
+
+    monkeypatch.setattr(RowReading, "read_slice", read_slice)
+    model.forget([next(i for i in range(2000) if model.store_.locate([i])[2][0] == 1)])
+    assert [sl for sl, _ in reads] == [1, 2, 3]  # from the forgotten row's slice on
+    assert reads[0][1] == threading.current_thread().name
+    assert all(name.startswith("sisa-read-ahead") for _, name in reads[1:])
+    monkeypatch.undo()
+    assert verify(model.store_, settings=LOCAL).ok

@@ -12,6 +12,8 @@ loop's bits wherever BLAS keeps its kernel per shape (docs/design.md, "Aggregate
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy.special import expit
 from sklearn.linear_model import (
@@ -39,6 +41,16 @@ def _classes(m) -> tuple:
     return () if c is None else tuple(np.asarray(c).tolist())
 
 
+def _coef(m) -> np.ndarray:
+    return np.atleast_2d(m.coef_)  # (k, d)
+
+
+def _intercept(m) -> np.ndarray:
+    # the intercept's dtype as `+ intercept_` would promote it (a Python float is weak)
+    return np.broadcast_to(np.asarray(m.intercept_, dtype=np.result_type(m.coef_, m.intercept_)),
+                           (_coef(m).shape[0],))
+
+
 def first_product(X: np.ndarray, Wst: np.ndarray) -> np.ndarray:
     """``X @ W_g`` for every shard g, as ``(G, n, k)``: one batched call that gives each
     shard its own product, with the operands' layout the loop's product has, so BLAS runs
@@ -54,12 +66,8 @@ class Linear:
 
     def __init__(self, models: list):
         m0 = models[0]
-        coefs = [np.atleast_2d(m.coef_) for m in models]  # (k, d)
-        self.Wst = np.stack(coefs).transpose(0, 2, 1)  # (G, d, k): coef_.T's layout
-        # the intercept's dtype as `+ intercept_` would promote it (a Python float is weak)
-        self.b = np.stack([np.broadcast_to(np.asarray(
-            m.intercept_, dtype=np.result_type(m.coef_, m.intercept_)), (c.shape[0],))
-            for m, c in zip(models, coefs, strict=True)])  # (G, k)
+        self.Wst = np.stack([_coef(m) for m in models]).transpose(0, 2, 1)  # coef_.T's layout
+        self.b = np.stack([_intercept(m) for m in models])  # (G, k)
         self.width = self.Wst.shape[2]
         self.regressor = type(m0) in (SGDRegressor, Ridge, LinearRegression)
         self.link = "none"
@@ -67,6 +75,19 @@ class Linear:
             self.link = "logistic" if len(m0.classes_) <= 2 else "softmax"
         elif isinstance(m0, SGDClassifier):
             self.link = {"log_loss": "logistic", "modified_huber": "huber"}.get(m0.loss, "none")
+
+    def replaced(self, at: dict[int, object]) -> Linear:
+        """A copy with the shards at these group positions replaced (``position ->
+        model`` of the same key): the arrays a fresh build of the new list has, value and
+        layout, at the cost of a copy instead of S models' attributes (a forget changes
+        a few shards of many)."""
+        new = copy.copy(self)
+        W = self.Wst.transpose(0, 2, 1).copy()  # (G, k, d), C order, as np.stack made it
+        new.b = self.b.copy()
+        for j, m in at.items():
+            W[j], new.b[j] = _coef(m), _intercept(m)
+        new.Wst = W.transpose(0, 2, 1)
+        return new
 
     @staticmethod
     def key(m) -> tuple | None:

@@ -14,6 +14,8 @@ its own group whose columns map onto the full class list, as ``aligned_proba`` d
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import families
@@ -59,8 +61,9 @@ class _Group:
 class Stacked:
     """The shard models of one ensemble, stacked; see the module docstring."""
 
-    def __init__(self, models: list, classes, groups: list[_Group]):
+    def __init__(self, models: list, classes, groups: list[_Group], keys: list[tuple]):
         self.models = tuple(models)  # every shard, None included: what this was built from
+        self.keys = keys  # each live model's family key, in order (reused by a rebuild)
         self.n_live = sum(m is not None for m in models)
         self.classes, self.groups = classes, groups
         self.chunk = max(1, _ELEMENTS // (self.n_live * max(g.width for g in groups)))
@@ -119,7 +122,7 @@ class Stacked:
         return np.concatenate(out)
 
 
-def build(models: list, classes=None) -> Stacked | None:
+def build(models: list, classes=None, previous: Stacked | None = None) -> Stacked | None:
     """The stacked form of these shard models, or None when the loop must serve.
 
     Parameters
@@ -128,30 +131,72 @@ def build(models: list, classes=None) -> Stacked | None:
         The shard models (None for an empty shard), as ``estimators_``.
     classes : ndarray, default=None
         The ensemble's classes (None for a regressor).
+    previous : Stacked, optional
+        The stacked form of the models these replace (a forget's reload): models that
+        are the same objects keep their family keys, and groups none of whose models
+        changed are reused; the result is the one a build from scratch gives.
     """
     try:
-        return _build(models, classes)
+        return _build(models, classes, _reusable(previous, models, classes))
     except (AttributeError, TypeError, ValueError, IndexError):
         # a model whose fitted attributes are not what its type promises (a forged or
         # foreign checkpoint): the loop serves, and reports its own error if it has one
         return None
 
 
-def _build(models: list, classes) -> Stacked | None:
+def _reusable(previous: Stacked | None, models: list, classes) -> Stacked | None:
+    """``previous`` if its shards line up with ``models`` (the same count, the same empty
+    shards, the same classes), else None."""
+    if previous is None or len(previous.models) != len(models):
+        return None
+    if any((a is None) != (b is None) for a, b in zip(previous.models, models, strict=True)):
+        return None
+    same = (classes is None and previous.classes is None) or (
+        classes is not None and previous.classes is not None
+        and np.array_equal(classes, previous.classes))
+    return previous if same else None
+
+
+def _build(models: list, classes, previous: Stacked | None = None) -> Stacked | None:
     live = [m for m in models if m is not None]
     if not live:
         return None
-    keys: dict[tuple, list[int]] = {}
-    for i, m in enumerate(live):
-        fk = _family(m)
-        if fk is None:
+    old = [] if previous is None else [m for m in previous.models if m is not None]
+    changed = [i for i, m in enumerate(live) if not old or m is not old[i]]
+    keys = list(previous.keys) if previous is not None else [None] * len(live)
+    for i in changed:
+        keys[i] = _family(live[i])
+        if keys[i] is None:
             return None
-        keys.setdefault(fk, []).append(i)
+    by_key: dict[tuple, list[int]] = {}
+    for i, fk in enumerate(keys):
+        by_key.setdefault(fk, []).append(i)
+    reuse = {} if previous is None else {
+        (previous.keys[g.positions[0]], tuple(g.positions.tolist())): g for g in previous.groups}
     groups = []
-    for (fam, scalers, _), positions in keys.items():
-        group = _Group(fam, [live[i] for i in positions], positions, classes,
-                       scalers is not None)
+    for fk, positions in by_key.items():
+        fam, scalers, _ = fk
+        group = _regrouped(reuse.get((fk, tuple(positions))), live, positions, set(changed))
+        if group is None:
+            group = _Group(fam, [live[i] for i in positions], positions, classes,
+                           scalers is not None)
         if (classes is None) != group.form.regressor:
             return None
         groups.append(group)
-    return Stacked(models, classes, groups)
+    return Stacked(models, classes, groups, keys)
+
+
+def _regrouped(group: _Group | None, live: list, positions: list[int],
+               changed: set[int]) -> _Group | None:
+    """``group`` (the same shards, under the same key before) with its changed models
+    replaced, or None to build the group anew."""
+    if group is None:
+        return None
+    at = {j: live[i] for j, i in enumerate(positions) if i in changed}
+    if not at:
+        return group
+    if group.scalers is not None or not hasattr(group.form, "replaced"):
+        return None
+    new = copy.copy(group)
+    new.form = group.form.replaced(at)
+    return new

@@ -75,14 +75,20 @@ def prototype(store: Store):
     return _spec.from_spec(estimator_spec(store))
 
 
-def lineage(store: Store, shard: int, sl: int) -> str:
+def estimator_hash(store: Store) -> str:
+    """The hash of the store's declarative estimator spec, as :func:`lineage` has it."""
+    return hashlib.sha256(canonical_json(estimator_spec(store))).hexdigest()
+
+
+def lineage(store: Store, shard: int, sl: int, estimator: str | None = None) -> str:
     """What checkpoint (shard, sl) must have been trained on, as one hash: the data of
     slices 0..sl, the estimator (class, params, declarative spec), the seed, the
-    schedule and sisa's version."""
+    schedule and sisa's version. ``estimator``: :func:`estimator_hash` of this store,
+    if the caller has it (a shard task writing several checkpoints)."""
     model = store.manifest.model
     payload = {
         "slices": [store.slice_hash(shard, r) for r in range(sl + 1)],
-        "estimator": hashlib.sha256(canonical_json(estimator_spec(store))).hexdigest(),
+        "estimator": estimator or estimator_hash(store),
         "estimator_class": model["estimator"]["class"],
         "params": model["estimator"]["params"],
         "classes": model["classes"],

@@ -207,21 +207,24 @@ def gpus_per_task(manifest: Mapping) -> int:
     return int(cuda(model.get("estimator", {}).get("spec")))
 
 
-def final_models(store: Store, loaded: Mapping[str, object] | None = None) -> list:
+def final_models(store: Store, loaded: Mapping[str, object] | None = None, *,
+                 with_hashes: bool = False):
     """The last checkpoint of every shard (None for a shard with no rows), hash-checked.
     ``loaded`` maps checkpoint sha256s to models already loaded (after a forget only the
-    retrained shards are read again)."""
+    retrained shards are read again, if they were not handed over). With
+    ``with_hashes``, also ``{sha256: model}`` of the models returned."""
     ensure_servable(store)
     R, loaded = store.n_slices, loaded or {}
-    out = []
+    out, hashes = [], {}
     for s in range(store.n_shards):
         meta = store.manifest.checkpoint(s, R - 1)
         if meta is None:
             out.append(None)
-        else:
-            model = loaded.get(meta.sha256)
-            out.append(ck.load_verified(store, meta) if model is None else model)
-    return out
+            continue
+        model = loaded.get(meta.sha256)
+        out.append(ck.load_verified(store, meta) if model is None else model)
+        hashes[meta.sha256] = out[-1]
+    return (out, hashes) if with_hashes else out
 
 
 def ensure_servable(store: Store) -> None:

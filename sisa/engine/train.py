@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +59,14 @@ class ShardResult:
     #: :mod:`sisa.unlearn.timings`
     phases: dict = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)  # the process that trained it
+    #: sha256 -> the served (last) checkpoint as the restricted loader returned it from
+    #: the very bytes written under that hash (the load-back check's object), so a
+    #: caller in this process need not read, hash and unpickle the file again. Never
+    #: pickled: a result from another process (Ray) arrives without it.
+    models: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "models": {}}
 
 
 def schedule_of(store: Store) -> Schedule:
@@ -127,8 +136,9 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
         clock.lap("checkpoints_s")
     # the cumulative schedule trains on slices 0..r at step r: keep what it reads
     rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative",
-                      prototype=prototype)
-    sl = start_slice
+                      prototype=prototype, order=list(dict.fromkeys(
+                          r for sl in sched.steps(start_slice) for r in sched.slices_for(sl))))
+    sl, est_hash = start_slice, None
     try:
         for sl in sched.steps(start_slice):
             X, y = rows.of(sched.slices_for(sl))
@@ -137,11 +147,14 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
             clock.lap("training_s")
             result.rows_processed += len(y) * sched.passes()
             blob = ck.dumps(model)
-            if write:
-                _check_loads_back(blob, model, shard, sl)
-            result.checkpoints.append(CheckpointFile.of(
+            loaded = _check_loads_back(blob, model, shard, sl) if write else None
+            est_hash = est_hash or ck.estimator_hash(store)
+            meta = CheckpointFile.of(
                 _put(store, shard, sl, blob, write), rows=store.slice_rows(shard, sl),
-                shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl)))
+                shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl, est_hash))
+            if loaded is not None and sl == store.n_slices - 1:
+                result.models[meta.sha256] = loaded
+            result.checkpoints.append(meta)
             clock.lap("checkpoints_s")
     except SisaError:
         raise
@@ -172,13 +185,14 @@ class _Clock:
         self.last = now
 
 
-def _check_loads_back(blob: bytes, model, shard: int, sl: int) -> None:
+def _check_loads_back(blob: bytes, model, shard: int, sl: int):
     """A checkpoint the restricted loader refuses would be committed and then fail every
     later load (predict, verify, the next forget's resume): refuse it here, before it is
-    written, with the type that cannot be loaded. The bytes are in hand: no re-read."""
+    written, with the type that cannot be loaded. The bytes are in hand: no re-read.
+    Returns the loaded object (what loading the checkpoint file gives)."""
     name = type(model).__name__
     try:
-        safe_pickle.loads(blob, source=f"the fitted {name}")
+        return safe_pickle.loads(blob, source=f"the fitted {name}")
     except SisaError as exc:
         raise TrainingError(
             shard, sl, f"{str(exc).splitlines()[0]}; so this checkpoint would not load back and "
@@ -195,17 +209,20 @@ class _ShardRows:
     of one read of the slices together. Typed columns reach the model in the form it
     takes (:func:`sisa.engine.forms.model_input`), made from the rows of this step."""
 
-    def __init__(self, store: Store, shard: int, keep: bool, prototype=None) -> None:
+    def __init__(self, store: Store, shard: int, keep: bool, prototype=None,
+                 order: list[int] | None = None) -> None:
         self.store, self.shard, self.keep = store, shard, keep
         self.read: dict[int, tuple] = {}
         self.schema = store.manifest.schema
         self.accepts = forms.accepts(prototype) if prototype is not None else None
+        self.order = order or []  # the slices in the order the steps first need them
+        self.ahead: dict[int, Future] = {}
 
     def of(self, slices: range) -> tuple:
         parts = []
         for r in slices:
             if r not in self.read:
-                data = self.store.rows.read_slice(self.shard, r)
+                data = self._read(r)
                 self.read[r] = (data.X, data.y)
             parts.append(self.read[r] if self.keep else self.read.pop(r))
         if len(parts) == 1:
@@ -218,3 +235,36 @@ class _ShardRows:
             X = forms.model_input(X, self.schema, self.accepts or forms.Accepts(False, False,
                                                                                  True))
         return X, y
+
+    def _read(self, r: int):
+        """Slice ``r`` (read ahead if it was), and the read of the next one started: its
+        disk reads and hash run while this one trains (a fit releases the GIL in its
+        compiled loops), one slice ahead at most. The same read, so the same arrays; a
+        damaged slice raises at the step that needs it, as without the read-ahead."""
+        fut = self.ahead.pop(r, None)
+        data = self.store.rows.read_slice(self.shard, r) if fut is None else fut.result()
+        later = self.order[self.order.index(r) + 1:] if r in self.order else []
+        nxt = next((q for q in later if q not in self.read and q not in self.ahead), None)
+        if nxt is not None:
+            self.ahead[nxt] = _reader().submit(self.store.rows.read_slice, self.shard, nxt)
+        return data
+
+
+_READER: ThreadPoolExecutor | None = None
+
+
+def _reader() -> ThreadPoolExecutor:
+    """One thread reading the next slice of a shard task (per process; a forked child
+    makes its own)."""
+    global _READER
+    if _READER is None:
+        _READER = ThreadPoolExecutor(1, thread_name_prefix="sisa-read-ahead")
+    return _READER
+
+
+def _forget_reader() -> None:
+    global _READER
+    _READER = None
+
+
+os.register_at_fork(after_in_child=_forget_reader)

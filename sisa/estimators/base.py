@@ -238,17 +238,19 @@ class _SISABase(BaseEstimator):
         # for float labels, which record none)
         return np.asarray(store.rows.classes())
 
-    def _set_fitted(self, store: Store, strict: bool = True) -> None:
+    def _set_fitted(self, store: Store, strict: bool = True, fresh: dict | None = None
+                    ) -> None:
         """Load the shard models; with ``strict=False`` a store that may not serve (an
-        unfinished forget) leaves this model refusing to predict instead of raising."""
+        unfinished forget) leaves this model refusing to predict instead of raising.
+        ``fresh`` maps checkpoint hashes to models a forget just retrained in this
+        process, as loading those checkpoints gives them."""
         self.store_ = store
-        # models of checkpoints that did not change are kept: a forget reloads only the
-        # shards it retrained
-        previous = getattr(self, "_loaded", {})
+        # models of checkpoints that did not change are kept, and those a forget retrained
+        # here come from it: a forget reads no checkpoint back
+        previous = {**getattr(self, "_loaded", {}), **(fresh or {})}
         try:
-            self.estimators_ = driver.final_models(store, previous)
-            self._loaded = {store.manifest.checkpoint(s, store.n_slices - 1).sha256: m
-                            for s, m in enumerate(self.estimators_) if m is not None}
+            self.estimators_, self._loaded = driver.final_models(store, previous,
+                                                                 with_hashes=True)
             self._unservable = None
         except SisaError as exc:
             if strict:
@@ -266,7 +268,8 @@ class _SISABase(BaseEstimator):
         # the shard models stacked for one vectorized pass, derived again from every
         # reload (never stored); None: the per-shard loop serves (sisa.aggregate.stacked)
         self._stacked = None if self.estimators_ is None else stacked.build(
-            self.estimators_, self.classes_ if is_classifier(self) else None)
+            self.estimators_, self.classes_ if is_classifier(self) else None,
+            previous=getattr(self, "_stacked", None))
 
     # -------------------------------------------------------------- persistence
     @classmethod
@@ -341,16 +344,17 @@ class _SISABase(BaseEstimator):
         if (ids is _UNSET) == (groups is None):
             raise InputError("pass the sample ids to forget, or groups=[...], not "
                              + ("both" if groups is not None else "neither"))
+        fresh: dict = {}  # the retrained shards' models, as their checkpoints load
         try:
             if groups is not None:
                 receipt = forget_groups(self.store_, groups, record_ids=record_ids,
-                                        settings=self._settings(progress))
+                                        settings=self._settings(progress), loaded=fresh)
             else:
                 receipt = forget(self.store_, ids, record_ids=record_ids,
-                                 settings=self._settings(progress))
+                                 settings=self._settings(progress), loaded=fresh)
         finally:  # reload even on failure: never keep serving models that saw the rows
             started = time.perf_counter()
-            self._set_fitted(self.store_, strict=False)
+            self._set_fitted(self.store_, strict=False, fresh=fresh)
         return timings.with_reload(receipt, time.perf_counter() - started)
 
     def verify(self, *, shards=None, sample: int | None = None, progress: bool | None = None):

@@ -44,7 +44,7 @@ from .records import ForgetRequest, Intent, Receipt, SealedReceipt, ServiceReque
 def forget(store: Store, ids, *, record_ids: bool = False,
            settings: ExecutionSettings | None = None,
            requests: Sequence[ServiceRequest | dict] | None = None,
-           named: dict | None = None) -> dict:
+           named: dict | None = None, loaded: dict | None = None) -> dict:
     """Exactly unlearn the rows with these sample ids; returns the receipt.
 
     Parameters
@@ -54,21 +54,21 @@ def forget(store: Store, ids, *, record_ids: bool = False,
     ids : iterable of int or str
         Sample ids to forget, as one batch: each affected shard retrains once.
     record_ids : bool, default=False
-        Keep the raw ids in the receipt. By default it holds only their keyed digest.
+        Keep the raw ids in the receipt (by default only their keyed digest).
     settings : ExecutionSettings, optional
         Where the retrain runs (default: ``ExecutionSettings()``).
     requests, named : list of ServiceRequest (or its JSON dict) and dict, optional
         The service requests this batch answers (``sisa serve``: request id, keyed ids digest
-        and count of each) and its groups (:mod:`sisa.unlearn.groups`): in the intent,
-        journal and signed receipt, so ``repair`` after a crash still names them.
+        and count of each, no raw ids) and its groups (:mod:`sisa.unlearn.groups`): in the
+        intent, journal and signed receipt, so ``repair`` after a crash still names them.
+    loaded : dict, optional
+        Filled with the models retrained here (:attr:`.train.ShardResult.models`).
 
     Returns
     -------
     dict
-        The receipt: request id and time, ids digest, affected (shard, first slice) pairs,
-        shards emptied, rows retrained vs a full retrain, wall time, fingerprints. Also,
-        outside the signed receipt, ``timings``: where the wall time went, the shard's
-        training against the rest, and the fsyncs (:mod:`sisa.unlearn.timings`).
+        The receipt (request id, ids digest, affected (shard, slice) pairs, rows retrained,
+        fingerprints...); beside it, unsigned, ``timings`` (:mod:`sisa.unlearn.timings`).
 
     Raises
     ------
@@ -99,27 +99,29 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         # is as before the request (nothing is committed until _apply's one write).
         store.loc.write_atomic(INTENT, _intent_bytes(request, canon), durable=False)
         crashpoint("forget:after-intent")
-        sealed = _apply(store, change, request, settings, laps)
+        sealed = _apply(store, change, request, settings, laps, loaded)
         store.loc.delete(INTENT)
         receipts.sync_log(store)
         return laps.attach(sealed.to_json(), "log_s")
 
 
 def _apply(store: Store, change: deletion.Deletion, request: ForgetRequest,
-           settings: ExecutionSettings, laps: timings.Laps) -> SealedReceipt:
+           settings: ExecutionSettings, laps: timings.Laps,
+           loaded: dict | None = None) -> SealedReceipt:
     """Stage the deletion (new files, nothing committed), retrain the plan's shards from
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
     intent (a rerun or ``repair`` redoes the request); after it, the request is done. A
     sisa error before that write (a shard that fails to retrain) rolls it back."""
     try:
-        return _stage_retrain_commit(store, change, request, settings, laps)
+        return _stage_retrain_commit(store, change, request, settings, laps, loaded)
     except _NotCommitted as failed:
         raise _roll_back(store, failed.error) from None
 
 
 def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: ForgetRequest,
-                          settings: ExecutionSettings, laps: timings.Laps) -> SealedReceipt:
+                          settings: ExecutionSettings, laps: timings.Laps,
+                          loaded: dict | None) -> SealedReceipt:
     # One group commit for what this process writes (new slices, index and tombstone
     # buckets, checkpoints trained here, leaves, the root, the audit log's last line): one
     # parallel round of fsyncs just before the root is renamed into place, then the root's
@@ -138,6 +140,9 @@ def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: Forg
                 staged = staged.with_checkpoints([m for res in results
                                                   for m in res.checkpoints])
                 rows = sum(res.rows_processed for res in results)
+                if loaded is not None:
+                    for res in results:
+                        loaded.update(res.models)
             receipt = _receipt(Store(store.uri, staged), request, rows_retrained=rows,
                                already=len(change.resolved.already_deleted))
             sealed, audit = receipts.seal(store, receipt)

@@ -24,7 +24,8 @@ from .forget import forget, journaled_request, repair
 
 
 def forget_groups(store: Store, groups, *, record_ids: bool = False,
-                  settings: ExecutionSettings | None = None) -> dict:
+                  settings: ExecutionSettings | None = None, loaded: dict | None = None
+                  ) -> dict:
     """Exactly unlearn every row of these groups; returns the receipt.
 
     Parameters
@@ -38,6 +39,8 @@ def forget_groups(store: Store, groups, *, record_ids: bool = False,
         Keep the raw ids and group keys in the receipt (by default only keyed hashes).
     settings : ExecutionSettings, optional
         Where the retrain runs.
+    loaded : dict, optional
+        Filled with the retrained shard models (see :func:`sisa.unlearn.forget`).
 
     Returns
     -------
@@ -78,4 +81,5 @@ def forget_groups(store: Store, groups, *, record_ids: bool = False,
         if len(ids) == 0:  # every group was forgotten before: as a replayed request
             latest = max((r for r in before if r is not None), key=lambda r: r["seq"])
             return {**latest, "replayed": True, "groups_already_forgotten": len(empty)}
-        return forget(store, ids, record_ids=record_ids, settings=settings, named=named)
+        return forget(store, ids, record_ids=record_ids, settings=settings, named=named,
+                      loaded=loaded)

@@ -195,7 +195,8 @@ class Location:
 
         Locally a file this process already verified is not hashed again while its
         inode, size, mtime and ctime are unchanged (a content-addressed file never
-        changes; any write to it changes its ctime, which no user can set back)."""
+        changes; any write to it changes its ctime, which no user can set back); nor is
+        one this thread wrote in the current batch (:meth:`write_content`)."""
         if self.is_local:
             try:
                 buf, stamp = map_nofollow(self._no_links(rel), stamped=True)
@@ -204,7 +205,7 @@ class Location:
                     f"missing file {self.path(rel)}: the store is damaged; run `sisa repair "
                     f"{self.uri}` or restore the file from backup", rel) from exc
             key = (self.path(rel), sha256)
-            if _VERIFIED.get(key) == stamp:
+            if _VERIFIED.get(key) == stamp or localfs.vouched(key) == stamp:
                 return buf
         else:
             buf, key, stamp = self.read_bytes(rel), None, None
@@ -332,9 +333,28 @@ class Location:
         # Other sizes mean a damaged leftover: write it again.
         if info.type == pafs.FileType.NotFound or info.size != size:
             self.write_atomic(rel, data, deferrable=True)
+            if self.is_local:
+                self._vouch(rel, digest, size)
         elif self.is_local:  # an earlier attempt's file, perhaps from a batch that failed
             localfs.make_durable(self.path(rel))
         return {"file": rel, "sha256": digest, "bytes": size}
+
+    def _vouch(self, rel: str, sha256: str, size: int) -> None:
+        """Inside a :meth:`batch`, count a file this thread just wrote from bytes it hashed
+        as verified until the batch ends (see :meth:`read_verified`): a forget's retrain
+        reads back the slice it wrote without hashing it again. The stamp is taken after
+        the rename: a later write to the file changes it. Not kept past the batch: file
+        times are coarse (a jiffy), so a same-size write soon after could keep the
+        stamp, and reads after the batch hash as before."""
+        if not localfs.batching():
+            return
+        try:  # the path's folders were checked for links by the write just made
+            st = os.lstat(self.path(rel))
+        except OSError:
+            return
+        if stat.S_ISREG(st.st_mode) and st.st_size == size:
+            localfs.vouch((self.path(rel), sha256),
+                          (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
     def size(self, rel: str) -> int:
         """A local file's size in bytes, 0 if it does not exist (no links followed)."""

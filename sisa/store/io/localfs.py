@@ -186,18 +186,32 @@ def batched():
     if batching():
         yield
         return
-    # paths: files fsynced with their folder; more: (path, is a folder) fsynced alone
-    _PENDING.paths, _PENDING.more = [], []
+    # paths: files fsynced with their folder; more: (path, is a folder) fsynced alone;
+    # vouched: files written in the batch from bytes hashed then (see vouch)
+    _PENDING.paths, _PENDING.more, _PENDING.vouched = [], [], {}
     try:
         yield
         flush()
     finally:
-        _PENDING.paths = _PENDING.more = None
+        _PENDING.paths = _PENDING.more = _PENDING.vouched = None
 
 
 def batching() -> bool:
     """Whether this thread is in a :func:`batched` block."""
     return getattr(_PENDING, "paths", None) is not None
+
+
+def vouch(key: tuple, stamp: tuple) -> None:
+    """Record, for this batch only, that the file ``key = (path, sha256)`` with this
+    stamp holds bytes this thread hashed to that sha256 as it wrote them."""
+    if batching():
+        _PENDING.vouched[key] = stamp
+
+
+def vouched(key: tuple) -> tuple | None:
+    """The stamp :func:`vouch` recorded for ``key`` in this thread's batch, or None."""
+    table = getattr(_PENDING, "vouched", None)
+    return None if table is None else table.get(key)
 
 
 def make_durable(path: str, folder: bool = True) -> None:
