@@ -128,7 +128,7 @@ def test_sisa_forget_json_prints_the_timings_and_verify_takes_that_receipt(tmp_p
 
 
 def _shard_of(model, i: int) -> int:
-    found, shard, _ = model.store_.locate([i])
+    found, shard, _ = model.store_.rows.locate([i])
     assert found.all()
     return int(shard[0])
 
@@ -262,7 +262,7 @@ def test_a_shard_task_reads_the_next_slice_ahead_and_trains_the_same_bytes(tmp_p
         return real(self, shard, sl)
 
     monkeypatch.setattr(RowReading, "read_slice", read_slice)
-    model.forget([next(i for i in range(2000) if model.store_.locate([i])[2][0] == 1)])
+    model.forget([next(i for i in range(2000) if model.store_.rows.locate([i])[2][0] == 1)])
     assert [sl for sl, _ in reads] == [1, 2, 3]  # from the forgotten row's slice on
     assert reads[0][1] == threading.current_thread().name
     assert all(name.startswith("sisa-read-ahead") for _, name in reads[1:])
