@@ -148,7 +148,7 @@ def test_a_forget_serves_the_retrained_models_without_reading_them_back(tmp_path
     real = ck.load_verified
 
     def load_verified(store, meta):
-        loads.append((meta["shard"], meta["slice"]))
+        loads.append((meta.shard, meta.slice))
         return real(store, meta)
 
     monkeypatch.setattr(ck, "load_verified", load_verified)
@@ -215,13 +215,13 @@ def test_a_forget_hashes_the_files_it_writes_once(tmp_path, monkeypatch):
                         hashed[-1])
     model.forget([8])
     monkeypatch.undo()
-    new = {m["sha256"] for rel, m in store.referenced_files().items() if rel not in old}
+    new = {m.sha256 for rel, m in store.referenced_files().items() if rel not in old}
     entry = store.manifest.slice(int(shard[0]), int(sl[0]))
-    rel = entry["file"]
+    rel = entry.file
     assert rel not in old
     # (the manifest's own leaves are hashed by its writer, not through sha256_bytes)
     counts = {h: hashed.count(h) for h in new}
-    assert counts[entry["sha256"]] == 1 and max(counts.values()) == 1
+    assert counts[entry.sha256] == 1 and max(counts.values()) == 1
     path = tmp_path / "s" / rel
     data = bytearray(path.read_bytes())
     data[-40] ^= 0xFF  # same size, in place, right after the forget
@@ -239,7 +239,7 @@ def test_a_shard_result_from_another_process_carries_no_models(tmp_path):
 
     model = _fit(tmp_path, S=2, R=2)
     res = train.train_shard(model.store_, 1, 1)
-    assert len(res.models) == 1 and next(iter(res.models)) == res.checkpoints[-1]["sha256"]
+    assert len(res.models) == 1 and next(iter(res.models)) == res.checkpoints[-1].sha256
     back = pickle.loads(pickle.dumps(res))
     assert back.models == {} and back.checkpoints == res.checkpoints
 
@@ -251,17 +251,17 @@ def test_a_shard_task_reads_the_next_slice_ahead_and_trains_the_same_bytes(tmp_p
     the bytes a fresh fit writes (verify retrains and compares them)."""
     import threading
 
-    from sisa.store.read.reading import RowReading
+    from sisa.store.read.reading import RowReader
 
     model = _fit(tmp_path, S=2, R=4)
     reads: list[tuple[int, str]] = []
-    real = RowReading.read_slice
+    real = RowReader.read_slice
 
     def read_slice(self, shard, sl):
         reads.append((sl, threading.current_thread().name))
         return real(self, shard, sl)
 
-    monkeypatch.setattr(RowReading, "read_slice", read_slice)
+    monkeypatch.setattr(RowReader, "read_slice", read_slice)
     model.forget([next(i for i in range(2000) if model.store_.rows.locate([i])[2][0] == 1)])
     assert [sl for sl, _ in reads] == [1, 2, 3]  # from the forgotten row's slice on
     assert reads[0][1] == threading.current_thread().name
