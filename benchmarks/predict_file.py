@@ -8,6 +8,10 @@ rows/s, CPU seconds (user + system), the child's peak RSS (``os.wait4``'s
 ``ru_maxrss``, this child only) and the output's row groups; then the ratios of the times.
 
     PYTHONPATH=$PWD python -m benchmarks.predict_file --rows 10000000 --shards 256
+    PYTHONPATH=$PWD python -m benchmarks.predict_file --rows 10000000 --before /work/main
+
+``--before PATH`` also runs each store with the sisa at PATH (a checkout: the child's
+PYTHONPATH), interleaved with this one's runs: before and after in one run.
 
 Data and stores are cached under ``$SISA_BENCH_DIR`` (default ``/tmp/sisa-bench``).
 """
@@ -44,13 +48,17 @@ def train(shards: int, train_file: Path) -> Path:
     return store
 
 
-def run(store: Path, data: Path, batch_rows: int) -> dict:
-    """One ``sisa predict`` in a child process: its wall time and peak RSS."""
+def run(store: Path, data: Path, batch_rows: int, code: str | None = None) -> dict:
+    """One ``sisa predict`` in a child process (with the sisa at ``code``, else this
+    one): its wall time and peak RSS."""
     out = CACHE / f"pred-{store.name}.parquet"
     cmd = [sys.executable, "-m", "sisa.cli", "predict", str(store), str(data), "--out",
            str(out), "--batch-rows", str(batch_rows), "--json", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=code or os.environ.get("PYTHONPATH", os.getcwd()))
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
     # wait4: the rusage of this child alone (RUSAGE_CHILDREN is the max over all of them)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
@@ -61,7 +69,8 @@ def run(store: Path, data: Path, batch_rows: int) -> dict:
     rows = json.loads(text)["rows"]
     meta = pq.ParquetFile(out).metadata
     out.unlink()
-    return {"shards": int(store.name.rsplit("S", 1)[1]), "rows": rows,
+    return {"code": code or "this", "load_before": float(load),
+            "shards": int(store.name.rsplit("S", 1)[1]), "rows": rows,
             "seconds": round(wall, 2), "rows_per_s": round(rows / wall),
             # CPU seconds: what the run costs on a machine shared with other work
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
@@ -75,19 +84,26 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=256)
     ap.add_argument("--batch-rows", type=int, default=4096)
     ap.add_argument("--build-only", action="store_true", help="make the data and stores")
+    ap.add_argument("--before", default=None, metavar="PATH",
+                    help="also run the sisa checkout at PATH, interleaved (before/after)")
     args = ap.parse_args()
     train_file = synthetic_parquet(200_000, 50, seed=1)
     data = synthetic_parquet(args.rows, 50, seed=0)
     stores = [train(args.shards, train_file), train(1, train_file)]
     if args.build_only:
         return
-    results = [run(s, data, args.batch_rows) for s in stores]
-    for r in results:
-        print(json.dumps(r))
-    ratio = results[0]["seconds"] / results[1]["seconds"]
-    cpu = results[0]["cpu_seconds"] / results[1]["cpu_seconds"]
-    print(f"S={args.shards} vs S=1: {ratio:.2f}x the wall time, {cpu:.2f}x the CPU time; peak RSS "
-          f"{results[0]['peak_rss_mb']} MB vs {results[1]['peak_rss_mb']} MB")
+    codes = [args.before, None] if args.before else [None]
+    results: dict = {}
+    for s in stores:  # interleaved: before and after of one store back to back
+        for code in codes:
+            r = run(s, data, args.batch_rows, code)
+            results[(code, s)] = r
+            print(json.dumps(r), flush=True)
+    for code in codes:
+        a, b = results[(code, stores[0])], results[(code, stores[1])]
+        print(f"{code or 'this'}: S={args.shards} vs S=1: {a['seconds'] / b['seconds']:.2f}x "
+              f"the wall time, {a['cpu_seconds'] / b['cpu_seconds']:.2f}x the CPU time; peak "
+              f"RSS {a['peak_rss_mb']} MB vs {b['peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":
