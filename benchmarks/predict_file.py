@@ -10,6 +10,10 @@ rows/s, CPU seconds (user + system), the child's peak RSS (``os.wait4``'s
     PYTHONPATH=$PWD python -m benchmarks.predict_file --rows 10000000 --shards 256
     PYTHONPATH=$PWD python -m benchmarks.predict_file --rows 10000000 --before /work/main
 
+``--phases`` instead times, in this process, where ``sisa predict``'s time goes for each
+store: reading a batch (Parquet decode and validation), turning it into the float64
+matrix, ``predict_proba``, making the output columns, and writing them.
+
 ``--before PATH`` also runs each store with the sisa at PATH (a checkout: the child's
 PYTHONPATH), interleaved with this one's runs: before and after in one run.
 
@@ -78,12 +82,63 @@ def run(store: Path, data: Path, batch_rows: int, code: str | None = None) -> di
             "out_columns": meta.num_columns}
 
 
+def phases(store: Path, data: Path, batch_rows: int) -> dict:
+    """Seconds per step of ``sisa predict``'s loop (sisa.cli.predict), in this process."""
+    import numpy as np
+    import pyarrow as pa
+
+    from sisa.cli.predict import _feature_columns, _model_input
+    from sisa.cli.predict_io import AtomicOutput, Input
+    from sisa.estimators import columns_by_name
+    from sisa.estimators import load as open_model
+
+    model = open_model(str(store))
+    schema = model.store_.manifest.schema
+    src = Input(str(data), None)
+    features = _feature_columns(src, schema)
+    names = [f"proba_{c}" for c in model.classes_]
+    t = dict.fromkeys(["read", "to_matrix", "predict_proba", "columns", "write"], 0.0)
+    stream, done = src.batches(src.names, batch_rows), 0
+    clock = time.perf_counter
+    with AtomicOutput(str(CACHE / "phases.parquet")) as out:
+        while True:
+            t0 = clock()
+            rb = next(stream, None)
+            t1 = clock()
+            t["read"] += t1 - t0
+            if rb is None:
+                break
+            X = _model_input(rb, features, schema, src.what)
+            t2 = clock()
+            with columns_by_name():
+                p = model.predict_proba(X)
+            t3 = clock()
+            cols = {"row": pa.array(np.arange(done, done + rb.num_rows)),
+                    "prediction": pa.array(model.classes_[p.argmax(axis=1)]),
+                    **{n: pa.array(p[:, k]) for k, n in enumerate(names)}}
+            t4 = clock()
+            out.write(pa.RecordBatch.from_pydict(cols))
+            t5 = clock()
+            for k, a, b in (("to_matrix", t1, t2), ("predict_proba", t2, t3),
+                            ("columns", t3, t4), ("write", t4, t5)):
+                t[k] += b - a
+            done += rb.num_rows
+        t0 = clock()
+        out.commit()
+        t["write"] += clock() - t0
+    (CACHE / "phases.parquet").unlink()
+    return {"store": store.name, "rows": done, **{k: round(v, 2) for k, v in t.items()},
+            "total": round(sum(t.values()), 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--shards", type=int, default=256)
     ap.add_argument("--batch-rows", type=int, default=4096)
     ap.add_argument("--build-only", action="store_true", help="make the data and stores")
+    ap.add_argument("--phases", action="store_true",
+                    help="time each step of the loop in this process instead")
     ap.add_argument("--before", default=None, metavar="PATH",
                     help="also run the sisa checkout at PATH, interleaved (before/after)")
     args = ap.parse_args()
@@ -91,6 +146,10 @@ def main() -> None:
     data = synthetic_parquet(args.rows, 50, seed=0)
     stores = [train(args.shards, train_file), train(1, train_file)]
     if args.build_only:
+        return
+    if args.phases:
+        for s in stores:
+            print(json.dumps(phases(s, data, args.batch_rows)), flush=True)
         return
     codes = [args.before, None] if args.before else [None]
     results: dict = {}
