@@ -62,7 +62,8 @@ def run(store: Path, data: Path, batch_rows: int, code: str | None = None) -> di
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+    # cwd too: `python -m` puts the working folder first on sys.path, before PYTHONPATH
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=code or os.getcwd())
     # wait4: the rusage of this child alone (RUSAGE_CHILDREN is the max over all of them)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
