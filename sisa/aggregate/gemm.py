@@ -85,7 +85,9 @@ class LogisticMean:
         out = np.empty((n, 2))
         p1 = np.empty(n)
         rows = min(self.block, n)
-        Xb = np.empty((rows, self.d), dtype)  # the rows as the loop's product casts them
+        # the rows as the loop's product casts them (None: X already is, read in place)
+        Xb = (None if X.dtype == dtype and X.flags.c_contiguous
+              else np.empty((rows, self.d), dtype))
         T = np.empty((rows, self.S), dtype)
         Z = T if dtype == np.float64 else np.empty((rows, self.S))
         with np.errstate(over="ignore"):  # exp(-t) = inf: p = 1 / inf = 0, as expit's
@@ -100,8 +102,11 @@ class LogisticMean:
         """One block of rows: its products (each under the one-thread size), then each
         elementwise step over the whole block."""
         m = Xa.shape[0]
-        x, t, z = Xb[:m], T[:m], Z[:m]
-        x[...] = Xa
+        t, z = T[:m], Z[:m]
+        x = Xa
+        if Xb is not None:
+            x = Xb[:m]
+            x[...] = Xa
         for r in range(0, m, self.gemm_rows):
             np.matmul(x[r:r + self.gemm_rows], W, out=t[r:r + self.gemm_rows])
         np.add(t, self.bneg, out=z)  # float64, as `+ intercept_` makes the loop's

@@ -53,6 +53,7 @@ def test_one_product_stays_within_its_bound(make, fit_dtype, S, tmp_path):
     X, y = _data()
     model = _fit(make(), S, X.astype(fit_dtype), y, tmp_path)
     _check_within_bound(model, X[:1])
+    _check_within_bound(model, np.asfortranarray(X))  # copied into rows, not read in place
     # float32 rows and weights: the loop's products are float32, and so are these
     diff32, b32, _ = _check_within_bound(model, X)
     # float64 rows: float64 products; the proven bound is a few 1e-12 at these weights,
