@@ -23,7 +23,7 @@ _FAMILIES = (families.Linear, families.MLP, families.GaussianBayes, TorchNet)
 _ELEMENTS = 1 << 22  # shards x rows x widest layer per pass: bounds the temporary arrays
 # True: every family answers with the loop's bits. False (default): binary logistic
 # ensembles in float64 take one product for all shards (gemm.LogisticMean), within
-# gemm.bound of the loop and 3-4x faster at S = 256 (docs/benchmarks.md); read at build
+# gemm.bound of the loop and 2.4-3x faster at S = 256 (docs/benchmarks.md); read at build
 EXACT = False
 
 
