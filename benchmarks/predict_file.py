@@ -8,6 +8,14 @@ rows/s, CPU seconds (user + system), the child's peak RSS (``os.wait4``'s
 ``ru_maxrss``, this child only) and the output's row groups; then the ratios of the times.
 
     PYTHONPATH=$PWD python -m benchmarks.predict_file --rows 10000000 --shards 256
+    PYTHONPATH=$PWD python -m benchmarks.predict_file --rows 10000000 --before /work/main
+
+``--phases`` instead times, in this process, where ``sisa predict``'s time goes for each
+store: reading a batch (Parquet decode and validation), turning it into the float64
+matrix, ``predict_proba``, making the output columns, and writing them.
+
+``--before PATH`` also runs each store with the sisa at PATH (a checkout: the child's
+PYTHONPATH), interleaved with this one's runs: before and after in one run.
 
 Data and stores are cached under ``$SISA_BENCH_DIR`` (default ``/tmp/sisa-bench``).
 """
@@ -44,13 +52,18 @@ def train(shards: int, train_file: Path) -> Path:
     return store
 
 
-def run(store: Path, data: Path, batch_rows: int) -> dict:
-    """One ``sisa predict`` in a child process: its wall time and peak RSS."""
+def run(store: Path, data: Path, batch_rows: int, code: str | None = None) -> dict:
+    """One ``sisa predict`` in a child process (with the sisa at ``code``, else this
+    one): its wall time and peak RSS."""
     out = CACHE / f"pred-{store.name}.parquet"
     cmd = [sys.executable, "-m", "sisa.cli", "predict", str(store), str(data), "--out",
            str(out), "--batch-rows", str(batch_rows), "--json", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=code or os.environ.get("PYTHONPATH", os.getcwd()))
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    # cwd too: `python -m` puts the working folder first on sys.path, before PYTHONPATH
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=code or os.getcwd())
     # wait4: the rusage of this child alone (RUSAGE_CHILDREN is the max over all of them)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
@@ -61,12 +74,62 @@ def run(store: Path, data: Path, batch_rows: int) -> dict:
     rows = json.loads(text)["rows"]
     meta = pq.ParquetFile(out).metadata
     out.unlink()
-    return {"shards": int(store.name.rsplit("S", 1)[1]), "rows": rows,
+    return {"code": code or "this", "load_before": float(load),
+            "shards": int(store.name.rsplit("S", 1)[1]), "rows": rows,
             "seconds": round(wall, 2), "rows_per_s": round(rows / wall),
             # CPU seconds: what the run costs on a machine shared with other work
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_mb": round(usage.ru_maxrss / 1024), "row_groups": meta.num_row_groups,
             "out_columns": meta.num_columns}
+
+
+def phases(store: Path, data: Path, batch_rows: int) -> dict:
+    """Seconds per step of ``sisa predict``'s loop (sisa.cli.predict), in this process."""
+    import numpy as np
+    import pyarrow as pa
+
+    from sisa.cli.predict import _feature_columns, _model_input
+    from sisa.cli.predict_io import AtomicOutput, Input
+    from sisa.estimators import columns_by_name
+    from sisa.estimators import load as open_model
+
+    model = open_model(str(store))
+    schema = model.store_.manifest.schema
+    src = Input(str(data), None)
+    features = _feature_columns(src, schema)
+    names = [f"proba_{c}" for c in model.classes_]
+    t = dict.fromkeys(["read", "to_matrix", "predict_proba", "columns", "write"], 0.0)
+    stream, done = src.batches(src.names, batch_rows), 0
+    clock = time.perf_counter
+    with AtomicOutput(str(CACHE / "phases.parquet")) as out:
+        while True:
+            t0 = clock()
+            rb = next(stream, None)
+            t1 = clock()
+            t["read"] += t1 - t0
+            if rb is None:
+                break
+            X = _model_input(rb, features, schema, src.what)
+            t2 = clock()
+            with columns_by_name():
+                p = model.predict_proba(X)
+            t3 = clock()
+            cols = {"row": pa.array(np.arange(done, done + rb.num_rows)),
+                    "prediction": pa.array(model.classes_[p.argmax(axis=1)]),
+                    **{n: pa.array(p[:, k]) for k, n in enumerate(names)}}
+            t4 = clock()
+            out.write(pa.RecordBatch.from_pydict(cols))
+            t5 = clock()
+            for k, a, b in (("to_matrix", t1, t2), ("predict_proba", t2, t3),
+                            ("columns", t3, t4), ("write", t4, t5)):
+                t[k] += b - a
+            done += rb.num_rows
+        t0 = clock()
+        out.commit()
+        t["write"] += clock() - t0
+    (CACHE / "phases.parquet").unlink()
+    return {"store": store.name, "rows": done, **{k: round(v, 2) for k, v in t.items()},
+            "total": round(sum(t.values()), 2)}
 
 
 def main() -> None:
@@ -75,19 +138,32 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=256)
     ap.add_argument("--batch-rows", type=int, default=4096)
     ap.add_argument("--build-only", action="store_true", help="make the data and stores")
+    ap.add_argument("--phases", action="store_true",
+                    help="time each step of the loop in this process instead")
+    ap.add_argument("--before", default=None, metavar="PATH",
+                    help="also run the sisa checkout at PATH, interleaved (before/after)")
     args = ap.parse_args()
     train_file = synthetic_parquet(200_000, 50, seed=1)
     data = synthetic_parquet(args.rows, 50, seed=0)
     stores = [train(args.shards, train_file), train(1, train_file)]
     if args.build_only:
         return
-    results = [run(s, data, args.batch_rows) for s in stores]
-    for r in results:
-        print(json.dumps(r))
-    ratio = results[0]["seconds"] / results[1]["seconds"]
-    cpu = results[0]["cpu_seconds"] / results[1]["cpu_seconds"]
-    print(f"S={args.shards} vs S=1: {ratio:.2f}x the wall time, {cpu:.2f}x the CPU time; peak RSS "
-          f"{results[0]['peak_rss_mb']} MB vs {results[1]['peak_rss_mb']} MB")
+    if args.phases:
+        for s in stores:
+            print(json.dumps(phases(s, data, args.batch_rows)), flush=True)
+        return
+    codes = [args.before, None] if args.before else [None]
+    results: dict = {}
+    for s in stores:  # interleaved: before and after of one store back to back
+        for code in codes:
+            r = run(s, data, args.batch_rows, code)
+            results[(code, s)] = r
+            print(json.dumps(r), flush=True)
+    for code in codes:
+        a, b = results[(code, stores[0])], results[(code, stores[1])]
+        print(f"{code or 'this'}: S={args.shards} vs S=1: {a['seconds'] / b['seconds']:.2f}x "
+              f"the wall time, {a['cpu_seconds'] / b['cpu_seconds']:.2f}x the CPU time; peak "
+              f"RSS {a['peak_rss_mb']} MB vs {b['peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The vectorized aggregate (sisa.aggregate.stacked) answers as the per-shard loop does:
 same argmax on every row, probabilities within 1e-12 relative (float32 networks: the bound
-of their float32 products), for every family, after forgets and after a load elsewhere."""
+of their float32 products; binary logistic ensembles' one product, sisa.aggregate.gemm:
+its proven bound, and the exact form 1e-12), for every family, after forgets and after a
+load elsewhere."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from sisa import SISAClassifier, SISARegressor, aggregate
-from sisa.aggregate import stacked
+from sisa.aggregate import gemm, stacked
 from sisa.engine.pipeline import IncrementalPipeline
 
 RTOL = 1e-12
@@ -65,7 +67,9 @@ def _assert_same(model, X, rtol=RTOL):
     if not hasattr(model, "classes_"):
         np.testing.assert_allclose(model.predict(X), want, rtol=rtol, atol=0)
         return
-    if model.aggregation_ == "soft":
+    if model.aggregation_ == "soft" and model._stacked.fast is not None:
+        _assert_within_gemm_bound(model, X, want)
+    elif model.aggregation_ == "soft":
         got = model.predict_proba(X)
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=rtol, atol=0)
@@ -74,6 +78,26 @@ def _assert_same(model, X, rtol=RTOL):
                                       model.classes_[want.argmax(axis=1)])
     else:
         np.testing.assert_array_equal(model.predict(X), want)
+
+
+def _assert_within_gemm_bound(model, X, want):
+    """A binary logistic ensemble's one product for all shards (sisa.aggregate.gemm):
+    every row within its proven absolute bound of the loop, argmax equal but for ties
+    inside it; and the exact stacked form (stacked.EXACT) still gives the loop's bits."""
+    got = model.predict_proba(X)
+    assert got.shape == want.shape
+    b = gemm.bound(X, model._stacked.groups[0].form)
+    assert np.all(np.abs(got - want).max(axis=1) <= b)
+    tie = np.abs(want[:, 1] - want[:, 0]) <= 2 * b
+    np.testing.assert_array_equal(got.argmax(axis=1)[~tie], want.argmax(axis=1)[~tie])
+    np.testing.assert_array_equal(model.predict(X), model.classes_[got.argmax(axis=1)])
+    try:
+        stacked.EXACT = True
+        exact = stacked.build(model.estimators_, model.classes_)
+    finally:
+        stacked.EXACT = False
+    assert exact.fast is None
+    np.testing.assert_allclose(exact.mean_proba(X), want, rtol=RTOL, atol=0)
 
 
 def _scaled(est):

@@ -18,11 +18,15 @@ import copy
 
 import numpy as np
 
-from . import families
+from . import families, gemm
 from .torch_family import TorchNet
 
 _FAMILIES = (families.Linear, families.MLP, families.GaussianBayes, TorchNet)
 _ELEMENTS = 1 << 22  # shards x rows x widest layer per pass: bounds the temporary arrays
+# True: every family answers with the loop's bits. False (default): binary logistic
+# ensembles in float64 take one product for all shards (gemm.LogisticMean), within
+# gemm.bound of the loop and 2.4-3x faster at S = 256 (docs/benchmarks.md); read at build
+EXACT = False
 
 
 def _family(m):
@@ -67,6 +71,10 @@ class Stacked:
         self.n_live = sum(m is not None for m in models)
         self.classes, self.groups = classes, groups
         self.chunk = max(1, _ELEMENTS // (self.n_live * max(g.width for g in groups)))
+        g = groups[0]
+        self.fast = (gemm.LogisticMean(g.form) if not EXACT and len(groups) == 1
+                     and g.scalers is None and gemm.fits(g.form, g.cols, self.n_live)
+                     else None)
 
     def serves(self, models: list, X) -> bool:
         """Whether this stacked form was built from exactly ``models`` (a model reloaded
@@ -81,7 +89,9 @@ class Stacked:
 
     def mean_proba(self, X: np.ndarray) -> np.ndarray:
         """Mean of the shard probabilities; summed over the shards in shard order, as
-        ``sum()`` over the loop does."""
+        ``sum()`` over the loop does (binary logistic: :mod:`.gemm`, within its bound)."""
+        if self.fast is not None:
+            return self.fast.mean_proba(X)
         out = []
         for Xc in self._chunks(X):
             groups = [(g, g.form.proba(g.raw(Xc))) for g in self.groups]
