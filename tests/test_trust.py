@@ -468,6 +468,15 @@ def test_a_held_receipt_exposes_a_rollback_to_an_earlier_signed_state(tmp_path, 
     code, out, _ = cli("verify", str(st), "--public-key", public, "--forgotten-id", "12",
                        "--backend", "local", "@q")
     assert code == 1 and "said to be forgotten" in out
+    # the note that given ids were checked absent is printed when they were, never beside
+    # the failure that says they are not
+    code, out, err = cli("verify", str(st), "--public-key", public, "--forgotten-id", "11",
+                         "--backend", "local")
+    assert code == 0 and "given id(s) checked absent" in out + err
+    code, out, err = cli("verify", str(st), "--public-key", public, "--forgotten-id", "12",
+                         "--backend", "local")
+    assert code == 1 and "lists 1 of the 1 id(s)" in out + err
+    assert "given id(s) checked absent" not in out + err
 
 
 # ------------------------------------------------------------------ found by the review

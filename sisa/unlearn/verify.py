@@ -179,14 +179,18 @@ def _check(store: Store, rest: at_rest.AtRest | str, vanished: at_rest.Vanished,
         notes.append("the keyed scan for deleted ids needs the owner's key file (the audit key) "
                      "and was skipped; the signed manifest commits the tombstone files checked "
                      "here, and `--forgotten-ids` checks given ids directly")
+    before_scan = len(problems)
     data_ids, data_labels = _scan_slices(store, checks, tomb if scan else None, wanted_gone,
                                          vanished)
     if wanted_gone is not None:
         with vanished.reading(problems, raise_damage=True):
-            if store.rows.locate(wanted_gone)[0].any():
-                problems.append("the index still lists ids said to be forgotten")
-        notes.append(f"{len(wanted_gone):,} given id(s) checked absent from the index and "
-                     "every data file")
+            listed = int(store.rows.locate(wanted_gone)[0].sum())
+        if listed:
+            problems.append(f"the index still lists {listed:,} of the {len(wanted_gone):,} "
+                            "id(s) said to be forgotten")
+        if len(problems) == before_scan:  # a note beside a failure must not read "gone"
+            notes.append(f"{len(wanted_gone):,} given id(s) checked absent from the index "
+                         "and every data file")
     with vanished.reading(problems):  # into this list: it is the report's
         problems += _index_problems(store, data_ids)
     if len(data_labels) == store.n_shards * store.n_slices:  # every slice was read
