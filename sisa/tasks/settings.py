@@ -11,10 +11,12 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import Literal, get_args
 
 from ..errors import InputError
 
-BACKENDS = ("auto", "ray", "local")
+Backend = Literal["auto", "ray", "local"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class ExecutionSettings:
     True
     """
 
-    backend: str = "auto"
+    backend: Backend = "auto"
     address: str | None = None
     num_cpus: float = 1
     max_retries: int = 2

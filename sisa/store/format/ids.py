@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -24,21 +25,23 @@ import pyarrow.compute as pc
 
 from ...errors import InputError
 
-INT, STR = "int64", "string"
-ID_TYPES = (INT, STR)
+IdType = Literal["int64", "string"]  # a store's one id type, in its schema
+INT: IdType = "int64"
+STR: IdType = "string"
+ID_TYPES: tuple[IdType, ...] = get_args(IdType)
 _INT64 = (-(2**63), 2**63 - 1)
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)", re.ASCII)
 
 
-def describe(id_type: str) -> str:
+def describe(id_type: IdType) -> str:
     return "integers" if id_type == INT else "strings"
 
 
-def arrow_type(id_type: str) -> pa.DataType:
+def arrow_type(id_type: IdType) -> pa.DataType:
     return pa.int64() if id_type == INT else pa.string()
 
 
-def column_id_type(t: pa.DataType, column: str) -> str:
+def column_id_type(t: pa.DataType, column: str) -> IdType:
     """The id type a table column of Arrow type ``t`` gives a store."""
     if pa.types.is_dictionary(t):
         t = t.value_type
@@ -50,7 +53,7 @@ def column_id_type(t: pa.DataType, column: str) -> str:
                      "strings; pass an integer or string column as the id")
 
 
-def values_id_type(values: np.ndarray) -> str:
+def values_id_type(values: np.ndarray) -> IdType:
     """The id type of ``sample_ids=`` given at ingest (every element must agree)."""
     kind = values.dtype.kind
     if kind in "iu":
@@ -87,7 +90,7 @@ def _dtype_name(values: np.ndarray) -> str:
     return f"dtype {values.dtype}"
 
 
-def to_store_ids(values, id_type: str) -> pa.Array:
+def to_store_ids(values, id_type: IdType) -> pa.Array:
     """Ids given through the API (an id, a list, a numpy or Arrow array), as the store's
     Arrow id array; a value of another type is an :class:`InputError` naming the store's
     id type. Strings are never parsed into integers, nor integers turned into strings."""
@@ -176,7 +179,7 @@ def _what(v) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
-def _fix(id_type: str, v=None) -> str:
+def _fix(id_type: IdType, v=None) -> str:
     if id_type == INT:
         if isinstance(v, str) and _CANONICAL_INT.fullmatch(v.strip()):
             return f"pass {int(v)} (an int), not {v!r}"
@@ -194,7 +197,7 @@ def _cast(arr: pa.Array, want: pa.DataType) -> pa.Array:
                          "signed 64-bit integer") from None
 
 
-def parse_text_ids(texts: Iterable[str], id_type: str, *, source: str = "--id") -> pa.Array:
+def parse_text_ids(texts: Iterable[str], id_type: IdType, *, source: str = "--id") -> pa.Array:
     """Ids typed as text (CLI flags, ids files), read by the store's id type.
 
     On a string store the text is the id, exactly. On an integer store each text must be
@@ -219,7 +222,7 @@ def parse_text_ids(texts: Iterable[str], id_type: str, *, source: str = "--id") 
     return pa.array(out, pa.int64())
 
 
-def read_ids_file(path: str, id_type: str, data: bytes | str | None = None) -> pa.Array:
+def read_ids_file(path: str, id_type: IdType, data: bytes | str | None = None) -> pa.Array:
     """Ids from a file (or ``data`` already read, e.g. from stdin).
 
     ``*.json``: a JSON array of ids of the store's type. Otherwise, on an integer store,

@@ -31,6 +31,7 @@ import datetime as _dt
 from collections.abc import Iterable, Mapping
 
 from ...errors import StoreError
+from ..format.ids import IdType
 from . import codec as io
 from .codec import (
     key_cell,
@@ -120,7 +121,7 @@ class Manifest(Mapping):
         return self["schema"]
 
     @property
-    def id_type(self) -> str:
+    def id_type(self) -> IdType:
         return self["schema"]["id_type"]
 
     @property

@@ -49,7 +49,7 @@ class Source:
     id_name: str | None
     dtype: np.dtype
     batches: Iterator[Batch]
-    id_type: str = idmod.INT  # row numbers unless the input names its ids
+    id_type: idmod.IdType = idmod.INT  # row numbers unless the input names its ids
     rows: int | None = None  # the row count, when known without reading the rows
     table: TableInput | None = None  # a table or file: how to read parts of it elsewhere
     columns: list[dict] | None = None  # per feature column kind/type: the "columns" layout

@@ -76,7 +76,7 @@ class Shape:
     """What a row holds: its id, label and feature types (and, ``grouped``, the hash of
     its group key)."""
 
-    id_type: str
+    id_type: idmod.IdType
     label_type: pa.DataType
     n_features: int
     dtype: np.dtype
