@@ -38,6 +38,22 @@ def median_ms(fn, repeat: int) -> float:
     return round(float(np.median(times)) * 1e3, 4)
 
 
+def paired_ms(fa, fb, repeat: int) -> tuple[float, float, float]:
+    """Median times of ``fa`` and ``fb`` called alternately (a, b, a, b, ...), and the
+    median of the per-pair ratios b / a: a burst of load on a shared machine then slows
+    both sides of a pair instead of one side's whole series."""
+    fa(), fb()  # warm
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, times in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    a, b = np.asarray(ta), np.asarray(tb)
+    return (round(float(np.median(a)) * 1e3, 4), round(float(np.median(b)) * 1e3, 4),
+            round(float(np.median(b / a)), 2))
+
+
 def data(rows: int, d: int = 50, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(rows, d)).astype(np.float32)
@@ -102,6 +118,10 @@ def sgd(args, X, y) -> dict:
                 if "stacked_exact_ms" in r:
                     r["exact_x_mono"] = round(r["stacked_exact_ms"] / out[f"monolithic_{n}_ms"],
                                               1)
+                # the target's ratio, timed in alternation with the monolithic model
+                r["paired_mono_ms"], r["paired_stacked_ms"], r["paired_stacked_x_mono"] = \
+                    paired_ms(lambda n=n: mono.predict_proba(X[:n]),
+                              lambda n=n, m=model: m.predict_proba(X[:n]), args.repeat)
                 r["floors"] = floors(model, X[:n], args.repeat)
                 out[f"S={S}_{n}"] = r
     return out
