@@ -105,7 +105,7 @@ def run(mode: str, src: Path, code: Path, env: dict) -> dict:
 
 def on_cluster(nodes: int, fn):
     """``fn(env)`` with a local Ray cluster of ``nodes`` nodes (1 CPU each) up."""
-    from tests.test_cluster import LocalCluster
+    from tests.tasks.test_cluster import LocalCluster
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     # Ray starts workers at nice 15; on a machine other jobs share, they would then get a

@@ -20,7 +20,7 @@ from sisa.compare.report import browser, html, markdown
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _chromium() -> None:
