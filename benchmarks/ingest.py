@@ -6,7 +6,7 @@ Modes, each in a fresh driver process (its ``ru_maxrss`` is the ingest's alone):
 * ``serial``: ``Store.create`` in one process (default budget, 256 MB);
 * ``ray1`` / ``ray2``: ``settings=ExecutionSettings(backend="ray")`` against a local Ray
   cluster of one node, or of two nodes, 1 CPU each (``ray start`` on 127.0.0.1, as in
-  tests/test_cluster.py); workers are started and warmed up before the clock starts, as
+  tests/tasks/test_cluster.py); workers are started and warmed up before the clock starts, as
   on a running cluster, and run at nice 0 like the single process (Ray's default is 15).
   Workers' peak RSS comes from the tasks themselves.
 

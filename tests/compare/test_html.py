@@ -33,7 +33,7 @@ def _chromium() -> None:
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """The fastest configuration tests/test_compare.py runs, with its figures."""
+    """The fastest configuration tests/compare/test_compare.py runs, with its figures."""
     out = tmp_path_factory.mktemp("cmp")
     rep = run(n_models=5, eps_rows=700, cost_rows=700, scenarios=("random", "duplicated"),
               sisa_scenarios=("duplicated",), repeats=2, n_boot=3, n_perm=3,
