@@ -6,7 +6,7 @@ Modes, each in a fresh driver process (its ``ru_maxrss`` is the ingest's alone):
 * ``serial``: ``Store.create`` in one process (default budget, 256 MB);
 * ``ray1`` / ``ray2``: ``settings=ExecutionSettings(backend="ray")`` against a local Ray
   cluster of one node, or of two nodes, 1 CPU each (``ray start`` on 127.0.0.1, as in
-  tests/test_cluster.py); workers are started and warmed up before the clock starts, as
+  tests/tasks/test_cluster.py); workers are started and warmed up before the clock starts, as
   on a running cluster, and run at nice 0 like the single process (Ray's default is 15).
   Workers' peak RSS comes from the tasks themselves.
 
@@ -105,7 +105,7 @@ def run(mode: str, src: Path, code: Path, env: dict) -> dict:
 
 def on_cluster(nodes: int, fn):
     """``fn(env)`` with a local Ray cluster of ``nodes`` nodes (1 CPU each) up."""
-    from tests.test_cluster import LocalCluster
+    from tests.tasks.test_cluster import LocalCluster
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     # Ray starts workers at nice 15; on a machine other jobs share, they would then get a

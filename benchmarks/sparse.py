@@ -5,7 +5,7 @@ against a plain fit, and exact forget, on UCI Adult one-hot with crosses (>= 3,0
 
 No text corpus ships with the installed packages, so the matrix is Adult (from the
 mglearn wheel) one-hot: each column (numbers in buckets) and eleven crosses of two, the
-same recipe as tests/test_sparse.py, 25 stored values a row.
+same recipe as tests/store/test_sparse.py, 25 stored values a row.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ CROSSES = [("native-country", "occupation"), ("education", "occupation"),
 
 
 def adult_onehot(n: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The first ``n`` rows of adult.data one-hot, with crosses (tests/test_sparse.py)."""
+    """The first ``n`` rows of adult.data one-hot, with crosses (tests/store/test_sparse.py)."""
     path = package_file("mglearn", "data/adult.data", "SISA_ADULT_PATH", None, "UCI Adult")
     with open(path) as f:
         rows = [[v.strip() for v in ln.split(",")] for ln in f.read().splitlines()

@@ -239,3 +239,52 @@ def test_folders_and_functions_stay_readable():
     too_long += [f"{folder.relative_to(PKG.parent)}/: {n} lines" for folder, n in folders.items()
                  if n > MAX_FOLDER_LINES]
     assert too_long == []
+
+
+TESTS = Path(__file__).resolve().parent
+# The project-wide checks stay at tests/ root, beside the tests of sisa's root modules
+# (sisa/metrics.py -> tests/test_metrics.py); everything else lives in the folder of the
+# subpackage it tests (sisa/store -> tests/store/), fixtures in tests/data/.
+PROJECT_TESTS = {"test_architecture", "test_benchmarks", "test_docs", "test_examples",
+                 "test_readme_walkthrough", "test_types"}
+
+
+def test_tests_mirror_the_package():
+    """A newcomer finds a module's tests by its path: every folder under tests/ (but
+    data/) is a sisa package, and a test module at the root checks the whole project or
+    one of sisa's root modules."""
+    stray = []
+    for folder in sorted(p for p in TESTS.rglob("*") if p.is_dir()):
+        rel = folder.relative_to(TESTS)
+        if rel.parts[0] == "data" or any(n == "__pycache__" or n.startswith(".")
+                                         for n in rel.parts):
+            continue
+        if not (PKG / rel / "__init__.py").is_file():
+            stray.append(f"tests/{rel.as_posix()}/ names no sisa package")
+        elif not (folder / "__init__.py").is_file():
+            stray.append(f"tests/{rel.as_posix()}/ has no __init__.py")
+    root_modules = {f"test_{p.stem}" for p in PKG.glob("*.py")}
+    stray += [f"tests/{p.name} belongs in a subpackage's folder"
+              for p in sorted(TESTS.glob("test_*.py"))
+              if p.stem not in PROJECT_TESTS | root_modules]
+    assert stray == []
+
+
+def _test_modules() -> list[Path]:
+    return sorted(p for p in TESTS.rglob("*.py") if "data" not in p.relative_to(TESTS).parts)
+
+
+def test_no_test_module_imports_from_conftest():
+    """conftest.py holds fixtures, which pytest hands to tests; shared code is in
+    tests/helpers.py (or a folder's helpers module), imported like any module."""
+    offenders = []
+    for path in _test_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module or ''}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any("conftest" in n.split(".") for n in names):
+                offenders.append(f"{path.relative_to(TESTS)}:{node.lineno}")
+    assert offenders == []

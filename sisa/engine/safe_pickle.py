@@ -117,7 +117,7 @@ def allowed_objects() -> dict[tuple[str, str], object]:
     """The exact non-scikit-learn globals a checkpoint may name, by (module, name).
 
     Found by pickling fitted and unfitted checkpoints of every preset and of the usual
-    scikit-learn estimators (``tests/test_safe_loading.py`` re-derives it); the
+    scikit-learn estimators (``tests/engine/test_safe_loading.py`` re-derives it); the
     ``numpy.core`` names are numpy 1's spellings of the same objects.
     """
     import numpy as np

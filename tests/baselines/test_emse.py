@@ -24,7 +24,7 @@ from sisa.datasets import load, load_synthetic
 from sisa.errors import InputError
 from sisa.metrics import accuracy, fair_r2, r2
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def central_differences(fun, theta, h=1e-6):

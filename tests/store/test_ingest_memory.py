@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # peak RSS (VmHWM: this process's own, unlike ru_maxrss, which keeps the peak of the
 # process it was forked from) after the imports and after the ingest

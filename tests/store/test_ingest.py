@@ -34,7 +34,7 @@ from sisa.store.format.streamed_ipc import StreamedFile
 from sisa.store.write import builder, ingest, merge, parallel_ingest
 from sisa.unlearn import repair
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAY = ExecutionSettings(backend="ray")
 FEATS = [f"f{i}" for i in range(5)]
 
@@ -360,7 +360,7 @@ def test_sisaclassifier_fit_on_a_file_uses_parallel_ingest_on_ray(ray_session, t
 
 
 # ------------------------------------------------------------- on a two-node Ray cluster
-from .test_cluster import BUCKET, cluster, linux_only  # noqa: E402,F401  (the fixture)
+from tests.tasks.test_cluster import BUCKET, cluster, linux_only  # noqa: E402,F401  (the fixture)
 
 DRIVER = """
 import json, sys
@@ -386,7 +386,8 @@ def two_nodes(cluster):  # noqa: F811
 @pytest.mark.slow
 @linux_only
 def test_parallel_ingest_on_two_nodes_into_s3_writes_the_serial_files(two_nodes, tmp_path):
-    from .test_cluster import summary_of
+    from tests.tasks.test_cluster import summary_of
+
     from .test_s3 import s3_keys
 
     src = parquet(tmp_path, table(40_000, seed=7))

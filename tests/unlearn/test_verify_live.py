@@ -221,8 +221,7 @@ def test_a_live_lock_holder_is_busy_not_damage_and_a_dead_one_leaves_debris(stor
 def test_verify_on_s3_while_forgets_commit_never_reports_damage():
     pytest.importorskip("moto.server")
     from sisa.store.io import uris
-
-    from .test_s3 import S3_ENV_KEYS, moto_s3
+    from tests.store.test_s3 import S3_ENV_KEYS, moto_s3
 
     with moto_s3("live") as env, pytest.MonkeyPatch.context() as mp:
         for k in S3_ENV_KEYS:

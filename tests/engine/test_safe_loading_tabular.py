@@ -157,12 +157,13 @@ def test_histogram_boosting_holds_a_checked_partial_of_check_array():
 def test_checkpoint_bytes_are_the_same_in_another_process():
     here = {name: hashlib.sha256(dumps(fitted(name)[0])).hexdigest() for name in MODELS}
     code = ("import hashlib, json; from sisa.engine.checkpoints import dumps; "
-            "from tests.test_safe_loading_tabular import MODELS, fitted; "
+            "from tests.engine.test_safe_loading_tabular import MODELS, fitted; "
             "print(json.dumps({n: hashlib.sha256(dumps(fitted(n)[0])).hexdigest() "
             "for n in MODELS}))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another string hash order too
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+                         check=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert json.loads(out.stdout.strip().splitlines()[-1]) == here
 
 

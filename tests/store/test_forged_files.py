@@ -33,7 +33,7 @@ from sisa import Store
 from sisa.store import manifest as manifest_mod
 from tests.helpers import run_cli, tree_digest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 400
 VALUES = ("yes", "no!", "u00")  # label values and id prefix: never in an error line
 

@@ -27,7 +27,7 @@ from sisa.estimators import columns_by_name
 from sisa.store.write.text import CsvOptions
 from tests.helpers import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _table(n: int, d: int = 5, seed: int = 0) -> pa.Table:

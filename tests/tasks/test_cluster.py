@@ -37,13 +37,12 @@ from sisa import SISAClassifier, Store
 from sisa.store.io import uris as suris
 from sisa.unlearn import repair, verify
 from tests.helpers import LOCAL
-
-from .test_s3 import S3_ENV_KEYS, moto_s3, s3_keys
+from tests.store.test_s3 import S3_ENV_KEYS, moto_s3, s3_keys
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the local multi-node cluster reads Linux /proc")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 BUCKET = "sisa-cluster"

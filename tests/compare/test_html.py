@@ -21,7 +21,7 @@ from sisa.compare.report import browser, html, markdown
 from sisa.errors import InputError
 from sisa.tasks.settings import ExecutionSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _chromium() -> None:
@@ -34,7 +34,7 @@ def _chromium() -> None:
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """The fastest configuration tests/test_compare.py runs, with its figures."""
+    """The fastest configuration tests/compare/test_compare.py runs, with its figures."""
     out = tmp_path_factory.mktemp("cmp")
     rep = run(CompareOptions(n_models=5, eps_rows=700, cost_rows=700,
                              scenarios=("random", "duplicated"), sisa_scenarios=("duplicated",),

@@ -8,7 +8,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sisa import SISAClassifier, SISARegressor
 
 # In-process backend: these checks fit hundreds of tiny models; Ray adds nothing here
-# (tests/test_engine.py shows both backends give identical bytes).
+# (tests/engine/test_engine.py shows both backends give identical bytes).
 ESTIMATORS = [
     SISAClassifier(SGDClassifier(loss="log_loss"), n_shards=2, n_slices=2, backend="local"),
     SISAClassifier(SGDClassifier(), n_shards=2, n_slices=2, aggregation="hard", backend="local"),

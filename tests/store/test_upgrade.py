@@ -15,7 +15,7 @@ from sisa.store.manifest import codec as manifest_io
 from sisa.unlearn import history, verify
 from tests.helpers import LOCAL, run_cli
 
-FIXTURE = Path(__file__).parent / "data" / "store-v3"
+FIXTURE = Path(__file__).parents[1] / "data" / "store-v3"
 
 
 @pytest.fixture
