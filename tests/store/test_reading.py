@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from sisa import Store
+from sisa import IngestOptions, Store
 from sisa.errors import CorruptStoreError
 from sisa.store.format.index import id_buckets, n_index_buckets
 from sisa.store.format.layout import LABEL
@@ -26,8 +26,8 @@ S, R, D = 2, 3, 4
 
 
 def _rows(store: Store):
-    """What reads a store's rows: the Store today, ``store.rows`` once it is composed."""
-    return getattr(store, "rows", store)
+    """What reads a store's rows (``store.rows``: a reader of the store's current state)."""
+    return store.rows
 
 
 def _data(n: int, seed: int = 0):
@@ -39,8 +39,8 @@ def _data(n: int, seed: int = 0):
 def _store(path: Path, n: int = 600, y=None, **kw) -> tuple[Store, np.ndarray, np.ndarray]:
     X, y0, ids = _data(n)
     y = y0 if y is None else y
-    return Store.create(str(path), X, y, n_shards=S, n_slices=R, sample_ids=ids,
-                        random_state=4, **kw), X, ids
+    return Store.create(str(path), X, y, sample_ids=ids,
+                        options=IngestOptions(n_shards=S, n_slices=R, random_state=4, **kw)), X, ids
 
 
 def _where(store: Store) -> dict[int, tuple[int, int]]:
@@ -112,7 +112,7 @@ def test_tombstones_are_the_keyed_hashes_of_the_deleted_ids(tmp_path):
     store.delete(gone)
     rows = _rows(store)
     tombs = rows.read_tombstones()
-    assert len(tombs) == 3 and set(tombs) == set(store.keyed_id_hashes(gone))
+    assert len(tombs) == 3 and set(tombs) == set(store.audit.id_hashes(gone))
     buckets = sorted(int(b) for b in store.manifest.tombstone_parts)
     assert sorted(h for b in buckets for h in rows.read_tombstones([b])) == sorted(tombs)
     assert rows.read_tombstones([max(buckets) + 1]) == []  # a bucket with no file: nothing
@@ -135,7 +135,7 @@ def test_the_class_list_is_the_union_of_the_recorded_label_lists(tmp_path):
     assert rows.classes() == label_union(rows) == [0, 1, 2, 9]
     s, r = _where(store)[int(ids[123])]
     # Read from the manifest's label lists: a slice file gone does not change the answer.
-    other = store.manifest.slice(1 - s, 0)["file"]
+    other = store.manifest.slice(1 - s, 0).file
     os.unlink(tmp_path / "s" / other)
     assert label_union(rows) == [0, 1, 2, 9]
     # `kept` replaces the slices it names: without the row of class 9, its class goes.
@@ -150,9 +150,9 @@ def test_float_labels_record_no_list_and_are_read_from_the_data(tmp_path):
     y = np.round(np.random.default_rng(3).normal(size=600), 1)
     store, _, _ = _store(tmp_path / "s", y=y)
     rows = _rows(store)
-    assert store.manifest.slice(0, 0).get("labels") is None
+    assert store.manifest.slice(0, 0).labels is None
     assert rows.classes() == sorted(set(y.tolist()))
-    os.unlink(tmp_path / "s" / store.manifest.slice(1, 2)["file"])
+    os.unlink(tmp_path / "s" / store.manifest.slice(1, 2).file)
     with pytest.raises(CorruptStoreError):  # it reads the slices: a missing one is damage
         label_union(rows)
 
@@ -166,26 +166,26 @@ def test_string_labels_sort_as_strings(tmp_path):
 def test_check_files_names_a_missing_resized_or_altered_file(tmp_path):
     store, _, _ = _store(tmp_path / "s")
     rows, loc = _rows(store), tmp_path / "s"
-    rows.check_files()
-    rel = store.manifest.slice(0, 1)["file"]
+    store.check_files()
+    rel = store.manifest.slice(0, 1).file
     path = loc / rel
     good = path.read_bytes()
     path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, one bit changed
-    rows.check_files(hashes=False)  # sizes only: passes
-    rows.check_files(shards=[1])  # shard 0's damage is not shard 1's
+    store.check_files(hashes=False)  # sizes only: passes
+    store.check_files(shards=[1])  # shard 0's damage is not shard 1's
     with pytest.raises(CorruptStoreError, match=rel.split("/")[-1]):
-        rows.check_files()
+        store.check_files()
     with pytest.raises(CorruptStoreError):
         rows.read_slice(0, 1)  # a read checks the hash too
     path.write_bytes(good[:-10])
     with pytest.raises(CorruptStoreError, match=f"has {len(good) - 10} bytes, the manifest "
                                                 f"says {len(good)}"):
-        rows.check_files(hashes=False)
+        store.check_files(hashes=False)
     path.unlink()
     with pytest.raises(MissingFileError, match="sisa repair"):
-        rows.check_files(hashes=False)
+        store.check_files(hashes=False)
     path.write_bytes(good)
-    rows.check_files()
+    store.check_files()
 
 
 def _forged(store: Store, entry: dict) -> Store:
@@ -198,7 +198,7 @@ def _forged(store: Store, entry: dict) -> Store:
 
 def test_a_file_that_matches_its_hash_yet_is_no_slice_is_damage(tmp_path):
     store, _, _ = _store(tmp_path / "s")
-    index_entry = store.manifest.index_parts[0]  # real Arrow, the index's columns
+    index_entry = store.manifest.index_parts[0].to_json()  # real Arrow, the index's columns
     with pytest.raises(CorruptStoreError, match="its columns are not the ones sisa writes"):
         _rows(_forged(store, index_entry)).read_slice(0, 0)
     junk = b"not arrow at all" * 8

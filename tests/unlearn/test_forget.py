@@ -239,7 +239,13 @@ def test_a_ray_worker_killed_mid_retrain_is_retried_and_exact(tmp_path, ray_sess
     assert os.path.exists(arm + ".died") and len(receipt["affected"]) >= 2
     keep = np.setdiff1d(np.arange(1500), [10, 20, 30, 1000])
     fresh = fit(SGDClassifier(loss="log_loss"), X[keep], y[keep], tmp_path / "b", keep)
-    assert np.array_equal(model.predict_proba(X), fresh.predict_proba(X))
+    # every shard model bit for bit (DiesOnce, a subclass, is aggregated by the per-shard
+    # loop and plain SGD by one product: the ensembles' sums differ in the last bits)
+    for a, b in zip(model.estimators_, fresh.estimators_, strict=True):
+        assert np.array_equal(a.coef_, b.coef_) and np.array_equal(a.intercept_, b.intercept_)
+    # (sisa.aggregate.gemm.bound: ~1e-7 with float32 rows, as here)
+    assert np.allclose(model.predict_proba(X), fresh.predict_proba(X), rtol=0, atol=1e-6)
+    assert np.array_equal(model.predict(X), fresh.predict(X))
     assert verify(model.store_, settings=LOCAL).ok
 
 
