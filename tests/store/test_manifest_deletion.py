@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sisa.store import manifest as mf
-from sisa.store.manifest import Manifest, RetrainPlan, canonical_json
+from sisa.store.manifest import Manifest, RetrainPlan, canonical_json, codec
 from tests.store.test_manifest_codec import _bucket, _slice, flat_manifests
 
 
@@ -55,3 +55,17 @@ def test_a_deletion_gives_the_state_a_fresh_build_of_its_entries_gives(case):
     # later top-level edits share the views and keep the same leaves
     later = new.stamped(new.generation + 1).written()
     assert later.index_parts == bare.index_parts and later._leaves == new._leaves
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(deletions())
+def test_the_root_is_written_as_its_canonical_json_with_references_kept(case):
+    flat, change = case
+    old = mf.from_flat(flat)
+    for m in (old, old.with_deletion(**change), old.with_deletion(**change).stamped(3)):
+        assert codec.root_json(m) == canonical_json(dict(m))  # twice: encoded, then kept
+        assert codec.root_json(m) == canonical_json(dict(m))
+    odd = {**dict(old), "tombstones": {**old["tombstones"], "pages": {
+        "1": None, "x": [1, 2], "y": {"b": 1.5, "a": "\u00e9\u0000"}}},
+        "index": {**old["index"], "extra": {2: "a", 10: "b"}}}  # int keys: sorted as ints
+    assert codec.root_json(odd) == canonical_json(odd)
