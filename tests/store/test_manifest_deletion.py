@@ -69,3 +69,18 @@ def test_the_root_is_written_as_its_canonical_json_with_references_kept(case):
         "1": None, "x": [1, 2], "y": {"b": 1.5, "a": "\u00e9\u0000"}}},
         "index": {**old["index"], "extra": {2: "a", 10: "b"}}}  # int keys: sorted as ints
     assert codec.root_json(odd) == canonical_json(odd)
+
+
+def test_equal_entries_of_other_field_types_keep_their_own_bytes():
+    import numpy as np
+
+    from sisa.store.manifest import BucketFile, SliceFile
+
+    sha = "ab" * 32
+    for a, b in [(SliceFile("f", sha, 1, rows=2, shard=0, labels=(1, 2)),
+                  SliceFile("f", sha, 1, rows=2, shard=0, labels=(np.int64(1), 2.0))),
+                 (BucketFile("f", sha, 1, rows=2), BucketFile("f", sha, 1, rows=2.0)),
+                 (BucketFile("f", sha, 1, rows=1), BucketFile("f", sha, 1, rows=True))]:
+        assert a == b  # equal records (and equal hashes) ...
+        for x in (a, b, a, b):  # ... each encoded as canonical_json encodes it
+            assert codec._refs_json({"parts": {"0": x}}) == canonical_json({"parts": {"0": x}})

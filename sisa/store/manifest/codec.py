@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 
 from ...errors import CorruptStoreError, KeyFileError, StoreError
 from ..format import keys
@@ -53,9 +54,11 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=entry_json).encode()
 
 
-# Canonical bytes of the leaf references a root names, by value (a frozen record: equal
-# records, equal bytes): a commit re-encodes only the references that changed.
+# Canonical bytes of file entries, by value (a frozen record: equal records, equal bytes):
+# a commit re-encodes only the entries and leaf references that changed.
 _ENCODED: dict[Blob, bytes] = {}
+_PLAIN = {kind: tuple(f.name for f in fields(kind))
+          for kind in (Blob, LeafRef, ShardRef, BucketFile, CheckpointFile)}
 _ENTRY_SECTIONS = frozenset({"shards", "index", "tombstones"})  # the root's leaf references
 
 
@@ -71,8 +74,14 @@ def root_json(root: Mapping) -> bytes:
 
 
 def _refs_json(obj) -> bytes:
-    """The canonical bytes of a root section of leaf references (lists and dicts of them)."""
+    """``canonical_json(obj)`` for a leaf body or a root section of leaf references (dicts
+    and lists of entries), each entry's bytes kept."""
     if isinstance(obj, Blob):
+        names = _PLAIN.get(type(obj))
+        # only records of plain str and int fields: equal values of other types (1.0 and
+        # 1, numpy and Python ints in a slice's labels) would share bytes they do not give
+        if names is None or not all(type(getattr(obj, n)) in (str, int) for n in names):
+            return canonical_json(obj)
         raw = _ENCODED.get(obj)
         if raw is None:
             if len(_ENCODED) > _MAX_CACHED:
@@ -110,7 +119,7 @@ def page_leaf_dir(kind: str, page: int) -> str:
 
 def leaf_ref(body: dict, prefix: str) -> tuple[LeafRef, bytes]:
     """``(its reference, raw bytes)`` of a leaf body."""
-    raw = canonical_json(body)
+    raw = _refs_json(body)  # canonical_json(body): unchanged entries' bytes are kept
     digest = hashlib.sha256(raw).hexdigest()
     return LeafRef(f"{prefix}-{digest[:32]}.json", digest, len(raw)), raw
 
