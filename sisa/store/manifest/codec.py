@@ -10,7 +10,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 
 from ...errors import CorruptStoreError, KeyFileError, StoreError
 from ..format import keys
@@ -54,11 +53,10 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=entry_json).encode()
 
 
-# Canonical bytes of file entries, by value (a frozen record: equal records, equal bytes):
-# a commit re-encodes only the entries and leaf references that changed.
-_ENCODED: dict[Blob, bytes] = {}
-_PLAIN = {kind: tuple(f.name for f in fields(kind))
-          for kind in (Blob, LeafRef, ShardRef, BucketFile, CheckpointFile)}
+# Canonical bytes of file entries by the record itself (identity: a frozen record always
+# gives the same bytes; states share their unchanged records), so a commit re-encodes only
+# the entries and leaf references that changed.
+_ENCODED: dict[int, tuple[Blob, bytes]] = {}
 _ENTRY_SECTIONS = frozenset({"shards", "index", "tombstones"})  # the root's leaf references
 
 
@@ -68,30 +66,32 @@ def root_json(root: Mapping) -> bytes:
     of a commit's CPU time)."""
     if any(type(k) is not str for k in root):
         return canonical_json(dict(root))
-    return b"{" + b",".join(canonical_json(k) + b":" + (
+    return b"{" + b",".join(_key(k) + b":" + (
         _refs_json(root[k]) if k in _ENTRY_SECTIONS else canonical_json(root[k]))
         for k in sorted(root)) + b"}"
+
+
+def _key(k: str) -> bytes:
+    # letters and digits need no escaping: the bytes json.dumps gives them
+    return b'"' + k.encode() + b'"' if k.isascii() and k.isalnum() else canonical_json(k)
 
 
 def _refs_json(obj) -> bytes:
     """``canonical_json(obj)`` for a leaf body or a root section of leaf references (dicts
     and lists of entries), each entry's bytes kept."""
     if isinstance(obj, Blob):
-        names = _PLAIN.get(type(obj))
-        # only records of plain str and int fields: equal values of other types (1.0 and
-        # 1, numpy and Python ints in a slice's labels) would share bytes they do not give
-        if names is None or not all(type(getattr(obj, n)) in (str, int) for n in names):
-            return canonical_json(obj)
-        raw = _ENCODED.get(obj)
-        if raw is None:
-            if len(_ENCODED) > _MAX_CACHED:
-                _ENCODED.clear()
-            raw = _ENCODED[obj] = canonical_json(obj)
+        hit = _ENCODED.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        if len(_ENCODED) > _MAX_CACHED:
+            _ENCODED.clear()
+        raw = canonical_json(obj)
+        _ENCODED[id(obj)] = (obj, raw)
         return raw
     if type(obj) is list:
         return b"[" + b",".join(map(_refs_json, obj)) + b"]"
     if type(obj) is dict and all(type(k) is str for k in obj):
-        return b"{" + b",".join(canonical_json(k) + b":" + _refs_json(obj[k])
+        return b"{" + b",".join(_key(k) + b":" + _refs_json(obj[k])
                                 for k in sorted(obj)) + b"}"
     return canonical_json(obj)
 
