@@ -436,7 +436,10 @@ class Manifest(Mapping):
                 m.rows - (old_tombs[str(b)].rows if str(b) in old_tombs else 0)
                 for b, m in tombstone_parts.items())
             # the merged bucket views of the new state, from the old ones and the changes
-            new._views["index"] = [index_parts.get(b, m) for b, m in enumerate(old_index)]
+            merged = list(old_index)  # (a C copy: no Python loop over the buckets)
+            for b, m in index_parts.items():
+                merged[b] = m
+            new._views["index"] = merged
             new._views["tombstones"] = {**old_tombs, **{str(b): m for b, m
                                                         in tombstone_parts.items()}}
         # only root keys change: the leaves (and the views over them) stay as they are
