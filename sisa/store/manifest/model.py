@@ -40,13 +40,15 @@ from .codec import (
 )
 from .entries import Blob, BucketFile, CheckpointFile, LeafRef, ShardRef, SliceFile
 from .journal import JournalEntry, JournalKind
-from .pages import _page_edits, _pages, fingerprint
+from .pages import PAGE, _page_edits, _pages, fingerprint
 from .plan import RetrainPlan
 
 __all__ = ["Manifest", "now_iso"]
 
 # What a finished run may commit besides clearing its journal (a forget's receipt).
 _RUN_FIELDS = frozenset({"last_receipt", "audit"})
+# The root sections that name leaves: changing one changes which leaves are live.
+_LEAF_SECTIONS = frozenset({"shards", "index", "tombstones"})
 
 
 def now_iso() -> str:
@@ -284,6 +286,8 @@ class Manifest(Mapping):
         """A new manifest: ``top`` replaces root keys; ``leaves`` maps a root slot
         (``"shards"/s``, ``"index"/p``, ``"tombstones"/p``) to a new leaf body and file."""
         new = dict(root if root is not None else self._root, **top)
+        if not leaves and root is None and not _LEAF_SECTIONS & top.keys():
+            return self._sharing_leaves(new)  # the same leaves: nothing to add or drop
         bodies, unwritten = dict(self._leaves), dict(self._unwritten)
         if leaves:
             shards = list(new["shards"])
@@ -305,6 +309,28 @@ class Manifest(Mapping):
         live = {ref.sha256 for ref in Manifest(new, {})._leaf_refs()}
         return Manifest(new, {k: v for k, v in bodies.items() if k in live},
                         {k: v for k, v in unwritten.items() if k in live})
+
+    def _sharing_leaves(self, root: Mapping, unwritten: bool = True) -> Manifest:
+        """A manifest of ``root`` over these same leaves: the views over the leaves (merged
+        slices, checkpoints, buckets, files) are shared, not rebuilt (2,048 buckets at 10M
+        rows)."""
+        out = Manifest(root, self._leaves, self._unwritten if unwritten else None)
+        out._views.update(self._views)
+        return out
+
+    def _on_pages(self, kind: str, buckets: Iterable[int]) -> dict:
+        """The current entries of every bucket on the pages holding ``buckets`` (bucket ->
+        entry), read from those page leaves alone: a page is rewritten from its own
+        entries, not from all 2,048 buckets' (a leaf holds only its page's buckets:
+        :func:`sisa.store.manifest.codec.load` checks it)."""
+        pages = self[kind]["pages"]
+        refs = enumerate(pages) if kind == "index" else pages.items()
+        touched = {b // PAGE for b in buckets}
+        out: dict = {}
+        for p, ref in refs:  # (32 pages at most: every one, as the merged views read them)
+            if int(p) in touched and ref is not None:
+                out.update((int(b), m) for b, m in self._leaves[ref.sha256]["parts"].items())
+        return out
 
     def _shard_edit(self, shard: int, **sections) -> tuple[dict, str]:
         body = {**self.shard_leaf(shard), **sections}
@@ -380,8 +406,11 @@ class Manifest(Mapping):
             root["tombstones"] = {"rows": 0, "pages": {}}
         old_index = [] if rebucket else self.index_parts
         old_tombs = {} if rebucket else self.tombstone_parts
-        leaves = {**_page_edits("index", old_index, index_parts, rebucket),
-                  **_page_edits("tombstones", old_tombs, tombstone_parts, rebucket)}
+        leaves = {**_page_edits("index", old_index if rebucket else
+                                self._on_pages("index", index_parts), index_parts, rebucket),
+                  **_page_edits("tombstones", old_tombs if rebucket else
+                                self._on_pages("tombstones", tombstone_parts),
+                                tombstone_parts, rebucket)}
         by_shard: dict[int, dict] = {}
         for key, meta in slices.items():
             s, r = key_cell(key)
@@ -397,11 +426,26 @@ class Manifest(Mapping):
         if pending is not None:
             top["pending"] = pending
         new = self._with(root, leaves, **top)
-        index_rows = sum(m.rows for m in new.index_parts)
-        tomb_rows = sum(m.rows for m in new.tombstone_parts.values())
-        return new._with(index={**new["index"], "rows": index_rows},
-                         tombstones={**new["tombstones"], "rows": tomb_rows},
-                         fingerprint=fingerprint(new))
+        if rebucket:  # every bucket is new: count them all
+            index_rows = sum(m.rows for m in new.index_parts)
+            tomb_rows = sum(m.rows for m in new.tombstone_parts.values())
+        else:  # running totals: only the buckets given changed (2,048 buckets at 10M rows)
+            index_rows = self["index"]["rows"] + sum(
+                m.rows - old_index[b].rows for b, m in index_parts.items())
+            tomb_rows = self.n_tombstones + sum(
+                m.rows - (old_tombs[str(b)].rows if str(b) in old_tombs else 0)
+                for b, m in tombstone_parts.items())
+            # the merged bucket views of the new state, from the old ones and the changes
+            merged = list(old_index)  # (a C copy: no Python loop over the buckets)
+            for b, m in index_parts.items():
+                merged[b] = m
+            new._views["index"] = merged
+            new._views["tombstones"] = {**old_tombs, **{str(b): m for b, m
+                                                        in tombstone_parts.items()}}
+        # only root keys change: the leaves (and the views over them) stay as they are
+        return new._sharing_leaves({**new._root, "index": {**new["index"], "rows": index_rows},
+                                    "tombstones": {**new["tombstones"], "rows": tomb_rows},
+                                    "fingerprint": fingerprint(new)})
 
     def stamped(self, generation: int) -> Manifest:
         """This state as generation ``generation``, with its time."""
@@ -409,4 +453,4 @@ class Manifest(Mapping):
 
     def written(self) -> Manifest:
         """The same state, its leaves now on disk."""
-        return Manifest(self._root, self._leaves)
+        return self._sharing_leaves(self._root, unwritten=False)
