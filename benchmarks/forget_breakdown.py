@@ -1,11 +1,11 @@
 """A 1-row forget: its training against everything else, and its fsyncs.
 
-Three commands, each printing JSON:
+Five commands, each printing JSON:
 
-- ``build --rows N --dir D``: N x 50 float32 (``benchmarks/_data.py``) ingested at S = 256,
-  R = 8 and fit with ``SGDClassifier(loss="log_loss")``, 5 epochs per slice (the scale
-  benchmark's case), kept in D so that several runs (before and after a change) forget
-  rows of the same store.
+- ``build --rows N --dir D [--shards 256 --slices 8]``: N x 50 float32
+  (``benchmarks/_data.py``) ingested at S = 256, R = 8 and fit with
+  ``SGDClassifier(loss="log_loss")``, 5 epochs per slice (the scale benchmark's case), kept
+  in D so that several runs (before and after a change) forget rows of the same store.
 - ``run --dir D [--forgets K] [--cold]``: K one-row forgets of random ids, in process
   (``backend="local"``), each timed as the caller sees it (``model.forget``, the reload of
   the retrained shard's model included). Measured from outside, so that the same command
@@ -23,9 +23,30 @@ Three commands, each printing JSON:
   round of 8 in parallel, of a tree forget's group (7 new 20 KB files and their 5
   folders in parallel) and of one ``syncfs`` doing the same: the floor of a durable
   commit.
+- ``floor (--dir D | --adult) [--forgets K]``: the floor of a durable, exact, one-row
+  forget outside training. For each of K random rows, in straight-line code (numpy,
+  pyarrow, hashlib, os and sisa's format helpers: ``ipc_bytes``, the bucket hashes, the
+  canonical pickle, the Ed25519 key), the work any implementation of sisa's guarantees
+  does, with the real store's files and sizes (:data:`FLOOR_PARTS`): the row's index
+  bucket and slice read and sha256-checked, the row filtered out, the resume checkpoint
+  read, checked and unpickled through an allow-list, the retrain's other slices read; the
+  new slice, index and tombstone buckets serialised, hashed, written; one checkpoint per
+  retrained slice pickled, hashed, written; the changed manifest leaves and the (signed)
+  root; the receipt (ids digest, fingerprint, canonical JSON, signature, chain); one
+  parallel round of fsyncs of every new file and its folder, the root's rename and its
+  folder's fsync; the log line; the superseded files unlinked. The files go to a scratch
+  folder beside the store (same file system), which is only read. Then sisa's own forget
+  of the same row (as ``run`` measures it), so each floor sees the state sisa leaves.
+  Printed: each part's median, ``floor_outside_ms`` (their sum), the fsync count (checked
+  equal to sisa's, row by row), ``fit_ms`` (sisa's fit of those rows),
+  ``best_possible_share = floor / (floor + fit)``; the same with the parts a second core
+  could run beside the fit hidden (``overlapped``: the files written before the fit ends
+  fsynced in a round of their own), with one ``syncfs`` instead of the round
+  (``syncfs_instead``), and sisa's own parts against the floor's (``sisa_above_floor``).
 
 Run: python -m benchmarks.forget_breakdown build --rows 1000000 --dir /tmp/fb1m
      python -m benchmarks.forget_breakdown run --dir /tmp/fb1m --forgets 20
+     python -m benchmarks.forget_breakdown floor --dir /tmp/fb1m --forgets 20
 """
 
 from __future__ import annotations
@@ -497,11 +518,12 @@ def _swap(raw: bytes, pairs) -> bytes:
     return raw
 
 
-def _floor_forget(fs: _FloorStore, job: dict, overlapped: bool) -> dict:
+def _floor_forget(fs: _FloorStore, job: dict, mode: str = "serial") -> dict:
     """One durable, exact, one-row forget's work outside training, in straight-line code
-    (the files go to the scratch folder; the store is only read). ``overlapped``: the
-    files written before the fit ends get a round of fsyncs of their own (a real
-    implementation would issue it beside the fit), the rest a final round."""
+    (the files go to the scratch folder; the store is only read). ``mode``: "serial" (one
+    round of fsyncs), "overlapped" (the files written before the fit ends get a round of
+    their own, which a real implementation would issue beside the fit, the rest a final
+    round) or "syncfs" (Linux: one ``syncfs`` of the file system instead of the round)."""
     from sisa.store.format.layout import ipc_bytes, read_ipc
 
     m, sid, laps, new = fs.m, job["sid"], _Laps(), []
@@ -545,7 +567,7 @@ def _floor_forget(fs: _FloorStore, job: dict, overlapped: bool) -> dict:
     shas = {"slice": (meta.sha256, slice_sha), "index": (part.sha256, index_sha),
             **_tombstone(fs, job, put)}
     laps("tombstone")
-    return _floor_rest(fs, job, overlapped, laps, new, shas)
+    return _floor_rest(fs, job, mode, laps, new, shas)
 
 
 _INTENT_KEYS = ("request_id", "requested_at", "ids_sha256", "n_ids", "fingerprint_before",
@@ -567,7 +589,7 @@ def _tombstone(fs: _FloorStore, job: dict, put) -> dict:
     return {"tomb": (None if old is None else old.sha256, sha), "tb": (str(tb), sha)}
 
 
-def _floor_rest(fs: _FloorStore, job: dict, overlapped: bool, laps: _Laps, new: list,
+def _floor_rest(fs: _FloorStore, job: dict, mode: str, laps: _Laps, new: list,
                 shas: dict) -> dict:
     """The checkpoints, manifest, receipt, fsyncs, log and unlinks of :func:`_floor_forget`."""
     m, s, steps = fs.m, job["s"], job["steps"]
@@ -596,7 +618,7 @@ def _floor_rest(fs: _FloorStore, job: dict, overlapped: bool, laps: _Laps, new: 
     laps("page_leaves")
     n_fsyncs, waits, early = 0, 0, len(new)
     folders = [(fs.out(d), True) for d in job["new_folders"]]
-    if overlapped:  # what exists by now is fsynced beside the fit
+    if mode == "overlapped":  # what exists by now is fsynced beside the fit
         n_fsyncs, waits = _round(fs, new, [(fs.log, False), *folders]), 1
         laps("fsync_early")
     st, folder = steps[-1], job["dirs"]["ckpt"][-1]
@@ -614,8 +636,11 @@ def _floor_rest(fs: _FloorStore, job: dict, overlapped: bool, laps: _Laps, new: 
     _write(tmp, b'{"checksum":"' + hashlib.sha256(body).hexdigest().encode()
            + b'","signature":"' + sig + b'","manifest":' + body + b"}")
     laps("root")
-    n_fsyncs += _round(fs, new[early:] if overlapped else new, [(tmp, False)] if overlapped
-                       else [(tmp, False), (fs.log, False), *folders])
+    if mode == "syncfs":  # every dirty page of the file system, this forget's included
+        n_fsyncs = _syncfs(fs.scratch)
+    else:
+        n_fsyncs += _round(fs, new[early:] if waits else new, [(tmp, False)] if waits
+                           else [(tmp, False), (fs.log, False), *folders])
     laps("fsync_round")
     os.replace(tmp, fs.out("manifest.json"))
     _fsync_path((fs.scratch, True))
@@ -647,6 +672,16 @@ def _leaf(fs: _FloorStore, new: list, job: dict, kind: str, pairs) -> tuple:
     new.append(f"{prefix}-{sha[:32]}.json")
     _write(fs.out(new[-1]), raw)
     return ref, sha
+
+
+def _syncfs(path: str) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed")
+    finally:
+        os.close(fd)
+    return 1
 
 
 def _round(fs: _FloorStore, rels: list, extra: list) -> int:
@@ -702,18 +737,20 @@ def floor(args) -> dict:
         fs = _FloorStore(store_dir)
         try:
             for i in picks[2:4]:  # warm-up of the floor's own code
-                _floor_forget(fs, _floor_job(fs, i), False)
+                _floor_forget(fs, _floor_job(fs, i))
             loader = _loaders(fs, picks[2])
-            serial, overlapped, real = [], [], ([], [])
+            serial, overlapped, synced, real = [], [], [], ([], [])
             for i in picks[4:]:  # interleaved: the three see the same load and store state
                 fs.refresh()
-                serial.append(_floor_forget(fs, _floor_job(fs, i), False))
-                overlapped.append(_floor_forget(fs, _floor_job(fs, i), True))
+                serial.append(_floor_forget(fs, _floor_job(fs, i), "serial"))
+                overlapped.append(_floor_forget(fs, _floor_job(fs, i), "overlapped"))
+                synced.append(_floor_forget(fs, _floor_job(fs, i), "syncfs"))
                 for mine, theirs in zip(real, forget_rows(model, [i]), strict=True):
                     mine += theirs
         finally:
             fs.close()
-        return {"case": case, **_floor_report(serial, overlapped, real, loader)}
+        return {"case": case, **_floor_report(serial, overlapped, real, loader),
+                "syncfs_instead": _syncfs_report(synced, real[0])}
     finally:
         if root:
             shutil.rmtree(root, ignore_errors=True)
@@ -736,6 +773,17 @@ def _loaders(fs: _FloorStore, sid: int, n: int = 20) -> dict:
             ts.append(time.perf_counter() - t)
         out[name] = round(float(np.median(ts)) * 1e3, 3)
     return {**out, "checkpoint_bytes": len(blob)}
+
+
+def _syncfs_report(synced: list[dict], rows: list[dict]) -> dict:
+    """The serial floor with its round of fsyncs replaced by one ``syncfs`` (Linux; it also
+    flushes whatever else is dirty on the file system, so it is not what sisa's portable
+    guarantee rests on)."""
+    parts = {p: _ms(f["parts"].get(p, 0.0) for f in synced) for p in FLOOR_PARTS
+             if p != "fsync_early"}
+    total, fit = round(sum(parts.values()), 3), _ms(r["fit"] for r in rows)
+    return {"floor_outside_ms": total, "syncfs_ms": parts["fsync_round"],
+            "best_possible_share": round(total / (total + fit), 4)}
 
 
 # sisa's own timings (sisa.unlearn.timings) against the floor parts doing the same work
