@@ -63,6 +63,7 @@ import io
 import json
 import os
 import pickle
+import secrets
 import shutil
 import tempfile
 import time
@@ -449,10 +450,11 @@ class _FloorStore:
             return f.read()
 
 
-def _floor_job(fs: _FloorStore, sid: int) -> dict:
+def _floor_job(fs: _FloorStore, sid: int, old: list[str] | None = None) -> dict:
     """Untimed set-up of one forget: where the row lives (to lay out the scratch folders
     and to find the superseded files' sizes), the served model to pickle, and stand-ins of
-    the superseded files (same sizes, fsynced) for the forget to unlink."""
+    the superseded files (same sizes, fsynced) for the forget to unlink: ``old`` if given
+    (made earlier by :func:`_stand_ins`), else made now."""
     from sisa.store.format.index import hash_buckets, id_buckets
     from sisa.store.format.layout import checkpoint_dir, index_dir, slice_dir, tombstone_dir
     from sisa.store.manifest.pages import PAGE
@@ -475,27 +477,37 @@ def _floor_job(fs: _FloorStore, sid: int) -> dict:
            "refs": {"shard": fs.m["shards"][s], "index": fs.m["index"]["pages"][b // PAGE],
                     "tomb": fs.m["tombstones"]["pages"].get(str(tb // PAGE))}}
     job["leaves"] = {k: fs.leaf(ref) for k, ref in job["refs"].items()}
-    old = [(job["dirs"]["slice"], m.slice(s, r).bytes), (job["dirs"]["index"],
-                                                          m.index_parts[b].bytes)]
+    sizes = [(job["dirs"]["slice"], m.slice(s, r).bytes), (job["dirs"]["index"],
+                                                            m.index_parts[b].bytes)]
     if str(tb) in m.tombstone_parts:
-        old.append((job["dirs"]["tomb"], m.tombstone_parts[str(tb)].bytes))
-    old += [(d, m.checkpoint(s, st).bytes) for d, st in zip(job["dirs"]["ckpt"], steps,
-                                                                    strict=True)
-            if m.checkpoint(s, st) is not None]
-    old += [("meta", ref.bytes) for ref in job["refs"].values() if ref is not None]
-    job["old"], job["new_folders"] = [], []
+        sizes.append((job["dirs"]["tomb"], m.tombstone_parts[str(tb)].bytes))
+    sizes += [(d, m.checkpoint(s, st).bytes) for d, st in zip(job["dirs"]["ckpt"], steps,
+                                                                      strict=True)
+              if m.checkpoint(s, st) is not None]
+    sizes += [("meta", ref.bytes) for ref in job["refs"].values() if ref is not None]
+    job["sizes"], job["new_folders"] = sizes, []
     for folder in [*job["dirs"].values()][:3] + job["dirs"]["ckpt"]:
         os.makedirs(fs.out(folder), exist_ok=True)
         if not os.path.isdir(fs.path(folder)):  # a first tombstone in its bucket: a new
             job["new_folders"].append(os.path.dirname(folder))  # folder, fsynced in its parent
-    for k, (folder, size) in enumerate(old):
-        path = fs.out(f"{folder}/old-{sid}-{k}")
-        _write(path, os.urandom(size))
-        _fsync_path((path, False))
-        job["old"].append(path)
-    for folder in {f for f, _ in old}:
-        _fsync_path((fs.out(folder), True))
+    job["old"] = old if old is not None else _stand_ins(fs, [job])[0]
     return job
+
+
+def _stand_ins(fs: _FloorStore, jobs: list[dict]) -> list[list[str]]:
+    """Files of the sizes each job's forget supersedes, written and made durable in one
+    parallel round (a journal commit per file, just before the forget, left the journal
+    busier than sisa's and the forget's unlinks slower); their paths, job by job."""
+    out = []
+    for job in jobs:
+        out.append([fs.out(f"{folder}/old-{secrets.token_hex(6)}")
+                    for folder, _ in job["sizes"]])
+        for path, (_, size) in zip(out[-1], job["sizes"], strict=True):
+            _write(path, os.urandom(size))
+    paths = [p for ps in out for p in ps]
+    list(fs.pool.map(_fsync_path, [(p, False) for p in paths]
+                     + [(d, True) for d in {os.path.dirname(p) for p in paths}]))
+    return out
 
 
 class _Laps(dict):
@@ -741,17 +753,26 @@ def floor(args) -> dict:
             for i in picks[2:4]:  # warm-up of the floor's own code
                 _floor_forget(fs, _floor_job(fs, i))
             loader = _loaders(fs, picks[2])
+            # every stand-in made first, then a pause: the journal is settled when the
+            # measured forgets start (sizes from this state; a forget changes them by a row)
+            rows = picks[4:] + picks[4:] + others
+            olds = _stand_ins(fs, [_floor_job(fs, i, old=[]) for i in rows])
+            old = {(i, k // len(picks[4:])): o for k, (i, o) in enumerate(zip(rows, olds,
+                                                                                strict=True))}
+            time.sleep(1.0)
             serial, overlapped, real = [], [], ([], [])
             for i in picks[4:]:  # interleaved: the three see the same load and store state
                 fs.refresh()
-                serial.append(_floor_forget(fs, _floor_job(fs, i), "serial"))
-                overlapped.append(_floor_forget(fs, _floor_job(fs, i), "overlapped"))
+                serial.append(_floor_forget(fs, _floor_job(fs, i, old[i, 0]), "serial"))
+                overlapped.append(_floor_forget(fs, _floor_job(fs, i, old[i, 1]),
+                                                "overlapped"))
                 for mine, theirs in zip(real, forget_rows(model, [i]), strict=True):
                     mine += theirs
             # apart, on other rows: a syncfs also flushes what other writers left dirty,
             # which can slow the file system's next operations (the other modes' unlinks)
             fs.refresh()
-            synced = [_floor_forget(fs, _floor_job(fs, i), "syncfs") for i in others]
+            synced = [_floor_forget(fs, _floor_job(fs, i, old[i, 2]), "syncfs")
+                      for i in others]
         finally:
             fs.close()
         return {"case": case, **_floor_report(serial, overlapped, real, loader),
