@@ -765,15 +765,17 @@ def floor(args) -> dict:
             serial, overlapped, real = [], [], ([], [])
             for i in picks[4:]:  # interleaved: the three see the same load and store state
                 fs.refresh()
-                serial.append(_floor_forget(fs, _floor_job(fs, i, old[i, 0]), "serial"))
-                overlapped.append(_floor_forget(fs, _floor_job(fs, i, old[i, 1]),
+                serial.append(_floor_forget(fs, _paused(_floor_job(fs, i, old[i, 0])),
+                                            "serial"))
+                overlapped.append(_floor_forget(fs, _paused(_floor_job(fs, i, old[i, 1])),
                                                 "overlapped"))
+                _paused(None)
                 for mine, theirs in zip(real, forget_rows(model, [i]), strict=True):
                     mine += theirs
             # apart, on other rows: a syncfs also flushes what other writers left dirty,
             # which can slow the file system's next operations (the other modes' unlinks)
             fs.refresh()
-            synced = [_floor_forget(fs, _floor_job(fs, i, old[i, 2]), "syncfs")
+            synced = [_floor_forget(fs, _paused(_floor_job(fs, i, old[i, 2])), "syncfs")
                       for i in others]
         finally:
             fs.close()
@@ -782,6 +784,14 @@ def floor(args) -> dict:
     finally:
         if root:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _paused(job):
+    """``job``, after a pause before its forget (each of the floor's and sisa's own): the
+    file system's journal work left by the forget before (its unlinks, its commit) would
+    otherwise land on the next one's writes, several ms at times on this shared disk."""
+    time.sleep(0.05)
+    return job
 
 
 def _loaders(fs: _FloorStore, sid: int, n: int = 20) -> dict:
