@@ -361,8 +361,16 @@ def _read_checked(path: str, sha256: str) -> pa.Buffer:
     return buf
 
 
+def _unique() -> str:
+    """A tag making each file the floor writes a new one: the same row's forget in two
+    modes (or two checkpoints of equal bytes) would otherwise truncate and rewrite a file
+    just made durable, which ext4 flushes on close (``auto_da_alloc``): a cost sisa, which
+    skips a content-addressed file already there, never pays."""
+    return "." + secrets.token_hex(4)
+
+
 def _write(path: str, data) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -569,7 +577,7 @@ def _floor_forget(fs: _FloorStore, job: dict, mode: str = "serial") -> dict:
 
     def put(folder: str, suffix: str, data) -> str:
         sha = hashlib.sha256(memoryview(data)).hexdigest()
-        new.append(f"{folder}/{sha[:32]}{suffix}")
+        new.append(f"{folder}/{sha[:32]}{_unique()}{suffix}")
         _write(fs.out(new[-1]), data)
         return sha
 
@@ -610,7 +618,7 @@ def _floor_rest(fs: _FloorStore, job: dict, mode: str, laps: _Laps, new: list,
 
     def put(folder: str, suffix: str, data) -> str:
         sha = hashlib.sha256(memoryview(data)).hexdigest()
-        new.append(f"{folder}/{sha[:32]}{suffix}")
+        new.append(f"{folder}/{sha[:32]}{_unique()}{suffix}")
         _write(fs.out(new[-1]), data)
         return sha
 
@@ -684,7 +692,7 @@ def _leaf(fs: _FloorStore, new: list, job: dict, kind: str, pairs) -> tuple:
         raw = _swap(job["leaves"][kind], [(o, n) for o, n in pairs if o is not None])
         prefix = ref.file.rsplit("-", 1)[0]
     sha = hashlib.sha256(raw).hexdigest()
-    new.append(f"{prefix}-{sha[:32]}.json")
+    new.append(f"{prefix}-{sha[:32]}{_unique()}.json")
     _write(fs.out(new[-1]), raw)
     return ref, sha
 
