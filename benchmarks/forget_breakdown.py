@@ -34,9 +34,11 @@ Five commands, each printing JSON:
   retrained slice pickled, hashed, written; the changed manifest leaves and the (signed)
   root; the receipt (ids digest, fingerprint, canonical JSON, signature, chain); one
   parallel round of fsyncs of every new file and its folder, the root's rename and its
-  folder's fsync; the log line; the superseded files unlinked. The files go to a scratch
-  folder beside the store (same file system), which is only read. Then sisa's own forget
-  of the same row (as ``run`` measures it), so each floor sees the state sisa leaves.
+  folder's fsync; the log line; the superseded files unlinked (in parallel, as sisa does).
+  The files go to a scratch folder beside the store (same file system), which is only
+  read: each a new file, and the superseded ones are stand-ins of their sizes made durable
+  up front. Then sisa's own forget of the same row (as ``run`` measures it), so each floor
+  sees the state sisa leaves; every forget starts after a 50 ms pause.
   Printed: each part's median, ``floor_outside_ms`` (their sum), the fsync count (checked
   equal to sisa's, row by row), ``fit_ms`` (sisa's fit of those rows),
   ``best_possible_share = floor / (floor + fit)``; the same with the parts a second core
