@@ -62,3 +62,38 @@ def test_best_of_keeps_each_benchmarks_lowest_median_with_its_own_figures():
     assert best["test_fit"]["extra_info"]["peak_rss_mb"] == 200  # figures of the same run
     assert best["test_forget"]["stats"]["median"] == 2.0
     assert best["test_forget"]["extra_info"]["peak_rss_mb"] == 100
+
+
+def _breakdown(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.forget_breakdown", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_forget_floor_parts_add_up_beside_sisas_own_forget(tmp_path):
+    store = tmp_path / "store"
+    _breakdown("build", "--rows", "4000", "--dir", str(store), "--shards", "4", "--slices", "2")
+    out = _breakdown("floor", "--dir", str(store), "--forgets", "3", "--seed", "1")
+    parts, floor = out["floor_parts_ms"], out["floor_outside_ms"]
+    assert set(parts) == {p for p in _floor_parts() if p != "fsync_early"}
+    assert all(v >= 0 for v in parts.values()) and floor > 0
+    assert abs(sum(parts.values()) - floor) < 0.01  # the total is its parts
+    # the floor makes the files (and fsyncs) sisa's forget of the same row makes
+    assert out["floor_fsyncs"] > 0 and out["fsyncs_match_sisa"] is True
+    assert out["floor_fsyncs"] == out["sisa"]["fsyncs"]
+    assert out["fit_ms"] > 0 and abs(out["fit_ms"] - out["sisa"]["fit_ms"]) < 0.01
+    assert 0 < out["best_possible_share"] < 1
+    assert abs(out["best_possible_share"] - floor / (floor + out["fit_ms"])) < 1e-3
+    ov = out["overlapped"]
+    assert 0 < ov["best_possible_share"] < 1 and ov["fsyncs"] > out["floor_fsyncs"]
+    assert ov["floor_outside_ms"] <= ov["before_fit_ms"] + ov["beside_fit_ms"] \
+        + ov["after_fit_ms"] + 1e-6
+    assert set(out["sisa_above_floor"]) >= {"plan_s", "write_data_s", "commit_s", "fsync_s"}
+    assert not list(tmp_path.glob("sisa-floor-*"))  # the scratch folder is gone
+
+
+def _floor_parts() -> dict:
+    from benchmarks.forget_breakdown import FLOOR_PARTS
+
+    return FLOOR_PARTS
