@@ -216,8 +216,9 @@ def final_models(store: Store, loaded: Mapping[str, object] | None = None, *,
     ensure_servable(store)
     R, loaded = store.n_slices, loaded or {}
     out, hashes = [], {}
-    for s in range(store.n_shards):
-        meta = store.manifest.checkpoint(s, R - 1)
+    # each shard's last checkpoint entry, kept per shard leaf (only changed leaves looked at)
+    for meta in store.manifest.shard_parts(f"checkpoint {R - 1}",
+                                           lambda leaf: leaf["checkpoints"].get(str(R - 1))):
         if meta is None:
             out.append(None)
             continue

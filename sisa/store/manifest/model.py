@@ -218,14 +218,18 @@ class Manifest(Mapping):
         shard is trained iff that one exists, and retrains from slice 0."""
         n_slices = self["assignment"]["n_slices"]
         incremental = (self.get("model") or {}).get("incremental", True)
-        first = {}
-        for s in range(self["assignment"]["n_shards"]):
-            done = self.shard_leaf(s)["checkpoints"]
+
+        def first(leaf: dict) -> int | None:  # a shard's, from its leaf alone
+            done = leaf["checkpoints"]
             for r in range(0 if incremental else n_slices - 1, n_slices):
                 if str(r) not in done:
-                    first[s] = r if incremental else 0
-                    break
-        return RetrainPlan(first)
+                    return r if incremental else 0
+            return None
+
+        # kept per shard leaf: a reload after a forget looks again only at the shards it
+        # changed, not at 256 shards' checkpoints
+        firsts = self.shard_parts(f"pending-first {n_slices} {incremental}", first)
+        return RetrainPlan({s: r for s, r in enumerate(firsts) if r is not None})
 
     def referenced_files(self) -> dict[str, Blob]:
         """Every file the manifest vouches for (leaves included): relative path -> its

@@ -162,7 +162,16 @@ class RowReader:
         """One hash over the tombstone files' hashes: what a receipt commits of the set of
         deleted ids (a swapped tombstone file changes it)."""
         hashes = sorted(p.sha256 for p in self.manifest.tombstone_parts.values())
-        return hashlib.sha256(canonical_json(hashes)).hexdigest()
+        return hashlib.sha256(_string_list_json(hashes)).hexdigest()
+
+
+def _string_list_json(strings: list[str]) -> bytes:
+    """``canonical_json(strings)``: joined directly when no string needs escaping (hex
+    digests: 2,000 tombstone buckets' hashes at 10M rows took json.dumps ~0.2 ms)."""
+    raw = "".join(strings)
+    if raw.isascii() and raw.isprintable() and '"' not in raw and "\\" not in raw:
+        return ('["' + '","'.join(strings) + '"]').encode() if strings else b"[]"
+    return canonical_json(strings)
 
 
 def label_union(rows: RowReader, kept: dict | None = None) -> list:
