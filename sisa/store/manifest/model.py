@@ -293,6 +293,10 @@ class Manifest(Mapping):
         if not leaves and root is None and not _LEAF_SECTIONS & top.keys():
             return self._sharing_leaves(new)  # the same leaves: nothing to add or drop
         bodies, unwritten = dict(self._leaves), dict(self._unwritten)
+        # only the slots edited here change which leaves are live (a leaf names its own
+        # slot, so no other slot holds it): the others are not looked through again
+        slots_only = leaves and all(new[k] is self._root[k] for k in _LEAF_SECTIONS)
+        old_shas = {self._slot_ref(kind, i) for kind, i in leaves} if slots_only else set()
         if leaves:
             shards = list(new["shards"])
             index = {**new["index"], "pages": list(new["index"]["pages"])}
@@ -310,9 +314,25 @@ class Manifest(Mapping):
                 else:
                     tombs["pages"].pop(str(i), None)
             new.update(shards=shards, index=index, tombstones=tombs)
+        if slots_only:
+            gone = old_shas - {Manifest(new, {})._slot_ref(kind, i) for kind, i in leaves}
+            for sha in gone:
+                bodies.pop(sha, None)
+                unwritten.pop(sha, None)
+            return Manifest(new, bodies, unwritten)
         live = {ref.sha256 for ref in Manifest(new, {})._leaf_refs()}
         return Manifest(new, {k: v for k, v in bodies.items() if k in live},
                         {k: v for k, v in unwritten.items() if k in live})
+
+    def _slot_ref(self, kind: str, i: int) -> str | None:
+        """The sha256 of the leaf at root slot ``kind``/``i`` (None: an empty slot)."""
+        if kind == "shards":
+            ref = self["shards"][i]
+        elif kind == "index":
+            ref = self["index"]["pages"][i]
+        else:
+            ref = self["tombstones"]["pages"].get(str(i))
+        return None if ref is None else ref.sha256
 
     def _sharing_leaves(self, root: Mapping, unwritten: bool = True) -> Manifest:
         """A manifest of ``root`` over these same leaves: the views over the leaves (merged
