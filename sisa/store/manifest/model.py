@@ -49,6 +49,9 @@ __all__ = ["Manifest", "now_iso"]
 _RUN_FIELDS = frozenset({"last_receipt", "audit"})
 # The root sections that name leaves: changing one changes which leaves are live.
 _LEAF_SECTIONS = frozenset({"shards", "index", "tombstones"})
+# (leaf kind, merged view over those leaves alone): kept by an edit of other kinds' leaves
+_VIEW_KINDS = (("shards", "slices"), ("shards", "checkpoints"), ("index", "index"),
+               ("tombstones", "tombstones"))
 
 
 def now_iso() -> str:
@@ -319,7 +322,12 @@ class Manifest(Mapping):
             for sha in gone:
                 bodies.pop(sha, None)
                 unwritten.pop(sha, None)
-            return Manifest(new, bodies, unwritten)
+            out = Manifest(new, bodies, unwritten)
+            # the merged views of the kinds not edited stay valid (2,048 index buckets)
+            kinds = {kind for kind, _ in leaves}
+            out._views.update((v, self._views[v]) for kinds_of, v in _VIEW_KINDS
+                              if v in self._views and kinds_of not in kinds)
+            return out
         live = {ref.sha256 for ref in Manifest(new, {})._leaf_refs()}
         return Manifest(new, {k: v for k, v in bodies.items() if k in live},
                         {k: v for k, v in unwritten.items() if k in live})

@@ -166,10 +166,11 @@ class RowReader:
 
 
 def _string_list_json(strings: list[str]) -> bytes:
-    """``canonical_json(strings)``: joined directly when no string needs escaping (hex
-    digests: 2,000 tombstone buckets' hashes at 10M rows took json.dumps ~0.2 ms)."""
+    """``canonical_json(strings)``: joined directly when every string is lowercase hex
+    (nothing to escape: 2,000 tombstone buckets' hashes at 10M rows took json.dumps ~0.2
+    ms), else encoded by json."""
     raw = "".join(strings)
-    if raw.isascii() and raw.isprintable() and '"' not in raw and "\\" not in raw:
+    if raw.isascii() and not raw.encode().translate(None, b"0123456789abcdef"):
         return ('["' + '","'.join(strings) + '"]').encode() if strings else b"[]"
     return canonical_json(strings)
 
