@@ -213,8 +213,8 @@ def sync_log(store: Store, last: SealedReceipt | None = None) -> bool:
     of exactly that length is taken as in sync and one exactly a receipt short gets it
     appended, without reading the log (``verify`` reads and checks all of it).
 
-    ``last``: the manifest's last receipt as the caller just sealed and committed it
-    (else parsed from the manifest, and only when it is needed)."""
+    ``last``: the receipt the caller just sealed and committed (used if it is the one the
+    manifest commits); the manifest's is parsed only when the log is short of it."""
     quick = _quick_sync(store, last)
     if quick is not None:
         return quick
@@ -241,12 +241,11 @@ def sync_log(store: Store, last: SealedReceipt | None = None) -> bool:
 
 
 def _committed(store: Store, last: SealedReceipt | None) -> SealedReceipt | None:
-    """:func:`committed`, or ``last`` if given (checked to be the one committed)."""
-    if last is None:
-        return committed(store)
-    if last.to_json() != store.manifest.last_receipt:
-        raise StoreError("internal: sync_log was given a receipt the manifest does not commit")
-    return last
+    """:func:`committed`: ``last`` if it is the receipt the manifest commits (no parse),
+    else the manifest's own, parsed."""
+    if last is not None and last.to_json() == store.manifest.last_receipt:
+        return last
+    return committed(store)
 
 
 def _quick_sync(store: Store, last: SealedReceipt | None) -> bool | None:
