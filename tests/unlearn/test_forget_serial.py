@@ -139,3 +139,32 @@ def test_the_reload_looks_only_at_the_changed_shard_leaves(tmp_path, monkeypatch
     assert sorted(store.manifest.pending_plan()) == [s]
     with np.testing.assert_raises(StaleModelError):
         SISAClassifier.load(str(tmp_path / "s"))
+
+
+def test_the_next_lookup_in_a_rewritten_index_bucket_reads_no_file(tmp_path, monkeypatch):
+    """A forget rewrites its ids' index buckets; the next forget that looks an id up in
+    one of them uses the table this process wrote (kept by its file's hash) instead of
+    reading that file back and hashing it (a small store's few buckets were read back by
+    every forget). The ids still resolve where they are."""
+    from sisa.store.read.reading import RowReader
+
+    model, _ = _fit(tmp_path, S=2, R=1)
+    store = model.store_
+    assert store.rows.index_buckets == 1  # 2,000 rows: one bucket, rewritten each time
+    reads: list[str] = []
+    real = RowReader._read_table
+
+    def read_table(self, rel, sha, schema):
+        reads.append(rel)
+        return real(self, rel, sha, schema)
+
+    monkeypatch.setattr(RowReader, "_read_table", read_table)
+    model.forget([2])
+    for i in (3, 4, 5):
+        reads.clear()
+        where = _where(model, i + 100)  # a lookup in the bucket the last forget wrote
+        model.forget([i])
+        assert not [r for r in reads if r.startswith("index/")], reads
+        assert _where(model, i + 100) == where
+        found, _, _ = store.rows.locate([i])
+        assert not found.any()

@@ -139,6 +139,13 @@ class RowReader:
                                                    ("shard", pa.int32()), ("slice", pa.int32())]))
         return table
 
+    def keep_index_part(self, sha256: str, table: pa.Table) -> None:
+        """Remember the index bucket this process just wrote from ``table`` under its
+        file's hash: the next forget's lookup in that bucket need not read the file back
+        and hash it (a small store's few buckets were each rewritten, then read, by
+        every forget). Trusted as the buckets read before are: by content hash."""
+        self._index_cache[sha256] = table
+
     def read_index(self) -> pa.Table:
         """The whole index (every bucket): ``sample_id, shard, slice``."""
         return pa.concat_tables([self.read_index_part(b) for b in range(self.index_buckets)])

@@ -230,6 +230,7 @@ def _index_and_tombstones(store: Store, gone: pa.Array
             part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=gone)))
             parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
                                      rows=part.num_rows)
+            store.rows.keep_index_part(parts[b].sha256, part)  # the next lookup reads no file
         old_tombs = None
     hashes = store.audit.id_hashes(gone)
     if old_tombs is not None:
