@@ -90,8 +90,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         done, located = _resumed_or_replayed(store, digest, canon, settings, served)
         if done is not None:
             return laps.attach(done, "plan_s")
-        # unknown ids: raise before any write (the replay check's index lookup, reused)
-        resolved = deletion.resolve(store, canon, located=located)
+        resolved = deletion.resolve(store, canon, located=located)  # unknown ids: raise
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
         request = _request(store, resolved, change, digest, record_ids, served, named)
         resume = _check_resume_points(store, change.plan)
@@ -100,8 +99,7 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         # is as before the request (nothing is committed until _apply's one write).
         store.loc.write_atomic(INTENT, _intent_bytes(request, canon), durable=False)
         crashpoint("forget:after-intent")
-        with ck.handed_over(resume):  # the checked resume points, to an in-process retrain
-            sealed = _apply(store, change, request, settings, laps, loaded)
+        sealed = _apply(store, change, request, settings, laps, loaded, resume)
         store.loc.delete(INTENT)
         receipts.sync_log(store, last=sealed)
         return laps.attach(sealed.to_json(), "log_s")
@@ -109,14 +107,17 @@ def forget(store: Store, ids, *, record_ids: bool = False,
 
 def _apply(store: Store, change: deletion.Deletion, request: ForgetRequest,
            settings: ExecutionSettings, laps: timings.Laps,
-           loaded: dict | None = None) -> SealedReceipt:
+           loaded: dict | None = None, resume: dict | None = None) -> SealedReceipt:
     """Stage the deletion (new files, nothing committed), retrain the plan's shards from
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
     intent (a rerun or ``repair`` redoes the request); after it, the request is done. A
-    sisa error before that write (a shard that fails to retrain) rolls it back."""
+    sisa error before that write (a shard that fails to retrain) rolls it back.
+    ``resume``: the checked resume points (:func:`_check_resume_points`), handed to a
+    retrain in this process."""
     try:
-        return _stage_retrain_commit(store, change, request, settings, laps, loaded)
+        with ck.handed_over(resume or {}):
+            return _stage_retrain_commit(store, change, request, settings, laps, loaded)
     except _NotCommitted as failed:
         raise _roll_back(store, failed.error) from None
 
@@ -282,6 +283,11 @@ def journaled_request(pending: JournalEntry) -> ForgetRequest | None:
     return ForgetRequest.from_json(pending.request, "the journaled forget request")
 
 
+# At most this many checkpoint bytes of checked resume points are kept for the retrain
+# (a batch touching many shards of a big model loads the rest again, one at a time)
+_HAND_OVER_BYTES = 64 << 20
+
+
 def _check_resume_points(store: Store, plan: RetrainPlan) -> dict:
     """The checkpoints the retrain will resume from must load, or the deletion would be
     committed and then stop half way: check them before anything is written. Returns
@@ -290,18 +296,21 @@ def _check_resume_points(store: Store, plan: RetrainPlan) -> dict:
     same files again."""
     sched = schedule_of(store)
     out: dict = {}
+    kept = 0  # checkpoint bytes held for the retrain: memory stays bounded for big models
     for s, r in sorted(plan.items()):
         prev = sched.resume_from(r)  # None: from scratch (slice 0, or a refit model)
         meta = store.manifest.checkpoint(s, prev) if prev is not None else None
         if meta is None:
             continue  # from scratch, or already missing: the journal retrains from the gap
         try:
-            out[meta.sha256] = ck.load_verified(store, meta)
+            model = ck.load_verified(store, meta)
         except SisaError as exc:
             raise CorruptStoreError(
                 f"the checkpoint shard {s} would resume from (slice {r - 1}) is damaged "
                 f"({str(exc)[:120]}): run `sisa repair {store.uri}` (it retrains it from the "
                 "data), then forget again; nothing was changed") from None
+        if kept + meta.bytes <= _HAND_OVER_BYTES:
+            out[meta.sha256], kept = model, kept + meta.bytes
     return out
 
 

@@ -168,3 +168,26 @@ def test_the_next_lookup_in_a_rewritten_index_bucket_reads_no_file(tmp_path, mon
         assert _where(model, i + 100) == where
         found, _, _ = store.rows.locate([i])
         assert not found.any()
+
+
+def test_resume_points_past_the_memory_budget_are_loaded_again(tmp_path, monkeypatch):
+    """Checked resume points are held for the retrain only up to a byte budget (a batch
+    over many shards of a big model must not hold them all at once); past it the retrain
+    loads its own, and the result is the same bytes."""
+    import importlib
+
+    fg = importlib.import_module("sisa.unlearn.forget")
+    model, X = _fit(tmp_path)
+    monkeypatch.setattr(fg, "_HAND_OVER_BYTES", 0)
+    loads: list[tuple[int, int]] = []
+    real = ck.load_verified
+    monkeypatch.setattr(ck, "load_verified", lambda store, meta: loads.append(
+        (meta.shard, meta.slice)) or real(store, meta))
+    i = next(i for i in range(2000) if _where(model, i)[1] > 0)
+    s, r = _where(model, i)
+    model.forget([i])
+    assert loads.count((s, r - 1)) == 2 and ck._HANDED == {}
+    monkeypatch.undo()
+    assert verify(model.store_, settings=LOCAL).ok
+    fresh = SISAClassifier.load(str(tmp_path / "s"))
+    assert (model.predict_proba(X) == fresh.predict_proba(X)).all()
