@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+from contextlib import contextmanager
 
 from .._version import __version__
 from ..errors import CorruptStoreError, SisaError
@@ -58,6 +59,33 @@ def load_verified(store: Store, meta: Blob):
     allow-listed globals (:func:`sisa.engine.safe_pickle.loads`)."""
     data = store.get_blob(meta)  # raises on any mismatch
     return safe_pickle.loads(data, source=f"checkpoint {store.loc.path(meta.file)}")
+
+
+# sha256 -> a checkpoint just loaded by load_verified in this process and not yet used:
+# each is taken once (its taker owns it: partial_fit changes it in place)
+_HANDED: dict[str, object] = {}
+
+
+@contextmanager
+def handed_over(models: dict[str, object]):
+    """Offer checkpoints loaded by :func:`load_verified` (sha256 -> model) to
+    :func:`take_or_load` in this process while the block runs: a forget checks its resume
+    points before any write, and its in-process retrain resumes from those very objects
+    instead of reading, hashing and unpickling the files again. A task in another process
+    (Ray) finds none here and loads its own. What is not taken is dropped at the end."""
+    _HANDED.update(models)
+    try:
+        yield
+    finally:
+        for sha in models:
+            _HANDED.pop(sha, None)
+
+
+def take_or_load(store: Store, meta: Blob):
+    """The checkpoint ``meta`` names: the object handed over for it (taken: a second
+    taker loads its own), else :func:`load_verified`."""
+    model = _HANDED.pop(meta.sha256, None)
+    return load_verified(store, meta) if model is None else model
 
 
 def estimator_spec(store: Store) -> dict:

@@ -215,16 +215,16 @@ def final_models(store: Store, loaded: Mapping[str, object] | None = None, *,
     ``with_hashes``, also ``{sha256: model}`` of the models returned."""
     ensure_servable(store)
     R, loaded = store.n_slices, loaded or {}
-    out, hashes = [], {}
-    for s in range(store.n_shards):
-        meta = store.manifest.checkpoint(s, R - 1)
-        if meta is None:
-            out.append(None)
-            continue
-        model = loaded.get(meta.sha256)
-        out.append(ck.load_verified(store, meta) if model is None else model)
-        hashes[meta.sha256] = out[-1]
-    return (out, hashes) if with_hashes else out
+    # each shard's last checkpoint entry, kept per shard leaf (only changed leaves looked at)
+    metas = store.manifest.shard_parts(f"checkpoint {R - 1}",
+                                       lambda leaf: leaf["checkpoints"].get(str(R - 1)))
+    shas = [None if m is None else m.sha256 for m in metas]
+    out = list(map(loaded.get, shas))  # (None for an empty shard: no sha is None)
+    for s in [s for s, m in enumerate(out) if m is None and metas[s] is not None]:
+        out[s] = ck.load_verified(store, metas[s])
+    if not with_hashes:
+        return out
+    return out, {sha: m for sha, m in zip(shas, out, strict=True) if sha is not None}
 
 
 def ensure_servable(store: Store) -> None:

@@ -132,7 +132,7 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
         if prev is None:
             raise TrainingError(shard, start_slice, "the checkpoint before this slice is missing;"
                                 " run `sisa repair` to retrain the shard from scratch")
-        model = ck.load_verified(store, prev)
+        model = ck.take_or_load(store, prev)  # a forget's checked resume point, if handed over
         clock.lap("checkpoints_s")
     # the cumulative schedule trains on slices 0..r at step r: keep what it reads
     rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative",

@@ -256,8 +256,14 @@ class _SISABase(BaseEstimator):
             if strict:
                 raise
             self.estimators_, self._unservable = None, str(exc)
-        # what the shard models take, decided once here rather than on every predict
-        self._accepts = forms.accepts(self._base_estimator())
+        # what the shard models take, decided here rather than on every predict, and again
+        # only when the estimator or the store's model spec is another object (a forget's
+        # reload keeps both: cloning the estimator to ask took ~0.5 ms of it)
+        spec = (store.manifest.model or {}).get("estimator")
+        made_for = getattr(self, "_accepts_for", (None, None))
+        if made_for[0] is not self.estimator or made_for[1] is not spec or spec is None:
+            self._accepts = forms.accepts(self._base_estimator())
+            self._accepts_for = (self.estimator, spec)
         self.n_features_in_ = store.n_features
         names = store.manifest.schema["feature_names"]
         if names and not all(n.startswith("x") and n[1:].isdigit() for n in names):

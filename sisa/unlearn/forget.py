@@ -87,34 +87,37 @@ def forget(store: Store, ids, *, record_ids: bool = False,
         raise InputError("no sample ids given: pass at least one id to forget")
     with store.lock():
         digest, canon = receipts.ids_digest(store, ids)
-        done = _resumed_or_replayed(store, digest, canon, settings, served)
+        done, located = _resumed_or_replayed(store, digest, canon, settings, served)
         if done is not None:
             return laps.attach(done, "plan_s")
-        resolved = deletion.resolve(store, canon)  # unknown ids: raise before any write
+        resolved = deletion.resolve(store, canon, located=located)  # unknown ids: raise
         change = deletion.prepare(store, resolved)  # <2 classes: refused before any write
         request = _request(store, resolved, change, digest, record_ids, served, named)
-        _check_resume_points(store, change.plan)
+        resume = _check_resume_points(store, change.plan)
         laps.lap("plan_s")
         # Not fsynced: it survives a killed process; after a power loss without it the store
         # is as before the request (nothing is committed until _apply's one write).
         store.loc.write_atomic(INTENT, _intent_bytes(request, canon), durable=False)
         crashpoint("forget:after-intent")
-        sealed = _apply(store, change, request, settings, laps, loaded)
+        sealed = _apply(store, change, request, settings, laps, loaded, resume)
         store.loc.delete(INTENT)
-        receipts.sync_log(store)
+        receipts.sync_log(store, last=sealed)
         return laps.attach(sealed.to_json(), "log_s")
 
 
 def _apply(store: Store, change: deletion.Deletion, request: ForgetRequest,
            settings: ExecutionSettings, laps: timings.Laps,
-           loaded: dict | None = None) -> SealedReceipt:
+           loaded: dict | None = None, resume: dict | None = None) -> SealedReceipt:
     """Stage the deletion (new files, nothing committed), retrain the plan's shards from
     the staged state, then commit data, checkpoints and the sealed receipt in one
     manifest write. A crash before that write leaves the store as it was plus the
     intent (a rerun or ``repair`` redoes the request); after it, the request is done. A
-    sisa error before that write (a shard that fails to retrain) rolls it back."""
+    sisa error before that write (a shard that fails to retrain) rolls it back.
+    ``resume``: the checked resume points (:func:`_check_resume_points`), handed to a
+    retrain in this process."""
     try:
-        return _stage_retrain_commit(store, change, request, settings, laps, loaded)
+        with ck.handed_over(resume or {}):
+            return _stage_retrain_commit(store, change, request, settings, laps, loaded)
     except _NotCommitted as failed:
         raise _roll_back(store, failed.error) from None
 
@@ -178,16 +181,18 @@ def _roll_back(store: Store, error: SisaError) -> SisaError:
 
 
 def _resumed_or_replayed(store: Store, digest: str, canon, settings: ExecutionSettings,
-                         requests: tuple[ServiceRequest, ...]) -> dict | None:
-    """The receipt of this very request if it was interrupted (finished now) or is done
-    (replayed); an error if another request is unfinished; else None."""
+                         requests: tuple[ServiceRequest, ...]) -> tuple[dict | None, tuple | None]:
+    """``(receipt, None)`` of this very request if it was interrupted (finished now) or is
+    done (replayed); an error if another request is unfinished; else ``(None, where the
+    ids are)``: ``store.rows.locate(canon)`` on the current state, for
+    :func:`deletion.resolve`."""
     resumed = _resume_or_refuse(store, digest, settings)
     if resumed is not None:
-        return resumed
-    done = _replayed(store, digest, canon, requests)
+        return resumed, None
+    done, located = _replayed(store, digest, canon, requests)
     if done is not None:  # finished (its intent, if left, is this request's: see below)
         store.loc.delete(INTENT)
-    return done
+    return done, located
 
 
 def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) -> dict | None:
@@ -215,18 +220,20 @@ def _resume_or_refuse(store: Store, digest: str, settings: ExecutionSettings) ->
 
 
 def _replayed(store: Store, digest: str, canon, requests: tuple[ServiceRequest, ...]
-              ) -> dict | None:
+              ) -> tuple[dict | None, tuple]:
     """The logged receipt of these very ids if none of them is stored any more: a replayed
     request is a no-op that returns its receipt. Service requests it does not name are
-    new requests: they get a receipt of their own (one that changes nothing)."""
+    new requests: they get a receipt of their own (one that changes nothing). Returned
+    with where the ids are (``store.rows.locate``), looked up once per request."""
     receipts.sync_log(store)  # a crash may have come between the commit and the log
-    if store.rows.locate(canon)[0].any():
-        return None  # some id is still stored: not a replay (no need to read the log)
+    located = store.rows.locate(canon)
+    if located[0].any():
+        return None, located  # some id is still stored: not a replay (no log read)
     done = receipts.find(store, ids_sha256=digest)
     named = {q["request_id"] for q in (done or {}).get("requests") or ()}
     if done is None or not {q.request_id for q in requests} <= named:
-        return None
-    return {**done, "replayed": True}
+        return None, located
+    return {**done, "replayed": True}, located
 
 
 def _request(store: Store, resolved: deletion.Resolved, change: deletion.Deletion,
@@ -276,22 +283,35 @@ def journaled_request(pending: JournalEntry) -> ForgetRequest | None:
     return ForgetRequest.from_json(pending.request, "the journaled forget request")
 
 
-def _check_resume_points(store: Store, plan: RetrainPlan) -> None:
+# At most this many checkpoint bytes of checked resume points are kept for the retrain
+# (a batch touching many shards of a big model loads the rest again, one at a time)
+_HAND_OVER_BYTES = 64 << 20
+
+
+def _check_resume_points(store: Store, plan: RetrainPlan) -> dict:
     """The checkpoints the retrain will resume from must load, or the deletion would be
-    committed and then stop half way: check them before anything is written."""
+    committed and then stop half way: check them before anything is written. Returns
+    them as loaded (sha256 -> model), for :func:`ck.handed_over`: a retrain in this
+    process resumes from these objects instead of reading, hashing and unpickling the
+    same files again."""
     sched = schedule_of(store)
+    out: dict = {}
+    kept = 0  # checkpoint bytes held for the retrain: memory stays bounded for big models
     for s, r in sorted(plan.items()):
         prev = sched.resume_from(r)  # None: from scratch (slice 0, or a refit model)
         meta = store.manifest.checkpoint(s, prev) if prev is not None else None
         if meta is None:
             continue  # from scratch, or already missing: the journal retrains from the gap
         try:
-            ck.load_verified(store, meta)
+            model = ck.load_verified(store, meta)
         except SisaError as exc:
             raise CorruptStoreError(
                 f"the checkpoint shard {s} would resume from (slice {r - 1}) is damaged "
                 f"({str(exc)[:120]}): run `sisa repair {store.uri}` (it retrains it from the "
                 "data), then forget again; nothing was changed") from None
+        if kept + meta.bytes <= _HAND_OVER_BYTES:
+            out[meta.sha256], kept = model, kept + meta.bytes
+    return out
 
 
 def _read_intent(store: Store) -> Intent:

@@ -203,7 +203,7 @@ def find(store: Store, *, ids_sha256: str):
     return None
 
 
-def sync_log(store: Store) -> bool:
+def sync_log(store: Store, last: SealedReceipt | None = None) -> bool:
     """Make the log hold the committed chain when it is a clean prefix of it: re-append
     the committed last receipt after a crash before the append, and rewrite a torn last
     line. A log that disagrees otherwise is left alone for :func:`check` to report.
@@ -211,12 +211,15 @@ def sync_log(store: Store) -> bool:
 
     When the manifest records the log's committed length (``audit.log_bytes``), a log
     of exactly that length is taken as in sync and one exactly a receipt short gets it
-    appended, without reading the log (``verify`` reads and checks all of it)."""
-    n = store.manifest.audit.get("receipts", 0)
-    last = committed(store)
+    appended, without reading the log (``verify`` reads and checks all of it).
+
+    ``last``: the receipt the caller just sealed and committed (used if it is the one the
+    manifest commits); the manifest's is parsed only when the log is short of it."""
     quick = _quick_sync(store, last)
     if quick is not None:
         return quick
+    n = store.manifest.audit.get("receipts", 0)
+    last = _committed(store, last)
     log, problems = read_log(store)
     torn = any("torn" in p for p in problems)
     if problems and not (torn and len(problems) == 1):
@@ -237,8 +240,17 @@ def sync_log(store: Store) -> bool:
     return True
 
 
+def _committed(store: Store, last: SealedReceipt | None) -> SealedReceipt | None:
+    """:func:`committed`: ``last`` if it is the receipt the manifest commits (no parse),
+    else the manifest's own, parsed."""
+    if last is not None and last.to_json() == store.manifest.last_receipt:
+        return last
+    return committed(store)
+
+
 def _quick_sync(store: Store, last: SealedReceipt | None) -> bool | None:
-    """The O(1) path of :func:`sync_log` (None: take the full path)."""
+    """The O(1) path of :func:`sync_log` (None: take the full path). The committed
+    receipt is parsed only when the log is short of it."""
     want = store.manifest.audit.get("log_bytes")
     rel = log_path(store)
     if want is None or not store.loc.is_local:
@@ -246,6 +258,7 @@ def _quick_sync(store: Store, last: SealedReceipt | None) -> bool | None:
     size = store.loc.size(rel)
     if size == want:
         return False
+    last = _committed(store, last)
     line = None if last is None else log_line(last.to_json())
     if last is not None and line is not None and size == want - len(line) and (
             size > 0 or last.seq == 0):

@@ -44,7 +44,8 @@ _LOAD_ATTEMPTS = 8  # roots read while leaves vanish under newer commits, then g
 # Parsed leaves by sha256: immutable content, so a process reads each leaf once.
 _LEAVES: dict[tuple[str, str], dict] = {}  # (kind, sha256) -> body, shape and paths checked
 _MAX_CACHED = 50_000
-_PARTS: dict[tuple[str, str], object] = {}  # (name, shard leaf sha256) -> shard_parts value
+_PARTS: dict[str, dict[str, object]] = {}  # name -> shard leaf sha256 -> shard_parts value
+_MISS = object()
 
 
 def canonical_json(obj) -> bytes:
@@ -333,16 +334,20 @@ def shard_parts(manifest, name: str, part) -> list:
     """``part(leaf)`` for every shard leaf of ``manifest``, kept per process by ``(name,
     leaf sha256)``: values derived from all shards (the fingerprint, the class union, a
     full retrain's rows) are recomputed only for the leaves a commit changed. ``name``
-    must say everything ``part`` depends on besides the leaf."""
-    out = []
-    for ref in manifest["shards"]:
-        key = (name, ref.sha256)
-        if key not in _PARTS:
-            if len(_PARTS) > _MAX_CACHED:
-                _PARTS.clear()
-            _PARTS[key] = part(manifest._leaves[ref.sha256])
-        out.append(_PARTS[key])
-    return out
+    must say everything ``part`` depends on besides the leaf. The list is also kept with
+    the manifest (and the states sharing its leaves), so asking again costs a copy."""
+    memo = manifest._views.get(("parts", name))
+    if memo is not None:
+        return list(memo)
+    cache = _PARTS.get(name)
+    if cache is None or len(cache) > _MAX_CACHED:
+        cache = _PARTS[name] = {}
+    shas = [ref.sha256 for ref in manifest["shards"]]
+    out = [cache.get(sha, _MISS) for sha in shas]
+    for i in [i for i, v in enumerate(out) if v is _MISS]:
+        out[i] = cache[shas[i]] = part(manifest._leaves[shas[i]])
+    manifest._views[("parts", name)] = out
+    return list(out)
 
 
 def check_paths(manifest, loc) -> None:

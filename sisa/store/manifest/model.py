@@ -49,6 +49,9 @@ __all__ = ["Manifest", "now_iso"]
 _RUN_FIELDS = frozenset({"last_receipt", "audit"})
 # The root sections that name leaves: changing one changes which leaves are live.
 _LEAF_SECTIONS = frozenset({"shards", "index", "tombstones"})
+# (leaf kind, merged view over those leaves alone): kept by an edit of other kinds' leaves
+_VIEW_KINDS = (("shards", "slices"), ("shards", "checkpoints"), ("index", "index"),
+               ("tombstones", "tombstones"))
 
 
 def now_iso() -> str:
@@ -218,14 +221,18 @@ class Manifest(Mapping):
         shard is trained iff that one exists, and retrains from slice 0."""
         n_slices = self["assignment"]["n_slices"]
         incremental = (self.get("model") or {}).get("incremental", True)
-        first = {}
-        for s in range(self["assignment"]["n_shards"]):
-            done = self.shard_leaf(s)["checkpoints"]
+
+        def first(leaf: dict) -> int | None:  # a shard's, from its leaf alone
+            done = leaf["checkpoints"]
             for r in range(0 if incremental else n_slices - 1, n_slices):
                 if str(r) not in done:
-                    first[s] = r if incremental else 0
-                    break
-        return RetrainPlan(first)
+                    return r if incremental else 0
+            return None
+
+        # kept per shard leaf: a reload after a forget looks again only at the shards it
+        # changed, not at 256 shards' checkpoints
+        firsts = self.shard_parts(f"pending-first {n_slices} {incremental}", first)
+        return RetrainPlan({s: r for s, r in enumerate(firsts) if r is not None})
 
     def referenced_files(self) -> dict[str, Blob]:
         """Every file the manifest vouches for (leaves included): relative path -> its
@@ -289,6 +296,10 @@ class Manifest(Mapping):
         if not leaves and root is None and not _LEAF_SECTIONS & top.keys():
             return self._sharing_leaves(new)  # the same leaves: nothing to add or drop
         bodies, unwritten = dict(self._leaves), dict(self._unwritten)
+        # only the slots edited here change which leaves are live (a leaf names its own
+        # slot, so no other slot holds it): the others are not looked through again
+        slots_only = leaves and all(new[k] is self._root[k] for k in _LEAF_SECTIONS)
+        old_shas = {self._slot_ref(kind, i) for kind, i in leaves} if slots_only else set()
         if leaves:
             shards = list(new["shards"])
             index = {**new["index"], "pages": list(new["index"]["pages"])}
@@ -306,9 +317,30 @@ class Manifest(Mapping):
                 else:
                     tombs["pages"].pop(str(i), None)
             new.update(shards=shards, index=index, tombstones=tombs)
+        if slots_only:
+            gone = old_shas - {Manifest(new, {})._slot_ref(kind, i) for kind, i in leaves}
+            for sha in gone:
+                bodies.pop(sha, None)
+                unwritten.pop(sha, None)
+            out = Manifest(new, bodies, unwritten)
+            # the merged views of the kinds not edited stay valid (2,048 index buckets)
+            kinds = {kind for kind, _ in leaves}
+            out._views.update((v, self._views[v]) for kinds_of, v in _VIEW_KINDS
+                              if v in self._views and kinds_of not in kinds)
+            return out
         live = {ref.sha256 for ref in Manifest(new, {})._leaf_refs()}
         return Manifest(new, {k: v for k, v in bodies.items() if k in live},
                         {k: v for k, v in unwritten.items() if k in live})
+
+    def _slot_ref(self, kind: str, i: int) -> str | None:
+        """The sha256 of the leaf at root slot ``kind``/``i`` (None: an empty slot)."""
+        if kind == "shards":
+            ref = self["shards"][i]
+        elif kind == "index":
+            ref = self["index"]["pages"][i]
+        else:
+            ref = self["tombstones"]["pages"].get(str(i))
+        return None if ref is None else ref.sha256
 
     def _sharing_leaves(self, root: Mapping, unwritten: bool = True) -> Manifest:
         """A manifest of ``root`` over these same leaves: the views over the leaves (merged

@@ -139,6 +139,13 @@ class RowReader:
                                                    ("shard", pa.int32()), ("slice", pa.int32())]))
         return table
 
+    def keep_index_part(self, sha256: str, table: pa.Table) -> None:
+        """Remember the index bucket this process just wrote from ``table`` under its
+        file's hash: the next forget's lookup in that bucket need not read the file back
+        and hash it (a small store's few buckets were each rewritten, then read, by
+        every forget). Trusted as the buckets read before are: by content hash."""
+        self._index_cache[sha256] = table
+
     def read_index(self) -> pa.Table:
         """The whole index (every bucket): ``sample_id, shard, slice``."""
         return pa.concat_tables([self.read_index_part(b) for b in range(self.index_buckets)])
@@ -162,7 +169,17 @@ class RowReader:
         """One hash over the tombstone files' hashes: what a receipt commits of the set of
         deleted ids (a swapped tombstone file changes it)."""
         hashes = sorted(p.sha256 for p in self.manifest.tombstone_parts.values())
-        return hashlib.sha256(canonical_json(hashes)).hexdigest()
+        return hashlib.sha256(_string_list_json(hashes)).hexdigest()
+
+
+def _string_list_json(strings: list[str]) -> bytes:
+    """``canonical_json(strings)``: joined directly when every string is lowercase hex
+    (nothing to escape: 2,000 tombstone buckets' hashes at 10M rows took json.dumps ~0.2
+    ms), else encoded by json."""
+    raw = "".join(strings)
+    if raw.isascii() and not raw.encode().translate(None, b"0123456789abcdef"):
+        return ('["' + '","'.join(strings) + '"]').encode() if strings else b"[]"
+    return canonical_json(strings)
 
 
 def label_union(rows: RowReader, kept: dict | None = None) -> list:

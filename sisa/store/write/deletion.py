@@ -100,16 +100,24 @@ class DeleteResult:
     classes_changed: dict | None = None
 
 
-def resolve(store: Store, ids) -> Resolved:
+def resolve(store: Store, ids, *, located: tuple | None = None) -> Resolved:
     """Resolve ``ids`` (any spelling the id boundary accepts) against ``store``.
+
+    ``located``: ``store.rows.locate(ids)`` already looked up on this same state, ``ids``
+    then being canonical already (distinct, sorted, the store's id type: as
+    :func:`sisa.unlearn.receipts.ids_digest` gives them), so the index is not read again.
 
     Raises
     ------
     UnknownIdError
         Some ids are neither stored nor tombstoned; nothing is changed.
     """
-    q = idmod.unique_sorted(store.rows.id_array(ids))
-    found, shard, sl = store.rows.locate(q)
+    if located is None:
+        q = idmod.unique_sorted(store.rows.id_array(ids))
+        located = store.rows.locate(q)
+    else:
+        q = ids
+    found, shard, sl = located
     already: list = []
     if not found.all():
         missing = pc.filter(q, pa.array(~found))
@@ -222,6 +230,7 @@ def _index_and_tombstones(store: Store, gone: pa.Array
             part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=gone)))
             parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
                                      rows=part.num_rows)
+            store.rows.keep_index_part(parts[b].sha256, part)  # the next lookup reads no file
         old_tombs = None
     hashes = store.audit.id_hashes(gone)
     if old_tombs is not None:
