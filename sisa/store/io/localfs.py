@@ -288,11 +288,11 @@ def batched():
         flush()
     finally:
         _PENDING.batch = None
-        with contextlib.suppress(BaseException):  # the error raised is the step's
+        with contextlib.suppress(Exception):  # the error raised is the step's
             batch.settle()
         with batch.lock:  # nor do the fsyncs started: no work outlives the batch
             left = batch.syncs
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception):
             _wait_all(left)
 
 
@@ -323,7 +323,8 @@ def batching() -> bool:
 def beside(fn, *args) -> Future | None:
     """Run ``fn(*args)`` on the writer thread, inside this thread's batch: :func:`flush`
     (so every commit of the batch) waits for it first, and so does :func:`settle`. Runs
-    it here, now, outside a batch (returns None)."""
+    it here, now, outside a batch (returns None). ``fn`` writes files; it must not
+    flush or publish (it would wait for itself)."""
     batch = _current()
     if batch is None:
         fn(*args)
