@@ -314,6 +314,12 @@ class Location:
         localfs.flush()
 
     @staticmethod
+    def release() -> None:
+        """Start the writes :meth:`write_content` ``beside`` collected in the current
+        batch, on its writer thread (:func:`sisa.store.io.localfs.release`)."""
+        localfs.release()
+
+    @staticmethod
     def settle() -> None:
         """Wait for the writes the current batch handed to its writer thread
         (:meth:`write_content` ``beside``): their files are then on disk (not yet
@@ -340,7 +346,8 @@ class Location:
         ``{"file": relative path, "sha256": ..., "bytes": ...}``.
 
         With ``beside``, inside a local :meth:`batch`, the bytes are hashed here and
-        written on the batch's writer thread while this one goes on: the batch's
+        written on the batch's writer thread (from :meth:`release` on) while this one
+        goes on: the batch's
         :meth:`flush` (so any commit naming the file) waits for the write, and until the
         batch ends this thread's :meth:`read_verified` of the file is served from these
         very bytes (:func:`sisa.store.io.localfs.beside`). ``data`` must not change."""

@@ -188,7 +188,8 @@ class _Batch:
         self.lock = threading.Lock()
         self.syncs: list[Future] = []  # fsyncs started (files and folders)
         self.queued: dict[str, Future] = {}  # folder -> its fsync, not yet begun
-        self.writes: list[Future] = []  # writes handed to the writer thread (beside)
+        self.handed: list[tuple] = []  # writes for the writer thread, not yet released
+        self.writes: list[Future] = []  # writes released to the writer thread (beside)
         self.vouched: dict[tuple, tuple] = {}  # see vouch
         self.staged: dict[tuple, object] = {}  # (path, sha256) -> bytes being written
         self.late: dict[tuple[str, bool], None] = {}  # fsyncs held for the wait (held)
@@ -219,8 +220,25 @@ class _Batch:
             if folder:
                 self.queued[path] = fut
 
+    def release(self) -> None:
+        """Submit the writes collected by :func:`beside`, in order, as one job."""
+        with self.lock:
+            todo, self.handed = self.handed, []
+        if not todo:
+            return
+
+        def job():
+            with joined(self):
+                for fn, args in todo:
+                    fn(*args)
+
+        fut = _writer().submit(job)
+        with self.lock:
+            self.writes.append(fut)
+
     def settle(self) -> None:
         """Wait for the writes handed off so far (raising the first error)."""
+        self.release()
         while True:
             with self.lock:
                 if not self.writes:
@@ -288,6 +306,7 @@ def batched():
         flush()
     finally:
         _PENDING.batch = None
+        batch.handed.clear()  # after an error: writes not released never start
         with contextlib.suppress(Exception):  # the error raised is the step's
             batch.settle()
         with batch.lock:  # nor do the fsyncs started: no work outlives the batch
@@ -320,24 +339,26 @@ def batching() -> bool:
     return _current() is not None
 
 
-def beside(fn, *args) -> Future | None:
-    """Run ``fn(*args)`` on the writer thread, inside this thread's batch: :func:`flush`
-    (so every commit of the batch) waits for it first, and so does :func:`settle`. Runs
-    it here, now, outside a batch (returns None). ``fn`` writes files; it must not
-    flush or publish (it would wait for itself)."""
+def beside(fn, *args) -> None:
+    """Have ``fn(*args)`` run on the writer thread, inside this thread's batch, once
+    :func:`release` hands it over: :func:`settle` and :func:`flush` (so every commit of
+    the batch) release and wait for it. Runs it here, now, outside a batch. ``fn``
+    writes files; it must not flush or publish (it would wait for itself)."""
     batch = _current()
     if batch is None:
         fn(*args)
-        return None
-
-    def job():
-        with joined(batch):
-            return fn(*args)
-
-    fut = _writer().submit(job)
+        return
     with batch.lock:
-        batch.writes.append(fut)
-    return fut
+        batch.handed.append((fn, args))
+
+
+def release() -> None:
+    """Hand the writes :func:`beside` collected to the writer thread, in one job: they
+    run while this thread goes on (a forget's retrain), not while it is still
+    serializing and hashing the next files."""
+    batch = _current()
+    if batch is not None:
+        batch.release()
 
 
 def settle() -> None:

@@ -198,6 +198,7 @@ def stage(store: Store, deletion: Deletion, *, pending: dict | None = None) -> M
                 rows=table.num_rows, shard=s, labels=slice_labels(table, label_type))
         crashpoint("delete:after-slices", before=store.loc.settle)  # the slices on disk
         index_parts, tombstone_parts, n_buckets = _index_and_tombstones(store, gone)
+        store.loc.release()  # written while the caller goes on (a forget: its retrain)
     return store.manifest.with_deletion(
         slices=slices, index_parts=index_parts, tombstone_parts=tombstone_parts,
         n_buckets=n_buckets, deleted=len(gone), plan=deletion.plan, classes=deletion.classes,
