@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
 
 
 class InjectedCrash(RuntimeError):
     """Raised at a crash point selected by SISA_CRASH_AT."""
 
 
-def crashpoint(name: str, before: Callable[[], object] | None = None) -> None:
-    """Crash here if ``SISA_CRASH_AT`` names this point, after ``before()`` (which brings
-    the state to what the point means, e.g. writes handed to a helper thread landed)."""
+def crashpoint(name: str) -> None:
     if os.environ.get("SISA_CRASH_AT") != name:
         return
-    if before is not None:
-        before()
     if os.environ.get("SISA_CRASH_MODE") == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     raise InjectedCrash(f"injected crash at {name}")

@@ -21,7 +21,7 @@ from ..store.format.layout import INTENT
 from ..store.manifest import RetrainPlan
 from ..store.manifest.journal import JournalEntry, JournalKind
 from ..store.store import Store
-from ..tasks.backend import TaskError, choose, map_tasks
+from ..tasks.backend import TaskError, map_tasks
 from ..tasks.settings import ExecutionSettings
 from . import checkpoints as ck
 from . import safe_pickle
@@ -164,10 +164,6 @@ def train_shards(store: Store, plan: RetrainPlan, settings: ExecutionSettings, *
     hashes (``verify`` uses this). Results come back sorted by shard.
     """
     jobs = sorted(plan.items())
-    if choose(settings, len(jobs)) != "local":
-        # tasks in other processes read from disk what this thread's batch is still
-        # writing beside it (a forget's new slices): let it land first
-        store.loc.settle()
     # Tasks get the manifest with the URI: they need not re-read it, and a staged store
     # (a fit not yet published) has its manifest only here.
     snapshot = (store.uri, store.manifest)

@@ -21,7 +21,6 @@ from threadpoolctl import ThreadpoolController
 
 from ..errors import SisaError
 from ..store.format.layout import checkpoint_dir
-from ..store.io import localfs
 from ..store.io.fs import sha256_bytes
 from ..store.manifest import Blob, CheckpointFile
 from ..store.store import Store
@@ -139,101 +138,30 @@ def _train(store: Store, shard: int, start_slice: int, write: bool) -> ShardResu
     rows = _ShardRows(store, shard, keep=sched.incremental and sched.name == "cumulative",
                       prototype=prototype, order=list(dict.fromkeys(
                           r for sl in sched.steps(start_slice) for r in sched.slices_for(sl))))
-    sl, saver, steps = start_slice, _Saver(store, shard, write), list(sched.steps(start_slice))
+    sl, est_hash = start_slice, None
     try:
-        for sl in steps:
-            saver.check()  # a checkpoint already refused: stop here, as if trained in line
+        for sl in sched.steps(start_slice):
             X, y = rows.of(sched.slices_for(sl))
             clock.lap("read_slices_s")
             model = sched.step(model, prototype, X, y, classes, store.random_state, shard, sl)
             clock.lap("training_s")
             result.rows_processed += len(y) * sched.passes()
-            # pickled here (the next step changes the model in place); checked, hashed and
-            # written on the helper thread while the next slice trains (the last in line)
-            saver.save(sl, ck.dumps(model), type(model).__name__, beside=sl != steps[-1])
-            clock.lap("checkpoints_s")
-        saver.finish(result)
-        clock.lap("checkpoints_s")
-    except SisaError:
-        earlier = saver.first_error()  # every job waited for: none outlives the task
-        if earlier is None:
-            raise
-        raise earlier from None
-    except Exception as exc:
-        raise saver.first_error() or TrainingError(
-            shard, sl, f"{type(exc).__name__}: {exc}", traceback.format_exc()) from exc
-    return result
-
-
-class _Saver:
-    """A shard task's checkpoints, each checked (:func:`_check_loads_back`), hashed and
-    written (:func:`_put`) on a helper thread while the next slice trains (the fit
-    releases the GIL in its compiled loops), in the task's batch (their fsyncs join its
-    round). Nothing outlives the task: :meth:`finish` and :meth:`first_error` wait for
-    every job; a job's failure is the :class:`TrainingError` naming its slice, raised
-    as if the checkpoint had been written in line (the earliest slice first)."""
-
-    def __init__(self, store: Store, shard: int, write: bool) -> None:
-        self.store, self.shard, self.write = store, shard, write
-        self.batch = localfs.current_batch()
-        self.est_hash: str | None = None
-        self.jobs: list[Future] = []
-
-    def save(self, sl: int, blob: bytes, name: str, beside: bool = True) -> None:
-        """Save slice ``sl``'s checkpoint on the helper thread, or here (``beside`` False:
-        nothing trains meanwhile) once the earlier ones are saved."""
-        self.est_hash = self.est_hash or ck.estimator_hash(self.store)
-        if beside:
-            self.jobs.append(_saver().submit(self._job, sl, blob, name, self.est_hash))
-            return
-        self.finish_error()
-        done: Future = Future()
-        done.set_result(self._job(sl, blob, name, self.est_hash))
-        self.jobs.append(done)
-
-    def _job(self, sl: int, blob: bytes, name: str, est_hash: str
-             ) -> tuple[CheckpointFile, object]:
-        store, shard = self.store, self.shard
-        try:
-            with localfs.joined(self.batch):
-                loaded = _check_loads_back(blob, name, shard, sl) if self.write else None
-                meta = CheckpointFile.of(
-                    _put(store, shard, sl, blob, self.write), rows=store.slice_rows(shard, sl),
-                    shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl, est_hash))
-        except SisaError:
-            raise
-        except Exception as exc:
-            raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
-                                traceback.format_exc()) from exc
-        return meta, loaded
-
-    def check(self) -> None:
-        """Raise the first failure among the jobs already done (without waiting)."""
-        for fut in self.jobs:
-            if not fut.done():
-                return
-            if fut.exception() is not None:
-                raise fut.exception()
-
-    def finish_error(self) -> None:
-        """Wait for every job; raise the first one's error."""
-        error = self.first_error()
-        if error is not None:
-            raise error
-
-    def finish(self, result: ShardResult) -> None:
-        """Wait for every job; their checkpoints to ``result`` in slice order."""
-        self.finish_error()
-        for fut in self.jobs:
-            meta, loaded = fut.result()
-            if loaded is not None and meta.slice == self.store.n_slices - 1:
+            blob = ck.dumps(model)
+            loaded = _check_loads_back(blob, model, shard, sl) if write else None
+            est_hash = est_hash or ck.estimator_hash(store)
+            meta = CheckpointFile.of(
+                _put(store, shard, sl, blob, write), rows=store.slice_rows(shard, sl),
+                shard=shard, slice=sl, lineage=ck.lineage(store, shard, sl, est_hash))
+            if loaded is not None and sl == store.n_slices - 1:
                 result.models[meta.sha256] = loaded
             result.checkpoints.append(meta)
-
-    def first_error(self) -> BaseException | None:
-        """Wait for every job; the first one's error (in slice order), or None."""
-        errors = [fut.exception() for fut in self.jobs]
-        return next((e for e in errors if e is not None), None)
+            clock.lap("checkpoints_s")
+    except SisaError:
+        raise
+    except Exception as exc:
+        raise TrainingError(shard, sl, f"{type(exc).__name__}: {exc}",
+                            traceback.format_exc()) from exc
+    return result
 
 
 def _put(store: Store, shard: int, sl: int, blob: bytes, write: bool) -> Blob:
@@ -257,12 +185,12 @@ class _Clock:
         self.last = now
 
 
-def _check_loads_back(blob: bytes, name: str, shard: int, sl: int):
+def _check_loads_back(blob: bytes, model, shard: int, sl: int):
     """A checkpoint the restricted loader refuses would be committed and then fail every
     later load (predict, verify, the next forget's resume): refuse it here, before it is
     written, with the type that cannot be loaded. The bytes are in hand: no re-read.
-    Returns the loaded object (what loading the checkpoint file gives). ``name``: the
-    fitted model's class name."""
+    Returns the loaded object (what loading the checkpoint file gives)."""
+    name = type(model).__name__
     try:
         return safe_pickle.loads(blob, source=f"the fitted {name}")
     except SisaError as exc:
@@ -318,27 +246,11 @@ class _ShardRows:
         later = self.order[self.order.index(r) + 1:] if r in self.order else []
         nxt = next((q for q in later if q not in self.read and q not in self.ahead), None)
         if nxt is not None:
-            self.ahead[nxt] = _reader().submit(self._read_ahead, localfs.current_batch(), nxt)
+            self.ahead[nxt] = _reader().submit(self.store.rows.read_slice, self.shard, nxt)
         return data
-
-    def _read_ahead(self, batch, r: int):
-        """Slice ``r`` read in the training thread's batch: a slice it is still writing
-        beside (a forget's new slice) is served from the bytes it hashed."""
-        with localfs.joined(batch):
-            return self.store.rows.read_slice(self.shard, r)
 
 
 _READER: ThreadPoolExecutor | None = None
-_SAVER: ThreadPoolExecutor | None = None
-
-
-def _saver() -> ThreadPoolExecutor:
-    """One thread saving a shard task's checkpoints (per process; a forked child makes
-    its own): in order, one slice behind the training at most."""
-    global _SAVER
-    if _SAVER is None:
-        _SAVER = ThreadPoolExecutor(1, thread_name_prefix="sisa-checkpoint")
-    return _SAVER
 
 
 def _reader() -> ThreadPoolExecutor:
@@ -351,8 +263,8 @@ def _reader() -> ThreadPoolExecutor:
 
 
 def _forget_reader() -> None:
-    global _READER, _SAVER
-    _READER = _SAVER = None
+    global _READER
+    _READER = None
 
 
 os.register_at_fork(after_in_child=_forget_reader)

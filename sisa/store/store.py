@@ -452,12 +452,10 @@ class Store:
             raise StoreError("internal: store writes must run inside `with store.lock():`")
         return self._lock
 
-    def put_blob(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer, *,
-                 beside: bool = False) -> Blob:
+    def put_blob(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> Blob:
         """Write a content-addressed file; returns its manifest entry (file, sha256,
-        bytes). With ``beside``, written on the batch's writer thread
-        (:meth:`sisa.store.io.fs.Location.write_content`)."""
-        return Blob(**self.loc.write_content(rel_dir, suffix, data, beside=beside))
+        bytes)."""
+        return Blob(**self.loc.write_content(rel_dir, suffix, data))
 
     def get_blob(self, meta: Blob) -> pa.Buffer:
         """The bytes of a manifest entry's file, after checking its sha256."""

@@ -123,18 +123,16 @@ def _stage_retrain_commit(store: Store, change: deletion.Deletion, request: Forg
                           settings: ExecutionSettings, laps: timings.Laps,
                           loaded: dict | None) -> SealedReceipt:
     # One group commit for what this process writes (new slices, index and tombstone
-    # buckets, checkpoints trained here, leaves, the root, the audit log's last line): the
-    # staged files are written and fsynced beside the retrain, the commit waits for what
-    # is left of them and the root's bytes before the root is renamed into place, then
-    # for the root's folder (sisa.store.io.localfs.publish). An error (or the rollback
-    # after it) comes only once every write handed off has landed.
+    # buckets, checkpoints trained here, leaves, the root, the audit log's last line): one
+    # parallel round of fsyncs just before the root is renamed into place, then the root's
+    # folder (sisa.store.io.localfs.publish).
     with store.loc.batch():
         try:
             if len(change.resolved.found_ids) == 0:  # every id was deleted by earlier requests
                 staged, rows = store.manifest, 0
             else:
                 staged = deletion.stage(store, change)
-                crashpoint("forget:after-stage", before=store.loc.settle)  # files on disk
+                crashpoint("forget:after-stage")
                 laps.lap("write_data_s")
                 results = driver.train_shards(Store(store.uri, staged), change.plan, settings,
                                               desc="retraining shards")

@@ -196,12 +196,8 @@ class Location:
         Locally a file this process already verified is not hashed again while its
         inode, size, mtime and ctime are unchanged (a content-addressed file never
         changes; any write to it changes its ctime, which no user can set back); nor is
-        one this thread wrote in the current batch (:meth:`write_content`), and one it
-        hands to the batch's writer thread is served from the bytes it hashed."""
+        one this thread wrote in the current batch (:meth:`write_content`)."""
         if self.is_local:
-            held = localfs.staged((self.path(rel), sha256))
-            if held is not None:  # hashed to sha256 by this batch, being written beside
-                return held if isinstance(held, pa.Buffer) else pa.py_buffer(held)
             try:
                 buf, stamp = map_nofollow(self._no_links(rel), stamped=True)
             except FileNotFoundError as exc:
@@ -295,9 +291,8 @@ class Location:
                 f.write(data)
 
     def write_many(self, files: list[tuple[str, bytes]]) -> None:
-        """:meth:`write_atomic` for several files, made durable together (:meth:`batch`):
-        their fsyncs start together at the batch's next wait (a commit's leaves)."""
-        with self.batch(), localfs.held():
+        """:meth:`write_atomic` for several files, made durable together (:meth:`batch`)."""
+        with self.batch():
             for rel, data in files:
                 self.write_atomic(rel, data, deferrable=True)
 
@@ -313,19 +308,6 @@ class Location:
         """fsync what the current batch wrote (see :meth:`batch`)."""
         localfs.flush()
 
-    @staticmethod
-    def release() -> None:
-        """Start the writes :meth:`write_content` ``beside`` collected in the current
-        batch, on its writer thread (:func:`sisa.store.io.localfs.release`)."""
-        localfs.release()
-
-    @staticmethod
-    def settle() -> None:
-        """Wait for the writes the current batch handed to its writer thread
-        (:meth:`write_content` ``beside``): their files are then on disk (not yet
-        durable). Raises the first write's error."""
-        localfs.settle()
-
     def clear_temp(self) -> int:
         """Remove the temporary files of interrupted writes (local stores; object stores
         have none). Only a writer holding the store's lock may call it."""
@@ -340,29 +322,12 @@ class Location:
                 os.unlink(self.path(f"{TEMP_DIR}/{name}"))
         return len(names)
 
-    def write_content(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer, *,
-                      beside: bool = False) -> dict:
+    def write_content(self, rel_dir: str, suffix: str, data: bytes | pa.Buffer) -> dict:
         """Store ``data`` under a name derived from its hash; returns the manifest entry
-        ``{"file": relative path, "sha256": ..., "bytes": ...}``.
-
-        With ``beside``, inside a local :meth:`batch`, the bytes are hashed here and
-        written on the batch's writer thread (from :meth:`release` on) while this one
-        goes on: the batch's
-        :meth:`flush` (so any commit naming the file) waits for the write, and until the
-        batch ends this thread's :meth:`read_verified` of the file is served from these
-        very bytes (:func:`sisa.store.io.localfs.beside`). ``data`` must not change."""
+        ``{"file": relative path, "sha256": ..., "bytes": ...}``."""
         digest = sha256_bytes(data)
         rel = f"{rel_dir}/{digest[:32]}{suffix}"
         size = len(memoryview(data))
-        if beside and self.is_local and localfs.batching():
-            localfs.stage_bytes((self.path(rel), digest), data)
-            localfs.beside(self._write_content, rel, data, digest, size)
-        else:
-            self._write_content(rel, data, digest, size)
-        return {"file": rel, "sha256": digest, "bytes": size}
-
-    def _write_content(self, rel: str, data: bytes | pa.Buffer, digest: str,
-                       size: int) -> None:
         info = self.info(rel)
         # same name, same size: the bytes of an earlier attempt (a retried task); skip.
         # Other sizes mean a damaged leftover: write it again.
@@ -372,6 +337,7 @@ class Location:
                 self._vouch(rel, digest, size)
         elif self.is_local:  # an earlier attempt's file, perhaps from a batch that failed
             localfs.make_durable(self.path(rel))
+        return {"file": rel, "sha256": digest, "bytes": size}
 
     def _vouch(self, rel: str, sha256: str, size: int) -> None:
         """Inside a :meth:`batch`, count a file this thread just wrote from bytes it hashed

@@ -11,7 +11,7 @@ import os
 import stat
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
@@ -107,7 +107,7 @@ def makedirs_durable(path: str, defer: bool = False) -> None:
         os.makedirs(path, exist_ok=True)
         for d in reversed(missing):
             if defer and batching():
-                _current().start(os.path.dirname(d) or ".", True)
+                _PENDING.more.append((os.path.dirname(d) or ".", True))
             else:
                 fsync_dir(os.path.dirname(d) or ".")
 
@@ -164,265 +164,82 @@ def _fsync_path(path: str, directory: bool = False) -> None:
 
 # Grouped durability (a group commit). A file that only a later manifest will name need
 # not be on disk before the next write starts, only before that manifest: inside
-# :func:`batched`, a write does not wait for its own fsyncs. Each file's fsync and its
-# folder's are started in a pool as soon as the file is renamed into place (they run
-# beside whatever the batch does next: a forget's retrain), and :func:`flush` (run
-# before a manifest's root is published, and when the outermost batch ends) waits for
-# them and for the rest, the new root's temporary file included (:func:`publish`).
-# Nothing orders files and folders among themselves: a folder's fsync covers the
-# entries renamed into it before it starts, so a folder gets a new fsync only when one
-# already under way might have missed an entry; what must follow them all is only the
-# root's rename, after the wait. Concurrent fsyncs share the disk's flushes, so what the
-# commit waits for is about one fsync's latency, less what ran during the retrain. A
-# batch belongs to the thread that opened it; a helper thread the owner hands work to
-# (:func:`beside`) joins it (:func:`joined`), so its files are in the same round.
-_PENDING = threading.local()  # .batch: this thread's open batch (None: no batch)
+# :func:`batched`, writes skip their own fsyncs and :func:`flush` (run before a
+# manifest's root is published, and when the outermost batch ends) makes them durable
+# in one parallel round: every file's data (the new root's temporary file included,
+# :func:`publish`) and every folder that got a new entry, each once. Files and folders
+# share the round because nothing orders them: a content file was renamed into its
+# folder before the round, and what must follow both is only the root's rename, after
+# the round. Concurrent fsyncs share the disk's flushes, so a round costs about one
+# fsync's latency whatever its size. The count of fsyncs is what POSIX asks (each new
+# file's data, each folder holding a new entry); the waits are one round, then the
+# root's folder, instead of two per file.
+_PENDING = threading.local()  # this thread's paths awaiting fsync (None: no batch)
 _POOL: ThreadPoolExecutor | None = None
-_WRITER: ThreadPoolExecutor | None = None
-
-
-class _Batch:
-    """One group commit's outstanding work, shared by the threads that joined it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.syncs: list[Future] = []  # fsyncs started (files and folders)
-        self.queued: dict[str, Future] = {}  # folder -> its fsync, not yet begun
-        self.handed: list[tuple] = []  # writes for the writer thread, not yet released
-        self.writes: list[Future] = []  # writes released to the writer thread (beside)
-        self.vouched: dict[tuple, tuple] = {}  # see vouch
-        self.staged: dict[tuple, object] = {}  # (path, sha256) -> bytes being written
-        self.late: dict[tuple[str, bool], None] = {}  # fsyncs held for the wait (held)
-        self.held = 0  # > 0: fsyncs are held (held)
-        self.n = 0  # fsyncs issued
-
-    def start(self, path: str, folder: bool, now: bool = False) -> None:
-        """Start the fsync of ``path`` (unless :func:`held`, and not ``now``); a folder's
-        is shared with one queued, not begun."""
-        with self.lock:
-            if self.held and not now:
-                self.late.setdefault((path, folder))
-                return
-        with self.lock:
-            if folder and path in self.queued:
-                return
-            if folder:
-                def job(p=path):
-                    with self.lock:
-                        self.queued.pop(p, None)  # from here on it may miss a new entry
-                    _fsync_path(p, directory=True)
-            else:
-                def job(p=path):
-                    _fsync_path(p)
-            fut = _pool().submit(job)
-            self.n += 1
-            self.syncs.append(fut)
-            if folder:
-                self.queued[path] = fut
-
-    def release(self) -> None:
-        """Submit the writes collected by :func:`beside`, in order, as one job."""
-        with self.lock:
-            todo, self.handed = self.handed, []
-        if not todo:
-            return
-
-        def job():
-            with joined(self):
-                for fn, args in todo:
-                    fn(*args)
-
-        fut = _writer().submit(job)
-        with self.lock:
-            self.writes.append(fut)
-
-    def settle(self) -> None:
-        """Wait for the writes handed off so far (raising the first error)."""
-        self.release()
-        while True:
-            with self.lock:
-                if not self.writes:
-                    return
-                todo, self.writes = self.writes, []
-            _wait_all(todo)
-
-    def wait(self) -> None:
-        """Wait for every write and fsync started so far (raising the first error)."""
-        self.settle()
-        with self.lock:
-            late, self.late = list(self.late), {}
-        for path, folder in late:  # the held ones, together (see held)
-            self.start(path, folder, now=True)
-        with self.lock:
-            todo, self.syncs = self.syncs, []
-            n, self.n = self.n, 0
-        with _waiting(n):
-            _wait_all(todo)
-
-
-@contextlib.contextmanager
-def held():
-    """Inside, this thread's batch holds the fsyncs of what is written until its wait,
-    then starts them together: for files written just before a commit (a manifest's
-    leaves), whose fsyncs cannot run beside anything; started one by one they would
-    spread over more of the disk's flushes than one round does."""
-    batch = _current()
-    if batch is None:
-        yield
-        return
-    with batch.lock:
-        batch.held += 1
-    try:
-        yield
-    finally:
-        with batch.lock:
-            batch.held -= 1
-
-
-def _wait_all(futures: list[Future]) -> None:
-    """Wait for all of ``futures`` (none is left running), then raise the first error."""
-    errors = [f.exception() for f in futures]
-    first = next((e for e in errors if e is not None), None)
-    if first is not None:
-        raise first
-
-
-def _current() -> _Batch | None:
-    return getattr(_PENDING, "batch", None)
 
 
 @contextlib.contextmanager
 def batched():
-    """Defer waiting for the fsyncs of local writes made in this thread to one
-    :func:`flush`. Nested batches join the outermost; an error inside waits for the
-    writes handed off and the fsyncs started (none is left running) and drops the held
-    ones (what a failed step wrote is never committed)."""
+    """Defer the fsyncs of local writes made in this thread to one :func:`flush`. Nested
+    batches join the outermost; an error inside drops the pending list (what a failed
+    step wrote is never committed)."""
     if batching():
         yield
         return
-    batch = _PENDING.batch = _Batch()
+    # paths: files fsynced with their folder; more: (path, is a folder) fsynced alone;
+    # vouched: files written in the batch from bytes hashed then (see vouch)
+    _PENDING.paths, _PENDING.more, _PENDING.vouched = [], [], {}
     try:
         yield
         flush()
     finally:
-        _PENDING.batch = None
-        batch.handed.clear()  # after an error: writes not released never start
-        with contextlib.suppress(Exception):  # the error raised is the step's
-            batch.settle()
-        with batch.lock:  # nor do the fsyncs started: no work outlives the batch
-            left = batch.syncs
-        with contextlib.suppress(Exception):
-            _wait_all(left)
-
-
-@contextlib.contextmanager
-def joined(batch: _Batch | None):
-    """Make ``batch`` (:func:`current_batch` of the thread that hands this one work) this
-    thread's batch while inside: its writes are made durable by that batch's round."""
-    if batch is None or _current() is batch:
-        yield
-        return
-    outer, _PENDING.batch = _current(), batch
-    try:
-        yield
-    finally:
-        _PENDING.batch = outer
-
-
-def current_batch() -> _Batch | None:
-    """This thread's batch, for :func:`joined` in a helper thread (None: no batch)."""
-    return _current()
+        _PENDING.paths = _PENDING.more = _PENDING.vouched = None
 
 
 def batching() -> bool:
     """Whether this thread is in a :func:`batched` block."""
-    return _current() is not None
-
-
-def beside(fn, *args) -> None:
-    """Have ``fn(*args)`` run on the writer thread, inside this thread's batch, once
-    :func:`release` hands it over: :func:`settle` and :func:`flush` (so every commit of
-    the batch) release and wait for it. Runs it here, now, outside a batch. ``fn``
-    writes files; it must not flush or publish (it would wait for itself)."""
-    batch = _current()
-    if batch is None:
-        fn(*args)
-        return
-    with batch.lock:
-        batch.handed.append((fn, args))
-
-
-def release() -> None:
-    """Hand the writes :func:`beside` collected to the writer thread, in one job: they
-    run while this thread goes on (a forget's retrain), not while it is still
-    serializing and hashing the next files."""
-    batch = _current()
-    if batch is not None:
-        batch.release()
-
-
-def settle() -> None:
-    """Wait for the writes this thread's batch handed off (:func:`beside`)."""
-    batch = _current()
-    if batch is not None:
-        batch.settle()
+    return getattr(_PENDING, "paths", None) is not None
 
 
 def vouch(key: tuple, stamp: tuple) -> None:
     """Record, for this batch only, that the file ``key = (path, sha256)`` with this
     stamp holds bytes this thread hashed to that sha256 as it wrote them."""
-    batch = _current()
-    if batch is not None:
-        with batch.lock:
-            batch.vouched[key] = stamp
+    if batching():
+        _PENDING.vouched[key] = stamp
 
 
 def vouched(key: tuple) -> tuple | None:
     """The stamp :func:`vouch` recorded for ``key`` in this thread's batch, or None."""
-    batch = _current()
-    return None if batch is None else batch.vouched.get(key)
-
-
-def stage_bytes(key: tuple, data) -> None:
-    """Record, for this batch only, the bytes (hashed here to ``key = (path, sha256)``)
-    being written to ``path`` beside the caller: :func:`staged` serves them meanwhile."""
-    batch = _current()
-    if batch is not None:
-        with batch.lock:
-            batch.staged[key] = data
-
-
-def staged(key: tuple):
-    """The bytes :func:`stage_bytes` recorded for ``key`` in this thread's batch, or None."""
-    batch = _current()
-    return None if batch is None else batch.staged.get(key)
+    table = getattr(_PENDING, "vouched", None)
+    return None if table is None else table.get(key)
 
 
 def make_durable(path: str, folder: bool = True) -> None:
-    """fsync ``path`` (written) and, with ``folder``, its folder: started now and waited
-    for by the current batch's :func:`flush`, or now outside a batch."""
-    batch = _current()
-    if batch is None:
+    """fsync ``path`` (written) and, with ``folder``, its folder: with the current
+    batch's :func:`flush`, or now outside a batch."""
+    if batching():
+        if folder:
+            _PENDING.paths.append(path)
+        else:
+            _PENDING.more.append((path, False))
+    else:
         _sync([path] if folder else [], [] if folder else [(path, False)])
-        return
-    batch.start(path, False)
-    if folder:
-        batch.start(os.path.dirname(path), True)
 
 
 def flush() -> None:
     """Make every write of the current batch durable (no-op without one)."""
-    batch = _current()
-    if batch is not None:
-        batch.wait()
+    if batching() and (_PENDING.paths or _PENDING.more):
+        files, more = list(_PENDING.paths), list(_PENDING.more)
+        _PENDING.paths.clear(), _PENDING.more.clear()
+        _sync(files, more)
 
 
 def publish(tmp: str, target: str) -> None:
-    """Commit point of a batch: ``tmp`` (written, not yet fsynced) is fsynced with what
-    is left of the batch's round (every file and folder of the batch), and only then is
-    ``tmp`` renamed onto ``target`` and ``target``'s folder fsynced. Two waits for the
-    whole commit: what the root names is durable before the rename that publishes it,
-    and the rename before this returns. ``tmp``'s own folder is not fsynced: the
+    """Commit point of a batch: ``tmp`` (written, not yet fsynced) is fsynced in the
+    batch's round with every file and folder of the batch, and only then is ``tmp``
+    renamed onto ``target`` and ``target``'s folder fsynced. Two waits for the whole
+    commit: what the root names is durable before the rename that publishes
+    it, and the rename before this returns. ``tmp``'s own folder is not fsynced: the
     rename removes its entry there."""
     with batched():
         make_durable(tmp, folder=False)
@@ -446,14 +263,6 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(16, thread_name_prefix="sisa-fsync")
     return _POOL
-
-
-def _writer() -> ThreadPoolExecutor:
-    """One thread for the writes handed off (:func:`beside`): they run in order."""
-    global _WRITER
-    if _WRITER is None:
-        _WRITER = ThreadPoolExecutor(1, thread_name_prefix="sisa-write")
-    return _WRITER
 
 
 def _sync(files: list[str], more: list[tuple[str, bool]]) -> None:
@@ -486,9 +295,9 @@ def file_stamp(path: str) -> tuple | None:
 
 
 def _forget_pool() -> None:
-    """A forked child has none of the pools' threads: it makes its own."""
-    global _POOL, _WRITER
-    _POOL = _WRITER = None
+    """A forked child has none of the pool's threads: it makes its own."""
+    global _POOL
+    _POOL = None
 
 
 os.register_at_fork(after_in_child=_forget_pool)

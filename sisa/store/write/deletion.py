@@ -181,24 +181,17 @@ def result(deletion: Deletion, rows_before: dict[int, int], before: str, after: 
 def stage(store: Store, deletion: Deletion, *, pending: dict | None = None) -> Manifest:
     """Write the new slice, index and tombstone files of ``deletion`` beside the old ones
     and return the manifest that names them (not committed: a forget commits it together
-    with the retrained checkpoints).
-
-    Inside the caller's batch (a forget's) the files are serialized and hashed here (the
-    manifest names their hashes) and written on the batch's writer thread while the
-    caller goes on (the retrain reads the new slices from these bytes); the batch's
-    commit waits for the writes, then their fsyncs (:func:`sisa.store.io.localfs.beside`).
-    Without one, they are on disk when this returns."""
+    with the retrained checkpoints)."""
     gone = deletion.resolved.found_ids
     label_type = store.manifest.schema["label_type"]
     slices = {}
     with store.loc.batch():  # fsynced together, before the manifest that names them
         for (s, r), table in deletion.kept.items():
             slices[slice_key(s, r)] = SliceFile.of(
-                store.put_blob(slice_dir(s, r), ".arrow", ipc_bytes(table), beside=True),
+                store.put_blob(slice_dir(s, r), ".arrow", ipc_bytes(table)),
                 rows=table.num_rows, shard=s, labels=slice_labels(table, label_type))
-        crashpoint("delete:after-slices", before=store.loc.settle)  # the slices on disk
+        crashpoint("delete:after-slices")
         index_parts, tombstone_parts, n_buckets = _index_and_tombstones(store, gone)
-        store.loc.release()  # written while the caller goes on (a forget: its retrain)
     return store.manifest.with_deletion(
         slices=slices, index_parts=index_parts, tombstone_parts=tombstone_parts,
         n_buckets=n_buckets, deleted=len(gone), plan=deletion.plan, classes=deletion.classes,
@@ -220,16 +213,14 @@ def _index_and_tombstones(store: Store, gone: pa.Array
         index = store.rows.read_index().sort_by(ID)  # as the builder has it: sorted by id
         index = index.filter(pc.invert(pc.is_in(index.column(ID), value_set=gone)))
         for b, part in enumerate(bucketed(index, B)):
-            parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part),
-                                                    beside=True),
+            parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
                                      rows=part.num_rows)
         old_tombs = store.rows.read_tombstones()
     else:
         for b in np.unique(id_buckets(gone, B)).tolist():
             part = store.rows.read_index_part(b)
             part = part.filter(pc.invert(pc.is_in(part.column(ID), value_set=gone)))
-            parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part),
-                                                    beside=True),
+            parts[b] = BucketFile.of(store.put_blob(index_dir(b), ".arrow", ipc_bytes(part)),
                                      rows=part.num_rows)
         old_tombs = None
     hashes = store.audit.id_hashes(gone)
@@ -241,7 +232,6 @@ def _index_and_tombstones(store: Store, gone: pa.Array
         added = [hashes[i] for i in np.flatnonzero(where == b)]
         both = sorted(added + (store.rows.read_tombstones([b]) if old_tombs is None else []))
         table = pa.table({"h": pa.array(both, pa.binary(16))})
-        tparts[b] = BucketFile.of(store.put_blob(tombstone_dir(b), ".arrow", ipc_bytes(table),
-                                                  beside=True),
+        tparts[b] = BucketFile.of(store.put_blob(tombstone_dir(b), ".arrow", ipc_bytes(table)),
                                   rows=table.num_rows)
     return parts, tparts, B
