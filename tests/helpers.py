@@ -80,3 +80,40 @@ def _local():
 
 
 LOCAL = _local()  # settings for tasks run in the test's own process
+
+
+def record_fsyncs(monkeypatch) -> list[tuple[str, str]]:
+    """From now on (this test), every ``os.fsync`` as ``("fsync", path)`` and every
+    completed ``os.replace`` as ``("replace", target)``, in the order they happened."""
+    import os
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        real_replace(src, dst, **kw)
+        events.append(("replace", os.fspath(dst)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def record_checkpoint_loads(monkeypatch) -> list[tuple[int, int]]:
+    """From now on (this test), the ``(shard, slice)`` of every checkpoint read, hashed
+    and unpickled through :func:`sisa.engine.checkpoints.load_verified`."""
+    from sisa.engine import checkpoints as ck
+
+    loads: list[tuple[int, int]] = []
+    real = ck.load_verified
+
+    def load_verified(store, meta):
+        loads.append((meta.shard, meta.slice))
+        return real(store, meta)
+
+    monkeypatch.setattr(ck, "load_verified", load_verified)
+    return loads

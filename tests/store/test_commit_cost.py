@@ -22,7 +22,7 @@ from sisa.store.manifest import codec as io
 from sisa.store.manifest.build import fingerprint
 from sisa.store.read.reading import label_union
 from sisa.unlearn import verify
-from tests.helpers import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification, record_fsyncs
 
 
 def _fit(tmp_path, n=3000, S=8, R=4, **kw):
@@ -114,19 +114,7 @@ def test_a_forget_fsyncs_its_files_in_one_group_before_the_manifest(tmp_path, mo
     est, _, _ = _fit(tmp_path)
     store = est.store_
     before = set(store.referenced_files())
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        return real_fsync(fd)
-
-    def replace(src, dst, **kw):
-        events.append(("replace", os.fspath(dst)))
-        return real_replace(src, dst, **kw)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    events = record_fsyncs(monkeypatch)
     est.forget([10])
     root = str(tmp_path / "s")
     new = sorted(f"{root}/{f}" for f in set(store.referenced_files()) - before)

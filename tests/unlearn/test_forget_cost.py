@@ -17,7 +17,7 @@ from sisa import SISAClassifier
 from sisa.cli import main as cli_main
 from sisa.store.manifest import MANIFEST
 from sisa.unlearn import forget, history, receipts, timings, verify
-from tests.helpers import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification, record_checkpoint_loads
 
 
 def _fit(tmp_path, est=None, S=4, R=2):
@@ -144,14 +144,7 @@ def test_a_forget_serves_the_retrained_models_without_reading_them_back(tmp_path
     model = _fit(tmp_path, S=6, R=3)
     X, _ = make_classification(2000, 5)
     model.forget([0])
-    loads: list[tuple[int, int]] = []
-    real = ck.load_verified
-
-    def load_verified(store, meta):
-        loads.append((meta.shard, meta.slice))
-        return real(store, meta)
-
-    monkeypatch.setattr(ck, "load_verified", load_verified)
+    loads = record_checkpoint_loads(monkeypatch)
     for i in (11, 400, 1999):
         s = _shard_of(model, i)
         before = model.estimators_[s]

@@ -22,7 +22,7 @@ from sisa.engine.train import TrainingError
 from sisa.store.format.layout import INTENT
 from sisa.store.manifest import MANIFEST
 from sisa.unlearn import repair, verify
-from tests.helpers import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification, record_fsyncs
 
 
 def _fit(path, n=1200, S=2, R=3) -> SISAClassifier:
@@ -65,23 +65,6 @@ def test_a_checkpoint_write_that_fails_rolls_the_forget_back(tmp_path, monkeypat
     assert verify(Store.open(tmp_path / "s"), settings=LOCAL).ok
 
 
-def _fsync_log(monkeypatch) -> list[tuple[str, str]]:
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        return real_fsync(fd)
-
-    def replace(src, dst, **kw):
-        real_replace(src, dst, **kw)
-        events.append(("replace", os.fspath(dst)))
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    return events
-
-
 def _durable_before_root(events, root: str, new: set[str]) -> None:
     """Every new file the root names was fsynced after it was renamed into place, and so
     was its folder, before the root's own rename."""
@@ -100,7 +83,7 @@ def test_every_file_the_new_root_names_is_fsynced_before_its_rename(tmp_path, mo
     store = est.store_
     before = set(store.referenced_files())
     victim = _first_slice_id(store)
-    events = _fsync_log(monkeypatch)
+    events = record_fsyncs(monkeypatch)
     if how == "forget":
         est.forget([victim])
     else:

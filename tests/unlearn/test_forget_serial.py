@@ -11,7 +11,7 @@ from sklearn.linear_model import SGDClassifier
 from sisa import SISAClassifier
 from sisa.engine import checkpoints as ck
 from sisa.unlearn import verify
-from tests.helpers import LOCAL, make_classification
+from tests.helpers import LOCAL, make_classification, record_checkpoint_loads
 
 
 def _fit(tmp_path, S=4, R=3):
@@ -35,14 +35,7 @@ def test_a_forget_reads_and_unpickles_its_resume_checkpoint_once(tmp_path, monke
     The object is the retrain's alone (partial_fit changes it), nothing is left handed
     over after the forget, and the result is byte-identical to a fresh fit."""
     model, X = _fit(tmp_path)
-    loads: list[tuple[int, int]] = []
-    real = ck.load_verified
-
-    def load_verified(store, meta):
-        loads.append((meta.shard, meta.slice))
-        return real(store, meta)
-
-    monkeypatch.setattr(ck, "load_verified", load_verified)
+    loads = record_checkpoint_loads(monkeypatch)
     done = 0
     for i in range(2000):
         s, r = _where(model, i)
