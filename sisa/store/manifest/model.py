@@ -296,15 +296,16 @@ class Manifest(Mapping):
         if not leaves and root is None and not _LEAF_SECTIONS & top.keys():
             return self._sharing_leaves(new)  # the same leaves: nothing to add or drop
         bodies, unwritten = dict(self._leaves), dict(self._unwritten)
+        edited = dict(leaves or {})
         # only the slots edited here change which leaves are live (a leaf names its own
         # slot, so no other slot holds it): the others are not looked through again
-        slots_only = leaves and all(new[k] is self._root[k] for k in _LEAF_SECTIONS)
-        old_shas = {self._slot_ref(kind, i) for kind, i in leaves} if slots_only else set()
-        if leaves:
+        slots_only = bool(edited) and all(new[k] is self._root[k] for k in _LEAF_SECTIONS)
+        old_shas = {self._slot_ref(kind, i) for kind, i in edited} if slots_only else set()
+        if edited:
             shards = list(new["shards"])
             index = {**new["index"], "pages": list(new["index"]["pages"])}
             tombs = {**new["tombstones"], "pages": dict(new["tombstones"]["pages"])}
-            for (kind, i), (body, rel_dir) in leaves.items():
+            for (kind, i), (body, rel_dir) in edited.items():
                 ref, raw = leaf_ref(body, rel_dir)
                 bodies[ref.sha256] = body
                 unwritten[ref.sha256] = (ref.file, raw)
@@ -318,13 +319,14 @@ class Manifest(Mapping):
                     tombs["pages"].pop(str(i), None)
             new.update(shards=shards, index=index, tombstones=tombs)
         if slots_only:
-            gone = old_shas - {Manifest(new, {})._slot_ref(kind, i) for kind, i in leaves}
+            gone = old_shas - {Manifest(new, {})._slot_ref(kind, i) for kind, i in edited}
             for sha in gone:
-                bodies.pop(sha, None)
-                unwritten.pop(sha, None)
+                if sha is not None:  # a slot that held no leaf
+                    bodies.pop(sha, None)
+                    unwritten.pop(sha, None)
             out = Manifest(new, bodies, unwritten)
             # the merged views of the kinds not edited stay valid (2,048 index buckets)
-            kinds = {kind for kind, _ in leaves}
+            kinds = {kind for kind, _ in edited}
             out._views.update((v, self._views[v]) for kinds_of, v in _VIEW_KINDS
                               if v in self._views and kinds_of not in kinds)
             return out
