@@ -39,7 +39,9 @@ CROSSES = [("native-country", "occupation"), ("education", "occupation"),
 
 
 def adult_onehot(n: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The first ``n`` rows of adult.data one-hot, with crosses (tests/store/test_sparse.py)."""
+    """The first ``n`` rows of the published adult.data, one-hot: each column (numbers in
+    buckets) and eleven crosses of two, as a CSR matrix of >= 3,000 columns (also the
+    data of tests/store/test_sparse.py)."""
     path = package_file("mglearn", "data/adult.data", "SISA_ADULT_PATH", None, "UCI Adult")
     with open(path) as f:
         rows = [[v.strip() for v in ln.split(",")] for ln in f.read().splitlines()

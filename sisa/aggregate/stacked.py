@@ -178,10 +178,6 @@ def _build(models: list, classes, previous: Stacked | None = None) -> Stacked | 
         keys[i] = _family(live[i])
         if keys[i] is None:
             return None
-    if previous is not None and all(keys[i] == previous.keys[i] for i in changed):
-        # the same groups (a forget's retrained shards keep their family and shapes): only
-        # the groups holding a changed shard are restacked, without regrouping 256 keys
-        return _same_groups(previous, models, classes, live, changed, keys)
     by_key: dict[tuple, list[int]] = {}
     for i, fk in enumerate(keys):
         by_key.setdefault(fk, []).append(i)
@@ -197,26 +193,6 @@ def _build(models: list, classes, previous: Stacked | None = None) -> Stacked | 
         if (classes is None) != group.form.regressor:
             return None
         groups.append(group)
-    return Stacked(models, classes, groups, keys)
-
-
-def _same_groups(previous: Stacked, models: list, classes, live: list, changed: list[int],
-                 keys: list[tuple]) -> Stacked:
-    """:func:`_build` when every changed shard keeps its key: each group holding one has
-    its changed models replaced (:func:`_regrouped`), the others are reused."""
-    where = {}  # live position -> its group's index
-    for gi, g in enumerate(previous.groups):
-        for i in set(changed).intersection(g.positions.tolist()):
-            where[i] = gi
-    groups = list(previous.groups)
-    for gi in set(where.values()):
-        g = groups[gi]
-        group = _regrouped(g, live, g.positions.tolist(), set(changed))
-        if group is None:
-            fam, scalers, _ = keys[g.positions[0]]
-            group = _Group(fam, [live[i] for i in g.positions], g.positions.tolist(),
-                           classes, scalers is not None)
-        groups[gi] = group
     return Stacked(models, classes, groups, keys)
 
 

@@ -13,41 +13,12 @@ import scipy.sparse as sp
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import MultinomialNB
-from sklearn.preprocessing import OneHotEncoder
 
+from benchmarks.sparse import adult_onehot  # the same matrix the benchmark measures
 from sisa import IngestOptions, SISAClassifier, Store
-from sisa.datasets._dataset import package_file
 from sisa.errors import InputError
 from sisa.store.format.layout import FEATURES
 from tests.helpers import run_cli, tree_digest
-
-CROSSES = [("native-country", "occupation"), ("education", "occupation"),
-           ("age", "occupation"), ("hours-per-week", "occupation"),
-           ("native-country", "education"), ("age", "education"),
-           ("hours-per-week", "education"), ("workclass", "occupation"),
-           ("age", "native-country"), ("fnlwgt", "occupation"), ("fnlwgt", "education")]
-
-
-def adult_onehot(n: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The first ``n`` rows of the published adult.data, one-hot: each column (numbers in
-    buckets) and eleven crosses of two, as a CSR matrix of >= 3,000 columns."""
-    path = package_file("mglearn", "data/adult.data", "SISA_ADULT_PATH", None, "UCI Adult")
-    with open(path) as f:
-        rows = [[v.strip() for v in ln.split(",")] for ln in f.read().splitlines()
-                if ln.strip()][:n]
-    names = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
-             "occupation", "relationship", "race", "gender", "capital-gain", "capital-loss",
-             "hours-per-week", "native-country"]
-    cols = {c: np.array([r[i] for r in rows], dtype=object) for i, c in enumerate(names)}
-    cols["age"] = (np.array(cols["age"], float) // 5).astype(int).astype(str)
-    cols["hours-per-week"] = (np.array(cols["hours-per-week"], float) // 5).astype(int).astype(str)
-    cols["fnlwgt"] = (np.log(np.array(cols["fnlwgt"], float)) * 4).astype(int).astype(str)
-    table = np.column_stack([cols[c] for c in names] +
-                            [np.char.add(np.char.add(cols[a].astype(str), "|"),
-                                         cols[b].astype(str)) for a, b in CROSSES])
-    X = OneHotEncoder(dtype=np.float64).fit_transform(table).tocsr()
-    y = np.array([r[14] == ">50K" for r in rows], dtype=int)
-    return X, y
 
 
 @pytest.fixture(scope="module")
